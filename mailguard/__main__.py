@@ -1,0 +1,3 @@
+from mailguard.cli.app import main
+
+main()

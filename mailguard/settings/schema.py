@@ -1,0 +1,160 @@
+"""The settings registry: every key of SETTINGS.md, its type, default and help, in one place.
+
+This one table drives validation, the ``config`` commands, ``--help``, the man page and
+the shell completions. Key names are public interface: rename nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mailguard.settings.types import (
+    AddressList,
+    Bool,
+    Duration,
+    Enum,
+    HostPort,
+    Int,
+    Ports,
+    Routes,
+    Size,
+    StrList,
+    ValueType,
+)
+
+EMAIL_CLIENT = "web-and-email.email-client"
+PROTOCOLS = ("imap", "imaps", "pop3", "pop3s")
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    type: ValueType
+    default: Any
+    help: str
+
+    def parse(self, value: Any) -> Any:
+        return self.type.parse(value)
+
+    def format(self, value: Any) -> str:
+        return self.type.format(value)
+
+
+def _ec(suffix: str) -> str:
+    return f"{EMAIL_CLIENT}.{suffix}"
+
+
+_SETTINGS = [
+    Setting("web-and-email.protocol-filtering.enabled", Bool(), True,
+            "Master switch for interception. Off: listeners relay bytes untouched."),
+    Setting("web-and-email.protocol-filtering.mode", Enum(choices=("explicit", "transparent")), "explicit",
+            "explicit: clients connect to the routes listeners. transparent (Linux, root): connections "
+            "redirected by the firewall arrive on transparent.listen and their original destination is "
+            "read from the socket."),
+    Setting("web-and-email.protocol-filtering.routes", Routes(), [],
+            "Explicit-mode listeners, LISTEN=UPSTREAM, e.g. 127.0.0.1:1993=imap.example.com:993. "
+            "Implicit TLS is used when the upstream port is in the imaps or pop3s port list."),
+    Setting("web-and-email.protocol-filtering.transparent.listen", HostPort(), "127.0.0.1:8143",
+            "Where redirected connections arrive in transparent mode."),
+    Setting("web-and-email.protocol-filtering.excluded-ips", AddressList(), [],
+            "Traffic to or from these IPs, CIDR networks or A-B ranges is relayed without scanning."),
+    Setting(_ec("protocols.enabled"), Bool(), True,
+            "Email protection by protocol filtering. Off: mail is relayed unscanned, never blocked. "
+            "'mailguard enable' and 'mailguard disable' set it."),
+    Setting(_ec("protocols.imap.enabled"), Bool(), True, "IMAP scanning."),
+    Setting(_ec("protocols.imap.ports"), Ports(), [143],
+            "Plaintext IMAP ports taken in transparent mode; the protocol itself is recognised from the "
+            "server greeting on any port."),
+    Setting(_ec("protocols.imaps.enabled"), Bool(), True, "IMAPS scanning (needs ssl-tls.enabled)."),
+    Setting(_ec("protocols.imaps.ports"), Ports(), [585, 993],
+            "Implicit-TLS IMAP ports; TLS on other ports is not intercepted."),
+    Setting(_ec("protocols.pop3.enabled"), Bool(), True, "POP3 scanning."),
+    Setting(_ec("protocols.pop3.ports"), Ports(), [110], "Plaintext POP3 ports taken in transparent mode."),
+    Setting(_ec("protocols.pop3s.enabled"), Bool(), True, "POP3S scanning (needs ssl-tls.enabled)."),
+    Setting(_ec("protocols.pop3s.ports"), Ports(), [995], "Implicit-TLS POP3 ports."),
+    Setting(_ec("alerts.tag-received"), Enum(choices=("never", "infected", "all")), "infected",
+            "Which received messages get the X-MailGuard-Result header (unscanned ones always do)."),
+    Setting(_ec("alerts.subject-received"), Bool(), True, "Prefix the subject of infected messages."),
+    Setting(_ec("alerts.subject-template"), ValueType(), "[detection %DETECTIONNAME%]",
+            "The subject prefix; %DETECTIONNAME% (alias %VIRUSNAME%) becomes the detection names."),
+    Setting(_ec("response.action"), Enum(choices=("none", "clean", "replace")), "clean",
+            "none: deliver unchanged apart from tags. clean: replace each infected part with a short text "
+            "notice. replace: replace the whole message with a notice keeping From, To, Cc, Date, Subject "
+            "and Message-ID."),
+    Setting(_ec("response.quarantine"), Bool(), True,
+            "Keep the original of every message that was changed or replaced."),
+    Setting(_ec("response.on-scan-error"), Enum(choices=("pass", "block")), "pass",
+            "A message that could not be fully scanned: pass = deliver tagged unscanned; block = treat as "
+            "infected."),
+    Setting(_ec("threatsense.objects.archives"), Bool(), True, "Look inside zip, 7z, tar, gzip, bzip2, xz."),
+    Setting(_ec("threatsense.objects.email-files"), Bool(), True,
+            "Look inside attached messages (message/rfc822, .eml)."),
+    Setting(_ec("threatsense.options.heuristics"), Bool(), True,
+            "Flag executable or script attachments, double extensions and Office macros."),
+    Setting(_ec("threatsense.limits.max-object-size"), Size(), 100 * 1024**2,
+            "Larger objects are not scanned (verdict unscanned)."),
+    Setting(_ec("threatsense.limits.max-scan-time"), Duration(), 60.0, "Scan time limit per message."),
+    Setting(_ec("threatsense.limits.archive-nesting-level"), Int(minimum=0, maximum=100), 10,
+            "How deep archives and attached messages are opened."),
+    Setting(_ec("threatsense.limits.max-archive-file-size"), Size(), 100 * 1024**2,
+            "Limit per unpacked archive member; also bounds the total unpacked bytes per message."),
+    Setting("web-and-email.ssl-tls.enabled", Bool(), True,
+            "Intercept implicit TLS on the imaps/pop3s ports and STARTTLS/STLS anywhere. Off: TLS is "
+            "relayed untouched, unscanned."),
+    Setting("web-and-email.ssl-tls.block-obsolete", Bool(), True,
+            "Refuse SSL 3, TLS 1.0 and TLS 1.1 on both legs."),
+    Setting("web-and-email.ssl-tls.certificate-validity.unverifiable", Enum(choices=("block", "allow")),
+            "block", "An upstream certificate that does not chain to a trusted root."),
+    Setting("web-and-email.ssl-tls.certificate-validity.corrupted", Enum(choices=("block", "allow")),
+            "block", "An upstream certificate that is expired, not yet valid, for another host or malformed."),
+    Setting("web-and-email.ssl-tls.excluded-domains", StrList(), [],
+            "Host globs never intercepted: relayed as they are, unscanned."),
+    Setting("web-and-email.ssl-tls.trusted-ca-file", ValueType(name="path"), "",
+            "Extra PEM bundle trusted for upstream servers, besides the system store."),
+    Setting("web-and-email.ssl-tls.root-certificate.name-constraints", StrList(), [],
+            "DNS names 'ca init' and 'ca rotate' put into the CA as X.509 permitted subtrees."),
+    Setting("detection-engine.signatures.paths", StrList(), [],
+            "ClamAV-format signature files or folders (.hdb, .hsb, .ndb) loaded besides the built-in "
+            "EICAR signature."),
+    Setting("detection-engine.yara.rules", StrList(), [],
+            "YARA rule files or folders (needs the 'yara' extra: pip install mailguard[yara])."),
+    Setting("detection-engine.clamd.enabled", Bool(), False, "Also ask a running clamd."),
+    Setting("detection-engine.clamd.address", ValueType(), "unix:/var/run/clamav/clamd.ctl",
+            "clamd's socket: unix:PATH or tcp:HOST:PORT."),
+    Setting("tools.quarantine.path", ValueType(name="path"), "",
+            "Quarantine folder; empty means STATE/quarantine."),
+    Setting("tools.log-files.level", Enum(choices=("debug", "info", "warning", "error")), "info",
+            "Log level of the filtering engine."),
+    Setting("tools.log-files.format", Enum(choices=("text", "json")), "text",
+            "Log format of the filtering engine: text lines or JSON lines."),
+]
+
+REGISTRY: dict[str, Setting] = {s.key: s for s in _SETTINGS}
+
+
+def port_list_key(protocol: str) -> str:
+    return _ec(f"protocols.{protocol}.ports")
+
+
+# The protocol a well-known port belongs to, for `mailguard ports add PORT` without --protocol.
+WELL_KNOWN_PORTS = {143: "imap", 993: "imaps", 585: "imaps", 110: "pop3", 995: "pop3s"}
+
+
+def lookup(key: str) -> Setting:
+    """The setting for ``key``; a ``KeyError`` whose text suggests the nearest keys."""
+    try:
+        return REGISTRY[key]
+    except KeyError:
+        raise KeyError(unknown_key_message(key)) from None
+
+
+def unknown_key_message(key: str) -> str:
+    import difflib  # only on the error path
+
+    close = difflib.get_close_matches(key, REGISTRY, n=3, cutoff=0.6)
+    if not close:
+        # People often type the last words only ("imaps.ports"): match on the ending too.
+        close = [k for k in REGISTRY if k.endswith("." + key) or k.endswith(key)][:3]
+    hint = f"; did you mean {' or '.join(close)}?" if close else "; 'mailguard config list' shows every key"
+    return f"unknown key {key!r}{hint}"

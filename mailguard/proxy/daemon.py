@@ -1,0 +1,537 @@
+"""Running the filtering engine: in the foreground (systemd) or detached, and stopping it again.
+
+Pieces, in the order a start goes through them:
+
+- ``PidLock``: ``STATE/mailguard.pid`` holds the engine's pid and an exclusive flock for as long as
+  the engine lives. "Is an engine running?" is "is the file locked?", which stays right when the
+  engine was killed (the kernel drops the lock) and when its pid was reused by another program
+  (that program does not hold our lock): a stale pid file is simply taken over.
+- ``start_detached``: the classic double fork (fork, setsid, fork) so the engine has no terminal
+  and is not a session leader; stdin/stdout/stderr go to /dev/null and logs to STATE/mailguard.log.
+  The parent waits on a pipe until the engine reports that it listens (or why it could not), so
+  ``mailguard start`` succeeds only for an engine that is really up.
+- ``Engine``: the running engine: the FilterServer, transparent-mode rules when asked for, the
+  control socket, and the signals: SIGTERM and SIGINT stop gracefully, SIGHUP re-reads settings.
+- ``stop_running``: the CLI side of ``mailguard stop``: asks over the control socket (SIGTERM if
+  the socket does not answer) and waits until the lock is released.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import select
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from mailguard.errors import EngineError, MailguardError
+
+if TYPE_CHECKING:
+    from mailguard.settings import Paths, Settings
+
+log = logging.getLogger("mailguard.engine")
+
+PID_FILE_NAME = "mailguard.pid"
+LOG_FILE_NAME = "mailguard.log"
+# Messages in flight get this long to finish on stop before connections are closed (the server
+# keeps its copy of anything not delivered: POP3 deletes only on QUIT, RFC 1939 §6).
+STOP_GRACE_SECONDS = 10.0
+# How long ``mailguard stop`` waits for the engine to be gone: the grace period plus slack.
+STOP_WAIT_SECONDS = STOP_GRACE_SECONDS + 10.0
+# How long ``mailguard start`` waits for the detached engine to report that it listens.
+START_WAIT_SECONDS = 60.0
+# The readiness message on the start pipe ("ready PID" or "error MESSAGE") is one short line.
+MAX_READY_MESSAGE_BYTES = 64 * 1024
+
+_FILTERING = "web-and-email.protocol-filtering."
+_PROTECTION = "web-and-email.email-client.protocols.enabled"
+
+
+class FilterServerLike(Protocol):
+    async def start(self) -> None: ...
+    async def reload(self, settings: Settings) -> None: ...
+    async def stop(self, grace: float) -> None: ...
+    def snapshot(self) -> dict[str, Any]: ...
+
+
+ServerFactory = Callable[["Settings", "Paths"], FilterServerLike]
+
+
+# --- pid file -----------------------------------------------------------------------------------
+
+
+def pid_file_path(state_dir: Path) -> Path:
+    return state_dir / PID_FILE_NAME
+
+
+class PidLock:
+    """The engine's pid file, locked with flock for the engine's lifetime."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = pid_file_path(state_dir)
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock and write our pid, or raise EngineError naming the running engine."""
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                pid = running_pid(self.path.parent)
+                raise EngineError(
+                    f"the engine is already running (pid {pid if pid else 'unknown'}; {self.path})"
+                ) from None
+            # An engine that was stopping may have unlinked the file between our open and our
+            # lock; then we hold a lock on a file nobody else can see. Start over on the new one.
+            try:
+                if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.fsync(fd)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        # Unlink while still holding the lock, so nobody takes over a file we are about to drop.
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+
+
+def running_pid(state_dir: Path) -> int | None:
+    """The pid of the running engine, or None. A pid file nobody holds locked is stale: ignored."""
+    path = pid_file_path(state_dir)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            content = os.read(fd, 64).strip()
+            return int(content) if content.isdigit() else 0
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+# --- logging ------------------------------------------------------------------------------------
+
+
+class JsonLineFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message (and the traceback, if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(settings: Settings, log_file: Path | None) -> None:
+    """Log per tools.log-files.level/format, to ``log_file`` or (None) to stderr.
+
+    Called again on reload, so a changed level or format applies at once.
+    """
+    from logging.handlers import WatchedFileHandler
+
+    root = logging.getLogger("mailguard")
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    # WatchedFileHandler reopens the file when logrotate moves it away.
+    handler: logging.Handler = (
+        WatchedFileHandler(log_file, encoding="utf-8") if log_file else logging.StreamHandler(sys.stderr)
+    )
+    if settings.get("tools.log-files.format") == "json":
+        handler.setFormatter(JsonLineFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(settings.get("tools.log-files.level").upper())
+    root.propagate = False
+
+
+# --- the running engine -------------------------------------------------------------------------
+
+
+def _default_server_factory(settings: Settings, paths: Paths) -> FilterServerLike:
+    from mailguard.proxy.server import FilterServer
+
+    return FilterServer(settings, paths)
+
+
+class Engine:
+    """The FilterServer plus what makes it a service: pid lock, control socket, signals, rules."""
+
+    def __init__(
+        self,
+        paths: Paths,
+        settings: Settings,
+        *,
+        foreground: bool,
+        server_factory: ServerFactory = _default_server_factory,
+    ) -> None:
+        self.paths = paths
+        self.settings = settings
+        self.foreground = foreground
+        self._server_factory = server_factory
+        self._server: FilterServerLike | None = None
+        self._stopping: Any = None  # asyncio.Event, made inside the loop
+        self._started_at = time.time()
+        self._started_monotonic = time.monotonic()
+        self._rules_installed = False
+
+    @property
+    def state_dir(self) -> Path:
+        return self.paths.state_dir
+
+    async def run(self, ready: Callable[[], None]) -> None:
+        """Start everything, call ``ready()``, serve until asked to stop, and clean up."""
+        import asyncio
+
+        from mailguard.proxy.control import ControlServer, control_socket_path
+
+        self._stopping = asyncio.Event()
+        lock = PidLock(self.state_dir)
+        lock.acquire()
+        control = ControlServer(control_socket_path(self.state_dir), self.handle_command)
+        try:
+            self._server = self._server_factory(self.settings, self.paths)
+            await self._server.start()
+            await self._apply_transparent_rules()
+            await control.start()
+            self._install_signal_handlers()
+            log.info("engine started (pid %d, mode %s)", os.getpid(), self._mode())
+            ready()
+            await self._stopping.wait()
+        finally:
+            self._remove_signal_handlers()
+            await control.stop()
+            await self._remove_transparent_rules()
+            if self._server is not None:
+                await self._server.stop(grace=STOP_GRACE_SECONDS)
+            lock.release()
+            log.info("engine stopped")
+
+    def request_stop(self) -> None:
+        if self._stopping is not None:
+            self._stopping.set()
+
+    async def handle_command(self, command: str) -> dict[str, Any]:
+        if command == "status":
+            return await self.status()
+        if command == "reload":
+            await self.reload()
+            return await self.status()
+        if command == "stop":
+            log.info("stop requested over the control socket")
+            self.request_stop()
+            return {"stopping": True, "pid": os.getpid()}
+        raise EngineError(f"unknown command {command!r}")
+
+    async def status(self) -> dict[str, Any]:
+        snapshot = self._server.snapshot() if self._server is not None else {}
+        status: dict[str, Any] = dict(snapshot)
+        status.update(
+            running=True,
+            pid=os.getpid(),
+            started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self._started_at)),
+            uptime=round(time.monotonic() - self._started_monotonic, 3),
+            mode=self._mode(),
+            config_file=str(self.paths.config_file),
+        )
+        status.setdefault("protection", self._protection())
+        status["transparent"] = await self._transparent_status()
+        return status
+
+    async def reload(self) -> None:
+        """Re-read the settings file; a bad file leaves the running settings in force."""
+        from mailguard.settings import load_settings
+
+        try:
+            settings = load_settings(self.paths.config_file)
+        except MailguardError as exc:
+            log.error("reload refused, the settings in force stay: %s", exc)
+            raise EngineError(f"reload refused, the settings in force stay: {exc}") from exc
+        was_transparent = self._mode() == "transparent"
+        self.settings = settings
+        if not self.foreground:
+            configure_logging(settings, self.state_dir / LOG_FILE_NAME)
+        else:
+            configure_logging(settings, None)
+        if self._server is not None:
+            await self._server.reload(settings)
+        if self._mode() == "transparent":
+            await self._apply_transparent_rules()
+        elif was_transparent:
+            await self._remove_transparent_rules()
+        log.info("settings reloaded from %s (protection %s)", self.paths.config_file, self._protection())
+
+    def _mode(self) -> str:
+        return str(self.settings.get(_FILTERING + "mode"))
+
+    def _protection(self) -> str:
+        on = self.settings.get(_FILTERING + "enabled") and self.settings.get(_PROTECTION)
+        return "on" if on else "off"
+
+    # Transparent mode: nft runs as a subprocess, so it goes to a thread to keep the loop free.
+
+    async def _apply_transparent_rules(self) -> None:
+        import asyncio
+
+        if self._mode() != "transparent":
+            return
+        from mailguard.proxy import transparent
+
+        await asyncio.to_thread(transparent.install, self.settings)
+        self._rules_installed = True
+
+    async def _remove_transparent_rules(self) -> None:
+        import asyncio
+
+        if not self._rules_installed:
+            return
+        from mailguard.proxy import transparent
+
+        try:
+            await asyncio.to_thread(transparent.remove)
+            self._rules_installed = False
+        except MailguardError as exc:
+            log.error("could not remove the transparent-mode rules: %s", exc)
+
+    async def _transparent_status(self) -> dict[str, Any]:
+        import asyncio
+
+        if not self._rules_installed:
+            return {"installed": False, "ruleset": ""}
+        from mailguard.proxy import transparent
+
+        try:
+            ruleset = await asyncio.to_thread(transparent.current_ruleset)
+        except MailguardError as exc:
+            return {"installed": True, "ruleset": "", "error": str(exc)}
+        return {"installed": bool(ruleset), "ruleset": ruleset}
+
+    # Signals
+
+    def _install_signal_handlers(self) -> None:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, self._on_stop_signal, "SIGINT")
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
+
+    def _remove_signal_handlers(self) -> None:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+
+    def _on_stop_signal(self, name: str) -> None:
+        log.info("%s received, stopping", name)
+        self.request_stop()
+
+    def _on_reload_signal(self) -> None:
+        import asyncio
+
+        log.info("SIGHUP received, reloading settings")
+        task = asyncio.get_running_loop().create_task(self.reload(), name="mailguard-reload")
+        task.add_done_callback(_log_reload_failure)
+
+
+def _log_reload_failure(task: Any) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        exc = task.exception()
+        if not isinstance(exc, MailguardError):  # MailguardErrors were logged by reload itself
+            log.error("reload failed", exc_info=exc)
+
+
+def run_foreground(paths: Paths, settings: Settings, server_factory: ServerFactory | None = None) -> None:
+    """``mailguard start --foreground``: serve until SIGTERM/SIGINT, logging to stderr."""
+    import asyncio
+
+    configure_logging(settings, None)
+    engine = Engine(paths, settings, foreground=True, **_factory_kwargs(server_factory))
+    asyncio.run(engine.run(ready=lambda: None))
+
+
+def _factory_kwargs(server_factory: ServerFactory | None) -> dict[str, Any]:
+    return {} if server_factory is None else {"server_factory": server_factory}
+
+
+# --- detaching ----------------------------------------------------------------------------------
+
+
+def start_detached(paths: Paths, settings: Settings, server_factory: ServerFactory | None = None) -> int:
+    """Start the engine as a daemon and return its pid once it listens.
+
+    Raises EngineError if an engine already runs or the new one failed to come up (with its
+    reason, which it sends back over a pipe before the parent returns).
+    """
+    state_dir = paths.state_dir
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    pid = running_pid(state_dir)
+    if pid is not None:
+        raise EngineError(f"the engine is already running (pid {pid})")
+    read_end, write_end = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the forked process; the tests observe its effects
+        os.close(read_end)
+        _daemon_child(paths, settings, write_end, server_factory)
+    os.close(write_end)
+    try:
+        os.waitpid(child, 0)  # the first child exits as soon as it has forked the daemon
+        message = _read_ready_message(read_end, START_WAIT_SECONDS)
+    finally:
+        os.close(read_end)
+    kind, _, detail = message.partition(" ")
+    if kind == "ready":
+        return int(detail)
+    if kind == "error":
+        raise EngineError(detail)
+    log_file = state_dir / LOG_FILE_NAME
+    raise EngineError(f"the engine did not come up (see {log_file})")
+
+
+def _daemon_child(
+    paths: Paths, settings: Settings, ready_fd: int, server_factory: ServerFactory | None
+) -> None:  # pragma: no cover - forked
+    """The first child: new session, fork the daemon, exit. Never returns."""
+    code = 1
+    try:
+        os.setsid()
+        if os.fork() != 0:
+            os._exit(0)
+        _redirect_standard_streams()
+        os.chdir("/")
+        os.umask(0o077)  # state files (log, quarantine) are private
+        code = _serve_detached(paths, settings, ready_fd, server_factory)
+    except BaseException as exc:  # the parent must hear why, whatever it was
+        _send_ready(ready_fd, f"error {exc}")
+    finally:
+        os._exit(code)
+
+
+def _serve_detached(
+    paths: Paths, settings: Settings, ready_fd: int, server_factory: ServerFactory | None
+) -> int:  # pragma: no cover - forked
+    import asyncio
+
+    configure_logging(settings, paths.state_dir / LOG_FILE_NAME)
+    engine = Engine(paths, settings, foreground=False, **_factory_kwargs(server_factory))
+    announced = False
+
+    def ready() -> None:
+        nonlocal announced
+        _send_ready(ready_fd, f"ready {os.getpid()}")
+        announced = True
+
+    try:
+        asyncio.run(engine.run(ready=ready))
+    except MailguardError as exc:
+        log.error("%s", exc)
+        if not announced:
+            _send_ready(ready_fd, f"error {exc}")
+        return 2
+    except BaseException as exc:
+        log.exception("the engine failed")
+        if not announced:
+            _send_ready(ready_fd, f"error the engine failed: {exc!r} (see {paths.state_dir / LOG_FILE_NAME})")
+        return 1
+    return 0
+
+
+def _redirect_standard_streams() -> None:  # pragma: no cover - forked
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _send_ready(fd: int, message: str) -> None:
+    try:
+        os.write(fd, message.encode("utf-8", "replace")[:MAX_READY_MESSAGE_BYTES] + b"\n")
+        os.close(fd)
+    except OSError:
+        pass  # the parent gave up waiting; the log has the story
+
+
+def _read_ready_message(fd: int, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    data = b""
+    while b"\n" not in data and len(data) < MAX_READY_MESSAGE_BYTES:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise EngineError(f"the engine did not report ready within {timeout:g}s")
+        readable, _, _ = select.select([fd], [], [], remaining)
+        if not readable:
+            continue
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break  # the daemon exited without a word
+        data += chunk
+    return data.split(b"\n", 1)[0].decode("utf-8", "replace")
+
+
+# --- stopping from the CLI ----------------------------------------------------------------------
+
+
+def stop_running(state_dir: Path, wait: float = STOP_WAIT_SECONDS) -> int | None:
+    """Stop the running engine gracefully and wait until it is gone.
+
+    Returns the pid that was stopped, or None when no engine was running.
+    """
+    from mailguard.proxy.control import EngineNotRunningError, request
+
+    pid = running_pid(state_dir)
+    if pid is None:
+        return None
+    try:
+        request(state_dir, "stop", timeout=5.0)
+    except (EngineNotRunningError, EngineError):
+        # The socket is gone or wedged but the lock is held: fall back to the signal.
+        if pid > 0:
+            _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait
+    while running_pid(state_dir) is not None:
+        if time.monotonic() > deadline:
+            raise EngineError(f"the engine (pid {pid}) did not stop within {wait:g}s")
+        time.sleep(0.05)
+    return pid
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+    except PermissionError as exc:
+        raise EngineError(f"not allowed to signal the engine (pid {pid}): {exc.strerror}") from exc

@@ -33,7 +33,8 @@ from mailguard.errors import EngineError
 if TYPE_CHECKING:
     import asyncio
 
-CONTROL_SOCKET_NAME = "mailguard.sock"
+    from mailguard.settings import Paths
+
 COMMANDS = ("status", "reload", "stop")
 
 # Requests are a few dozen bytes; anything longer is not ours. Answers carry a status snapshot
@@ -52,10 +53,6 @@ Handler = Callable[[str], Awaitable[dict[str, Any]]]
 
 class EngineNotRunningError(EngineError):
     """No engine answers on the control socket."""
-
-
-def control_socket_path(state_dir: Path) -> Path:
-    return state_dir / CONTROL_SOCKET_NAME
 
 
 def _connectable_address(path: Path) -> str:
@@ -169,12 +166,12 @@ def _peer_allowed(sock: socket.socket) -> bool:
 # --- client -------------------------------------------------------------------------------------
 
 
-def request(state_dir: Path, command: str, timeout: float = CLIENT_TIMEOUT_SECONDS) -> dict[str, Any]:
-    """Send one command to the running engine and return its ``result``.
+def request(paths: Paths, command: str, timeout: float = CLIENT_TIMEOUT_SECONDS) -> dict[str, Any]:
+    """Send one command to the running engine (``paths.control_socket``) and return its ``result``.
 
     Raises EngineNotRunningError when nothing listens, EngineError when the engine refuses.
     """
-    path = control_socket_path(state_dir)
+    path = paths.control_socket
     address = _connectable_address(path)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
@@ -199,16 +196,6 @@ def request(state_dir: Path, command: str, timeout: float = CLIENT_TIMEOUT_SECON
         raise EngineError(f"the engine refused {command!r}: {decoded.get('error', 'no reason given')}")
     result = decoded.get("result")
     return result if isinstance(result, dict) else {}
-
-
-def notify_reload(state_dir: Path) -> bool:
-    """Tell a running engine to re-read its settings. False when no engine runs (that is fine:
-    the next start reads them). For commands that change settings (enable/disable, config set)."""
-    try:
-        request(state_dir, "reload")
-    except EngineNotRunningError:
-        return False
-    return True
 
 
 def _read_line(sock: socket.socket) -> bytes:

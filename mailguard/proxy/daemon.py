@@ -37,8 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mailguard.engine")
 
-PID_FILE_NAME = "mailguard.pid"
-LOG_FILE_NAME = "mailguard.log"
 # Messages in flight get this long to finish on stop before connections are closed (the server
 # keeps its copy of anything not delivered: POP3 deletes only on QUIT, RFC 1939 §6).
 STOP_GRACE_SECONDS = 10.0
@@ -66,15 +64,12 @@ ServerFactory = Callable[["Settings", "Paths"], FilterServerLike]
 # --- pid file -----------------------------------------------------------------------------------
 
 
-def pid_file_path(state_dir: Path) -> Path:
-    return state_dir / PID_FILE_NAME
-
-
 class PidLock:
     """The engine's pid file, locked with flock for the engine's lifetime."""
 
-    def __init__(self, state_dir: Path) -> None:
-        self.path = pid_file_path(state_dir)
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+        self.path = paths.pid_file
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -85,7 +80,7 @@ class PidLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
-                pid = running_pid(self.path.parent)
+                pid = running_pid(self.paths)
                 raise EngineError(
                     f"the engine is already running (pid {pid if pid else 'unknown'}; {self.path})"
                 ) from None
@@ -114,9 +109,12 @@ class PidLock:
         self._fd = None
 
 
-def running_pid(state_dir: Path) -> int | None:
-    """The pid of the running engine, or None. A pid file nobody holds locked is stale: ignored."""
-    path = pid_file_path(state_dir)
+def running_pid(paths: Paths) -> int | None:
+    """The pid of the running engine, or None. A pid file nobody holds locked is stale: ignored.
+
+    0 means "running, pid unknown" (an engine between taking the lock and writing its pid).
+    """
+    path = paths.pid_file
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -131,6 +129,13 @@ def running_pid(state_dir: Path) -> int | None:
         return None
     finally:
         os.close(fd)
+
+
+def ensure_state_dir(paths: Paths) -> None:
+    try:
+        paths.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise EngineError(f"cannot create the state folder {paths.state_dir}: {exc.strerror}") from exc
 
 
 # --- logging ------------------------------------------------------------------------------------
@@ -205,20 +210,17 @@ class Engine:
         self._started_monotonic = time.monotonic()
         self._rules_installed = False
 
-    @property
-    def state_dir(self) -> Path:
-        return self.paths.state_dir
-
     async def run(self, ready: Callable[[], None]) -> None:
         """Start everything, call ``ready()``, serve until asked to stop, and clean up."""
         import asyncio
 
-        from mailguard.proxy.control import ControlServer, control_socket_path
+        from mailguard.proxy.control import ControlServer
 
         self._stopping = asyncio.Event()
-        lock = PidLock(self.state_dir)
+        ensure_state_dir(self.paths)
+        lock = PidLock(self.paths)
         lock.acquire()
-        control = ControlServer(control_socket_path(self.state_dir), self.handle_command)
+        control = ControlServer(self.paths.control_socket, self.handle_command)
         try:
             self._server = self._server_factory(self.settings, self.paths)
             await self._server.start()
@@ -279,10 +281,7 @@ class Engine:
             raise EngineError(f"reload refused, the settings in force stay: {exc}") from exc
         was_transparent = self._mode() == "transparent"
         self.settings = settings
-        if not self.foreground:
-            configure_logging(settings, self.state_dir / LOG_FILE_NAME)
-        else:
-            configure_logging(settings, None)
+        configure_logging(settings, None if self.foreground else self.paths.log_file)
         if self._server is not None:
             await self._server.reload(settings)
         if self._mode() == "transparent":
@@ -394,11 +393,10 @@ def start_detached(paths: Paths, settings: Settings, server_factory: ServerFacto
     Raises EngineError if an engine already runs or the new one failed to come up (with its
     reason, which it sends back over a pipe before the parent returns).
     """
-    state_dir = paths.state_dir
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    pid = running_pid(state_dir)
+    pid = running_pid(paths)
     if pid is not None:
         raise EngineError(f"the engine is already running (pid {pid})")
+    ensure_state_dir(paths)
     read_end, write_end = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -417,8 +415,7 @@ def start_detached(paths: Paths, settings: Settings, server_factory: ServerFacto
         return int(detail)
     if kind == "error":
         raise EngineError(detail)
-    log_file = state_dir / LOG_FILE_NAME
-    raise EngineError(f"the engine did not come up (see {log_file})")
+    raise EngineError(f"the engine did not come up (see {paths.log_file})")
 
 
 def _daemon_child(
@@ -445,7 +442,7 @@ def _serve_detached(
 ) -> int:  # pragma: no cover - forked
     import asyncio
 
-    configure_logging(settings, paths.state_dir / LOG_FILE_NAME)
+    configure_logging(settings, paths.log_file)
     engine = Engine(paths, settings, foreground=False, **_factory_kwargs(server_factory))
     announced = False
 
@@ -464,7 +461,7 @@ def _serve_detached(
     except BaseException as exc:
         log.exception("the engine failed")
         if not announced:
-            _send_ready(ready_fd, f"error the engine failed: {exc!r} (see {paths.state_dir / LOG_FILE_NAME})")
+            _send_ready(ready_fd, f"error the engine failed: {exc!r} (see {paths.log_file})")
         return 1
     return 0
 
@@ -504,24 +501,24 @@ def _read_ready_message(fd: int, timeout: float) -> str:
 # --- stopping from the CLI ----------------------------------------------------------------------
 
 
-def stop_running(state_dir: Path, wait: float = STOP_WAIT_SECONDS) -> int | None:
+def stop_running(paths: Paths, wait: float = STOP_WAIT_SECONDS) -> int | None:
     """Stop the running engine gracefully and wait until it is gone.
 
     Returns the pid that was stopped, or None when no engine was running.
     """
     from mailguard.proxy.control import EngineNotRunningError, request
 
-    pid = running_pid(state_dir)
+    pid = running_pid(paths)
     if pid is None:
         return None
     try:
-        request(state_dir, "stop", timeout=5.0)
+        request(paths, "stop", timeout=5.0)
     except (EngineNotRunningError, EngineError):
         # The socket is gone or wedged but the lock is held: fall back to the signal.
         if pid > 0:
             _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + wait
-    while running_pid(state_dir) is not None:
+    while running_pid(paths) is not None:
         if time.monotonic() > deadline:
             raise EngineError(f"the engine (pid {pid}) did not stop within {wait:g}s")
         time.sleep(0.05)

@@ -1,0 +1,200 @@
+"""``mailguard start | stop | restart | reload | status``: the filtering engine's lifecycle.
+
+Decisions (issue 6):
+- ``stop`` with no engine running exits 0 with a note on stderr: the wanted end state (stopped)
+  holds, so scripts and ``restart`` can call it unconditionally (as ``systemctl stop`` does).
+- ``reload`` with no engine running exits 2: what was asked (apply the settings to a running
+  engine) could not be done; the settings apply at the next start anyway.
+- ``status`` exits 0 whether or not the engine runs; ``running`` (JSON) or the first line (text)
+  says which. It exits 2 only when an engine holds the pid lock but does not answer.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from mailguard.cli.common import ConfigOption, JsonOption, note, open_settings, print_json, resolve
+from mailguard.errors import EngineError
+
+if TYPE_CHECKING:
+    from mailguard.settings import Paths, Settings
+
+app = typer.Typer(help="Start, stop and inspect the filtering engine.")
+
+_MODE = "web-and-email.protocol-filtering.mode"
+_FILTERING = "web-and-email.protocol-filtering.enabled"
+_PROTECTION = "web-and-email.email-client.protocols.enabled"
+COUNTERS = ("connections", "messages_scanned", "infected", "unscanned", "bytes", "errors")
+
+
+@app.command()
+def start(
+    config: ConfigOption = None,
+    foreground: Annotated[
+        bool,
+        typer.Option("--foreground", help="Stay in the foreground and log to stderr (for systemd and containers)."),
+    ] = False,
+) -> None:
+    """Start the filtering engine.
+
+    By default the engine detaches and logs to STATE/mailguard.log; the command returns once it
+    listens, or exits 2 with the reason it could not start. In transparent mode the engine needs
+    root to install its nftables rules.
+    """
+    from mailguard.proxy import daemon
+
+    paths, settings = open_settings(config)
+    _check_transparent_prerequisites(settings)
+    if foreground:
+        daemon.run_foreground(paths, settings)
+        return
+    pid = daemon.start_detached(paths, settings)
+    note(f"mailguard: engine started (pid {pid}, {settings.get(_MODE)} mode); log: {paths.log_file}")
+
+
+@app.command()
+def stop(config: ConfigOption = None) -> None:
+    """Stop the engine gracefully.
+
+    Messages in flight are finished (or left intact on the server) before connections close.
+    Not running is not an error: the command notes it and exits 0.
+    """
+    paths = resolve(config)
+    _stop(paths)
+
+
+@app.command()
+def restart(config: ConfigOption = None) -> None:
+    """Stop the engine if it runs, then start it again (detached) with the current settings."""
+    from mailguard.proxy import daemon
+
+    paths, settings = open_settings(config)  # a broken settings file must not stop a working engine
+    _check_transparent_prerequisites(settings)
+    _stop(paths)
+    pid = daemon.start_detached(paths, settings)
+    note(f"mailguard: engine started (pid {pid}, {settings.get(_MODE)} mode); log: {paths.log_file}")
+
+
+@app.command()
+def reload(config: ConfigOption = None) -> None:
+    """Make the running engine re-read its settings, without dropping connections.
+
+    A settings file that does not validate is refused and the settings in force stay (exit 2).
+    Same as sending SIGHUP to the engine.
+    """
+    from mailguard.proxy import control
+
+    paths = resolve(config)
+    try:
+        status = control.request(paths, "reload")
+    except control.EngineNotRunningError:
+        raise EngineError(
+            "the engine is not running, so there is nothing to reload (settings apply at the next start)"
+        ) from None
+    note(f"mailguard: settings reloaded (pid {status.get('pid')}, protection {status.get('protection')})")
+
+
+@app.command()
+def status(config: ConfigOption = None, json_: JsonOption = False) -> None:
+    """Show whether the engine runs, with pid, uptime, listeners, protection, counters, rules.
+
+    JSON keys: running, pid, started_at, uptime (seconds), mode, protection ("on"/"off"),
+    listeners, counters (connections, messages_scanned, infected, unscanned, bytes, errors),
+    transparent (installed, ruleset), config_file.
+    """
+    paths, settings = open_settings(config)
+    report = _status(paths, settings)
+    if json_:
+        print_json(report)
+    else:
+        _print_status(report)
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _check_transparent_prerequisites(settings: Settings) -> None:
+    """Fail before forking, with the reason, rather than in the daemon's log."""
+    if settings.get(_MODE) != "transparent":
+        return
+    from mailguard.proxy import transparent
+
+    if not transparent.has_net_admin():
+        raise EngineError(
+            "transparent mode needs root (or CAP_NET_ADMIN) to install its nftables rules; "
+            "run 'mailguard start' as root, or set web-and-email.protocol-filtering.mode to explicit"
+        )
+
+
+def _stop(paths: Paths) -> None:
+    from mailguard.proxy import daemon
+
+    pid = daemon.stop_running(paths)
+    if pid is None:
+        note("mailguard: the engine is not running; nothing to stop")
+    else:
+        note(f"mailguard: engine stopped (pid {pid})")
+
+
+def _status(paths: Paths, settings: Settings) -> dict[str, Any]:
+    from mailguard.proxy import control, daemon
+
+    pid = daemon.running_pid(paths)
+    if pid is None:
+        protection_on = settings.get(_FILTERING) and settings.get(_PROTECTION)
+        return {
+            "running": False,
+            "pid": None,
+            "started_at": None,
+            "uptime": None,
+            "mode": settings.get(_MODE),
+            "protection": "on" if protection_on else "off",
+            "listeners": [],
+            "counters": {name: 0 for name in COUNTERS},
+            "transparent": {"installed": False, "ruleset": ""},
+            "config_file": str(paths.config_file),
+        }
+    try:
+        return control.request(paths, "status")
+    except EngineError as exc:
+        raise EngineError(f"the engine (pid {pid}) runs but does not answer: {exc}") from exc
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    if not report.get("running"):
+        typer.echo(f"mailguard is not running (protection is {report['protection']} in the settings)")
+        return
+    typer.echo(
+        f"mailguard is running (pid {report.get('pid')}, up {_duration(report.get('uptime') or 0)}, "
+        f"{report.get('mode')} mode)"
+    )
+    typer.echo(f"protection: {report.get('protection')}")
+    listeners = report.get("listeners") or []
+    typer.echo("listeners:" + ("" if listeners else " none"))
+    for listener in listeners:
+        typer.echo(f"  {_listener_text(listener)}")
+    counters = report.get("counters") or {}
+    typer.echo("counters: " + ", ".join(f"{name.replace('_', ' ')} {counters.get(name, 0)}" for name in COUNTERS))
+    rules = (report.get("transparent") or {}).get("ruleset", "")
+    typer.echo("transparent rules:" + ("\n" + rules.rstrip() if rules else " none"))
+
+
+def _listener_text(listener: Any) -> str:
+    if isinstance(listener, dict):
+        listen = listener.get("listen") or listener.get("address") or ""
+        upstream = listener.get("upstream")
+        extra = f" ({listener['protocol']})" if listener.get("protocol") else ""
+        return f"{listen} -> {upstream}{extra}" if upstream else f"{listen}{extra}"
+    return str(listener)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [(days, "d"), (hours, "h"), (minutes, "m")]
+    text = " ".join(f"{n}{unit}" for n, unit in parts if n)
+    return f"{text} {secs}s".strip()

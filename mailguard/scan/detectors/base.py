@@ -25,6 +25,9 @@ class ScanObject:
     names: tuple[str, ...] = ()
     declared_type: str = ""          # e.g. "application/pdf"; "" when none was declared
     is_message_root: bool = False    # the whole raw message (detectors such as clamd want it too)
+    # How many containers (archives, attached messages) enclose it: the root and its MIME parts are 0,
+    # members of an attached zip are 1. ``containers.expand`` checks it against archive-nesting-level.
+    depth: int = 0
 
 
 class DetectorFailed(Exception):

@@ -1,0 +1,77 @@
+"""Containers: what is inside a zip, 7z, tar, gzip/bzip2/xz stream or TNEF, under the budget.
+
+``expand(obj, budget, policy)`` is the one entry point. It recognises a container by its
+magic bytes, never by its name (a zip renamed ``invoice.pdf`` is still a zip), and returns
+the direct children: ``obj.path + "/" + member_name``, ``names=(member_name,)``, one
+level deeper. The engine calls it again on each child, so nesting (zip in tar in gzip) is
+a walk the engine owns, while every byte unpacked anywhere draws on one ``Budget``.
+
+Failure is never silent (pitfalls §6.9, §6.10):
+- a container nested too deep, or a bomb, raises ``ScanIncomplete(LIMIT)``;
+- an encrypted, corrupt or unsupported member raises ``ExpansionIncomplete`` once the
+  other members are unpacked; its ``children`` are those, its ``part`` the member path,
+  so the engine can still find what the readable members hold.
+Archives are looked into only when ``policy.archives``; TNEF always, because it is how
+Outlook attaches files, not an archive the user chose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+from mailguard.scan.containers import bounded, pkzip, sevenzip, streams, tar, tnef
+from mailguard.scan.containers.bounded import ExpansionIncomplete
+from mailguard.scan.detectors.base import ScanObject
+from mailguard.scan.limits import Budget, ScanIncomplete
+from mailguard.scan.policy import Policy
+
+__all__ = ["ExpansionIncomplete", "expand", "kind_of"]
+
+
+class _Kind(NamedTuple):
+    name: str
+    recognise: Callable[[bytes], bool]
+    unpack: Callable[[bounded.Members, bytes, Budget], None]
+    is_archive: bool  # gated by threatsense.objects.archives
+
+
+# Order matters only where magics could both match; none of these overlap.
+_KINDS = (
+    _Kind("tnef", tnef.recognise, tnef.unpack, False),
+    _Kind("zip", pkzip.recognise, pkzip.unpack, True),
+    _Kind("7z", sevenzip.recognise, sevenzip.unpack, True),
+    _Kind("gzip", streams.is_gzip, streams.unpack_gzip, True),
+    _Kind("bzip2", streams.is_bzip2, streams.unpack_bzip2, True),
+    _Kind("xz", streams.is_xz, streams.unpack_xz, True),
+    _Kind("tar", tar.recognise, tar.unpack, True),
+)
+
+
+def kind_of(data: bytes, policy: Policy) -> str | None:
+    """The container kind ``expand`` would unpack ("zip", "tnef", ...), or None."""
+    kind = _find(data, policy)
+    return kind.name if kind else None
+
+
+def _find(data: bytes, policy: Policy) -> _Kind | None:
+    for kind in _KINDS:
+        if (policy.archives or not kind.is_archive) and kind.recognise(data):
+            return kind
+    return None
+
+
+def expand(obj: ScanObject, budget: Budget, policy: Policy) -> list[ScanObject] | None:
+    """The children of ``obj``, or None when it is not a container we look into."""
+    kind = _find(obj.data, policy)
+    if kind is None:
+        return None
+    budget.check_depth(obj.depth + 1)
+    members = bounded.Members(obj, budget)
+    try:
+        kind.unpack(members, obj.data, budget)
+    except ExpansionIncomplete:
+        raise
+    except ScanIncomplete as exc:
+        raise ExpansionIncomplete(exc.reason, exc.detail, obj.path, members.children) from None
+    return members.result()

@@ -52,7 +52,7 @@ def get(key: KeyArgument, config: ConfigOption = None, json_: JsonOption = False
 @app.command(name="set")
 def set_(
     key: KeyArgument,
-    values: Annotated[list[str], typer.Argument(metavar="VALUE...", help="The value; list keys take several.",
+    values: Annotated[list[str], typer.Argument(metavar="VALUE", help="The value; list keys take several.",
                                                 show_default=False)],
     config: ConfigOption = None,
 ) -> None:
@@ -84,7 +84,7 @@ def unset(key: KeyArgument, config: ConfigOption = None) -> None:
 
 @app.command(name="list")
 def list_(
-    prefix: Annotated[Optional[str], typer.Argument(metavar="[PREFIX]", help="Only keys starting with this.",
+    prefix: Annotated[Optional[str], typer.Argument(metavar="PREFIX", help="Only keys starting with this.",
                                                     show_default=False)] = None,
     changed: Annotated[bool, typer.Option("--changed", help="Only keys that differ from the default.")] = False,
     config: ConfigOption = None,

@@ -1,0 +1,184 @@
+"""The engine: one message's bytes in, a ``Verdict`` out; and what the client receives.
+
+    engine = Engine(policy)                 # detectors built from the policy
+    verdict = engine.scan(raw)              # never raises; limits give ``unscanned``
+    out = engine.apply(raw, verdict)        # tags, subject, response.action (rewrite.py)
+    engine.close()
+
+Scan objects, each given to every detector once: the raw message itself, every decoded
+leaf part (every decoding, when clients could disagree), every file found inside a text
+body (uuencode, yEnc, BinHex), and every member the container readers unpack, recursively.
+Object paths are IMAP section numbers, then member names: ``2/invoice.zip/payload.exe``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from mailguard.scan.decoders import decodings_for, inline_blocks
+from mailguard.scan.detectors.base import Detector, DetectorFailed, ScanObject
+from mailguard.scan.limits import Budget, ScanIncomplete
+from mailguard.scan.mime import Part, parse_message
+from mailguard.scan.policy import Policy
+from mailguard.scan.verdict import Finding, Incomplete, Reason, Verdict
+
+# containers.expand: the direct members of a container, or None when ``obj`` is not one.
+Expander = Callable[[ScanObject, Budget, Policy], "list[ScanObject] | None"]
+
+# Encodings that are not MIME transfer encodings but that clients decode all the same.
+_UUENCODE_TOKENS = frozenset({"x-uuencode", "uuencode", "x-uue", "uue"})
+
+
+class Engine:
+    def __init__(self, policy: Policy, detectors: Sequence[Detector] | None = None) -> None:
+        if detectors is None:
+            from mailguard.scan.detectors import build_detectors
+
+            detectors = build_detectors(policy)
+        self.policy = policy
+        self.detectors: list[Detector] = list(detectors)
+        self._expand = _load_expander()
+
+    def scan(self, raw: bytes) -> Verdict:
+        """The verdict for one message. Deterministic; never raises for any input.
+
+        A failure of our own code is reported as ``unscanned`` (engine-error), never as
+        ``clean``: fail closed (pitfalls §6.9).
+        """
+        run = _MessageScan(self, bytes(raw))
+        try:
+            run.run()
+        except ScanIncomplete as exc:  # the per-message clock ran out: the rest is unscanned
+            run.incomplete.append(Incomplete(exc.reason, "", exc.detail))
+        except Exception as exc:  # noqa: BLE001 - see docstring
+            run.incomplete.append(Incomplete(Reason.ENGINE_ERROR, "", f"{type(exc).__name__}: {exc}"))
+        verdict = Verdict.build(run.findings, run.incomplete)
+        verdict.stats.update(bytes=len(raw), objects=run.objects, scanned_bytes=run.scanned_bytes)
+        return verdict
+
+    def apply(self, raw: bytes, verdict: Verdict) -> bytes:
+        """What the client receives for ``raw`` given its ``verdict`` (see rewrite.py)."""
+        from mailguard.scan.rewrite import apply
+
+        return apply(bytes(raw), verdict, self.policy, rescan=self.scan)
+
+    def close(self) -> None:
+        for detector in self.detectors:
+            detector.close()
+
+
+def _load_expander() -> Expander | None:
+    """The container readers (zip, 7z, tar, ...) when that module is installed."""
+    try:
+        from mailguard.scan.containers import expand
+    except ImportError:
+        return None
+    return expand
+
+
+class _MessageScan:
+    """The state of scanning one message: its budget and what was found so far."""
+
+    def __init__(self, engine: Engine, raw: bytes) -> None:
+        self.engine = engine
+        self.policy = engine.policy
+        self.raw = raw
+        self.budget = Budget.for_message(engine.policy)
+        self.findings: list[Finding] = []
+        self.incomplete: list[Incomplete] = []
+        self.objects = 0
+        self.scanned_bytes = 0
+
+    def run(self) -> None:
+        if len(self.raw) > self.budget.max_object_size:
+            self.incomplete.append(Incomplete(Reason.LIMIT, "", "message larger than max-object-size"))
+        else:
+            self.scan_object(ScanObject(self.raw, "", is_message_root=True))
+        tree = parse_message(self.raw, email_files=self.policy.email_files)
+        for part in tree.walk():
+            self.budget.check_time()
+            for problem in part.problems:
+                self.incomplete.append(Incomplete(Reason.LIMIT, part.section, problem))
+            if part.children:
+                self.scan_container_part(part)
+            else:
+                self.scan_leaf(part)
+
+    def scan_container_part(self, part: Part) -> None:
+        """A multipart or attached message: its own bytes, where clients may still look."""
+        for region in (part.preamble, part.epilogue):
+            if region and part.source[region[0]:region[1]].strip():
+                # Not shown by strict clients, but a lenient one may show (and decode) it.
+                label = "preamble" if region is part.preamble else "epilogue"
+                path = f"{part.number}.{label}" if part.number else label
+                self.scan_decoded(part, part.source[region[0]:region[1]], path, text_only=True)
+        child = part.children[0]
+        if child.is_message and child.detached:
+            # A base64/QP-encoded message/rfc822: the decoded .eml is itself a file to scan.
+            self.scan_decoded(part, child.source, part.number)
+
+    def scan_leaf(self, part: Part) -> None:
+        path = part.section
+        if part.media_type == "message/partial":
+            # RFC 2046 §5.2.2: one fragment cannot be judged alone (pitfalls §6.8).
+            self.incomplete.append(Incomplete(Reason.UNSUPPORTED, path, "message/partial"))
+        if part.message_depth > self.budget.max_nesting:
+            self.incomplete.append(Incomplete(Reason.LIMIT, path, "attached messages nested too deep"))
+            return
+        body = part.body()
+        if len(body) > self.budget.max_object_size:
+            self.incomplete.append(Incomplete(Reason.LIMIT, path, "part larger than max-object-size"))
+            return
+        decodings: dict[bytes, None] = {}
+        for encoding in part.encodings:
+            if encoding in _UUENCODE_TOKENS:
+                blocks = inline_blocks(bytes(body), self.budget.max_object_size)
+                decodings.update(dict.fromkeys(b.data for b in blocks))
+            for data in decodings_for(encoding, body):
+                decodings.setdefault(data)
+        for data in decodings:
+            self.scan_decoded(part, data, path)
+
+    def scan_decoded(self, part: Part, data: bytes, path: str, *, text_only: bool = False) -> None:
+        """One decoded body: itself (unless ``text_only``), then files hidden inside it."""
+        if len(data) > self.budget.max_object_size:
+            self.incomplete.append(Incomplete(Reason.LIMIT, path, "decoded part larger than max-object-size"))
+            return
+        if not text_only:
+            self.scan_object(ScanObject(data, path, part.filenames, part.media_type, depth=part.message_depth))
+        for block in inline_blocks(data, self.budget.max_object_size):
+            name = block.name or block.encoding
+            self.scan_object(ScanObject(block.data, f"{path}/{name}", (block.name,) if block.name else (),
+                                        "", depth=part.message_depth))
+
+    def scan_object(self, obj: ScanObject) -> None:
+        """Every detector on ``obj``, then the same for each member it contains."""
+        self.budget.check_time()
+        self.objects += 1
+        self.scanned_bytes += len(obj.data)
+        for detector in self.engine.detectors:
+            try:
+                self.findings.extend(detector.scan(obj))
+            except DetectorFailed as exc:
+                self.incomplete.append(Incomplete(Reason.ENGINE_ERROR, obj.path, f"{detector.name}: {exc}"))
+            except ScanIncomplete as exc:
+                if exc.reason is Reason.TIMEOUT:
+                    raise
+                self.incomplete.append(Incomplete(exc.reason, obj.path, exc.detail))
+            except Exception as exc:  # noqa: BLE001 - a detector bug must not pass the object as clean
+                self.incomplete.append(Incomplete(Reason.ENGINE_ERROR, obj.path,
+                                                  f"{detector.name}: {type(exc).__name__}: {exc}"))
+        expand = self.engine._expand
+        if expand is None or obj.is_message_root:
+            return
+        try:
+            members = expand(obj, self.budget, self.policy) or ()
+        except ScanIncomplete as exc:
+            if exc.reason is Reason.TIMEOUT:
+                raise
+            # ExpansionIncomplete: the members that could be unpacked are still scanned,
+            # and the one that could not is recorded as unscanned.
+            self.incomplete.append(Incomplete(exc.reason, getattr(exc, "part", obj.path), exc.detail))
+            members = getattr(exc, "children", ())
+        for member in members:
+            self.scan_object(member)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import re
 import ssl
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.hazmat.primitives import hashes, serialization
 
 from mailguard.errors import TLSSetupError
@@ -39,11 +41,15 @@ class TrustAnchors:
 def parse_pem_bundle(data: bytes) -> list[x509.Certificate]:
     """Every certificate of a PEM bundle that parses; one odd entry does not spoil the rest."""
     certificates = []
-    for block in _PEM_BLOCK.findall(data):
-        try:
-            certificates.append(x509.load_pem_x509_certificate(block))
-        except ValueError:
-            continue
+    with warnings.catch_warnings():
+        # Some long-lived roots in system bundles have non-positive serial numbers; cryptography
+        # warns about each, but they are the system's choice, not ours to report.
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        for block in _PEM_BLOCK.findall(data):
+            try:
+                certificates.append(x509.load_pem_x509_certificate(block))
+            except ValueError:
+                continue
     return certificates
 
 

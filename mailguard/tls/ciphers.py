@@ -12,6 +12,7 @@ so that level is set, but the suites that are broken whatever the version stay e
 from __future__ import annotations
 
 import ssl
+import warnings
 
 MODERN_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 COMPATIBLE_CIPHERS = "DEFAULT:!aNULL:!eNULL:!EXPORT:!RC4:!3DES:!MD5:!DES:@SECLEVEL=0"
@@ -25,4 +26,7 @@ def configure_protocols(context: ssl.SSLContext, *, block_obsolete: bool) -> Non
         context.set_ciphers(MODERN_CIPHERS)
     else:
         context.set_ciphers(COMPATIBLE_CIPHERS)
-        context.minimum_version = ssl.TLSVersion.TLSv1
+        with warnings.catch_warnings():
+            # Python deprecates TLSVersion.TLSv1 itself; here it is the user's explicit choice.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            context.minimum_version = ssl.TLSVersion.TLSv1

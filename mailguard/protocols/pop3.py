@@ -1,0 +1,657 @@
+"""The POP3 proxy as a sans-I/O state machine (RFC 1939, RFC 2449, RFC 2595, RFC 5034).
+
+One ``Pop3Proxy`` sits between one client and one server. The driver feeds it bytes from either
+side (``receive_data``), takes events out (``next_event``) and reports what it did about the
+requests among them (``send``). No sockets, no asyncio, no ssl: the byte-script tests drive it
+with plain bytes.
+
+Theory of operation
+
+- Commands run one at a time. A client may pipeline; its later commands wait in the client
+  buffer (capped) until the answer to the current one is complete. That keeps the FIFO of
+  RFC 2449 §6.6 trivially right, and PIPELINING is not advertised (pop3_capa).
+- Every command is checked against an allow-list per RFC state (``ALLOWED_COMMANDS``): a command
+  whose answer we cannot frame must never reach the server. Lines with a CR or NUL inside are
+  refused too: a server that ends lines at a bare CR would see two commands where we saw one.
+- Multi-line answers (RFC 1939 §3) are recognised from the command that asked for them.
+  RETR and TOP answers are collected whole, de-stuffed and handed out as ``ScanMessage``; the
+  driver answers with ``ScanResult`` and only then does any byte of the message go to the client.
+- TOP: the client's ``TOP n k`` goes upstream as ``TOP n TOP_WHOLE_MESSAGE``. RFC 1939 §7 makes
+  a count larger than the body the entire message, so the scan always sees the whole message and
+  the client gets the first k lines of the *rewritten* message, whose header matches what RETR
+  will deliver (pitfalls §3.2). We avoid an upstream RETR because servers such as Dovecot set
+  \\Seen on RETR, visible to IMAP clients of the same mailbox, and TOP leaves flags alone.
+- Sizes (pitfalls §3.3): a clean message passes byte for byte, so its sizes never change. For a
+  rewritten message the RETR status line's octet count is rewritten to what is delivered, and
+  LIST/STAT answers later in the session report the delivered size. A LIST issued before the
+  message was ever retrieved reports the server's size: knowing the rewritten size in advance
+  would mean downloading and scanning the whole mailbox at LIST time.
+- A message larger than ``max_message`` cannot be held for scanning: with ``on_oversize="pass"``
+  it is streamed through with an ``X-MailGuard-Result: unscanned`` header put first, with
+  ``"block"`` the client gets a short notice instead and the rest is drained from the server.
+- STLS (RFC 2595 §4): any byte the client sent after ``STLS`` CRLF, and any byte the server sent
+  after its ``+OK``, ends the session (command / response injection, pitfalls §4.1–4.2). The
+  upstream leg is switched first; only when it is up does the client get its ``+OK`` and switch.
+  With TLS interception off (``TlsMode.RELAY``) the session becomes a byte relay instead.
+- The server dropping in the middle of an answer gives the client ``-ERR``; a message already
+  partly streamed ends without its terminating dot, so the client sees it incomplete.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections import deque
+from dataclasses import dataclass, field
+
+from mailguard.errors import LocalProtocolError, RemoteProtocolError
+from mailguard.protocols.pop3_capa import filter_capa, filter_mechanisms, sasl_allowed
+from mailguard.protocols.pop3_events import (
+    NEED_DATA, Closed, Event, MessageUnscanned, NeedData, ScanMessage, ScanResult, SendToClient,
+    SendToServer, Side, StartTls, SwitchToRelay, TlsEstablished, TlsFailed,
+)
+from mailguard.protocols.pop3_framing import (
+    CRLF, LineTooLong, ReceiveBuffer, cut_top, normalise_line_endings, stuff, unstuff,
+)
+
+__all__ = ["ALLOWED_COMMANDS", "Phase", "Pop3Limits", "Pop3Options", "Pop3Proxy", "State", "TlsMode"]
+
+# The count sent upstream for any TOP: larger than any body, and still a positive 32-bit int
+# for servers that parse it as one.
+TOP_WHOLE_MESSAGE = 2**31 - 1
+
+UNSCANNED_TAG = b'X-MailGuard-Result: unscanned; reason="limit"\r\n'
+
+
+@dataclass(frozen=True)
+class Pop3Limits:
+    """Caps on everything the machine buffers; a peer going past one gets a clear error."""
+
+    # RFC 2449 §4 says 255 octets for a command; real clients stay far below this.
+    max_command_line: int = 8 * 1024
+    # SASL responses (Kerberos tickets, OAuth tokens) are far longer than commands (RFC 5034 §4).
+    max_sasl_line: int = 64 * 1024
+    # RFC 2449 §4: 512 octets per response line; be lenient with verbose servers.
+    max_status_line: int = 8 * 1024
+    # LIST / UIDL / CAPA answers: 64 MiB is several million messages.
+    max_listing: int = 64 * 1024 * 1024
+    # A RETR/TOP message held for scanning (threatsense.limits.max-object-size).
+    max_message: int = 100 * 1024 * 1024
+    # Pipelined client bytes held while a command runs; the driver stops reading beyond this.
+    max_client_backlog: int = 64 * 1024
+    # Server bytes held while nothing is expected from it, or while streaming.
+    max_server_backlog: int = 256 * 1024
+
+
+class TlsMode(str, enum.Enum):
+    #: STLS terminated on both legs by the proxy (ssl-tls.enabled and a CA to mint leaves).
+    INTERCEPT = "intercept"
+    #: STLS passed to the server; after its +OK the session is relayed untouched (ssl-tls off).
+    RELAY = "relay"
+    #: STLS hidden from CAPA and refused.
+    REFUSE = "refuse"
+
+
+@dataclass(frozen=True)
+class Pop3Options:
+    tls: TlsMode = TlsMode.INTERCEPT
+    #: Both legs already run TLS (implicit TLS, POP3S): STLS is neither offered nor accepted.
+    implicit_tls: bool = False
+    #: What to do with a message larger than ``limits.max_message``: "pass" (tagged) or "block".
+    on_oversize: str = "pass"
+    limits: Pop3Limits = field(default_factory=Pop3Limits)
+
+
+class State(str, enum.Enum):
+    """The session states of RFC 1939 §3, plus the proxy's own end states."""
+
+    GREETING = "greeting"
+    AUTHORIZATION = "authorization"
+    TRANSACTION = "transaction"
+    #: Handed over to a byte relay (STLS with TLS interception off).
+    RELAYED = "relayed"
+    CLOSED = "closed"
+
+
+class Phase(str, enum.Enum):
+    """What the machine waits for inside a state."""
+
+    GREETING = "greeting"          # the server's first line
+    COMMAND = "command"            # a client command
+    STATUS = "status"              # the server's status line for the pending command
+    BODY = "body"                  # a multi-line body
+    SASL_CLIENT = "sasl-client"    # the client's answer to a SASL challenge
+    SCAN = "scan"                  # the driver scans a message
+    STREAM_PASS = "stream-pass"    # an oversize message streamed through, tagged
+    STREAM_DROP = "stream-drop"    # an oversize message drained from the server, not delivered
+    STLS_REPLY = "stls-reply"      # STLS sent upstream, waiting for +OK
+    TLS_SERVER = "tls-server"      # upstream handshake running
+    TLS_CLIENT = "tls-client"      # client handshake running
+    DONE = "done"
+
+
+# (state, command, server said +OK) -> new state. Everything else keeps the state.
+TRANSITIONS: dict[tuple[State, str, bool], State] = {
+    (State.GREETING, "<greeting>", True): State.AUTHORIZATION,
+    (State.GREETING, "<greeting>", False): State.CLOSED,
+    (State.AUTHORIZATION, "PASS", True): State.TRANSACTION,
+    (State.AUTHORIZATION, "APOP", True): State.TRANSACTION,
+    (State.AUTHORIZATION, "AUTH", True): State.TRANSACTION,
+    (State.AUTHORIZATION, "QUIT", True): State.CLOSED,
+    (State.AUTHORIZATION, "QUIT", False): State.CLOSED,
+    # QUIT in TRANSACTION: the server enters UPDATE and closes (RFC 1939 §6).
+    (State.TRANSACTION, "QUIT", True): State.CLOSED,
+    (State.TRANSACTION, "QUIT", False): State.CLOSED,
+}
+
+ALLOWED_COMMANDS: dict[State, frozenset[str]] = {
+    State.AUTHORIZATION: frozenset({"USER", "PASS", "APOP", "AUTH", "STLS", "CAPA", "QUIT"}),
+    State.TRANSACTION: frozenset(
+        {"STAT", "LIST", "RETR", "DELE", "NOOP", "RSET", "TOP", "UIDL", "CAPA", "QUIT"}
+    ),
+}
+
+_OCTETS = re.compile(rb"^(\+OK )(\d+)")
+
+
+@dataclass
+class _Pending:
+    verb: str
+    args: list[bytes]
+    multiline: bool
+    number: int = 0
+    top_lines: int = 0
+
+
+class _PeerError(Exception):
+    def __init__(self, side: Side, message: str) -> None:
+        super().__init__(message)
+        self.side = side
+
+
+def _is_multiline(verb: str, args: list[bytes]) -> bool:
+    if verb in ("CAPA", "RETR", "TOP"):
+        return True
+    # LIST and UIDL answer a listing only without an argument (RFC 1939 §5, §7); so does a bare
+    # AUTH on servers that list their mechanisms that way (pre-RFC 5034 drafts, Dovecot).
+    return verb in ("LIST", "UIDL", "AUTH") and not args
+
+
+def _message_number(arg: bytes) -> int | None:
+    return int(arg) if arg.isdigit() and 0 < len(arg) <= 9 and int(arg) > 0 else None
+
+
+class Pop3Proxy:
+    def __init__(self, options: Pop3Options | None = None) -> None:
+        self.options = options or Pop3Options()
+        self.limits = self.options.limits
+        self.state = State.GREETING
+        self.phase = Phase.GREETING
+        self.client_tls = self.options.implicit_tls
+        self._client = ReceiveBuffer()
+        self._server = ReceiveBuffer()
+        self._client_eof = False
+        self._server_eof = False
+        self._events: deque[Event] = deque()
+        self._pending: _Pending | None = None
+        self._status = b""
+        self._original = b""          # de-stuffed message being scanned
+        self._wire = b""              # its wire form, forwarded as is when unchanged
+        self._size_delta: dict[int, int] = {}
+        self._deleted: set[int] = set()
+        self._step_for = {
+            Phase.GREETING: self._on_greeting,
+            Phase.COMMAND: self._on_command,
+            Phase.STATUS: self._on_status,
+            Phase.BODY: self._on_body,
+            Phase.SASL_CLIENT: self._on_sasl_client,
+            Phase.SCAN: self._waiting_for_driver,
+            Phase.STREAM_PASS: self._on_stream,
+            Phase.STREAM_DROP: self._on_stream,
+            Phase.STLS_REPLY: self._on_stls_reply,
+            Phase.TLS_SERVER: self._waiting_for_driver,
+            Phase.TLS_CLIENT: self._waiting_for_driver,
+            Phase.DONE: self._waiting_for_driver,
+        }
+
+    # --- the driver's side -------------------------------------------------------------------
+
+    def receive_data(self, side: Side, data: bytes) -> None:
+        """Bytes from one side; ``b""`` means that side closed its sending direction."""
+        if side is Side.CLIENT:
+            if data:
+                self._client.feed(data)
+            else:
+                self._client_eof = True
+        else:
+            if data:
+                self._server.feed(data)
+            else:
+                self._server_eof = True
+
+    def wants_data(self, side: Side) -> bool:
+        """Whether the driver should keep reading ``side`` now (backpressure on both legs)."""
+        if self.phase is Phase.DONE:
+            return False
+        if side is Side.CLIENT:
+            return len(self._client) < self.limits.max_client_backlog
+        if self.phase in (Phase.BODY, Phase.GREETING, Phase.STATUS):
+            return True
+        return len(self._server) < self.limits.max_server_backlog
+
+    def next_event(self) -> Event | NeedData:
+        while not self._events:
+            try:
+                progressed = self._step_for[self.phase]()
+            except _PeerError as exc:
+                self._fail_peer(exc)
+                break
+            if not progressed:
+                return NEED_DATA
+        return self._events.popleft() if self._events else NEED_DATA
+
+    def send(self, event: ScanResult | TlsEstablished | TlsFailed) -> None:
+        """Report the outcome of a ``ScanMessage`` or ``StartTls`` request."""
+        if isinstance(event, ScanResult):
+            if self.phase is not Phase.SCAN:
+                raise LocalProtocolError(f"no message is being scanned (phase {self.phase.value})")
+            self._deliver(event.message)
+        elif isinstance(event, TlsEstablished):
+            self._tls_established(event.side)
+        elif isinstance(event, TlsFailed):
+            if self.phase not in (Phase.TLS_SERVER, Phase.TLS_CLIENT):
+                raise LocalProtocolError("no TLS switch in progress")
+            if event.side is Side.SERVER:
+                self._close(f"TLS to the server failed: {event.reason}", error=True,
+                            client_line=b"-ERR [SYS/PERM] mailguard: TLS to the server failed")
+            else:
+                self._close(f"TLS with the client failed: {event.reason}", error=True)
+        else:
+            raise LocalProtocolError(f"cannot send {event!r}")
+
+    # --- phases ------------------------------------------------------------------------------
+
+    def _waiting_for_driver(self) -> bool:
+        # Nothing may arrive while the driver scans or switches TLS: the client waits for its
+        # answer, the server for its next command. A byte now is pipelining (client, kept in
+        # the buffer) except during a TLS switch, where it is an injection attempt.
+        if self.phase in (Phase.TLS_SERVER, Phase.TLS_CLIENT):
+            self._refuse_plaintext_during_switch()
+        return False
+
+    def _on_greeting(self) -> bool:
+        line = self._server_line(self.limits.max_status_line)
+        if line is None:
+            if self._server_eof:
+                raise _PeerError(Side.SERVER, "the server closed before its greeting")
+            return False
+        ok = line.startswith(b"+OK")
+        self._emit_client(line + CRLF)
+        self._transition("<greeting>", ok)
+        if self.state is State.CLOSED:
+            self._close("the server refused the session in its greeting", error=True)
+        else:
+            self.phase = Phase.COMMAND
+        return True
+
+    def _on_command(self) -> bool:
+        if self._server and not self._server_eof:
+            raise _PeerError(Side.SERVER, "the server sent data while no command was pending")
+        if self._server_eof:
+            self._close("the server closed the connection", error=False)
+            return True
+        line = self._client_line(self.limits.max_command_line)
+        if line is None:
+            if self._client_eof:
+                self._close("the client closed the connection", error=False)
+                return True
+            return False
+        self._command(line)
+        return True
+
+    def _on_status(self) -> bool:
+        line = self._server_line(self.limits.max_status_line)
+        if line is None:
+            if self._server_eof:
+                raise _PeerError(Side.SERVER, "the server closed the connection during an answer")
+            return False
+        pending = self._pending
+        assert pending is not None
+        ok = line.startswith(b"+OK")
+        if pending.verb == "AUTH" and line[:1] == b"+" and not ok:
+            # A SASL challenge "+ base64" (RFC 5034 §4): the client answers with one line.
+            self._emit_client(line + CRLF)
+            self.phase = Phase.SASL_CLIENT
+            return True
+        if not ok and not line.startswith(b"-ERR"):
+            raise _PeerError(Side.SERVER, "the server answered neither +OK nor -ERR")
+        if ok and pending.multiline:
+            self._status = line
+            self.phase = Phase.BODY
+            return True
+        self._finish_single(pending, line, ok)
+        return True
+
+    def _on_body(self) -> bool:
+        pending = self._pending
+        assert pending is not None
+        is_message = pending.verb in ("RETR", "TOP")
+        try:
+            block = self._server.take_block(
+                self.limits.max_message if is_message else self.limits.max_listing
+            )
+        except LineTooLong as exc:
+            if not is_message:
+                raise _PeerError(Side.SERVER, str(exc)) from exc
+            self._start_oversize(pending)
+            return True
+        if block is None:
+            if self._server_eof:
+                raise _PeerError(Side.SERVER, "the server closed the connection in a multi-line answer")
+            return False
+        if is_message:
+            self._original = unstuff(block)
+            self._wire = block
+            self.phase = Phase.SCAN
+            self._events.append(ScanMessage(pending.number, self._original, pending.verb))
+            return True
+        if pending.verb == "CAPA":
+            lines = filter_capa(unstuff(block).split(CRLF)[:-1], stls_offered=self._stls_offered())
+            body = stuff(CRLF.join(lines) + CRLF) if lines else b".\r\n"
+        elif pending.verb == "AUTH":
+            names = filter_mechanisms(unstuff(block).split(CRLF)[:-1])
+            body = stuff(CRLF.join(names) + CRLF) if names else b".\r\n"
+        elif pending.verb == "LIST" and self._size_delta:
+            body = self._rewrite_listing(block) + b".\r\n"
+        else:
+            body = block + b".\r\n"
+        self._emit_client(self._status + CRLF + body)
+        self._command_done()
+        return True
+
+    def _on_sasl_client(self) -> bool:
+        if self._server:
+            raise _PeerError(Side.SERVER, "the server sent data before the client answered its challenge")
+        line = self._client_line(self.limits.max_sasl_line)
+        if line is None:
+            if self._client_eof:
+                self._close("the client closed the connection during authentication", error=False)
+                return True
+            return False
+        self._events.append(SendToServer(line + CRLF))
+        self.phase = Phase.STATUS
+        return True
+
+    def _on_stream(self) -> bool:
+        chunk, finished = self._server.take_stream_chunk()
+        if chunk and self.phase is Phase.STREAM_PASS:
+            self._emit_client(chunk)
+        if finished:
+            self._command_done()
+            return True
+        if self._server_eof:
+            # Part of the message is out already: no -ERR can follow it. Closing without the
+            # terminating dot leaves the client with an answer it knows is incomplete.
+            self._close("the server closed the connection in the middle of a message", error=True)
+            return True
+        return bool(chunk)
+
+    def _on_stls_reply(self) -> bool:
+        self._refuse_plaintext_during_switch()
+        line = self._server_line(self.limits.max_status_line)
+        if line is None:
+            if self._server_eof:
+                raise _PeerError(Side.SERVER, "the server closed the connection after STLS")
+            return False
+        if not line.startswith(b"+OK"):
+            # The server refused: the client hears so and the session stays as it was (the client
+            # decides whether to go on without TLS; we never upgrade only one leg).
+            self._emit_client(line + CRLF)
+            self._command_done()
+            return True
+        if len(self._server):
+            # Response injection (pitfalls §4.2): bytes after +OK would be read as if they came
+            # over TLS.
+            raise _PeerError(Side.SERVER, "the server sent data after its +OK to STLS")
+        self._status = line
+        if self.options.tls is TlsMode.RELAY:
+            self._emit_client(line + CRLF)
+            self.state = State.RELAYED
+            self.phase = Phase.DONE
+            self._events.append(SwitchToRelay())
+        else:
+            self.phase = Phase.TLS_SERVER
+            self._events.append(StartTls(Side.SERVER))
+        return True
+
+    # --- commands ----------------------------------------------------------------------------
+
+    def _command(self, line: bytes) -> None:
+        if b"\r" in line or b"\0" in line:
+            self._reply_local(b"-ERR mailguard: CR or NUL inside a command line")
+            return
+        verb_bytes, _, rest = line.partition(b" ")
+        verb = verb_bytes.decode("ascii", "replace").upper()
+        args = rest.split()
+        if verb not in ALLOWED_COMMANDS.get(self.state, frozenset()):
+            self._reply_local(b"-ERR mailguard: command not available here")
+            return
+        pending = _Pending(verb, args, _is_multiline(verb, args))
+        forward = line + CRLF
+        if verb in ("RETR", "TOP"):
+            number = _message_number(args[0]) if args else None
+            if number is None or (verb == "RETR" and len(args) != 1):
+                self._reply_local(b"-ERR mailguard: a message number is required")
+                return
+            pending.number = number
+            if verb == "TOP":
+                if len(args) != 2 or not args[1].isdigit() or len(args[1]) > 9:
+                    self._reply_local(b"-ERR mailguard: TOP needs a message number and a line count")
+                    return
+                pending.top_lines = int(args[1])
+                forward = b"TOP %d %d\r\n" % (number, TOP_WHOLE_MESSAGE)
+        elif verb == "AUTH" and args and not sasl_allowed(args[0].decode("ascii", "replace")):
+            self._reply_local(b"-ERR [AUTH] mailguard: this SASL mechanism cannot be proxied")
+            return
+        elif verb == "STLS":
+            if self.client_tls or not self._stls_offered():
+                self._reply_local(b"-ERR mailguard: STLS not available")
+                return
+            if len(self._client):
+                # Command injection (CVE-2011-0411 class, pitfalls §4.1): what follows STLS in
+                # the same read would otherwise be executed as if it came over TLS.
+                raise _PeerError(Side.CLIENT, "the client sent data after STLS")
+            self._pending = pending
+            self._events.append(SendToServer(forward))
+            self.phase = Phase.STLS_REPLY
+            return
+        self._pending = pending
+        self._events.append(SendToServer(forward))
+        self.phase = Phase.STATUS
+
+    def _finish_single(self, pending: _Pending, line: bytes, ok: bool) -> None:
+        if ok and self._size_delta:
+            line = self._rewrite_single_size(pending, line)
+        if ok and pending.verb == "DELE" and pending.args:
+            number = _message_number(pending.args[0])
+            if number is not None:
+                self._deleted.add(number)
+        elif ok and pending.verb == "RSET":
+            self._deleted.clear()
+        self._emit_client(line + CRLF)
+        self._transition(pending.verb, ok)
+        if self.state is State.CLOSED:
+            self._close("QUIT", error=False)
+        else:
+            self._command_done()
+
+    def _deliver(self, message: bytes | None) -> None:
+        pending = self._pending
+        assert pending is not None
+        original = self._original
+        status = self._status
+        if message is None or message == original:
+            delivered = original
+        else:
+            delivered = normalise_line_endings(message)
+            if len(delivered) != len(original):
+                self._size_delta[pending.number] = len(delivered) - len(original)
+        if pending.verb == "TOP":
+            data = status + CRLF + stuff(cut_top(delivered, pending.top_lines))
+        elif delivered is original:
+            data = status + CRLF + self._wire + b".\r\n"
+        else:
+            data = _OCTETS.sub(lambda m: m.group(1) + b"%d" % len(delivered), status, count=1)
+            data += CRLF + stuff(delivered)
+        self._original = self._wire = b""
+        self._emit_client(data)
+        self._command_done()
+
+    def _start_oversize(self, pending: _Pending) -> None:
+        limit = self.limits.max_message
+        if self.options.on_oversize == "block":
+            head = self._server_head(limit)
+            notice = _oversize_notice(head, limit)
+            self._emit_client(b"+OK %d octets\r\n" % len(notice) + stuff(notice))
+            self._events.append(MessageUnscanned(pending.number, "limit", blocked=True))
+            self.phase = Phase.STREAM_DROP
+            return
+        status = _OCTETS.sub(
+            lambda m: m.group(1) + b"%d" % (int(m.group(2)) + len(UNSCANNED_TAG)), self._status, count=1
+        )
+        self._emit_client(status + CRLF + UNSCANNED_TAG)
+        self._events.append(MessageUnscanned(pending.number, "limit", blocked=False))
+        self.phase = Phase.STREAM_PASS
+
+    def _server_head(self, limit: int) -> bytes:
+        """The header block of the message at the front of the server buffer (still stuffed)."""
+        first = self._server.peek(min(limit, 256 * 1024))
+        end = first.find(b"\r\n\r\n")
+        return unstuff(first[: end + 2]) if end >= 0 else b""
+
+    # --- STLS --------------------------------------------------------------------------------
+
+    def _stls_offered(self) -> bool:
+        return not self.client_tls and self.options.tls is not TlsMode.REFUSE
+
+    def _refuse_plaintext_during_switch(self) -> None:
+        if len(self._client):
+            raise _PeerError(Side.CLIENT, "the client sent data during the STLS switch")
+        if self.phase is not Phase.STLS_REPLY and len(self._server):
+            raise _PeerError(Side.SERVER, "the server sent data during the STLS switch")
+
+    def _tls_established(self, side: Side) -> None:
+        if self.phase is Phase.DONE:
+            return  # already closed (an injection was caught during the switch)
+        if not self._switch_is_clean():
+            return
+        if side is Side.SERVER and self.phase is Phase.TLS_SERVER:
+            self.phase = Phase.TLS_CLIENT
+            self._events.append(StartTls(Side.CLIENT, preface=self._status + CRLF))
+        elif side is Side.CLIENT and self.phase is Phase.TLS_CLIENT:
+            # RFC 2595 §4: everything learnt before TLS is forgotten; the client asks CAPA again.
+            self.client_tls = True
+            self._size_delta.clear()
+            self._command_done()
+        else:
+            raise LocalProtocolError(f"unexpected TLS completion for the {side.value} in {self.phase.value}")
+
+    def _switch_is_clean(self) -> bool:
+        try:
+            self._refuse_plaintext_during_switch()
+        except _PeerError as exc:
+            self._fail_peer(exc)
+            return False
+        return True
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _client_line(self, cap: int) -> bytes | None:
+        try:
+            return self._client.take_line(cap)
+        except LineTooLong as exc:
+            raise _PeerError(Side.CLIENT, f"the client sent a {exc}") from exc
+
+    def _server_line(self, cap: int) -> bytes | None:
+        try:
+            return self._server.take_line(cap)
+        except LineTooLong as exc:
+            raise _PeerError(Side.SERVER, f"the server sent a {exc}") from exc
+
+    def _reply_local(self, line: bytes) -> None:
+        self._emit_client(line + CRLF)
+
+    def _emit_client(self, data: bytes) -> None:
+        self._events.append(SendToClient(data))
+
+    def _transition(self, verb: str, ok: bool) -> None:
+        self.state = TRANSITIONS.get((self.state, verb, ok), self.state)
+
+    def _command_done(self) -> None:
+        self._pending = None
+        self._status = b""
+        self.phase = Phase.COMMAND
+
+    def _rewrite_single_size(self, pending: _Pending, line: bytes) -> bytes:
+        words = line.split(b" ")
+        if pending.verb == "STAT" and len(words) >= 3 and words[2].isdigit():
+            extra = sum(d for n, d in self._size_delta.items() if n not in self._deleted)
+            words[2] = b"%d" % (int(words[2]) + extra)
+        elif pending.verb == "LIST" and pending.args and len(words) >= 3 and words[1].isdigit():
+            number = int(words[1])
+            if number in self._size_delta and words[2].isdigit():
+                words[2] = b"%d" % (int(words[2]) + self._size_delta[number])
+        return b" ".join(words)
+
+    def _rewrite_listing(self, block: bytes) -> bytes:
+        lines = block.split(CRLF)
+        for i, line in enumerate(lines):
+            words = line.split(b" ")
+            if len(words) >= 2 and words[0].isdigit() and words[1].isdigit():
+                delta = self._size_delta.get(int(words[0]))
+                if delta:
+                    words[1] = b"%d" % (int(words[1]) + delta)
+                    lines[i] = b" ".join(words)
+        return CRLF.join(lines)
+
+    def _fail_peer(self, exc: _PeerError) -> None:
+        if exc.side is Side.CLIENT:
+            self._close(str(exc), error=True, client_line=b"-ERR mailguard: " + str(exc).encode())
+        elif self.phase is Phase.STREAM_PASS:
+            self._close(str(exc), error=True)
+        else:
+            self._close(str(exc), error=True,
+                        client_line=b"-ERR [SYS/TEMP] mailguard: " + str(exc).encode())
+
+    def _close(self, reason: str, *, error: bool, client_line: bytes | None = None) -> None:
+        if self.phase is Phase.DONE:
+            return
+        if client_line is not None:
+            self._emit_client(client_line + CRLF)
+        self.state = State.CLOSED
+        self.phase = Phase.DONE
+        self._events.append(Closed(reason, error))
+
+
+def _oversize_notice(head: bytes, limit: int) -> bytes:
+    """The replacement for a message too large to scan when on-scan-error is ``block``."""
+    keep = (b"from:", b"to:", b"cc:", b"date:", b"subject:", b"message-id:")
+    lines: list[bytes] = []
+    current = False
+    for line in head.split(CRLF):
+        if line[:1] in (b" ", b"\t"):
+            if current:
+                lines.append(line)
+            continue
+        current = line.lower().startswith(keep)
+        if current:
+            lines.append(line)
+    lines.append(UNSCANNED_TAG.rstrip(CRLF))
+    lines.append(b"MIME-Version: 1.0")
+    lines.append(b"Content-Type: text/plain; charset=us-ascii")
+    body = (
+        b"mailguard did not deliver this message: it is larger than the scanning limit "
+        b"(threatsense.limits.max-object-size, %d bytes) and response.on-scan-error is\r\n"
+        b"\"block\". The original is still on the server." % limit
+    )
+    return CRLF.join(lines) + CRLF + CRLF + body + CRLF

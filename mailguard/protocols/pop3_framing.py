@@ -1,0 +1,170 @@
+"""POP3 framing: lines, multi-line responses and byte-stuffing (RFC 1939 §3), with caps.
+
+Everything here works on whole buffers with C-backed ``bytes`` operations (``find``, ``replace``,
+``count``): a 100 MB message is framed, de-stuffed and re-stuffed in a few passes at memory speed,
+never a Python loop per line.
+"""
+
+from __future__ import annotations
+
+from mailguard.errors import RemoteProtocolError
+
+__all__ = [
+    "LineTooLong", "ReceiveBuffer", "cut_top", "normalise_line_endings", "stuff", "unstuff",
+]
+
+CRLF = b"\r\n"
+# A multi-line response ends with a line holding a single dot (RFC 1939 §3).
+_TERMINATOR = b"\r\n.\r\n"
+_EMPTY_BODY_TERMINATOR = b".\r\n"
+
+
+class LineTooLong(RemoteProtocolError):
+    """A peer sent a line (or a multi-line block) longer than the cap for it."""
+
+
+class ReceiveBuffer:
+    """Bytes received from one peer and not yet framed.
+
+    The only operations are the ones POP3 needs: take one line, take one multi-line block, and
+    drop everything (at a STLS switch). Searches resume where the previous one stopped, so a
+    block arriving in many small reads is scanned once in total (O(n), a DoS defence as in h11).
+    """
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+        self._searched = 0  # bytes already known to hold no line end / terminator
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def feed(self, data: bytes) -> None:
+        self._data += data
+
+    def peek(self, size: int) -> bytes:
+        """The first ``size`` bytes, left in the buffer."""
+        return bytes(self._data[:size])
+
+    def clear(self) -> int:
+        """Discard everything; return how many bytes were thrown away."""
+        dropped = len(self._data)
+        self._data.clear()
+        self._searched = 0
+        return dropped
+
+    def take_line(self, max_length: int) -> bytes | None:
+        """One line without its line end, or None until it is complete.
+
+        CRLF ends a line; a bare LF is accepted too (with a CR before it stripped), because
+        being strict here only turns a sloppy peer into a hang. ``max_length`` counts the line
+        end; a longer line raises ``LineTooLong``.
+        """
+        end = self._data.find(b"\n", self._searched)
+        if end < 0:
+            if len(self._data) > max_length:
+                raise LineTooLong(f"line longer than {max_length} bytes")
+            self._searched = len(self._data)
+            return None
+        if end + 1 > max_length:
+            raise LineTooLong(f"line longer than {max_length} bytes")
+        line = bytes(self._data[:end])
+        del self._data[: end + 1]
+        self._searched = 0
+        return line[:-1] if line.endswith(b"\r") else line
+
+    def take_block(self, max_length: int) -> bytes | None:
+        """The wire bytes of a multi-line body (still stuffed), up to and including the CRLF
+        before the terminating dot; the terminator itself is consumed. None until complete.
+
+        ``max_length`` caps the block; a longer one raises ``LineTooLong``.
+        """
+        data = self._data
+        if data[:3] == _EMPTY_BODY_TERMINATOR:
+            del data[:3]
+            self._searched = 0
+            return b""
+        end = data.find(_TERMINATOR, max(0, self._searched - 4))
+        if end < 0:
+            if len(data) > max_length:
+                raise LineTooLong(f"multi-line response longer than {max_length} bytes")
+            self._searched = len(data)
+            return None
+        if end + 2 > max_length:
+            raise LineTooLong(f"multi-line response longer than {max_length} bytes")
+        block = bytes(data[: end + 2])
+        del data[: end + 5]
+        self._searched = 0
+        return block
+
+    def take_stream_chunk(self) -> tuple[bytes, bool]:
+        """For a block too large to hold: hand out what can be passed on now.
+
+        Returns ``(wire_bytes, finished)``. The last four bytes are held back until more arrive,
+        since they may be the start of the terminator. On ``finished`` the chunk includes the
+        terminator ``CRLF.CRLF`` itself, ready to forward.
+        """
+        data = self._data
+        end = data.find(_TERMINATOR, max(0, self._searched - 4))
+        if end >= 0:
+            chunk = bytes(data[: end + 5])
+            del data[: end + 5]
+            self._searched = 0
+            return chunk, True
+        keep = min(len(data), 4)
+        chunk = bytes(data[: len(data) - keep])
+        del data[: len(data) - keep]
+        self._searched = 0
+        return chunk, False
+
+
+def unstuff(block: bytes) -> bytes:
+    """Wire block (from ``take_block``) -> the message: remove the dot added to lines that start
+    with one (RFC 1939 §3)."""
+    body = block.replace(b"\r\n..", b"\r\n.")
+    if body[:2] == b"..":
+        body = body[1:]
+    return body
+
+
+def normalise_line_endings(message: bytes) -> bytes:
+    """Every line end as CRLF, and the message ending with one (RFC 1939 §3, §11).
+
+    A message that is already right is returned as the same object (the common case costs two
+    ``count`` passes).
+    """
+    crlf = message.count(CRLF)
+    if crlf == message.count(b"\n") == message.count(b"\r") and (not message or message.endswith(CRLF)):
+        return message
+    fixed = message.replace(CRLF, b"\n").replace(b"\r", b"\n").replace(b"\n", CRLF)
+    if fixed and not fixed.endswith(CRLF):
+        fixed += CRLF
+    return fixed
+
+
+def stuff(message: bytes) -> bytes:
+    """A message -> its multi-line wire form, terminator included (RFC 1939 §3)."""
+    message = normalise_line_endings(message)
+    wire = message.replace(b"\r\n.", b"\r\n..")
+    if wire[:1] == b".":
+        wire = b"." + wire
+    return wire + _EMPTY_BODY_TERMINATOR
+
+
+def cut_top(message: bytes, lines: int) -> bytes:
+    """What ``TOP msg n`` returns for this message: the header, the blank line and the first
+    ``lines`` lines of the body, or the whole message when it has fewer (RFC 1939 §7)."""
+    message = normalise_line_endings(message)
+    if message.startswith(CRLF):
+        body_start = 2
+    else:
+        head_end = message.find(b"\r\n\r\n")
+        if head_end < 0:
+            return message  # no body at all: the whole message is header
+        body_start = head_end + 4
+    end = body_start
+    for _ in range(lines):
+        nxt = message.find(CRLF, end)
+        if nxt < 0:
+            return message
+        end = nxt + 2
+    return message[:end]

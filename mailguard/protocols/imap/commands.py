@@ -1,0 +1,204 @@
+"""Client -> server: framing whole commands, sans I/O.
+
+The proxy answers a client's synchronising literal itself (``+``) and collects the
+whole command before anything goes upstream, as duesee/imap-proxy does (pitfalls
+§1.1): a FETCH is only understood once all of it is known, and our own caps replace
+the server's ``[TOOBIG]``. After ``IDLE`` or ``AUTHENTICATE`` the client's lines are
+continuation data, not commands (RFC 2177 §3, RFC 9051 §6.2.2), so ``DONE`` is never
+mistaken for a tag. After ``STARTTLS`` the reader pauses: whatever the client sent
+behind it is injection (RFC 9051 §6.2.1) and the session must look at ``buffered``.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+from mailguard.errors import RemoteProtocolError
+from mailguard.protocols.imap.framing import ReceiveBuffer, literal_at_end
+from mailguard.protocols.imap.limits import DEFAULT_LIMITS, ImapLimits
+from mailguard.protocols.imap.responses import NEED_DATA, NeedData
+
+# tag = 1*<any ASTRING-CHAR except "+">; the command name is an atom; "UID" is a prefix.
+_HEAD = re.compile(rb"^([^\s(){%*\"\\+]+) ([A-Za-z][A-Za-z0-9\-]*)(?: ([A-Za-z][A-Za-z0-9\-]*))?")
+
+
+class ReaderState(enum.Enum):
+    #: expecting a tagged command
+    COMMAND = "command"
+    #: inside IDLE or AUTHENTICATE: lines are continuation data for ``continuation_tag``
+    CONTINUATION = "continuation"
+    #: after STARTTLS, until ``resume()`` once TLS is up
+    PAUSED = "paused"
+
+
+@dataclass(frozen=True)
+class Command:
+    raw: bytes
+    tag: bytes
+    #: upper case, with the UID prefix kept: "FETCH", "UID FETCH", "LOGIN"
+    name: str
+    #: offset in ``raw`` just after the command name, where the arguments start
+    args_at: int
+
+    @property
+    def args(self) -> bytes:
+        """The arguments with the final line end removed."""
+        return self.raw[self.args_at :].rstrip(b"\r\n").lstrip(b" ")
+
+
+@dataclass(frozen=True)
+class ContinuationData:
+    """A line sent after a "+" of IDLE or AUTHENTICATE: ``DONE``, a SASL response, ``*``."""
+
+    raw: bytes
+    tag: bytes
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Bytes the reader answers locally: a "+" for a literal, or a rejection of an oversize one."""
+
+    data: bytes
+    #: the command this ends, or None for a "+"
+    ends_tag: bytes | None = None
+
+
+ClientEvent = Command | ContinuationData | Reply
+
+_LITERAL_GO_AHEAD = b"+ Ready for literal data\r\n"
+
+
+class CommandReader:
+    def __init__(self, limits: ImapLimits = DEFAULT_LIMITS) -> None:
+        self.limits = limits
+        self.state = ReaderState.COMMAND
+        self.continuation_tag: bytes | None = None
+        self._continuation_once = False
+        self._buffer = ReceiveBuffer()
+        self._pieces: list[bytes] = []
+        self._size = 0
+        self._head: tuple[bytes, str, int] | None = None
+        self._literal_left = 0
+        #: the command is refused: its remaining bytes are read and dropped (RFC 7888 §4)
+        self._discarding = False
+        self._eof = False
+
+    def receive_data(self, data: bytes) -> None:
+        if not data:
+            self._eof = True
+        self._buffer.feed(data)
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer) + self._size
+
+    def discard_buffered(self) -> bytes:
+        dropped = b"".join(self._pieces) + self._buffer.take_all()
+        self._reset()
+        return dropped
+
+    def resume(self) -> None:
+        """Back to reading commands after the STARTTLS switch."""
+        if self.state is ReaderState.PAUSED:
+            self.state = ReaderState.COMMAND
+
+    def command_completed(self, tag: bytes) -> None:
+        """The server ended ``tag``: an IDLE or AUTHENTICATE it belongs to is over."""
+        if self.state is ReaderState.CONTINUATION and tag == self.continuation_tag:
+            self.state = ReaderState.COMMAND
+            self.continuation_tag = None
+
+    def next_event(self) -> ClientEvent | NeedData:
+        while True:
+            if self.state is ReaderState.PAUSED:
+                return NEED_DATA
+            if self.state is ReaderState.CONTINUATION:
+                line = self._buffer.take_line(self.limits.max_continuation_line, "continuation line")
+                if line is None:
+                    return self._need_data()
+                assert self.continuation_tag is not None
+                event = ContinuationData(raw=line, tag=self.continuation_tag)
+                if self._continuation_once:
+                    self.state, self.continuation_tag = ReaderState.COMMAND, None
+                return event
+            if self._literal_left:
+                chunk = self._buffer.take(self._literal_left)
+                if not chunk:
+                    return self._need_data()
+                self._literal_left -= len(chunk)
+                if not self._discarding:
+                    self._append(chunk)
+                continue
+            line = self._buffer.take_line(self.limits.max_command_line, "command line")
+            if line is None:
+                return self._need_data()
+            if self._head is None:
+                if not line.strip():
+                    continue  # a stray empty line between commands is harmless
+                match = _HEAD.match(line)
+                if match is None:
+                    raise RemoteProtocolError(f"malformed command {line[:80]!r}")
+                tag, name = match.group(1), match.group(2).decode("ascii").upper()
+                end = match.end(2)
+                if name == "UID" and match.group(3):
+                    name, end = "UID " + match.group(3).decode("ascii").upper(), match.end(3)
+                self._head = (tag, name, end)
+            if not self._discarding:
+                self._append(line)
+            marker = literal_at_end(line)
+            if marker is None:
+                if self._discarding:
+                    return self._refuse(sync=False)
+                return self._finish()
+            cap = self._literal_cap()
+            if marker.size > cap or (not self._discarding and self._size + marker.size > self.limits.max_command_size):
+                if marker.sync:
+                    # RFC 7888 §4 / RFC 9051 §4.3: refuse instead of sending "+"; the client
+                    # then sends nothing more of this command.
+                    return self._refuse(sync=True)
+                self._discarding = True
+            self._literal_left = marker.size
+            if marker.sync and not self._discarding:
+                return Reply(_LITERAL_GO_AHEAD)
+
+    def _literal_cap(self) -> int:
+        assert self._head is not None
+        if self._head[1] == "APPEND":
+            return self.limits.max_append_literal
+        return self.limits.max_command_literal
+
+    def _append(self, piece: bytes) -> None:
+        self._size += len(piece)
+        self._pieces.append(piece)
+
+    def _need_data(self) -> NeedData:
+        if self._eof and (self._size or len(self._buffer) or self._head is not None):
+            raise RemoteProtocolError("client closed the connection in the middle of a command")
+        return NEED_DATA
+
+    def _refuse(self, sync: bool) -> Reply:
+        assert self._head is not None
+        tag = self._head[0]
+        self._reset()
+        # A refused synchronising literal was never sent: NO. A non-synchronising one was
+        # read and dropped: BAD, as RFC 7888 §5 asks of LITERAL- servers.
+        status = b"NO" if sync else b"BAD"
+        return Reply(tag + b" " + status + b" [TOOBIG] Literal too large for this proxy\r\n", ends_tag=tag)
+
+    def _finish(self) -> Command:
+        assert self._head is not None
+        tag, name, args_at = self._head
+        raw = b"".join(self._pieces)
+        self._reset()
+        if name == "IDLE" or name == "AUTHENTICATE":
+            self.state, self.continuation_tag = ReaderState.CONTINUATION, tag
+            self._continuation_once = name == "IDLE"
+        elif name == "STARTTLS":
+            self.state = ReaderState.PAUSED
+        return Command(raw=raw, tag=tag, name=name, args_at=args_at)
+
+    def _reset(self) -> None:
+        self._pieces, self._size, self._head = [], 0, None
+        self._literal_left, self._discarding = 0, False

@@ -1,0 +1,89 @@
+"""FETCH responses: split into data items, and built back (RFC 9051 §7.5.2).
+
+The msg-att list is tokenised completely, whatever the order of its items and however
+many literals it carries (pitfalls §1.5), so no body-bearing item can slip through
+behind another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mailguard.errors import RemoteProtocolError
+from mailguard.protocols.imap.fetch import parse_att
+from mailguard.protocols.imap.lexer import Lexer, NodeKind
+from mailguard.protocols.imap.responses import Response
+
+
+@dataclass(frozen=True)
+class DataItem:
+    #: upper-case item name without section: UID, FLAGS, BODY, BODYSTRUCTURE, RFC822.SIZE...
+    name: str
+    #: the item name as sent, e.g. ``BODY[1.MIME]<0>``
+    key: bytes
+    #: the value exactly as sent (literals included)
+    raw_value: bytes
+    #: the value's atom text or string contents
+    value: bytes
+    #: the item was a section (``BODY[...]``), as opposed to plain ``BODY``
+    sectioned: bool
+
+
+@dataclass(frozen=True)
+class FetchData:
+    number: int
+    items: tuple[DataItem, ...]
+
+    def get(self, name: str) -> DataItem | None:
+        for item in self.items:
+            if item.name == name:
+                return item
+        return None
+
+    @property
+    def uid(self) -> int | None:
+        item = self.get("UID")
+        if item is None or not item.value.isdigit():
+            return None
+        return int(item.value)
+
+    @property
+    def carries_content(self) -> bool:
+        """Some item holds message text: BODY[...], BINARY[...], RFC822, RFC822.TEXT/HEADER."""
+        return any(
+            (item.name in ("BODY", "BINARY") and item.sectioned)
+            or item.name in ("RFC822", "RFC822.TEXT", "RFC822.HEADER")
+            for item in self.items
+        )
+
+
+def parse_fetch_response(response: Response) -> FetchData:
+    if response.word != "FETCH" or response.number is None:
+        raise ValueError("not a FETCH response")
+    raw = response.raw
+    start = raw.upper().find(b"FETCH", 0, 64) + len(b"FETCH")
+    lexer = Lexer(raw, start)
+    listed = lexer.read_node()
+    if listed.kind is not NodeKind.LIST or len(listed.items) % 2:
+        raise RemoteProtocolError(f"malformed FETCH response {raw[:80]!r}")
+    items = []
+    for key, value in zip(listed.items[::2], listed.items[1::2]):
+        if key.kind is not NodeKind.ATOM:
+            raise RemoteProtocolError(f"FETCH item name is not an atom in {raw[:80]!r}")
+        att = parse_att(key.value)
+        items.append(
+            DataItem(
+                name=att.name,
+                key=key.value,
+                raw_value=raw[value.start : value.end],
+                value=value.value,
+                sectioned=att.section is not None,
+            )
+        )
+    return FetchData(number=response.number, items=tuple(items))
+
+
+def build_fetch_response(number: int, items: list[tuple[bytes, bytes]]) -> bytes:
+    """``* number FETCH (key value ...)`` from (key, already-encoded value) pairs."""
+    body = b" ".join(key + b" " + value for key, value in items)
+    return b"* %d FETCH (" % number + body + b")\r\n"

@@ -1,0 +1,295 @@
+"""``mailguard scan`` without the command line: scan paths, in parallel, results in input order.
+
+The main process walks the inputs (discover.py) and cuts them into tasks: byte ranges of
+each mbox (``CHUNK_SIZE``), batches of message files, messages read from stdin. Worker
+processes, each with its own engine, run the tasks (worker.py); at most ``2 × jobs`` tasks
+are in flight, so memory stays bounded whatever the input. Outcomes are taken back in
+task order, so the results come out in the same order for any ``--jobs``. With
+``--action tag|clean`` the main process is the only writer (rewrite.py).
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO, Iterator
+
+from mailguard.errors import StorageError, UsageError
+from mailguard.mailbox.discover import STDIN, MboxFile, MessageFile, Problem, Skipped, Stdin, discover
+from mailguard.mailbox.mbox import HEAD_SIZE, MboxMessage, NotAnMbox, read_mbox
+from mailguard.mailbox.results import MessageResult, Summary
+from mailguard.mailbox.rewrite import Keeper, MboxRewriter, rewrite_message_file
+from mailguard.mailbox.sniff import SNIFF_SIZE, Kind, sniff_bytes
+from mailguard.mailbox.worker import (
+    Done, EngineFactory, FileBatch, InlineMessages, MboxChunk, Outcome, Task, Worker, default_engine,
+    init_worker, policy_for_action, run_in_worker,
+)
+
+if TYPE_CHECKING:
+    from mailguard.scan.policy import Policy
+
+CHUNK_SIZE = 16 << 20          # bytes of an mbox per task: big enough to amortise, small enough to spread
+FILES_PER_TASK = 32            # message files per task
+INLINE_BYTES_PER_TASK = 8 << 20  # bytes of stdin messages per task
+ACTIONS = ("report", "tag", "clean")
+
+
+@dataclass
+class _MboxState:
+    """Numbering (and the writer) of one mbox while its results come back."""
+
+    source: str
+    next_index: int = 0
+    next_line: int = 1
+    rewriter: MboxRewriter | None = None
+
+
+class OfflineScan:
+    """Use as a context manager; iterate ``results()``; read ``summary`` at the end."""
+
+    def __init__(self, paths: list[str], policy: "Policy", *, jobs: int = 1, action: str = "report",
+                 keep: Keeper | None = None, engine_factory: EngineFactory = default_engine,
+                 stdin: BinaryIO | None = None) -> None:
+        if action not in ACTIONS:
+            raise UsageError(f"unknown action {action!r}: use one of {', '.join(ACTIONS)}")
+        self.rewrite = action != "report"
+        if self.rewrite and STDIN in paths:
+            raise UsageError("standard input cannot be rewritten; use --action report with '-'")
+        self.paths = paths
+        self.policy = policy_for_action(policy, action) if self.rewrite else policy
+        self.jobs = max(1, jobs)
+        self.keep: Keeper = keep or (lambda raw, result: "")
+        self.factory = engine_factory
+        self.stdin = stdin
+        self.summary = Summary()
+        self._pool: ProcessPoolExecutor | None = None
+        self._local: Worker | None = None
+        self._mboxes: dict[int, _MboxState] = {}
+        self._mbox_counter = 0
+
+    def __enter__(self) -> "OfflineScan":
+        if self.jobs > 1:
+            import multiprocessing
+
+            self._pool = ProcessPoolExecutor(
+                self.jobs, mp_context=multiprocessing.get_context("fork"),
+                initializer=init_worker, initargs=(self.factory, self.policy, self.rewrite))
+            # Fork the workers now, before the caller starts threads (a progress display).
+            self._pool.submit(int).result()
+        else:
+            self._local = Worker(self.factory, self.policy, self.rewrite)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for state in self._mboxes.values():
+            if state.rewriter is not None:
+                state.rewriter.abort()
+        self._mboxes.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._local is not None:
+            self._local.close()
+
+    # -- results, in input order ------------------------------------------------------------
+
+    def results(self) -> Iterator[MessageResult]:
+        started = time.monotonic()
+        try:
+            for outcome in self._outcomes():
+                yield from self._settle(outcome)
+        finally:
+            self.summary.seconds = time.monotonic() - started
+
+    def _settle(self, outcome: Outcome) -> Iterator[MessageResult]:
+        task = outcome.task
+        state = self._mboxes.get(getattr(task, "mailbox_no", -1))
+        for result in outcome.results:
+            if state is not None and result.span is not None:
+                result.location["index"] = state.next_index
+                result.location["line"] = state.next_line
+                state.next_index += 1
+                state.next_line += result.span[2]
+            if self.rewrite and result.rewritten is not None:
+                self._write(result, state)
+            self._count(result)
+            yield result
+        if isinstance(task, MboxChunk) and state is not None:
+            if outcome.failure:
+                yield self._count(MessageResult(state.source, task.item.path, {"format": "mbox"},
+                                                error=f"mbox reading stopped: {outcome.failure}"))
+                self._close_mbox(task.mailbox_no, commit=False)
+            elif task.last:
+                failure = self._close_mbox(task.mailbox_no, commit=True)
+                if failure:
+                    yield self._count(MessageResult(state.source, task.item.path, {"format": "mbox"},
+                                                    error=failure))
+
+    def _count(self, result: MessageResult) -> MessageResult:
+        self.summary.add(result)
+        return result
+
+    def _write(self, result: MessageResult, state: _MboxState | None) -> None:
+        try:
+            if state is not None:
+                if state.rewriter is not None:
+                    state.rewriter.message(result)
+            else:
+                rewrite_message_file(result, self.keep)
+        except Exception as exc:  # noqa: BLE001 - quarantine or disk failure: leave this mailbox as it was
+            result.write_error = f"not rewritten: {exc}"
+            if state is not None and state.rewriter is not None:
+                state.rewriter.abort()
+                state.rewriter = None
+        result.rewritten = None
+
+    def _close_mbox(self, number: int, *, commit: bool) -> str:
+        state = self._mboxes.pop(number)
+        if state.rewriter is None:
+            return ""
+        try:
+            if commit:
+                state.rewriter.finish()
+            else:
+                state.rewriter.abort()
+        except (OSError, StorageError) as exc:
+            return f"rewriting failed, the mailbox was left unchanged: {exc}"
+        return ""
+
+    # -- running tasks --------------------------------------------------------------------
+
+    def _outcomes(self) -> Iterator[Outcome]:
+        if self._pool is None:
+            assert self._local is not None
+            for task in self._tasks():
+                yield self._local.run(task)
+            return
+        in_flight: collections.deque[Future[Outcome] | Outcome] = collections.deque()
+        for task in self._tasks():
+            in_flight.append(Outcome(task, list(task.results)) if isinstance(task, Done)
+                             else self._pool.submit(run_in_worker, task))
+            while len(in_flight) > 2 * self.jobs:
+                yield _take(in_flight.popleft())
+        while in_flight:
+            yield _take(in_flight.popleft())
+
+    def _tasks(self) -> Iterator[Task]:
+        batch: list[MessageFile] = []
+        for item in discover(self.paths):
+            if isinstance(item, MessageFile):
+                batch.append(item)
+                if len(batch) >= FILES_PER_TASK:
+                    yield FileBatch(tuple(batch))
+                    batch = []
+                continue
+            if batch:
+                yield FileBatch(tuple(batch))
+                batch = []
+            if isinstance(item, Skipped):
+                self.summary.skipped += 1
+            elif isinstance(item, Problem):
+                yield Done((MessageResult(item.source, item.path, dict(item.location), error=item.reason),))
+            elif isinstance(item, Stdin):
+                yield from self._stdin_tasks()
+            else:
+                yield from self._mbox_tasks(item)
+        if batch:
+            yield FileBatch(tuple(batch))
+
+    def _mbox_tasks(self, item: MboxFile) -> Iterator[Task]:
+        number = self._next_number()
+        state = _MboxState(item.source)
+        size = item.size
+        if self.rewrite:
+            try:
+                state.rewriter = MboxRewriter(item.path, self.keep)
+            except (OSError, StorageError) as exc:
+                reason = getattr(exc, "strerror", None) or str(exc)
+                yield Done((MessageResult(item.source, item.path, {"format": "mbox"},
+                                          error=f"cannot lock the mailbox: {reason}"),))
+                return
+            size = state.rewriter.size  # measured under the lock
+        self._mboxes[number] = state
+        starts = list(range(0, size, CHUNK_SIZE)) or [0]
+        for position, start in enumerate(starts):
+            last = position == len(starts) - 1
+            yield MboxChunk(item, start, None if last else start + CHUNK_SIZE, last, number)
+
+    def _next_number(self) -> int:
+        self._mbox_counter += 1
+        return self._mbox_counter
+
+    def _stdin_tasks(self) -> Iterator[Task]:
+        stream = self.stdin if self.stdin is not None else sys.stdin.buffer
+        head = _read_up_to(stream, SNIFF_SIZE)
+        kind = sniff_bytes(head, complete=len(head) < SNIFF_SIZE)
+        if kind is Kind.MESSAGE:
+            content: bytes | None = head + _read_up_to(stream, self.policy.max_object_size + 1 - len(head))
+            size = len(content)
+            if size > self.policy.max_object_size:
+                size += _drain(stream)
+                content = None
+            message = MboxMessage(0, size, 0, b"", content, size, head[:HEAD_SIZE])
+            yield InlineMessages(STDIN, (message,), True, -1)
+            return
+        if kind is not Kind.MBOX:
+            reason = "no input" if kind is Kind.EMPTY else "not a message or mailbox (content not recognised)"
+            yield Done((MessageResult(STDIN, STDIN, {"format": "unknown"}, error=reason),))
+            return
+        number = self._next_number()
+        self._mboxes[number] = _MboxState(STDIN)
+        pending: list[MboxMessage] = []
+        pending_bytes = 0
+        try:
+            for message in read_mbox(_Prefixed(head, stream), max_size=self.policy.max_object_size):
+                pending.append(message)
+                pending_bytes += message.size
+                if pending_bytes >= INLINE_BYTES_PER_TASK:
+                    yield InlineMessages(STDIN, tuple(pending), False, number)
+                    pending, pending_bytes = [], 0
+        except (OSError, NotAnMbox) as exc:
+            if pending:
+                yield InlineMessages(STDIN, tuple(pending), False, number)
+            yield Done((MessageResult(STDIN, STDIN, {"format": "mbox"}, error=f"reading stdin failed: {exc}"),))
+            return
+        if pending:
+            yield InlineMessages(STDIN, tuple(pending), False, number)
+
+
+def _take(entry: "Future[Outcome] | Outcome") -> Outcome:
+    return entry if isinstance(entry, Outcome) else entry.result()
+
+
+class _Prefixed:
+    """A stream that first returns bytes already read from it (stdin cannot seek back)."""
+
+    def __init__(self, head: bytes, stream: BinaryIO) -> None:
+        self.head = head
+        self.stream = stream
+
+    def read(self, size: int) -> bytes:
+        if self.head:
+            data, self.head = self.head[:size], self.head[size:]
+            return data
+        return self.stream.read(size)
+
+
+def _read_up_to(stream: BinaryIO, size: int) -> bytes:
+    """Up to ``size`` bytes; fewer only at the end (a pipe returns what it has)."""
+    parts: list[bytes] = []
+    while size > 0:
+        block = stream.read(min(size, 1 << 20))
+        if not block:
+            break
+        parts.append(block)
+        size -= len(block)
+    return b"".join(parts)
+
+
+def _drain(stream: BinaryIO) -> int:
+    total = 0
+    while block := stream.read(1 << 20):
+        total += len(block)
+    return total

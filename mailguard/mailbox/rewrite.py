@@ -1,0 +1,141 @@
+"""Writing rewritten messages back into mailboxes, so that no crash can lose or split one.
+
+mbox: the mailbox is locked (locking.py) before it is read and stays locked until the new
+file has replaced it; the new file is the old one with the changed messages swapped in:
+every other byte is copied as it is (DESIGN.md: splice, never re-serialise). A mailbox in
+which nothing changed is not written at all.
+
+Maildir, MH and single message files: each changed message is written to a new file
+(Maildir: in ``tmp/``, as maildir(5) delivery does) and renamed over the old name, which
+keeps the flags in the name (``:2,S``). A file that changed on disk since it was scanned
+(a client set a flag, i.e. renamed it, or expunged it) is left alone and reported.
+
+In both cases the original of every changed message goes to the quarantine before the
+mailbox changes.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Callable
+
+from mailguard.errors import StorageError
+from mailguard.mailbox.atomic import TEMP_MARK, NewFile, replace_file
+from mailguard.mailbox.fromline import quote
+from mailguard.mailbox.locking import MboxLock, process_alive
+from mailguard.mailbox.mbox import read_mbox
+from mailguard.mailbox.results import MessageResult
+
+COPY_BLOCK = 1 << 20
+
+# Keeps an original message; returns its quarantine id. (raw, result) -> id
+Keeper = Callable[[bytes, MessageResult], str]
+
+
+class MboxRewriter:
+    """Rewrites one mbox while holding its locks; feed it every message result in file order."""
+
+    def __init__(self, path: str, keep: Keeper) -> None:
+        self.path = os.path.realpath(path)  # a symlinked mbox is rewritten where it lives
+        self.keep = keep
+        self.lock = MboxLock(self.path)
+        self.lock.acquire()
+        try:
+            _remove_dead_temp_files(os.path.dirname(self.path))
+            self.source = open(self.path, "rb", buffering=0)
+        except BaseException:
+            self.lock.release()
+            raise
+        self.size = os.fstat(self.source.fileno()).st_size
+        self.new: NewFile | None = None
+        self.copied_to = 0
+
+    def message(self, result: MessageResult) -> None:
+        """Take one message, in order: copy it, or write its rewritten version."""
+        if result.rewritten is None or result.span is None:
+            return  # copied later, in one block with its unchanged neighbours
+        offset, length, _ = result.span
+        stored = self._read(offset, length)
+        original = next(read_mbox(io.BytesIO(stored), max_size=len(stored)))
+        assert original.content is not None
+        result.quarantine_id = self.keep(original.content, result)
+        if self.new is None:
+            self.new = NewFile(self.path)
+        self._copy_until(offset)
+        line_end = b"\r\n" if original.from_line.endswith(b"\r\n") else b"\n"
+        body = quote(result.rewritten)
+        if not body.endswith(b"\n"):
+            body += line_end
+        self.new.write(original.from_line + body + line_end)  # the blank line before the next From_
+        self.copied_to = offset + length
+        result.rewritten = None
+        result.changed = True
+
+    def finish(self) -> None:
+        """Put the new mbox in place (if anything changed) and unlock."""
+        try:
+            if self.new is not None:
+                # Whatever was appended despite our lock is kept too: nothing may be lost.
+                self._copy_until(os.fstat(self.source.fileno()).st_size)
+                self.new.commit()
+                self.new = None
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Leave the mbox as it was and unlock."""
+        if self.new is not None:
+            self.new.discard()
+            self.new = None
+        self.source.close()
+        self.lock.release()
+
+    def _read(self, offset: int, length: int) -> bytes:
+        return os.pread(self.source.fileno(), length, offset)
+
+    def _copy_until(self, end: int) -> None:
+        assert self.new is not None
+        while self.copied_to < end:
+            block = self._read(self.copied_to, min(COPY_BLOCK, end - self.copied_to))
+            if not block:
+                raise StorageError(f"{self.path}: shrank while locked; left unchanged")
+            self.new.write(block)
+            self.copied_to += len(block)
+
+
+def rewrite_message_file(result: MessageResult, keep: Keeper) -> None:
+    """Replace one message file (Maildir, MH, .eml) with its rewritten version."""
+    assert result.rewritten is not None
+    path = os.path.realpath(result.file)
+    with open(path, "rb") as stream:
+        info = os.fstat(stream.fileno())
+        if result.identity != (info.st_ino, info.st_size, info.st_mtime_ns):
+            raise StorageError("changed on disk while it was scanned; left unchanged")
+        original = stream.read()
+    result.quarantine_id = keep(original, result)
+    folder = None
+    if result.location.get("format") == "maildir":
+        tmp = os.path.join(os.path.dirname(os.path.dirname(path)), "tmp")
+        folder = tmp if os.path.isdir(tmp) else None
+    replace_file(path, result.rewritten, folder=folder)
+    result.rewritten = None
+    result.changed = True
+
+
+def _remove_dead_temp_files(folder: str) -> None:
+    """Delete new-mbox files left by a rewrite that was killed (their writer's pid is gone)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(TEMP_MARK):
+            continue
+        pid_text = name[len(TEMP_MARK):].split("-", 1)[0]
+        if pid_text.isdigit() and not process_alive(int(pid_text)):
+            try:
+                os.unlink(os.path.join(folder, name))
+            except OSError:
+                pass
+

@@ -1,0 +1,200 @@
+"""The work one scanning process does: read messages from a task, scan each, maybe rewrite.
+
+Each worker process builds its own engine once (``init_worker``) and then runs tasks: a
+byte range of an mbox, a batch of message files, or messages already read from stdin.
+A task returns small results; the only bulky thing it sends back is the rewritten bytes
+of a message that changed, which the writer in the main process needs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Callable, Protocol
+
+from mailguard.mailbox.discover import MboxFile, MessageFile
+from mailguard.mailbox.headers import summary_fields
+from mailguard.mailbox.mbox import HEAD_SIZE, MboxMessage, NotAnMbox, read_mbox
+from mailguard.mailbox.results import MessageResult
+from mailguard.mailbox.sniff import Kind, sniff_bytes
+
+if TYPE_CHECKING:
+    from mailguard.scan.policy import Policy
+    from mailguard.scan.verdict import Verdict
+
+
+class ScanEngine(Protocol):
+    def scan(self, raw: bytes) -> "Verdict": ...
+    def apply(self, raw: bytes, verdict: "Verdict") -> bytes: ...
+    def close(self) -> None: ...
+
+
+EngineFactory = Callable[["Policy"], ScanEngine]
+
+
+def default_engine(policy: "Policy") -> ScanEngine:
+    from mailguard.scan.engine import Engine
+
+    return Engine(policy)
+
+
+@dataclass(frozen=True)
+class MboxChunk:
+    item: MboxFile
+    start: int
+    stop: int | None
+    last: bool              # the writer commits the rewritten mbox after this chunk
+    mailbox_no: int         # which mbox of the run, for numbering its messages in order
+
+
+@dataclass(frozen=True)
+class FileBatch:
+    items: tuple[MessageFile, ...]
+
+
+@dataclass(frozen=True)
+class InlineMessages:
+    """Messages read from stdin by the main process (stdin cannot be re-opened by a worker)."""
+
+    source: str
+    messages: tuple[MboxMessage, ...]
+    single: bool            # one message, not an mbox
+    mailbox_no: int         # as MboxChunk's; -1 for a single message
+
+
+@dataclass(frozen=True)
+class Done:
+    """Results known without scanning (problems found while walking), kept in order with the rest."""
+
+    results: tuple[MessageResult, ...]
+
+
+Task = MboxChunk | FileBatch | InlineMessages | Done
+
+
+@dataclass
+class Outcome:
+    task: Task
+    results: list[MessageResult] = field(default_factory=list)
+    failure: str = ""       # the task could not run to its end (the mbox vanished, an I/O error)
+
+
+class Worker:
+    """One engine and what to do with its verdicts."""
+
+    def __init__(self, factory: EngineFactory, policy: "Policy", rewrite: bool) -> None:
+        self.engine = factory(policy)
+        self.max_size = policy.max_object_size
+        self.rewrite = rewrite
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def run(self, task: Task) -> Outcome:
+        if isinstance(task, Done):
+            return Outcome(task, list(task.results))
+        if isinstance(task, MboxChunk):
+            return self._mbox_chunk(task)
+        if isinstance(task, FileBatch):
+            return Outcome(task, [self._file(item) for item in task.items])
+        return Outcome(task, [self._inline(task, message) for message in task.messages])
+
+    def _mbox_chunk(self, task: MboxChunk) -> Outcome:
+        outcome = Outcome(task)
+        item = task.item
+        try:
+            with open(item.path, "rb", buffering=0) as stream:
+                stream.seek(max(0, task.start - 1))
+                for message in read_mbox(stream, max_size=self.max_size, start=task.start, stop=task.stop):
+                    outcome.results.append(self._mbox_message(item.source, item.path, message))
+        except (OSError, NotAnMbox) as exc:
+            outcome.failure = getattr(exc, "strerror", None) or str(exc)
+        return outcome
+
+    def _mbox_message(self, source: str, path: str, message: MboxMessage) -> MessageResult:
+        result = MessageResult(source=source, file=path, location={"format": "mbox", "offset": message.offset},
+                               size=message.size, span=(message.offset, message.length, message.newlines))
+        self._scan(result, message.content, message.head, message.problem)
+        return result
+
+    def _inline(self, task: InlineMessages, message: MboxMessage) -> MessageResult:
+        if task.single:
+            result = MessageResult(source=task.source, file=task.source, location={"format": "eml"},
+                                   size=message.size)
+        else:
+            return self._mbox_message(task.source, task.source, message)
+        self._scan(result, message.content, message.head, message.problem)
+        return result
+
+    def _file(self, item: MessageFile) -> MessageResult:
+        result = MessageResult(source=item.source, file=item.path, location=dict(item.location), size=item.size)
+        what = "broken Maildir entry" if item.location.get("format") == "maildir" else "broken MH entry"
+        try:
+            with open(item.path, "rb") as stream:
+                info = os.fstat(stream.fileno())
+                result.size = info.st_size
+                result.identity = (info.st_ino, info.st_size, info.st_mtime_ns)
+                content: bytes | None = stream.read(self.max_size + 1)
+                head = content[:HEAD_SIZE]
+                if len(content) > self.max_size:
+                    content = None
+        except OSError as exc:
+            result.error = exc.strerror or str(exc)
+            return result
+        if not item.sniffed:
+            kind = sniff_bytes(head, complete=content is not None)
+            if kind is not Kind.MESSAGE:
+                result.error = f"{what}: " + ("empty file" if kind is Kind.EMPTY else "not a message")
+                return result
+        self._scan(result, content, head, "")
+        return result
+
+    def _scan(self, result: MessageResult, content: bytes | None, head: bytes, problem: str) -> None:
+        """Fill in the verdict (and the rewrite) of one message; never raises for a bad message."""
+        from mailguard.scan.verdict import Incomplete, Reason, Verdict
+
+        result.message_id, result.subject = summary_fields(head)
+        result.error = problem
+        if content is None:
+            result.verdict = Verdict.build([], [Incomplete(Reason.LIMIT, "", "message larger than max-object-size")])
+            return
+        try:
+            result.verdict = self.engine.scan(content)
+            if self.rewrite and not problem:
+                rewritten = self.engine.apply(content, result.verdict)
+                if rewritten != content:
+                    result.rewritten = rewritten
+        except Exception as exc:  # noqa: BLE001 - one bad message must not end the scan of the rest
+            result.error = f"engine failed on this message: {type(exc).__name__}: {exc}"
+
+
+# The worker of this process, set by init_worker in each pool process.
+_worker: Worker | None = None
+
+
+def init_worker(factory: EngineFactory, policy: "Policy", rewrite: bool) -> None:
+    global _worker
+    import multiprocessing.util
+
+    _worker = Worker(factory, policy, rewrite)
+    # Pool processes end through os._exit, so atexit would not run; Finalize does.
+    multiprocessing.util.Finalize(None, _worker.close, exitpriority=10)
+
+
+def run_in_worker(task: Task) -> Outcome:
+    assert _worker is not None, "init_worker was not run in this process"
+    return _worker.run(task)
+
+
+def policy_for_action(policy: "Policy", action: str) -> "Policy":
+    """The policy whose ``apply`` gives the rewrite asked for by ``--action``.
+
+    tag: only the X-MailGuard-Result header and the subject (response.action none, tagging as
+    configured). clean: the configured response (clean or replace); "none" would change
+    nothing but tags, so an explicit request to clean uses clean.
+    """
+    if action == "tag":
+        return replace(policy, action="none")
+    if action == "clean" and policy.action == "none":
+        return replace(policy, action="clean")
+    return policy

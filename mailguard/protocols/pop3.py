@@ -39,12 +39,11 @@ Theory of operation
 
 from __future__ import annotations
 
-import enum
 import re
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from mailguard.errors import LocalProtocolError, RemoteProtocolError
+from mailguard.errors import LocalProtocolError
 from mailguard.protocols.pop3_capa import filter_capa, filter_mechanisms, sasl_allowed
 from mailguard.protocols.pop3_events import (
     NEED_DATA, Closed, Event, MessageUnscanned, NeedData, ScanMessage, ScanResult, SendToClient,
@@ -53,103 +52,18 @@ from mailguard.protocols.pop3_events import (
 from mailguard.protocols.pop3_framing import (
     CRLF, LineTooLong, ReceiveBuffer, cut_top, normalise_line_endings, stuff, unstuff,
 )
+from mailguard.protocols.pop3_sizes import (
+    UNSCANNED_TAG, oversize_notice, rewrite_listing, rewrite_single_size,
+)
+from mailguard.protocols.pop3_states import (
+    ALLOWED_COMMANDS, TRANSITIONS, Phase, Pop3Limits, Pop3Options, State, TlsMode,
+)
 
 __all__ = ["ALLOWED_COMMANDS", "Phase", "Pop3Limits", "Pop3Options", "Pop3Proxy", "State", "TlsMode"]
 
 # The count sent upstream for any TOP: larger than any body, and still a positive 32-bit int
 # for servers that parse it as one.
 TOP_WHOLE_MESSAGE = 2**31 - 1
-
-UNSCANNED_TAG = b'X-MailGuard-Result: unscanned; reason="limit"\r\n'
-
-
-@dataclass(frozen=True)
-class Pop3Limits:
-    """Caps on everything the machine buffers; a peer going past one gets a clear error."""
-
-    # RFC 2449 §4 says 255 octets for a command; real clients stay far below this.
-    max_command_line: int = 8 * 1024
-    # SASL responses (Kerberos tickets, OAuth tokens) are far longer than commands (RFC 5034 §4).
-    max_sasl_line: int = 64 * 1024
-    # RFC 2449 §4: 512 octets per response line; be lenient with verbose servers.
-    max_status_line: int = 8 * 1024
-    # LIST / UIDL / CAPA answers: 64 MiB is several million messages.
-    max_listing: int = 64 * 1024 * 1024
-    # A RETR/TOP message held for scanning (threatsense.limits.max-object-size).
-    max_message: int = 100 * 1024 * 1024
-    # Pipelined client bytes held while a command runs; the driver stops reading beyond this.
-    max_client_backlog: int = 64 * 1024
-    # Server bytes held while nothing is expected from it, or while streaming.
-    max_server_backlog: int = 256 * 1024
-
-
-class TlsMode(str, enum.Enum):
-    #: STLS terminated on both legs by the proxy (ssl-tls.enabled and a CA to mint leaves).
-    INTERCEPT = "intercept"
-    #: STLS passed to the server; after its +OK the session is relayed untouched (ssl-tls off).
-    RELAY = "relay"
-    #: STLS hidden from CAPA and refused.
-    REFUSE = "refuse"
-
-
-@dataclass(frozen=True)
-class Pop3Options:
-    tls: TlsMode = TlsMode.INTERCEPT
-    #: Both legs already run TLS (implicit TLS, POP3S): STLS is neither offered nor accepted.
-    implicit_tls: bool = False
-    #: What to do with a message larger than ``limits.max_message``: "pass" (tagged) or "block".
-    on_oversize: str = "pass"
-    limits: Pop3Limits = field(default_factory=Pop3Limits)
-
-
-class State(str, enum.Enum):
-    """The session states of RFC 1939 §3, plus the proxy's own end states."""
-
-    GREETING = "greeting"
-    AUTHORIZATION = "authorization"
-    TRANSACTION = "transaction"
-    #: Handed over to a byte relay (STLS with TLS interception off).
-    RELAYED = "relayed"
-    CLOSED = "closed"
-
-
-class Phase(str, enum.Enum):
-    """What the machine waits for inside a state."""
-
-    GREETING = "greeting"          # the server's first line
-    COMMAND = "command"            # a client command
-    STATUS = "status"              # the server's status line for the pending command
-    BODY = "body"                  # a multi-line body
-    SASL_CLIENT = "sasl-client"    # the client's answer to a SASL challenge
-    SCAN = "scan"                  # the driver scans a message
-    STREAM_PASS = "stream-pass"    # an oversize message streamed through, tagged
-    STREAM_DROP = "stream-drop"    # an oversize message drained from the server, not delivered
-    STLS_REPLY = "stls-reply"      # STLS sent upstream, waiting for +OK
-    TLS_SERVER = "tls-server"      # upstream handshake running
-    TLS_CLIENT = "tls-client"      # client handshake running
-    DONE = "done"
-
-
-# (state, command, server said +OK) -> new state. Everything else keeps the state.
-TRANSITIONS: dict[tuple[State, str, bool], State] = {
-    (State.GREETING, "<greeting>", True): State.AUTHORIZATION,
-    (State.GREETING, "<greeting>", False): State.CLOSED,
-    (State.AUTHORIZATION, "PASS", True): State.TRANSACTION,
-    (State.AUTHORIZATION, "APOP", True): State.TRANSACTION,
-    (State.AUTHORIZATION, "AUTH", True): State.TRANSACTION,
-    (State.AUTHORIZATION, "QUIT", True): State.CLOSED,
-    (State.AUTHORIZATION, "QUIT", False): State.CLOSED,
-    # QUIT in TRANSACTION: the server enters UPDATE and closes (RFC 1939 §6).
-    (State.TRANSACTION, "QUIT", True): State.CLOSED,
-    (State.TRANSACTION, "QUIT", False): State.CLOSED,
-}
-
-ALLOWED_COMMANDS: dict[State, frozenset[str]] = {
-    State.AUTHORIZATION: frozenset({"USER", "PASS", "APOP", "AUTH", "STLS", "CAPA", "QUIT"}),
-    State.TRANSACTION: frozenset(
-        {"STAT", "LIST", "RETR", "DELE", "NOOP", "RSET", "TOP", "UIDL", "CAPA", "QUIT"}
-    ),
-}
 
 _OCTETS = re.compile(rb"^(\+OK )(\d+)")
 
@@ -362,7 +276,7 @@ class Pop3Proxy:
             names = filter_mechanisms(unstuff(block).split(CRLF)[:-1])
             body = stuff(CRLF.join(names) + CRLF) if names else b".\r\n"
         elif pending.verb == "LIST" and self._size_delta:
-            body = self._rewrite_listing(block) + b".\r\n"
+            body = rewrite_listing(block, self._size_delta) + b".\r\n"
         else:
             body = block + b".\r\n"
         self._emit_client(self._status + CRLF + body)
@@ -471,7 +385,9 @@ class Pop3Proxy:
 
     def _finish_single(self, pending: _Pending, line: bytes, ok: bool) -> None:
         if ok and self._size_delta:
-            line = self._rewrite_single_size(pending, line)
+            line = rewrite_single_size(
+                pending.verb, bool(pending.args), line, self._size_delta, self._deleted
+            )
         if ok and pending.verb == "DELE" and pending.args:
             number = _message_number(pending.args[0])
             if number is not None:
@@ -511,7 +427,7 @@ class Pop3Proxy:
         limit = self.limits.max_message
         if self.options.on_oversize == "block":
             head = self._server_head(limit)
-            notice = _oversize_notice(head, limit)
+            notice = oversize_notice(head, limit)
             self._emit_client(b"+OK %d octets\r\n" % len(notice) + stuff(notice))
             self._events.append(MessageUnscanned(pending.number, "limit", blocked=True))
             self.phase = Phase.STREAM_DROP
@@ -592,28 +508,6 @@ class Pop3Proxy:
         self._status = b""
         self.phase = Phase.COMMAND
 
-    def _rewrite_single_size(self, pending: _Pending, line: bytes) -> bytes:
-        words = line.split(b" ")
-        if pending.verb == "STAT" and len(words) >= 3 and words[2].isdigit():
-            extra = sum(d for n, d in self._size_delta.items() if n not in self._deleted)
-            words[2] = b"%d" % (int(words[2]) + extra)
-        elif pending.verb == "LIST" and pending.args and len(words) >= 3 and words[1].isdigit():
-            number = int(words[1])
-            if number in self._size_delta and words[2].isdigit():
-                words[2] = b"%d" % (int(words[2]) + self._size_delta[number])
-        return b" ".join(words)
-
-    def _rewrite_listing(self, block: bytes) -> bytes:
-        lines = block.split(CRLF)
-        for i, line in enumerate(lines):
-            words = line.split(b" ")
-            if len(words) >= 2 and words[0].isdigit() and words[1].isdigit():
-                delta = self._size_delta.get(int(words[0]))
-                if delta:
-                    words[1] = b"%d" % (int(words[1]) + delta)
-                    lines[i] = b" ".join(words)
-        return CRLF.join(lines)
-
     def _fail_peer(self, exc: _PeerError) -> None:
         if exc.side is Side.CLIENT:
             self._close(str(exc), error=True, client_line=b"-ERR mailguard: " + str(exc).encode())
@@ -631,27 +525,3 @@ class Pop3Proxy:
         self.state = State.CLOSED
         self.phase = Phase.DONE
         self._events.append(Closed(reason, error))
-
-
-def _oversize_notice(head: bytes, limit: int) -> bytes:
-    """The replacement for a message too large to scan when on-scan-error is ``block``."""
-    keep = (b"from:", b"to:", b"cc:", b"date:", b"subject:", b"message-id:")
-    lines: list[bytes] = []
-    current = False
-    for line in head.split(CRLF):
-        if line[:1] in (b" ", b"\t"):
-            if current:
-                lines.append(line)
-            continue
-        current = line.lower().startswith(keep)
-        if current:
-            lines.append(line)
-    lines.append(UNSCANNED_TAG.rstrip(CRLF))
-    lines.append(b"MIME-Version: 1.0")
-    lines.append(b"Content-Type: text/plain; charset=us-ascii")
-    body = (
-        b"mailguard did not deliver this message: it is larger than the scanning limit "
-        b"(threatsense.limits.max-object-size, %d bytes) and response.on-scan-error is\r\n"
-        b"\"block\". The original is still on the server." % limit
-    )
-    return CRLF.join(lines) + CRLF + CRLF + body + CRLF

@@ -1,0 +1,65 @@
+"""Message sizes the client sees after a rewrite, and the notice for a message too large to scan.
+
+RFC 1939 §5: LIST and STAT report "the exact size of the message in octets". When the proxy has
+delivered a rewritten message, later LIST/STAT answers in the session report the delivered size
+(pitfalls §3.3).
+"""
+
+from __future__ import annotations
+
+CRLF = b"\r\n"
+UNSCANNED_TAG = b'X-MailGuard-Result: unscanned; reason="limit"\r\n'
+
+__all__ = ["UNSCANNED_TAG", "oversize_notice", "rewrite_listing", "rewrite_single_size"]
+
+
+def rewrite_single_size(
+    verb: str, has_argument: bool, line: bytes, delta: dict[int, int], deleted: set[int]
+) -> bytes:
+    """A STAT or ``LIST n`` status line with the delivered sizes."""
+    words = line.split(b" ")
+    if verb == "STAT" and len(words) >= 3 and words[2].isdigit():
+        extra = sum(d for n, d in delta.items() if n not in deleted)
+        words[2] = b"%d" % (int(words[2]) + extra)
+    elif verb == "LIST" and has_argument and len(words) >= 3 and words[1].isdigit():
+        number = int(words[1])
+        if number in delta and words[2].isdigit():
+            words[2] = b"%d" % (int(words[2]) + delta[number])
+    return b" ".join(words)
+
+
+def rewrite_listing(block: bytes, delta: dict[int, int]) -> bytes:
+    """A LIST scan listing (wire block) with the delivered sizes."""
+    lines = block.split(CRLF)
+    for i, line in enumerate(lines):
+        words = line.split(b" ")
+        if len(words) >= 2 and words[0].isdigit() and words[1].isdigit():
+            change = delta.get(int(words[0]))
+            if change:
+                words[1] = b"%d" % (int(words[1]) + change)
+                lines[i] = b" ".join(words)
+    return CRLF.join(lines)
+
+
+def oversize_notice(head: bytes, limit: int) -> bytes:
+    """The replacement for a message too large to scan when on-scan-error is ``block``."""
+    keep = (b"from:", b"to:", b"cc:", b"date:", b"subject:", b"message-id:")
+    lines: list[bytes] = []
+    current = False
+    for line in head.split(CRLF):
+        if line[:1] in (b" ", b"\t"):
+            if current:
+                lines.append(line)
+            continue
+        current = line.lower().startswith(keep)
+        if current:
+            lines.append(line)
+    lines.append(UNSCANNED_TAG.rstrip(CRLF))
+    lines.append(b"MIME-Version: 1.0")
+    lines.append(b"Content-Type: text/plain; charset=us-ascii")
+    body = (
+        b"mailguard did not deliver this message: it is larger than the scanning limit "
+        b"(threatsense.limits.max-object-size, %d bytes) and response.on-scan-error is\r\n"
+        b"\"block\". The original is still on the server." % limit
+    )
+    return CRLF.join(lines) + CRLF + CRLF + body + CRLF

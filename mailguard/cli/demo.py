@@ -71,8 +71,8 @@ def _render(report: DemoReport) -> None:
         relayed = [r for r in rows if r.sent_infected and r.eicar_reached_client and not r.result]
         if relayed:
             console.print(
-                f"[yellow]{len(relayed)} infected {protocol.upper()} message(s) were relayed unscanned:[/yellow] "
-                "this build of the engine recognises the protocol but does not scan it yet."
+                f"[yellow]{len(relayed)} infected {protocol.upper()} message(s) reached the client untouched "
+                "and untagged:[/yellow] the engine relayed this protocol without scanning it."
             )
     caught = [r for r in report.received if r.caught]
     infected = [r for r in report.received if r.sent_infected]

@@ -39,7 +39,7 @@ def recognise(data: bytes) -> bool:
 
 
 def unpack(members: bounded.Members, data: bytes, budget: Budget) -> None:
-    _check_central_directory_size(data)
+    check_central_directory_size(data)
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError) as exc:
@@ -69,7 +69,7 @@ def unpack(members: bounded.Members, data: bytes, budget: Budget) -> None:
         members.unpack(info.filename, lambda raw=raw, method=info.compress_type: _inflate(method, raw, budget))
 
 
-def _check_central_directory_size(data: bytes) -> None:
+def check_central_directory_size(data: bytes) -> None:
     """Refuse, before zipfile parses it, a central directory listing more entries than we allow."""
     eocd = data.rfind(b"PK\x05\x06", max(0, len(data) - 65_557))
     if eocd < 0 or eocd + 22 > len(data):

@@ -1,0 +1,37 @@
+"""The detectors, each behind the small ``Detector`` protocol of ``base``, and the one
+place that decides which run for a policy.
+
+Order is fixed (cheap built-ins first), which keeps verdicts deterministic; the verdict
+sorts its findings anyway. Loading is eager: a bad signature file or a missing optional
+package is a ScanError when the engine starts, not a surprise on the first message.
+"""
+
+from __future__ import annotations
+
+from mailguard.scan.detectors.base import Detector, DetectorFailed, ScanObject
+from mailguard.scan.policy import Policy
+
+__all__ = ["Detector", "DetectorFailed", "ScanObject", "build_detectors"]
+
+
+def build_detectors(policy: Policy) -> list[Detector]:
+    from mailguard.scan.detectors.eicar import EicarDetector
+
+    detectors: list[Detector] = [EicarDetector()]
+    if policy.signature_paths:
+        from mailguard.scan.detectors.clamav_db import ClamavDbDetector
+
+        detectors.append(ClamavDbDetector.from_paths(policy.signature_paths))
+    if policy.yara_rules:
+        from mailguard.scan.detectors.yara_rules import YaraDetector
+
+        detectors.append(YaraDetector.from_paths(policy.yara_rules, policy.max_scan_time))
+    if policy.heuristics:
+        from mailguard.scan.detectors.heuristics import HeuristicsDetector
+
+        detectors.append(HeuristicsDetector())
+    if policy.clamd_enabled:
+        from mailguard.scan.detectors.clamd import ClamdDetector
+
+        detectors.append(ClamdDetector(policy.clamd_address, policy.max_scan_time))
+    return detectors

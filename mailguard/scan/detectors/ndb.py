@@ -1,0 +1,427 @@
+"""ClamAV body signatures (.ndb): ``Name:TargetType:Offset:HexSignature[:MinFL[:MaxFL]]``.
+
+The hex grammar (docs.clamav.net, "Body-based Signature Content Format") becomes Python
+regular expressions on bytes:
+
+    aa        the byte 0xaa               a? / ?a   a nibble fixed, the other free
+    ??        any byte                    *         any number of bytes
+    {n} {n-m} {-m} [n-m]   n to m bytes   {n-}      at least n bytes
+    (aa|bbcc) one of the alternatives     !(aa|bb)  none of them (same length)
+    (B) (L) (W)  word boundary, line boundary, non-alphanumeric byte
+
+Offsets: ``*`` (anywhere), ``n``, ``n,m`` (starting within m bytes after n), ``EOF-n``
+and ``EOF-n,m``. PE-relative offsets (``EP+n``, ``Sx+n``, ``SL+n``, ``SE``) and
+``VI``/macro offsets need an executable parser: such lines are valid, so they are
+counted as skipped, not refused.
+
+Speed. Every byte of every mail goes past these, so the many signatures are searched
+together: each floating signature contributes a *trigger* (its leading literal bytes, or
+its first piece when it has none) to one alternation, factored into a trie of literal
+prefixes so ``re`` rejects most positions on the first byte. Only where a trigger
+matches do we run the candidate signatures whose first byte is that one, each with its
+own compiled pattern. An unbounded gap (``*``, ``{n-}``) splits a signature into pieces
+matched one after another with ``search``, never as ``.*`` inside one pattern: that keeps
+a signature from rescanning the rest of the buffer at every trigger hit (quadratic time).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+
+_HEX = b"0123456789abcdefABCDEF"
+_ALNUM = rb"A-Za-z0-9"
+# ClamAV target types ([docs] "Target Types"); 0 is any file.
+TARGET_TYPES = range(0, 15)
+# Target types we can recognise by magic bytes; a signature for one of these only runs on such objects.
+_TARGET_MAGIC = {
+    1: (b"MZ",),                                                    # PE
+    2: (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",),                      # OLE2
+    6: (b"\x7fELF",),                                               # ELF
+    9: (b"\xfe\xed\xfa\xce", b"\xfe\xed\xfa\xcf", b"\xce\xfa\xed\xfe", b"\xcf\xfa\xed\xfe", b"\xca\xfe\xba\xbe"),
+    10: (b"%PDF",),                                                 # PDF
+}
+# Longest literal trigger kept per signature: longer ones only make the trie bigger.
+_MAX_TRIGGER = 16
+
+
+class SignatureSyntaxError(ValueError):
+    """A line that is not a valid body signature; the loader adds file and line number."""
+
+
+class UnsupportedOffset(Exception):
+    """A valid signature whose offset needs an executable parser (EP, sections, VI)."""
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Part of a signature between unbounded gaps, and the least gap before it."""
+
+    pattern: re.Pattern[bytes]
+    min_gap: int
+    max_length: int  # the longest match (pieces have only bounded parts)
+
+
+@dataclass(frozen=True)
+class BodySignature:
+    name: str
+    target: int
+    anchor: str                 # "any", "start" (offset from the start) or "eof" (from the end)
+    offset: int                 # for "start" / "eof"
+    window: int                 # extra bytes the start may float by (``n,m``)
+    pieces: tuple[Piece, ...]
+    trigger: bytes              # regex source: literal prefix or first piece, for the shared search
+    first_bytes: frozenset[int]  # bytes a match can start with (empty: unknown, any byte)
+    literal_prefix: bytes
+
+    def applies_to(self, data: bytes) -> bool:
+        magics = _TARGET_MAGIC.get(self.target)
+        return magics is None or data.startswith(magics)
+
+
+class _Attempts:
+    """Per-buffer memory of where each signature's tail already failed.
+
+    The pieces after the first are found with forward searches, so if they cannot be found
+    after position e they cannot be found after any later position either. Remembering the
+    least such e per signature keeps a frequent first piece with an absent tail from
+    rescanning the buffer at every occurrence (which would be quadratic).
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self._dead_after: dict[int, int] = {}
+
+    def match_at(self, signature: BodySignature, pos: int) -> bool:
+        """Does ``signature`` match with its first piece starting exactly at ``pos``?"""
+        first = signature.pieces[0].pattern.match(self.data, pos)
+        return first is not None and self._rest(signature, first.end())
+
+    def search_window(self, signature: BodySignature, start: int, window: int) -> bool:
+        """Does it match with its first piece starting within ``window`` bytes after ``start``?"""
+        data = self.data
+        if start < 0 or start > len(data):
+            return False
+        first = signature.pieces[0]
+        end = min(len(data), start + window + first.max_length)
+        for found in first.pattern.finditer(data, start, end):
+            if found.start() > start + window:
+                return False
+            if self._rest(signature, found.end()):
+                return True
+        return False
+
+    def _rest(self, signature: BodySignature, pos: int) -> bool:
+        if len(signature.pieces) == 1:
+            return True
+        key = id(signature)
+        if pos >= self._dead_after.get(key, len(self.data) + 1):
+            return False
+        # Taking each piece at its earliest place leaves the most room for the next, so one
+        # forward pass decides the whole signature.
+        start = pos
+        for piece in signature.pieces[1:]:
+            found = piece.pattern.search(self.data, pos + piece.min_gap)
+            if found is None:
+                self._dead_after[key] = min(start, self._dead_after.get(key, start))
+                return False
+            pos = found.end()
+        return True
+
+
+def parse_line(line: str) -> BodySignature:
+    """One .ndb line; raises SignatureSyntaxError or UnsupportedOffset."""
+    fields = line.split(":")
+    if len(fields) < 4 or len(fields) > 6:
+        raise SignatureSyntaxError("expected Name:TargetType:Offset:HexSignature[:MinFL[:MaxFL]]")
+    name, target_text, offset_text, hexsig = fields[:4]
+    if not name:
+        raise SignatureSyntaxError("empty signature name")
+    if not target_text.isdigit() or int(target_text) not in TARGET_TYPES:
+        raise SignatureSyntaxError(f"bad target type {target_text!r}")
+    for level in fields[4:]:
+        if level and not level.isdigit():
+            raise SignatureSyntaxError(f"bad functionality level {level!r}")
+    anchor, offset, window = _parse_offset(offset_text)
+    pieces, first_tokens = _parse_hex(hexsig.strip())
+    literal_prefix = _literal_prefix(first_tokens)
+    trigger = re.escape(literal_prefix) if literal_prefix else pieces[0].pattern.pattern
+    return BodySignature(name, int(target_text), anchor, offset, window, tuple(pieces), trigger,
+                         _first_bytes(first_tokens), literal_prefix)
+
+
+def _parse_offset(text: str) -> tuple[str, int, int]:
+    text = text.strip()
+    if text == "*":
+        return "any", 0, 0
+    base, _, window_text = text.partition(",")
+    window = 0
+    if window_text:
+        if not window_text.isdigit():
+            raise SignatureSyntaxError(f"bad offset {text!r}")
+        window = int(window_text)
+    if base.isdigit():
+        return "start", int(base), window
+    if base.startswith("EOF-") and base[4:].isdigit():
+        return "eof", int(base[4:]), window
+    if re.fullmatch(r"(EP[+-]\d+|S\d+\+\d+|SL[+-]\d+|SE\d+|VI|\$\d+\$)", base):
+        raise UnsupportedOffset(text)
+    raise SignatureSyntaxError(f"bad offset {text!r}")
+
+
+# A token is (regex source, first-byte set or None for "unknown", length range, literal byte or None).
+@dataclass(frozen=True)
+class _Token:
+    source: bytes
+    first: frozenset[int] | None
+    min_length: int
+    max_length: int
+    literal: int | None = None
+
+
+_ANY_BYTE = _Token(b".", frozenset(range(256)), 1, 1)
+
+
+def _parse_hex(sig: str) -> tuple[list[Piece], list[_Token]]:
+    if not sig:
+        raise SignatureSyntaxError("empty hex signature")
+    text = sig.encode("ascii", "replace")
+    pieces: list[Piece] = []
+    tokens: list[_Token] = []
+    first_tokens: list[_Token] | None = None
+    gap_before = 0
+    i = 0
+
+    def close_piece(next_gap: int) -> None:
+        nonlocal tokens, gap_before, first_tokens
+        if not any(t.max_length for t in tokens):
+            raise SignatureSyntaxError("a signature may not start, end or be made only of wildcards")
+        if first_tokens is None:
+            first_tokens = tokens
+        source = b"".join(t.source for t in tokens)
+        pieces.append(Piece(re.compile(source, re.DOTALL), gap_before, sum(t.max_length for t in tokens)))
+        tokens, gap_before = [], next_gap
+
+    while i < len(text):
+        c = text[i:i + 1]
+        if c == b"*":
+            close_piece(0)
+            i += 1
+        elif c == b"{":
+            end = text.find(b"}", i)
+            if end < 0:
+                raise SignatureSyntaxError("unclosed '{'")
+            low, high = _parse_range(text[i + 1:end].decode(), "{}")
+            if high is None:
+                close_piece(low)
+            else:
+                if not tokens:
+                    raise SignatureSyntaxError("a signature may not start with a gap")
+                tokens.append(_Token(b".{%d,%d}?" % (low, high), None, low, high))
+            i = end + 1
+        elif c == b"[":
+            end = text.find(b"]", i)
+            if end < 0:
+                raise SignatureSyntaxError("unclosed '['")
+            low, high = _parse_range(text[i + 1:end].decode(), "[]")
+            if high is None or not tokens:
+                raise SignatureSyntaxError("'[n-m]' needs both bounds and bytes before it")
+            tokens.append(_Token(b".{%d,%d}?" % (low, high), None, low, high))
+            i = end + 1
+        elif c in (b"(", b"!"):
+            token, i = _parse_group(text, i)
+            tokens.append(token)
+        else:
+            token = _parse_byte(text[i:i + 2])
+            tokens.append(token)
+            i += 2
+    close_piece(0)
+    assert first_tokens is not None
+    return pieces, first_tokens
+
+
+def _parse_range(text: str, brackets: str) -> tuple[int, int | None]:
+    """``n``, ``n-m``, ``-m`` or ``n-`` -> (low, high or None for unbounded)."""
+    match = re.fullmatch(r"(\d*)(-?)(\d*)", text)
+    if not match or not (match[1] or match[3]) or (not match[2] and not match[1]):
+        raise SignatureSyntaxError(f"bad range {brackets[0]}{text}{brackets[1]}")
+    low = int(match[1]) if match[1] else 0
+    if not match[2]:
+        return low, low
+    high = int(match[3]) if match[3] else None
+    if high is not None and high < low:
+        raise SignatureSyntaxError(f"bad range {brackets[0]}{text}{brackets[1]}")
+    return low, high
+
+
+def _parse_byte(pair: bytes) -> _Token:
+    if len(pair) != 2:
+        raise SignatureSyntaxError("odd number of hex digits")
+    high, low = pair[:1], pair[1:]
+    if pair == b"??":
+        return _ANY_BYTE
+    if high in b"?" and low and low in _HEX:
+        values = [(h << 4) | int(low, 16) for h in range(16)]
+        return _Token(_byte_class(values), frozenset(values), 1, 1)
+    if high and high in _HEX and low == b"?":
+        base = int(high, 16) << 4
+        return _Token(b"[\\x%02x-\\x%02x]" % (base, base | 0xF), frozenset(range(base, base + 16)), 1, 1)
+    if high and low and high in _HEX and low in _HEX:
+        value = int(pair, 16)
+        return _Token(b"\\x%02x" % value, frozenset((value,)), 1, 1, literal=value)
+    raise SignatureSyntaxError(f"bad hex byte {pair.decode('ascii', 'replace')!r}")
+
+
+def _byte_class(values: list[int]) -> bytes:
+    return b"[" + b"".join(b"\\x%02x" % v for v in values) + b"]"
+
+
+_SPECIALS = {
+    b"(B)": _Token(b"(?:[^%s]|\\A|\\Z)" % _ALNUM, None, 0, 1),
+    b"(L)": _Token(b"(?:\\r\\n|[\\r\\n]|\\A|\\Z)", None, 0, 2),
+    b"(W)": _Token(b"[^%s]" % _ALNUM, None, 1, 1),
+}
+
+
+def _parse_group(text: bytes, i: int) -> tuple[_Token, int]:
+    for special, token in _SPECIALS.items():
+        if text.startswith(special, i):
+            return token, i + len(special)
+    negated = text[i:i + 1] == b"!"
+    start = i + 1 if negated else i
+    if text[start:start + 1] != b"(":
+        raise SignatureSyntaxError("'!' must be followed by '('")
+    end = text.find(b")", start)
+    if end < 0:
+        raise SignatureSyntaxError("unclosed '('")
+    alternatives = []
+    for alternative in text[start + 1:end].split(b"|"):
+        if not alternative or len(alternative) % 2:
+            raise SignatureSyntaxError("empty or odd-length alternative in '(...)'")
+        alternatives.append([_parse_byte(alternative[k:k + 2]) for k in range(0, len(alternative), 2)])
+    lengths = {len(a) for a in alternatives}
+    sources = [b"".join(t.source for t in a) for a in alternatives]
+    first: set[int] = set()
+    for alternative in alternatives:
+        first |= alternative[0].first or set(range(256))
+    if negated:
+        if len(lengths) != 1:
+            raise SignatureSyntaxError("alternatives of '!(...)' must have the same length")
+        (length,) = lengths
+        source = b"(?!(?:" + b"|".join(sources) + b"))" + (b".{%d}" % length)
+        return _Token(source, None, length, length), end + 1
+    return _Token(b"(?:" + b"|".join(sources) + b")", frozenset(first), min(lengths), max(lengths)), end + 1
+
+
+def _literal_prefix(tokens: list[_Token]) -> bytes:
+    prefix = bytearray()
+    for token in tokens:
+        if token.literal is None or len(prefix) >= _MAX_TRIGGER:
+            break
+        prefix.append(token.literal)
+    return bytes(prefix)
+
+
+def _first_bytes(tokens: list[_Token]) -> frozenset[int]:
+    first = tokens[0].first
+    return frozenset() if first is None or len(first) == 256 else first
+
+
+class BodyMatcher:
+    """All body signatures of a database, searched together (see the module docstring)."""
+
+    def __init__(self, signatures: list[BodySignature]) -> None:
+        self.signatures = signatures
+        floating = [s for s in signatures if s.anchor == "any"]
+        self._anchored = [s for s in signatures if s.anchor != "any"]
+        # Signatures whose first byte we know go behind the shared trigger; the rest search alone.
+        indexed = [s for s in floating if s.first_bytes]
+        self._alone = [s for s in floating if not s.first_bytes]
+        self._by_first_byte: dict[int, list[BodySignature]] = defaultdict(list)
+        for signature in indexed:
+            for byte in signature.first_bytes:
+                self._by_first_byte[byte].append(signature)
+        self._trigger = _compile_trigger(indexed) if indexed else None
+
+    def match(self, data: bytes) -> list[str]:
+        """Names of the signatures found in ``data`` (sorted, unique)."""
+        found: set[str] = set()
+        attempts = _Attempts(data)
+        for signature in self._anchored:
+            if signature.name not in found and signature.applies_to(data) and _anchored_match(
+                    attempts, signature, data):
+                found.add(signature.name)
+        for signature in self._alone:
+            if signature.name not in found and signature.applies_to(data) and attempts.search_window(
+                    signature, 0, len(data)):
+                found.add(signature.name)
+        if self._trigger is not None:
+            self._match_triggered(attempts, found)
+        return sorted(found)
+
+    def _match_triggered(self, attempts: _Attempts, found: set[str]) -> None:
+        # Every position where some trigger matches is visited (the search resumes one byte
+        # after the last hit, not after its end), and there every signature that can start
+        # with that byte is tried: overlapping signatures cannot hide one another.
+        data = attempts.data
+        search = self._trigger.search  # type: ignore[union-attr]
+        by_first_byte = self._by_first_byte
+        hit = search(data)
+        while hit is not None:
+            pos = hit.start()
+            for signature in by_first_byte[data[pos]]:
+                if signature.name not in found and signature.applies_to(data) and attempts.match_at(signature, pos):
+                    found.add(signature.name)
+            hit = search(data, pos + 1)
+
+
+def _anchored_match(attempts: _Attempts, signature: BodySignature, data: bytes) -> bool:
+    start = signature.offset if signature.anchor == "start" else len(data) - signature.offset
+    if signature.window:
+        return attempts.search_window(signature, start, signature.window)
+    return 0 <= start <= len(data) and attempts.match_at(signature, start)
+
+
+def _compile_trigger(signatures: list[BodySignature]) -> re.Pattern[bytes]:
+    """One alternation of every trigger, literal prefixes merged into a trie.
+
+    ``re`` tries alternatives in order but skips one whose first byte differs from the
+    input at once; merging prefixes makes those first bytes unique at each level, so a
+    position costs about one comparison per distinct first byte, not one per signature.
+    """
+    literals = sorted({s.literal_prefix for s in signatures if s.literal_prefix})
+    others = sorted({s.trigger for s in signatures if not s.literal_prefix})
+    branches = [_trie_source(literals)] if literals else []
+    branches += others
+    return re.compile(b"|".join(branches), re.DOTALL)
+
+
+def _trie_source(literals: list[bytes]) -> bytes:
+    # A literal that another extends is enough on its own as a trigger: keep the shorter.
+    kept: list[bytes] = []
+    for literal in literals:  # sorted, so a prefix comes right before its extensions
+        if kept and literal.startswith(kept[-1]):
+            continue
+        kept.append(literal)
+    return _trie(kept)
+
+
+def _trie(literals: list[bytes]) -> bytes:
+    if len(literals) == 1:
+        return re.escape(literals[0])
+    groups: dict[int, list[bytes]] = defaultdict(list)
+    for literal in literals:
+        groups[literal[0]].append(literal[1:])
+    branches = []
+    for byte, rests in sorted(groups.items()):
+        head = re.escape(bytes((byte,)))
+        if b"" in rests:  # this byte alone completes a trigger
+            branches.append(head)
+        else:
+            branches.append(head + _group(_trie(rests)) if len(rests) > 1 else head + re.escape(rests[0]))
+    return b"(?:" + b"|".join(branches) + b")" if len(branches) > 1 else branches[0]
+
+
+def _group(source: bytes) -> bytes:
+    return source if source.startswith(b"(?:") else b"(?:" + source + b")"

@@ -10,6 +10,8 @@ _mailguard() {
     case "$prev" in
         --config) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         --protocol|-p) COMPREPLY=($(compgen -W "imap imaps pop3 pop3s" -- "$cur")); return ;;
+        --format) COMPREPLY=($(compgen -W "table json jsonl sarif" -- "$cur")); return ;;
+        --action) COMPREPLY=($(compgen -W "report tag clean" -- "$cur")); return ;;
     esac
     case "$cmd" in
         "config get"*)
@@ -35,14 +37,28 @@ _mailguard() {
             COMPREPLY=($(compgen -W "--protocol -p --config -h --help" -- "$cur")); return ;;
         "config"*)
             COMPREPLY=($(compgen -W "get set unset list check path --install-completion --show-completion -h --help" -- "$cur")); return ;;
+        "demo"*)
+            COMPREPLY=($(compgen -W "--home --json --install-completion --show-completion -h --help" -- "$cur")); return ;;
         "disable"*)
             COMPREPLY=($(compgen -W "--config -h --help" -- "$cur")); return ;;
         "enable"*)
             COMPREPLY=($(compgen -W "--config -h --help" -- "$cur")); return ;;
         "ports"*)
             COMPREPLY=($(compgen -W "list add remove --install-completion --show-completion -h --help" -- "$cur")); return ;;
+        "reload"*)
+            COMPREPLY=($(compgen -W "--config -h --help" -- "$cur")); return ;;
+        "restart"*)
+            COMPREPLY=($(compgen -W "--config -h --help" -- "$cur")); return ;;
+        "scan"*)
+            COMPREPLY=($(compgen -W "--format --json --action --jobs -j --quiet -q --config --install-completion --show-completion -h --help" -- "$cur")); return ;;
+        "start"*)
+            COMPREPLY=($(compgen -W "--config --foreground -h --help" -- "$cur")); return ;;
+        "status"*)
+            COMPREPLY=($(compgen -W "--config --json -h --help" -- "$cur")); return ;;
+        "stop"*)
+            COMPREPLY=($(compgen -W "--config -h --help" -- "$cur")); return ;;
         ""*)
-            COMPREPLY=($(compgen -W "config disable enable ports --config --version -h --help" -- "$cur")); return ;;
+            COMPREPLY=($(compgen -W "config demo disable enable ports reload restart scan start status stop --config --version -h --help" -- "$cur")); return ;;
     esac
 }
 complete -o default -F _mailguard mailguard

@@ -58,8 +58,7 @@ def collect(command, path: list[str]) -> Command:
         if param.param_type_name == "option":
             if param.hidden:
                 continue
-            descriptor = param.type_descriptor
-            choices = list(descriptor.choices or []) if descriptor.is_choice else []
+            choices = list(getattr(param.type, "choices", None) or [])
             options.append(Option(
                 names=[*param.opts, *param.secondary_opts],
                 help=_first_line(param.help),

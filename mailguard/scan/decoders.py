@@ -49,6 +49,8 @@ def base64_decodings(data: bytes | memoryview) -> list[bytes]:
         _b64_quanta(stream.replace(b"=", b"")),                # ignore padding, one stream
         b"".join(_b64_quanta(seg) for seg in stream.split(b"=") if seg),  # restart per segment
         _b64_quanta(stream.rstrip(b"=").replace(b"=", b"A")),  # '=' read as 'A'
+        # what follows the first padding, as a file of its own (mime-is-broken "junk_after_eq")
+        _b64_quanta(stream[first_pad:].replace(b"=", b"")),
     ]
     return _distinct(views)
 

@@ -45,6 +45,7 @@ class Part:
     info: EntityInfo
     eol: bytes                   # b"\n" (LF and CRLF) or b"\r" (CR-only)
     message_depth: int = 0       # how many message/rfc822 levels enclose it
+    default_type: str = "text/plain"  # RFC 2045 §5.2; message/rfc822 inside multipart/digest (RFC 2046 §5.1.5)
     detached: bool = False       # offsets index a decoded buffer (base64 message/rfc822), not the raw message
     children: list[Part] = field(default_factory=list)
     alternates: list[Part] = field(default_factory=list)   # parts visible only under other readings
@@ -58,11 +59,11 @@ class Part:
 
     @property
     def media_type(self) -> str:
-        """The primary media type, lower-case; the RFC 2045 §5.2 default when none is usable."""
+        """The primary media type, lower-case; the default type when none is usable."""
         for declared in self.info.media_types:
             if "/" in declared:
                 return declared
-        return "text/plain"
+        return self.default_type
 
     @property
     def encodings(self) -> tuple[str, ...]:
@@ -140,12 +141,13 @@ class _Walker:
         self.max_examined = MAX_WALK_AMPLIFICATION * size + 1024 * 1024
 
     def entity(self, buf: bytes, start: int, end: int, number: str, *, is_message: bool, depth: int,
-               message_depth: int, eol: bytes, detached: bool, parent: Part | None) -> Part:
+               message_depth: int, eol: bytes, detached: bool, parent: Part | None,
+               default_type: str = "text/plain") -> Part:
         self.count += 1
         self.examined += end - start
         block = parse_header_block(buf, start, end, eol)
         part = Part(number, is_message, buf, start, block.end, block.body_start, end, block.fields,
-                    describe_entity(block.fields), eol, message_depth, detached, parent=parent)
+                    describe_entity(block.fields), eol, message_depth, default_type, detached, parent=parent)
         if block.bare_cr:
             part.ambiguous.append("bare CR inside a header field")
         if part.info.content_type_fields > 1 and len(set(part.info.media_types)) > 1:
@@ -179,6 +181,7 @@ class _Walker:
         if not part.is_multipart:
             part.ambiguous.append("multipart declared only by a secondary Content-Type")
         prefix = part.number
+        child_type = "message/rfc822" if part.media_type == "multipart/digest" else "text/plain"
         for index, reading in enumerate(readings):
             target = part.children if index == 0 and part.is_multipart else part.alternates
             alt_prefix = prefix if target is part.children else _alt_number(prefix, len(part.alternates) + 1)
@@ -189,7 +192,7 @@ class _Walker:
                 number = f"{alt_prefix}.{i}" if alt_prefix else str(i)
                 target.append(self.entity(part.source, s, e, number, is_message=False, depth=depth + 1,
                                           message_depth=part.message_depth, eol=part.eol,
-                                          detached=part.detached, parent=part))
+                                          detached=part.detached, parent=part, default_type=child_type))
                 if self.count >= MAX_PARTS:
                     part.problems.append("MIME part count limit reached")
                     return

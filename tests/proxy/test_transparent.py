@@ -161,3 +161,187 @@ def test_install_status_and_remove_in_a_namespace(netns) -> None:
     """)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+# --- end to end: an unmodified client in a namespace, the server in another (root) ---------------
+
+CLIENT_ADDRESS = "10.231.0.1"   # a private test range that exists only inside these namespaces
+REMOTE_ADDRESS = "10.231.0.2"
+HAS_ENGINE = __import__("importlib.util").util.find_spec("mailguard.proxy.server") is not None
+
+
+def _test_ca_and_server_cert(folder) -> tuple[str, str, str]:
+    """A throw-away CA and a certificate for the remote server's IP address."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mailguard test remote CA")])
+    ca_cert = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, REMOTE_ADDRESS)]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(REMOTE_ADDRESS))]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_file, cert_file, key_file = folder / "remote-ca.pem", folder / "remote.pem", folder / "remote.key"
+    ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return str(ca_file), str(cert_file), str(key_file)
+
+
+REMOTE_SERVER = """
+import asyncio, functools, ssl, sys
+from mailguard.demo.mailbox import sample_mailbox
+from mailguard.demo.pop3 import serve_pop3
+
+async def main():
+    mailbox = sample_mailbox()
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(sys.argv[1], sys.argv[2])
+    handler = functools.partial(serve_pop3, mailbox)
+    plain = await asyncio.start_server(handler, "{remote}", 110)
+    secure = await asyncio.start_server(handler, "{remote}", 995, ssl=tls)
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+""".replace("{remote}", REMOTE_ADDRESS)
+
+CLIENT = """
+import json, poplib, ssl, sys
+def fetch(port, ca):
+    if ca:
+        context = ssl.create_default_context(cafile=ca)
+        client = poplib.POP3_SSL("{remote}", port, context=context, timeout=30)
+    else:
+        client = poplib.POP3("{remote}", port, timeout=30)
+    client.user("demo"); client.pass_("demo")
+    count, _ = client.stat()
+    out = [(b"\\r\\n".join(client.retr(n)[1]) + b"\\r\\n").decode("latin-1") for n in range(1, count + 1)]
+    client.quit()
+    return out
+print(json.dumps(fetch(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None)))
+""".replace("{remote}", REMOTE_ADDRESS)
+
+
+def _veth_pair(client_ns: str, remote_ns: str) -> None:
+    suffix = client_ns[-8:]
+    left, right = f"mgc{suffix}", f"mgr{suffix}"
+    subprocess.run(["ip", "link", "add", left, "type", "veth", "peer", "name", right], check=True)
+    subprocess.run(["ip", "link", "set", left, "netns", client_ns], check=True)
+    subprocess.run(["ip", "link", "set", right, "netns", remote_ns], check=True)
+    subprocess.run(["ip", "-n", client_ns, "addr", "add", f"{CLIENT_ADDRESS}/30", "dev", left], check=True)
+    subprocess.run(["ip", "-n", remote_ns, "addr", "add", f"{REMOTE_ADDRESS}/30", "dev", right], check=True)
+    subprocess.run(["ip", "-n", client_ns, "link", "set", left, "up"], check=True)
+    subprocess.run(["ip", "-n", remote_ns, "link", "set", right, "up"], check=True)
+
+
+def _fetch(client_ns: str, port: int, ca: str | None = None) -> list[bytes]:
+    args = [str(port)] + ([ca] if ca else [])
+    result = subprocess.run(
+        ["ip", "netns", "exec", client_ns, sys.executable, "-c", CLIENT, *args],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return [m.encode("latin-1") for m in __import__("json").loads(result.stdout)]
+
+
+@pytest.mark.root
+@pytest.mark.peer
+@pytest.mark.skipif(not HAS_ENGINE, reason="the FilterServer (mailguard.proxy.server) is not in this tree")
+def test_unmodified_client_gets_scanned_mail_on_110_and_995(netns, tmp_path) -> None:
+    import json
+
+    from mailguard.demo.mailbox import EICAR, sample_mailbox
+    from mailguard.settings import Settings, save_settings
+
+    peers.require_root()
+    peers.require("nft")
+    peers.require("ip")
+    client_ns, remote_ns = netns("client"), netns("remote")
+    _veth_pair(client_ns, remote_ns)
+    remote_ca, remote_cert, remote_key = _test_ca_and_server_cert(tmp_path)
+
+    remote = subprocess.Popen(
+        ["ip", "netns", "exec", remote_ns, sys.executable, "-c", REMOTE_SERVER, remote_cert, remote_key],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    engine = None
+    home = tmp_path / "home"
+    env = {**os.environ, "MAILGUARD_HOME": str(home)}
+    mailguard = str(__import__("pathlib").Path(sys.executable).with_name("mailguard"))
+    try:
+        assert remote.stdout.readline().strip() == "ready", remote.stderr.read()
+        originals = [m.raw for m in sample_mailbox()]
+        # Control: without the engine the client reaches the remote server directly, EICAR and all.
+        assert _fetch(client_ns, 110) == originals
+
+        home.mkdir()
+        save_settings(Settings.from_values({
+            "web-and-email.protocol-filtering.mode": "transparent",
+            "web-and-email.ssl-tls.trusted-ca-file": remote_ca,
+        }), home / "config.toml")
+        subprocess.run([mailguard, "ca", "init"], env=env, check=True, capture_output=True)
+        engine = subprocess.Popen(
+            ["ip", "netns", "exec", client_ns, mailguard, "start", "--foreground"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        status = None
+        for _ in range(200):
+            probe = subprocess.run(["ip", "netns", "exec", client_ns, mailguard, "status", "--json"],
+                                   env=env, capture_output=True, text=True)
+            status = json.loads(probe.stdout) if probe.returncode == 0 else None
+            if status and status["running"] and status["transparent"]["installed"]:
+                break
+            assert engine.poll() is None, engine.stderr.read()
+            __import__("time").sleep(0.05)
+        assert status and status["transparent"]["installed"], status
+        assert "redirect to :8143" in status["transparent"]["ruleset"]
+
+        from mailguard.tls.castore import CAStore
+
+        mailguard_ca = str(CAStore(home).active().cert_path)
+        for port, ca in ((110, None), (995, mailguard_ca)):
+            received = _fetch(client_ns, port, ca)
+            assert len(received) == len(originals)
+            for original, got in zip(sample_mailbox(), received):
+                if original.infected:
+                    assert EICAR not in got and b"X-MailGuard-Result: infected" in got, (port, got[:400])
+                else:
+                    assert got == original.raw, port
+
+        stopped = subprocess.run(["ip", "netns", "exec", client_ns, mailguard, "stop"],
+                                 env=env, capture_output=True, text=True, timeout=60)
+        assert stopped.returncode == 0, stopped.stderr
+        engine.wait(30)
+        listed = subprocess.run(["ip", "netns", "exec", client_ns, "nft", "list", "table", "inet", "mailguard"],
+                                capture_output=True, text=True)
+        assert listed.returncode != 0  # the rules went with the engine
+        assert _fetch(client_ns, 110) == originals  # and traffic goes direct again
+    finally:
+        for process in (engine, remote):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait(10)

@@ -91,7 +91,9 @@ class CertificateAuthority:
 
     @property
     def subject(self) -> str:
-        return self.certificate.subject.rfc4514_string()
+        """``CN=…, O=mailguard, OU=install …``: in certificate order, as people read it."""
+        return ", ".join(f"{attribute.rfc4514_attribute_name}={attribute.value}"
+                         for attribute in self.certificate.subject)
 
     @property
     def not_before(self) -> datetime:

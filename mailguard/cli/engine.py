@@ -134,8 +134,26 @@ def _stop(paths: Paths) -> None:
     pid = daemon.stop_running(paths)
     if pid is None:
         note("mailguard: the engine is not running; nothing to stop")
+        _remove_leftover_rules(paths)
     else:
         note(f"mailguard: engine stopped (pid {pid})")
+
+
+def _remove_leftover_rules(paths: Paths) -> None:
+    """An engine that was killed (SIGKILL, OOM) could not remove its nftables table, and the rules
+    would keep sending mail connections to a listener that is gone. Clean up when we may."""
+    from mailguard.errors import MailguardError
+    from mailguard.proxy import transparent
+    from mailguard.settings import load_settings
+
+    try:
+        if load_settings(paths.config_file).get(_MODE) != "transparent" or not transparent.has_net_admin():
+            return
+        if transparent.current_ruleset():
+            transparent.remove()
+            note("mailguard: removed the transparent-mode rules a stopped engine had left behind")
+    except MailguardError as exc:
+        note(f"mailguard: could not check for leftover transparent-mode rules: {exc}")
 
 
 def _status(paths: Paths, settings: Settings) -> dict[str, Any]:

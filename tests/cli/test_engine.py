@@ -243,3 +243,32 @@ def test_restart_gives_a_new_engine(paths: Paths, engine: dict) -> None:
     assert second != first and process_gone(first)
     assert mailguard("stop").returncode == 0
     assert process_gone(second)
+
+
+@pytest.mark.root
+@pytest.mark.peer
+def test_stop_removes_rules_left_by_a_killed_transparent_engine(paths: Paths) -> None:
+    import uuid
+
+    from tests import peers
+
+    peers.require_root()
+    peers.require("nft")
+    peers.require("ip")
+    ns = f"mgt-stop-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        save_settings(Settings.from_values({"web-and-email.protocol-filtering.mode": "transparent"}), paths.config_file)
+        install = (
+            "from mailguard.proxy import transparent; from mailguard.settings import Settings; "
+            "transparent.install(Settings.defaults())"
+        )
+        subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", install], check=True)
+        listed = ["ip", "netns", "exec", ns, "nft", "list", "table", "inet", "mailguard"]
+        assert subprocess.run(listed, capture_output=True).returncode == 0
+        stopped = subprocess.run(["ip", "netns", "exec", ns, MAILGUARD, "stop"], capture_output=True, text=True)
+        assert stopped.returncode == 0
+        assert "removed the transparent-mode rules" in stopped.stderr
+        assert subprocess.run(listed, capture_output=True).returncode != 0
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)

@@ -166,10 +166,17 @@ class _Walker:
 
     def _split_multipart(self, part: Part, depth: int) -> None:
         readings = []
+        boundary_without_delimiters = False
         for boundary in part.info.boundaries[:MAX_BOUNDARY_READINGS]:
-            readings.extend(_delimiter_readings(part.source, part.body_start, part.body_end,
-                                                boundary.encode("utf-8", "surrogateescape"), part.eol))
+            found = _delimiter_readings(part.source, part.body_start, part.body_end,
+                                        boundary.encode("utf-8", "surrogateescape"), part.eol)
+            boundary_without_delimiters |= not found
+            readings.extend(found)
         readings = [r for r in dict.fromkeys(tuple(r) for r in readings) if r]
+        if readings and boundary_without_delimiters:
+            # A client that picks the boundary with no delimiter shows the whole body as text.
+            part.ambiguous.append("a boundary candidate has no delimiter line")
+            part.alternates.append(self._text_reading(part, _alt_number(part.number, 1)))
         if not readings:
             # No boundary, or none of its delimiters present: clients show the body as text,
             # so it is scanned as a leaf (the part has no children).
@@ -212,6 +219,13 @@ class _Walker:
         part.children.append(self.entity(buf, start, end, part.number, is_message=True, depth=depth + 1,
                                          message_depth=part.message_depth + 1, eol=eol,
                                          detached=detached, parent=part))
+
+
+    def _text_reading(self, part: Part, number: str) -> Part:
+        """The body of ``part`` read as one text/plain leaf, as a client that finds no delimiter shows it."""
+        self.count += 1
+        return Part(number, False, part.source, part.body_start, part.body_start, part.body_start, part.body_end,
+                    [], describe_entity([]), part.eol, part.message_depth, detached=part.detached, parent=part)
 
 
 def _alt_number(prefix: str, index: int) -> str:

@@ -136,7 +136,7 @@ def _read_one(window: _Window, offset: int, max_size: int) -> tuple[MboxMessage,
     from_end = _line_end(window, offset)
     assert from_end is not None  # callers only pass offsets of validated From_ lines
     from_line = window.slice(offset, from_end)
-    head = b""
+    head = b""  # set once the message is known to be too big to keep
     newlines = 0
     kept_from: int | None = offset  # None once the message has proved too big to keep
     search_from = from_end - 1
@@ -154,21 +154,23 @@ def _read_one(window: _Window, offset: int, max_size: int) -> tuple[MboxMessage,
             following = None
             break
         search_from = max(search_from, window.end - len(_SEPARATOR))
-        if kept_from is not None and window.end - from_end > max_size + len(_SEPARATOR):
-            head = window.slice(from_end, min(window.end, from_end + HEAD_SIZE))
+        if kept_from is not None and window.end - from_end > max(max_size, HEAD_SIZE) + len(_SEPARATOR):
+            head = unquote(window.slice(from_end, from_end + HEAD_SIZE))
             kept_from = None
         if kept_from is None:
             # over-sized: count what leaves the window so line numbers stay right
-            newlines += window.count_newlines(window.base, search_from)
+            newlines += window.count_newlines(max(window.base, offset), search_from)
             window.fill(search_from)
         else:
             window.fill(kept_from)
     end = following if following is not None else window.end
     newlines += window.count_newlines(max(window.base, offset), end)
     content_end = end - _separator_length(window, max(window.base, from_end), end)
+    if kept_from is not None and content_end - from_end > max_size:
+        head = unquote(window.slice(from_end, min(content_end, from_end + HEAD_SIZE)))
+        kept_from = None
     if kept_from is None:
         content = None
-        head = unquote(head)
     else:
         content = unquote(window.slice(from_end, content_end))
         head = content[:HEAD_SIZE]

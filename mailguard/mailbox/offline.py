@@ -51,7 +51,7 @@ class OfflineScan:
     """Use as a context manager; iterate ``results()``; read ``summary`` at the end."""
 
     def __init__(self, paths: list[str], policy: "Policy", *, jobs: int = 1, action: str = "report",
-                 keep: Keeper | None = None, engine_factory: EngineFactory = default_engine,
+                 keep: Keeper | None = None, engine_factory: EngineFactory | None = None,
                  stdin: BinaryIO | None = None) -> None:
         if action not in ACTIONS:
             raise UsageError(f"unknown action {action!r}: use one of {', '.join(ACTIONS)}")
@@ -62,7 +62,7 @@ class OfflineScan:
         self.policy = policy_for_action(policy, action) if self.rewrite else policy
         self.jobs = max(1, jobs)
         self.keep: Keeper = keep or (lambda raw, result: "")
-        self.factory = engine_factory
+        self.factory = engine_factory or default_engine
         self.stdin = stdin
         self.summary = Summary()
         self._pool: ProcessPoolExecutor | None = None

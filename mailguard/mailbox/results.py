@@ -39,6 +39,13 @@ class MessageResult:
             return ERROR
         return self.verdict.status.value
 
+    def where(self) -> str:
+        """Where the message is, for people: ``box.mbox#3 (byte 1234)``, ``Maildir/cur/1:2,S``."""
+        location = self.location
+        if location.get("format") == "mbox" and "index" in location:
+            return f"{self.source}#{location['index']} (byte {location['offset']})"
+        return self.file
+
     def to_json(self) -> dict[str, object]:
         verdict = self.verdict
         return {

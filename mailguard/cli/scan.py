@@ -1,0 +1,271 @@
+"""``mailguard scan``: scan saved mail (mbox, Maildir, MH, .eml, folders, stdin) with the live engine.
+
+Results go to stdout as they come (table, json, jsonl or sarif), in input order whatever
+``--jobs``; the progress bar and diagnostics go to stderr, and only on a terminal.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import sys
+from typing import TYPE_CHECKING, Annotated, Callable, Optional
+
+import typer
+
+from mailguard.cli import exitcodes
+from mailguard.cli.common import ConfigOption, open_settings
+
+if TYPE_CHECKING:
+    from mailguard.mailbox.results import MessageResult, Summary
+
+app = typer.Typer()
+
+
+class Format(str, enum.Enum):
+    table = "table"
+    json = "json"
+    jsonl = "jsonl"
+    sarif = "sarif"
+
+
+class Action(str, enum.Enum):
+    report = "report"
+    tag = "tag"
+    clean = "clean"
+
+
+_QUIET_SHOWS = {"infected", "unscanned", "error"}
+
+
+@app.command()
+def scan(
+    paths: Annotated[list[str], typer.Argument(
+        metavar="PATH...", show_default=False,
+        help="mbox files, .eml files, Maildir or MH folders, folders holding any of these (walked "
+             "recursively), or '-' for standard input (one message or an mbox). The format is "
+             "recognised from the content, not the name.")],
+    format_: Annotated[Format, typer.Option(
+        "--format", case_sensitive=False,
+        help="table: for people; json: one object with 'results' and 'summary'; jsonl: one result a "
+             "line, the summary last; sarif: SARIF 2.1.0, a result per detection, for code-scanning "
+             "dashboards.")] = Format.table,
+    json_: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    action: Annotated[Action, typer.Option(
+        "--action", case_sensitive=False,
+        help="report: change nothing. tag: add the X-MailGuard-Result header and the subject prefix "
+             "(per alerts.*). clean: apply response.action (clean or replace) to infected messages. "
+             "tag and clean lock the mailbox, keep the original of each changed message in the "
+             "quarantine, and replace the mailbox atomically.")] = Action.report,
+    jobs: Annotated[Optional[int], typer.Option(
+        "--jobs", "-j", min=1, show_default="number of CPUs",
+        help="Scanning processes, each with its own engine. Results keep the input order.")] = None,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="Show only infected, unscanned and error results.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Scan saved mailboxes and message files for malware.
+
+    Exit codes: 0 nothing found; 1 threats found; 2 error (bad usage, unreadable or damaged
+    input, failed rewrite); 3 nothing found, but something could not be scanned. Threats win
+    over errors, and errors over unscanned.
+    """
+    from mailguard.mailbox.offline import OfflineScan
+    from mailguard.scan.policy import Policy
+
+    settings_paths, settings = open_settings(config)
+    policy = Policy.from_settings(settings)
+    chosen = Format.json if json_ else format_
+    keep = None
+    if action is not Action.report and policy.quarantine:
+        keep = _quarantine_keeper(settings_paths.quarantine_dir(settings))
+    scanner = OfflineScan(paths, policy, jobs=jobs or os.cpu_count() or 1, action=action.value, keep=keep)
+    render = _RENDERERS[chosen](quiet)
+    with scanner:
+        with _progress(paths) as advance:
+            for result in scanner.results():
+                render.result(result)
+                advance(result)
+    render.finish(scanner.summary)
+    summary = scanner.summary
+    code = exitcodes.for_scan(summary.infected, summary.errors + summary.write_errors, summary.unscanned)
+    if code != exitcodes.OK:
+        raise typer.Exit(code)
+
+
+def _quarantine_keeper(folder: "os.PathLike[str]") -> Callable[[bytes, "MessageResult"], str]:
+    from mailguard.quarantine import Quarantine
+
+    quarantine = Quarantine(folder)
+
+    def keep(raw: bytes, result: "MessageResult") -> str:
+        return quarantine.add(raw, result.verdict, result.where())
+
+    return keep
+
+
+# -- progress (stderr, terminal only) -------------------------------------------------------
+
+class _progress:
+    """A Rich progress bar on stderr when it is a terminal: messages, MB, rate and ETA."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+        self.display = None
+
+    def __enter__(self) -> Callable[["MessageResult"], None]:
+        if not sys.stderr.isatty():
+            return lambda result: None
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn,
+        )
+
+        self.display = Progress(
+            TextColumn("[progress.description]{task.description}"), BarColumn(),
+            TextColumn("{task.fields[messages]} messages"), DownloadColumn(), TransferSpeedColumn(),
+            TimeRemainingColumn(), console=Console(stderr=True), transient=True, redirect_stdout=True)
+        task = self.display.add_task("scanning", total=_total_bytes(self.paths), messages=0)
+        self.display.start()
+        counted = {"messages": 0}
+
+        def advance(result: "MessageResult") -> None:
+            counted["messages"] += 1
+            done = result.span[1] if result.span else result.size
+            self.display.update(task, advance=done, messages=counted["messages"])
+
+        return advance
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.display is not None:
+            self.display.stop()
+
+
+def _total_bytes(paths: list[str]) -> int | None:
+    """Bytes to scan, for the ETA; None (no ETA) when reading stdin."""
+    from mailguard.mailbox.discover import MboxFile, MessageFile, Stdin, discover
+
+    total = 0
+    for item in discover(paths):
+        if isinstance(item, Stdin):
+            return None
+        if isinstance(item, (MboxFile, MessageFile)):
+            total += item.size
+    return total
+
+
+# -- renderers (stdout) ------------------------------------------------------------------------
+
+class _Renderer:
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    def shown(self, result: "MessageResult") -> bool:
+        return not self.quiet or result.status in _QUIET_SHOWS or bool(result.write_error)
+
+    def result(self, result: "MessageResult") -> None:
+        raise NotImplementedError
+
+    def finish(self, summary: "Summary") -> None:
+        raise NotImplementedError
+
+
+class _JsonLines(_Renderer):
+    def result(self, result: "MessageResult") -> None:
+        if self.shown(result):
+            sys.stdout.write(json.dumps(result.to_json(), sort_keys=True) + "\n")
+
+    def finish(self, summary: "Summary") -> None:
+        sys.stdout.write(json.dumps({"summary": summary.to_json()}, sort_keys=True) + "\n")
+
+
+class _Json(_Renderer):
+    """One JSON object, written as results arrive so memory does not grow with the mailbox."""
+
+    def __init__(self, quiet: bool) -> None:
+        super().__init__(quiet)
+        self.count = 0
+        sys.stdout.write('{"results": [')
+
+    def result(self, result: "MessageResult") -> None:
+        if self.shown(result):
+            sys.stdout.write(("," if self.count else "") + "\n  " + json.dumps(result.to_json(), sort_keys=True))
+            self.count += 1
+
+    def finish(self, summary: "Summary") -> None:
+        sys.stdout.write("\n], \"summary\": " + json.dumps(summary.to_json(), sort_keys=True) + "}\n")
+
+
+class _Sarif(_Renderer):
+    def __init__(self, quiet: bool) -> None:
+        super().__init__(quiet)
+        from mailguard.mailbox.sarif import SarifBuilder
+
+        self.builder = SarifBuilder()
+
+    def result(self, result: "MessageResult") -> None:
+        self.builder.add(result)
+
+    def finish(self, summary: "Summary") -> None:
+        sys.stdout.write(json.dumps(self.builder.log(summary), indent=2, sort_keys=True) + "\n")
+
+
+class _Table(_Renderer):
+    """One line per result as it comes, then a summary table: Rich, coloured only on a terminal."""
+
+    STYLES = {"clean": "green", "infected": "bold red", "unscanned": "yellow", "error": "bold magenta"}
+
+    def __init__(self, quiet: bool) -> None:
+        super().__init__(quiet)
+        from rich.console import Console
+
+        self.console = Console(highlight=False, soft_wrap=True)
+
+    def result(self, result: "MessageResult") -> None:
+        if not self.shown(result):
+            return
+        from rich.text import Text
+
+        status = result.status
+        line = Text(f"{status:<9}", style=self.STYLES.get(status, ""))
+        line.append(f" {result.where()}")
+        if result.subject:
+            line.append(f"  {result.subject!r}", style="dim")
+        details = _details(result)
+        if details:
+            line.append(f"  {details}")
+        self.console.print(line)
+
+    def finish(self, summary: "Summary") -> None:
+        if self.quiet:
+            return
+        from rich.table import Table
+
+        table = Table(title="summary", show_header=True, box=None)
+        fields = summary.to_json()
+        for name in fields:
+            table.add_column(name, justify="right")
+        table.add_row(*(str(value) for value in fields.values()))
+        self.console.print(table)
+
+
+def _details(result: "MessageResult") -> str:
+    parts: list[str] = []
+    if result.error:
+        parts.append(result.error)
+    if result.verdict is not None:
+        parts += [f"{f.name} in {f.part or 'message'}" for f in result.verdict.findings]
+        if not result.verdict.findings:
+            parts += [f"{i.reason.value} in {i.part or 'message'}" for i in result.verdict.incomplete]
+    if result.changed:
+        parts.append("rewritten" + (f", original in quarantine {result.quarantine_id}"
+                                    if result.quarantine_id else ""))
+    if result.write_error:
+        parts.append(result.write_error)
+    return "; ".join(parts)
+
+
+_RENDERERS: dict[Format, Callable[[bool], _Renderer]] = {
+    Format.table: _Table, Format.json: _Json, Format.jsonl: _JsonLines, Format.sarif: _Sarif,
+}

@@ -222,8 +222,9 @@ class Engine:
         lock.acquire()
         control = ControlServer(self.paths.control_socket, self.handle_command)
         try:
-            self._server = self._server_factory(self.settings, self.paths)
-            await self._server.start()
+            server = self._server_factory(self.settings, self.paths)
+            await server.start()
+            self._server = server  # only a started server is stopped below
             await self._apply_transparent_rules()
             await control.start()
             self._install_signal_handlers()

@@ -272,3 +272,26 @@ def test_stop_removes_rules_left_by_a_killed_transparent_engine(paths: Paths) ->
         assert subprocess.run(listed, capture_output=True).returncode != 0
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+@needs_engine
+def test_foreground_logs_to_stderr_and_stops_on_sigterm(paths: Paths, engine: dict) -> None:
+    save_settings(load_settings(paths.config_file).with_value("tools.log-files.format", "json"), paths.config_file)
+    process = subprocess.Popen([MAILGUARD, "start", "--foreground"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not status()["running"]:
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        assert status()["pid"] == process.pid
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0
+    assert stdout == b""  # stdout is for data; the engine has none
+    messages = [json.loads(line)["message"] for line in stderr.decode().splitlines() if line.startswith("{")]
+    assert any(m.startswith("engine started") for m in messages) and "engine stopped" in messages
+    assert not paths.log_file.exists()

@@ -1,0 +1,150 @@
+import io
+import os
+
+import pytest
+
+from mailguard.errors import UsageError
+from mailguard.mailbox import offline
+from mailguard.mailbox.mbox import read_mbox
+from mailguard.mailbox.offline import OfflineScan
+from mailguard.scan.policy import Policy
+from tests.mailbox.fixtures import EICAR, UNSCANNABLE, EicarEngine, make_maildir, mbox_bytes, message
+
+
+def scan(paths, *, jobs=1, action="report", keep=None, stdin=None, policy=None):
+    with OfflineScan([str(p) for p in paths], policy or Policy(), jobs=jobs, action=action, keep=keep,
+                     engine_factory=EicarEngine, stdin=stdin) as run:
+        results = list(run.results())
+    return results, run.summary
+
+
+@pytest.fixture
+def mixed(tmp_path, monkeypatch):
+    monkeypatch.setattr(offline, "CHUNK_SIZE", 1000)  # many ranges per mbox
+    messages = [message(i, EICAR + b"\n" if i % 7 == 3 else b"body\n") for i in range(60)]
+    (tmp_path / "a.mbox").write_bytes(mbox_bytes(messages))
+    make_maildir(tmp_path / "b-maildir", {f"cur/{i}:2,S": message(100 + i) for i in range(40)}
+                 | {"new/bad": b"\0\1garbage"})
+    (tmp_path / "c.eml").write_bytes(message(200, UNSCANNABLE + b"\n"))
+    return tmp_path, messages
+
+
+def test_results_are_the_same_and_in_input_order_for_any_jobs(mixed):
+    folder, messages = mixed
+    one, summary_one = scan([folder], jobs=1)
+    two, summary_two = scan([folder], jobs=2)
+    assert [r.to_json() for r in one] == [r.to_json() for r in two]
+    mbox_results = [r for r in one if r.location["format"] == "mbox"]
+    assert [r.location["index"] for r in mbox_results] == list(range(60))
+    assert [r.message_id for r in mbox_results] == [f"<{i}@example.org>" for i in range(60)]
+    assert summary_one.to_json() | {"seconds": 0} == summary_two.to_json() | {"seconds": 0}
+    assert (summary_one.infected, summary_one.unscanned, summary_one.errors) == (9, 1, 1)
+    assert summary_one.messages == 60 + 41 + 1
+
+
+def test_mbox_locations_point_at_the_message(mixed):
+    folder, _ = mixed
+    data = (folder / "a.mbox").read_bytes()
+    results, _ = scan([folder / "a.mbox"], jobs=2)
+    for result in results:
+        offset = result.location["offset"]
+        assert data[offset:].startswith(b"From ")
+        assert data[:offset].count(b"\n") + 1 == result.location["line"]
+        assert result.size <= result.span[1]
+
+
+def test_a_bad_input_does_not_stop_the_scan(tmp_path):
+    (tmp_path / "good.eml").write_bytes(message(1, EICAR))
+    results, summary = scan([tmp_path / "missing", tmp_path / "good.eml"])
+    assert [r.status for r in results] == ["error", "infected"]
+    assert results[0].error == "no such file or folder"
+
+
+def test_truncated_mbox_is_an_error_but_still_scanned(tmp_path):
+    path = tmp_path / "cut.mbox"
+    path.write_bytes(mbox_bytes([message(1), message(2, EICAR + b" and then the di")])[:-3])
+    results, _ = scan([path])
+    assert results[0].status == "clean"
+    assert results[1].status == "error" and "truncated" in results[1].error
+    assert [f.name for f in results[1].verdict.findings] == ["Eicar-Test-Signature"]
+
+
+def test_messages_larger_than_the_object_limit_are_unscanned(tmp_path):
+    path = tmp_path / "big.mbox"
+    path.write_bytes(mbox_bytes([message(1, b"x" * 300_000 + b"\n"), message(2)]))
+    results, _ = scan([path], policy=Policy(max_object_size=100_000))
+    assert [r.status for r in results] == ["unscanned", "clean"]
+    assert results[0].verdict.incomplete[0].reason.value == "limit"
+    assert results[0].subject == "message 1"
+
+
+def test_stdin_holding_an_mbox_or_one_message(tmp_path):
+    data = mbox_bytes([message(1), message(2, EICAR)])
+    results, _ = scan(["-"], stdin=io.BytesIO(data), jobs=2)
+    assert [(r.source, r.status, r.location["index"]) for r in results] == [("-", "clean", 0), ("-", "infected", 1)]
+    results, _ = scan(["-"], stdin=io.BytesIO(message(3, EICAR)))
+    assert [(r.status, r.location) for r in results] == [("infected", {"format": "eml"})]
+    results, _ = scan(["-"], stdin=io.BytesIO(b"\0\0garbage"))
+    assert results[0].status == "error"
+
+
+def test_stdin_cannot_be_rewritten():
+    with pytest.raises(UsageError):
+        OfflineScan(["-"], Policy(), action="clean")
+
+
+def test_clean_splices_the_mbox_and_keeps_originals_first(tmp_path):
+    messages = [message(1), message(2, b"From the top\n" + EICAR + b"\n"), message(3)]
+    path = tmp_path / "box"
+    original = mbox_bytes(messages)
+    path.write_bytes(original)
+    os.chmod(path, 0o640)
+    kept = []
+
+    def keep(raw, result):
+        kept.append((raw, path.read_bytes()))  # what the mailbox looked like at that moment
+        return "Q1"
+
+    results, summary = scan([path], action="clean", keep=keep, jobs=2)
+    assert summary.changed == 1 and results[1].changed and results[1].quarantine_id == "Q1"
+    assert kept == [(messages[1], original)]  # kept before the mailbox changed
+    rewritten = list(read_mbox(io.BytesIO(path.read_bytes()), max_size=1 << 20))
+    assert [m.content for m in rewritten] == [
+        messages[0], b"X-MailGuard-Result: infected\n" + messages[1].replace(EICAR, b"[removed]"), messages[2]]
+    spans = [m.offset for m in read_mbox(io.BytesIO(original), max_size=1 << 20)]
+    assert path.read_bytes()[:spans[1]] == original[:spans[1]]  # untouched bytes are the same bytes
+    assert os.stat(path).st_mode & 0o777 == 0o640
+    assert not os.path.exists(str(path) + ".lock")
+    assert sorted(os.listdir(tmp_path)) == ["box"]
+
+
+def test_clean_leaves_a_clean_mbox_untouched(tmp_path):
+    path = tmp_path / "box"
+    path.write_bytes(mbox_bytes([message(1)]))
+    before = os.stat(path)
+    results, summary = scan([path], action="clean")
+    assert summary.changed == 0
+    assert os.stat(path).st_ino == before.st_ino
+
+
+def test_clean_rewrites_maildir_files_under_their_names(tmp_path):
+    root = make_maildir(tmp_path / "md", {"cur/1:2,S": message(1, EICAR), "cur/2:2,": message(2)})
+    results, summary = scan([root], action="clean", keep=lambda raw, result: "Q")
+    assert summary.changed == 1
+    assert (root / "cur" / "1:2,S").read_bytes().startswith(b"X-MailGuard-Result: infected\n")
+    assert (root / "cur" / "2:2,").read_bytes() == message(2)
+    assert os.listdir(root / "tmp") == []
+
+
+def test_a_quarantine_failure_leaves_the_mailbox_as_it_was(tmp_path):
+    path = tmp_path / "box"
+    data = mbox_bytes([message(1, EICAR)])
+    path.write_bytes(data)
+
+    def broken_keep(raw, result):
+        raise OSError("quarantine disk full")
+
+    results, summary = scan([path], action="clean", keep=broken_keep)
+    assert path.read_bytes() == data
+    assert summary.write_errors == 1 and "quarantine disk full" in results[0].write_error
+    assert sorted(os.listdir(tmp_path)) == ["box"]

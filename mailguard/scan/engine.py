@@ -13,6 +13,7 @@ Object paths are IMAP section numbers, then member names: ``2/invoice.zip/payloa
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 from mailguard.scan.decoders import decodings_for, inline_blocks
@@ -145,14 +146,19 @@ class _MessageScan:
             self.incomplete.append(Incomplete(Reason.LIMIT, path, "decoded part larger than max-object-size"))
             return
         if not text_only:
-            self.scan_object(ScanObject(data, path, part.filenames, part.media_type, depth=part.message_depth))
+            obj = ScanObject(data, path, part.filenames, part.media_type, depth=part.message_depth)
+            # Members are named under the attachment's file name: 2/invoice.zip/payload.exe.
+            self.scan_object(obj, members_under=f"{path}/{part.filenames[0]}" if part.filenames else path)
         for block in inline_blocks(data, self.budget.max_object_size):
             name = block.name or block.encoding
             self.scan_object(ScanObject(block.data, f"{path}/{name}", (block.name,) if block.name else (),
                                         "", depth=part.message_depth))
 
-    def scan_object(self, obj: ScanObject) -> None:
-        """Every detector on ``obj``, then the same for each member it contains."""
+    def scan_object(self, obj: ScanObject, members_under: str | None = None) -> None:
+        """Every detector on ``obj``, then the same for each member it contains.
+
+        ``members_under`` is the path its members are named under, when not ``obj.path``.
+        """
         self.budget.check_time()
         self.objects += 1
         self.scanned_bytes += len(obj.data)
@@ -171,6 +177,8 @@ class _MessageScan:
         expand = self.engine._expand
         if expand is None or obj.is_message_root:
             return
+        if members_under is not None and members_under != obj.path:
+            obj = dataclasses.replace(obj, path=members_under)  # shares the bytes, no copy
         try:
             members = expand(obj, self.budget, self.policy) or ()
         except ScanIncomplete as exc:

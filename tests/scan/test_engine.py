@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+import dataclasses
+import io
+import zipfile
+
+import pytest
+
+from mailguard.scan.detectors.base import DetectorFailed, ScanObject
+from mailguard.scan.engine import Engine
+from mailguard.scan.policy import Policy
+from mailguard.scan.verdict import Finding, Reason, Status
+from tests.scan.corpus import GREETING, attachment, message, nested, single
+from tests.scan.reference_detector import EICAR, EICAR_NAME, ReferenceDetector
+
+
+def _engine(*detectors: object, **policy: object) -> Engine:
+    return Engine(dataclasses.replace(Policy(), **policy), list(detectors) or [ReferenceDetector()])
+
+
+class Failing:
+    name = "failing"
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+        self.closed = False
+
+    def scan(self, obj: ScanObject) -> list[Finding]:
+        raise self.exc
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_objects_given_to_detectors() -> None:
+    detector = ReferenceDetector()
+    raw = message([GREETING, attachment(b"data", "d.bin")])
+    _engine(detector).scan(raw)
+    assert detector.seen == ["", "1", "2"]
+
+
+def test_root_object_is_the_raw_message() -> None:
+    seen: list[ScanObject] = []
+
+    class Recorder(ReferenceDetector):
+        def scan(self, obj: ScanObject) -> list[Finding]:
+            seen.append(obj)
+            return []
+
+    raw = message([GREETING, attachment(b"data", "d.bin", "application/pdf")])
+    _engine(Recorder()).scan(raw)
+    assert seen[0].is_message_root and seen[0].data == raw and seen[0].path == ""
+    attached = seen[2]
+    assert (attached.data, attached.names, attached.declared_type, attached.is_message_root) == (
+        b"data", ("d.bin",), "application/pdf", False)
+
+
+def test_objects_inside_attached_messages_carry_their_depth() -> None:
+    seen: list[ScanObject] = []
+
+    class Recorder(ReferenceDetector):
+        def scan(self, obj: ScanObject) -> list[Finding]:
+            seen.append(obj)
+            return []
+
+    _engine(Recorder()).scan(nested(nested(single(b"deep"))))
+    assert [(o.path, o.depth) for o in seen if o.data == b"deep"] == [("2.2.1", 2)]
+
+
+@pytest.mark.parametrize("exc", [DetectorFailed("clamd down"), RuntimeError("bug")])
+def test_detector_failure_is_unscanned_not_clean(exc: Exception) -> None:
+    verdict = _engine(Failing(exc)).scan(single(b"hello"))
+    assert verdict.status is Status.UNSCANNED
+    assert {i.reason for i in verdict.incomplete} == {Reason.ENGINE_ERROR}
+
+
+def test_a_finding_wins_over_an_incomplete() -> None:
+    verdict = _engine(ReferenceDetector(), Failing(DetectorFailed("x"))).scan(single(EICAR))
+    assert verdict.status is Status.INFECTED and verdict.incomplete
+
+
+def test_timeout_is_unscanned() -> None:
+    verdict = _engine(max_scan_time=-1.0).scan(message([GREETING]))
+    assert verdict.status is Status.UNSCANNED and verdict.reasons == ["timeout"]
+
+
+def test_object_over_max_object_size_is_unscanned() -> None:
+    detector = ReferenceDetector()
+    raw = message([GREETING, attachment(bytes(5000), "big.bin")])
+    verdict = _engine(detector, max_object_size=3000).scan(raw)
+    assert {(i.reason, i.part) for i in verdict.incomplete} == {(Reason.LIMIT, ""), (Reason.LIMIT, "2")}
+    assert detector.seen == ["1"]  # what fits is still scanned
+
+
+def test_attached_messages_nested_past_the_limit_are_unscanned() -> None:
+    raw = nested(nested(nested(single(EICAR))))
+    verdict = _engine(archive_nesting_level=2).scan(raw)
+    assert verdict.status is Status.UNSCANNED and verdict.reasons == ["limit"]
+
+
+def test_message_partial_is_unsupported() -> None:
+    raw = single(b"x", b"Content-Type: message/partial; id=a; number=1\r\n")
+    verdict = _engine().scan(raw)
+    assert verdict.status is Status.UNSCANNED and verdict.reasons == ["unsupported"]
+
+
+def test_scan_never_raises_on_non_mail() -> None:
+    for raw in (b"", b"\x00" * 100, b"--\r\n--", bytes(range(256)) * 10):
+        assert _engine().scan(raw).status in (Status.CLEAN, Status.UNSCANNED)
+
+
+def test_stats_report_bytes() -> None:
+    raw = message([GREETING])
+    verdict = _engine().scan(raw)
+    assert verdict.stats["bytes"] == len(raw) and verdict.stats["objects"] == 2
+
+
+def test_close_closes_every_detector() -> None:
+    detector = Failing(DetectorFailed("x"))
+    _engine(detector).close()
+    assert detector.closed
+
+
+def test_default_detectors_come_from_the_detectors_package() -> None:
+    detectors = pytest.importorskip("mailguard.scan.detectors")
+    if not hasattr(detectors, "build_detectors"):
+        pytest.skip("mailguard.scan.detectors.build_detectors not there yet")
+    engine = Engine(Policy())
+    try:
+        assert engine.scan(message([GREETING, attachment(EICAR, "eicar.com")])).status is Status.INFECTED
+        assert engine.scan(message([GREETING])).status is Status.CLEAN
+    finally:
+        engine.close()
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_archive_members_are_scanned_with_member_paths() -> None:
+    containers = pytest.importorskip("mailguard.scan.containers")
+    if not hasattr(containers, "expand"):
+        pytest.skip("containers.expand not there yet")
+    raw = message([GREETING, attachment(_zip({"readme.txt": b"hi", "payload.exe": EICAR}), "invoice.zip")])
+    verdict = _engine().scan(raw)
+    assert verdict.findings == (Finding(EICAR_NAME, "reference", "2/invoice.zip/payload.exe"),)
+    assert _engine(archives=False).scan(raw).status is Status.CLEAN

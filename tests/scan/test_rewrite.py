@@ -1,0 +1,170 @@
+from __future__ import annotations
+
+import dataclasses
+import io
+import zipfile
+
+import pytest
+
+from mailguard.scan.engine import Engine
+from mailguard.scan.mime import parse_message
+from mailguard.scan.mime_headers import decode_encoded_words
+from mailguard.scan.policy import Policy
+from mailguard.scan.rewrite import MAX_LINE, result_value
+from mailguard.scan.verdict import Finding, Incomplete, Reason, Status, Verdict
+from tests.scan.corpus import GREETING, HEAD, attachment, message, single
+from tests.scan.reference_detector import EICAR, EICAR_NAME, ReferenceDetector
+
+INFECTED = message([GREETING, attachment(EICAR, "eicar.com")])
+CLEAN = message([GREETING, attachment(b"fine", "fine.bin")])
+
+
+def _engine(**policy: object) -> Engine:
+    return Engine(dataclasses.replace(Policy(), **policy), [ReferenceDetector()])
+
+
+def _run(raw: bytes, **policy: object) -> bytes:
+    engine = _engine(**policy)
+    return engine.apply(raw, engine.scan(raw))
+
+
+def _headers(raw: bytes) -> list[tuple[str, bytes]]:
+    return [(h.name, h.value) for h in parse_message(raw).headers]
+
+
+def test_result_values() -> None:
+    assert result_value(Verdict.build([], [])) == "clean"
+    assert result_value(Verdict.build([Finding("B", "d", "1"), Finding("A", "d", "2")], [])) == 'infected; detections="A, B"'
+    unscanned = Verdict.build([], [Incomplete(Reason.LIMIT, "2"), Incomplete(Reason.ENCRYPTED, "3")])
+    assert result_value(unscanned) == 'unscanned; reason="encrypted, limit"'
+
+
+@pytest.mark.parametrize(("tag", "tagged"), [("never", False), ("infected", False), ("all", True)])
+def test_clean_message_tagging(tag: str, tagged: bool) -> None:
+    out = _run(CLEAN, tag_received=tag)
+    head_end = CLEAN.index(b"\r\n\r\n") + 2
+    expected = CLEAN[:head_end] + b"X-MailGuard-Result: clean\r\n" + CLEAN[head_end:] if tagged else CLEAN
+    assert out == expected
+
+
+@pytest.mark.parametrize("tag", ["never", "infected", "all"])
+def test_unscanned_is_always_tagged(tag: str) -> None:
+    raw = single(b"x", b"Content-Type: message/partial; id=a\r\n")
+    out = _run(raw, tag_received=tag)
+    assert ("x-mailguard-result", b'unscanned; reason="unsupported"') in _headers(out)
+    assert out.replace(b'X-MailGuard-Result: unscanned; reason="unsupported"\r\n', b"") == raw
+
+
+def test_tag_is_inserted_at_the_end_of_the_top_header_block() -> None:
+    out = _run(INFECTED, action="none", subject_received=False)
+    head_end = INFECTED.index(b"\r\n\r\n") + 2
+    assert out == INFECTED[:head_end] + b'X-MailGuard-Result: infected; detections="Eicar-Test-Signature"\r\n' + INFECTED[head_end:]
+
+
+def test_a_sender_written_result_header_is_replaced() -> None:
+    raw = b"X-MailGuard-Result: clean\r\n" + INFECTED
+    out = _run(raw, action="none")
+    results = [v for n, v in _headers(out) if n == "x-mailguard-result"]
+    assert results == [b'infected; detections="Eicar-Test-Signature"']
+
+
+def test_subject_prefix_and_alias() -> None:
+    out = _run(INFECTED, action="none", subject_template="*%VIRUSNAME%* [%DETECTIONNAME%]")
+    assert ("subject", f"*{EICAR_NAME}* [{EICAR_NAME}] quarterly figures".encode()) in _headers(out)
+
+
+def test_subject_inserted_when_missing_keeping_line_endings() -> None:
+    raw = b"From: a@example.org\n\n" + EICAR + b"\n"
+    out = _run(raw, action="none")
+    assert out.startswith(b"From: a@example.org\nX-MailGuard-Result: infected;")
+    assert b"\nSubject: [detection Eicar-Test-Signature]\n\n" in out
+    assert b"\r" not in out
+
+
+def test_non_ascii_template_is_encoded() -> None:
+    out = _run(INFECTED, action="none", subject_template="[Вирус %DETECTIONNAME%]")
+    subject = dict(_headers(out))["subject"].decode("ascii")
+    assert decode_encoded_words(subject).startswith(f"[Вирус {EICAR_NAME}]")
+
+
+def test_long_subject_is_folded_within_998() -> None:
+    raw = HEAD.replace(b"Subject: quarterly figures", b"Subject: " + b"x" * 990) + b"\r\n" + EICAR
+    out = _run(raw, action="none")
+    assert max(len(line) for line in out.split(b"\r\n")) <= MAX_LINE
+    assert dict(_headers(out))["subject"].endswith(b"x" * 990)
+
+
+def test_cr_only_message_keeps_its_style() -> None:
+    raw = INFECTED.replace(b"\r\n", b"\r")
+    out = _run(raw)
+    assert b"\n" not in out and _engine().scan(out).status is Status.CLEAN
+
+
+def test_action_none_keeps_the_infected_bytes() -> None:
+    out = _run(INFECTED, action="none")
+    assert _engine().scan(out).status is Status.INFECTED
+
+
+def test_action_clean_replaces_only_the_part() -> None:
+    out = _run(INFECTED, tag_received="never", subject_received=False)
+    tree = parse_message(INFECTED)
+    target = tree.children[1]
+    assert out[:target.header_start] == INFECTED[:target.header_start]
+    assert out.endswith(INFECTED[target.body_end:])
+    cleaned = parse_message(out).children[1]
+    assert cleaned.media_type == "text/plain" and cleaned.encodings == ("7bit",)
+    assert cleaned.filenames == ("eicar.com.txt",)
+    assert b"It contains malware: Eicar-Test-Signature." in bytes(cleaned.body())
+
+
+def test_action_replace_keeps_only_the_listed_headers() -> None:
+    raw = HEAD.replace(b"MIME-Version", b"Cc: carol@example.com\r\nReceived: from x\r\nMIME-Version") + \
+        b"Content-Type: text/plain\r\n\r\n" + EICAR
+    out = _run(raw, action="replace", tag_received="never", subject_received=False)
+    names = [n for n, _v in _headers(out)]
+    assert names == ["from", "to", "date", "message-id", "subject", "cc", "mime-version",
+                     "content-type", "content-transfer-encoding"]
+    assert EICAR not in out and b"This message was replaced by mailguard." in out
+
+
+def test_replacement_is_deterministic() -> None:
+    assert _run(INFECTED, action="replace") == _run(INFECTED, action="replace")
+
+
+def test_block_treats_unscanned_as_infected() -> None:
+    raw = message([GREETING, single(b"x", b"Content-Type: message/partial; id=a\r\n")[len(HEAD):]])
+    passed = _run(raw, on_scan_error="pass")
+    blocked = _run(raw, on_scan_error="block")
+    assert b"This part was removed" not in passed
+    assert b"It could not be scanned (unsupported)" in blocked
+
+
+def test_member_of_an_archive_replaces_the_whole_archive_part() -> None:
+    containers = pytest.importorskip("mailguard.scan.containers")
+    if not hasattr(containers, "expand"):
+        pytest.skip("containers.expand not there yet")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("payload.exe", EICAR)
+    raw = message([GREETING, attachment(buffer.getvalue(), "invoice.zip", "application/zip")])
+    out = _run(raw)
+    assert b"invoice.zip.txt" in out and b"UEsDB" not in out  # no zip local header left, in base64
+
+
+def test_ambiguous_structure_replaces_the_message() -> None:
+    body = b"--b\r\n" + GREETING + b"\r\n--bX\r\n" + attachment(EICAR, "e.com") + b"\r\n--b--\r\n"
+    raw = HEAD + b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n' + body
+    out = _run(raw)
+    assert b"This message was replaced by mailguard." in out
+
+
+def test_root_finding_not_pinned_to_a_part_replaces_the_message() -> None:
+    verdict = Verdict.build([Finding("Whole.Message", "clamd", "")], [])
+    out = _engine().apply(CLEAN, verdict)
+    assert b"This message was replaced by mailguard." in out
+
+
+def test_unscanned_whole_message_under_block_is_replaced() -> None:
+    verdict = Verdict.build([], [Incomplete(Reason.TIMEOUT, "")])
+    out = _engine(on_scan_error="block").apply(CLEAN, verdict)
+    assert b"This message was replaced by mailguard." in out and b"timeout" in out

@@ -4,7 +4,7 @@ Debian/Ubuntu: a ``.crt`` file in ``/usr/local/share/ca-certificates`` + ``updat
 Fedora/RHEL: a ``.pem`` file in ``/etc/pki/ca-trust/source/anchors`` + ``update-ca-trust extract``.
 
 Every install is recorded (``STATE/ca/trust-installs.json``: file, fingerprint, refresh
-command) before the store is refreshed, so ``uninstall`` removes precisely those files, even for
+root) before the store is refreshed, so ``uninstall`` removes precisely those files, even for
 CAs that were rotated away since — the Superfish root outlived its software (pitfalls §5.5).
 
 ``MAILGUARD_TRUST_ROOT`` puts the whole store under another folder (for tests, images,
@@ -40,10 +40,16 @@ class TrustStoreKind:
     anchors_dir: str   # relative to the root
     suffix: str        # update-ca-certificates only picks up *.crt
     refresh: tuple[str, ...]
+    #: After a removal. Debian's tool keeps the symlinks and hash links of a deleted local
+    #: certificate unless told --fresh (update-ca-certificates(8)).
+    refresh_after_removal: tuple[str, ...]
 
 
-DEBIAN = TrustStoreKind("debian", "usr/local/share/ca-certificates", ".crt", ("update-ca-certificates",))
-FEDORA = TrustStoreKind("fedora", "etc/pki/ca-trust/source/anchors", ".pem", ("update-ca-trust", "extract"))
+DEBIAN = TrustStoreKind("debian", "usr/local/share/ca-certificates", ".crt",
+                        ("update-ca-certificates",), ("update-ca-certificates", "--fresh"))
+FEDORA = TrustStoreKind("fedora", "etc/pki/ca-trust/source/anchors", ".pem",
+                        ("update-ca-trust", "extract"), ("update-ca-trust", "extract"))
+KINDS = {kind.name: kind for kind in (DEBIAN, FEDORA)}
 
 
 @dataclass(frozen=True)
@@ -51,10 +57,10 @@ class InstallRecord:
     fingerprint: str
     path: str
     store: str
-    refresh: list[str]
+    root: str
 
     def to_json(self) -> dict[str, object]:
-        return {"fingerprint": self.fingerprint, "path": self.path, "store": self.store, "refresh": self.refresh}
+        return {"fingerprint": self.fingerprint, "path": self.path, "store": self.store, "root": self.root}
 
 
 def trust_root() -> Path:
@@ -72,9 +78,10 @@ def detect_store(root: Path) -> TrustStoreKind:
     )
 
 
-def refresh_command(kind: TrustStoreKind, root: Path) -> list[str]:
-    program = shutil.which(kind.refresh[0], path=_SEARCH_PATH) or kind.refresh[0]
-    command = [program, *kind.refresh[1:]]
+def refresh_command(kind: TrustStoreKind, root: Path, *, after_removal: bool = False) -> list[str]:
+    base = kind.refresh_after_removal if after_removal else kind.refresh
+    program = shutil.which(base[0], path=_SEARCH_PATH) or base[0]
+    command = [program, *base[1:]]
     if root != Path("/"):
         if kind is not DEBIAN:
             return []  # update-ca-trust has no alternative root: the file is placed, no refresh
@@ -130,14 +137,14 @@ def install(stored: StoredCA, record_path: Path, root: Path | None = None) -> In
     fingerprint = stored.ca.fingerprint
     path = folder / f"mailguard-{fingerprint[:8]}{kind.suffix}"
     records = read_records(record_path)
-    record = InstallRecord(fingerprint, str(path), kind.name, refresh_command(kind, root))
+    record = InstallRecord(fingerprint, str(path), kind.name, str(root))
     if record not in records:
         records.append(record)
     # Record first: if the refresh fails, uninstall still knows about the file.
     _write_records(record_path, records)
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(path, stored.ca.certificate.public_bytes(serialization.Encoding.PEM), mode=PUBLIC_FILE_MODE)
-    _run(record.refresh)
+    _run(refresh_command(kind, root))
     return record
 
 
@@ -151,8 +158,10 @@ def uninstall(record_path: Path) -> list[InstallRecord]:
         path = Path(record.path)
         if _holds(path, record.fingerprint):
             path.unlink()
-        if record.refresh and record.refresh not in refreshes:
-            refreshes.append(record.refresh)
+        kind = KINDS.get(record.store)
+        command = refresh_command(kind, Path(record.root), after_removal=True) if kind else []
+        if command and command not in refreshes:
+            refreshes.append(command)
     _write_records(record_path, [])
     for command in refreshes:
         _run(command)

@@ -169,7 +169,12 @@ class Pop3Proxy:
         if isinstance(event, ScanResult):
             if self.phase is not Phase.SCAN:
                 raise LocalProtocolError(f"no message is being scanned (phase {self.phase.value})")
-            self._deliver(event.message)
+            if event.refusal:
+                self._original = self._wire = b""
+                self._reply_local(b"-ERR [SYS/TEMP] mailguard: " + event.refusal.encode("utf-8", "replace"))
+                self._command_done()
+            else:
+                self._deliver(event.message)
         elif isinstance(event, TlsEstablished):
             self._tls_established(event.side)
         elif isinstance(event, TlsFailed):

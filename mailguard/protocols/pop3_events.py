@@ -94,9 +94,11 @@ class Closed:
 @dataclass(frozen=True, slots=True)
 class ScanResult:
     """What the client receives for the message of the last ``ScanMessage``: ``None`` means
-    the original, unchanged (its wire bytes are forwarded as received)."""
+    the original, unchanged (its wire bytes are forwarded as received). A ``refusal`` withholds
+    the message: the client gets ``-ERR`` with it and may try again later."""
 
     message: bytes | None
+    refusal: str = ""
 
 
 @dataclass(frozen=True, slots=True)

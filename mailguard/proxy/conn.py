@@ -1,0 +1,187 @@
+"""One TCP (or TLS) connection as an asyncio Protocol that owns no read buffer.
+
+Why not ``asyncio.StreamReader``: at a STLS switch every byte received before it must be thrown
+away or refused, and some asyncio versions keep the StreamReader's buffered bytes across
+``start_tls`` (pitfalls §4.3, gh-142352). Here every received byte goes straight to the ``sink``
+callback, i.e. into the sans-I/O machine, which owns the only buffer and checks it at the
+switch. Until a sink is attached (while the greeting is sniffed), bytes wait in ``pending``.
+
+TCP_NODELAY is set on every connection: one-command-at-a-time protocols meeting Nagle's
+algorithm and delayed ACKs made a relay 54x slower (issue 6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import Callable
+
+__all__ = ["Conn", "set_nodelay"]
+
+Sink = Callable[[bytes], None]
+
+
+def set_nodelay(transport: asyncio.BaseTransport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass  # the peer is already gone; the next write will tell
+
+
+class Conn(asyncio.Protocol):
+    """Bytes in through ``sink`` (``b""`` = the peer is done sending), bytes out through ``write``."""
+
+    def __init__(self, on_connect: Callable[["Conn"], None] | None = None) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.pending = bytearray()
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.eof = False
+        self.lost = asyncio.get_running_loop().create_future()
+        self._sink: Sink | None = None
+        self._on_connect = on_connect
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._reading = True
+        self._on_writable: list[Callable[[], None]] = []
+
+    # --- asyncio.Protocol ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        set_nodelay(transport)
+        if self._on_connect is not None:
+            self._on_connect(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        if self._sink is not None:
+            self._sink(data)
+        else:
+            self.pending += data
+
+    def eof_received(self) -> bool:
+        self._mark_eof()
+        return True  # keep our sending direction open: answers may still be on their way
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._mark_eof()
+        self.resume_writing()
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+        callbacks, self._on_writable = self._on_writable, []
+        for callback in callbacks:
+            callback()
+
+    # --- ours ----------------------------------------------------------------------------------
+
+    def _mark_eof(self) -> None:
+        if not self.eof:
+            self.eof = True
+            if self._sink is not None:
+                self._sink(b"")
+
+    def attach(self, sink: Sink) -> bytes:
+        """Send every later byte to ``sink``; return the bytes that arrived before (and forget
+        them here). Check ``eof`` afterwards: a peer that already finished is not reported again."""
+        early = bytes(self.pending)
+        self.pending.clear()
+        self._sink = sink
+        return early
+
+    def detach(self) -> None:
+        self._sink = None
+
+    @property
+    def closed(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
+
+    def write(self, data: bytes) -> None:
+        if data and not self.closed:
+            assert self.transport is not None
+            self.transport.write(data)
+            self.bytes_out += len(data)
+
+    @property
+    def writable(self) -> bool:
+        """False while the write buffer is above its high-water mark."""
+        return self._writable.is_set()
+
+    def when_writable(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the write buffer drains (at once if it is not full)."""
+        if self._writable.is_set() or self.closed:
+            callback()
+        else:
+            self._on_writable.append(callback)
+
+    def write_eof(self) -> None:
+        """Half-close our sending direction where the transport can (plain TCP), else close."""
+        if self.closed:
+            return
+        assert self.transport is not None
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        else:
+            self.transport.close()
+
+    async def drain(self) -> None:
+        """Wait while the transport's write buffer is above its high-water mark."""
+        if not self._writable.is_set() and not self.closed:
+            await self._writable.wait()
+
+    def set_reading(self, on: bool) -> None:
+        if on == self._reading or self.closed:
+            return
+        assert self.transport is not None
+        self._reading = on
+        if on:
+            self.transport.resume_reading()
+        else:
+            self.transport.pause_reading()
+
+    async def start_tls(
+        self, context: ssl.SSLContext, *, server_side: bool, server_hostname: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        """Switch this connection to TLS. Call it right after writing any preface, with no
+        await in between: ``loop.start_tls`` pauses reading before it first yields, so no byte of
+        the peer's handshake can be delivered to us as plaintext."""
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        if not self._reading:
+            self.transport.resume_reading()
+            self._reading = True
+        new = await loop.start_tls(
+            self.transport, self, context, server_side=server_side,
+            server_hostname=server_hostname, ssl_handshake_timeout=timeout,
+        )
+        if new is None:
+            raise ConnectionError("the connection closed during the TLS handshake")
+        self.transport = new
+
+    def ssl_object(self) -> ssl.SSLObject | None:
+        return None if self.transport is None else self.transport.get_extra_info("ssl_object")
+
+    def peer(self) -> tuple[str, int] | None:
+        if self.transport is None:
+            return None
+        name = self.transport.get_extra_info("peername")
+        return (name[0], name[1]) if name else None
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()

@@ -1,0 +1,156 @@
+"""Driving the sans-I/O POP3 machine (protocols/pop3.py) over two live connections.
+
+The connections push every received byte straight into the machine (conn.py owns no buffer);
+this loop takes the machine's events and performs them: writes (one ``write`` per answer, a
+whole message included), scans in the worker pool, TLS switches, and the hand-over to a byte
+relay. Reading from a side pauses when the machine holds enough of its bytes (``wants_data``),
+so a pipelining client or a flooding server cannot grow memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from mailguard.protocols.pop3 import Phase, Pop3Limits, Pop3Options, Pop3Proxy, TlsMode
+from mailguard.protocols.pop3_events import (
+    NEED_DATA, Closed, MessageUnscanned, ScanMessage, ScanResult, SendToClient, SendToServer, Side,
+    StartTls, SwitchToRelay, TlsEstablished, TlsFailed,
+)
+from mailguard.proxy.session import SessionContext
+from mailguard.proxy.upstream import UpstreamRefused, upgrade_upstream, upstream_certificate
+
+__all__ = ["handle_pop3", "pop3_options"]
+
+_AUTOLOGOUT = b"-ERR [SYS/TEMP] mailguard: idle for too long, closing\r\n"
+_STOPPING = b"-ERR [SYS/TEMP] mailguard is stopping, try again shortly\r\n"
+
+
+def pop3_options(ctx: SessionContext) -> Pop3Options:
+    config = ctx.config
+    if not config.ssl_enabled:
+        tls = TlsMode.RELAY
+    elif ctx.host.tls.can_intercept:
+        tls = TlsMode.INTERCEPT
+    else:
+        # No CA to mint leaves: STLS is handed to a relay rather than stripped, so the client's
+        # choice of TLS stands (stripping it would be a downgrade); the session goes unscanned.
+        tls = TlsMode.RELAY
+    policy = config.policy
+    return Pop3Options(
+        tls=tls, implicit_tls=ctx.implicit_tls, on_oversize=policy.on_scan_error,
+        limits=Pop3Limits(max_message=policy.max_object_size),
+    )
+
+
+async def handle_pop3(ctx: SessionContext) -> None:
+    machine = Pop3Proxy(pop3_options(ctx))
+    host, client, upstream = ctx.host, ctx.client, ctx.upstream
+    wake = asyncio.Event()
+
+    def sink(side: Side):  # noqa: ANN202
+        def receive(data: bytes) -> None:
+            machine.receive_data(side, data)
+            wake.set()
+        return receive
+
+    machine.receive_data(Side.SERVER, ctx.greeting)
+    machine.receive_data(Side.CLIENT, ctx.client_early)
+    for side, conn in ((Side.CLIENT, client), (Side.SERVER, upstream)):
+        early = conn.attach(sink(side))
+        if early:
+            machine.receive_data(side, early)
+        if conn.eof:
+            machine.receive_data(side, b"")
+    host.count("pop3_sessions")
+    while True:
+        event = machine.next_event()
+        if event is NEED_DATA:
+            client.set_reading(machine.wants_data(Side.CLIENT))
+            upstream.set_reading(machine.wants_data(Side.SERVER))
+            if host.draining.is_set() and machine.phase is Phase.COMMAND:
+                client.write(_STOPPING)
+                await client.drain()
+                return
+            wake.clear()
+            waits = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(host.draining.wait())]
+            done, pending = await asyncio.wait(waits, timeout=host.idle_timeout,
+                                               return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            if not done:
+                ctx.log.info("idle time-out")
+                client.write(_AUTOLOGOUT)
+                await client.drain()
+                return
+            continue
+        if isinstance(event, SendToClient):
+            client.write(event.data)
+            await client.drain()
+        elif isinstance(event, SendToServer):
+            upstream.write(event.data)
+            await upstream.drain()
+        elif isinstance(event, ScanMessage):
+            machine.send(await _scan(ctx, event))
+        elif isinstance(event, MessageUnscanned):
+            host.count("unscanned")
+            ctx.log.warning("message %d over max-object-size: %s unscanned", event.number,
+                            "blocked" if event.blocked else "delivered")
+        elif isinstance(event, StartTls):
+            machine.send(await _start_tls(ctx, event))
+        elif isinstance(event, SwitchToRelay):
+            ctx.log.info("STLS without interception: relayed unscanned from here")
+            host.count("relayed")
+            upstream.detach()
+            client.detach()
+            await ctx.relay()
+            return
+        elif isinstance(event, Closed):
+            if event.error:
+                host.count("errors")
+                ctx.log.warning("POP3 session ended: %s", event.reason)
+            await client.drain()
+            return
+
+
+async def _scan(ctx: SessionContext, event: ScanMessage) -> ScanResult:
+    host = ctx.host
+    config = host.config  # the current settings: disable/enable reach open sessions
+    if not config.scanning:
+        host.count("unscanned")
+        return ScanResult(None)
+    outcome = await host.pool.scan(event.message, f"{ctx.source} {event.command} {event.number}")
+    host.count("messages_scanned")
+    host.count("bytes_scanned", len(event.message))
+    if outcome.status == "infected":
+        host.count("infected")
+        ctx.log.warning("message %d infected: %s%s", event.number, ", ".join(outcome.detections),
+                        f" (quarantine {outcome.quarantine_id})" if outcome.quarantine_id else "")
+    elif outcome.status == "unscanned":
+        host.count("unscanned")
+        ctx.log.warning("message %d not fully scanned: %s", event.number, ", ".join(outcome.reasons))
+    if outcome.quarantine_failed:
+        # Lose nothing (DESIGN.md): without the original kept, the client gets an error and the
+        # message stays on the server for a later try.
+        host.count("errors")
+        ctx.log.error("message %d withheld: %s", event.number, outcome.error)
+        return ScanResult(None, refusal="could not keep the original in quarantine, try later")
+    if outcome.error:
+        host.count("errors")
+    return ScanResult(outcome.delivered)
+
+
+async def _start_tls(ctx: SessionContext, event: StartTls) -> TlsEstablished | TlsFailed:
+    tls = ctx.host.tls
+    if event.side is Side.SERVER:
+        try:
+            await upgrade_upstream(ctx.upstream, ctx.upstream_host, tls)
+        except UpstreamRefused as exc:
+            return TlsFailed(Side.SERVER, str(exc))
+        return TlsEstablished(Side.SERVER)
+    context = tls.client_context([ctx.upstream_host], upstream_certificate(ctx.upstream))
+    ctx.client.write(event.preface)  # no await before start_tls: see conn.Conn.start_tls
+    try:
+        await ctx.client.start_tls(context, server_side=True)
+    except (OSError, ConnectionError, asyncio.TimeoutError) as exc:
+        return TlsFailed(Side.CLIENT, str(exc) or type(exc).__name__)
+    return TlsEstablished(Side.CLIENT)

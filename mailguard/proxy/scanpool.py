@@ -1,0 +1,182 @@
+"""Scanning off the event loop: a pool of workers that scan, rewrite and quarantine messages.
+
+Each worker holds its own ``Engine`` (detectors load once per worker, not per message) and does
+the whole job for a message: ``scan``, ``apply``, and, when the client gets something other than
+the original, the quarantine copy. Only the outcome comes back; for a clean message that is a
+few dozen bytes, since the original bytes are forwarded by the session as they are.
+
+Threads or processes (``kind``): the scan is mostly Python code holding the GIL, so threads
+keep at most one core busy for scanning *and* the event loop together, while processes let the
+loop run on one core and scans on the others, at the cost of copying each message to the
+worker. bench/pop3.py measures both; see ``default_kind``.
+
+A scan that outlives ``threatsense.limits.max-scan-time`` (plus slack) is abandoned here: the
+message is treated as ``unscanned`` (timeout), which ``response.on-scan-error`` turns into a
+tagged delivery or a block. The engine checks the same deadline itself, so a worker is rarely
+left running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailguard.scan.policy import Policy
+from mailguard.scan.verdict import Incomplete, Reason, Verdict
+
+__all__ = ["ScanOutcome", "ScanPool", "default_kind"]
+
+log = logging.getLogger("mailguard.proxy.scan")
+
+# The engine stops itself at max-scan-time; give it this much more before we stop waiting.
+SCAN_TIMEOUT_SLACK = 5.0
+
+
+@dataclass(frozen=True)
+class ScanOutcome:
+    status: str                      # clean | infected | unscanned
+    detections: tuple[str, ...]
+    reasons: tuple[str, ...]
+    delivered: bytes | None          # None: the client gets the original unchanged
+    quarantine_id: str | None = None
+    seconds: float = 0.0
+    error: str = ""                  # why the pool could not give a proper outcome
+    quarantine_failed: bool = False  # the original could not be kept: do not deliver the rewrite
+
+
+def default_kind() -> str:
+    """Processes when there is a second core for them to use, else threads."""
+    return "process" if (os.cpu_count() or 1) > 1 else "thread"
+
+
+# --- the worker side (runs in a pool thread or process) ----------------------------------------
+
+_state = threading.local()
+_process_config: tuple[Policy, str | None] | None = None
+
+
+def _init_process(policy: Policy, quarantine_dir: str | None) -> None:
+    global _process_config
+    _process_config = (policy, quarantine_dir)
+
+
+def _engine_for(policy: Policy):  # noqa: ANN202 - Engine is imported lazily
+    engine = getattr(_state, "engine", None)
+    if engine is None or _state.policy is not policy:
+        from mailguard.scan.engine import Engine
+
+        if engine is not None:
+            engine.close()
+        engine = Engine(policy)
+        _state.engine, _state.policy = engine, policy
+    return engine
+
+
+def _outcome(raw: bytes, verdict: Verdict, delivered: bytes, policy: Policy, quarantine_dir: str | None,
+             source: str, started: float) -> ScanOutcome:
+    changed = delivered != raw
+    quarantine_id = None
+    quarantine_error = ""
+    if changed and policy.quarantine and quarantine_dir:
+        try:
+            from mailguard.quarantine import Quarantine
+
+            quarantine_id = Quarantine(Path(quarantine_dir)).add(raw, verdict, source)
+        except Exception as exc:  # noqa: BLE001 - reported to the session, which withholds the message
+            quarantine_error = f"quarantine: {type(exc).__name__}: {exc}"
+    return ScanOutcome(
+        status=verdict.status.value,
+        detections=tuple(verdict.detection_names),
+        reasons=tuple(verdict.reasons),
+        delivered=delivered if changed else None,
+        quarantine_id=quarantine_id,
+        seconds=time.monotonic() - started,
+        error=quarantine_error,
+        quarantine_failed=bool(quarantine_error),
+    )
+
+
+def scan_message(raw: bytes, source: str, policy: Policy | None = None,
+                 quarantine_dir: str | None = None) -> ScanOutcome:
+    """Scan, rewrite and quarantine one message (the worker's job)."""
+    started = time.monotonic()
+    if policy is None:
+        assert _process_config is not None, "process worker without configuration"
+        policy, quarantine_dir = _process_config
+    engine = _engine_for(policy)
+    verdict = engine.scan(raw)
+    return _outcome(raw, verdict, engine.apply(raw, verdict), policy, quarantine_dir, source, started)
+
+
+def settle_without_scan(raw: bytes, reason: Reason, detail: str, policy: Policy,
+                        quarantine_dir: str | None, source: str) -> ScanOutcome:
+    """The outcome for a message the pool could not scan: tagged or blocked per on-scan-error."""
+    from mailguard.scan.engine import Engine
+
+    started = time.monotonic()
+    verdict = Verdict.build([], [Incomplete(reason, "", detail)])
+    engine = Engine(policy, detectors=[])
+    outcome = _outcome(raw, verdict, engine.apply(raw, verdict), policy, quarantine_dir, source, started)
+    return ScanOutcome(**{**outcome.__dict__, "error": outcome.error or detail})
+
+
+# --- the event loop side -----------------------------------------------------------------------
+
+
+class ScanPool:
+    def __init__(self, policy: Policy, quarantine_dir: Path | None, *, workers: int | None = None,
+                 kind: str | None = None) -> None:
+        self.kind = kind or default_kind()
+        self.workers = workers or max(1, (os.cpu_count() or 1) - (1 if self.kind == "process" else 0))
+        self.policy = policy
+        self.quarantine_dir = str(quarantine_dir) if quarantine_dir is not None else None
+        self._executor = self._make_executor()
+
+    def _make_executor(self) -> concurrent.futures.Executor:
+        if self.kind == "thread":
+            return concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="mailguard-scan")
+        import multiprocessing
+
+        # forkserver: workers never inherit the event loop, sockets or threads of the engine.
+        context = multiprocessing.get_context("forkserver")
+        return concurrent.futures.ProcessPoolExecutor(
+            self.workers, mp_context=context, initializer=_init_process,
+            initargs=(self.policy, self.quarantine_dir),
+        )
+
+    def update(self, policy: Policy, quarantine_dir: Path | None) -> None:
+        """New settings: new scans use them; scans in flight finish under the old ones."""
+        new_dir = str(quarantine_dir) if quarantine_dir is not None else None
+        if policy == self.policy and new_dir == self.quarantine_dir:
+            return
+        old = self._executor
+        self.policy, self.quarantine_dir = policy, new_dir
+        self._executor = self._make_executor()
+        old.shutdown(wait=False)
+
+    async def scan(self, raw: bytes, source: str) -> ScanOutcome:
+        loop = asyncio.get_running_loop()
+        policy, quarantine_dir = self.policy, self.quarantine_dir
+        if self.kind == "thread":
+            future = loop.run_in_executor(self._executor, scan_message, raw, source, policy, quarantine_dir)
+        else:
+            future = loop.run_in_executor(self._executor, scan_message, raw, source)
+        try:
+            return await asyncio.wait_for(future, policy.max_scan_time + SCAN_TIMEOUT_SLACK)
+        except asyncio.TimeoutError:
+            reason, detail = Reason.TIMEOUT, "max-scan-time exceeded"
+        except Exception as exc:  # noqa: BLE001 - a broken worker must not lose the message
+            log.error("scan worker failed for %s: %s", source, exc)
+            reason, detail = Reason.ENGINE_ERROR, f"{type(exc).__name__}: {exc}"
+        return await loop.run_in_executor(
+            None, settle_without_scan, raw, reason, detail, policy, quarantine_dir, source
+        )
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

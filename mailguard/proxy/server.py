@@ -1,0 +1,209 @@
+"""The filtering engine's network side: listeners, sessions, reload, graceful stop, counters.
+
+    server = FilterServer(settings, paths)
+    await server.start()             # one listener per route, or transparent.listen
+    await server.reload(settings)    # live: listeners added/removed, sessions keep running
+    server.snapshot()                # {"listeners", "protection", "counters", ...}
+    await server.stop(grace=10.0)    # no new sessions; POP3 sessions end after their current
+                                     # command; whatever is still open after ``grace`` is closed
+
+The lifecycle around it (daemon, pid file, control socket, signals, nftables rules) lives in
+daemon.py / control.py / transparent.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from mailguard.errors import EngineError
+from mailguard.proxy.conn import Conn
+from mailguard.proxy.runconfig import RunConfig
+from mailguard.proxy.scanpool import ScanPool
+from mailguard.proxy.session import IDLE_TIMEOUT, SessionHost, run_session
+from mailguard.proxy.upstream import TlsKit
+
+if TYPE_CHECKING:
+    from mailguard.settings import Paths, Settings
+
+__all__ = ["COUNTERS", "FilterServer"]
+
+log = logging.getLogger("mailguard.proxy")
+
+COUNTERS = (
+    "connections", "messages_scanned", "infected", "unscanned", "bytes", "errors",
+    "relayed", "pop3_sessions", "bytes_scanned",
+)
+# Pending connections the kernel queues per listener before we accept them.
+LISTEN_BACKLOG = 1024
+
+_ListenKey = tuple[str, tuple[str, int]]   # ("route" | "transparent", (host, port))
+
+
+def _show(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class FilterServer(SessionHost):
+    def __init__(self, settings: "Settings", paths: "Paths | None", *, pool_kind: str | None = None,
+                 pool_workers: int | None = None, idle_timeout: float = IDLE_TIMEOUT) -> None:
+        self.paths = paths
+        self.config = RunConfig.from_settings(settings, paths)
+        self.idle_timeout = idle_timeout
+        self._pool_kind = pool_kind
+        self._pool_workers = pool_workers
+        self.counters: Counter[str] = Counter({name: 0 for name in COUNTERS})
+        self._listeners: dict[_ListenKey, asyncio.Server] = {}
+        self._upstreams: dict[_ListenKey, tuple[str, int] | None] = {}
+        self._sessions: set[asyncio.Task[None]] = set()
+        self._live: set[Conn] = set()
+        self._session_number = 0
+        self._started = False
+
+    # --- SessionHost -------------------------------------------------------------------------
+
+    def count(self, name: str, amount: int = 1) -> None:
+        self.counters[name] += amount
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def _state_dir(self):  # noqa: ANN202
+        return self.paths.state_dir if self.paths is not None else None
+
+    async def start(self) -> None:
+        if self._started:
+            raise EngineError("the filtering engine is already started")
+        self.draining = asyncio.Event()
+        self.tls = await asyncio.to_thread(TlsKit.from_config, self.config, self._state_dir)
+        self.pool = ScanPool(self.config.policy, self.config.quarantine_dir,
+                             kind=self._pool_kind, workers=self._pool_workers)
+        try:
+            await self._sync_listeners()
+        except BaseException:
+            await self._close_listeners(list(self._listeners))
+            self.pool.close()
+            raise
+        self._started = True
+        log.info("filtering engine listening on %s (pool: %d %s workers)",
+                 ", ".join(_show(k[1]) for k in self._listeners) or "nothing", self.pool.workers,
+                 self.pool.kind)
+
+    async def reload(self, settings: "Settings") -> None:
+        config = RunConfig.from_settings(settings, self.paths)
+        tls = await asyncio.to_thread(TlsKit.from_config, config, self._state_dir)
+        self.config, self.tls = config, tls
+        self.pool.update(config.policy, config.quarantine_dir)
+        await self._sync_listeners()
+        log.info("filtering engine reloaded: protection %s", self._protection())
+
+    async def stop(self, grace: float) -> None:
+        await self._close_listeners(list(self._listeners))
+        self.draining.set()
+        if self._sessions:
+            _, pending = await asyncio.wait(set(self._sessions), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.info("closed %d sessions still open after %.1fs", len(pending), grace)
+                await asyncio.wait(pending, timeout=5.0)
+        self.pool.close()
+        self._started = False
+
+    def snapshot(self) -> dict[str, Any]:
+        counters = dict(self.counters)
+        counters["bytes"] += sum(c.bytes_in + c.bytes_out for c in self._live)
+        return {
+            "listeners": [
+                {"kind": kind, "listen": _show(address),
+                 "upstream": _show(up) if (up := self._upstreams.get((kind, address))) else "original destination"}
+                for kind, address in self._listeners
+            ],
+            "protection": self._protection(),
+            "active_sessions": len(self._sessions),
+            "pool": {"kind": self.pool.kind, "workers": self.pool.workers} if self._started else None,
+            "counters": counters,
+        }
+
+    def _protection(self) -> str:
+        return "on" if self.config.scanning else "off"
+
+    # --- listeners ---------------------------------------------------------------------------
+
+    def _wanted(self) -> dict[_ListenKey, tuple[str, int] | None]:
+        if self.config.mode == "transparent":
+            return {("transparent", self.config.transparent_listen): None}
+        wanted: dict[_ListenKey, tuple[str, int] | None] = {}
+        for route in self.config.routes:
+            key = ("route", route.listen)
+            if key in wanted:
+                raise EngineError(f"two routes listen on {_show(route.listen)}")
+            wanted[key] = route.upstream
+        return wanted
+
+    async def _sync_listeners(self) -> None:
+        wanted = self._wanted()
+        await self._close_listeners([key for key in self._listeners if key not in wanted])
+        self._upstreams.update(wanted)  # a changed upstream applies to new connections at once
+        loop = asyncio.get_running_loop()
+        for key in wanted:
+            if key in self._listeners:
+                continue
+            host, port = key[1]
+            try:
+                self._listeners[key] = await loop.create_server(
+                    self._protocol_factory(key), host, port, reuse_address=True, backlog=LISTEN_BACKLOG,
+                )
+            except OSError as exc:
+                raise EngineError(f"cannot listen on {_show(key[1])}: {exc.strerror or exc}") from exc
+
+    async def _close_listeners(self, keys: list[_ListenKey]) -> None:
+        for key in keys:
+            listener = self._listeners.pop(key)
+            self._upstreams.pop(key, None)
+            # close() only: from Python 3.12 on, wait_closed() also waits for every session the
+            # listener accepted, and sessions outlive their listener on reload by design.
+            listener.close()
+
+    def _protocol_factory(self, key: _ListenKey):  # noqa: ANN202
+        return lambda: Conn(on_connect=lambda conn: self._accept(conn, key))
+
+    def _accept(self, conn: Conn, key: _ListenKey) -> None:
+        self.count("connections")
+        self._session_number += 1
+        upstream = self._upstreams.get(key)
+        mark = False
+        if key[0] == "transparent":
+            from mailguard.proxy.transparent import original_destination
+
+            try:
+                upstream = original_destination(conn.transport.get_extra_info("socket"))  # type: ignore[union-attr]
+            except OSError as exc:
+                log.warning("no original destination for a connection on %s: %s", _show(key[1]), exc)
+                conn.abort()
+                return
+            if upstream == key[1]:
+                log.warning("refused a connection made to the transparent listener itself")
+                conn.abort()
+                return
+            mark = True
+        if upstream is None:
+            conn.abort()
+            return
+        self._live.add(conn)
+        task = asyncio.get_running_loop().create_task(
+            run_session(self, conn, upstream, self._session_number, mark_upstream=mark),
+            name=f"mailguard-session-{self._session_number}",
+        )
+        self._sessions.add(task)
+
+        def finished(task: asyncio.Task[None]) -> None:
+            self._sessions.discard(task)
+            self._live.discard(conn)
+            self.counters["bytes"] += conn.bytes_in + conn.bytes_out
+
+        task.add_done_callback(finished)
+

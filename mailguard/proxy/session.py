@@ -1,0 +1,238 @@
+"""One client connection, from accept to close: where it goes and who handles it.
+
+In order:
+
+1. The upstream: the route's (explicit mode) or the original destination (transparent mode).
+2. Relayed untouched, never scanned: filtering off, an excluded IP (client or server side), an
+   excluded domain, protection off (``mailguard disable``), or implicit TLS we may not or cannot
+   intercept (``ssl-tls.enabled`` off, pop3s/imaps disabled, no CA).
+3. Implicit TLS (the upstream port is in the pop3s/imaps lists): the server leg first, verified
+   per ``certificate-validity.*``; then the client's handshake, answered with a leaf minted for
+   the name it asked for (SNI) or the configured upstream name.
+4. The greeting is sniffed (protocols/sniff.py) and the session handed to the registered handler
+   for its protocol: ``PROTOCOL_HANDLERS["pop3"]``, ``PROTOCOL_HANDLERS["imap"]``. Anything else,
+   and protocols whose scanning is disabled, are relayed byte for byte.
+
+``PROTOCOL_HANDLERS`` is the dispatch point for the protocol engines. The IMAP entry relays
+unscanned (logged and counted) until the IMAP engine registers itself there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mailguard.protocols.sniff import GREETING_TIMEOUT, GreetingSniffer, Kind
+from mailguard.proxy.conn import Conn
+from mailguard.proxy.relay import relay
+from mailguard.proxy.upstream import (
+    TlsKit, UpstreamRefused, connect_upstream, upstream_certificate,
+)
+
+if TYPE_CHECKING:
+    from mailguard.proxy.runconfig import RunConfig
+    from mailguard.proxy.scanpool import ScanPool
+
+__all__ = ["PROTOCOL_HANDLERS", "Handler", "SessionContext", "SessionHost", "run_session"]
+
+log = logging.getLogger("mailguard.proxy")
+
+# RFC 1939 §3 and RFC 9051 §5.4: servers may not log out an idle client before 10 / 30 minutes;
+# the proxy must not cut a session earlier than the server would.
+IDLE_TIMEOUT = 1800.0
+
+
+class SessionHost:
+    """What a session needs from the server: current settings, TLS, the scan pool, counters."""
+
+    config: "RunConfig"
+    tls: TlsKit
+    pool: "ScanPool"
+    idle_timeout: float = IDLE_TIMEOUT
+    greeting_timeout: float = GREETING_TIMEOUT
+    draining: asyncio.Event
+
+    def count(self, name: str, amount: int = 1) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class SessionContext:
+    host: SessionHost
+    config: "RunConfig"          # as of the session's start
+    client: Conn
+    upstream: Conn
+    upstream_host: str
+    upstream_port: int
+    #: Both legs already run TLS (POP3S / IMAPS intercepted).
+    implicit_tls: bool
+    #: Server bytes read while sniffing (the greeting), to be fed to the handler first.
+    greeting: bytes
+    #: Client bytes read while sniffing (a first command sent right after the greeting).
+    client_early: bytes
+    source: str
+    log: logging.LoggerAdapter = field(repr=False, default=None)  # type: ignore[assignment]
+
+    def relay(self, *, client_early: bytes = b"", server_early: bytes = b"") -> Awaitable[None]:
+        return relay(self.client, self.upstream, client_early=client_early,
+                     server_early=server_early, idle_timeout=self.host.idle_timeout)
+
+
+Handler = Callable[[SessionContext], Awaitable[None]]
+
+
+async def relay_unscanned(ctx: SessionContext, protocol: str) -> None:
+    ctx.log.info("%s session relayed unscanned", protocol)
+    ctx.host.count("relayed")
+    await ctx.relay(client_early=ctx.client_early, server_early=ctx.greeting)
+
+
+async def _imap_unscanned(ctx: SessionContext) -> None:
+    await relay_unscanned(ctx, "IMAP (no IMAP engine registered)")
+
+
+def _pop3_handler() -> Handler:
+    from mailguard.proxy.pop3_session import handle_pop3
+
+    return handle_pop3
+
+
+PROTOCOL_HANDLERS: dict[str, Handler] = {
+    "pop3": lambda ctx: _pop3_handler()(ctx),
+    "imap": _imap_unscanned,
+}
+
+
+class _Log(logging.LoggerAdapter):
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[{self.extra['session']}] {msg}", kwargs
+
+
+async def run_session(host: SessionHost, client: Conn, upstream_addr: tuple[str, int],
+                      number: int, *, mark_upstream: bool = False) -> None:
+    config = host.config
+    upstream_host, upstream_port = upstream_addr
+    peer = client.peer() or ("?", 0)
+    session_log = _Log(log, {"session": f"#{number} {peer[0]}:{peer[1]}->{upstream_host}:{upstream_port}"})
+    upstream: Conn | None = None
+    try:
+        implicit = config.implicit_tls_protocol(upstream_port)
+        untouched = _why_untouched(config, host.tls, peer[0], upstream_host, implicit)
+        if untouched:
+            session_log.info("relayed untouched: %s", untouched)
+            host.count("relayed")
+            upstream = await connect_upstream(upstream_host, upstream_port, mark=mark_upstream)
+            await relay(client, upstream, idle_timeout=host.idle_timeout)
+            return
+        try:
+            upstream = await connect_upstream(upstream_host, upstream_port, mark=mark_upstream,
+                                              tls=host.tls if implicit else None)
+        except UpstreamRefused as exc:
+            session_log.warning("%s", exc)
+            host.count("errors")
+            await _refuse_client(host, client, implicit, upstream_port, config, upstream_host, str(exc))
+            return
+        if implicit:
+            context = host.tls.client_context([upstream_host], upstream_certificate(upstream))
+            try:
+                await client.start_tls(context, server_side=True, timeout=host.greeting_timeout)
+            except (OSError, ConnectionError, asyncio.TimeoutError) as exc:
+                session_log.info("client TLS handshake failed: %s", exc or type(exc).__name__)
+                host.count("errors")
+                return
+        kind, greeting, client_early = await _sniff(client, upstream, host.greeting_timeout)
+        ctx = SessionContext(host, config, client, upstream, upstream_host, upstream_port,
+                             bool(implicit), greeting, client_early,
+                             f"{kind.value}://{upstream_host}:{upstream_port}", session_log)
+        protocol = kind.value + ("s" if implicit else "")
+        if kind is Kind.OPAQUE:
+            session_log.info("not a POP3 or IMAP greeting: relayed byte for byte")
+            host.count("relayed")
+            await ctx.relay(client_early=client_early, server_early=greeting)
+        elif not config.protocols.get(protocol, False):
+            await relay_unscanned(ctx, f"{protocol.upper()} (scanning disabled)")
+        else:
+            await PROTOCOL_HANDLERS[kind.value](ctx)
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # noqa: BLE001 - one session's bug must not take the server down
+        session_log.exception("session failed")
+        host.count("errors")
+    finally:
+        client.close()
+        if upstream is not None:
+            upstream.close()
+
+
+def _why_untouched(config: "RunConfig", tls: TlsKit, client_ip: str, upstream_host: str,
+                   implicit: str | None) -> str:
+    if not config.filtering:
+        return "protocol filtering is off"
+    if config.excluded_ip(client_ip, upstream_host):
+        return "excluded IP"
+    if config.excluded_domain(upstream_host):
+        return "excluded domain"
+    if not config.protection:
+        return "email protection is disabled"
+    if implicit:
+        if not config.ssl_enabled:
+            return "TLS interception is off (ssl-tls.enabled)"
+        if not config.protocols.get(implicit, False):
+            return f"{implicit} scanning is disabled"
+        if not tls.can_intercept:
+            return f"no interception CA ({tls.problem})"
+    return ""
+
+
+async def _refuse_client(host: SessionHost, client: Conn, implicit: str | None, port: int,
+                         config: "RunConfig", upstream_host: str, reason: str) -> None:
+    """Tell the client in its own protocol why there is no session (pitfalls §5.1)."""
+    if implicit and host.tls.can_intercept:
+        try:
+            await client.start_tls(host.tls.client_context([upstream_host], None), server_side=True,
+                                   timeout=host.greeting_timeout)
+        except (OSError, ConnectionError, asyncio.TimeoutError):
+            return
+    protocol = implicit or next((p for p in ("pop3", "imap") if port in config.ports[p]), None)
+    if protocol in ("pop3", "pop3s"):
+        client.write(b"-ERR [SYS/PERM] mailguard: " + reason.encode("utf-8", "replace") + b"\r\n")
+    elif protocol in ("imap", "imaps"):
+        client.write(b"* BYE [UNAVAILABLE] mailguard: " + reason.encode("utf-8", "replace") + b"\r\n")
+    await client.drain()
+
+
+async def _sniff(client: Conn, upstream: Conn, timeout: float) -> tuple[Kind, bytes, bytes]:
+    """(kind, server bytes so far, client bytes so far) once the greeting is recognised, the
+    client spoke first, or the time-out passed."""
+    sniffer = GreetingSniffer()
+    decided = asyncio.Event()
+    client_bytes = bytearray()
+
+    def from_server(data: bytes) -> None:
+        if sniffer.receive_server(data) is not None:
+            decided.set()
+
+    def from_client(data: bytes) -> None:
+        client_bytes.extend(data)
+        sniffer.client_spoke()
+        decided.set()
+
+    early_client = client.attach(from_client)
+    if early_client or client.eof:
+        from_client(early_client)
+    early_server = upstream.attach(from_server)
+    if early_server:
+        from_server(early_server)
+    if upstream.eof:
+        from_server(b"")
+    try:
+        await asyncio.wait_for(decided.wait(), timeout)
+    except asyncio.TimeoutError:
+        sniffer.timed_out()
+    client.detach()
+    upstream.detach()
+    assert sniffer.result is not None
+    return sniffer.result, sniffer.buffered, bytes(client_bytes)

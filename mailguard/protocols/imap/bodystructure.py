@@ -29,13 +29,15 @@ def _entity(data: bytes, entity: Entity, ext: bool) -> bytes:
             out += b" " + _language(entity) + b" " + nstring(entity.field(b"content-location"))
         return out + b")"
     body = data[entity.body_start : entity.end]
-    maintype, subtype = entity.maintype, entity.subtype
+    maintype, subtype, params = entity.maintype, entity.subtype, entity.params
     if entity.is_multipart:  # a multipart without parts is described as text, like Dovecot does
-        maintype, subtype = "text", "plain"
+        maintype, subtype, params = "text", "plain", []
+    if maintype == "text" and not any(name.lower() == b"charset" for name, _ in params):
+        params = params + [(b"charset", b"us-ascii")]  # RFC 2045 §5.2 default, spelled out
     fields = [
         string(maintype.encode()),
         string(subtype.encode()),
-        _params(entity.params),
+        _params(params),
         nstring(entity.field(b"content-id")),
         nstring(entity.field(b"content-description")),
         string((entity.field(b"content-transfer-encoding") or b"7bit").lower()),
@@ -56,11 +58,9 @@ def _entity(data: bytes, entity: Entity, ext: bool) -> bytes:
 
 
 def count_lines(body: bytes) -> int:
-    """Lines of a body: its line ends, plus one for a last line without one."""
-    lines = body.count(b"\n")
-    if body and not body.endswith(b"\n"):
-        lines += 1
-    return lines
+    """Lines of a body, counted as line ends (a last line without one does not count), as
+    Dovecot does, so a rewritten message is described like the server describes the rest."""
+    return body.count(b"\n")
 
 
 def _params(params: list[tuple[bytes, bytes]]) -> bytes:

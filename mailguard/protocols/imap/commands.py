@@ -94,6 +94,11 @@ class CommandReader:
     def buffered(self) -> int:
         return len(self._buffer) + self._size
 
+    @property
+    def unframed(self) -> int:
+        """Bytes received and not looked at yet (for backpressure)."""
+        return len(self._buffer)
+
     def discard_buffered(self) -> bytes:
         dropped = b"".join(self._pieces) + self._buffer.take_all()
         self._reset()

@@ -96,6 +96,11 @@ class ResponseReader:
         """Bytes received and not yet returned, including a partial response."""
         return len(self._buffer) + self._size
 
+    @property
+    def unframed(self) -> int:
+        """Bytes received and not looked at yet (for backpressure)."""
+        return len(self._buffer)
+
     def discard_buffered(self) -> bytes:
         """Drop everything not yet returned (the STARTTLS switch, RFC 9051 §6.2.1)."""
         dropped = b"".join(self._pieces) + self._buffer.take_all()

@@ -40,5 +40,5 @@ def test_envelope_defaults_sender_and_reply_to_to_from() -> None:
 
 def test_count_lines() -> None:
     assert count_lines(b"") == 0
-    assert count_lines(b"a\r\nb") == 2
+    assert count_lines(b"a\r\nb") == 1
     assert count_lines(b"a\r\n") == 1

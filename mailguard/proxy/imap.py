@@ -1,0 +1,453 @@
+"""The asyncio IMAP session: one client, one upstream server, the sans-I/O machines between.
+
+Commands are relayed as they come (pipelining kept) except those the proxy must own:
+STARTTLS (both legs, buffered bytes refused: RFC 9051 §6.2.1, pitfalls §4.1-4.3),
+COMPRESS (refused: it would hide every later byte, RFC 4978), ENABLE (filtered),
+CAPABILITY and LOGIN before the client's TLS (answered from the pre-TLS view), and every
+FETCH that asks for message bytes or anything derived from them (imap_fetch.py). Those
+wait until earlier commands are answered, then run alone, so responses keep the order
+the server gave them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from mailguard.errors import RemoteProtocolError
+from mailguard.protocols.imap import capabilities as caps
+from mailguard.protocols.imap.commands import Command, CommandReader, ContinuationData, Reply
+from mailguard.protocols.imap.lexer import Lexer, NodeKind
+from mailguard.protocols.imap.limits import DEFAULT_LIMITS, ImapLimits
+from mailguard.protocols.imap.responses import NEED_DATA, Kind, Response, ResponseReader
+from mailguard.proxy.conn import Conn
+from mailguard.proxy.imap_cache import RewriteCache
+
+log = logging.getLogger("mailguard.proxy.imap")
+
+#: unframed bytes a side may hold before we stop reading it (TCP backpressure)
+READ_HIGH_WATER = 1024 * 1024
+#: RFC 3501 §5.4: an IMAP autologout timer is at least 30 minutes; IDLE clients renew at 29.
+IDLE_TIMEOUT = 31 * 60.0
+
+
+class ScanOutcomeLike(Protocol):
+    status: str
+    detections: tuple[str, ...]
+    reasons: tuple[str, ...]
+    delivered: bytes | None
+
+
+class Scanner(Protocol):
+    async def scan(self, raw: bytes, source: str) -> ScanOutcomeLike: ...
+
+
+@dataclass
+class ImapContext:
+    """What a session needs from the engine; built once per route by the proxy core."""
+
+    scanner: Scanner
+    #: "host:port" of the upstream, part of every cache key
+    server_id: str
+    cache: RewriteCache | None = None
+    limits: ImapLimits = DEFAULT_LIMITS
+    #: offered to the client as STARTTLS when the upstream offers it; None: not offered
+    client_tls: ssl.SSLContext | None = None
+    #: used for the upstream's STARTTLS; None: the upstream leg stays as it is
+    upstream_tls: ssl.SSLContext | None = None
+    upstream_hostname: str | None = None
+    #: called with the upstream ssl_object after a STARTTLS handshake; raises to refuse it
+    judge_upstream: Callable[[ssl.SSLObject], None] | None = None
+    #: both legs are already TLS (imaps ports): the greeting is relayed
+    implicit_tls: bool = False
+    #: message bytes fetched upstream per batch, at least one message
+    batch_bytes: int = 32 * 1024 * 1024
+    idle_timeout: float = IDLE_TIMEOUT
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+class Side:
+    """A connection whose bytes feed a sans-I/O reader; ``next_event`` awaits the next event."""
+
+    def __init__(self, conn: Conn, reader: CommandReader | ResponseReader, early: bytes = b"") -> None:
+        self.conn = conn
+        self.reader = reader
+        self.eof = False
+        self._ready = asyncio.Event()
+        if early:
+            reader.receive_data(early)
+        reader.receive_data(conn.attach(self._sink))
+        if conn.eof:
+            self._sink(b"")
+
+    def _sink(self, data: bytes) -> None:
+        if not data:
+            self.eof = True
+        self.reader.receive_data(data)
+        if self.reader.unframed > READ_HIGH_WATER:
+            self.conn.set_reading(False)
+        self._ready.set()
+
+    async def next_event(self, timeout: float | None = None):  # type: ignore[no-untyped-def]
+        """The next event, or None at EOF."""
+        while True:
+            event = self.reader.next_event()
+            if event is not NEED_DATA:
+                return event
+            if self.eof:
+                return None
+            self.conn.set_reading(True)
+            self._ready.clear()
+            await asyncio.wait_for(self._ready.wait(), timeout)
+
+    def write(self, data: bytes) -> None:
+        self.conn.write(data)
+
+
+class ImapSession:
+    def __init__(self, client: Conn, upstream: Conn, context: ImapContext, *, client_early: bytes = b"",
+                 upstream_early: bytes = b"") -> None:
+        self.context = context
+        self.client = Side(client, CommandReader(context.limits), client_early)
+        self.upstream = Side(upstream, ResponseReader(context.limits), upstream_early)
+        #: tags forwarded upstream and not yet completed
+        self.outstanding: set[bytes] = set()
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+        #: the FETCH being handled alone, which gets every upstream response meanwhile
+        self.interceptor: Callable[[Response], Awaitable[None]] | None = None
+        self._tag_counter = 0
+        # what the client may see
+        self.pre_tls_caps: list[bytes] | None = None
+        self.offer_starttls = False
+        self.client_tls_active = context.implicit_tls
+        self.authenticated = False
+        self.remove_caps: frozenset[str] = frozenset()
+        # identity of the messages, for the cache (pitfalls §2.7)
+        self.user: str | None = None
+        self.mailbox: bytes | None = None
+        self.uidvalidity: int | None = None
+        self._selecting: tuple[bytes, bytes] | None = None
+        self._selecting_validity: int | None = None
+        self._auth_tag: bytes | None = None
+        self._mechanism = b""
+
+    # --- helpers used by the FETCH interception -----------------------------------------------
+
+    def new_tag(self) -> bytes:
+        self._tag_counter += 1
+        return b"mg%d" % self._tag_counter
+
+    def send_upstream(self, data: bytes) -> None:
+        self.upstream.write(data)
+
+    def send_client(self, data: bytes) -> None:
+        self.client.write(data)
+
+    async def drain_client(self) -> None:
+        await self.client.conn.drain()
+
+    @property
+    def cache_identity(self) -> tuple[str, str, bytes, int] | None:
+        if self.user is None or self.mailbox is None or self.uidvalidity is None:
+            return None
+        return (self.context.server_id, self.user, self.mailbox, self.uidvalidity)
+
+    # --- the session ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        upstream_task: asyncio.Task[None] | None = None
+        client_task: asyncio.Task[None] | None = None
+        try:
+            if not await self._open():
+                return
+            upstream_task = asyncio.ensure_future(self._upstream_loop())
+            client_task = asyncio.ensure_future(self._client_loop())
+            done, _ = await asyncio.wait({upstream_task, client_task}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+        except RemoteProtocolError as exc:
+            log.warning("IMAP session ended: %s", exc)
+            self.send_client(b"* BYE " + str(exc).encode("ascii", "replace")[:200] + b"\r\n")
+        except (ConnectionError, asyncio.TimeoutError, ssl.SSLError) as exc:
+            log.info("IMAP session ended: %s", exc)
+        finally:
+            for task in (upstream_task, client_task):
+                if task is not None:
+                    task.cancel()
+            self.client.conn.close()
+            self.upstream.conn.close()
+
+    async def _open(self) -> bool:
+        """Read the greeting; upgrade the upstream with STARTTLS when it offers it."""
+        greeting = await self.upstream.next_event(self.context.idle_timeout)
+        if greeting is None:
+            return False
+        if greeting.kind is not Kind.UNTAGGED or greeting.word not in ("OK", "PREAUTH", "BYE"):
+            raise RemoteProtocolError("the server did not greet with OK, PREAUTH or BYE")
+        if self.context.implicit_tls or self.context.upstream_tls is None:
+            if greeting.word == "PREAUTH":
+                self.authenticated = True
+                if not self.context.implicit_tls:
+                    # RFC 9051 §7.1.4: PREAUTH on a cleartext connection cannot be told from an
+                    # attacker skipping STARTTLS. Without TLS interception we have no TLS to
+                    # insist on, so this is relayed as the client would have seen it.
+                    log.info("PREAUTH greeting on a cleartext upstream")
+            self.send_client(caps.rewrite_capabilities(greeting.raw))
+            return greeting.word != "BYE"
+        if greeting.word == "PREAUTH":
+            # RFC 9051 §7.1.4: "Clients that require mandatory TLS MUST close the connection
+            # after receiving the PREAUTH response on a non-protected port" (STARTTLS stripping).
+            self.send_client(b"* BYE PREAUTH on a cleartext connection refused (RFC 9051 7.1.4)\r\n")
+            return False
+        if greeting.word == "BYE":
+            self.send_client(greeting.raw)
+            return False
+        # Pre-TLS text is untrusted (ALERT spoofing, pitfalls §4.5): only capabilities are used.
+        pre = caps.capabilities_in(greeting.raw) or await self._ask_capabilities()
+        if caps.has(pre, "STARTTLS"):
+            await self._upstream_starttls()
+        self.pre_tls_caps = pre
+        self.offer_starttls = caps.has(pre, "STARTTLS") and self.context.client_tls is not None
+        if not self.offer_starttls:
+            # Nothing TLS for the client to do with us; the upstream leg is TLS anyway.
+            self.remove_caps = frozenset({"STARTTLS", "LOGINDISABLED"})
+            self.client_tls_active = True
+        shown = caps.filter_capabilities(pre, self.remove_caps)
+        self.send_client(b"* OK [CAPABILITY " + b" ".join(shown) + b"] IMAP proxy ready\r\n")
+        return True
+
+    async def _ask_capabilities(self) -> list[bytes]:
+        tag = self.new_tag()
+        self.send_upstream(tag + b" CAPABILITY\r\n")
+        found: list[bytes] = []
+        while True:
+            response = await self.upstream.next_event(self.context.idle_timeout)
+            if response is None:
+                raise RemoteProtocolError("the server closed the connection during CAPABILITY")
+            found = caps.capabilities_in(response.raw) or found
+            if response.kind is Kind.TAGGED and response.tag == tag:
+                if response.word != "OK":
+                    raise RemoteProtocolError("the server refused CAPABILITY")
+                return found
+
+    async def _upstream_starttls(self) -> None:
+        tag = self.new_tag()
+        self.send_upstream(tag + b" STARTTLS\r\n")
+        while True:
+            response = await self.upstream.next_event(self.context.idle_timeout)
+            if response is None:
+                raise RemoteProtocolError("the server closed the connection during STARTTLS")
+            if response.kind is Kind.TAGGED and response.tag == tag:
+                break
+        if response.word != "OK":
+            # Offered, then refused: never fall back to plaintext (DESIGN.md, pitfalls §4.4).
+            raise RemoteProtocolError("the server offered STARTTLS and then refused it")
+        if self.upstream.reader.buffered or self.upstream.conn.pending:
+            # Response injection (pitfalls §4.2): bytes behind the OK were sent in plaintext.
+            raise RemoteProtocolError("the server sent data after its STARTTLS answer; refusing it")
+        assert self.context.upstream_tls is not None
+        await self.upstream.conn.start_tls(
+            self.context.upstream_tls, server_side=False, server_hostname=self.context.upstream_hostname
+        )
+        ssl_object = self.upstream.conn.ssl_object()
+        if self.context.judge_upstream is not None and ssl_object is not None:
+            self.context.judge_upstream(ssl_object)
+
+    async def _client_loop(self) -> None:
+        while True:
+            event = await self.client.next_event(self.context.idle_timeout)
+            if event is None:
+                return
+            if isinstance(event, Reply):
+                self.send_client(event.data)
+            elif isinstance(event, ContinuationData):
+                self._note_auth_line(event)
+                self.send_upstream(event.raw)
+            else:
+                await self._on_command(event)
+
+    async def _on_command(self, command: Command) -> None:
+        name = command.name
+        if name == "STARTTLS":
+            await self._wait_quiet()
+            await self._client_starttls(command)
+        elif name == "COMPRESS":
+            # RFC 4978: after COMPRESS every byte would be deflated past our parser.
+            self.send_client(command.tag + b" NO COMPRESS is not available through this proxy\r\n")
+        elif name == "CAPABILITY" and not self.client_tls_active and not self.authenticated:
+            assert self.pre_tls_caps is not None
+            shown = caps.filter_capabilities(self.pre_tls_caps, self.remove_caps)
+            self.send_client(b"* CAPABILITY " + b" ".join(shown) + b"\r\n" + command.tag + b" OK CAPABILITY completed\r\n")
+        elif name in ("LOGIN", "AUTHENTICATE") and not self.client_tls_active and caps.has(self.pre_tls_caps, "LOGINDISABLED"):
+            self.send_client(command.tag + b" NO [PRIVACYREQUIRED] Use STARTTLS first\r\n")
+            self.client.reader.command_completed(command.tag)
+        elif name == "ENABLE":
+            self._enable(command)
+        elif name in ("FETCH", "UID FETCH"):
+            from mailguard.proxy.imap_fetch import intercept_fetch
+
+            await intercept_fetch(self, command)
+        else:
+            self._note_command(command)
+            self.forward(command.tag, command.raw)
+
+    def forward(self, tag: bytes, raw: bytes) -> None:
+        self.outstanding.add(tag)
+        self._quiet.clear()
+        self.send_upstream(raw)
+
+    async def wait_quiet(self) -> None:
+        """Until every forwarded command has its tagged answer."""
+        await self._wait_quiet()
+
+    async def _wait_quiet(self) -> None:
+        await self._quiet.wait()
+
+    def _enable(self, command: Command) -> None:
+        words = command.args.split()
+        kept = [word for word in words if word.decode("ascii", "replace").upper() in caps.ENABLEABLE]
+        if not kept:
+            self.send_client(b"* ENABLED\r\n" + command.tag + b" OK ENABLE completed\r\n")
+            return
+        self.forward(command.tag, command.tag + b" ENABLE " + b" ".join(kept) + b"\r\n")
+
+    async def _client_starttls(self, command: Command) -> None:
+        if not self.offer_starttls or self.client_tls_active:
+            self.client.reader.resume()
+            self.send_client(command.tag + b" BAD STARTTLS not available now\r\n")
+            return
+        if self.client.reader.buffered or self.client.conn.pending:
+            # Command injection (CVE-2011-0411 class, pitfalls §4.1): whatever followed
+            # STARTTLS in plaintext is refused with the connection.
+            raise RemoteProtocolError("data after STARTTLS before the TLS handshake; closing")
+        self.send_client(command.tag + b" OK Begin TLS negotiation now\r\n")
+        assert self.context.client_tls is not None
+        await self.client.conn.start_tls(self.context.client_tls, server_side=True)
+        if self.client.reader.buffered:
+            raise RemoteProtocolError("plaintext arrived during the TLS switch; closing")
+        self.client_tls_active = True
+        self.remove_caps = frozenset({"STARTTLS", "LOGINDISABLED"})
+        self.client.reader.resume()
+
+    async def _upstream_loop(self) -> None:
+        while True:
+            response = await self.upstream.next_event(None)
+            if response is None:
+                return
+            if self.interceptor is not None:
+                await self.interceptor(response)
+            else:
+                self.relay(response)
+
+    # --- what every response passing to the client goes through -------------------------------
+
+    def relay(self, response: Response) -> None:
+        """Track state from ``response`` and pass it on, filtered."""
+        self.send_client(self.filter_response(response))
+
+    def filter_response(self, response: Response) -> bytes:
+        """The bytes the client gets for a response not part of an intercepted FETCH."""
+        self.observe(response)
+        if response.kind is Kind.CONTINUATION:
+            return response.raw
+        if response.word == "FETCH":
+            from mailguard.protocols.imap.fetch_response import parse_fetch_response
+
+            if parse_fetch_response(response).carries_content:
+                # Message text nobody asked us for (every client FETCH of text is
+                # intercepted): never pass unscanned bytes on.
+                log.warning("dropped an unsolicited FETCH response carrying message text")
+                return b""
+            return response.raw
+        if response.word in ("CAPABILITY", "OK", "NO", "BAD", "PREAUTH", "BYE"):
+            return caps.rewrite_capabilities(response.raw, self.remove_caps)
+        return response.raw
+
+    def observe(self, response: Response) -> None:
+        if response.kind is Kind.UNTAGGED and response.word == "OK" and self._selecting is not None:
+            head = response.raw[:200].upper()
+            at = head.find(b"[UIDVALIDITY ")
+            if at >= 0:
+                number = head[at + 13 :].split(b"]", 1)[0]
+                if number.isdigit():
+                    self._selecting_validity = int(number)
+        if response.kind is not Kind.TAGGED or response.tag is None:
+            return
+        tag = response.tag
+        self.client.reader.command_completed(tag)
+        if self._selecting is not None and self._selecting[0] == tag:
+            if response.word == "OK":
+                self.mailbox, self.uidvalidity = self._selecting[1], self._selecting_validity
+            self._selecting, self._selecting_validity = None, None
+        if tag == self._auth_tag:
+            self.authenticated = response.word == "OK"
+            if not self.authenticated:
+                self.user = None
+            self._auth_tag = None
+        self.outstanding.discard(tag)
+        if not self.outstanding:
+            self._quiet.set()
+
+    def _note_command(self, command: Command) -> None:
+        name = command.name
+        if name in ("SELECT", "EXAMINE"):
+            # Selecting deselects first (RFC 9051 §6.3.2), whatever the outcome.
+            self.mailbox = self.uidvalidity = None
+            lexer = Lexer(command.raw, command.args_at)
+            try:
+                node = lexer.read_node()
+            except RemoteProtocolError:
+                return
+            self._selecting = (command.tag, node.value)
+        elif name in ("CLOSE", "UNSELECT"):
+            self.mailbox = self.uidvalidity = None
+        elif name == "LOGIN":
+            lexer = Lexer(command.raw, command.args_at)
+            try:
+                node = lexer.read_node()
+            except RemoteProtocolError:
+                return
+            if node.kind is not NodeKind.LIST:
+                self.user = node.value.decode("utf-8", "replace")
+            self._auth_tag = command.tag
+        elif name == "AUTHENTICATE":
+            self._auth_tag = command.tag
+            parts = command.args.split()
+            self._mechanism = parts[0].upper() if parts else b""
+            self.user = None
+            if len(parts) > 1:
+                self._user_from_sasl(parts[1])
+
+    def _note_auth_line(self, event: ContinuationData) -> None:
+        if event.tag == self._auth_tag and self.user is None:
+            self._user_from_sasl(event.raw.strip())
+
+    def _user_from_sasl(self, encoded: bytes) -> None:
+        """The authentication identity from a PLAIN, XOAUTH2 or OAUTHBEARER response, if any.
+
+        Other mechanisms leave the user unknown, and then nothing is cached across sessions.
+        """
+        try:
+            decoded = base64.b64decode(encoded, validate=True)
+        except ValueError:
+            return
+        mechanism = self._mechanism
+        if mechanism == b"PLAIN" and decoded.count(b"\0") == 2:
+            self.user = decoded.split(b"\0")[1].decode("utf-8", "replace")
+        elif mechanism in (b"XOAUTH2", b"OAUTHBEARER"):
+            for item in decoded.replace(b",", b"\x01").split(b"\x01"):
+                if item.startswith(b"user=") or item.startswith(b"a="):
+                    self.user = item.split(b"=", 1)[1].decode("utf-8", "replace")
+                    return
+
+
+async def serve_imap(client: Conn, upstream: Conn, context: ImapContext, *, client_early: bytes = b"",
+                     upstream_early: bytes = b"") -> None:
+    """The protocol handler the proxy core calls for an IMAP connection pair."""
+    await ImapSession(client, upstream, context, client_early=client_early, upstream_early=upstream_early).run()

@@ -1,0 +1,203 @@
+"""The verdict and rewrite cache behind IMAP's promise that a message never changes.
+
+"The combination of mailbox name, UIDVALIDITY, and UID must refer to a single,
+immutable ... message ... RFC822.SIZE, envelope, body structure, and message texts
+... MUST never change" (RFC 9051 §2.3.1.1; pitfalls §2.7). So what a client was served
+for (server, user, mailbox, UIDVALIDITY, UID) is remembered in STATE/imap-cache/, even
+across restarts and signature updates: a re-fetch is served from here, unscanned.
+
+Each entry is a small JSON record (verdict, hashes, sizes) and the served bytes. Blobs
+of messages served unchanged are evicted first, oldest first, when ``max_blob_bytes`` is
+passed: such a message is fetched again, checked against the recorded hash and served
+without a rescan. A rewritten message keeps its blob as long as its record lives
+(``max_records``, ``max_rewritten_bytes``); only a message whose record was evicted is
+scanned again. Files are 0600 in a 0700 folder: messages are private mail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+DEFAULT_MAX_BLOB_BYTES = 1024 * 1024 * 1024
+DEFAULT_MAX_REWRITTEN_BYTES = 1024 * 1024 * 1024
+DEFAULT_MAX_RECORDS = 200_000
+#: blobs kept in memory as well, for the chunk loops of Thunderbird and iOS (pitfalls §2.4)
+DEFAULT_MAX_MEMORY_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class CacheRecord:
+    status: str
+    detections: list[str]
+    reasons: list[str]
+    original_sha256: str
+    original_size: int
+    served_sha256: str
+    served_size: int
+
+    @property
+    def unchanged(self) -> bool:
+        return self.original_sha256 == self.served_sha256
+
+    @classmethod
+    def build(cls, status: str, detections: list[str], reasons: list[str], original: bytes,
+              served: bytes) -> "CacheRecord":
+        return cls(
+            status=status,
+            detections=list(detections),
+            reasons=list(reasons),
+            original_sha256=sha256(original),
+            original_size=len(original),
+            served_sha256=sha256(served),
+            served_size=len(served),
+        )
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def cache_key(server: str, user: str, mailbox: bytes, uidvalidity: int, uid: int) -> str:
+    """A strong hash of the identity (no 32-bit shortcuts: pitfalls §5.6)."""
+    parts = [server.encode(), user.encode(), mailbox, b"%d" % uidvalidity, b"%d" % uid]
+    return hashlib.sha256(b"\0".join(len(p).to_bytes(4, "big") + p for p in parts)).hexdigest()
+
+
+class RewriteCache:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
+        max_rewritten_bytes: int = DEFAULT_MAX_REWRITTEN_BYTES,
+        max_records: int = DEFAULT_MAX_RECORDS,
+        max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
+    ) -> None:
+        self.directory = directory
+        self.max_blob_bytes = max_blob_bytes
+        self.max_rewritten_bytes = max_rewritten_bytes
+        self.max_records = max_records
+        self.max_memory_bytes = max_memory_bytes
+        self._lock = threading.Lock()
+        self._memory: OrderedDict[str, bytes] = OrderedDict()
+        self._memory_bytes = 0
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(directory, 0o700)
+        # inventories, oldest first, so eviction needs no directory walk
+        self._records: OrderedDict[str, None] = OrderedDict()
+        self._sizes: dict[str, OrderedDict[str, int]] = {"blob": OrderedDict(), "rewritten": OrderedDict()}
+        self._totals = {"blob": 0, "rewritten": 0}
+        self._load_inventory()
+
+    def _load_inventory(self) -> None:
+        entries = []
+        for path in self.directory.glob("*/*"):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue
+            entries.append((stat.st_mtime, path.name, stat.st_size))
+        for _, name, size in sorted(entries):
+            key, _, kind = name.partition(".")
+            if kind == "json":
+                self._records[key] = None
+            elif kind in self._sizes:
+                self._sizes[kind][key] = size
+                self._totals[kind] += size
+
+    def _path(self, key: str, kind: str) -> Path:
+        return self.directory / key[:2] / f"{key}.{kind}"
+
+    def record(self, key: str) -> CacheRecord | None:
+        try:
+            data = json.loads(self._path(key, "json").read_bytes())
+            return CacheRecord(**data)
+        except (FileNotFoundError, ValueError, TypeError):
+            return None
+
+    def blob(self, key: str, record: CacheRecord) -> bytes | None:
+        """The served bytes, when still kept and intact."""
+        with self._lock:
+            if key in self._memory:
+                self._memory.move_to_end(key)
+                return self._memory[key]
+        try:
+            data = self._path(key, "blob" if record.unchanged else "rewritten").read_bytes()
+        except FileNotFoundError:
+            return None
+        if sha256(data) != record.served_sha256:
+            return None  # damaged on disk: the caller fetches and checks the original again
+        self._remember(key, data)
+        return data
+
+    def put(self, key: str, record: CacheRecord, served: bytes) -> None:
+        kind = "blob" if record.unchanged else "rewritten"
+        folder = self.directory / key[:2]
+        folder.mkdir(exist_ok=True, mode=0o700)
+        self._write(self._path(key, kind), served)
+        self._write(self._path(key, "json"), json.dumps(asdict(record)).encode())
+        self._remember(key, served)
+        with self._lock:
+            self._records[key] = None
+            self._records.move_to_end(key)
+            sizes = self._sizes[kind]
+            self._totals[kind] += len(served) - sizes.pop(key, 0)
+            sizes[key] = len(served)
+            self._evict()
+
+    def _remember(self, key: str, data: bytes) -> None:
+        if len(data) > self.max_memory_bytes:
+            return
+        with self._lock:
+            if key in self._memory:
+                self._memory.move_to_end(key)
+                return
+            self._memory[key] = data
+            self._memory_bytes += len(data)
+            while self._memory_bytes > self.max_memory_bytes:
+                _, dropped = self._memory.popitem(last=False)
+                self._memory_bytes -= len(dropped)
+
+    def _evict(self) -> None:
+        while self._totals["blob"] > self.max_blob_bytes and self._sizes["blob"]:
+            key, size = self._sizes["blob"].popitem(last=False)
+            self._totals["blob"] -= size
+            self._unlink(self._path(key, "blob"))
+        while self._totals["rewritten"] > self.max_rewritten_bytes and self._sizes["rewritten"]:
+            key = next(iter(self._sizes["rewritten"]))
+            self._drop_entry(key)
+        while len(self._records) > self.max_records:
+            self._drop_entry(next(iter(self._records)))
+
+    def _drop_entry(self, key: str) -> None:
+        self._records.pop(key, None)
+        self._unlink(self._path(key, "json"))
+        for kind, sizes in self._sizes.items():
+            if key in sizes:
+                self._totals[kind] -= sizes.pop(key)
+                self._unlink(self._path(key, kind))
+        dropped = self._memory.pop(key, None)
+        if dropped is not None:
+            self._memory_bytes -= len(dropped)
+
+    @staticmethod
+    def _unlink(path: Path) -> None:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+    @staticmethod
+    def _write(path: Path, data: bytes) -> None:
+        temp = path.with_name(path.name + ".tmp")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(temp, path)

@@ -1,0 +1,374 @@
+"""Scan before release: answering a client's FETCH from the scanned, rewritten message.
+
+For a FETCH that asks for message text, or for anything derived from it (RFC822.SIZE,
+BODYSTRUCTURE, BODY, ENVELOPE, BINARY.SIZE), the proxy
+
+1. asks the server for the same messages with every other item, plus UID and
+   RFC822.SIZE (under the client's tag, so the server's own completion is relayed);
+2. fetches each message not in the cache whole, ``UID FETCH uids (BODY.PEEK[])``, in
+   batches of bounded size, leaving \\Seen as it was (pitfalls §2.4, §2.8);
+3. scans and rewrites it (or takes what was served before from the cache, §2.7);
+4. answers every requested item from the served bytes: sections and partials cut from
+   them, sizes and structures computed from them when the message changed, the section
+   spec echoed as the client wrote it (§2.2, §2.3, §2.5);
+5. sets \\Seen with ``UID STORE`` when the client's form implies it.
+
+Every other response the server sends meanwhile keeps its place in the order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from mailguard.errors import RemoteProtocolError
+from mailguard.protocols.imap.bodystructure import body_structure, envelope
+from mailguard.protocols.imap.commands import Command
+from mailguard.protocols.imap.encode import literal, nstring
+from mailguard.protocols.imap.fetch import FetchAtt, FetchRequest, SequenceSet, format_uid_set, parse_fetch
+from mailguard.protocols.imap.fetch_response import FetchData, build_fetch_response, parse_fetch_response
+from mailguard.protocols.imap.lexer import Lexer, NodeKind
+from mailguard.protocols.imap.responses import Kind, Response
+from mailguard.protocols.imap.sections import apply_partial, cut_binary, cut_section, parse_section
+from mailguard.protocols.imap.structure import Entity, parse_message
+from mailguard.proxy.imap_cache import CacheRecord, cache_key
+
+if TYPE_CHECKING:
+    from mailguard.proxy.imap import ImapSession
+
+log = logging.getLogger("mailguard.proxy.imap")
+
+#: messages a session keeps in memory after serving them (Thunderbird's chunk loop re-asks)
+SESSION_MEMORY_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class Record:
+    """One message of the client's FETCH: what the server said, and what we serve."""
+
+    data: FetchData
+    uid: int
+    size: int
+    served: bytes | None = None
+    unchanged: bool = True
+    _root: Entity | None = field(default=None, repr=False)
+
+    @property
+    def root(self) -> Entity:
+        if self._root is None:
+            assert self.served is not None
+            self._root = parse_message(self.served)
+        return self._root
+
+
+class SessionMemory:
+    """What this session served lately, by (mailbox, UIDVALIDITY, UID): a chunk loop costs one scan."""
+
+    def __init__(self, max_bytes: int = SESSION_MEMORY_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple[bytes | None, int | None, int], tuple[bytes, bool]] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: tuple[bytes | None, int | None, int]) -> tuple[bytes, bool] | None:
+        found = self._items.get(key)
+        if found is not None:
+            self._items.move_to_end(key)
+        return found
+
+    def put(self, key: tuple[bytes | None, int | None, int], served: bytes, unchanged: bool) -> None:
+        if len(served) > self.max_bytes or key in self._items:
+            return
+        self._items[key] = (served, unchanged)
+        self._bytes += len(served)
+        while self._bytes > self.max_bytes:
+            _, (dropped, _) = self._items.popitem(last=False)
+            self._bytes -= len(dropped)
+
+
+async def intercept_fetch(session: "ImapSession", command: Command) -> None:
+    try:
+        request = parse_fetch(command)
+    except RemoteProtocolError as exc:
+        # Fail closed: a FETCH we cannot read might carry message text past us.
+        session.send_client(command.tag + b" BAD " + str(exc).encode("ascii", "replace")[:120] + b"\r\n")
+        return
+    if not request.needs_message:
+        session.forward(command.tag, command.raw)
+        return
+    await session.wait_quiet()
+    await FetchInterception(session, command, request).run()
+
+
+class FetchInterception:
+    def __init__(self, session: "ImapSession", command: Command, request: FetchRequest) -> None:
+        self.session = session
+        self.command = command
+        self.request = request
+        self.tag = command.tag
+        self.queue: asyncio.Queue[Response] = asyncio.Queue()
+        #: what goes to the client, in order: ready bytes, or a Record to be rendered
+        self.slots: list[bytes | Record] = []
+        self.sequence = SequenceSet(request.sequence_set)
+        if not hasattr(session, "memory"):
+            session.memory = SessionMemory()  # type: ignore[attr-defined]
+        self.memory: SessionMemory = session.memory  # type: ignore[attr-defined]
+
+    async def _divert(self, response: Response) -> None:
+        self.queue.put_nowait(response)
+
+    async def run(self) -> None:
+        session = self.session
+        session.interceptor = self._divert
+        try:
+            session.outstanding.add(self.tag)
+            session.send_upstream(self._meta_command())
+            completion = await self._collect(self.tag, self._on_meta)
+            records = [slot for slot in self.slots if isinstance(slot, Record)]
+            await self._resolve(records)
+            if self.request.sets_seen and records:
+                await self._set_seen([r.uid for r in records])
+            self._flush(final=True)
+            self.session.send_client(session.filter_response(completion))
+        finally:
+            session.interceptor = None
+            # responses that arrived after our last completion belong to nobody here
+            while not self.queue.empty():
+                session.relay(self.queue.get_nowait())
+
+    # --- the upstream conversation ------------------------------------------------------------
+
+    def _meta_command(self) -> bytes:
+        items = [b"UID", b"RFC822.SIZE"]
+        for att in self.request.atts:
+            if att.carries_content or att.name in ("UID", "RFC822.SIZE", "BINARY.SIZE"):
+                continue
+            if att.raw.upper() not in (item.upper() for item in items):
+                items.append(att.raw)
+        verb = b"UID FETCH" if self.request.uid else b"FETCH"
+        out = self.tag + b" " + verb + b" " + self.request.sequence_set + b" (" + b" ".join(items) + b")"
+        if self.request.modifiers:
+            out += b" " + self.request.modifiers
+        return out + b"\r\n"
+
+    async def _collect(self, tag: bytes, on_untagged) -> Response:  # type: ignore[no-untyped-def]
+        """Responses until ``tag`` completes; untagged ones go to ``on_untagged``."""
+        while True:
+            response = await self.queue.get()
+            if response.kind is Kind.TAGGED and response.tag == tag:
+                return response
+            if response.kind is Kind.TAGGED or response.kind is Kind.CONTINUATION:
+                self.slots.append(self.session.filter_response(response))
+                continue
+            on_untagged(response)
+
+    def _on_meta(self, response: Response) -> None:
+        if response.word == "FETCH":
+            data = parse_fetch_response(response)
+            uid = data.uid
+            in_set = uid in self.sequence if self.request.uid and uid is not None else data.number in self.sequence
+            if uid is not None and in_set and not data.carries_content:
+                size_item = data.get("RFC822.SIZE")
+                size = int(size_item.value) if size_item and size_item.value.isdigit() else 0
+                self.slots.append(Record(data=data, uid=uid, size=size))
+                return
+        self._pass(response)
+
+    def _pass(self, response: Response) -> None:
+        self.slots.append(self.session.filter_response(response))
+
+    async def _resolve(self, records: list[Record]) -> None:
+        pending: list[Record] = []
+        for record in records:
+            if not self._from_caches(record):
+                pending.append(record)
+        batch: list[Record] = []
+        batch_size = 0
+        for record in pending:
+            if batch and batch_size + record.size > self.session.context.batch_bytes:
+                await self._fetch_and_scan(batch)
+                batch, batch_size = [], 0
+            batch.append(record)
+            batch_size += record.size
+        if batch:
+            await self._fetch_and_scan(batch)
+
+    def _memory_key(self, uid: int) -> tuple[bytes | None, int | None, int]:
+        return (self.session.mailbox, self.session.uidvalidity, uid)
+
+    def _cache_key(self, uid: int) -> str | None:
+        identity = self.session.cache_identity
+        if identity is None or self.session.context.cache is None:
+            return None
+        return cache_key(*identity, uid)
+
+    def _from_caches(self, record: Record) -> bool:
+        found = self.memory.get(self._memory_key(record.uid))
+        if found is not None:
+            record.served, record.unchanged = found
+            return True
+        key = self._cache_key(record.uid)
+        cache = self.session.context.cache
+        if key is None or cache is None:
+            return False
+        cached = cache.record(key)
+        if cached is None:
+            return False
+        blob = cache.blob(key, cached)
+        if blob is None:
+            return False
+        record.served, record.unchanged = blob, cached.unchanged
+        self.memory.put(self._memory_key(record.uid), blob, cached.unchanged)
+        self.session.context.stats["cache_hits"] = self.session.context.stats.get("cache_hits", 0) + 1
+        return True
+
+    async def _fetch_and_scan(self, batch: list[Record]) -> None:
+        tag = self.session.new_tag()
+        wanted = {record.uid for record in batch}
+        bodies: dict[int, bytes] = {}
+
+        def on_body(response: Response) -> None:
+            if response.word == "FETCH":
+                data = parse_fetch_response(response)
+                body = next((i for i in data.items if i.name == "BODY" and i.key.upper() == b"BODY[]"), None)
+                if data.uid in wanted and body is not None:
+                    bodies[data.uid] = body.value  # type: ignore[index]
+                    return
+            self._pass(response)
+
+        self.session.send_upstream(tag + b" UID FETCH " + format_uid_set(list(wanted)) + b" (UID BODY.PEEK[])\r\n")
+        done = await self._collect(tag, on_body)
+        if done.word != "OK":
+            log.warning("upstream refused our fetch of %s: %r", sorted(wanted), done.raw[:200])
+        for record in batch:
+            raw = bodies.get(record.uid)
+            if raw is None:
+                continue  # expunged meanwhile: answered with NIL below, never with nothing
+            await self._serve(record, raw)
+            self._flush()
+
+    async def _serve(self, record: Record, raw: bytes) -> None:
+        key = self._cache_key(record.uid)
+        cache = self.session.context.cache
+        cached = cache.record(key) if key is not None and cache is not None else None
+        if cached is not None and cached.unchanged and hashlib.sha256(raw).hexdigest() == cached.original_sha256:
+            # Served unchanged before, and it is the same message: no rescan (§2.7).
+            served, unchanged = raw, True
+        else:
+            source = f"imap://{self.session.context.server_id}/{(self.session.mailbox or b'').decode('utf-8', 'replace')}/{record.uid}"
+            outcome = await self.session.context.scanner.scan(raw, source)
+            served = outcome.delivered if outcome.delivered is not None else raw
+            unchanged = outcome.delivered is None
+            stats = self.session.context.stats
+            stats["scanned"] = stats.get("scanned", 0) + 1
+            if key is not None and cache is not None:
+                record_ = CacheRecord.build(outcome.status, list(outcome.detections), list(outcome.reasons), raw, served)
+                await asyncio.to_thread(cache.put, key, record_, served)
+        record.served, record.unchanged = served, unchanged
+        self.memory.put(self._memory_key(record.uid), served, unchanged)
+
+    async def _set_seen(self, uids: list[int]) -> None:
+        """RFC 9051 §6.4.5: BODY[...], RFC822 and RFC822.TEXT set \\Seen; our PEEK did not."""
+        tag = self.session.new_tag()
+        self.session.send_upstream(tag + b" UID STORE " + format_uid_set(uids) + b" +FLAGS (\\Seen)\r\n")
+        await self._collect(tag, self._pass)
+
+    # --- answering the client -----------------------------------------------------------------
+
+    def _flush(self, final: bool = False) -> None:
+        """Send the slots from the front as far as they are ready."""
+        while self.slots:
+            slot = self.slots[0]
+            if isinstance(slot, Record):
+                if slot.served is None and not final:
+                    return
+                self.session.send_client(self._render(slot))
+            else:
+                self.session.send_client(slot)
+            self.slots.pop(0)
+
+    def _render(self, record: Record) -> bytes:
+        upstream = record.data
+        items: list[tuple[bytes, bytes]] = []
+        requested = {att.name for att in self.request.atts}
+        if self.request.uid and "UID" not in requested:
+            items.append((b"UID", b"%d" % record.uid))
+        for att in self.request.atts:
+            value = self._value(record, att)
+            if value is not None:
+                items.append(value)
+        # Items the server added on its own (FLAGS after a change, MODSEQ with CHANGEDSINCE).
+        for item in upstream.items:
+            if item.name not in requested and item.name not in ("UID", "RFC822.SIZE"):
+                items.append((item.key, item.raw_value))
+        return build_fetch_response(upstream.number, items)
+
+    def _value(self, record: Record, att: FetchAtt) -> tuple[bytes, bytes] | None:
+        upstream = record.data
+        name = att.name
+        if name == "UID":
+            return (b"UID", b"%d" % record.uid)
+        if record.served is None:
+            # The message went away between our two fetches: say so rather than say nothing.
+            if att.carries_content or name in ("RFC822.SIZE", "BODYSTRUCTURE", "BODY", "ENVELOPE", "BINARY.SIZE"):
+                return (att.response_name(), b"NIL")
+        elif att.carries_content:
+            return (att.response_name(), self._content(record, att))
+        elif name in ("RFC822.SIZE", "BODYSTRUCTURE", "BODY", "ENVELOPE") and not record.unchanged:
+            return (att.response_name(), self._derived(record, att))
+        elif name == "BINARY.SIZE":
+            part = cut_binary(record.served, record.root, parse_section(att.section or b""))
+            return (att.response_name(), b"%d" % len(part or b""))
+        elif name == "RFC822.SIZE":
+            return (b"RFC822.SIZE", b"%d" % len(record.served))
+        found = next((item for item in upstream.items if item.name == name and not item.sectioned), None)
+        if found is None and name in ("BODYSTRUCTURE", "BODY", "ENVELOPE") and record.served is not None:
+            return (att.response_name(), self._derived(record, att))
+        return None if found is None else (found.key, found.raw_value)
+
+    def _content(self, record: Record, att: FetchAtt) -> bytes:
+        served = record.served
+        assert served is not None
+        name = att.name
+        part: bytes | None
+        if name in ("RFC822", "RFC822.PEEK"):
+            part = served
+        elif name == "RFC822.TEXT":
+            part = served[record.root.body_start :]
+        elif name == "RFC822.HEADER":
+            part = served[: record.root.header_end]
+        elif name in ("BINARY", "BINARY.PEEK"):
+            part = apply_partial(
+                cut_binary(served, record.root, parse_section(att.section or b"")) or b"", att.origin, att.length
+            )
+            return literal(part, binary=b"\0" in part)
+        else:
+            part = cut_section(served, record.root, parse_section(att.section or b""))
+        # A section the message does not have is an empty string, as Dovecot answers it.
+        return literal(apply_partial(part or b"", att.origin, att.length))
+
+    def _derived(self, record: Record, att: FetchAtt) -> bytes:
+        served = record.served
+        assert served is not None
+        if att.name == "BODYSTRUCTURE":
+            return body_structure(served, extensible=True)
+        if att.name == "BODY":
+            return body_structure(served, extensible=False)
+        if att.name == "ENVELOPE":
+            found = record.data.get("ENVELOPE")
+            if found is None:
+                return envelope(served, record.root)
+            return _with_subject(found.raw_value, record.root.field(b"subject"))
+        return b"%d" % len(served)
+
+
+def _with_subject(raw_envelope: bytes, subject: bytes | None) -> bytes:
+    """The server's ENVELOPE with the subject of the served message (a tagged subject, §2.5)."""
+    node = Lexer(raw_envelope).read_node()
+    if node.kind is not NodeKind.LIST or len(node.items) < 2:
+        return raw_envelope
+    second = node.items[1]
+    return raw_envelope[: second.start] + nstring(subject) + raw_envelope[second.end :]

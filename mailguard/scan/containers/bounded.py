@@ -28,6 +28,8 @@ OUTPUT_STEP = 1024 * 1024
 MAX_MEMBERS = 10_000
 # Longest member name kept in a part path; longer ones are cut (names are display data only).
 MAX_NAME_LENGTH = 255
+# Shown in part paths for a member without a name (a hostile archive can have one).
+UNNAMED = "(unnamed)"
 
 
 class ExpansionIncomplete(ScanIncomplete):
@@ -102,8 +104,8 @@ def decompress(
     out = io.BytesIO()  # getvalue() hands over its buffer without a copy
     view = memoryview(src)
     pos = 0
-    d = new_decompressor()
     try:
+        d = new_decompressor()
         while True:
             budget.check_time()
             if d.eof:
@@ -166,7 +168,8 @@ class Members:
         self._count = 0
 
     def path_of(self, name: str) -> str:
-        return f"{self.parent.path}/{name[:MAX_NAME_LENGTH]}" if self.parent.path else name[:MAX_NAME_LENGTH]
+        name = name[:MAX_NAME_LENGTH] or UNNAMED
+        return f"{self.parent.path}/{name}" if self.parent.path else name
 
     def count(self) -> None:
         """Call once per member seen, unpacked or not."""

@@ -22,6 +22,10 @@ from mailguard.scan.verdict import Reason
 
 MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a first local header, or an empty archive
 
+# What zipfile raises on a hostile central directory (found by fuzzing, e.g. a version
+# number it refuses with NotImplementedError).
+ZIPFILE_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, NotImplementedError,
+                  struct.error, KeyError, IndexError, OverflowError)
 # APPNOTE 4.4.4 general purpose flag bit 0: the member is encrypted.
 _FLAG_ENCRYPTED = 0x1
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
@@ -42,7 +46,7 @@ def unpack(members: bounded.Members, data: bytes, budget: Budget) -> None:
     check_central_directory_size(data)
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError) as exc:
+    except ZIPFILE_ERRORS as exc:
         raise ScanIncomplete(Reason.CORRUPT, f"not a readable zip: {exc}") from None
     infos = archive.infolist()
     if len(infos) > bounded.MAX_MEMBERS:
@@ -54,8 +58,8 @@ def unpack(members: bounded.Members, data: bytes, budget: Budget) -> None:
     _refuse_overlaps(spans)
     for info, start in spans:
         members.count()
-        if info.is_dir():
-            continue
+        if info.filename.endswith("/"):
+            continue  # a directory entry
         if start is None:
             members.skip(info.filename, Reason.CORRUPT, "local header missing or damaged")
             continue

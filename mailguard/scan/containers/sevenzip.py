@@ -63,8 +63,9 @@ def unpack(members: bounded.Members, data: bytes, budget: Budget) -> None:
             self.products[filename] = _CappedWriter()
             return self.products[filename]
 
-    failures = (py7zr.exceptions.ArchiveError, py7zr.exceptions.Bad7zFile, EOFError, ValueError,
-                KeyError, IndexError, OSError, TypeError, AttributeError, NotImplementedError)
+    # py7zr parses hostile input in pure Python and fuzzing finds it raising almost anything
+    # (AssertionError, OverflowError, LZMAError...): whatever it raises means "damaged".
+    failures = Exception
     try:
         archive = py7zr.SevenZipFile(io.BytesIO(data), mode="r")
     except py7zr.exceptions.PasswordRequired:
@@ -72,7 +73,10 @@ def unpack(members: bounded.Members, data: bytes, budget: Budget) -> None:
     except failures as exc:
         raise ScanIncomplete(Reason.CORRUPT, f"not a readable 7z: {exc}") from None
     with archive:
-        files = [info for info in archive.list() if info.is_file]
+        try:
+            files = [info for info in archive.list() if info.is_file]
+        except failures as exc:
+            raise ScanIncomplete(Reason.CORRUPT, f"damaged 7z: {exc}") from None
         for _ in files:
             members.count()
         if archive.needs_password():
@@ -82,6 +86,8 @@ def unpack(members: bounded.Members, data: bytes, budget: Budget) -> None:
         factory = _Factory()
         try:
             archive.extractall(factory=factory)
+        except ScanIncomplete:
+            raise  # our writer's limit, or the clock
         except py7zr.exceptions.UnsupportedCompressionMethodError as exc:
             raise ScanIncomplete(Reason.UNSUPPORTED, f"7z method: {exc}") from None
         except py7zr.exceptions.PasswordRequired:

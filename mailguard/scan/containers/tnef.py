@@ -78,9 +78,9 @@ def _parse(data: bytes) -> list[_Attachment]:
         raise ScanIncomplete(Reason.CORRUPT, "not a TNEF stream")
     attachments: list[_Attachment] = []
     pos = 6  # signature (4) and legacy key (2)
-    while pos < len(data):
-        if pos + 9 > len(data):
-            raise ScanIncomplete(Reason.CORRUPT, "TNEF attribute header is truncated")
+    # Fewer bytes than an attribute header after the last attribute are padding some mailers
+    # add (a final newline); they cannot hold an attachment.
+    while pos + 9 <= len(data):
         level = data[pos]
         (attribute, length) = struct.unpack_from("<II", data, pos + 1)
         start = pos + 9

@@ -114,7 +114,7 @@ def _zip_names(data: bytes) -> list[str]:
     try:
         pkzip.check_central_directory_size(data)
         return zipfile.ZipFile(io.BytesIO(data)).namelist()
-    except (ScanIncomplete, zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError):
+    except (ScanIncomplete, *pkzip.ZIPFILE_ERRORS):
         return []  # an unreadable zip is the container reader's business (it reports it as corrupt)
 
 

@@ -1,0 +1,227 @@
+"""Builders for the containers and files the container and detector tests feed in.
+
+Everything is made here, in memory, from the standard library (plus py7zr when present):
+no binary fixtures in the repository, and each builder is small enough to read.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import lzma
+import struct
+import tarfile
+import zipfile
+import zlib
+
+from mailguard.scan.containers import expand
+from mailguard.scan.detectors.base import ScanObject
+from mailguard.scan.limits import Budget, ScanIncomplete
+from mailguard.scan.policy import Policy
+
+EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+
+
+def make_zip(files: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED, *, zip64: bool = False) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", method) as archive:
+        for name, data in files.items():
+            if zip64:
+                with archive.open(zipfile.ZipInfo(name), "w", force_zip64=True) as member:
+                    member.write(data)
+            else:
+                archive.writestr(name, data)
+    return out.getvalue()
+
+
+def make_tar(files: dict[str, bytes], mode: str = "w") -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode=mode) as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def gz(data: bytes, name: str | None = None) -> bytes:
+    out = io.BytesIO()
+    with gzip.GzipFile(filename=name or "", mode="wb", fileobj=out, mtime=0) as stream:
+        stream.write(data)
+    return out.getvalue()
+
+
+def bz(data: bytes) -> bytes:
+    return bz2.compress(data)
+
+
+def xz(data: bytes) -> bytes:
+    return lzma.compress(data)
+
+
+def make_7z(files: dict[str, bytes], password: str | None = None, header_encryption: bool = False) -> bytes:
+    import py7zr
+
+    out = io.BytesIO()
+    with py7zr.SevenZipFile(out, "w", password=password, header_encryption=header_encryption) as archive:
+        for name, data in files.items():
+            archive.writestr(data, name)
+    return out.getvalue()
+
+
+def zeros_deflated(size: int) -> bytes:
+    """A raw deflate stream of ``size`` zero bytes, made without holding them all in memory."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = bytes(1024 * 1024)
+    parts = [compressor.compress(block) for _ in range(size // len(block))]
+    parts.append(compressor.compress(bytes(size % len(block))))
+    parts.append(compressor.flush())
+    return b"".join(parts)
+
+
+def zip_with_raw_member(name: str, raw: bytes, size: int, crc: int = 0) -> bytes:
+    """A one-member deflate zip from an already compressed stream (for bombs we cannot afford to inflate)."""
+    encoded = name.encode()
+    local = struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 8, 0, 0, crc, len(raw), size, len(encoded), 0)
+    central = struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 0, 8, 0, 0, crc, len(raw), size,
+                          len(encoded), 0, 0, 0, 0, 0, 0)
+    body = local + encoded + raw
+    directory = central + encoded
+    end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 1, 1, len(directory), len(body), 0)
+    return body + directory + end
+
+
+def overlapping_zip(member: bytes, copies: int) -> bytes:
+    """Fifield's trick in its simplest form: many central entries pointing at one local file."""
+    single = make_zip({"kernel.bin": member})
+    end_at = single.rfind(b"PK\x05\x06")
+    central_at = struct.unpack_from("<I", single, end_at + 16)[0]
+    central = single[central_at:end_at]
+    body = single[:central_at]
+    directory = b""
+    for number in range(copies):
+        name = f"file{number:04d}.bin".encode()
+        entry = bytearray(central[:46])
+        struct.pack_into("<H", entry, 28, len(name))
+        directory += bytes(entry) + name
+    end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, copies, copies, len(directory), len(body), 0)
+    return body + directory + end
+
+
+# -- ZipCrypto (APPNOTE 6.1, "traditional PKWARE encryption"), so encrypted zips need no tool --
+
+def _crc_byte(crc: int, byte: int) -> int:
+    return zlib.crc32(bytes((byte,)), crc ^ 0xFFFFFFFF) ^ 0xFFFFFFFF
+
+
+def zipcrypto_zip(name: str, data: bytes, password: bytes) -> bytes:
+    keys = [0x12345678, 0x23456789, 0x34567890]
+
+    def update(byte: int) -> None:
+        keys[0] = _crc_byte(keys[0], byte)
+        keys[1] = ((keys[1] + (keys[0] & 0xFF)) * 134775813 + 1) & 0xFFFFFFFF
+        keys[2] = _crc_byte(keys[2], keys[1] >> 24)
+
+    def encrypt(plain: bytes) -> bytes:
+        out = bytearray()
+        for byte in plain:
+            temp = (keys[2] | 2) & 0xFFFF
+            out.append(byte ^ (((temp * (temp ^ 1)) >> 8) & 0xFF))
+            update(byte)
+        return bytes(out)
+
+    for byte in password:
+        update(byte)
+    crc = zlib.crc32(data)
+    header = bytes(range(11)) + bytes((crc >> 24,))  # last byte checks the password (APPNOTE 6.1.6)
+    raw = encrypt(header + data)
+    encoded = name.encode()
+    local = struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 1, 0, 0, 0, crc, len(raw), len(data), len(encoded), 0)
+    central = struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 1, 0, 0, 0, crc, len(raw), len(data),
+                          len(encoded), 0, 0, 0, 0, 0, 0)
+    body = local + encoded + raw
+    end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 1, 1, len(central) + len(encoded), len(body), 0)
+    return body + central + encoded + end
+
+
+# -- TNEF ([MS-OXTNEF]) --
+
+def _tnef_attribute(level: int, attribute: int, data: bytes) -> bytes:
+    return struct.pack("<BII", level, attribute, len(data)) + data + struct.pack("<H", sum(data) & 0xFFFF)
+
+
+def _mapi_string_property(prop_id: int, text: str) -> bytes:
+    raw = text.encode("utf-16-le") + b"\x00\x00"
+    padding = b"\x00" * (-len(raw) % 4)
+    return struct.pack("<HHII", 0x001F, prop_id, 1, len(raw)) + raw + padding
+
+
+def make_tnef(attachments: list[tuple[str, bytes]], *, long_names: bool = True) -> bytes:
+    """A winmail.dat: a message class, then per attachment its rendering, title, data and MAPI names."""
+    out = bytearray(b"\x78\x9f\x3e\x22" + struct.pack("<H", 0x0101))
+    out += _tnef_attribute(1, 0x00089006, b"\x00\x00\x01\x00")              # attTnefVersion
+    out += _tnef_attribute(1, 0x00078008, b"IPM.Microsoft Mail.Note\x00")   # attMessageClass
+    for name, data in attachments:
+        out += _tnef_attribute(2, 0x00069002, bytes(14))                    # attAttachRendData
+        out += _tnef_attribute(2, 0x00018010, name[:8].encode("latin-1") + b"\x00")  # 8.3 title
+        out += _tnef_attribute(2, 0x0006800F, data)                         # attAttachData
+        if long_names:
+            properties = struct.pack("<I", 1) + _mapi_string_property(0x3707, name)
+            out += _tnef_attribute(2, 0x00069005, properties)               # attAttachment
+    return bytes(out)
+
+
+# -- OLE2 compound files ([MS-CFB]) with just a directory --
+
+def make_ole(names: list[tuple[str, int]]) -> bytes:
+    """A 512-byte-sector compound file: header, one FAT sector, directory sectors.
+
+    ``names`` are (name, type) with type 1 storage, 2 stream; a Root Entry comes first.
+    """
+    entries = [("Root Entry", 5)] + names
+    directory = bytearray()
+    for name, kind in entries:
+        raw = name.encode("utf-16-le") + b"\x00\x00"
+        entry = bytearray(128)
+        entry[:len(raw)] = raw
+        struct.pack_into("<HBB", entry, 64, len(raw), kind, 1)
+        struct.pack_into("<III", entry, 68, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF)
+        directory += entry
+    directory += bytes(-len(directory) % 512)
+    directory_sectors = len(directory) // 512
+    fat = [0xFFFFFFFD]  # sector 0 holds the FAT itself
+    for n in range(directory_sectors):
+        fat.append(n + 2 if n + 1 < directory_sectors else 0xFFFFFFFE)
+    fat += [0xFFFFFFFF] * (128 - len(fat))
+    header = bytearray(512)
+    header[:8] = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+    struct.pack_into("<HHHH", header, 0x18, 0x3E, 3, 0xFFFE, 9)
+    struct.pack_into("<H", header, 0x20, 6)
+    struct.pack_into("<IIII", header, 0x2C, 1, 1, 0, 0x1000)
+    struct.pack_into("<IIII", header, 0x3C, 0xFFFFFFFE, 0, 0xFFFFFFFE, 0)
+    difat = [0] + [0xFFFFFFFF] * 108
+    struct.pack_into("<109I", header, 0x4C, *difat)
+    return bytes(header) + struct.pack("<128I", *fat) + bytes(directory)
+
+
+# -- walking --
+
+def walk(obj: ScanObject, policy: Policy | None = None, budget: Budget | None = None
+         ) -> tuple[dict[str, bytes], list[ScanIncomplete]]:
+    """Expand ``obj`` recursively as the engine does: every object by path, and every incomplete."""
+    policy = policy or Policy()
+    budget = budget or Budget.for_message(policy)
+    seen: dict[str, bytes] = {}
+    problems: list[ScanIncomplete] = []
+    pending = [obj]
+    while pending:
+        current = pending.pop()
+        seen[current.path] = current.data
+        try:
+            children = expand(current, budget, policy) or []
+        except ScanIncomplete as exc:
+            problems.append(exc)
+            children = getattr(exc, "children", [])
+        pending.extend(reversed(children))
+    return seen, problems

@@ -1,0 +1,356 @@
+"""containers.expand: every container kind, nesting, bombs, encryption, damage and fuzzing."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import time
+import tracemalloc
+import zipfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mailguard.scan.containers import ExpansionIncomplete, expand, kind_of
+from mailguard.scan.detectors.base import ScanObject
+from mailguard.scan.limits import Budget, ScanIncomplete
+from mailguard.scan.policy import Policy
+from mailguard.scan.verdict import Reason
+from tests.peers import require, require_clamav_testfiles
+from tests.scan.archives import (
+    EICAR, bz, gz, make_7z, make_ole, make_tar, make_tnef, make_zip, overlapping_zip, walk, xz,
+    zeros_deflated, zip_with_raw_member, zipcrypto_zip,
+)
+
+MIB = 1024 * 1024
+
+
+def obj(data: bytes, path: str = "2/file", name: str = "") -> ScanObject:
+    return ScanObject(data, path, (name,) if name else ())
+
+
+def children(data: bytes, policy: Policy | None = None, **kwargs) -> list[ScanObject]:
+    policy = policy or Policy()
+    result = expand(obj(data, **kwargs), Budget.for_message(policy), policy)
+    assert result is not None
+    return result
+
+
+# -- recognition --
+
+@pytest.mark.parametrize("data", [b"", b"plain text", b"%PDF-1.7\n...", b"PK\x07\x08", b"\x1f\x8b\x07xxxx",
+                                  b"BZh9notablock", EICAR])
+def test_non_containers_give_none(data):
+    assert expand(obj(data), Budget.for_message(Policy()), Policy()) is None
+
+
+def test_recognised_by_magic_not_by_name():
+    got = children(make_zip({"eicar.com": EICAR}), name="invoice.pdf")
+    assert [c.data for c in got] == [EICAR]
+
+
+def test_archives_off_leaves_archives_but_not_tnef():
+    policy = Policy(archives=False)
+    assert expand(obj(make_zip({"a": EICAR})), Budget.for_message(policy), policy) is None
+    assert kind_of(make_tnef([("eicar.com", EICAR)]), policy) == "tnef"
+
+
+# -- each kind --
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_zip_members_by_method(method):
+    got = children(make_zip({"docs/eicar.com": EICAR, "readme.txt": b"hello"}, method), path="2/invoice.zip")
+    assert [(c.path, c.names, c.data, c.depth) for c in got] == [
+        ("2/invoice.zip/docs/eicar.com", ("docs/eicar.com",), EICAR, 1),
+        ("2/invoice.zip/readme.txt", ("readme.txt",), b"hello", 1),
+    ]
+
+
+def test_zip64_member():
+    data = make_zip({"eicar.com": EICAR}, zip64=True)
+    assert b"\x01\x00" in data  # the zip64 extra field id
+    assert [c.data for c in children(data)] == [EICAR]
+
+
+def test_tar_and_compressed_streams():
+    assert [c.data for c in children(make_tar({"eicar.com": EICAR}))] == [EICAR]
+    assert [(c.names, c.data) for c in children(gz(EICAR, "eicar.com"))] == [(("eicar.com",), EICAR)]
+    assert [(c.names, c.data) for c in children(bz(EICAR), name="eicar.com.bz2")] == [(("eicar.com",), EICAR)]
+    assert [(c.names, c.data) for c in children(xz(EICAR), name="x.txz")] == [(("x.tar",), EICAR)]
+
+
+def test_concatenated_streams_are_all_unpacked():
+    assert children(gz(b"first ") + gz(b"second"))[0].data == b"first second"
+    assert children(bz(b"one ") + bz(b"two"))[0].data == b"one two"
+    assert children(xz(b"a ") + b"\x00" * 4 + xz(b"b"))[0].data == b"a b"
+
+
+def test_tgz_is_two_levels():
+    seen, problems = walk(obj(gz(make_tar({"x/eicar.com": EICAR})), path="1", name="payload.tgz"))
+    assert not problems
+    assert seen["1/payload.tar/x/eicar.com"] == EICAR
+
+
+def test_nested_zip_in_zip_in_tar():
+    inner = make_zip({"eicar.com": EICAR})
+    middle = make_zip({"inner.zip": inner})
+    outer = make_tar({"middle.zip": middle})
+    seen, problems = walk(obj(outer, path="3", name="bundle.tar"))
+    assert not problems
+    assert seen["3/middle.zip/inner.zip/eicar.com"] == EICAR
+
+
+def test_tnef_attachments_with_long_names():
+    data = make_tnef([("eicar-test-file.com", EICAR), ("notes.txt", b"just text")])
+    got = children(data, path="2/winmail.dat")
+    assert [(c.path, c.data) for c in got] == [
+        ("2/winmail.dat/eicar-test-file.com", EICAR),
+        ("2/winmail.dat/notes.txt", b"just text"),
+    ]
+
+
+def test_tnef_without_mapi_names_uses_the_title():
+    got = children(make_tnef([("eicar.com", EICAR)], long_names=False))
+    assert got[0].names == ("eicar.co",)  # the 8.3 title, cut as the builder cuts it
+
+
+def test_tnef_damage_is_corrupt_not_clean():
+    data = make_tnef([("eicar.com", EICAR)])
+    with pytest.raises(ScanIncomplete) as caught:
+        children(data[:-30])
+    assert caught.value.reason is Reason.CORRUPT
+
+
+def test_7z():
+    pytest.importorskip("py7zr")
+    got = children(make_7z({"dir/eicar.com": EICAR, "b.txt": b"bee"}))
+    assert sorted((c.names[0], c.data) for c in got) == [("b.txt", b"bee"), ("dir/eicar.com", EICAR)]
+
+
+def test_7z_without_py7zr_is_unsupported(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_py7zr(name, *args, **kwargs):
+        if name.startswith("py7zr"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_py7zr)
+    with pytest.raises(ScanIncomplete) as caught:
+        children(b"7z\xbc\xaf\x27\x1c" + bytes(32))
+    assert caught.value.reason is Reason.UNSUPPORTED
+
+
+# -- encryption: never clean --
+
+def test_zipcrypto_member_is_encrypted_and_the_others_still_come_out():
+    encrypted = zipcrypto_zip("eicar.com", EICAR, b"infected")
+    # our ZipCrypto writer is real: zipfile decrypts it with the password
+    assert zipfile.ZipFile(__import__("io").BytesIO(encrypted)).read("eicar.com", pwd=b"infected") == EICAR
+    with pytest.raises(ExpansionIncomplete) as caught:
+        children(encrypted, path="2/secret.zip")
+    assert caught.value.reason is Reason.ENCRYPTED
+    assert caught.value.part == "2/secret.zip/eicar.com"
+
+
+def test_encrypted_and_plain_members_together():
+    plain = make_zip({"eicar.com": EICAR})
+    outer = make_tar({"plain.zip": plain, "secret.zip": zipcrypto_zip("x.exe", b"MZ", b"pw")})
+    seen, problems = walk(obj(outer, path="2"))
+    assert seen["2/plain.zip/eicar.com"] == EICAR
+    assert [(p.reason, p.part) for p in problems] == [(Reason.ENCRYPTED, "2/secret.zip/x.exe")]
+
+
+def test_7z_encrypted_content_and_header():
+    pytest.importorskip("py7zr")
+    for header_encryption in (False, True):
+        data = make_7z({"eicar.com": EICAR}, password="secret", header_encryption=header_encryption)
+        with pytest.raises(ScanIncomplete) as caught:
+            children(data)
+        assert caught.value.reason is Reason.ENCRYPTED
+
+
+@pytest.mark.peer
+@pytest.mark.parametrize("method", ["ZipCrypto", "AES256"])
+def test_zips_encrypted_by_7z(tmp_path, method):
+    seven = require("7z")
+    (tmp_path / "eicar.com").write_bytes(EICAR)
+    subprocess.run([seven, "a", "-tzip", "-pinfected", f"-mem={method}", str(tmp_path / "e.zip"),
+                    str(tmp_path / "eicar.com")], check=True, capture_output=True)
+    with pytest.raises(ExpansionIncomplete) as caught:
+        children((tmp_path / "e.zip").read_bytes())
+    assert caught.value.reason is Reason.ENCRYPTED
+
+
+# -- limits: bombs end fast, in bounded memory, as LIMIT --
+
+def _bounded(run, *, seconds: float, peak_bytes: int) -> ScanIncomplete:
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(ScanIncomplete) as caught:
+            run()
+        elapsed = time.monotonic() - started
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert elapsed < seconds, f"took {elapsed:.2f}s"
+    assert peak < peak_bytes, f"peak {peak / MIB:.1f} MiB"
+    return caught.value
+
+
+def test_single_highly_compressed_member_stops_at_the_member_cap():
+    policy = Policy(max_archive_file_size=8 * MIB)
+    bomb = zip_with_raw_member("zeros.bin", zeros_deflated(512 * MIB), 512 * MIB)
+    assert len(bomb) < 600 * 1024  # about 1000:1
+    error = _bounded(lambda: expand(obj(bomb), Budget.for_message(policy), policy), seconds=2.0,
+                     peak_bytes=3 * 8 * MIB)
+    assert error.reason is Reason.LIMIT
+
+
+def test_42_zip_style_recursive_bomb_stops_at_the_total_budget():
+    policy = Policy(max_archive_file_size=16 * MIB)
+    layer = make_zip({"0.bin": bytes(4 * MIB)})  # 4 MiB of zeros, about 4 KiB compressed
+    for _ in range(4):  # 16**4 copies of 4 MiB: 256 GiB if anyone unpacked it all
+        layer = make_zip({f"{n:x}.zip": layer for n in range(16)})
+    assert len(layer) < 2 * MIB
+    error = _bounded(lambda: walk_or_raise(obj(layer), policy), seconds=3.0, peak_bytes=3 * 16 * MIB)
+    assert error.reason is Reason.LIMIT
+
+
+def walk_or_raise(root: ScanObject, policy: Policy) -> None:
+    _, problems = walk(root, policy)
+    if problems:
+        raise problems[0]
+
+
+def test_overlapping_entries_are_refused_before_inflating():
+    bomb = overlapping_zip(bytes(MIB), copies=200)
+    error = _bounded(lambda: children(bomb), seconds=0.5, peak_bytes=8 * MIB)
+    assert error.reason is Reason.LIMIT
+    assert "overlap" in error.detail
+
+
+def test_nesting_limit():
+    data = EICAR
+    for _ in range(4):
+        data = make_zip({"x.zip": data})
+    _, problems = walk(obj(data), Policy(archive_nesting_level=2))
+    assert [p.reason for p in problems] == [Reason.LIMIT]
+    seen, problems = walk(obj(data), Policy(archive_nesting_level=4))
+    assert not problems and EICAR in seen.values()
+
+
+def test_too_many_members():
+    data = make_zip({f"{n}.txt": b"" for n in range(10_001)}, zipfile.ZIP_STORED)
+    with pytest.raises(ScanIncomplete) as caught:
+        children(data)
+    assert caught.value.reason is Reason.LIMIT
+
+
+def test_member_larger_than_object_size_is_not_unpacked():
+    policy = Policy(max_object_size=1000)
+    with pytest.raises(ScanIncomplete) as caught:
+        children(make_zip({"big.txt": b"a" * 5000}), policy)
+    assert caught.value.reason is Reason.LIMIT
+
+
+def test_sparse_tar_member_is_capped():
+    # A GNU sparse member claiming 1 GiB of holes: reading it must stop at the cap.
+    header = bytearray(make_tar({"sparse.bin": b"x" * 512})[:512])
+    header[156:157] = b"S"  # GNU sparse type
+    header[124:136] = b"%011o\x00" % (1 << 30)
+    header[386:386 + 24] = b"%011o\x00%011o\x00" % (0, 512)   # one data block at offset 0
+    header[483:495] = b"%011o\x00" % (1 << 30)                # real size
+    header[148:156] = b"        "
+    header[148:156] = b"%06o\x00 " % sum(header)
+    data = bytes(header) + b"x" * 512 + bytes(1024)
+    with pytest.raises(ScanIncomplete) as caught:
+        children(data, Policy(max_archive_file_size=MIB))
+    assert caught.value.reason is Reason.LIMIT
+
+
+# -- damage: corrupt, not clean, and never an unexpected exception --
+
+def test_truncated_zip_member_is_corrupt():
+    data = make_zip({"eicar.com": EICAR * 50})
+    cut = data.find(b"PK\x01\x02")
+    damaged = data[:cut - 40] + data[cut:]
+    with pytest.raises(ScanIncomplete) as caught:
+        children(damaged)
+    assert caught.value.reason in (Reason.CORRUPT, Reason.LIMIT)
+
+
+def test_truncated_gzip_is_corrupt_and_keeps_nothing_hidden():
+    with pytest.raises(ScanIncomplete) as caught:
+        children(gz(EICAR * 100)[:-40])
+    assert caught.value.reason is Reason.CORRUPT
+
+
+def test_unsupported_zip_method_is_unsupported():
+    data = bytearray(make_zip({"a.bin": b"data"}, zipfile.ZIP_STORED))
+    for signature in (b"PK\x03\x04", b"PK\x01\x02"):
+        at = data.find(signature)
+        offset = 8 if signature == b"PK\x03\x04" else 10
+        struct.pack_into("<H", data, at + offset, 6)  # implode
+    with pytest.raises(ScanIncomplete) as caught:
+        children(bytes(data))
+    assert caught.value.reason is Reason.UNSUPPORTED
+
+
+MAGICS = [b"PK\x03\x04", b"PK\x05\x06", b"7z\xbc\xaf\x27\x1c", b"\x1f\x8b\x08", b"BZh91AY&SY",
+          b"\xfd7zXZ\x00", b"\x78\x9f\x3e\x22"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(MAGICS), st.binary(max_size=2048))
+def test_fuzz_only_documented_exceptions(magic, tail):
+    policy = Policy(max_archive_file_size=MIB)
+    try:
+        expand(obj(magic + tail), Budget.for_message(policy), policy)
+    except ScanIncomplete:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=1, max_size=64), st.integers(min_value=0, max_value=400))
+def test_fuzz_mutated_real_archives(patch, at):
+    policy = Policy(max_archive_file_size=MIB)
+    for base in (make_zip({"a.txt": b"hello" * 20, "b/c.txt": b"x"}), make_tar({"a": b"b" * 600}),
+                 make_tnef([("a.exe", b"MZ" * 40)])):
+        data = base[:at] + patch + base[at + len(patch):]
+        try:
+            walk(obj(data), policy)
+        except ScanIncomplete:
+            pass
+
+
+# -- Debian's clamav-testfiles: real archives made by real tools --
+
+@pytest.mark.peer
+@pytest.mark.parametrize("name,path", [
+    ("clam.zip", "clam.zip/clam.exe"),
+    ("clam.bz2.zip", "clam.bz2.zip/clam.exe"),
+    ("clam.d64.zip", "clam.d64.zip/clam.exe"),
+    ("clam.7z", "clam.7z/clam.exe"),
+    ("clam.tar.gz", "clam.tar.gz/clam.tar/clam.exe"),
+    ("clam.exe.bz2", "clam.exe.bz2/clam.exe"),
+    ("clam.tnef", "clam.tnef/clam.exe"),
+])
+def test_clamav_testfiles(name, path):
+    folder = Path(require_clamav_testfiles())
+    if name == "clam.7z":
+        pytest.importorskip("py7zr")
+    if name == "clam.d64.zip":
+        pytest.importorskip("inflate64")
+    seen, problems = walk(ScanObject((folder / name).read_bytes(), name, (name,)))
+    assert not problems
+    assert seen[path] == (folder / "clam.exe").read_bytes()
+
+
+def test_ole_is_not_a_container():
+    assert kind_of(make_ole([("WordDocument", 2)]), Policy()) is None

@@ -79,7 +79,7 @@ class ClientFacingTLS:
             context.load_cert_chain(leaf.path)
         except FileNotFoundError:
             # The disk cache pruned it meanwhile: put it back (same bytes, same name).
-            write_atomic(leaf.path, leaf.chain_file_bytes())
+            write_atomic(leaf.path, leaf.chain_file_bytes(), durable=False)
             context.load_cert_chain(leaf.path)
 
     def context(self, default_names: Sequence[str], upstream_cert_der: bytes | None = None) -> ssl.SSLContext:

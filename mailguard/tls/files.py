@@ -28,8 +28,13 @@ def private_dir(path: Path) -> Path:
     return path
 
 
-def write_atomic(path: Path, data: bytes, mode: int = PRIVATE_FILE_MODE) -> None:
-    """Write ``data`` to ``path`` via a 0600 temp file, fsync, chmod, rename, fsync the folder."""
+def write_atomic(path: Path, data: bytes, mode: int = PRIVATE_FILE_MODE, *, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` via a 0600 temp file, fsync, chmod, rename, fsync the folder.
+
+    ``durable=False`` skips both fsyncs: for caches, where losing the file in a crash costs a
+    re-computation and a damaged file is detected on reading; the rename still keeps readers
+    from ever seeing half a file.
+    """
     folder = path.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -39,11 +44,14 @@ def write_atomic(path: Path, data: bytes, mode: int = PRIVATE_FILE_MODE) -> None
                 handle.write(data)
                 handle.flush()
                 os.fchmod(handle.fileno(), mode)
-                os.fsync(handle.fileno())
+                if durable:
+                    os.fsync(handle.fileno())
             os.replace(tmp_name, path)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
+        if not durable:
+            return
         dir_fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(dir_fd)

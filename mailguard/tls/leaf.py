@@ -239,7 +239,8 @@ class LeafMinter:
         if path is None or self.leaves_dir is None:
             return leaf
         private_dir(self.leaves_dir)
-        write_atomic(path, leaf.chain_file_bytes())
+        # A cache: a crash may lose the file (minted again) but never shows half of one.
+        write_atomic(path, leaf.chain_file_bytes(), durable=False)
         self._prune_disk()
         return Leaf(leaf.certificate, leaf.key, leaf.names, leaf.cache_key, path)
 

@@ -66,7 +66,9 @@ class Conn(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self._mark_eof()
-        return True  # keep our sending direction open: answers may still be on their way
+        # Keep our sending direction open: answers may still be on their way (TLS transports
+        # cannot half-close, and say so if asked).
+        return self.ssl_object() is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._mark_eof()

@@ -58,17 +58,25 @@ class ImapContext:
     limits: ImapLimits = DEFAULT_LIMITS
     #: offered to the client as STARTTLS when the upstream offers it; None: not offered
     client_tls: ssl.SSLContext | None = None
-    #: used for the upstream's STARTTLS; None: the upstream leg stays as it is
-    upstream_tls: ssl.SSLContext | None = None
-    upstream_hostname: str | None = None
-    #: called with the upstream ssl_object after a STARTTLS handshake; raises to refuse it
-    judge_upstream: Callable[[ssl.SSLObject], None] | None = None
+    #: performs STARTTLS's handshake on the upstream leg and verifies the certificate (raises
+    #: to refuse it); None: TLS is not intercepted, and a client's STARTTLS turns the session
+    #: into a byte relay rather than being refused (refusing it would be a downgrade)
+    upgrade_upstream: Callable[[Conn], Awaitable[None]] | None = None
     #: both legs are already TLS (imaps ports): the greeting is relayed
     implicit_tls: bool = False
     #: message bytes fetched upstream per batch, at least one message
     batch_bytes: int = 32 * 1024 * 1024
     idle_timeout: float = IDLE_TIMEOUT
     stats: dict[str, int] = field(default_factory=dict)
+
+
+class SwitchToRelay(Exception):
+    """The client asked for TLS we do not intercept: from here on bytes pass untouched."""
+
+    def __init__(self, client_early: bytes, server_early: bytes) -> None:
+        super().__init__("switching to a byte relay")
+        self.client_early = client_early
+        self.server_early = server_early
 
 
 class Side:
@@ -171,6 +179,15 @@ class ImapSession:
             done, _ = await asyncio.wait({upstream_task, client_task}, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 task.result()
+        except SwitchToRelay as switch:
+            from mailguard.proxy.relay import relay
+
+            if upstream_task is not None:
+                upstream_task.cancel()
+            self.client.conn.detach()
+            self.upstream.conn.detach()
+            await relay(self.client.conn, self.upstream.conn, client_early=switch.client_early,
+                        server_early=switch.server_early, idle_timeout=self.context.idle_timeout)
         except RemoteProtocolError as exc:
             log.warning("IMAP session ended: %s", exc)
             self.send_client(b"* BYE " + str(exc).encode("ascii", "replace")[:200] + b"\r\n")
@@ -190,7 +207,7 @@ class ImapSession:
             return False
         if greeting.kind is not Kind.UNTAGGED or greeting.word not in ("OK", "PREAUTH", "BYE"):
             raise RemoteProtocolError("the server did not greet with OK, PREAUTH or BYE")
-        if self.context.implicit_tls or self.context.upstream_tls is None:
+        if self.context.implicit_tls or self.context.upgrade_upstream is None:
             if greeting.word == "PREAUTH":
                 self.authenticated = True
                 if not self.context.implicit_tls:
@@ -251,13 +268,8 @@ class ImapSession:
         if self.upstream.reader.buffered or self.upstream.conn.pending:
             # Response injection (pitfalls §4.2): bytes behind the OK were sent in plaintext.
             raise RemoteProtocolError("the server sent data after its STARTTLS answer; refusing it")
-        assert self.context.upstream_tls is not None
-        await self.upstream.conn.start_tls(
-            self.context.upstream_tls, server_side=False, server_hostname=self.context.upstream_hostname
-        )
-        ssl_object = self.upstream.conn.ssl_object()
-        if self.context.judge_upstream is not None and ssl_object is not None:
-            self.context.judge_upstream(ssl_object)
+        assert self.context.upgrade_upstream is not None
+        await self.context.upgrade_upstream(self.upstream.conn)
 
     async def _client_loop(self) -> None:
         while True:
@@ -318,6 +330,10 @@ class ImapSession:
         self.forward(command.tag, command.tag + b" ENABLE " + b" ".join(kept) + b"\r\n")
 
     async def _client_starttls(self, command: Command) -> None:
+        if self.context.upgrade_upstream is None and not self.context.implicit_tls:
+            # TLS is not intercepted here: the client's TLS goes to the server, unscanned.
+            self.send_upstream(command.raw)
+            raise SwitchToRelay(self.client.reader.discard_buffered(), self.upstream.reader.discard_buffered())
         if not self.offer_starttls or self.client_tls_active:
             self.client.reader.resume()
             self.send_client(command.tag + b" BAD STARTTLS not available now\r\n")

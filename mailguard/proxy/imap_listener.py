@@ -50,8 +50,13 @@ async def start_imap_listener(
         context = context_for()
         context.implicit_tls = route.implicit_tls
         context.client_tls = route.client_tls
-        context.upstream_tls = route.upstream_tls
-        context.upstream_hostname = route.upstream_hostname or route.upstream_host
+        upstream_tls, hostname = route.upstream_tls, route.upstream_hostname or route.upstream_host
+        if upstream_tls is not None:
+
+            async def upgrade(conn: Conn) -> None:
+                await conn.start_tls(upstream_tls, server_side=False, server_hostname=hostname)
+
+            context.upgrade_upstream = upgrade
         await serve_imap(client, upstream, context)
 
     def on_connect(conn: Conn) -> None:

@@ -53,8 +53,9 @@ async def handle_pop3(ctx: SessionContext) -> None:
             wake.set()
         return receive
 
-    machine.receive_data(Side.SERVER, ctx.greeting)
-    machine.receive_data(Side.CLIENT, ctx.client_early)
+    for side, data in ((Side.SERVER, ctx.greeting), (Side.CLIENT, ctx.client_early)):
+        if data:  # b"" would mean end of stream
+            machine.receive_data(side, data)
     for side, conn in ((Side.CLIENT, client), (Side.SERVER, upstream)):
         early = conn.attach(sink(side))
         if early:
@@ -108,6 +109,8 @@ async def handle_pop3(ctx: SessionContext) -> None:
             if event.error:
                 host.count("errors")
                 ctx.log.warning("POP3 session ended: %s", event.reason)
+            else:
+                ctx.log.info("POP3 session ended: %s", event.reason)
             await client.drain()
             return
 

@@ -54,6 +54,8 @@ async def relay(
     down = _Direction(server, client, touch)
     server.write(client_early + bytes(client.attach(up)))
     client.write(server_early + bytes(server.attach(down)))
+    client.set_reading(True)
+    server.set_reading(True)
     if client.eof:
         up(b"")
     if server.eof:

@@ -172,6 +172,9 @@ class FilterServer(SessionHost):
         return lambda: Conn(on_connect=lambda conn: self._accept(conn, key))
 
     def _accept(self, conn: Conn, key: _ListenKey) -> None:
+        # Read nothing until the session knows what the first bytes are for: with implicit TLS
+        # they are the client's handshake and must reach the TLS layer, not our buffer.
+        conn.set_reading(False)
         self.count("connections")
         self._session_number += 1
         upstream = self._upstreams.get(key)

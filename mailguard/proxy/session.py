@@ -220,6 +220,8 @@ async def _sniff(client: Conn, upstream: Conn, timeout: float) -> tuple[Kind, by
         sniffer.client_spoke()
         decided.set()
 
+    client.set_reading(True)
+    upstream.set_reading(True)
     early_client = client.attach(from_client)
     if early_client or client.eof:
         from_client(early_client)

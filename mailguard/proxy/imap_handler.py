@@ -1,0 +1,69 @@
+"""The IMAP entry of the proxy core's ``PROTOCOL_HANDLERS``: a SessionContext to an ImapSession."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from mailguard.protocols.imap.limits import ImapLimits
+from mailguard.proxy.conn import Conn
+from mailguard.proxy.imap import ImapContext, ImapSession
+from mailguard.proxy.imap_cache import RewriteCache
+from mailguard.proxy.session import SessionContext
+
+__all__ = ["handle_imap"]
+
+#: room for a FETCH response's framing around the largest message literal we accept
+_RESPONSE_SLACK = 4 * 1024 * 1024
+
+_caches: dict[Path, RewriteCache] = {}
+_caches_lock = threading.Lock()
+
+
+def _cache_for(state_dir: Path | None) -> RewriteCache | None:
+    """One cache per state folder and process: its inventory is read once."""
+    if state_dir is None:
+        return None
+    folder = state_dir / "imap-cache"
+    with _caches_lock:
+        if folder not in _caches:
+            _caches[folder] = RewriteCache(folder)
+        return _caches[folder]
+
+
+def imap_context(ctx: SessionContext) -> ImapContext:
+    config, host = ctx.config, ctx.host
+    paths = getattr(host, "paths", None)
+    state_dir = getattr(paths, "state_dir", None)
+    largest = config.policy.max_object_size
+    limits = ImapLimits(
+        max_response_literal=largest + _RESPONSE_SLACK,
+        max_response_size=largest + 2 * _RESPONSE_SLACK,
+        max_append_literal=largest,
+        max_command_size=largest + _RESPONSE_SLACK,
+    )
+    context = ImapContext(
+        scanner=host.pool,
+        server_id=f"{ctx.upstream_host}:{ctx.upstream_port}",
+        cache=_cache_for(state_dir),
+        limits=limits,
+        implicit_tls=ctx.implicit_tls,
+        idle_timeout=host.idle_timeout,
+    )
+    if config.ssl_enabled and host.tls.can_intercept and not ctx.implicit_tls:
+        from mailguard.proxy.upstream import upgrade_upstream
+
+        context.client_tls = host.tls.client_context([ctx.upstream_host], None)
+
+        async def upgrade(conn: Conn) -> None:
+            await upgrade_upstream(conn, ctx.upstream_host, host.tls)
+
+        context.upgrade_upstream = upgrade
+    return context
+
+
+async def handle_imap(ctx: SessionContext) -> None:
+    ctx.host.count("imap_sessions")
+    session = ImapSession(ctx.client, ctx.upstream, imap_context(ctx), client_early=ctx.client_early,
+                          upstream_early=ctx.greeting)
+    await session.run()

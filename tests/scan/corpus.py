@@ -390,7 +390,7 @@ def _() -> bytes:
 
 @case("clean_truncated_eicar")
 def _() -> bytes:
-    return message([GREETING, attachment(EICAR[:60], "eicar.com")])
+    return message([GREETING, attachment(EICAR[:60], "eicar-truncated.txt", "text/plain")])
 
 
 @case("clean_eicar_split_over_two_parts")

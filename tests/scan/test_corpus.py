@@ -116,3 +116,30 @@ def test_clean_action_touches_only_the_infected_part(infected_case: Case) -> Non
     middle = out[len(before):len(out) - len(after)]
     assert b"Content-Type: text/plain; charset=us-ascii" in middle
     assert b"This part was removed by mailguard." in middle
+
+
+@pytest.fixture(scope="module")
+def builtin_policy(tmp_path_factory: pytest.TempPathFactory) -> Policy:
+    """The real detectors (mailguard.scan.detectors) with a ClamAV hash database for clam.exe."""
+    detectors = pytest.importorskip("mailguard.scan.detectors")
+    if not hasattr(detectors, "build_detectors"):
+        pytest.skip("mailguard.scan.detectors.build_detectors not there yet")
+    paths: tuple[str, ...] = ()
+    if TESTFILES.is_dir():
+        from tests.scan.corpus import clam_exe
+
+        hdb = tmp_path_factory.mktemp("sigs") / "corpus.hdb"
+        hdb.write_text(f"{clam_md5()}:{len(clam_exe())}:{CLAM_NAME}\n")
+        paths = (str(hdb),)
+    return dataclasses.replace(Policy(), signature_paths=paths)
+
+
+def test_verdict_with_the_built_in_detectors(corpus_case: Case, builtin_policy: Policy) -> None:
+    """The same corpus through ``Engine(policy)`` and the detectors it builds by itself."""
+    engine = Engine(dataclasses.replace(builtin_policy, **corpus_case.policy))
+    try:
+        verdict = engine.scan(corpus_case.build())
+    finally:
+        engine.close()
+    assert verdict.status is corpus_case.status, (verdict.findings, verdict.incomplete)
+    assert corpus_case.detections <= set(verdict.detection_names)

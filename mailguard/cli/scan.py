@@ -77,10 +77,9 @@ def scan(
     settings_paths, settings = open_settings(config)
     policy = Policy.from_settings(settings)
     chosen = Format.json if json_ else format_
-    keep = None
+    scanner = OfflineScan(paths, policy, jobs=jobs or os.cpu_count() or 1, action=action.value)
     if action is not Action.report and policy.quarantine:
-        keep = _quarantine_keeper(settings_paths.quarantine_dir(settings))
-    scanner = OfflineScan(paths, policy, jobs=jobs or os.cpu_count() or 1, action=action.value, keep=keep)
+        scanner.keep = _quarantine_keeper(settings_paths.quarantine_dir(settings))
     render = _RENDERERS[chosen](quiet)
     with scanner:
         with _progress(paths) as advance:
@@ -95,8 +94,15 @@ def scan(
 
 
 def _quarantine_keeper(folder: "os.PathLike[str]") -> Callable[[bytes, "MessageResult"], str]:
-    from mailguard.quarantine import Quarantine
+    """Keeps originals in the quarantine; checked before anything is scanned or changed."""
+    from mailguard.errors import ScanError
 
+    try:
+        from mailguard.quarantine import Quarantine
+    except ImportError as exc:
+        raise ScanError(f"the quarantine is not available ({exc}); nothing was changed. To rewrite "
+                        "without keeping originals, set web-and-email.email-client.response.quarantine "
+                        "to false") from None
     quarantine = Quarantine(folder)
 
     def keep(raw: bytes, result: "MessageResult") -> str:
@@ -240,14 +246,19 @@ class _Table(_Renderer):
     def finish(self, summary: "Summary") -> None:
         if self.quiet:
             return
-        from rich.table import Table
+        from rich.text import Text
 
-        table = Table(title="summary", show_header=True, box=None)
-        fields = summary.to_json()
-        for name in fields:
-            table.add_column(name, justify="right")
-        table.add_row(*(str(value) for value in fields.values()))
-        self.console.print(table)
+        counts = summary.to_json()
+        line = Text(f"{summary.messages} messages: ")
+        for name in ("clean", "infected", "unscanned", "errors"):
+            style = self.STYLES.get(name.rstrip("s"), "") if counts[name] else ""
+            line.append(f"{counts[name]} {name}", style=style)
+            line.append(", ")
+        line.append(f"{summary.bytes / 1e6:.1f} MB in {summary.seconds:.2f} s")
+        for name in ("changed", "write_errors", "skipped"):
+            if counts[name]:
+                line.append(f", {counts[name]} {name.replace('_', ' ')}")
+        self.console.print(line)
 
 
 def _details(result: "MessageResult") -> str:

@@ -1,0 +1,294 @@
+"""``mailguard scan`` through the installed console script, with the real engine.
+
+Every run gets MAILGUARD_HOME in the test's folder (conftest.py), so settings and the
+quarantine are the test's own.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mailguard.mailbox.mbox import read_mbox
+from tests.mailbox.fixtures import EICAR, make_maildir, mbox_bytes, message
+
+MAILGUARD = str(Path(sys.executable).with_name("mailguard"))
+RESULT_KEYS = {"source", "location", "message_id", "subject", "verdict", "detections"}
+SUMMARY_KEYS = {"messages", "clean", "infected", "unscanned", "errors", "bytes", "seconds"}
+
+
+def mailguard(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([MAILGUARD, "scan", *args], capture_output=True, input=stdin, timeout=120)
+
+
+def infected(number: int) -> bytes:
+    return message(number, EICAR + b"\n")
+
+
+def write_settings(home: Path, text: str) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text(text)
+
+
+@pytest.fixture
+def mail(tmp_path: Path) -> Path:
+    folder = tmp_path / "mail"
+    folder.mkdir()
+    (folder / "inbox").write_bytes(mbox_bytes([message(1), infected(2), message(3)]))
+    make_maildir(folder / "Maildir", {"cur/1:2,S": message(4), ".Archive/cur/2:2,S": infected(5)})
+    return folder
+
+
+def test_json_output_follows_the_contract_and_exit_code_says_threats(mail: Path):
+    run = mailguard(str(mail), "--json", "--jobs", "2")
+    assert run.returncode == 1, run.stderr
+    document = json.loads(run.stdout)
+    assert SUMMARY_KEYS <= set(document["summary"])
+    assert document["summary"]["messages"] == 5 and document["summary"]["infected"] == 2
+    for result in document["results"]:
+        assert RESULT_KEYS <= set(result)
+        for detection in result["detections"]:
+            assert {"name", "part"} <= set(detection)
+    infected_ones = [r for r in document["results"] if r["verdict"] == "infected"]
+    # name order: "Maildir" sorts before "inbox"
+    assert [(r["location"].get("folder"), r["location"].get("index")) for r in infected_ones] == [(".Archive", None),
+                                                                                                  (None, 1)]
+    assert infected_ones[1]["location"]["offset"] > 0
+    assert infected_ones[1]["message_id"] == "<2@example.org>"
+    assert run.stderr == b""
+
+
+def test_results_do_not_depend_on_jobs(mail: Path):
+    one = json.loads(mailguard(str(mail), "--format", "json", "--jobs", "1").stdout)
+    two = json.loads(mailguard(str(mail), "--format", "json", "--jobs", "2").stdout)
+    assert one["results"] == two["results"]
+
+
+def test_jsonl_is_one_result_a_line_with_the_summary_last(mail: Path):
+    lines = mailguard(str(mail), "--format", "jsonl").stdout.decode().splitlines()
+    parsed = [json.loads(line) for line in lines]
+    assert len(parsed) == 6
+    assert set(parsed[-1]) == {"summary"}
+    assert all(RESULT_KEYS <= set(p) for p in parsed[:-1])
+
+
+def test_quiet_shows_only_what_needs_attention(mail: Path):
+    lines = mailguard(str(mail), "--format", "jsonl", "--quiet").stdout.decode().splitlines()
+    verdicts = [json.loads(line).get("verdict") for line in lines[:-1]]
+    assert verdicts == ["infected", "infected"]
+    table = mailguard(str(mail), "--quiet").stdout.decode().splitlines()
+    assert len(table) == 2 and all(line.startswith("infected") for line in table)
+
+
+def test_table_is_plain_when_piped(mail: Path):
+    run = mailguard(str(mail))
+    text = run.stdout.decode()
+    assert "\x1b[" not in text
+    assert "infected" in text and "Eicar-Test-Signature" in text and "5 messages" in text
+
+
+def test_exit_codes_for_clean_error_and_incomplete(tmp_path: Path, mailguard_home: Path):
+    clean = tmp_path / "clean.eml"
+    clean.write_bytes(message(1))
+    assert mailguard(str(clean)).returncode == 0
+    garbage = tmp_path / "garbage"
+    garbage.write_bytes(b"\0\1\2 not mail")
+    run = mailguard(str(clean), str(garbage), "--format", "jsonl")
+    assert run.returncode == 2
+    assert json.loads(run.stdout.decode().splitlines()[1])["verdict"] == "error"
+    # threats win over errors
+    infected_file = tmp_path / "bad.eml"
+    infected_file.write_bytes(infected(2))
+    assert mailguard(str(garbage), str(infected_file)).returncode == 1
+    # nothing found but something not scanned: 3
+    big = tmp_path / "big.eml"
+    big.write_bytes(message(3, b"x" * 4000 + b"\n"))
+    write_settings(mailguard_home, '[web-and-email.email-client.threatsense.limits]\nmax-object-size = "1KB"\n')
+    run = mailguard(str(clean), str(big), "--format", "jsonl", "--quiet")
+    assert run.returncode == 3
+    assert json.loads(run.stdout.decode().splitlines()[0])["unscanned"][0]["reason"] == "limit"
+
+
+def test_stdin_mbox_and_message(tmp_path: Path):
+    run = mailguard("-", "--format", "jsonl", stdin=mbox_bytes([message(1), infected(2)]))
+    assert run.returncode == 1
+    first, second = (json.loads(line) for line in run.stdout.decode().splitlines()[:2])
+    assert (first["source"], first["verdict"], second["verdict"]) == ("-", "clean", "infected")
+    assert mailguard("-", stdin=message(1)).returncode == 0
+    refused = mailguard("-", "--action", "clean", stdin=message(1))
+    assert refused.returncode == 2 and b"standard input cannot be rewritten" in refused.stderr
+
+
+def test_unknown_format_is_a_usage_error(mail: Path):
+    assert mailguard(str(mail), "--format", "xml").returncode == 2
+
+
+# -- SARIF 2.1.0 -------------------------------------------------------------------------------
+
+def check_sarif(log: dict) -> None:
+    """The key constraints of the SARIF 2.1.0 schema (sarif-schema-2.1.0.json) that viewers rely on."""
+    assert log["version"] == "2.1.0"
+    assert log["$schema"].endswith("sarif-2.1.0.json")
+    assert isinstance(log["runs"], list) and log["runs"]
+    for run in log["runs"]:
+        driver = run["tool"]["driver"]
+        assert isinstance(driver["name"], str) and driver["name"]
+        rule_ids = [rule["id"] for rule in driver["rules"]]
+        assert len(rule_ids) == len(set(rule_ids))
+        for rule in driver["rules"]:
+            assert isinstance(rule["shortDescription"]["text"], str)
+            assert rule["defaultConfiguration"]["level"] in {"none", "note", "warning", "error"}
+        for invocation in run["invocations"]:
+            assert isinstance(invocation["executionSuccessful"], bool)
+        for result in run["results"]:
+            assert result["level"] in {"none", "note", "warning", "error"}
+            assert isinstance(result["message"]["text"], str) and result["message"]["text"]
+            assert rule_ids[result["ruleIndex"]] == result["ruleId"]
+            for location in result["locations"]:
+                physical = location["physicalLocation"]
+                artifact = physical["artifactLocation"]
+                assert isinstance(artifact["uri"], str)
+                if "uriBaseId" in artifact:
+                    assert artifact["uriBaseId"] in run["originalUriBaseIds"]
+                    assert run["originalUriBaseIds"][artifact["uriBaseId"]]["uri"].endswith("/")
+                region = physical.get("region", {})
+                assert region.get("startLine", 1) >= 1
+                assert region.get("byteOffset", 0) >= 0 and region.get("byteLength", 0) >= 0
+                for logical in location.get("logicalLocations", []):
+                    assert isinstance(logical["fullyQualifiedName"], str)
+
+
+def test_sarif_has_a_result_per_detection_with_file_and_message_location(mail: Path):
+    run = subprocess.run([MAILGUARD, "scan", "mail", "--format", "sarif"], cwd=mail.parent,
+                         capture_output=True, timeout=120)
+    assert run.returncode == 1
+    log = json.loads(run.stdout)
+    check_sarif(log)
+    results = log["runs"][0]["results"]
+    assert [r["ruleId"] for r in results] == ["Eicar-Test-Signature"] * 2
+    in_maildir, in_mbox = results
+    artifact = in_mbox["locations"][0]["physicalLocation"]["artifactLocation"]
+    assert (artifact["uri"], artifact["uriBaseId"]) == ("mail/inbox", "SRCROOT")
+    region = in_mbox["locations"][0]["physicalLocation"]["region"]
+    data = (mail / "inbox").read_bytes()
+    stored = data[region["byteOffset"]:region["byteOffset"] + region["byteLength"]]
+    assert stored.startswith(b"From ") and EICAR in stored
+    assert data[:region["byteOffset"]].count(b"\n") + 1 == region["startLine"]
+    maildir_uri = in_maildir["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+    assert maildir_uri == "mail/Maildir/.Archive/cur/2%3A2%2CS"
+    assert log["runs"][0]["invocations"][0]["executionSuccessful"] is True
+
+
+# -- rewriting ----------------------------------------------------------------------------------
+
+def test_tag_adds_only_the_result_header_and_subject(tmp_path: Path, mailguard_home: Path):
+    write_settings(mailguard_home, "[web-and-email.email-client.response]\nquarantine = false\n")
+    box = tmp_path / "box"
+    originals = [message(1), infected(2)]
+    box.write_bytes(mbox_bytes(originals))
+    run = mailguard(str(box), "--action", "tag", "--format", "jsonl")
+    assert run.returncode == 1, run.stderr
+    first, second = list(read_mbox(io.BytesIO(box.read_bytes()), max_size=1 << 20))
+    assert first.content == originals[0]
+    assert EICAR in second.content  # tag never removes content
+    assert b"X-MailGuard-Result: infected" in second.content
+    assert b"Subject: [detection Eicar-Test-Signature] message 2" in second.content
+    assert json.loads(run.stdout.decode().splitlines()[1])["changed"] is True
+
+
+def test_clean_removes_the_threat_from_a_maildir(tmp_path: Path, mailguard_home: Path):
+    write_settings(mailguard_home, "[web-and-email.email-client.response]\nquarantine = false\n")
+    root = make_maildir(tmp_path / "md", {"cur/1:2,S": infected(1), "cur/2:2,": message(2)})
+    assert mailguard(str(root), "--action", "clean").returncode == 1
+    assert EICAR not in (root / "cur" / "1:2,S").read_bytes()
+    assert (root / "cur" / "2:2,").read_bytes() == message(2)
+    assert mailguard(str(root)).returncode == 0  # clean now
+
+
+# -- the crash test -----------------------------------------------------------------------------
+
+CRASH_ITERATIONS = 10  # per mailbox kind; each is one scanner run of about half a second
+
+
+def _start_clean(path: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "mailguard", "scan", "--action", "clean", "--jobs", "2",
+                             "--format", "jsonl", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _kill_at_random(path: Path, rng: random.Random, longest: float) -> None:
+    """Kill a cleaning run at a random moment; half of the moments fall in the run's second half,
+    where the new mailbox is written, synced and renamed."""
+    process = _start_clean(path)
+    try:
+        time.sleep(rng.choice([rng.uniform(0.05, longest), rng.uniform(longest / 2, longest * 1.05)]))
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()  # reaped, so its pid is gone and its dotlock is seen as stale
+
+
+def _full_run(path: Path) -> float:
+    started = time.monotonic()
+    process = _start_clean(path)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1, stderr
+    return time.monotonic() - started
+
+
+@pytest.mark.timeout(240)
+def test_killing_an_mbox_rewrite_never_loses_or_splits_a_message(tmp_path: Path, mailguard_home: Path):
+    write_settings(mailguard_home, "[web-and-email.email-client.response]\nquarantine = false\n")
+    originals = [infected(i) if i % 3 == 0 else message(i, b"hello world " * 20 + b"\n") for i in range(2000)]
+    old = mbox_bytes(originals)
+    (tmp_path / "mail").mkdir()
+    box = tmp_path / "mail" / "box"
+    box.write_bytes(old)
+    longest = _full_run(box)
+    new = box.read_bytes()
+    assert new != old
+    rng = random.Random(20240601)
+    outcomes = []
+    for _ in range(CRASH_ITERATIONS):
+        box.write_bytes(old)  # stale locks and temp files of killed runs stay, as after a real crash
+        _kill_at_random(box, rng, longest)
+        now = box.read_bytes()
+        assert now in (old, new), "the mbox is neither the old nor the new one"
+        messages = list(read_mbox(io.BytesIO(now), max_size=1 << 20))
+        assert len(messages) == len(originals) and all(m.problem == "" for m in messages)
+        outcomes.append("old" if now == old else "new")
+    # After the crashes a run completes: stale dotlocks are broken and dead temp files removed.
+    box.write_bytes(old)
+    _full_run(box)
+    assert box.read_bytes() == new
+    assert sorted(os.listdir(box.parent)) == ["box"]
+    assert "old" in outcomes and "new" in outcomes, outcomes
+
+
+@pytest.mark.timeout(240)
+def test_killing_a_maildir_rewrite_leaves_each_message_old_or_new(tmp_path: Path, mailguard_home: Path):
+    write_settings(mailguard_home, "[web-and-email.email-client.response]\nquarantine = false\n")
+    originals = {f"cur/{i:04d}.host:2,S": infected(i) if i % 3 == 0 else message(i) for i in range(600)}
+    pristine = tmp_path / "pristine"
+    make_maildir(pristine, originals)
+    root = tmp_path / "md"
+    make_maildir(root, originals)
+    longest = _full_run(root)
+    cleaned = {name: (root / name).read_bytes() for name in originals}
+    assert cleaned != originals
+    rng = random.Random(4)
+    for _ in range(CRASH_ITERATIONS):
+        for name, data in originals.items():
+            (root / name).write_bytes(data)
+        _kill_at_random(root, rng, longest)
+        assert sorted(os.listdir(root / "cur")) == sorted(name.split("/")[1] for name in originals)
+        assert os.listdir(root / "new") == []
+        for name in originals:
+            assert (root / name).read_bytes() in (originals[name], cleaned[name]), f"{name} is half-written"

@@ -157,3 +157,20 @@ def test_openssl_s_client_verifies_the_leaf(tls, stored):
             input=b"", capture_output=True, timeout=30,
         )
         assert wrong.returncode != 0  # negative control
+
+
+def test_with_block_obsolete_off_tls10_clients_are_served(stored, client):
+    tls = ClientFacingTLS(LeafMinter(stored.ca, stored.leaves_dir), block_obsolete=False)
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.load_verify_locations(cafile=str(stored.cert_path))
+    try:
+        old.set_ciphers("DEFAULT:@SECLEVEL=0")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            old.minimum_version = ssl.TLSVersion.TLSv1
+            old.maximum_version = ssl.TLSVersion.TLSv1
+    except (ssl.SSLError, ValueError) as exc:
+        pytest.skip(f"this OpenSSL cannot be configured for TLS 1.0: {exc}")
+    with serving(tls.context(["imap.example.com"])) as server:
+        with connect(old, server.address, "imap.example.com") as sock:
+            assert sock.version() == "TLSv1" and sock.recv(len(GREETING)) == GREETING

@@ -153,3 +153,111 @@ def test_upstream_certificate_refused_gives_client_an_error(tmp_path) -> None:
             await asyncio.to_thread(session)
 
     run(scenario())
+
+
+# --- hostile peers: each gets a clear error, and a clean session alongside is unaffected -------
+
+import socket  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("behaviour", ["endless-line", "huge-claim", "garbage", "drop-mid-message"])
+def test_hostile_server(behaviour: str) -> None:
+    messages = [clean_message(1, body_lines=2000)]
+
+    async def scenario() -> None:
+        async with Pop3TestServer(messages, hostile=behaviour) as bad, \
+                Pop3TestServer(messages) as good, \
+                filter_server(bad.port, values={EC + "threatsense.limits.max-object-size": "1MB"}) as (server, bad_port):
+            # a second route to a well-behaved server on the same engine
+            from mailguard.settings import Settings
+            from tests.proxy.harness import free_port
+            good_port = free_port()
+            await server.reload(Settings.from_values({"web-and-email.protocol-filtering.routes": [
+                f"127.0.0.1:{bad_port}=127.0.0.1:{bad.port}", f"127.0.0.1:{good_port}=127.0.0.1:{good.port}",
+                ], EC + "threatsense.limits.max-object-size": "1MB"}))
+
+            def hostile_session() -> bytes | Exception:
+                client = poplib.POP3("127.0.0.1", bad_port, timeout=20)
+                client.user("u")
+                client.pass_("p")
+                try:
+                    return b"\r\n".join(client.retr(1)[1]) + b"\r\n"
+                except (poplib.error_proto, OSError) as exc:
+                    return exc
+
+            outcome, clean = await asyncio.gather(
+                asyncio.to_thread(hostile_session), asyncio.to_thread(fetch_all, good_port)
+            )
+            assert clean == messages
+            if behaviour == "huge-claim":
+                assert outcome == messages[0]  # the count in +OK is not trusted, the dot is
+            else:
+                assert isinstance(outcome, Exception), outcome
+                if behaviour != "endless-line":
+                    assert "-ERR" in str(outcome)
+            assert server.snapshot()["counters"]["errors"] >= (0 if behaviour == "huge-claim" else 1)
+
+    run(scenario())
+
+
+def _raw_session(port: int, payload: bytes, read_for: float = 2.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=read_for) as sock:
+        assert sock.recv(1024).startswith(b"+OK")
+        sock.sendall(payload)
+        got = b""
+        try:
+            while chunk := sock.recv(65536):
+                got += chunk
+        except TimeoutError:
+            pass
+        return got
+
+
+def test_stls_injection_through_the_engine(tmp_path) -> None:
+    from tests.proxy.harness import TlsWorld
+
+    world = TlsWorld(tmp_path)
+
+    async def scenario() -> None:
+        async with Pop3TestServer([clean_message(1)], tls=world.server_context) as upstream, \
+                filter_server(upstream.port, values=world.values) as (_, port):
+            got = await asyncio.to_thread(_raw_session, port, b"STLS\r\nUSER evil\r\n")
+            assert got.startswith(b"-ERR") and b"Begin TLS" not in got
+            assert all(not c.startswith((b"STLS", b"USER")) for c in upstream.log)
+
+    run(scenario())
+
+
+def test_stls_response_injection_from_server(tmp_path) -> None:
+    from tests.proxy.harness import TlsWorld
+
+    world = TlsWorld(tmp_path)
+
+    async def scenario() -> None:
+        async with Pop3TestServer([clean_message(1)], tls=world.server_context,
+                                  hostile="inject-after-stls") as upstream, \
+                filter_server(upstream.port, values=world.values) as (_, port):
+            got = await asyncio.to_thread(_raw_session, port, b"STLS\r\n")
+            assert got.startswith(b"-ERR") and b"injected" not in got
+
+    run(scenario())
+
+
+def test_hostile_clients_endless_line_junk_and_idle() -> None:
+    async def scenario() -> None:
+        async with Pop3TestServer([clean_message(1)]) as upstream, \
+                filter_server(upstream.port, idle_timeout=1.0) as (server, port):
+            endless = asyncio.to_thread(_raw_session, port, b"USER " + b"a" * 200_000)
+            junk = asyncio.to_thread(_raw_session, port, b"\x00\x01junk\r\nXYZZY\r\n" * 100 + b"QUIT\r\n")
+            idle = asyncio.to_thread(_raw_session, port, b"", 5.0)
+            clean = asyncio.to_thread(fetch_all, port)
+            endless_out, junk_out, idle_out, clean_out = await asyncio.gather(endless, junk, idle, clean)
+            assert endless_out.startswith(b"-ERR") and b"line longer" in endless_out
+            assert junk_out.count(b"-ERR") == 200 and junk_out.endswith(b"+OK bye\r\n")
+            assert idle_out.startswith(b"-ERR") and b"idle" in idle_out
+            assert clean_out == [clean_message(1)]
+            assert not any(c.startswith(b"XYZZY") for c in upstream.log)
+
+    run(scenario())

@@ -31,7 +31,8 @@ from mailguard.mailbox.worker import (
 if TYPE_CHECKING:
     from mailguard.scan.policy import Policy
 
-CHUNK_SIZE = 16 << 20          # bytes of an mbox per task: big enough to amortise, small enough to spread
+CHUNK_SIZE = 16 << 20          # most bytes of an mbox per task (results of a task are held until it ends)
+MIN_CHUNK_SIZE = 1 << 20       # fewest: smaller tasks cost more in hand-offs than they win in balance
 FILES_PER_TASK = 32            # message files per task
 INLINE_BYTES_PER_TASK = 8 << 20  # bytes of stdin messages per task
 ACTIONS = ("report", "tag", "clean")
@@ -212,10 +213,12 @@ class OfflineScan:
                 return
             size = state.rewriter.size  # measured under the lock
         self._mboxes[number] = state
-        starts = list(range(0, size, CHUNK_SIZE)) or [0]
+        # About eight tasks per process, so a slow range does not leave the others idle at the end.
+        chunk = max(MIN_CHUNK_SIZE, min(CHUNK_SIZE, size // (8 * self.jobs) + 1))
+        starts = list(range(0, size, chunk)) or [0]
         for position, start in enumerate(starts):
             last = position == len(starts) - 1
-            yield MboxChunk(item, start, None if last else start + CHUNK_SIZE, last, number)
+            yield MboxChunk(item, start, None if last else start + chunk, last, number)
 
     def _next_number(self) -> int:
         self._mbox_counter += 1

@@ -21,6 +21,7 @@ def scan(paths, *, jobs=1, action="report", keep=None, stdin=None, policy=None):
 @pytest.fixture
 def mixed(tmp_path, monkeypatch):
     monkeypatch.setattr(offline, "CHUNK_SIZE", 1000)  # many ranges per mbox
+    monkeypatch.setattr(offline, "MIN_CHUNK_SIZE", 1000)
     messages = [message(i, EICAR + b"\n" if i % 7 == 3 else b"body\n") for i in range(60)]
     (tmp_path / "a.mbox").write_bytes(mbox_bytes(messages))
     make_maildir(tmp_path / "b-maildir", {f"cur/{i}:2,S": message(100 + i) for i in range(40)}

@@ -1,0 +1,161 @@
+"""Benchmark: ``mailguard scan`` over one big generated mbox, against clamscan and the I/O floor.
+
+    .venv/bin/python bench/mailbox_scan.py                 # 1 GiB mbox, then 50 MB vs 5 GB memory
+    .venv/bin/python bench/mailbox_scan.py --size-mb 100 --no-memory   # a quick run
+
+Measured, each as a child process so its peak memory (ru_maxrss from wait4, which covers its
+reaped worker processes too) is its own:
+
+- floor: read the file and SHA-256 it (what any scanner must at least do);
+- mailguard scan --jobs 1 and --jobs 2 (report only, jsonl to /dev/null);
+- Debian's clamscan with the same signature (EICAR, as .ndb body signature, in a temp
+  database folder) and ``--scan-mail`` over the same file.
+
+The file is generated into bench/out/ (git-ignored): messages with a base64 PDF-like
+attachment, one in ``INFECTED_EVERY`` carrying EICAR as an attachment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+INFECTED_EVERY = 100
+FROM_LINE = b"From bench@example.org Mon Jan  1 00:00:00 2024\n"
+
+
+def _message(number: int, attachment: bytes, name: str) -> bytes:
+    encoded = base64.encodebytes(attachment)
+    return (
+        f"From: Bench <bench@example.org>\nTo: you@example.org\nSubject: report {number}\n"
+        f"Message-ID: <{number}@bench.example.org>\nDate: Mon, 1 Jan 2024 00:00:00 +0000\n"
+        f"MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"b{number}\"\n\n"
+        f"--b{number}\nContent-Type: text/plain; charset=utf-8\n\nHello,\nthe report is attached.\n\n"
+        f"--b{number}\nContent-Type: application/octet-stream; name=\"{name}\"\n"
+        f"Content-Disposition: attachment; filename=\"{name}\"\nContent-Transfer-Encoding: base64\n\n"
+    ).encode() + encoded + f"\n--b{number}--\n".encode()
+
+
+def generate(path: Path, size: int) -> int:
+    """Write an mbox of at least ``size`` bytes; returns the number of infected messages."""
+    if path.exists() and path.stat().st_size >= size:
+        return _count_infected(path)
+    rng_block = hashlib.sha256(b"seed").digest() * 512  # 16 KiB of incompressible-looking bytes
+    infected = 0
+    written = 0
+    number = 0
+    with open(path, "wb") as stream:
+        while written < size:
+            if number % INFECTED_EVERY == INFECTED_EVERY - 1:
+                raw = _message(number, EICAR, "eicar.com")
+                infected += 1
+            else:
+                raw = _message(number, b"%PDF-1.4\n" + rng_block[number % 64:], "report.pdf")
+            chunk = FROM_LINE + raw + b"\n"
+            stream.write(chunk)
+            written += len(chunk)
+            number += 1
+    (path.with_suffix(".json")).write_text(json.dumps({"infected": infected, "messages": number}))
+    return infected
+
+
+def _count_infected(path: Path) -> int:
+    return json.loads(path.with_suffix(".json").read_text())["infected"]
+
+
+def measure(argv: list[str], *, env: dict[str, str] | None = None) -> dict[str, object]:
+    """Run ``argv``; wall time, peak RSS (MiB) of it and its reaped children, exit code, stdout."""
+    started = time.perf_counter()
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    stdout = process.stdout.read() if process.stdout else b""
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "peak_mib": usage.ru_maxrss / 1024, "exit": process.returncode, "stdout": stdout}
+
+
+def floor(path: Path) -> dict[str, object]:
+    code = ("import hashlib,sys\nh=hashlib.sha256()\nf=open(sys.argv[1],'rb',buffering=0)\n"
+            "while b:=f.read(1<<20): h.update(b)\nprint(h.hexdigest())")
+    return measure([sys.executable, "-c", code, str(path)])
+
+
+def mailguard(path: Path, jobs: int, home: str) -> dict[str, object]:
+    env = dict(os.environ, MAILGUARD_HOME=home)
+    result = measure([sys.executable, "-m", "mailguard", "scan", "--jobs", str(jobs), "--format", "jsonl",
+                      "--quiet", str(path)], env=env)
+    lines = result["stdout"].splitlines()
+    result["detections"] = json.loads(lines[-1])["summary"]["infected"] if lines else None
+    result["messages"] = json.loads(lines[-1])["summary"]["messages"] if lines else None
+    return result
+
+
+def clamscan(path: Path) -> dict[str, object] | None:
+    binary = shutil.which("clamscan")
+    if binary is None:
+        return None
+    with tempfile.TemporaryDirectory() as database:
+        # Same signature as mailguard's built-in one: the EICAR string anywhere in a scanned object.
+        Path(database, "eicar.ndb").write_text(f"Eicar-Test-Signature:0:*:{EICAR.hex()}\n")
+        result = measure([binary, "--no-summary", "--infected", "--scan-mail=yes", "-d", database, str(path)])
+    result["detections"] = result["stdout"].count(b"FOUND")
+    return result
+
+
+def _row(name: str, result: dict[str, object], size: int, messages: int) -> dict[str, object]:
+    seconds = float(result["seconds"])
+    return {"name": name, "seconds": round(seconds, 2), "MB/s": round(size / 1e6 / seconds, 1),
+            "messages/s": round(messages / seconds), "peak MiB": round(float(result["peak_mib"]), 1),
+            "detections": result.get("detections", "-"), "exit": result["exit"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mb", type=int, default=1024, help="size of the throughput mbox (MiB)")
+    parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
+                        help="also compare peak memory on a 50 MB and a 5 GB mbox")
+    parser.add_argument("--big-mb", type=int, default=5120, help="size of the big mbox for the memory check")
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    home = tempfile.mkdtemp(prefix="mailguard-bench-home-")
+    path = OUT / f"bench-{args.size_mb}.mbox"
+    infected = generate(path, args.size_mb << 20)
+    size = path.stat().st_size
+    messages = json.loads(path.with_suffix(".json").read_text())["messages"]
+    print(f"# {path.name}: {size / 1e6:.0f} MB, {messages} messages, {infected} infected", flush=True)
+    rows = [_row("floor (read + SHA-256)", floor(path), size, messages)]
+    for jobs in (1, 2):
+        rows.append(_row(f"mailguard --jobs {jobs}", mailguard(path, jobs, home), size, messages))
+    clam = clamscan(path)
+    if clam is not None:
+        rows.append(_row("clamscan --scan-mail (same signature)", clam, size, messages))
+    for row in rows:
+        print(json.dumps(row), flush=True)
+    best = rows[2]["MB/s"]
+    print(f"# mailguard --jobs 2 vs floor: {rows[0]['MB/s'] / best:.2f}x slower; "
+          + (f"vs clamscan: {best / rows[3]['MB/s']:.2f}x faster" if clam is not None else "clamscan missing"))
+    if args.memory:
+        for size_mb in (50, args.big_mb):
+            memory_path = OUT / f"bench-{size_mb}.mbox"
+            generate(memory_path, size_mb << 20)
+            result = mailguard(memory_path, 1, home)
+            print(json.dumps({"memory check": f"{size_mb} MiB mbox, --jobs 1",
+                              "peak MiB": round(float(result["peak_mib"]), 1),
+                              "seconds": round(float(result["seconds"]), 1)}), flush=True)
+    shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from mailguard.errors import RemoteProtocolError
+from mailguard.errors import MailguardError, RemoteProtocolError
 from mailguard.protocols.imap import capabilities as caps
 from mailguard.protocols.imap.commands import Command, CommandReader, ContinuationData, Reply
 from mailguard.protocols.imap.lexer import Lexer, NodeKind
@@ -87,14 +87,17 @@ class Side:
         self.reader = reader
         self.eof = False
         self._ready = asyncio.Event()
-        if early:
-            reader.receive_data(early)
-        reader.receive_data(conn.attach(self._sink))
+        # b"" means end of stream to the readers: only real bytes are fed here.
+        for data in (early, conn.attach(self._sink)):
+            if data:
+                reader.receive_data(data)
         if conn.eof:
             self._sink(b"")
 
     def _sink(self, data: bytes) -> None:
         if not data:
+            if self.eof:
+                return
             self.eof = True
         self.reader.receive_data(data)
         if self.reader.unframed > READ_HIGH_WATER:
@@ -188,7 +191,7 @@ class ImapSession:
             self.upstream.conn.detach()
             await relay(self.client.conn, self.upstream.conn, client_early=switch.client_early,
                         server_early=switch.server_early, idle_timeout=self.context.idle_timeout)
-        except RemoteProtocolError as exc:
+        except MailguardError as exc:  # the peer broke the rules, or the upstream TLS was refused
             log.warning("IMAP session ended: %s", exc)
             self.send_client(b"* BYE " + str(exc).encode("ascii", "replace")[:200] + b"\r\n")
         except (ConnectionError, asyncio.TimeoutError, ssl.SSLError) as exc:

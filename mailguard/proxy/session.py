@@ -100,9 +100,15 @@ def _pop3_handler() -> Handler:
     return handle_pop3
 
 
+def _imap_handler() -> Handler:
+    from mailguard.proxy.imap_handler import handle_imap
+
+    return handle_imap
+
+
 PROTOCOL_HANDLERS: dict[str, Handler] = {
     "pop3": lambda ctx: _pop3_handler()(ctx),
-    "imap": _imap_unscanned,
+    "imap": lambda ctx: _imap_handler()(ctx),
 }
 
 

@@ -1,0 +1,187 @@
+"""clamd INSTREAM against a real clamd started on a private socket, plus the failure paths."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from mailguard.errors import ScanError
+from mailguard.scan.detectors.base import DetectorFailed, ScanObject
+from mailguard.scan.detectors.clamd import ClamdDetector, parse_address
+from mailguard.scan.limits import ScanIncomplete
+from mailguard.scan.verdict import Finding, Reason
+from tests.peers import require
+
+EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+CUSTOM = b"mailguard custom test payload 7f3a"
+STREAM_MAX = 1024 * 1024
+
+
+def mail(attachment: bytes, name: str = "file.bin") -> bytes:
+    body = base64.encodebytes(attachment).replace(b"\n", b"\r\n")
+    return (b"From: a@example.org\r\nTo: b@example.org\r\nSubject: test\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+            b"--b1\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n"
+            b"Content-Disposition: attachment; filename=\"" + name.encode() + b"\"\r\n\r\n" + body + b"--b1--\r\n")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def clamd(tmp_path_factory):
+    program = require("clamd")
+    folder = tmp_path_factory.mktemp("clamd")
+    database = folder / "db"
+    database.mkdir()
+    (database / "mailguard-test.ndb").write_text(
+        f"Test.Eicar:0:*:{EICAR.hex()}\nTest.Custom:0:*:{CUSTOM.hex()}\n")
+    socket_path = folder / "clamd.sock"
+    port = free_port()
+    (folder / "clamd.conf").write_text(
+        f"LocalSocket {socket_path}\nTCPSocket {port}\nTCPAddr 127.0.0.1\nDatabaseDirectory {database}\n"
+        f"Foreground yes\nLogFile {folder / 'clamd.log'}\nStreamMaxLength {STREAM_MAX}\n")
+    process = subprocess.Popen([program, "-c", str(folder / "clamd.conf")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(socket_path):
+            if process.poll() is not None or time.monotonic() > deadline:
+                log = (folder / "clamd.log").read_text() if (folder / "clamd.log").exists() else ""
+                pytest.fail(f"clamd did not start: {log[-2000:]}")
+            time.sleep(0.05)
+        yield {"unix": f"unix:{socket_path}", "tcp": f"tcp:127.0.0.1:{port}"}
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _answers(path) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX) as probe:
+            probe.settimeout(1)
+            probe.connect(str(path))
+            probe.sendall(b"zPING\x00")
+            return probe.recv(16).startswith(b"PONG")
+    except OSError:
+        return False
+
+
+def root(data: bytes) -> ScanObject:
+    return ScanObject(data, "", is_message_root=True)
+
+
+@pytest.mark.peer
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+def test_real_clamd_finds_what_its_database_holds(clamd, transport):
+    detector = ClamdDetector(clamd[transport], timeout=30)
+    assert [f.name.removesuffix(".UNOFFICIAL") for f in detector.scan(root(mail(EICAR, "eicar.com")))] == [
+        "Test.Eicar"]
+    assert [f.name.removesuffix(".UNOFFICIAL") for f in detector.scan(root(mail(CUSTOM)))] == ["Test.Custom"]
+    assert detector.scan(root(mail(b"nothing to see here"))) == []
+
+
+@pytest.mark.peer
+def test_findings_carry_the_detector_and_root_part(clamd):
+    (finding,) = ClamdDetector(clamd["unix"], timeout=30).scan(root(EICAR))
+    assert (finding.detector, finding.part) == ("clamd", "")
+
+
+@pytest.mark.peer
+def test_only_the_message_root_is_sent(clamd):
+    detector = ClamdDetector(clamd["unix"], timeout=30)
+    assert detector.scan(ScanObject(EICAR, "2/eicar.com", ("eicar.com",))) == []
+
+
+@pytest.mark.peer
+def test_chunked_stream_larger_than_one_chunk(clamd):
+    big = mail(b"padding " * 60_000 + CUSTOM)  # about 640 KB encoded, three chunks
+    assert [f.name.removesuffix(".UNOFFICIAL") for f in ClamdDetector(clamd["unix"], timeout=30).scan(root(big))] \
+        == ["Test.Custom"]
+
+
+@pytest.mark.peer
+def test_stream_over_clamds_limit_is_limit_not_clean(clamd):
+    huge = mail(bytes(2 * STREAM_MAX))
+    with pytest.raises(ScanIncomplete) as caught:
+        ClamdDetector(clamd["unix"], timeout=30).scan(root(huge))
+    assert caught.value.reason is Reason.LIMIT
+
+
+def test_clamd_down_is_detector_failed(tmp_path):
+    with pytest.raises(DetectorFailed, match="clamd at unix:"):
+        ClamdDetector(f"unix:{tmp_path / 'absent.sock'}", timeout=2).scan(root(b"x"))
+
+
+def test_silent_clamd_times_out():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    accepted = []
+    thread = threading.Thread(target=lambda: accepted.append(listener.accept()), daemon=True)
+    thread.start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(DetectorFailed, match="did not answer"):
+            ClamdDetector(f"tcp:127.0.0.1:{listener.getsockname()[1]}", timeout=0.5).scan(root(b"hello"))
+        assert time.monotonic() - started < 3
+    finally:
+        thread.join(timeout=5)
+        for connection, _ in accepted:
+            connection.close()
+        listener.close()
+
+
+def test_garbage_reply_is_detector_failed():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def answer() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"stream: something odd\x00")
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(DetectorFailed, match="something odd"):
+            ClamdDetector(f"tcp:127.0.0.1:{listener.getsockname()[1]}", timeout=5).scan(root(b"hi"))
+    finally:
+        thread.join(timeout=5)
+        listener.close()
+
+
+@pytest.mark.parametrize("address,expected", [
+    ("unix:/run/clamav/clamd.ctl", (socket.AF_UNIX, "/run/clamav/clamd.ctl")),
+    ("tcp:127.0.0.1:3310", (socket.AF_INET, ("127.0.0.1", 3310))),
+    ("tcp:[::1]:3310", (socket.AF_INET6, ("::1", 3310))),
+])
+def test_addresses(address, expected):
+    assert parse_address(address) == expected
+
+
+@pytest.mark.parametrize("address", ["", "unix:", "tcp:localhost", "tcp::3310", "tcp:host:99999", "http://x"])
+def test_bad_addresses(address):
+    with pytest.raises(ScanError, match="bad clamd address"):
+        parse_address(address)
+
+
+def test_finding_shape():
+    detector = ClamdDetector("unix:/nowhere", timeout=1)
+    assert detector._findings("stream: Win.Test.EICAR_HDB-1 FOUND", "") == [
+        Finding("Win.Test.EICAR_HDB-1", "clamd", "")]
+    assert detector._findings("stream: OK", "") == []

@@ -149,14 +149,16 @@ def test_openssl_s_client_verifies_the_leaf(tls, stored):
              "-verify_return_error", "-verify_hostname", "imap.example.com", "-CAfile", str(stored.cert_path)],
             input=b"", capture_output=True, timeout=30,
         )
-        assert ok.returncode == 0, ok.stderr.decode()
-        assert b"Verify return code: 0 (ok)" in ok.stdout
+        # Judged on the output, not the exit status: the server closing right after its greeting
+        # can make s_client report a reset after a fully verified session.
+        assert b"Verify return code: 0 (ok)" in ok.stdout, ok.stdout.decode() + ok.stderr.decode()
         wrong = subprocess.run(
             [openssl, "s_client", "-connect", f"{host}:{port}", "-servername", "imap.example.com",
              "-verify_return_error", "-verify_hostname", "pop.example.net", "-CAfile", str(stored.cert_path)],
             input=b"", capture_output=True, timeout=30,
         )
-        assert wrong.returncode != 0  # negative control
+        assert wrong.returncode != 0 and b"Verify return code: 0 (ok)" not in wrong.stdout  # negative control
+        assert b"hostname mismatch" in wrong.stdout + wrong.stderr
 
 
 def test_with_block_obsolete_off_tls10_clients_are_served(stored, client):

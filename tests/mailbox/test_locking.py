@@ -1,0 +1,77 @@
+import fcntl
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mailguard.errors import StorageError
+from mailguard.mailbox.locking import MboxLock
+
+
+@pytest.fixture
+def box(tmp_path):
+    path = tmp_path / "box"
+    path.write_bytes(b"")
+    return str(path)
+
+
+def test_lock_holds_dotlock_flock_and_fcntl_and_releases_them(box):
+    with MboxLock(box):
+        assert open(box + ".lock", "rb").read().startswith(f"{os.getpid()}:".encode())
+        # another open file description cannot take flock meanwhile
+        with open(box, "rb") as other:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert not os.path.exists(box + ".lock")
+    with open(box, "rb") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_a_live_dotlock_makes_us_wait_then_give_up(box):
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        with open(box + ".lock", "w") as stream:
+            stream.write(f"{holder.pid}\n")
+        started = time.monotonic()
+        with pytest.raises(StorageError, match="locked by another program"):
+            MboxLock(box, wait=0.3).acquire()
+        assert time.monotonic() - started >= 0.3
+        assert os.path.exists(box + ".lock")  # not ours to remove
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_dotlock_of_a_dead_process_is_broken(box):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with open(box + ".lock", "w") as stream:
+        stream.write(f"{dead.pid}\n")
+    with MboxLock(box, wait=0.3):
+        pass
+    assert not os.path.exists(box + ".lock")
+
+
+def test_an_old_dotlock_without_an_owner_is_broken(box):
+    with open(box + ".lock", "w"):
+        pass  # empty, as some programs leave it
+    old = time.time() - 3600
+    os.utime(box + ".lock", (old, old))
+    with MboxLock(box, wait=0.3):
+        pass
+
+
+def test_a_flock_held_elsewhere_makes_us_wait_then_give_up(box):
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import fcntl,sys,time; f=open(sys.argv[1]); fcntl.flock(f, fcntl.LOCK_EX); "
+                               "print('locked', flush=True); time.sleep(30)", box], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"locked\n"
+        with pytest.raises(StorageError, match="flock"):
+            MboxLock(box, wait=0.3).acquire()
+        assert not os.path.exists(box + ".lock")  # our dotlock was given back
+    finally:
+        holder.kill()
+        holder.wait()

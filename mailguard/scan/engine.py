@@ -130,13 +130,13 @@ class _MessageScan:
         if len(body) > self.budget.max_object_size:
             self.incomplete.append(Incomplete(Reason.LIMIT, path, "part larger than max-object-size"))
             return
-        decodings: dict[bytes, None] = {}
+        decodings: list[bytes] = []
         for encoding in part.encodings:
             if encoding in _UUENCODE_TOKENS:
-                blocks = inline_blocks(bytes(body), self.budget.max_object_size)
-                decodings.update(dict.fromkeys(b.data for b in blocks))
-            for data in decodings_for(encoding, body):
-                decodings.setdefault(data)
+                decodings.extend(b.data for b in inline_blocks(bytes(body), self.budget.max_object_size))
+            decodings.extend(decodings_for(encoding, body))
+        if len(decodings) > 1:  # only when clients could disagree; hashing big bodies costs
+            decodings = list(dict.fromkeys(decodings))
         for data in decodings:
             self.scan_decoded(part, data, path)
 
@@ -149,6 +149,8 @@ class _MessageScan:
             obj = ScanObject(data, path, part.filenames, part.media_type, depth=part.message_depth)
             # Members are named under the attachment's file name: 2/invoice.zip/payload.exe.
             self.scan_object(obj, members_under=f"{path}/{part.filenames[0]}" if part.filenames else path)
+        if not (text_only or part.media_type.startswith("text/")):
+            return  # clients extract uuencode/yEnc/BinHex from text bodies only (pitfalls §6.5)
         for block in inline_blocks(data, self.budget.max_object_size):
             name = block.name or block.encoding
             self.scan_object(ScanObject(block.data, f"{path}/{name}", (block.name,) if block.name else (),

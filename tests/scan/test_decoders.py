@@ -106,3 +106,15 @@ def test_plain_text_has_no_blocks() -> None:
 def test_uu_decoder_matches_binascii_reference() -> None:
     line = binascii.b2a_uu(b"exactly forty-five bytes long, not one more!!")
     assert inline_blocks(b"begin 644 x\n" + line + b"`\nend\n", 100)[0].data == binascii.a2b_uu(line)
+
+
+def test_simd_backend_agrees_with_binascii(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailguard.scan import decoders
+
+    if decoders._simd_b64decode is None:
+        pytest.skip("pybase64 (the 'fast' extra) not installed")
+    samples = [b64_lines(ALL_BYTES[:n]) + tail for n in (0, 1, 2, 3, 68, 700)
+               for tail in (b"", b"QQ", b"Q", b"==QUJD", b"#\r\n")]
+    fast = [base64_decodings(s) for s in samples]
+    monkeypatch.setattr(decoders, "_simd_b64decode", None)
+    assert fast == [base64_decodings(s) for s in samples]

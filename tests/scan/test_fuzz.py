@@ -112,3 +112,19 @@ def test_base64_garbage_never_changes_the_first_reading(data: bytes, noise: list
 def test_inline_markers_in_text_do_not_break(text: bytes, which: int) -> None:
     marker = [b"begin 644 x\n", b"=ybegin name=x\n", b"(This file must be converted with BinHex 4.0)\n:", b"begin-base64 644 y\n"][which]
     inline_blocks(marker + text, 1024)
+
+
+@FUZZ
+@given(st.binary(max_size=300), st.binary(max_size=40))
+def test_simd_and_binascii_base64_agree(data: bytes, noise: bytes) -> None:
+    from mailguard.scan import decoders
+
+    if decoders._simd_b64decode is None:
+        return
+    text = base64.encodebytes(data) + noise
+    fast = base64_decodings(text)
+    simd, decoders._simd_b64decode = decoders._simd_b64decode, None
+    try:
+        assert fast == base64_decodings(text)
+    finally:
+        decoders._simd_b64decode = simd

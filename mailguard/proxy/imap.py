@@ -295,11 +295,14 @@ class ImapSession:
         elif name == "COMPRESS":
             # RFC 4978: after COMPRESS every byte would be deflated past our parser.
             self.send_client(command.tag + b" NO COMPRESS is not available through this proxy\r\n")
-        elif name == "CAPABILITY" and not self.client_tls_active and not self.authenticated:
+        elif name == "CAPABILITY" and self.offer_starttls and not self.client_tls_active and not self.authenticated:
+            # The upstream is TLS already; the client still sees the pre-TLS view until it
+            # does STARTTLS with us (RFC 9051 §6.2.1: capabilities change with TLS).
             assert self.pre_tls_caps is not None
             shown = caps.filter_capabilities(self.pre_tls_caps, self.remove_caps)
             self.send_client(b"* CAPABILITY " + b" ".join(shown) + b"\r\n" + command.tag + b" OK CAPABILITY completed\r\n")
-        elif name in ("LOGIN", "AUTHENTICATE") and not self.client_tls_active and caps.has(self.pre_tls_caps, "LOGINDISABLED"):
+        elif (name in ("LOGIN", "AUTHENTICATE") and self.offer_starttls and not self.client_tls_active
+              and caps.has(self.pre_tls_caps, "LOGINDISABLED")):
             self.send_client(command.tag + b" NO [PRIVACYREQUIRED] Use STARTTLS first\r\n")
             self.client.reader.command_completed(command.tag)
         elif name == "ENABLE":
@@ -347,9 +350,9 @@ class ImapSession:
             raise RemoteProtocolError("data after STARTTLS before the TLS handshake; closing")
         self.send_client(command.tag + b" OK Begin TLS negotiation now\r\n")
         assert self.context.client_tls is not None
+        # No await between the OK and the switch: Conn.start_tls pauses reading before it first
+        # yields, so no plaintext byte can slip in behind the check above.
         await self.client.conn.start_tls(self.context.client_tls, server_side=True)
-        if self.client.reader.buffered:
-            raise RemoteProtocolError("plaintext arrived during the TLS switch; closing")
         self.client_tls_active = True
         self.remove_caps = frozenset({"STARTTLS", "LOGINDISABLED"})
         self.client.reader.resume()

@@ -1,0 +1,431 @@
+"""The IMAP session against a scripted server: the pitfalls of protocol-pitfalls.md §1, §2 and §4."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from mailguard.proxy.imap import ImapContext
+from mailguard.proxy.imap_cache import RewriteCache
+from mailguard.proxy.imap_listener import ImapRoute, start_imap_listener
+from mailguard.proxy.scanpool import ScanPool
+from mailguard.scan.policy import Policy
+from tests.protocols.imap.messages import EICAR, NESTED, SIMPLE
+from tests.protocols.imap.mock_server import MockImapServer
+
+pytestmark = pytest.mark.timeout(30)
+
+INFECTED = (
+    b"From: x@example.com\r\nSubject: invoice\r\nMIME-Version: 1.0\r\n"
+    b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+    b"--b\r\nContent-Type: text/plain\r\n\r\nsee attachment\r\n"
+    b"--b\r\nContent-Type: application/octet-stream; name=e.com\r\n\r\n" + EICAR + b"\r\n--b--\r\n"
+)
+
+
+class Client:
+    """A raw IMAP client: send bytes, read until a tagged line."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def until(self, tag: bytes) -> bytes:
+        """Everything up to and including the tagged response ``tag`` (literals counted)."""
+        out = b""
+        while True:
+            line = await self.reader.readline()
+            if not line:
+                return out
+            out += line
+            found = re.search(rb"\{(\d+)\}\r\n$", line)
+            if found:
+                out += await self.reader.readexactly(int(found.group(1)))
+                continue
+            if line.startswith(tag + b" "):
+                return out
+
+    async def command(self, tag: bytes, text: bytes) -> bytes:
+        await self.send(tag + b" " + text + b"\r\n")
+        return await self.until(tag)
+
+
+async def run_case(
+    server: MockImapServer,
+    body: Callable[[Client, ImapContext], Awaitable[None]],
+    *,
+    cache_dir: Path | None = None,
+    route_extra: dict | None = None,
+    client_tls: ssl.SSLContext | None = None,
+    server_id: str | None = None,
+) -> ImapContext:
+    upstream = await server.start()
+    pool = ScanPool(Policy(), None, kind="thread", workers=1)
+    cache = RewriteCache(cache_dir) if cache_dir is not None else None
+    context = ImapContext(scanner=pool, server_id=server_id or f"127.0.0.1:{server.port}", cache=cache)
+    route = ImapRoute("127.0.0.1", server.port, **(route_extra or {}))
+    listener = await start_imap_listener(route, lambda: context)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        client = Client(reader, writer)
+        await body(client, context)
+        writer.close()
+    finally:
+        listener.close()
+        upstream.close()
+        pool.close()
+    return context
+
+
+async def login_select(client: Client) -> None:
+    await client.reader.readline()
+    assert b"OK" in await client.command(b"l", b"LOGIN alice pass")
+    assert b"l2 OK" in await client.command(b"l2", b"SELECT INBOX")
+
+
+def run(coroutine: Awaitable[object]) -> object:
+    return asyncio.run(coroutine)  # type: ignore[arg-type]
+
+
+# --- capabilities (§1.6-1.8) --------------------------------------------------------------------
+
+
+def test_capabilities_are_filtered_everywhere_and_compress_is_refused_locally() -> None:
+    server = MockImapServer(
+        [SIMPLE],
+        greeting=b"* OK [CAPABILITY IMAP4rev1 COMPRESS=DEFLATE AUTH=SCRAM-SHA-256-PLUS AUTH=PLAIN X-UNKNOWN-EXT] hi\r\n",
+        capabilities=b"IMAP4rev1 COMPRESS=DEFLATE NOTIFY BINARY UTF8=ACCEPT QRESYNC AUTH=SCRAM-SHA-256-PLUS AUTH=SCRAM-SHA-256",
+        login_code=b"[CAPABILITY IMAP4rev1 LITERAL+ COMPRESS=DEFLATE] ",
+    )
+    seen = []
+
+    async def body(client: Client, _: ImapContext) -> None:
+        seen.append(await client.reader.readline())
+        seen.append(await client.command(b"a", b"CAPABILITY"))
+        seen.append(await client.command(b"b", b"LOGIN alice pass"))
+        seen.append(await client.command(b"c", b"COMPRESS DEFLATE"))
+        seen.append(await client.command(b"d", b"ENABLE QRESYNC UTF8=ACCEPT"))
+        seen.append(await client.command(b"e", b"NOOP"))
+
+    run(run_case(server, body))
+    everything = b"".join(seen)
+    for stripped in (b"COMPRESS", b"-PLUS", b"X-UNKNOWN", b"NOTIFY", b"UTF8=ACCEPT", b"QRESYNC"):
+        assert stripped not in everything.replace(b"COMPRESS is not available", b"")
+    assert seen[0] == b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n"
+    assert b"* CAPABILITY IMAP4rev1 BINARY AUTH=SCRAM-SHA-256\r\n" in seen[1]
+    assert seen[2] == b"b OK [CAPABILITY IMAP4rev1 LITERAL+] Logged in\r\n"
+    assert seen[3].startswith(b"c NO ")
+    assert seen[4] == b"* ENABLED\r\nd OK ENABLE completed\r\n"
+    assert seen[5].startswith(b"e OK")  # still plaintext IMAP after the refused COMPRESS
+    assert not any(b"COMPRESS" in raw or b"ENABLE" in raw for raw in server.received)
+
+
+# --- FETCH: unsolicited responses, pipelining, several literals (§1.3-1.5) ----------------------
+
+
+def test_unsolicited_responses_keep_their_place_around_an_intercepted_fetch() -> None:
+    server = MockImapServer(
+        [SIMPLE, NESTED, SIMPLE],
+        inject_first={"FETCH": b"* 3 FETCH (FLAGS (\\Seen))\r\n"},
+        inject={"FETCH": b"* 4 EXISTS\r\n* 2 EXPUNGE\r\n"},
+    )
+    out = []
+
+    async def body(client: Client, context: ImapContext) -> None:
+        await login_select(client)
+        out.append(await client.command(b"a", b"FETCH 1 (BODY.PEEK[] FLAGS)"))
+
+    run(run_case(server, body))
+    response = out[0]
+    fetch_at = response.index(b"* 1 FETCH (BODY[] {%d}\r\n" % len(SIMPLE) + SIMPLE + b" FLAGS ())")
+    assert response.index(b"* 3 FETCH (FLAGS (\\Seen))") < fetch_at < response.index(b"* 4 EXISTS")
+    assert response.index(b"* 4 EXISTS") < response.index(b"* 2 EXPUNGE") < response.index(b"a OK")
+    assert b"UID" not in response.split(b"{")[0]  # UID was ours to ask for, not the client's
+
+
+def test_pipelined_fetches_each_answer_before_their_tag() -> None:
+    server = MockImapServer([SIMPLE, NESTED])
+    out = []
+
+    async def body(client: Client, context: ImapContext) -> None:
+        await login_select(client)
+        await client.send(b"a FETCH 1 BODY.PEEK[]\r\nb UID FETCH 2 (BODY.PEEK[1])\r\nc NOOP\r\n")
+        out.append(await client.until(b"c"))
+
+    run(run_case(server, body))
+    stream = out[0]
+    assert stream.index(b"* 1 FETCH (BODY[] {") < stream.index(b"a OK") < stream.index(b"* 2 FETCH (UID 2 BODY[1] {10}\r\nfirst part)")
+    assert stream.index(b"* 2 FETCH") < stream.index(b"b OK") < stream.index(b"c OK")
+
+
+def test_unsolicited_message_text_is_never_relayed() -> None:
+    # A server (or a man in the middle) pushing message text nobody asked for, in two literals.
+    server = MockImapServer(
+        [SIMPLE],
+        inject={"NOOP": b"* 1 FETCH (UID 1 BODY[HEADER] {4}\r\nab\r\n BODY[TEXT] {%d}\r\n%s)\r\n" % (len(EICAR), EICAR)},
+    )
+    out = []
+
+    async def body(client: Client, _: ImapContext) -> None:
+        await login_select(client)
+        out.append(await client.command(b"n", b"NOOP"))
+
+    run(run_case(server, body))
+    assert EICAR not in out[0] and out[0].endswith(b"n OK NOOP completed\r\n")
+
+
+# --- scan before release, sizes, \Seen (§2.1-2.8) -----------------------------------------------
+
+
+def test_chunked_fetch_of_an_infected_message_never_leaks_and_scans_once() -> None:
+    server = MockImapServer([INFECTED])
+    chunks: list[bytes] = []
+    sizes: list[int] = []
+
+    async def body(client: Client, context: ImapContext) -> None:
+        await login_select(client)
+        offset = 0
+        while True:  # Thunderbird's loop: 64-byte windows here, so many of them
+            answer = await client.command(b"t%d" % offset, b"UID FETCH 1 (UID RFC822.SIZE BODY.PEEK[]<%d.64>)" % offset)
+            sizes.append(int(re.search(rb"RFC822.SIZE (\d+)", answer).group(1)))
+            literal = re.search(rb"BODY\[\]<%d> \{(\d+)\}\r\n" % offset, answer)
+            assert literal is not None, answer  # never an answer without the item
+            n = int(literal.group(1))
+            chunks.append(answer[literal.end() : literal.end() + n])
+            if n < 64:
+                break
+            offset += 64
+        assert context.stats["scanned"] == 1
+
+    run(run_case(server, body))
+    served = b"".join(chunks)
+    assert EICAR not in served and b"EICAR" not in served
+    assert set(sizes) == {len(served)}
+    assert b"X-MailGuard-Result: infected" in served
+    assert not server.seen
+
+
+def test_non_peek_forms_set_seen_and_peek_forms_do_not() -> None:
+    server = MockImapServer([SIMPLE, SIMPLE, SIMPLE])
+    out = []
+
+    async def body(client: Client, _: ImapContext) -> None:
+        await login_select(client)
+        out.append(await client.command(b"a", b"FETCH 1 (BODY.PEEK[TEXT] RFC822.HEADER)"))
+        out.append(await client.command(b"b", b"FETCH 2 (RFC822)"))
+        out.append(await client.command(b"c", b"UID FETCH 3 (BODY[1])"))
+
+    run(run_case(server, body))
+    assert server.seen == {2, 3}
+    assert b"* 2 FETCH (UID 2 FLAGS (\\Seen))" in out[1]
+    assert any(raw.startswith(b"mg") and b"UID STORE 2 +FLAGS (\\Seen)" in raw for raw in server.received)
+    assert all(b"BODY[]" not in raw or b"BODY.PEEK[]" in raw for raw in server.received)
+
+
+def test_sizes_structure_and_envelope_describe_the_served_message() -> None:
+    server = MockImapServer([INFECTED])
+    out = []
+
+    async def body(client: Client, _: ImapContext) -> None:
+        await login_select(client)
+        out.append(await client.command(
+            b"a", b"UID FETCH 1 (UID RFC822.SIZE BODYSTRUCTURE ENVELOPE BODY.PEEK[HEADER.FIELDS (Subject)])"))
+        out.append(await client.command(b"b", b"UID FETCH 1 (BODY.PEEK[] BODY.PEEK[2] BODY.PEEK[2.MIME])"))
+
+    run(run_case(server, body))
+    first, second = out
+    whole = re.search(rb"BODY\[\] \{(\d+)\}\r\n", second)
+    served = second[whole.end() : whole.end() + int(whole.group(1))]
+    assert int(re.search(rb"RFC822.SIZE (\d+)", first).group(1)) == len(served)
+    subject = re.search(rb"\r\nSubject: ([^\r\n]*)", served).group(1)
+    assert subject.startswith(b"[detection ")
+    assert b'ENVELOPE (NIL "' + subject + b'" NIL' in first
+    assert b"Subject: " + subject + b"\r\n\r\n" in first
+    part2 = re.search(rb"BODY\[2\] \{(\d+)\}\r\n", second)
+    part2_bytes = second[part2.end() : part2.end() + int(part2.group(1))]
+    assert part2_bytes in served and EICAR not in part2_bytes
+    # BODYSTRUCTURE's size of part 2 is the size of BODY[2] as served
+    assert b'"base64" %d' % len(part2_bytes) in first or b'"7bit" %d' % len(part2_bytes) in first
+
+
+def test_the_cache_serves_the_same_bytes_across_sessions_and_follows_uidvalidity(tmp_path: Path) -> None:
+    served: list[bytes] = []
+
+    async def body(client: Client, context: ImapContext) -> None:
+        await login_select(client)
+        served.append(await client.command(b"a", b"UID FETCH 1 (BODY.PEEK[])"))
+
+    # Each run is a new proxy (a restart) in front of a new server process on a new port;
+    # the route's upstream name stays the same, and so does the cache key.
+    first = run(run_case(MockImapServer([INFECTED]), body, cache_dir=tmp_path, server_id="mail:143"))
+    second = run(run_case(MockImapServer([INFECTED]), body, cache_dir=tmp_path, server_id="mail:143"))
+    third = run(run_case(MockImapServer([INFECTED], uidvalidity=43), body, cache_dir=tmp_path, server_id="mail:143"))
+    assert served[0] == served[1] == served[2]
+    assert first.stats.get("scanned") == 1 and "scanned" not in second.stats and third.stats["scanned"] == 1
+    assert second.stats["cache_hits"] == 1
+    for path in tmp_path.rglob("*"):
+        assert path.stat().st_mode & 0o077 == 0
+
+
+# --- IDLE (§1.9) ------------------------------------------------------------------------------
+
+
+def test_idle_done_is_continuation_data_and_pushed_responses_arrive() -> None:
+    server = MockImapServer([SIMPLE], inject={"IDLE": b"* 2 EXISTS\r\n* 1 FETCH (FLAGS ())\r\n"})
+    out = []
+
+    async def body(client: Client, _: ImapContext) -> None:
+        await login_select(client)
+        await client.send(b"i IDLE\r\n")
+        out.append(await client.reader.readline())
+        out.append(await client.reader.readline())
+        out.append(await client.reader.readline())
+        await client.send(b"DONE\r\n")
+        out.append(await client.until(b"i"))
+        out.append(await client.command(b"n", b"NOOP"))
+
+    run(run_case(server, body))
+    assert out[:3] == [b"+ idling\r\n", b"* 2 EXISTS\r\n", b"* 1 FETCH (FLAGS ())\r\n"]
+    assert out[3] == b"i OK IDLE done\r\n" and out[4].startswith(b"n OK")
+    assert b"DONE\r\n" in server.received
+
+
+# --- caps on what the server sends (§1.2) ------------------------------------------------------
+
+
+def test_an_absurd_literal_from_the_server_ends_the_session_with_bye() -> None:
+    server = MockImapServer([SIMPLE], inject={"NOOP": b"* 1 FETCH (BODY[] {9223372036854775807}\r\nabc"})
+    out = []
+
+    async def body(client: Client, _: ImapContext) -> None:
+        await login_select(client)
+        out.append(await client.command(b"n", b"NOOP"))
+
+    run(run_case(server, body))
+    assert out[0].startswith(b"* BYE ") and b"cap" in out[0]
+
+
+# --- STARTTLS and PREAUTH (§4.1-4.5) ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_pair():  # type: ignore[no-untyped-def]
+    """(server context for the mock upstream, client context trusting it, server context for the proxy)."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    upstream_server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(upstream_server)
+    upstream_client = ssl.create_default_context()
+    ca.configure_trust(upstream_client)
+    proxy_server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(proxy_server)
+    proxy_client = ssl.create_default_context()
+    ca.configure_trust(proxy_client)
+    return upstream_server, upstream_client, proxy_server, proxy_client
+
+
+STARTTLS_GREETING = b"* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] mock ready\r\n"
+
+
+def starttls_route(tls_pair) -> dict:  # type: ignore[no-untyped-def]
+    _, upstream_client, proxy_server, _ = tls_pair
+    return {"client_tls": proxy_server, "upstream_tls": upstream_client, "upstream_hostname": "localhost"}
+
+
+def test_starttls_on_both_legs_then_scanned_fetch(tls_pair) -> None:  # type: ignore[no-untyped-def]
+    server = MockImapServer([INFECTED], greeting=STARTTLS_GREETING, tls=tls_pair[0],
+                            capabilities=b"IMAP4rev1 AUTH=PLAIN IDLE")
+    out = []
+
+    async def body(client: Client, _: ImapContext) -> None:
+        out.append(await client.reader.readline())
+        out.append(await client.command(b"a", b"CAPABILITY"))
+        out.append(await client.command(b"b", b"LOGIN alice pass"))  # refused before TLS
+        out.append(await client.command(b"c", b"STARTTLS"))
+        await client.writer.start_tls(tls_pair[3], server_hostname="127.0.0.1")
+        out.append(await client.command(b"d", b"CAPABILITY"))
+        out.append(await client.command(b"e", b"LOGIN alice pass"))
+        out.append(await client.command(b"f", b"SELECT INBOX"))
+        out.append(await client.command(b"g", b"FETCH 1 BODY.PEEK[]"))
+
+    run(run_case(server, body, route_extra=starttls_route(tls_pair)))
+    assert out[0] == b"* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] IMAP proxy ready\r\n"
+    assert out[1].startswith(b"* CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED\r\n")
+    assert out[2].startswith(b"b NO [PRIVACYREQUIRED]")
+    assert out[3].startswith(b"c OK")
+    assert out[4].startswith(b"* CAPABILITY IMAP4rev1 AUTH=PLAIN IDLE\r\n")
+    assert out[5].startswith(b"e OK") and EICAR not in out[7] and b"g OK" in out[7]
+    # the upstream leg did STARTTLS before any credential crossed it
+    assert server.received[0].endswith(b"STARTTLS\r\n")
+    assert server.received.index(b"e LOGIN alice pass\r\n") > 0
+    assert b"b LOGIN alice pass\r\n" not in server.received
+
+
+def test_commands_injected_behind_the_clients_starttls_are_refused(tls_pair) -> None:  # type: ignore[no-untyped-def]
+    server = MockImapServer([SIMPLE], greeting=STARTTLS_GREETING, tls=tls_pair[0])
+    out = []
+
+    async def body(client: Client, _: ImapContext) -> None:
+        await client.reader.readline()
+        await client.send(b"a STARTTLS\r\nb LOGIN alice pass\r\n")
+        out.append(await client.reader.read(1000))
+
+    run(run_case(server, body, route_extra=starttls_route(tls_pair)))
+    assert out[0].startswith(b"* BYE ") and b"a OK" not in out[0]
+    assert not any(b"LOGIN" in raw for raw in server.received)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"OK go\r\nb OK fake\r\n",
+        b"OK go\r\n* CAPABILITY IMAP4rev1 AUTH=PLAI",
+        b"NO not today\r\n",
+    ],
+)
+def test_upstream_starttls_answers_that_must_end_the_session(tls_pair, answer: bytes) -> None:  # type: ignore[no-untyped-def]
+    server = MockImapServer([SIMPLE], greeting=STARTTLS_GREETING, tls=None, starttls_answer=answer)
+    out = []
+
+    async def body(client: Client, _: ImapContext) -> None:
+        out.append(await client.reader.read(1000))
+        out.append(await client.reader.read(1000))
+
+    run(run_case(server, body, route_extra=starttls_route(tls_pair)))
+    assert out[0].startswith(b"* BYE ") and out[1] == b""
+    assert len(server.received) == 1  # STARTTLS, and nothing after it
+
+
+def test_preauth_on_a_cleartext_upstream_is_refused(tls_pair) -> None:  # type: ignore[no-untyped-def]
+    server = MockImapServer([SIMPLE], greeting=b"* PREAUTH [CAPABILITY IMAP4rev1] welcome\r\n")
+    out = []
+
+    async def body(client: Client, _: ImapContext) -> None:
+        out.append(await client.reader.read(1000))
+        out.append(await client.reader.read(1000))
+
+    run(run_case(server, body, route_extra=starttls_route(tls_pair)))
+    assert out[0].startswith(b"* BYE PREAUTH") and out[1] == b""
+    assert server.received == []
+
+
+def test_without_interception_starttls_becomes_a_byte_relay() -> None:
+    server = MockImapServer([SIMPLE], greeting=STARTTLS_GREETING, starttls_answer=b"OK relay me\r\n")
+    out = []
+
+    async def body(client: Client, _: ImapContext) -> None:
+        out.append(await client.reader.readline())
+        out.append(await client.command(b"a", b"STARTTLS"))
+
+    run(run_case(server, body))
+    assert b"STARTTLS" in out[0]  # not stripped: that would be a downgrade
+    assert out[1] == b"a OK relay me\r\n"

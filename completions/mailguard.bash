@@ -9,11 +9,28 @@ _mailguard() {
     local keys="web-and-email.protocol-filtering.enabled web-and-email.protocol-filtering.mode web-and-email.protocol-filtering.routes web-and-email.protocol-filtering.transparent.listen web-and-email.protocol-filtering.excluded-ips web-and-email.email-client.protocols.enabled web-and-email.email-client.protocols.imap.enabled web-and-email.email-client.protocols.imap.ports web-and-email.email-client.protocols.imaps.enabled web-and-email.email-client.protocols.imaps.ports web-and-email.email-client.protocols.pop3.enabled web-and-email.email-client.protocols.pop3.ports web-and-email.email-client.protocols.pop3s.enabled web-and-email.email-client.protocols.pop3s.ports web-and-email.email-client.alerts.tag-received web-and-email.email-client.alerts.subject-received web-and-email.email-client.alerts.subject-template web-and-email.email-client.response.action web-and-email.email-client.response.quarantine web-and-email.email-client.response.on-scan-error web-and-email.email-client.threatsense.objects.archives web-and-email.email-client.threatsense.objects.email-files web-and-email.email-client.threatsense.options.heuristics web-and-email.email-client.threatsense.limits.max-object-size web-and-email.email-client.threatsense.limits.max-scan-time web-and-email.email-client.threatsense.limits.archive-nesting-level web-and-email.email-client.threatsense.limits.max-archive-file-size web-and-email.ssl-tls.enabled web-and-email.ssl-tls.block-obsolete web-and-email.ssl-tls.certificate-validity.unverifiable web-and-email.ssl-tls.certificate-validity.corrupted web-and-email.ssl-tls.excluded-domains web-and-email.ssl-tls.trusted-ca-file web-and-email.ssl-tls.root-certificate.name-constraints detection-engine.signatures.paths detection-engine.yara.rules detection-engine.clamd.enabled detection-engine.clamd.address tools.quarantine.path tools.log-files.level tools.log-files.format"
     case "$prev" in
         --config) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        --key-type) COMPREPLY=($(compgen -W "ec rsa" -- "$cur")); return ;;
+        --format) COMPREPLY=($(compgen -W "pem der p12" -- "$cur")); return ;;
+        --output|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         --protocol|-p) COMPREPLY=($(compgen -W "imap imaps pop3 pop3s" -- "$cur")); return ;;
-        --format) COMPREPLY=($(compgen -W "table json jsonl sarif" -- "$cur")); return ;;
+        --to) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         --action) COMPREPLY=($(compgen -W "report tag clean" -- "$cur")); return ;;
     esac
     case "$cmd" in
+        "ca init"*)
+            COMPREPLY=($(compgen -W "--force --key-type --config -h --help" -- "$cur")); return ;;
+        "ca show"*)
+            COMPREPLY=($(compgen -W "--config --json -h --help" -- "$cur")); return ;;
+        "ca export"*)
+            COMPREPLY=($(compgen -W "--format --output -o --config -h --help" -- "$cur")); return ;;
+        "ca install"*)
+            COMPREPLY=($(compgen -W "--config -h --help" -- "$cur")); return ;;
+        "ca uninstall"*)
+            COMPREPLY=($(compgen -W "--config -h --help" -- "$cur")); return ;;
+        "ca rotate"*)
+            COMPREPLY=($(compgen -W "--key-type --config -h --help" -- "$cur")); return ;;
+        "ca issue"*)
+            COMPREPLY=($(compgen -W "--config -h --help" -- "$cur")); return ;;
         "config get"*)
             if [[ "$cur" != -* ]]; then COMPREPLY=($(compgen -W "$keys" -- "$cur")); return; fi
             COMPREPLY=($(compgen -W "--config --json -h --help" -- "$cur")); return ;;
@@ -35,22 +52,34 @@ _mailguard() {
             COMPREPLY=($(compgen -W "--protocol -p --config -h --help" -- "$cur")); return ;;
         "ports remove"*)
             COMPREPLY=($(compgen -W "--protocol -p --config -h --help" -- "$cur")); return ;;
+        "quarantine list"*)
+            COMPREPLY=($(compgen -W "--config --json -h --help" -- "$cur")); return ;;
+        "quarantine show"*)
+            COMPREPLY=($(compgen -W "--config --json -h --help" -- "$cur")); return ;;
+        "quarantine restore"*)
+            COMPREPLY=($(compgen -W "--to --config -h --help" -- "$cur")); return ;;
+        "quarantine delete"*)
+            COMPREPLY=($(compgen -W "--config -h --help" -- "$cur")); return ;;
+        "ca"*)
+            COMPREPLY=($(compgen -W "init show export install uninstall rotate issue -h --help" -- "$cur")); return ;;
         "config"*)
-            COMPREPLY=($(compgen -W "get set unset list check path --install-completion --show-completion -h --help" -- "$cur")); return ;;
+            COMPREPLY=($(compgen -W "get set unset list check path -h --help" -- "$cur")); return ;;
         "demo"*)
-            COMPREPLY=($(compgen -W "--home --json --install-completion --show-completion -h --help" -- "$cur")); return ;;
+            COMPREPLY=($(compgen -W "--home --json -h --help" -- "$cur")); return ;;
         "disable"*)
             COMPREPLY=($(compgen -W "--config -h --help" -- "$cur")); return ;;
         "enable"*)
             COMPREPLY=($(compgen -W "--config -h --help" -- "$cur")); return ;;
         "ports"*)
-            COMPREPLY=($(compgen -W "list add remove --install-completion --show-completion -h --help" -- "$cur")); return ;;
+            COMPREPLY=($(compgen -W "list add remove -h --help" -- "$cur")); return ;;
+        "quarantine"*)
+            COMPREPLY=($(compgen -W "list show restore delete -h --help" -- "$cur")); return ;;
         "reload"*)
             COMPREPLY=($(compgen -W "--config -h --help" -- "$cur")); return ;;
         "restart"*)
             COMPREPLY=($(compgen -W "--config -h --help" -- "$cur")); return ;;
         "scan"*)
-            COMPREPLY=($(compgen -W "--format --json --action --jobs -j --quiet -q --config --install-completion --show-completion -h --help" -- "$cur")); return ;;
+            COMPREPLY=($(compgen -W "--format --json --action --jobs -j --quiet -q --config -h --help" -- "$cur")); return ;;
         "start"*)
             COMPREPLY=($(compgen -W "--config --foreground -h --help" -- "$cur")); return ;;
         "status"*)
@@ -58,7 +87,7 @@ _mailguard() {
         "stop"*)
             COMPREPLY=($(compgen -W "--config -h --help" -- "$cur")); return ;;
         ""*)
-            COMPREPLY=($(compgen -W "config demo disable enable ports reload restart scan start status stop --config --version -h --help" -- "$cur")); return ;;
+            COMPREPLY=($(compgen -W "ca config demo disable enable ports quarantine reload restart scan start status stop --config --version -h --help" -- "$cur")); return ;;
     esac
 }
 complete -o default -F _mailguard mailguard

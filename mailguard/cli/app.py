@@ -46,6 +46,9 @@ def _load(name: str) -> Any:
             return None  # a command whose module is not part of this build
         raise
     command = typer.main.get_command(module.app)
+    # Each module's app is built on its own, and Typer gives every such root its own
+    # --install-completion options; completions are generated files here (completions/).
+    command.params = [p for p in command.params if p.name not in {"install_completion", "show_completion"}]
     if command_name is None:
         command.name = name
         return command

@@ -19,5 +19,5 @@ fi
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-.venv/bin/pip install -q --disable-pip-version-check -e '.[test,yara,fast]'
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test,yara,fast,archives]'
 exec .venv/bin/python -m pytest "$@"

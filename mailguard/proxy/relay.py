@@ -60,19 +60,14 @@ async def relay(
         up(b"")
     if server.eof:
         down(b"")
-    both = asyncio.gather(up.done, down.done)
-    lost = asyncio.ensure_future(asyncio.wait([client.lost, server.lost], return_when=asyncio.FIRST_COMPLETED))
     try:
-        while True:
+        while not (up.done.done() and down.done.done()):
             remaining = idle_timeout - (time.monotonic() - last)
-            if remaining <= 0:
+            if remaining <= 0 or client.lost.done() or server.lost.done():
                 break
-            finished, _ = await asyncio.wait([both, lost], timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-            if finished:
-                break
+            watched = [f for f in (up.done, down.done) if not f.done()] + [client.lost, server.lost]
+            await asyncio.wait(watched, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        both.cancel()
-        lost.cancel()
         client.detach()
         server.detach()
         client.close()

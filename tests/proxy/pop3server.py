@@ -29,7 +29,7 @@ class Pop3TestServer:
 
     async def __aenter__(self) -> "Pop3TestServer":
         ssl_arg = self.tls if self.implicit_tls else None
-        self._server = await asyncio.start_server(self._session, "127.0.0.1", 0, ssl=ssl_arg)
+        self._server = await asyncio.start_server(self._session, "127.0.0.1", 0, ssl=ssl_arg, backlog=2048)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

@@ -234,7 +234,8 @@ class _Table(_Renderer):
         from rich.text import Text
 
         status = result.status
-        line = Text(f"{status:<9}", style=self.STYLES.get(status, ""))
+        line = Text()
+        line.append(f"{status:<9}", style=self.STYLES.get(status, ""))
         line.append(f" {result.where()}")
         if result.subject:
             line.append(f"  {result.subject!r}", style="dim")

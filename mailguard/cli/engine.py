@@ -100,7 +100,7 @@ def reload(config: ConfigOption = None) -> None:
 def status(config: ConfigOption = None, json_: JsonOption = False) -> None:
     """Show whether the engine runs, with pid, uptime, listeners, protection, counters, rules.
 
-    JSON keys: running, pid, started_at, uptime (seconds), mode, protection ("on"/"off"),
+    JSON keys: state (stopped, starting, running), running, pid, started_at, uptime (seconds), mode, protection ("on"/"off"),
     listeners, counters (connections, messages_scanned, infected, unscanned, bytes, errors),
     transparent (installed, ruleset), config_file.
     """
@@ -161,28 +161,41 @@ def _status(paths: Paths, settings: Settings) -> dict[str, Any]:
 
     pid = daemon.running_pid(paths)
     if pid is None:
-        protection_on = settings.get(_FILTERING) and settings.get(_PROTECTION)
-        return {
-            "running": False,
-            "pid": None,
-            "started_at": None,
-            "uptime": None,
-            "mode": settings.get(_MODE),
-            "protection": "on" if protection_on else "off",
-            "listeners": [],
-            "counters": {name: 0 for name in COUNTERS},
-            "transparent": {"installed": False, "ruleset": ""},
-            "config_file": str(paths.config_file),
-        }
+        return _stopped_report(paths, settings)
     try:
-        return control.request(paths, "status")
+        report = control.request(paths, "status")
+    except control.EngineNotRunningError:
+        # The pid lock is taken first and the control socket opened last, once the listeners
+        # (and transparent rules) are up: in between, the engine is starting.
+        return {**_stopped_report(paths, settings), "state": "starting", "running": True, "pid": pid}
     except EngineError as exc:
         raise EngineError(f"the engine (pid {pid}) runs but does not answer: {exc}") from exc
+    return {"state": "running", **report}
+
+
+def _stopped_report(paths: Paths, settings: Settings) -> dict[str, Any]:
+    protection_on = settings.get(_FILTERING) and settings.get(_PROTECTION)
+    return {
+        "state": "stopped",
+        "running": False,
+        "pid": None,
+        "started_at": None,
+        "uptime": None,
+        "mode": settings.get(_MODE),
+        "protection": "on" if protection_on else "off",
+        "listeners": [],
+        "counters": {name: 0 for name in COUNTERS},
+        "transparent": {"installed": False, "ruleset": ""},
+        "config_file": str(paths.config_file),
+    }
 
 
 def _print_status(report: dict[str, Any]) -> None:
     if not report.get("running"):
         typer.echo(f"mailguard is not running (protection is {report['protection']} in the settings)")
+        return
+    if report.get("state") == "starting":
+        typer.echo(f"mailguard is starting (pid {report.get('pid')})")
         return
     typer.echo(
         f"mailguard is running (pid {report.get('pid')}, up {_duration(report.get('uptime') or 0)}, "

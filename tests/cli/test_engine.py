@@ -115,7 +115,7 @@ def test_status_when_not_running(paths: Paths) -> None:
     result = mailguard("status", "--json")
     assert result.returncode == 0
     report = json.loads(result.stdout)
-    assert report["running"] is False and report["pid"] is None
+    assert report["running"] is False and report["pid"] is None and report["state"] == "stopped"
     assert report["protection"] == "on"
     assert set(report) >= {"running", "pid", "uptime", "listeners", "protection", "counters", "transparent"}
     text = mailguard("status")
@@ -280,7 +280,7 @@ def test_foreground_logs_to_stderr_and_stops_on_sigterm(paths: Paths, engine: di
     process = subprocess.Popen([MAILGUARD, "start", "--foreground"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 30
-        while not status()["running"]:
+        while status()["state"] != "running":
             assert process.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
         assert status()["pid"] == process.pid

@@ -47,6 +47,7 @@ def demo(
 
 def _render(report: DemoReport) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -61,8 +62,9 @@ def _render(report: DemoReport) -> None:
         for column in ("#", "Subject", "X-MailGuard-Result", "Size (server → client)", "Outcome"):
             table.add_column(column, overflow="fold")
         for row in rows:
+            # Subjects and headers come from mail: never let them be read as Rich markup.
             table.add_row(
-                str(row.number), row.subject, row.result or "—",
+                str(row.number), escape(row.subject), escape(row.result) or "—",
                 f"{row.original_size} → {row.received_size}", _outcome(row),
             )
         console.print(table)
@@ -78,6 +80,10 @@ def _render(report: DemoReport) -> None:
     infected = [r for r in report.received if r.sent_infected]
     console.print(f"Caught {len(caught)} of {len(infected)} infected messages fetched.")
     _render_quarantine(console, report)
+    if report.engine_log:
+        console.print("Engine log (warnings):")
+        for line in report.engine_log:
+            console.print(f"  {escape(line)}", highlight=False)
     counters = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.counters.items())
     if counters:
         console.print(f"Engine counters: {counters}.")
@@ -99,9 +105,13 @@ def _render_quarantine(console, report: DemoReport) -> None:  # noqa: ANN001 - r
     if not report.quarantine:
         console.print("Quarantine: empty.")
         return
-    table = Table(title="Quarantine (originals of the changed messages)", title_justify="left")
-    table.add_column("File", overflow="fold")
-    table.add_column("Size", justify="right")
+    from rich.markup import escape
+
+    table = Table(
+        title="Quarantine: the originals, restorable with 'mailguard quarantine restore ID'", title_justify="left"
+    )
+    for column in ("ID", "Subject", "Detections", "Size"):
+        table.add_column(column, overflow="fold", justify="right" if column == "Size" else "left")
     for entry in report.quarantine:
-        table.add_row(entry["path"], str(entry["size"]))
+        table.add_row(entry["id"], escape(entry["subject"]), escape(", ".join(entry["detections"])), str(entry["size"]))
     console.print(table)

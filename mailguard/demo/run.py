@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import imaplib
+import logging
 import poplib
 import socket
 import tempfile
@@ -30,8 +31,9 @@ ROUTES_KEY = "web-and-email.protocol-filtering.routes"
 RESULT_HEADER = "X-MailGuard-Result"
 CLIENT_TIMEOUT_SECONDS = 30.0
 STOP_GRACE_SECONDS = 5.0
-# The demo mailbox is a few KB; this only bounds what a broken engine could make us hold.
-MAX_LISTED_QUARANTINE_FILES = 100
+# The demo mailbox has five messages; these only bound what a broken engine could make us hold.
+MAX_LISTED_QUARANTINE_ENTRIES = 100
+MAX_ENGINE_LOG_LINES = 200
 
 
 @dataclass
@@ -63,6 +65,7 @@ class DemoReport:
     errors: dict[str, str] = field(default_factory=dict)  # protocol -> why its fetch failed
     quarantine: list[dict[str, Any]] = field(default_factory=list)
     counters: dict[str, Any] = field(default_factory=dict)
+    engine_log: list[str] = field(default_factory=list)  # the engine's warnings during the fetch
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -145,18 +148,20 @@ def _run_engine_and_fetch(
 ) -> None:
     from mailguard.proxy.server import FilterServer
 
-    engine = FilterServer(settings, paths)
-    loop.run(engine.start())
-    try:
-        for protocol, fetch in (("pop3", fetch_pop3), ("imap", fetch_imap)):
-            host, port = report.engine_listeners[protocol].rsplit(":", 1)
-            try:
-                report.received += fetch(host, int(port), mailbox)
-            except (OSError, poplib.error_proto, imaplib.IMAP4.error) as exc:
-                report.errors[protocol] = f"{type(exc).__name__}: {exc}"
-        report.counters = dict(engine.snapshot().get("counters", {}))
-    finally:
-        loop.run(engine.stop(grace=STOP_GRACE_SECONDS))
+    with _capture_engine_log() as engine_log:
+        engine = FilterServer(settings, paths)
+        loop.run(engine.start())
+        try:
+            for protocol, fetch in (("pop3", fetch_pop3), ("imap", fetch_imap)):
+                host, port = report.engine_listeners[protocol].rsplit(":", 1)
+                try:
+                    report.received += fetch(host, int(port), mailbox)
+                except (OSError, poplib.error_proto, imaplib.IMAP4.error) as exc:
+                    report.errors[protocol] = f"{type(exc).__name__}: {exc}"
+            report.counters = dict(engine.snapshot().get("counters", {}))
+        finally:
+            loop.run(engine.stop(grace=STOP_GRACE_SECONDS))
+            report.engine_log = list(engine_log)
 
 
 def _received(protocol: str, number: int, data: bytes, original: DemoMessage) -> Received:
@@ -240,10 +245,40 @@ def fetch_imap(host: str, port: int, mailbox: list[DemoMessage]) -> list[Receive
 
 
 def _list_quarantine(folder: Path) -> list[dict[str, Any]]:
-    if not folder.is_dir():
-        return []
-    entries = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file())[:MAX_LISTED_QUARANTINE_FILES]:
-        entries.append({"path": str(path.relative_to(folder)), "size": path.stat().st_size})
-    return entries
+    from mailguard.quarantine import Quarantine
+
+    entries = Quarantine(folder).list()[:MAX_LISTED_QUARANTINE_ENTRIES]
+    return [
+        {"id": e.id, "subject": e.subject, "detections": e.detection_names, "size": e.size}
+        for e in entries
+    ]
+
+
+class _EngineLog(logging.Handler):
+    """Keeps the engine's warnings (what it caught, what it could not scan) for the report, instead
+    of letting them interleave with the tables on stderr."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.lines) < MAX_ENGINE_LOG_LINES:
+            self.lines.append(record.getMessage())
+
+
+@contextmanager
+def _capture_engine_log() -> Iterator[list[str]]:
+    logger = logging.getLogger("mailguard")
+    handler = _EngineLog()
+    saved = (logger.level, logger.propagate)
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+    try:
+        yield handler.lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
 

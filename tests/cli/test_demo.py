@@ -6,6 +6,7 @@ import asyncio
 import imaplib
 import importlib.util
 import json
+import os
 import poplib
 import socket
 import subprocess
@@ -143,7 +144,16 @@ def test_demo_catches_the_infected_pop3_mail_and_leaves_nothing_running(tmp_path
     assert len(imap) == 5
     assert all(r["caught"] == (r["sent_infected"] and not r["eicar_reached_client"]) for r in imap)
     # The originals of the changed messages are in the quarantine, which --home keeps.
-    assert report["kept"] is True and report["quarantine"]
+    assert report["kept"] is True
+    infected_subjects = {m.subject for m in sample_mailbox() if m.infected}
+    assert {entry["subject"] for entry in report["quarantine"]} == infected_subjects
+    assert all("Eicar-Test-Signature" in entry["detections"] for entry in report["quarantine"])
+    # What the demo showed is what the store holds: the quarantine command sees the same entries.
+    listed = subprocess.run([MAILGUARD, "quarantine", "list", "--json"], capture_output=True, text=True,
+                            env={**os.environ, "MAILGUARD_HOME": str(home)})
+    assert listed.returncode == 0, listed.stderr
+    stored = json.loads(listed.stdout)["entries"]
+    assert sorted(e["id"] for e in report["quarantine"]) == sorted(e["id"] for e in stored)
     # Nothing is left listening.
     for address in [*report["engine_listeners"].values(), *(f"127.0.0.1:{p}" for p in report["server_ports"].values())]:
         assert _refused(address)
@@ -156,4 +166,6 @@ def test_demo_table_output(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "What the POP3 client (poplib) received" in result.stdout
     assert "Caught " in result.stdout and "infected messages fetched" in result.stdout
+    # Subjects come from mail and are shown literally, not read as Rich markup.
+    assert "[detection Eicar-Test-Signature" in result.stdout
     assert "now removed" in result.stdout

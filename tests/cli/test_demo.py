@@ -162,7 +162,8 @@ def test_demo_catches_the_infected_pop3_mail_and_leaves_nothing_running(tmp_path
 
 @needs_engine
 def test_demo_table_output(tmp_path: Path) -> None:
-    result = subprocess.run([MAILGUARD, "demo"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([MAILGUARD, "demo"], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "COLUMNS": "200"})
     assert result.returncode == 0, result.stderr
     assert "What the POP3 client (poplib) received" in result.stdout
     assert "Caught " in result.stdout and "infected messages fetched" in result.stdout

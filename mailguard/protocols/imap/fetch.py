@@ -85,14 +85,15 @@ class FetchRequest:
         return any(att.sets_seen for att in self.atts)
 
 
-def parse_att(raw: bytes) -> FetchAtt:
+def parse_att(raw: bytes, *, echoed: bool = False) -> FetchAtt:
+    """One data item; ``echoed`` for a response's item name, whose partial has an origin only."""
     match = _ITEM.match(raw)
     if match is None:
         raise RemoteProtocolError(f"unknown FETCH item {raw[:60]!r}")
     name = match.group(1).decode("ascii").upper()
     origin = int(match.group(3)) if match.group(3) is not None else None
     length = int(match.group(4)) if match.group(4) is not None else None
-    if origin is not None and length is None:
+    if origin is not None and length is None and not echoed:
         raise RemoteProtocolError(f"partial without a length in {raw[:60]!r}")
     return FetchAtt(raw=raw, name=name, section=match.group(2), origin=origin, length=length)
 

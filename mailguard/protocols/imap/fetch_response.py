@@ -70,7 +70,7 @@ def parse_fetch_response(response: Response) -> FetchData:
     for key, value in zip(listed.items[::2], listed.items[1::2]):
         if key.kind is not NodeKind.ATOM:
             raise RemoteProtocolError(f"FETCH item name is not an atom in {raw[:80]!r}")
-        att = parse_att(key.value)
+        att = parse_att(key.value, echoed=True)
         items.append(
             DataItem(
                 name=att.name,

@@ -32,6 +32,8 @@ class Entity:
     children: list["Entity"] = field(default_factory=list)
     #: for message/rfc822 and message/global: the message inside
     message: "Entity | None" = None
+    #: a multipart (here or in the message inside) whose close delimiter is its last line
+    closed_at_end: bool = False
 
     @property
     def body_start(self) -> int:
@@ -143,17 +145,35 @@ def _parse_entity(
         boundary = entity.param(b"boundary")
         if boundary:
             child_default = ("message", "rfc822") if entity.subtype == "digest" else ("text", "plain")
-            for cstart, cend in split_multipart(data, hend, end, boundary):
+            spans, entity.closed_at_end = split_multipart(data, hend, end, boundary)
+            for cstart, cend in spans:
                 budget[0] -= 1
-                entity.children.append(_parse_entity(data, cstart, cend, child_default, depth + 1, budget))
+                child = _parse_entity(data, cstart, cend, child_default, depth + 1, budget)
+                if child.closed_at_end:
+                    _take_line_end(data, child, end)
+                entity.children.append(child)
     elif entity.maintype == "message" and entity.subtype in ("rfc822", "global"):
         budget[0] -= 1
         entity.message = _parse_entity(data, hend, end, ("text", "plain"), depth + 1, budget)
+        entity.closed_at_end = entity.message.closed_at_end
     return entity
 
 
-def split_multipart(data: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int, int]]:
-    """Byte spans of the body parts between ``--boundary`` delimiter lines (RFC 2046 §5.1.1).
+def _take_line_end(data: bytes, child: Entity, limit: int) -> None:
+    """A part whose inner multipart ends with its close delimiter keeps the line end after it,
+    although RFC 2046 gives that CRLF to the next delimiter: Dovecot counts it in the part
+    (its BODY[n] and BODYSTRUCTURE size), and sections must be cut as the server cuts them."""
+    for ending in (b"\r\n", b"\n"):
+        if data.startswith(ending, child.end, limit):
+            child.end += len(ending)
+            if child.message is not None:
+                child.message.end = child.end
+            return
+
+
+def split_multipart(data: bytes, start: int, end: int, boundary: bytes) -> tuple[list[tuple[int, int]], bool]:
+    """Byte spans of the body parts between ``--boundary`` delimiter lines (RFC 2046 §5.1.1),
+    and whether the close delimiter is the last line (no epilogue, no line end after it).
 
     A part ends before the line end that precedes the next delimiter: that CRLF belongs
     to the delimiter, not to the part.
@@ -172,12 +192,12 @@ def split_multipart(data: bytes, start: int, end: int, boundary: bytes) -> list[
                 if part_start is not None:
                     spans.append((part_start, _before_line_end(data, part_start, pos)))
                 if closing:
-                    return spans
+                    return spans, next_pos >= end and not data[pos:end].endswith(b"\n")
                 part_start = next_pos
         pos = next_pos
     if part_start is not None:  # no closing delimiter: the last part runs to the end
         spans.append((part_start, end))
-    return spans
+    return spans, False
 
 
 def _before_line_end(data: bytes, floor: int, pos: int) -> int:

@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -120,17 +121,17 @@ def running_dovecot(tmp: Path, ca) -> Iterator[Dovecot]:  # type: ignore[no-unty
     """Start dovecot under ``tmp`` with a server certificate from the trustme CA ``ca``."""
     binary = shutil.which("dovecot", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
     assert binary is not None
-    root = tmp / "dovecot"
-    for sub in ("run", "state", "home"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
     if os.getuid() == 0:
+        # Mail is accessed as "nobody", which cannot enter pytest's 0700 temporary folders.
+        root = Path(tempfile.mkdtemp(prefix="mailguard-dovecot-"))
+        os.chmod(root, 0o755)
         nobody = pwd.getpwnam("nobody")
         uid, gid = nobody.pw_uid, nobody.pw_gid
-        os.chmod(tmp, 0o755)
-        os.chmod(root, 0o755)
-        os.chmod(root / "home", 0o755)
     else:
+        root = tmp / "dovecot"
         uid, gid = os.getuid(), os.getgid()
+    for sub in ("run", "state", "home"):
+        (root / sub).mkdir(parents=True, exist_ok=True, mode=0o755)
     leaf = ca.issue_cert("localhost", "127.0.0.1")
     cert, key = root / "cert.pem", root / "key.pem"
     leaf.cert_chain_pems[0].write_to_path(str(cert))
@@ -156,3 +157,5 @@ def running_dovecot(tmp: Path, ca) -> Iterator[Dovecot]:  # type: ignore[no-unty
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        if os.getuid() == 0:
+            shutil.rmtree(root, ignore_errors=True)

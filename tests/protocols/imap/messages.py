@@ -51,3 +51,31 @@ NESTED = (
     b"--outer--\r\n"
     b"epilogue\r\n"
 )
+
+
+def big_clean(size: int = 300_000) -> bytes:
+    """A multipart message with a base64 attachment of ``size`` pseudo-random bytes and a nested message."""
+    import base64
+    import random
+
+    payload = random.Random(size).randbytes(size)
+    encoded = base64.encodebytes(payload).replace(b"\n", b"\r\n")
+    return (
+        b"From: Carol <carol@example.com>\r\nTo: dave@example.com\r\nSubject: big\r\n"
+        b"Date: Tue, 2 Jan 2024 10:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed; boundary=\"==big==\"\r\n\r\n"
+        b"--==big==\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+        b"caf=C3=A9 au lait=\r\n and more\r\n"
+        b"--==big==\r\nContent-Type: message/rfc822\r\n\r\n"
+        b"From: inner@example.com\r\nSubject: inner\r\n\r\ninner body\r\n"
+        b"--==big==\r\nContent-Type: application/octet-stream; name=data.bin\r\n"
+        b"Content-Disposition: attachment; filename=data.bin\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + encoded
+        + b"--==big==--\r\n"
+    )
+
+
+CLEAN_NESTED = NESTED.replace(
+    b"WDVPIVAlQEFQWzRcUFpYNTQoUF4pN0NDKTd9JEVJQ0FSLVNUQU5EQVJELUFOVElWSVJVUy1URVNU\r\nLUZJTEUhJEgrSCo=",
+    b"aGFybWxlc3MgYnl0ZXM=",
+).replace(b'name="e.com"', b'name="h.bin"').replace(b'filename="e.com"', b'filename="h.bin"')

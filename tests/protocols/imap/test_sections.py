@@ -40,7 +40,7 @@ def test_parts_of_a_nested_message() -> None:
     assert cut(NESTED, b"1") == b"first part"
     assert cut(NESTED, b"1.MIME") == b"Content-Type: text/plain; charset=utf-8\r\n\r\n"
     inner = cut(NESTED, b"2")
-    assert inner.startswith(b"From: inner@") and inner.endswith(b"--inner--")
+    assert inner.startswith(b"From: inner@") and inner.endswith(b"--inner--\r\n")
     assert cut(NESTED, b"2.HEADER") == (
         b"From: inner@example.com\r\nSubject: inner\r\nContent-Type: multipart/alternative; boundary=inner\r\n\r\n"
     )
@@ -78,3 +78,32 @@ def test_chunks_of_partials_join_to_the_whole(size: int, chunk: int) -> None:
     assert joined == data
     assert apply_partial(data, size, chunk) == b""
     assert apply_partial(data, 0, 2048) == data[:2048]
+
+
+def _outer(inner: bytes) -> bytes:
+    return (
+        b"From: a@b\r\nContent-Type: multipart/mixed; boundary=outer\r\n\r\n--outer\r\n" + inner
+        + b"\r\n--outer\r\nContent-Type: text/plain\r\n\r\nlast\r\n--outer--\r\n"
+    )
+
+
+# What Dovecot 2.3 answers for BODY[1] of each (probed once against the real server): the CRLF
+# before a delimiter is not part of a part, except after an inner close delimiter.
+@pytest.mark.parametrize(
+    "inner, expected",
+    [
+        (b"Content-Type: multipart/alternative; boundary=inner\r\n\r\n--inner\r\n\r\nx\r\n--inner--",
+         b"--inner\r\n\r\nx\r\n--inner--\r\n"),
+        (b"Content-Type: multipart/alternative; boundary=inner\r\n\r\n--inner\r\n\r\nx\r\n--inner--\r\nepi",
+         b"--inner\r\n\r\nx\r\n--inner--\r\nepi"),
+        (b"Content-Type: message/rfc822\r\n\r\nSubject: s\r\n\r\nbody", b"Subject: s\r\n\r\nbody"),
+        (b"Content-Type: message/rfc822\r\n\r\nContent-Type: multipart/mixed; boundary=inner\r\n\r\n"
+         b"--inner\r\n\r\nx\r\n--inner--",
+         b"Content-Type: multipart/mixed; boundary=inner\r\n\r\n--inner\r\n\r\nx\r\n--inner--\r\n"),
+        (b"Content-Type: text/plain\r\n\r\nbody\r\n", b"body\r\n"),
+    ],
+)
+def test_part_ends_like_dovecot_cuts_them(inner: bytes, expected: bytes) -> None:
+    message = _outer(inner)
+    assert cut(message, b"1") == expected
+    assert cut(message, b"2") == b"last"

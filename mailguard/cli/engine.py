@@ -100,9 +100,9 @@ def reload(config: ConfigOption = None) -> None:
 def status(config: ConfigOption = None, json_: JsonOption = False) -> None:
     """Show whether the engine runs, with pid, uptime, listeners, protection, counters, rules.
 
-    JSON keys: state (stopped, starting, running), running, pid, started_at, uptime (seconds), mode, protection ("on"/"off"),
-    listeners, counters (connections, messages_scanned, infected, unscanned, bytes, errors),
-    transparent (installed, ruleset), config_file.
+    JSON keys: state (stopped, starting, running), running, pid, started_at, uptime (seconds),
+    mode, protection ("on"/"off"), listeners, counters (connections, messages_scanned, infected,
+    unscanned, bytes, errors), transparent (installed, ruleset), config_file.
     """
     paths, settings = open_settings(config)
     report = _status(paths, settings)

@@ -41,25 +41,30 @@ def _b64_quanta(clean: bytes) -> bytes:
     return binascii.a2b_base64(clean)
 
 
-def base64_decodings(data: bytes | memoryview) -> list[bytes]:
-    """Every decoding of a base64 body a client might produce, the common one first.
+def base64_decodings(data: bytes | memoryview, start: int = 0, end: int | None = None) -> list[bytes]:
+    """Every decoding of base64 ``data[start:end]`` a client might produce, the common one first.
 
     Garbage bytes are ignored (RFC 2045 §6.8). When ``=`` appears before the end of the
     data, clients disagree (pitfalls §6.4): some stop at the first padding, some
     continue after it as one stream, some restart a new stream after each padding,
     and Thunderbird/Safari read a mid-stream ``=`` as ``A``. Each distinct result is
-    returned so the caller scans all of them.
+    returned so the caller scans all of them. The range lets a caller decode a part
+    inside the raw message without copying it out first.
     """
-    data = bytes(data)
-    first_pad = data.find(b"=")
-    if _simd_b64decode is not None and (first_pad == -1 or not data[first_pad:].translate(None, _NOT_B64)):
-        # Padding only at the end (the common case): one reading, and pybase64's lenient
-        # mode skips line breaks and garbage itself, faster than deleting them first.
-        try:
-            return [_simd_b64decode(data)]
-        except (binascii.Error, ValueError):  # a truncated last quantum: the careful path below
-            pass
-    stream = data.translate(None, _NOT_B64_OR_PAD)
+    if isinstance(data, memoryview):
+        data = bytes(data)
+    end = len(data) if end is None else end
+    view = memoryview(data)[start:end]
+    if _simd_b64decode is not None:
+        # Padding only at the end (the common case) means one reading, and pybase64's
+        # lenient mode skips line breaks and garbage itself, from the view, with no copy.
+        first_pad = data.find(b"=", start, end)
+        if first_pad == -1 or not data[first_pad:end].translate(None, _NOT_B64):
+            try:
+                return [_simd_b64decode(view)]
+            except (binascii.Error, ValueError):  # a truncated last quantum: the careful path below
+                pass
+    stream = bytes(view).translate(None, _NOT_B64_OR_PAD)
     first_pad = stream.find(b"=")
     if first_pad == -1 or not stream[first_pad:].strip(b"="):
         return [_b64_quanta(stream[:first_pad] if first_pad != -1 else stream)]
@@ -79,17 +84,18 @@ def quoted_printable_decoding(data: bytes | memoryview) -> bytes:
     return binascii.a2b_qp(bytes(data))
 
 
-def decodings_for(encoding: str, data: bytes | memoryview) -> list[bytes]:
-    """The decodings of a body under one Content-Transfer-Encoding (lower-case token).
+def decodings_for(encoding: str, data: bytes | memoryview, start: int = 0, end: int | None = None) -> list[bytes]:
+    """The decodings of ``data[start:end]`` under one Content-Transfer-Encoding (lower-case token).
 
     7bit, 8bit, binary and any unknown token leave the bytes as they are: an unknown
     encoding is shown raw by clients, so the raw bytes are what must be scanned.
     """
     if encoding == "base64":
-        return base64_decodings(data)
+        return base64_decodings(data, start, end)
+    body = memoryview(data)[start:end]
     if encoding == "quoted-printable":
-        return [quoted_printable_decoding(data)]
-    return [bytes(data)]
+        return [quoted_printable_decoding(body)]
+    return [bytes(body)]
 
 
 def _distinct(items: list[bytes]) -> list[bytes]:

@@ -134,7 +134,7 @@ class _MessageScan:
         for encoding in part.encodings:
             if encoding in _UUENCODE_TOKENS:
                 decodings.extend(b.data for b in inline_blocks(bytes(body), self.budget.max_object_size))
-            decodings.extend(decodings_for(encoding, body))
+            decodings.extend(decodings_for(encoding, part.source, part.body_start, part.body_end))
         if len(decodings) > 1:  # only when clients could disagree; hashing big bodies costs
             decodings = list(dict.fromkeys(decodings))
         for data in decodings:

@@ -250,7 +250,7 @@ def _delimiter_readings(buf: bytes, start: int, end: int, boundary: bytes, eol: 
     strict: list[_Delimiter] = []
     lenient: list[_Delimiter] = []
     pos = start
-    while (i := buf.find(needle, pos, end)) != -1:
+    while (i := _find_dashes(buf, needle, pos, end)) != -1:
         pos = i + len(needle)
         at_line_start = i == start or buf[i - 1] == eol[0]
         after_bare_cr = not at_line_start and eol == b"\n" and buf[i - 1] == 0x0D
@@ -270,6 +270,24 @@ def _delimiter_readings(buf: bytes, start: int, end: int, boundary: bytes, eol: 
             strict.append(delimiter)
     readings = [_honour_close(strict), _honour_close(lenient), strict, lenient]
     return [r for r in readings if r]
+
+
+_DASH_PROBES = 32  # memchr probes for "-" before falling back to a plain substring search
+
+
+def _find_dashes(buf: bytes, needle: bytes, pos: int, end: int) -> int:
+    """``buf.find(needle, pos, end)`` for a needle starting with "-", faster on mail bodies.
+
+    "-" never occurs in base64, the bulk of most mail, and a one-byte find is a memchr
+    (several times faster than a substring search there). Text full of dashes would make
+    the probing loop slow, so after a few misses it falls back to the substring search.
+    """
+    for _ in range(_DASH_PROBES):
+        i = buf.find(b"-", pos, end)
+        if i == -1 or buf.startswith(needle, i, end):
+            return i
+        pos = i + 1
+    return buf.find(needle, pos, end)
 
 
 def _line_start_before(buf: bytes, start: int, i: int) -> int:

@@ -114,6 +114,8 @@ def _recover_hidden_fields(fields: list[Header]) -> bool:
 
 def _strip_comments(text: str) -> str:
     """Remove RFC 5322 §3.2.2 comments outside quoted strings (nesting allowed)."""
+    if "(" not in text:
+        return text
     out = []
     depth = 0
     quoted = False
@@ -146,6 +148,8 @@ def _strip_comments(text: str) -> str:
 
 def _split_params(text: str) -> list[str]:
     """Split at ";" outside quoted strings."""
+    if '"' not in text:
+        return text.split(";")
     pieces = []
     current: list[str] = []
     quoted = False
@@ -311,10 +315,11 @@ def describe_entity(fields: list[Header]) -> EntityInfo:
     for field in sorted(fields, key=lambda f: f.hidden):
         if field.name == "content-type":
             ct_fields += 1
-            head, params = parse_parameterized(field.text())
+            text = field.text()
+            head, params = parse_parameterized(text)
             media_types.append(head)
             boundaries.extend(parameter_values(params, "boundary"))
-            names.extend(_names_from(field.text(), "name"))
+            names.extend(_names_from(text, "name", params))
         elif field.name == "content-disposition":
             names.extend(_names_from(field.text(), "filename"))
         elif field.name == "content-transfer-encoding":
@@ -330,11 +335,18 @@ def describe_entity(fields: list[Header]) -> EntityInfo:
     )
 
 
-def _names_from(value: str, param: str) -> list[str]:
-    """Every name a client could derive from one field (pitfalls §6.3)."""
+def _names_from(value: str, param: str, stripped: list[tuple[str, str]] | None = None) -> list[str]:
+    """Every name a client could derive from one field (pitfalls §6.3).
+
+    ``stripped`` is the field's parameter list already parsed with comments removed.
+    """
+    if stripped is None:
+        stripped = parse_parameterized(value)[1]
+    readings = [stripped]
+    if "(" in value:  # clients that do not know RFC 5322 comments keep "(...)" in the name
+        readings.append(parse_parameterized(value, strip_comments=False)[1])
     found: list[str] = []
-    for strip in (True, False):
-        _head, params = parse_parameterized(value, strip_comments=strip)
+    for params in readings:
         for raw in parameter_values(params, param):
             found.append(raw)
             found.append(decode_encoded_words(raw))

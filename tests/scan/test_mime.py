@@ -124,3 +124,14 @@ def test_digest_parts_default_to_message_rfc822() -> None:
     tree = parse_message(raw)
     assert tree.children[0].media_type == "message/rfc822"
     assert {p.section: bytes(p.body()) for p in tree.leaves()} == {"1.1": b"entry"}
+
+
+@pytest.mark.parametrize("filler", [b"", b"-", b"--", b"-x-", b"--=_mg_oute", b"A" * 50])
+def test_delimiter_search_is_exact_among_dashes(filler: bytes) -> None:
+    from mailguard.scan.mime import _find_dashes
+
+    needle = b"--=_mg_outer"
+    for count in (0, 5, 40, 200):
+        buf = filler * count + needle + filler * 3 + needle
+        assert _find_dashes(buf, needle, 0, len(buf)) == buf.find(needle)
+        assert _find_dashes(buf, needle, 1, len(buf) - 2) == buf.find(needle, 1, len(buf) - 2)

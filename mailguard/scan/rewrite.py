@@ -24,6 +24,7 @@ RESULT_HEADER = "X-MailGuard-Result"
 MAX_LINE = 998               # RFC 5322 §2.1.1: a line MUST NOT exceed 998 characters
 FOLD_AT = 78                 # RFC 5322 §2.1.1: SHOULD NOT exceed 78
 MAX_NAME_IN_NOTICE = 200     # characters of a detection or file name quoted in notices and headers
+MAX_NAME_IN_FIELD = 60       # characters of the original file name kept in the notice part's fields
 KEPT_ON_REPLACE = ("from", "to", "cc", "date", "subject", "message-id")  # SETTINGS.md response.action
 _CONTENT_FIELDS = ("content-type", "content-transfer-encoding", "content-disposition")
 
@@ -106,7 +107,8 @@ def _clean_part_edits(raw: bytes, part: Part, verdict: Verdict) -> list[tuple[in
             if not h.hidden and h.name not in _CONTENT_FIELDS and not _has_bare_cr(raw[h.start:h.end])]
     if kept and not kept[-1].endswith((b"\n", b"\r")):
         kept[-1] += nl
-    name = part.filenames[0] + ".txt" if part.filenames else ""
+    # Cut so that even RFC 2231 percent-encoding keeps the field line within 998 octets.
+    name = part.filenames[0][:MAX_NAME_IN_FIELD] + ".txt" if part.filenames else ""
     fields = [b"Content-Type: text/plain; charset=us-ascii" + (b"; " + _param("name", name) if name else b""),
               b"Content-Transfer-Encoding: 7bit"]
     dispositions = part.header_values("content-disposition")
@@ -176,8 +178,12 @@ def _notice_lines(verdict: Verdict, section: str | None) -> list[str]:
     names = sorted({f.name for f in verdict.findings if inside(f.part)})
     reasons = sorted({i.reason.value for i in verdict.incomplete if inside(i.part)})
     lines = ["This part was removed by mailguard." if section is not None else "This message was replaced by mailguard."]
-    if names:
-        lines.append("It contains malware: " + ", ".join(_ascii(n) for n in names) + ".")
+    listed = ", ".join(_ascii(n) for n in names)
+    if names and len(listed) <= FOLD_AT - 25:
+        lines.append("It contains malware: " + listed + ".")
+    elif names:  # one name per line keeps every line short (RFC 5322 §2.1.1)
+        lines.append("It contains malware:")
+        lines.extend("  " + _ascii(n) for n in names)
     elif reasons:
         lines.append("It could not be scanned (" + ", ".join(reasons) + ") and policy blocks such content.")
     return lines

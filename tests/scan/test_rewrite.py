@@ -168,3 +168,14 @@ def test_unscanned_whole_message_under_block_is_replaced() -> None:
     verdict = Verdict.build([], [Incomplete(Reason.TIMEOUT, "")])
     out = _engine(on_scan_error="block").apply(CLEAN, verdict)
     assert b"This message was replaced by mailguard." in out and b"timeout" in out
+
+
+def test_long_names_keep_every_line_within_998() -> None:
+    long_name = "évil" * 400 + ".exe"
+    raw = message([GREETING, attachment(EICAR, "x.com")]).replace(b'"x.com"', f'"{long_name}"'.encode())
+    many = Verdict.build([Finding(f"Detection.{i}." + "x" * 150, "d", "2") for i in range(20)], [])
+    for verdict in (_engine().scan(raw), many):
+        for action in ("clean", "replace"):
+            out = _engine(action=action).apply(raw, verdict)
+            assert max(len(line) for line in out.split(b"\r\n")) <= MAX_LINE
+            assert EICAR not in out

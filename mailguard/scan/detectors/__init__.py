@@ -21,7 +21,7 @@ def build_detectors(policy: Policy) -> list[Detector]:
     if policy.signature_paths:
         from mailguard.scan.detectors.clamav_db import ClamavDbDetector
 
-        detectors.append(ClamavDbDetector.from_paths(policy.signature_paths))
+        detectors.append(ClamavDbDetector.from_paths(policy.signature_paths, timeout=policy.max_scan_time))
     if policy.yara_rules:
         from mailguard.scan.detectors.yara_rules import YaraDetector
 

@@ -119,20 +119,39 @@ class SignatureDatabase:
 
 
 class ClamavDbDetector:
+    """Hash and body signatures. Body signatures run on YARA's engine when yara-python is
+    installed (see ``ndb_yara``: its speed does not fall with the number of signatures), and
+    on the ``re`` engine of ``ndb`` otherwise, or for what YARA cannot express."""
+
     name = "clamav-db"
 
-    def __init__(self, database: SignatureDatabase) -> None:
+    def __init__(self, database: SignatureDatabase, *, timeout: float = 60.0, use_yara: bool | None = None) -> None:
+        from mailguard.scan.detectors import ndb_yara
+
         self.database = database
-        self._matcher = ndb.BodyMatcher(database.bodies)
+        bodies = database.bodies
+        self._yara = None
+        if use_yara or (use_yara is None and bodies and ndb_yara.yara_available()):
+            self._yara = ndb_yara.YaraBodyMatcher(bodies, timeout)
+            bodies = self._yara.leftovers
+        self._matcher = ndb.BodyMatcher(bodies)
         # algorithm -> sizes that have signatures; ANY_SIZE means every object is hashed
         self._sizes = {algorithm: set(by_size) for algorithm, by_size in database.hashes.items()}
 
     @classmethod
-    def from_paths(cls, paths: tuple[str, ...] | list[str]) -> "ClamavDbDetector":
-        return cls(SignatureDatabase.load(paths))
+    def from_paths(cls, paths: tuple[str, ...] | list[str], *, timeout: float = 60.0,
+                   use_yara: bool | None = None) -> "ClamavDbDetector":
+        return cls(SignatureDatabase.load(paths), timeout=timeout, use_yara=use_yara)
+
+    @property
+    def engines(self) -> dict[str, int]:
+        """How many body signatures each engine runs (for status and the bench)."""
+        return {"yara": len(self._yara.signatures) if self._yara else 0, "re": len(self._matcher.signatures)}
 
     def scan(self, obj: ScanObject) -> list[Finding]:
         names = set(self._matcher.match(obj.data))
+        if self._yara is not None:
+            names.update(self._yara.match(obj.data))
         size = len(obj.data)
         for algorithm, sizes in self._sizes.items():
             if size in sizes or ANY_SIZE in sizes:

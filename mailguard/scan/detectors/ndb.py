@@ -46,6 +46,11 @@ _TARGET_MAGIC = {
 _MAX_TRIGGER = 16
 
 
+def target_magics(target: int) -> tuple[bytes, ...]:
+    """The magic bytes a file of this target type starts with; () when any file qualifies."""
+    return _TARGET_MAGIC.get(target, ())
+
+
 class SignatureSyntaxError(ValueError):
     """A line that is not a valid body signature; the loader adds file and line number."""
 
@@ -74,6 +79,7 @@ class BodySignature:
     trigger: bytes              # regex source: literal prefix or first piece, for the shared search
     first_bytes: frozenset[int]  # bytes a match can start with (empty: unknown, any byte)
     literal_prefix: bytes
+    yara_hex: str | None = None  # the same signature as a YARA hex string, when YARA can say it
 
     def applies_to(self, data: bytes) -> bool:
         magics = _TARGET_MAGIC.get(self.target)
@@ -144,11 +150,11 @@ def parse_line(line: str) -> BodySignature:
         if level and not level.isdigit():
             raise SignatureSyntaxError(f"bad functionality level {level!r}")
     anchor, offset, window = _parse_offset(offset_text)
-    pieces, first_tokens = _parse_hex(hexsig.strip())
+    pieces, first_tokens, yara_hex = _parse_hex(hexsig.strip())
     literal_prefix = _literal_prefix(first_tokens)
     trigger = re.escape(literal_prefix) if literal_prefix else pieces[0].pattern.pattern
     return BodySignature(name, int(target_text), anchor, offset, window, tuple(pieces), trigger,
-                         _first_bytes(first_tokens), literal_prefix)
+                         _first_bytes(first_tokens), literal_prefix, yara_hex)
 
 
 def _parse_offset(text: str) -> tuple[str, int, int]:
@@ -170,26 +176,30 @@ def _parse_offset(text: str) -> tuple[str, int, int]:
     raise SignatureSyntaxError(f"bad offset {text!r}")
 
 
-# A token is (regex source, first-byte set or None for "unknown", length range, literal byte or None).
 @dataclass(frozen=True)
 class _Token:
-    source: bytes
-    first: frozenset[int] | None
+    """One element of a signature, rendered for both engines."""
+
+    source: bytes                   # Python regex source
+    first: frozenset[int] | None    # bytes a match can start with; None: unknown
     min_length: int
     max_length: int
-    literal: int | None = None
+    literal: int | None = None      # the byte, for a plain hex byte
+    yara: str | None = None         # YARA hex-string syntax; None where YARA has no equivalent
 
 
-_ANY_BYTE = _Token(b".", frozenset(range(256)), 1, 1)
+_ANY_BYTE = _Token(b".", frozenset(range(256)), 1, 1, yara="??")
 
 
-def _parse_hex(sig: str) -> tuple[list[Piece], list[_Token]]:
+def _parse_hex(sig: str) -> tuple[list[Piece], list[_Token], str | None]:
+    """Pieces for the regex engine, the first piece's tokens, and the YARA hex string (or None)."""
     if not sig:
         raise SignatureSyntaxError("empty hex signature")
     text = sig.encode("ascii", "replace")
     pieces: list[Piece] = []
     tokens: list[_Token] = []
     first_tokens: list[_Token] | None = None
+    yara_parts: list[str | None] = []
     gap_before = 0
     i = 0
 
@@ -201,6 +211,9 @@ def _parse_hex(sig: str) -> tuple[list[Piece], list[_Token]]:
             first_tokens = tokens
         source = b"".join(t.source for t in tokens)
         pieces.append(Piece(re.compile(source, re.DOTALL), gap_before, sum(t.max_length for t in tokens)))
+        if yara_parts:
+            yara_parts.append(f"[{gap_before}-]")  # YARA's unbounded jump
+        yara_parts.extend(t.yara for t in tokens)
         tokens, gap_before = [], next_gap
 
     while i < len(text):
@@ -218,7 +231,7 @@ def _parse_hex(sig: str) -> tuple[list[Piece], list[_Token]]:
             else:
                 if not tokens:
                     raise SignatureSyntaxError("a signature may not start with a gap")
-                tokens.append(_Token(b".{%d,%d}?" % (low, high), None, low, high))
+                tokens.append(_Token(b".{%d,%d}?" % (low, high), None, low, high, yara=f"[{low}-{high}]"))
             i = end + 1
         elif c == b"[":
             end = text.find(b"]", i)
@@ -227,7 +240,7 @@ def _parse_hex(sig: str) -> tuple[list[Piece], list[_Token]]:
             low, high = _parse_range(text[i + 1:end].decode(), "[]")
             if high is None or not tokens:
                 raise SignatureSyntaxError("'[n-m]' needs both bounds and bytes before it")
-            tokens.append(_Token(b".{%d,%d}?" % (low, high), None, low, high))
+            tokens.append(_Token(b".{%d,%d}?" % (low, high), None, low, high, yara=f"[{low}-{high}]"))
             i = end + 1
         elif c in (b"(", b"!"):
             token, i = _parse_group(text, i)
@@ -238,7 +251,8 @@ def _parse_hex(sig: str) -> tuple[list[Piece], list[_Token]]:
             i += 2
     close_piece(0)
     assert first_tokens is not None
-    return pieces, first_tokens
+    yara_hex = None if None in yara_parts else " ".join(part for part in yara_parts if part)
+    return pieces, first_tokens, yara_hex
 
 
 def _parse_range(text: str, brackets: str) -> tuple[int, int | None]:
@@ -263,13 +277,14 @@ def _parse_byte(pair: bytes) -> _Token:
         return _ANY_BYTE
     if high in b"?" and low and low in _HEX:
         values = [(h << 4) | int(low, 16) for h in range(16)]
-        return _Token(_byte_class(values), frozenset(values), 1, 1)
+        return _Token(_byte_class(values), frozenset(values), 1, 1, yara="?" + low.decode().upper())
     if high and high in _HEX and low == b"?":
         base = int(high, 16) << 4
-        return _Token(b"[\\x%02x-\\x%02x]" % (base, base | 0xF), frozenset(range(base, base + 16)), 1, 1)
+        return _Token(b"[\\x%02x-\\x%02x]" % (base, base | 0xF), frozenset(range(base, base + 16)), 1, 1,
+                      yara=high.decode().upper() + "?")
     if high and low and high in _HEX and low in _HEX:
         value = int(pair, 16)
-        return _Token(b"\\x%02x" % value, frozenset((value,)), 1, 1, literal=value)
+        return _Token(b"\\x%02x" % value, frozenset((value,)), 1, 1, literal=value, yara=f"{value:02X}")
     raise SignatureSyntaxError(f"bad hex byte {pair.decode('ascii', 'replace')!r}")
 
 
@@ -310,8 +325,13 @@ def _parse_group(text: bytes, i: int) -> tuple[_Token, int]:
             raise SignatureSyntaxError("alternatives of '!(...)' must have the same length")
         (length,) = lengths
         source = b"(?!(?:" + b"|".join(sources) + b"))" + (b".{%d}" % length)
-        return _Token(source, None, length, length), end + 1
-    return _Token(b"(?:" + b"|".join(sources) + b")", frozenset(first), min(lengths), max(lengths)), end + 1
+        # YARA can negate one byte (~AA), not a set of alternatives.
+        single = alternatives[0][0] if len(alternatives) == 1 and length == 1 else None
+        yara = "~" + single.yara if single is not None and single.literal is not None else None
+        return _Token(source, None, length, length, yara=yara), end + 1
+    yara = "( " + " | ".join(" ".join(t.yara or "" for t in a) for a in alternatives) + " )"
+    return _Token(b"(?:" + b"|".join(sources) + b")", frozenset(first), min(lengths), max(lengths),
+                  yara=yara), end + 1
 
 
 def _literal_prefix(tokens: list[_Token]) -> bytes:

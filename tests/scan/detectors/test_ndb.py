@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 import time
@@ -13,8 +14,31 @@ from mailguard.scan.detectors import ndb
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 
 
-def matcher(*lines: str) -> ndb.BodyMatcher:
-    return ndb.BodyMatcher([ndb.parse_line(line) for line in lines])
+class _Combined:
+    """YARA for what it can express, ``re`` for the leftovers: what ClamavDbDetector runs."""
+
+    def __init__(self, signatures: list[ndb.BodySignature]) -> None:
+        from mailguard.scan.detectors.ndb_yara import YaraBodyMatcher
+
+        self.yara = YaraBodyMatcher(signatures, timeout=10)
+        self.rest = ndb.BodyMatcher(self.yara.leftovers)
+
+    def match(self, data: bytes) -> list[str]:
+        return sorted(set(self.yara.match(data)) | set(self.rest.match(data)))
+
+
+@pytest.fixture(params=["re", "yara"])
+def engine(request):
+    if request.param == "yara":
+        pytest.importorskip("yara")
+        return _Combined
+    return ndb.BodyMatcher
+
+
+@pytest.fixture
+def matcher(engine):
+    """Both engines must give the same answers on every case (a differential test)."""
+    return lambda *lines: engine([ndb.parse_line(line) for line in lines])
 
 
 @pytest.mark.parametrize("hexsig,hits,misses", [
@@ -36,7 +60,7 @@ def matcher(*lines: str) -> ndb.BodyMatcher:
     ("(L)4142", [b"x\nAB", b"AB"], [b"xAB"]),
     ("41(W)42", [b"A B", b"A.B"], [b"AxB"]),
 ])
-def test_hex_grammar(hexsig, hits, misses):
+def test_hex_grammar(matcher, hexsig, hits, misses):
     m = matcher(f"Test.Sig:0:*:{hexsig}")
     for data in hits:
         assert m.match(data) == ["Test.Sig"], data
@@ -51,7 +75,7 @@ def test_hex_grammar(hexsig, hits, misses):
     ("EOF-2", [b"xxxxAB"], [b"xxxABx"]),
     ("EOF-4,2", [b"xxxxABxx", b"xxxxxABx", b"xxxxxxAB"], [b"xxxABxxx", b"ABxxxxxx"]),
 ])
-def test_offsets(offset, hits, misses):
+def test_offsets(matcher, offset, hits, misses):
     m = matcher(f"Off:0:{offset}:4142")
     for data in hits:
         assert m.match(data) == ["Off"], data
@@ -59,13 +83,13 @@ def test_offsets(offset, hits, misses):
         assert m.match(data) == [], data
 
 
-def test_target_types_with_a_magic_only_run_on_such_files():
+def test_target_types_with_a_magic_only_run_on_such_files(matcher):
     m = matcher("PE.Sig:1:*:41424344", "Any.Sig:0:*:41424344")
     assert m.match(b"MZ....ABCD") == ["Any.Sig", "PE.Sig"]
     assert m.match(b"%PDF-ABCD") == ["Any.Sig"]
 
 
-def test_overlapping_signatures_do_not_hide_each_other():
+def test_overlapping_signatures_do_not_hide_each_other(matcher):
     # The first trigger's tail is absent; the second signature starts inside the first's match.
     m = matcher("Long:0:*:4556494c5041525431*4e45564552", "Short:0:*:5041525431585958")
     assert m.match(b"EVILPART1XYX") == ["Short"]
@@ -74,12 +98,12 @@ def test_overlapping_signatures_do_not_hide_each_other():
     assert m.match(b"..ABCE..ABCD") == ["A", "B"]
 
 
-def test_all_names_found_sorted():
+def test_all_names_found_sorted(matcher):
     m = matcher("Z.Sig:0:*:5a5a5a", "A.Sig:0:*:414141", "Eicar:0:*:" + EICAR.hex())
     assert m.match(b"AAA ZZZ " + EICAR) == ["A.Sig", "Eicar", "Z.Sig"]
 
 
-def test_a_frequent_first_piece_with_an_absent_tail_stays_linear():
+def test_a_frequent_first_piece_with_an_absent_tail_stays_linear(matcher):
     m = matcher("Star:0:*:4142*5a5a5a5a5a")
     data = b"AB" * 1_000_000
     started = time.monotonic()
@@ -87,7 +111,7 @@ def test_a_frequent_first_piece_with_an_absent_tail_stays_linear():
     assert time.monotonic() - started < 2.0
 
 
-def test_many_signatures_match_like_each_alone():
+def test_many_signatures_match_like_each_alone(matcher):
     rng = random.Random(7)
     lines = []
     for number in range(300):
@@ -102,7 +126,7 @@ def test_many_signatures_match_like_each_alone():
         start = rng.randrange(len(data) - 50)
         planted = sig.literal_prefix + b"\x00" + bytes.fromhex(line.rsplit(":", 1)[1][-6:])
         data = data[:start] + planted + data[start + len(planted):]
-    together = ndb.BodyMatcher([ndb.parse_line(line) for line in lines]).match(data)
+    together = matcher(*lines).match(data)
     alone = sorted(line.split(":")[0] for line in lines if ndb.BodyMatcher([ndb.parse_line(line)]).match(data))
     assert together == alone
     assert len(together) >= 30
@@ -136,3 +160,32 @@ def test_bad_lines(line, message):
 def test_executable_relative_offsets_are_unsupported_not_bad(offset):
     with pytest.raises(ndb.UnsupportedOffset):
         ndb.parse_line(f"Exe.Sig:1:{offset}:4142")
+
+
+def test_yara_translation_and_leftovers():
+    pytest.importorskip("yara")
+    from mailguard.scan.detectors.ndb_yara import YaraBodyMatcher
+
+    lines = ["A:1:EOF-8:4142??(43|4444)*5a5a", "B:0:*:(B)776f7264(B)", "C:0:*:41!(42|43)44", "D:0:2,4:4?41"]
+    signatures = [ndb.parse_line(line) for line in lines]
+    assert [s.yara_hex for s in signatures] == ["41 42 ?? ( 43 | 44 44 ) [0-] 5A 5A", None, None, "4? 41"]
+    fast = YaraBodyMatcher(signatures, timeout=10)
+    assert [s.name for s in fast.signatures] == ["A", "D"]
+    assert [s.name for s in fast.leftovers] == ["B", "C"]
+
+
+def test_yara_refusing_a_rule_moves_it_to_re(monkeypatch):
+    pytest.importorskip("yara")
+    from mailguard.scan.detectors.ndb_yara import YaraBodyMatcher
+
+    good, odd = ndb.parse_line("Good:0:*:41424344"), ndb.parse_line("Odd:0:*:45464748")
+    odd = dataclasses.replace(odd, yara_hex="45 46 [5-2] 47")  # a jump YARA refuses
+    fast = YaraBodyMatcher([good, odd], timeout=10)
+    assert ([s.name for s in fast.signatures], [s.name for s in fast.leftovers]) == (["Good"], ["Odd"])
+
+
+def test_yara_match_cap_is_rechecked():
+    """A million decoy prefixes must not push the real match out of YARA's view."""
+    pytest.importorskip("yara")
+    combined = _Combined([ndb.parse_line("Capped:0:*:4142*5a5a5a")])
+    assert combined.match(b"AB" * 1_200_000 + b"ZZZ") == ["Capped"]

@@ -105,7 +105,7 @@ def test_all_names_found_sorted(matcher):
 
 def test_a_frequent_first_piece_with_an_absent_tail_stays_linear(matcher):
     m = matcher("Star:0:*:4142*5a5a5a5a5a")
-    data = b"AB" * 1_000_000
+    data = b"AB" * 200_000  # 200 000 triggers; rescanning the rest at each would be ~10^11 steps
     started = time.monotonic()
     assert m.match(data) == []
     assert time.monotonic() - started < 2.0

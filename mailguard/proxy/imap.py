@@ -27,6 +27,7 @@ from mailguard.protocols.imap.limits import DEFAULT_LIMITS, ImapLimits
 from mailguard.protocols.imap.responses import NEED_DATA, Kind, Response, ResponseReader
 from mailguard.proxy.conn import Conn
 from mailguard.proxy.imap_cache import RewriteCache
+from mailguard.proxy.imap_fetch import SessionMemory, intercept_fetch
 
 log = logging.getLogger("mailguard.proxy.imap")
 
@@ -147,6 +148,8 @@ class ImapSession:
         self._selecting_validity: int | None = None
         self._auth_tag: bytes | None = None
         self._mechanism = b""
+        #: what this session served lately (a chunk loop costs one scan, even without the cache)
+        self.memory = SessionMemory()
 
     # --- helpers used by the FETCH interception -----------------------------------------------
 
@@ -308,8 +311,6 @@ class ImapSession:
         elif name == "ENABLE":
             self._enable(command)
         elif name in ("FETCH", "UID FETCH"):
-            from mailguard.proxy.imap_fetch import intercept_fetch
-
             await intercept_fetch(self, command)
         else:
             self._note_command(command)

@@ -44,6 +44,8 @@ log = logging.getLogger("mailguard.proxy.imap")
 
 #: messages a session keeps in memory after serving them (Thunderbird's chunk loop re-asks)
 SESSION_MEMORY_BYTES = 64 * 1024 * 1024
+#: a UID FETCH naming at most this many UIDs, none cached, gets the bodies in the same round trip
+MAX_UIDS_IN_ONE_TRIP = 16
 
 
 @dataclass
@@ -56,6 +58,9 @@ class Record:
     served: bytes | None = None
     unchanged: bool = True
     _root: Entity | None = field(default=None, repr=False)
+
+    #: the message as the server sent it, when it came with the first answer
+    raw: bytes | None = None
 
     @property
     def root(self) -> Entity:
@@ -113,9 +118,9 @@ class FetchInterception:
         #: what goes to the client, in order: ready bytes, or a Record to be rendered
         self.slots: list[bytes | Record] = []
         self.sequence = SequenceSet(request.sequence_set)
-        if not hasattr(session, "memory"):
-            session.memory = SessionMemory()  # type: ignore[attr-defined]
-        self.memory: SessionMemory = session.memory  # type: ignore[attr-defined]
+        self.memory = session.memory
+        #: bodies come with the first answer (known, uncached UIDs: one round trip, not two)
+        self.bodies_at_once = self._explicit_uncached_uids()
 
     async def _divert(self, response: Response) -> None:
         self.queue.put_nowait(response)
@@ -141,8 +146,25 @@ class FetchInterception:
 
     # --- the upstream conversation ------------------------------------------------------------
 
+    def _explicit_uncached_uids(self) -> bool:
+        if not self.request.uid or b"*" in self.request.sequence_set:
+            return False
+        uids = [uid for low, high in self.sequence.ranges for uid in range(low, min(high, low + MAX_UIDS_IN_ONE_TRIP) + 1)]
+        if len(uids) > MAX_UIDS_IN_ONE_TRIP:
+            return False
+        cache = self.session.context.cache
+        for uid in uids:
+            if self.memory.get(self._memory_key(uid)) is not None:
+                return False
+            key = self._cache_key(uid)
+            if key is not None and cache is not None and cache.record(key) is not None:
+                return False
+        return True
+
     def _meta_command(self) -> bytes:
         items = [b"UID", b"RFC822.SIZE"]
+        if self.bodies_at_once:
+            items.append(b"BODY.PEEK[]")
         for att in self.request.atts:
             if att.carries_content or att.name in ("UID", "RFC822.SIZE", "BINARY.SIZE"):
                 continue
@@ -170,10 +192,12 @@ class FetchInterception:
             data = parse_fetch_response(response)
             uid = data.uid
             in_set = uid in self.sequence if self.request.uid and uid is not None else data.number in self.sequence
-            if uid is not None and in_set and not data.carries_content:
+            body = _whole_body(data)
+            expected = data.carries_content == (self.bodies_at_once and body is not None)
+            if uid is not None and in_set and expected:
                 size_item = data.get("RFC822.SIZE")
                 size = int(size_item.value) if size_item and size_item.value.isdigit() else 0
-                self.slots.append(Record(data=data, uid=uid, size=size))
+                self.slots.append(Record(data=data, uid=uid, size=size, raw=body))
                 return
         self._pass(response)
 
@@ -183,7 +207,11 @@ class FetchInterception:
     async def _resolve(self, records: list[Record]) -> None:
         pending: list[Record] = []
         for record in records:
-            if not self._from_caches(record):
+            if record.raw is not None:
+                await self._serve(record, record.raw)
+                record.raw = None
+                self._flush()
+            elif not self._from_caches(record):
                 pending.append(record)
         batch: list[Record] = []
         batch_size = 0
@@ -233,9 +261,9 @@ class FetchInterception:
         def on_body(response: Response) -> None:
             if response.word == "FETCH":
                 data = parse_fetch_response(response)
-                body = next((i for i in data.items if i.name == "BODY" and i.key.upper() == b"BODY[]"), None)
+                body = _whole_body(data)
                 if data.uid in wanted and body is not None:
-                    bodies[data.uid] = body.value  # type: ignore[index]
+                    bodies[data.uid] = body  # type: ignore[index]
                     return
             self._pass(response)
 
@@ -265,8 +293,11 @@ class FetchInterception:
             stats = self.session.context.stats
             stats["scanned"] = stats.get("scanned", 0) + 1
             if key is not None and cache is not None:
-                record_ = CacheRecord.build(outcome.status, list(outcome.detections), list(outcome.reasons), raw, served)
-                await asyncio.to_thread(cache.put, key, record_, served)
+                entry = CacheRecord.build(outcome.status, list(outcome.detections), list(outcome.reasons), raw, served)
+                # Written in the background: this session serves from its memory meanwhile.
+                task = asyncio.ensure_future(asyncio.to_thread(cache.put, key, entry, served))
+                _pending_writes.add(task)
+                task.add_done_callback(_pending_writes.discard)
         record.served, record.unchanged = served, unchanged
         self.memory.put(self._memory_key(record.uid), served, unchanged)
 
@@ -302,7 +333,7 @@ class FetchInterception:
                 items.append(value)
         # Items the server added on its own (FLAGS after a change, MODSEQ with CHANGEDSINCE).
         for item in upstream.items:
-            if item.name not in requested and item.name not in ("UID", "RFC822.SIZE"):
+            if item.name not in requested and item.name not in ("UID", "RFC822.SIZE") and not item.sectioned:
                 items.append((item.key, item.raw_value))
         return build_fetch_response(upstream.number, items)
 
@@ -345,8 +376,10 @@ class FetchInterception:
                 cut_binary(served, record.root, parse_section(att.section or b"")) or b"", att.origin, att.length
             )
             return literal(part, binary=b"\0" in part)
+        elif not att.section:
+            part = served  # BODY[]: no need to walk the structure
         else:
-            part = cut_section(served, record.root, parse_section(att.section or b""))
+            part = cut_section(served, record.root, parse_section(att.section))
         # A section the message does not have is an empty string, as Dovecot answers it.
         return literal(apply_partial(part or b"", att.origin, att.length))
 
@@ -363,6 +396,15 @@ class FetchInterception:
                 return envelope(served, record.root)
             return _with_subject(found.raw_value, record.root.field(b"subject"))
         return b"%d" % len(served)
+
+
+#: cache writes in flight (a strong reference, so none is collected before it ran)
+_pending_writes: set[asyncio.Future[None]] = set()
+
+
+def _whole_body(data: FetchData) -> bytes | None:
+    item = next((i for i in data.items if i.name == "BODY" and i.key.upper() == b"BODY[]"), None)
+    return None if item is None else item.value
 
 
 def _with_subject(raw_envelope: bytes, subject: bytes | None) -> bytes:

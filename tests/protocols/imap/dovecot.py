@@ -110,6 +110,11 @@ service anvil {{
 service imap-login {{
   chroot =
 }}
+service imap {{
+  # bench/imap.py holds 1,000 IDLE sessions, one imap process each
+  process_limit = 1200
+}}
+default_client_limit = 2500
 protocol imap {{
   mail_max_userip_connections = 2000
 }}

@@ -1,0 +1,187 @@
+"""IMAP throughput through mailguard against Dovecot, in one run (issue 7, "Measure").
+
+    .venv/bin/python bench/imap.py [--size-mb 1024] [--message-kb 100] [--pool thread|process] [--idle 1000]
+
+Fetches every message of a generated mailbox (100 KB messages, one in 50 EICAR-infected) from a
+Dovecot started here, one ``UID FETCH n (UID RFC822.SIZE BODY.PEEK[])`` at a time as mutt does:
+directly (plain IMAP), through mailguard (client plain; mailguard upgrades its server leg with
+STARTTLS, as it always does when the server offers it), directly over IMAPS, through mailguard
+with IMAPS intercepted, through a plain ``socat`` relay, and a second pass through mailguard that
+is served from its IMAP cache. Prints MB/s, ratios, the added latency per message (median) and
+the engine's memory with 1,000 IDLE sessions (logged in, mailbox selected, IDLE running). The
+engine runs in its own process, as in production.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.pop3 import ENGINE, make_message, rss_kb  # noqa: E402
+
+BUFFER = 256 * 1024
+_LITERAL = re.compile(rb"\{(\d+)\}\r\n$")
+
+
+class Client:
+    """A minimal blocking IMAP client: tagged commands, literals counted."""
+
+    def __init__(self, port: int, context: ssl.SSLContext | None, *, implicit: bool) -> None:
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = context.wrap_socket(sock, server_hostname="localhost") if implicit and context else sock
+        self.buffer = bytearray()
+        self.tag = 0
+        self.line()
+
+    def line(self) -> bytes:
+        while (end := self.buffer.find(b"\r\n")) < 0:
+            chunk = self.sock.recv(BUFFER)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buffer += chunk
+        out = bytes(self.buffer[: end + 2])
+        del self.buffer[: end + 2]
+        return out
+
+    def take(self, count: int) -> int:
+        while len(self.buffer) < count:
+            self.buffer += self.sock.recv(BUFFER)
+        del self.buffer[:count]
+        return count
+
+    def command(self, text: bytes) -> tuple[bytes, int]:
+        """Send a command; return its tagged line and the literal octets received."""
+        self.tag += 1
+        tag = b"b%d" % self.tag
+        self.sock.sendall(tag + b" " + text + b"\r\n")
+        octets = 0
+        while True:
+            line = self.line()
+            found = _LITERAL.search(line)
+            if found:
+                octets += self.take(int(found.group(1)))
+                continue
+            if line.startswith(tag + b" "):
+                assert line.startswith(tag + b" OK"), line
+                return line, octets
+
+
+def run_client(port: int, count: int, context: ssl.SSLContext | None, implicit: bool) -> tuple[float, int, list[float]]:
+    client = Client(port, context, implicit=implicit)
+    client.command(b"LOGIN bench pass")
+    client.command(b"SELECT INBOX")
+    latencies = []
+    total = 0
+    started = time.perf_counter()
+    for uid in range(1, count + 1):
+        t = time.perf_counter()
+        total += client.command(b"UID FETCH %d (UID RFC822.SIZE BODY.PEEK[])" % uid)[1]
+        latencies.append(time.perf_counter() - t)
+    seconds = time.perf_counter() - started
+    client.command(b"LOGOUT")
+    return seconds, total, latencies
+
+
+def idle_sessions(port: int, count: int) -> list[Client]:
+    sessions = []
+    for _ in range(count):
+        client = Client(port, None, implicit=False)
+        client.command(b"LOGIN bench pass")
+        client.command(b"SELECT INBOX")
+        client.sock.sendall(b"i IDLE\r\n")
+        assert client.line().startswith(b"+"), "IDLE refused"
+        sessions.append(client)
+    return sessions
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mb", type=int, default=1024)
+    parser.add_argument("--message-kb", type=int, default=100)
+    parser.add_argument("--pool", choices=["thread", "process"], default=None)
+    parser.add_argument("--idle", type=int, default=1000, help="IDLE sessions for the memory figure")
+    args = parser.parse_args()
+
+    import trustme
+
+    from mailguard.tls.castore import CAStore
+    from tests.protocols.imap.dovecot import running_dovecot
+    from tests.proxy.harness import free_port
+
+    count = max(1, args.size_mb * 1024 // args.message_kb)
+    home = Path(tempfile.mkdtemp(prefix="mailguard-bench-imap-"))
+    os.environ["MAILGUARD_HOME"] = str(home)
+    stored = CAStore(home).init()
+    client_context = ssl.create_default_context(cafile=str(stored.cert_path))
+    results: dict[str, object] = {"messages": count, "message_kb": args.message_kb}
+    with running_dovecot(home, trustme.CA()) as dovecot:
+        dovecot.deliver("bench", [make_message(n, args.message_kb * 1024, n % 50 == 0) for n in range(1, count + 1)])
+        plain_port, tls_port, socat_port = free_port(), free_port(), free_port()
+        values = {
+            "web-and-email.protocol-filtering.routes": [
+                f"127.0.0.1:{plain_port}=localhost:{dovecot.imap_port}",
+                f"127.0.0.1:{tls_port}=localhost:{dovecot.imaps_port}",
+            ],
+            "web-and-email.email-client.protocols.imaps.ports": [dovecot.imaps_port],
+            "web-and-email.ssl-tls.trusted-ca-file": str(dovecot.ca_file),
+        }
+        engine = subprocess.Popen(
+            [sys.executable, "-c", ENGINE, json.dumps(values), args.pool or ""],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        )
+        socat = subprocess.Popen(["socat", f"TCP-LISTEN:{socat_port},bind=127.0.0.1,reuseaddr,fork",
+                                  f"TCP:127.0.0.1:{dovecot.imap_port}"])
+        try:
+            assert engine.stdout is not None and engine.stdout.readline().strip() == "ready"
+            time.sleep(0.3)
+            direct_tls = ssl.create_default_context(cafile=str(dovecot.ca_file))
+            run_client(dovecot.imap_port, count, None, False)  # Dovecot builds its index and caches
+            runs = {
+                "direct": (dovecot.imap_port, None, False),
+                "mailguard_imap": (plain_port, None, False),
+                "mailguard_imap_cached": (plain_port, None, False),
+                "direct_imaps": (dovecot.imaps_port, direct_tls, True),
+                "mailguard_imaps": (tls_port, client_context, True),
+                "socat": (socat_port, None, False),
+            }
+            latency: dict[str, float] = {}
+            for name, (port, context, implicit) in runs.items():
+                seconds, total, latencies = run_client(port, count, context, implicit)
+                results[name + "_mb_s"] = round(total / seconds / 1e6, 1)
+                latency[name] = statistics.median(latencies)
+            for name in ("mailguard_imap", "mailguard_imap_cached", "mailguard_imaps", "socat"):
+                base = "direct_imaps" if name == "mailguard_imaps" else "direct"
+                results[name + "_ratio"] = round(results[name + "_mb_s"] / results[base + "_mb_s"], 3)  # type: ignore[operator]
+            for name, base in (("mailguard_imap", "direct"), ("mailguard_imap_cached", "direct"),
+                               ("mailguard_imaps", "direct_imaps")):
+                results[f"added_latency_ms_per_message_{name}"] = round((latency[name] - latency[base]) * 1000, 3)
+            before = rss_kb(engine.pid)
+            sessions = idle_sessions(plain_port, args.idle)
+            time.sleep(1.0)
+            results["engine_rss_mb_before_idle"] = round(before / 1024, 1)
+            results[f"engine_rss_mb_with_{args.idle}_idle"] = round(rss_kb(engine.pid) / 1024, 1)
+            for client in sessions:
+                client.sock.close()
+        finally:
+            socat.terminate()
+            engine.communicate("", timeout=60)
+        results["pool"] = args.pool or "auto"
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

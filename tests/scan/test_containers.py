@@ -228,6 +228,18 @@ def walk_or_raise(root: ScanObject, policy: Policy) -> None:
         raise problems[0]
 
 
+def test_7z_bomb_is_refused_by_its_declared_size():
+    pytest.importorskip("py7zr")
+    policy = Policy(max_archive_file_size=2 * MIB)
+    bomb = make_7z({"zeros.bin": bytes(32 * MIB)})
+    assert len(bomb) < 64 * 1024
+    # The header is itself LZMA-coded: reading it allocates the dictionary the archive declares
+    # (16 MiB for py7zr's default), whatever our caps; nothing else may grow.
+    error = _bounded(lambda: expand(obj(bomb), Budget.for_message(policy), policy), seconds=1.0,
+                     peak_bytes=16 * MIB + 3 * 2 * MIB)
+    assert error.reason is Reason.LIMIT
+
+
 def test_overlapping_entries_are_refused_before_inflating():
     bomb = overlapping_zip(bytes(MIB), copies=200)
     error = _bounded(lambda: children(bomb), seconds=0.5, peak_bytes=8 * MIB)

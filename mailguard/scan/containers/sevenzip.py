@@ -3,7 +3,7 @@
 Without py7zr a 7z is reported UNSUPPORTED, never clean. py7zr decompresses into a
 writer we give it (``WriterFactory``); ours charges every byte to the budget and raises
 as soon as a member passes the member cap, which stops py7zr mid-stream, so a 7z bomb
-costs bounded time and memory too. Encrypted archives (AES-256 coders, or an encrypted
+costs bounded time and memory too (declared sizes are checked before anything is inflated). Encrypted archives (AES-256 coders, or an encrypted
 header that hides even the names) are ENCRYPTED (pitfalls §6.10).
 """
 
@@ -83,6 +83,12 @@ def unpack(members: bounded.Members, data: bytes, budget: Budget) -> None:
             for info in files:
                 members.skip(info.filename, Reason.ENCRYPTED, "password-protected 7z member")
             return
+        # py7zr inflates a member in pieces as large as its declared size (up to ~128 MB), so
+        # refuse by the declared sizes first: a bomb never reaches the decompressor, and a
+        # header that understates a size only makes py7zr stop early (it reads no further).
+        declared = [info.uncompressed or 0 for info in files]
+        if any(size > cap for size in declared) or sum(declared) > budget.max_total_unpacked - budget.unpacked:
+            raise ScanIncomplete(Reason.LIMIT, "7z members unpack to more than the scan limits allow")
         factory = _Factory()
         try:
             archive.extractall(factory=factory)

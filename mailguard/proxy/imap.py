@@ -12,7 +12,6 @@ the server gave them.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -22,12 +21,12 @@ from typing import Protocol
 from mailguard.errors import MailguardError, RemoteProtocolError
 from mailguard.protocols.imap import capabilities as caps
 from mailguard.protocols.imap.commands import Command, CommandReader, ContinuationData, Reply
-from mailguard.protocols.imap.lexer import Lexer, NodeKind
 from mailguard.protocols.imap.limits import DEFAULT_LIMITS, ImapLimits
 from mailguard.protocols.imap.responses import NEED_DATA, Kind, Response, ResponseReader
 from mailguard.proxy.conn import Conn
 from mailguard.proxy.imap_cache import RewriteCache
 from mailguard.proxy.imap_fetch import SessionMemory, intercept_fetch
+from mailguard.proxy.imap_identity import SessionIdentity
 
 log = logging.getLogger("mailguard.proxy.imap")
 
@@ -138,16 +137,8 @@ class ImapSession:
         self.pre_tls_caps: list[bytes] | None = None
         self.offer_starttls = False
         self.client_tls_active = context.implicit_tls
-        self.authenticated = False
         self.remove_caps: frozenset[str] = frozenset()
-        # identity of the messages, for the cache (pitfalls §2.7)
-        self.user: str | None = None
-        self.mailbox: bytes | None = None
-        self.uidvalidity: int | None = None
-        self._selecting: tuple[bytes, bytes] | None = None
-        self._selecting_validity: int | None = None
-        self._auth_tag: bytes | None = None
-        self._mechanism = b""
+        self.identity = SessionIdentity()
         #: what this session served lately (a chunk loop costs one scan, even without the cache)
         self.memory = SessionMemory()
 
@@ -167,10 +158,20 @@ class ImapSession:
         await self.client.conn.drain()
 
     @property
+    def mailbox(self) -> bytes | None:
+        return self.identity.mailbox
+
+    @property
+    def uidvalidity(self) -> int | None:
+        return self.identity.uidvalidity
+
+    @property
     def cache_identity(self) -> tuple[str, str, bytes, int] | None:
-        if self.user is None or self.mailbox is None or self.uidvalidity is None:
+        """(server, user, mailbox, UIDVALIDITY) once all are known; with a UID it names a message for good."""
+        ident = self.identity
+        if ident.user is None or ident.mailbox is None or ident.uidvalidity is None:
             return None
-        return (self.context.server_id, self.user, self.mailbox, self.uidvalidity)
+        return (self.context.server_id, ident.user, ident.mailbox, ident.uidvalidity)
 
     # --- the session ----------------------------------------------------------------------------
 
@@ -215,7 +216,7 @@ class ImapSession:
             raise RemoteProtocolError("the server did not greet with OK, PREAUTH or BYE")
         if self.context.implicit_tls or self.context.upgrade_upstream is None:
             if greeting.word == "PREAUTH":
-                self.authenticated = True
+                self.identity.on_response(greeting)
                 if not self.context.implicit_tls:
                     # RFC 9051 §7.1.4: PREAUTH on a cleartext connection cannot be told from an
                     # attacker skipping STARTTLS. Without TLS interception we have no TLS to
@@ -285,7 +286,7 @@ class ImapSession:
             if isinstance(event, Reply):
                 self.send_client(event.data)
             elif isinstance(event, ContinuationData):
-                self._note_auth_line(event)
+                self.identity.on_auth_line(event)
                 self.send_upstream(event.raw)
             else:
                 await self._on_command(event)
@@ -298,7 +299,7 @@ class ImapSession:
         elif name == "COMPRESS":
             # RFC 4978: after COMPRESS every byte would be deflated past our parser.
             self.send_client(command.tag + b" NO COMPRESS is not available through this proxy\r\n")
-        elif name == "CAPABILITY" and self.offer_starttls and not self.client_tls_active and not self.authenticated:
+        elif name == "CAPABILITY" and self.offer_starttls and not self.client_tls_active and not self.identity.authenticated:
             # The upstream is TLS already; the client still sees the pre-TLS view until it
             # does STARTTLS with us (RFC 9051 §6.2.1: capabilities change with TLS).
             assert self.pre_tls_caps is not None
@@ -313,7 +314,7 @@ class ImapSession:
         elif name in ("FETCH", "UID FETCH"):
             await intercept_fetch(self, command)
         else:
-            self._note_command(command)
+            self.identity.on_command(command)
             self.forward(command.tag, command.raw)
 
     def forward(self, tag: bytes, raw: bytes) -> None:
@@ -393,81 +394,13 @@ class ImapSession:
         return response.raw
 
     def observe(self, response: Response) -> None:
-        if response.kind is Kind.UNTAGGED and response.word == "OK" and self._selecting is not None:
-            head = response.raw[:200].upper()
-            at = head.find(b"[UIDVALIDITY ")
-            if at >= 0:
-                number = head[at + 13 :].split(b"]", 1)[0]
-                if number.isdigit():
-                    self._selecting_validity = int(number)
+        self.identity.on_response(response)
         if response.kind is not Kind.TAGGED or response.tag is None:
             return
-        tag = response.tag
-        self.client.reader.command_completed(tag)
-        if self._selecting is not None and self._selecting[0] == tag:
-            if response.word == "OK":
-                self.mailbox, self.uidvalidity = self._selecting[1], self._selecting_validity
-            self._selecting, self._selecting_validity = None, None
-        if tag == self._auth_tag:
-            self.authenticated = response.word == "OK"
-            if not self.authenticated:
-                self.user = None
-            self._auth_tag = None
-        self.outstanding.discard(tag)
+        self.client.reader.command_completed(response.tag)
+        self.outstanding.discard(response.tag)
         if not self.outstanding:
             self._quiet.set()
-
-    def _note_command(self, command: Command) -> None:
-        name = command.name
-        if name in ("SELECT", "EXAMINE"):
-            # Selecting deselects first (RFC 9051 §6.3.2), whatever the outcome.
-            self.mailbox = self.uidvalidity = None
-            lexer = Lexer(command.raw, command.args_at)
-            try:
-                node = lexer.read_node()
-            except RemoteProtocolError:
-                return
-            self._selecting = (command.tag, node.value)
-        elif name in ("CLOSE", "UNSELECT"):
-            self.mailbox = self.uidvalidity = None
-        elif name == "LOGIN":
-            lexer = Lexer(command.raw, command.args_at)
-            try:
-                node = lexer.read_node()
-            except RemoteProtocolError:
-                return
-            if node.kind is not NodeKind.LIST:
-                self.user = node.value.decode("utf-8", "replace")
-            self._auth_tag = command.tag
-        elif name == "AUTHENTICATE":
-            self._auth_tag = command.tag
-            parts = command.args.split()
-            self._mechanism = parts[0].upper() if parts else b""
-            self.user = None
-            if len(parts) > 1:
-                self._user_from_sasl(parts[1])
-
-    def _note_auth_line(self, event: ContinuationData) -> None:
-        if event.tag == self._auth_tag and self.user is None:
-            self._user_from_sasl(event.raw.strip())
-
-    def _user_from_sasl(self, encoded: bytes) -> None:
-        """The authentication identity from a PLAIN, XOAUTH2 or OAUTHBEARER response, if any.
-
-        Other mechanisms leave the user unknown, and then nothing is cached across sessions.
-        """
-        try:
-            decoded = base64.b64decode(encoded, validate=True)
-        except ValueError:
-            return
-        mechanism = self._mechanism
-        if mechanism == b"PLAIN" and decoded.count(b"\0") == 2:
-            self.user = decoded.split(b"\0")[1].decode("utf-8", "replace")
-        elif mechanism in (b"XOAUTH2", b"OAUTHBEARER"):
-            for item in decoded.replace(b",", b"\x01").split(b"\x01"):
-                if item.startswith(b"user=") or item.startswith(b"a="):
-                    self.user = item.split(b"=", 1)[1].decode("utf-8", "replace")
-                    return
 
 
 async def serve_imap(client: Conn, upstream: Conn, context: ImapContext, *, client_early: bytes = b"",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import imaplib
 import itertools
-import re
 import ssl
 import subprocess
 import time

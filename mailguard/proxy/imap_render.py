@@ -1,0 +1,130 @@
+"""Answering one message of a client's FETCH from the bytes we serve (RFC 9051 §7.5.2).
+
+Content items are cut from the served message; sizes and structures are the server's when
+the message went through unchanged and computed from the served bytes when it did not
+(pitfalls §2.5); the section spec is echoed as the client wrote it (§2.3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mailguard.protocols.imap.bodystructure import body_structure, envelope
+from mailguard.protocols.imap.encode import literal, nstring
+from mailguard.protocols.imap.fetch import FetchAtt, FetchRequest
+from mailguard.protocols.imap.fetch_response import FetchData, build_fetch_response
+from mailguard.protocols.imap.lexer import Lexer, NodeKind
+from mailguard.protocols.imap.sections import apply_partial, cut_binary, cut_section, parse_section
+from mailguard.protocols.imap.structure import Entity, parse_message
+
+#: items whose value follows from the message bytes
+DERIVED = ("RFC822.SIZE", "BODYSTRUCTURE", "BODY", "ENVELOPE", "BINARY.SIZE")
+
+
+@dataclass
+class Record:
+    """One message of the client's FETCH: what the server said, and what we serve."""
+
+    data: FetchData
+    uid: int
+    size: int
+    served: bytes | None = None
+    unchanged: bool = True
+    _root: Entity | None = field(default=None, repr=False)
+
+    #: the message as the server sent it, when it came with the first answer
+    raw: bytes | None = None
+
+    @property
+    def root(self) -> Entity:
+        if self._root is None:
+            assert self.served is not None
+            self._root = parse_message(self.served)
+        return self._root
+
+
+def render(record: Record, request: FetchRequest) -> bytes:
+    """The client's FETCH answer for one message, items in the order the client asked for them."""
+    upstream = record.data
+    items: list[tuple[bytes, bytes]] = []
+    requested = {att.name for att in request.atts}
+    if request.uid and "UID" not in requested:
+        items.append((b"UID", b"%d" % record.uid))
+    for att in request.atts:
+        value = _value(record, att)
+        if value is not None:
+            items.append(value)
+    # Items the server added on its own (FLAGS after a change, MODSEQ with CHANGEDSINCE).
+    for item in upstream.items:
+        if item.name not in requested and item.name not in ("UID", "RFC822.SIZE") and not item.sectioned:
+            items.append((item.key, item.raw_value))
+    return build_fetch_response(upstream.number, items)
+
+def _value(record: Record, att: FetchAtt) -> tuple[bytes, bytes] | None:
+    upstream = record.data
+    name = att.name
+    if name == "UID":
+        return (b"UID", b"%d" % record.uid)
+    if record.served is None:
+        # The message went away between our two fetches: say so rather than say nothing.
+        if att.carries_content or name in ("RFC822.SIZE", "BODYSTRUCTURE", "BODY", "ENVELOPE", "BINARY.SIZE"):
+            return (att.response_name(), b"NIL")
+    elif att.carries_content:
+        return (att.response_name(), _content(record, att))
+    elif name in ("RFC822.SIZE", "BODYSTRUCTURE", "BODY", "ENVELOPE") and not record.unchanged:
+        return (att.response_name(), _derived(record, att))
+    elif name == "BINARY.SIZE":
+        part = cut_binary(record.served, record.root, parse_section(att.section or b""))
+        return (att.response_name(), b"%d" % len(part or b""))
+    elif name == "RFC822.SIZE":
+        return (b"RFC822.SIZE", b"%d" % len(record.served))
+    found = next((item for item in upstream.items if item.name == name and not item.sectioned), None)
+    if found is None and name in ("BODYSTRUCTURE", "BODY", "ENVELOPE") and record.served is not None:
+        return (att.response_name(), _derived(record, att))
+    return None if found is None else (found.key, found.raw_value)
+
+def _content(record: Record, att: FetchAtt) -> bytes:
+    served = record.served
+    assert served is not None
+    name = att.name
+    part: bytes | None
+    if name in ("RFC822", "RFC822.PEEK"):
+        part = served
+    elif name == "RFC822.TEXT":
+        part = served[record.root.body_start :]
+    elif name == "RFC822.HEADER":
+        part = served[: record.root.header_end]
+    elif name in ("BINARY", "BINARY.PEEK"):
+        part = apply_partial(
+            cut_binary(served, record.root, parse_section(att.section or b"")) or b"", att.origin, att.length
+        )
+        return literal(part, binary=b"\0" in part)
+    elif not att.section:
+        part = served  # BODY[]: no need to walk the structure
+    else:
+        part = cut_section(served, record.root, parse_section(att.section))
+    # A section the message does not have is an empty string, as Dovecot answers it.
+    return literal(apply_partial(part or b"", att.origin, att.length))
+
+def _derived(record: Record, att: FetchAtt) -> bytes:
+    served = record.served
+    assert served is not None
+    if att.name == "BODYSTRUCTURE":
+        return body_structure(served, extensible=True)
+    if att.name == "BODY":
+        return body_structure(served, extensible=False)
+    if att.name == "ENVELOPE":
+        found = record.data.get("ENVELOPE")
+        if found is None:
+            return envelope(served, record.root)
+        return _with_subject(found.raw_value, record.root.field(b"subject"))
+    return b"%d" % len(served)
+
+
+def _with_subject(raw_envelope: bytes, subject: bytes | None) -> bytes:
+    """The server's ENVELOPE with the subject of the served message (a tagged subject, §2.5)."""
+    node = Lexer(raw_envelope).read_node()
+    if node.kind is not NodeKind.LIST or len(node.items) < 2:
+        return raw_envelope
+    second = node.items[1]
+    return raw_envelope[: second.start] + nstring(subject) + raw_envelope[second.end :]

@@ -184,7 +184,13 @@ class FetchInterception:
                 await self._serve(record, record.raw)
                 record.raw = None
                 self._flush()
-            elif not self._from_caches(record):
+            elif self._from_caches(record):
+                continue
+            elif record.size > self._largest:
+                # Too large to hold and scan: a notice in its place, never the unscanned bytes
+                # and never an empty answer (pitfalls §2.6).
+                record.served, record.unchanged = oversize_notice(record.uid, record.size, self._largest), False
+            else:
                 pending.append(record)
         batch: list[Record] = []
         batch_size = 0
@@ -196,6 +202,12 @@ class FetchInterception:
             batch_size += record.size
         if batch:
             await self._fetch_and_scan(batch)
+
+    @property
+    def _largest(self) -> int:
+        """The largest message we fetch: what a FETCH literal may hold, less room for the framing."""
+        limits = self.session.context.limits
+        return min(limits.max_response_literal, limits.max_response_size - 64 * 1024)
 
     def _memory_key(self, uid: int) -> tuple[bytes | None, int | None, int]:
         return (self.session.mailbox, self.session.uidvalidity, uid)
@@ -293,6 +305,19 @@ class FetchInterception:
             else:
                 self.session.send_client(slot)
             self.slots.pop(0)
+
+def oversize_notice(uid: int, size: int, largest: int) -> bytes:
+    """What a client gets for a message larger than we can scan; the same bytes every time."""
+    return (
+        b"From: mailguard <mailguard@localhost>\r\n"
+        b"Subject: [mailguard] message %d not delivered: too large to scan\r\n"
+        b"X-MailGuard-Result: unscanned; reason=\"limit\"\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+        b"This message (%d bytes) is larger than mailguard can scan (%d bytes,\r\n"
+        b"web-and-email.email-client.threatsense.limits.max-object-size). It is still on\r\n"
+        b"the server, unchanged.\r\n" % (uid, size, largest)
+    )
+
 
 #: cache writes in flight (a strong reference, so none is collected before it ran)
 _pending_writes: set[asyncio.Future[None]] = set()

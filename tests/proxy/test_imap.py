@@ -429,3 +429,24 @@ def test_without_interception_starttls_becomes_a_byte_relay() -> None:
     run(run_case(server, body))
     assert b"STARTTLS" in out[0]  # not stripped: that would be a downgrade
     assert out[1] == b"a OK relay me\r\n"
+
+
+def test_a_message_too_large_to_scan_is_replaced_by_a_notice_not_dropped() -> None:
+    from mailguard.protocols.imap.limits import ImapLimits
+
+    big = SIMPLE + b"x" * 5000 + b"\r\n"
+    server = MockImapServer([SIMPLE, big])
+    out = []
+
+    async def body(client: Client, context: ImapContext) -> None:
+        context.limits = ImapLimits(max_response_literal=4000)
+        await login_select(client)
+        out.append(await client.command(b"a", b"FETCH 1:2 (RFC822.SIZE BODY.PEEK[])"))
+
+    run(run_case(server, body))
+    answer = out[0]
+    assert b"* 1 FETCH (RFC822.SIZE %d BODY[] {%d}\r\n" % (len(SIMPLE), len(SIMPLE)) + SIMPLE in answer
+    notice = re.search(rb"\* 2 FETCH \(RFC822.SIZE (\d+) BODY\[\] \{(\d+)\}\r\n", answer)
+    assert notice is not None and notice.group(1) == notice.group(2)
+    assert b"too large to scan" in answer and b"x" * 100 not in answer
+    assert not any(b"UID FETCH 2 " in raw for raw in server.received)  # never fetched

@@ -1,0 +1,67 @@
+from pathlib import Path
+
+from mailguard.proxy.imap_cache import CacheRecord, RewriteCache, cache_key
+
+
+def entry(original: bytes, served: bytes) -> CacheRecord:
+    return CacheRecord.build("clean" if original == served else "infected", [], [], original, served)
+
+
+def test_keys_separate_every_part_of_the_identity() -> None:
+    base = ("mail:993", "alice", b"INBOX", 7, 1)
+    keys = {cache_key(*base)}
+    for index, other in enumerate(("mail:143", "bob", b"Sent", 8, 2)):
+        changed = list(base)
+        changed[index] = other
+        keys.add(cache_key(*changed))
+    assert len(keys) == 6
+    # no ambiguity from concatenation: ("ab", "c") is not ("a", "bc")
+    assert cache_key("ab", "c", b"x", 1, 1) != cache_key("a", "bc", b"x", 1, 1)
+
+
+def test_round_trip_survives_a_restart_and_files_are_private(tmp_path: Path) -> None:
+    cache = RewriteCache(tmp_path / "imap-cache")
+    key = cache_key("s", "u", b"INBOX", 1, 1)
+    record = entry(b"original", b"served")
+    cache.put(key, record, b"served")
+    again = RewriteCache(tmp_path / "imap-cache", max_memory_bytes=0)
+    assert again.record(key) == record
+    assert again.blob(key, record) == b"served"
+    assert (tmp_path / "imap-cache").stat().st_mode & 0o777 == 0o700
+    for path in (tmp_path / "imap-cache").rglob("*"):
+        assert path.stat().st_mode & 0o077 == 0
+
+
+def test_unchanged_blobs_are_evicted_first_and_records_stay(tmp_path: Path) -> None:
+    cache = RewriteCache(tmp_path, max_blob_bytes=250, max_memory_bytes=0)
+    keys = [cache_key("s", "u", b"INBOX", 1, uid) for uid in range(5)]
+    for key in keys:
+        cache.put(key, entry(b"m" * 100, b"m" * 100), b"m" * 100)
+    rewritten = cache_key("s", "u", b"INBOX", 1, 99)
+    cache.put(rewritten, entry(b"v" * 100, b"r" * 300), b"r" * 300)
+    kept = [key for key in keys if cache.blob(key, cache.record(key)) is not None]
+    assert kept == keys[-2:]  # the oldest unchanged blobs went
+    assert all(cache.record(key) is not None for key in keys)  # their records did not
+    assert cache.blob(rewritten, cache.record(rewritten)) == b"r" * 300
+
+
+def test_record_and_rewritten_bounds_drop_whole_entries(tmp_path: Path) -> None:
+    cache = RewriteCache(tmp_path, max_records=3, max_rewritten_bytes=10_000, max_memory_bytes=0)
+    keys = [cache_key("s", "u", b"INBOX", 1, uid) for uid in range(5)]
+    for key in keys:
+        cache.put(key, entry(b"o", b"r"), b"r")
+    assert [cache.record(key) is not None for key in keys] == [False, False, True, True, True]
+    small = RewriteCache(tmp_path / "b", max_rewritten_bytes=150, max_memory_bytes=0)
+    first, second = cache_key("s", "u", b"I", 1, 1), cache_key("s", "u", b"I", 1, 2)
+    small.put(first, entry(b"o", b"r" * 100), b"r" * 100)
+    small.put(second, entry(b"o", b"q" * 100), b"q" * 100)
+    assert small.record(first) is None and small.record(second) is not None
+
+
+def test_a_damaged_blob_is_not_served(tmp_path: Path) -> None:
+    cache = RewriteCache(tmp_path, max_memory_bytes=0)
+    key = cache_key("s", "u", b"INBOX", 1, 1)
+    record = entry(b"o", b"served")
+    cache.put(key, record, b"served")
+    next(tmp_path.rglob("*.rewritten")).write_bytes(b"tampered")
+    assert cache.blob(key, record) is None

@@ -136,7 +136,8 @@ def test_unsolicited_responses_keep_their_place_around_an_intercepted_fetch() ->
     server = MockImapServer(
         [SIMPLE, NESTED, SIMPLE],
         inject_first={"FETCH": b"* 3 FETCH (FLAGS (\\Seen))\r\n"},
-        inject={"FETCH": b"* 4 EXISTS\r\n* 2 EXPUNGE\r\n"},
+        # between our FETCH's literal and its tagged OK, and in the client's own
+        inject={"FETCH": b"* 4 EXISTS\r\n* 2 EXPUNGE\r\n", "UID FETCH": b"* 3 FETCH (FLAGS ())\r\n* 5 EXISTS\r\n"},
     )
     out = []
 
@@ -148,7 +149,8 @@ def test_unsolicited_responses_keep_their_place_around_an_intercepted_fetch() ->
     response = out[0]
     fetch_at = response.index(b"* 1 FETCH (BODY[] {%d}\r\n" % len(SIMPLE) + SIMPLE + b" FLAGS ())")
     assert response.index(b"* 3 FETCH (FLAGS (\\Seen))") < fetch_at < response.index(b"* 4 EXISTS")
-    assert response.index(b"* 4 EXISTS") < response.index(b"* 2 EXPUNGE") < response.index(b"a OK")
+    assert response.index(b"* 4 EXISTS") < response.index(b"* 2 EXPUNGE") < response.index(b"* 5 EXISTS")
+    assert response.index(b"* 3 FETCH (FLAGS ())") < response.index(b"* 5 EXISTS") < response.index(b"a OK")
     assert b"UID" not in response.split(b"{")[0]  # UID was ours to ask for, not the client's
 
 
@@ -165,6 +167,21 @@ def test_pipelined_fetches_each_answer_before_their_tag() -> None:
     stream = out[0]
     assert stream.index(b"* 1 FETCH (BODY[] {") < stream.index(b"a OK") < stream.index(b"* 2 FETCH (UID 2 BODY[1] {10}\r\nfirst part)")
     assert stream.index(b"* 2 FETCH") < stream.index(b"b OK") < stream.index(b"c OK")
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["uid-first", "body-first"])
+def test_body_items_are_found_in_either_order(reverse: bool) -> None:
+    server = MockImapServer([SIMPLE, INFECTED], reverse_items=reverse)
+    out = []
+
+    async def body(client: Client, _: ImapContext) -> None:
+        await login_select(client)
+        out.append(await client.command(b"a", b"FETCH 1:2 (BODY.PEEK[] UID)"))
+        out.append(await client.command(b"b", b"UID FETCH 2 (RFC822.SIZE BODY.PEEK[TEXT])"))
+
+    run(run_case(server, body))
+    assert b"* 1 FETCH (BODY[] {%d}\r\n" % len(SIMPLE) + SIMPLE + b" UID 1)" in out[0]
+    assert EICAR not in out[0] + out[1] and b"* 2 FETCH (BODY[] {" in out[0]
 
 
 def test_unsolicited_message_text_is_never_relayed() -> None:

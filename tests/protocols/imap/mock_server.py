@@ -32,6 +32,8 @@ class MockImapServer:
     #: answer to STARTTLS (after the tag), and the TLS context to switch to on OK
     starttls_answer: bytes = b"OK Begin TLS now\r\n"
     tls: ssl.SSLContext | None = None
+    #: answer FETCH items in the reverse of the requested order
+    reverse_items: bool = False
     seen: set[int] = field(default_factory=set)
     received: list[bytes] = field(default_factory=list)
     port: int = 0
@@ -138,5 +140,7 @@ class MockImapServer:
                         self.seen.add(uid)
             if request.uid and not any(a.name == "UID" for a in request.atts):
                 items.insert(0, b"UID %d" % uid)
+            if self.reverse_items:
+                items.reverse()
             out += b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n"
         return out

@@ -67,6 +67,8 @@ class ImapContext:
     #: message bytes fetched upstream per batch, at least one message
     batch_bytes: int = 32 * 1024 * 1024
     idle_timeout: float = IDLE_TIMEOUT
+    #: set when the engine stops: sessions say BYE once no FETCH is half answered
+    draining: asyncio.Event | None = None
     stats: dict[str, int] = field(default_factory=dict)
 
 
@@ -178,12 +180,17 @@ class ImapSession:
     async def run(self) -> None:
         upstream_task: asyncio.Task[None] | None = None
         client_task: asyncio.Task[None] | None = None
+        stop_task: asyncio.Task[None] | None = None
         try:
             if not await self._open():
                 return
             upstream_task = asyncio.ensure_future(self._upstream_loop())
             client_task = asyncio.ensure_future(self._client_loop())
-            done, _ = await asyncio.wait({upstream_task, client_task}, return_when=asyncio.FIRST_COMPLETED)
+            tasks = {upstream_task, client_task}
+            if self.context.draining is not None:
+                stop_task = asyncio.ensure_future(self._bye_when_draining(self.context.draining))
+                tasks.add(stop_task)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 task.result()
         except SwitchToRelay as switch:
@@ -201,11 +208,19 @@ class ImapSession:
         except (ConnectionError, asyncio.TimeoutError, ssl.SSLError) as exc:
             log.info("IMAP session ended: %s", exc)
         finally:
-            for task in (upstream_task, client_task):
+            for task in (upstream_task, client_task, stop_task):
                 if task is not None:
                     task.cancel()
             self.client.conn.close()
             self.upstream.conn.close()
+
+    async def _bye_when_draining(self, draining: asyncio.Event) -> None:
+        """The engine stops: finish a FETCH being answered, then say so (RFC 9051 §7.1.5)."""
+        await draining.wait()
+        while self.interceptor is not None:
+            await asyncio.sleep(0.05)
+        self.send_client(b"* BYE mailguard is stopping, please reconnect\r\n")
+        await self.drain_client()
 
     async def _open(self) -> bool:
         """Read the greeting; upgrade the upstream with STARTTLS when it offers it."""

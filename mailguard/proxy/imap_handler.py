@@ -49,6 +49,7 @@ def imap_context(ctx: SessionContext) -> ImapContext:
         limits=limits,
         implicit_tls=ctx.implicit_tls,
         idle_timeout=host.idle_timeout,
+        draining=host.draining,
     )
     if config.ssl_enabled and host.tls.can_intercept and not ctx.implicit_tls:
         from mailguard.proxy.upstream import upgrade_upstream

@@ -66,11 +66,13 @@ async def run_case(
     route_extra: dict | None = None,
     client_tls: ssl.SSLContext | None = None,
     server_id: str | None = None,
+    draining: asyncio.Event | None = None,
 ) -> ImapContext:
     upstream = await server.start()
     pool = ScanPool(Policy(), None, kind="thread", workers=1)
     cache = RewriteCache(cache_dir) if cache_dir is not None else None
-    context = ImapContext(scanner=pool, server_id=server_id or f"127.0.0.1:{server.port}", cache=cache)
+    context = ImapContext(scanner=pool, server_id=server_id or f"127.0.0.1:{server.port}", cache=cache,
+                          draining=draining)
     route = ImapRoute("127.0.0.1", server.port, **(route_extra or {}))
     listener = await start_imap_listener(route, lambda: context)
     port = listener.sockets[0].getsockname()[1]
@@ -467,3 +469,21 @@ def test_a_message_too_large_to_scan_is_replaced_by_a_notice_not_dropped() -> No
     assert notice is not None and notice.group(1) == notice.group(2)
     assert b"too large to scan" in answer and b"x" * 100 not in answer
     assert not any(b"UID FETCH 2 " in raw for raw in server.received)  # never fetched
+
+
+def test_a_stopping_engine_says_bye() -> None:
+    server = MockImapServer([SIMPLE])
+    out = []
+
+    async def body(client: Client, context: ImapContext) -> None:
+        await login_select(client)
+        assert context.draining is not None
+        context.draining.set()
+        out.append(await client.reader.read(1000))
+        out.append(await client.reader.read(1000))
+
+    async def case() -> None:
+        await run_case(server, body, draining=asyncio.Event())
+
+    run(case())
+    assert out == [b"* BYE mailguard is stopping, please reconnect\r\n", b""]

@@ -157,9 +157,9 @@ def _remove_leftover_rules(paths: Paths) -> None:
 
 
 def _status(paths: Paths, settings: Settings) -> dict[str, Any]:
-    from mailguard.proxy import control, daemon
+    from mailguard.proxy import control, pidlock
 
-    pid = daemon.running_pid(paths)
+    pid = pidlock.running_pid(paths)
     if pid is None:
         return _stopped_report(paths, settings)
     try:

@@ -2,24 +2,19 @@
 
 Pieces, in the order a start goes through them:
 
-- ``PidLock``: ``STATE/mailguard.pid`` holds the engine's pid and an exclusive flock for as long as
-  the engine lives. "Is an engine running?" is "is the file locked?", which stays right when the
-  engine was killed (the kernel drops the lock) and when its pid was reused by another program
-  (that program does not hold our lock): a stale pid file is simply taken over.
 - ``start_detached``: the classic double fork (fork, setsid, fork) so the engine has no terminal
   and is not a session leader; stdin/stdout/stderr go to /dev/null and logs to STATE/mailguard.log.
   The parent waits on a pipe until the engine reports that it listens (or why it could not), so
   ``mailguard start`` succeeds only for an engine that is really up.
-- ``Engine``: the running engine: the FilterServer, transparent-mode rules when asked for, the
-  control socket, and the signals: SIGTERM and SIGINT stop gracefully, SIGHUP re-reads settings.
+- ``Engine``: the running engine: the pid lock (pidlock.py), the FilterServer, transparent-mode
+  rules when asked for, the control socket, and the signals: SIGTERM and SIGINT stop gracefully,
+  SIGHUP re-reads settings (and reconfigures logging, logsetup.py).
 - ``stop_running``: the CLI side of ``mailguard stop``: asks over the control socket (SIGTERM if
   the socket does not answer) and waits until the lock is released.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
 import logging
 import os
 import select
@@ -27,10 +22,11 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mailguard.errors import EngineError, MailguardError
+from mailguard.proxy.logsetup import configure_logging
+from mailguard.proxy.pidlock import PidLock, running_pid
 
 if TYPE_CHECKING:
     from mailguard.settings import Paths, Settings
@@ -61,123 +57,11 @@ class FilterServerLike(Protocol):
 ServerFactory = Callable[["Settings", "Paths"], FilterServerLike]
 
 
-# --- pid file -----------------------------------------------------------------------------------
-
-
-class PidLock:
-    """The engine's pid file, locked with flock for the engine's lifetime."""
-
-    def __init__(self, paths: Paths) -> None:
-        self.paths = paths
-        self.path = paths.pid_file
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        """Take the lock and write our pid, or raise EngineError naming the running engine."""
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                pid = running_pid(self.paths)
-                raise EngineError(
-                    f"the engine is already running (pid {pid if pid else 'unknown'}; {self.path})"
-                ) from None
-            # An engine that was stopping may have unlinked the file between our open and our
-            # lock; then we hold a lock on a file nobody else can see. Start over on the new one.
-            try:
-                if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
-                    break
-            except FileNotFoundError:
-                pass
-            os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        os.fsync(fd)
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is None:
-            return
-        # Unlink while still holding the lock, so nobody takes over a file we are about to drop.
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
-        os.close(self._fd)
-        self._fd = None
-
-
-def running_pid(paths: Paths) -> int | None:
-    """The pid of the running engine, or None. A pid file nobody holds locked is stale: ignored.
-
-    0 means "running, pid unknown" (an engine between taking the lock and writing its pid).
-    """
-    path = paths.pid_file
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            content = os.read(fd, 64).strip()
-            return int(content) if content.isdigit() else 0
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
-
-
 def ensure_state_dir(paths: Paths) -> None:
     try:
         paths.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
         raise EngineError(f"cannot create the state folder {paths.state_dir}: {exc.strerror}") from exc
-
-
-# --- logging ------------------------------------------------------------------------------------
-
-
-class JsonLineFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message (and the traceback, if any)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
-
-
-def configure_logging(settings: Settings, log_file: Path | None) -> None:
-    """Log per tools.log-files.level/format, to ``log_file`` or (None) to stderr.
-
-    Called again on reload, so a changed level or format applies at once.
-    """
-    from logging.handlers import WatchedFileHandler
-
-    root = logging.getLogger("mailguard")
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
-    # WatchedFileHandler reopens the file when logrotate moves it away.
-    handler: logging.Handler = (
-        WatchedFileHandler(log_file, encoding="utf-8") if log_file else logging.StreamHandler(sys.stderr)
-    )
-    if settings.get("tools.log-files.format") == "json":
-        handler.setFormatter(JsonLineFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
-    root.setLevel(settings.get("tools.log-files.level").upper())
-    root.propagate = False
 
 
 # --- the running engine -------------------------------------------------------------------------

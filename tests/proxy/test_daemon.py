@@ -1,8 +1,9 @@
-"""The engine's lifecycle: pid lock, detaching, readiness, signals, reload, logging, stopping.
+"""The engine's lifecycle: detaching, readiness, signals, reload, logging to its file, stopping.
 
 These tests run the real daemon code (double fork, pid lock, control socket, signals) around a
 small stand-in for the FilterServer, so they hold whatever the proxy core does; the end-to-end
-runs with the real FilterServer are in tests/cli/test_engine.py.
+runs with the real FilterServer are in tests/cli/test_engine.py. The pid lock and the logging
+setup on their own are in test_pidlock.py and test_logsetup.py.
 """
 
 from __future__ import annotations
@@ -23,14 +24,8 @@ import pytest
 
 from mailguard.errors import EngineError
 from mailguard.proxy import control
-from mailguard.proxy.daemon import (
-    PidLock,
-    configure_logging,
-    run_foreground,
-    running_pid,
-    start_detached,
-    stop_running,
-)
+from mailguard.proxy.daemon import run_foreground, start_detached, stop_running
+from mailguard.proxy.pidlock import running_pid
 from mailguard.settings import Paths, Settings, save_settings
 
 PROTECTION = "web-and-email.email-client.protocols.enabled"
@@ -121,39 +116,6 @@ def daemon(paths: Paths) -> Iterator[Callable[..., int]]:
             if not process_gone(pid):
                 os.kill(pid, signal.SIGKILL)
                 wait_for(lambda: process_gone(pid))
-
-
-# --- pid lock -----------------------------------------------------------------------------------
-
-
-def test_pid_lock_records_our_pid_and_refuses_a_second_holder(paths: Paths) -> None:
-    paths.state_dir.mkdir()
-    first = PidLock(paths)
-    first.acquire()
-    try:
-        assert paths.pid_file.read_text() == f"{os.getpid()}\n"
-        assert running_pid(paths) == os.getpid()
-        with pytest.raises(EngineError, match=f"already running \\(pid {os.getpid()}"):
-            PidLock(paths).acquire()
-    finally:
-        first.release()
-    assert not paths.pid_file.exists()
-    assert running_pid(paths) is None
-
-
-@pytest.mark.parametrize("content", ["999999999\n", "garbage", "", "{ppid}\n"])
-def test_stale_pid_file_is_not_running_and_is_taken_over(paths: Paths, content: str) -> None:
-    # A pid that does not exist, junk, or the pid of a live process that is not ours (our parent):
-    # nobody holds the lock, so it is stale.
-    paths.state_dir.mkdir()
-    paths.pid_file.write_text(content.format(ppid=os.getppid()))
-    assert running_pid(paths) is None
-    lock = PidLock(paths)
-    lock.acquire()
-    try:
-        assert paths.pid_file.read_text() == f"{os.getpid()}\n"
-    finally:
-        lock.release()
 
 
 # --- detached engine ----------------------------------------------------------------------------
@@ -253,27 +215,15 @@ def test_reload_over_the_socket_refuses_a_broken_file_and_keeps_running(paths: P
 
 
 def test_json_log_format_writes_one_object_per_line(paths: Paths, daemon) -> None:
-    daemon(settings=Settings.from_values({"tools.log-files.format": "json"}))
+    pid = daemon(settings=Settings.from_values({"tools.log-files.format": "json"}))
     stop_running(paths)
+    # stop_running returns once the pid lock is released; "engine stopped" is logged just after.
+    wait_for(lambda: process_gone(pid))
     lines = paths.log_file.read_text().splitlines()
     entries = [json.loads(line) for line in lines]
     assert {"time", "level", "logger", "message"} <= set(entries[0])
     assert entries[0]["level"] == "info"
     assert any(e["message"] == "engine stopped" for e in entries)
-
-
-def test_log_level_filters(paths: Paths, tmp_path: Path) -> None:
-    import logging
-
-    log_file = tmp_path / "level.log"
-    configure_logging(Settings.from_values({"tools.log-files.level": "warning"}), log_file)
-    try:
-        logging.getLogger("mailguard.test").info("quiet")
-        logging.getLogger("mailguard.test").warning("loud")
-    finally:
-        configure_logging(Settings.defaults(), None)
-    text = log_file.read_text()
-    assert "loud" in text and "quiet" not in text
 
 
 # --- foreground ---------------------------------------------------------------------------------

@@ -172,37 +172,64 @@ def make_tnef(attachments: list[tuple[str, bytes]], *, long_names: bool = True) 
     return bytes(out)
 
 
-# -- OLE2 compound files ([MS-CFB]) with just a directory --
+# -- OLE2 compound files ([MS-CFB]) --
 
-def make_ole(names: list[tuple[str, int]]) -> bytes:
-    """A 512-byte-sector compound file: header, one FAT sector, directory sectors.
+def make_ole(names: list[tuple[str, int]], contents: dict[str, bytes] | None = None) -> bytes:
+    """A 512-byte-sector compound file: header, one FAT sector, directory sectors, stream sectors.
 
-    ``names`` are (name, type) with type 1 storage, 2 stream; a Root Entry comes first.
+    ``names`` are (name, type) with type 1 storage, 2 stream, all siblings under the Root Entry
+    (a right-leaning tree). ``contents`` gives stream bytes by name. The mini-stream cutoff is
+    set to 0 so every stream lives in regular sectors (real files exercise the mini stream).
     """
+    contents = contents or {}
     entries = [("Root Entry", 5)] + names
+    layout: list[tuple[int, int]] = []  # (start sector, size) per entry
+    sectors_before = 1 + (len(entries) * 128 + 511) // 512  # the FAT, then the directory
+    next_sector, stream_sectors = sectors_before, bytearray()
+    for name, _ in entries:
+        data = contents.get(name, b"")
+        count = (len(data) + 511) // 512
+        layout.append((next_sector if count else 0xFFFFFFFE, len(data)))
+        next_sector += count
+        stream_sectors += data + bytes(-len(data) % 512)
     directory = bytearray()
-    for name, kind in entries:
+    for index, (name, kind) in enumerate(entries):
         raw = name.encode("utf-16-le") + b"\x00\x00"
         entry = bytearray(128)
         entry[:len(raw)] = raw
         struct.pack_into("<HBB", entry, 64, len(raw), kind, 1)
-        struct.pack_into("<III", entry, 68, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF)
+        right = index + 1 if 0 < index < len(entries) - 1 else 0xFFFFFFFF
+        child = 1 if index == 0 and len(entries) > 1 else 0xFFFFFFFF
+        struct.pack_into("<III", entry, 68, 0xFFFFFFFF, right, child)
+        struct.pack_into("<IQ", entry, 116, *layout[index])
         directory += entry
     directory += bytes(-len(directory) % 512)
     directory_sectors = len(directory) // 512
     fat = [0xFFFFFFFD]  # sector 0 holds the FAT itself
     for n in range(directory_sectors):
         fat.append(n + 2 if n + 1 < directory_sectors else 0xFFFFFFFE)
+    for start, size in layout:
+        count = (size + 511) // 512
+        for k in range(count):
+            fat.append(start + k + 1 if k + 1 < count else 0xFFFFFFFE)
+    assert len(fat) <= 128, "make_ole makes small files only"
     fat += [0xFFFFFFFF] * (128 - len(fat))
     header = bytearray(512)
     header[:8] = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
     struct.pack_into("<HHHH", header, 0x18, 0x3E, 3, 0xFFFE, 9)
     struct.pack_into("<H", header, 0x20, 6)
-    struct.pack_into("<IIII", header, 0x2C, 1, 1, 0, 0x1000)
+    struct.pack_into("<IIII", header, 0x2C, 1, 1, 0, 0)  # FAT sectors, first directory sector, -, cutoff 0
     struct.pack_into("<IIII", header, 0x3C, 0xFFFFFFFE, 0, 0xFFFFFFFE, 0)
-    difat = [0] + [0xFFFFFFFF] * 108
-    struct.pack_into("<109I", header, 0x4C, *difat)
-    return bytes(header) + struct.pack("<128I", *fat) + bytes(directory)
+    struct.pack_into("<109I", header, 0x4C, *([0] + [0xFFFFFFFF] * 108))
+    return bytes(header) + struct.pack("<128I", *fat) + bytes(directory) + bytes(stream_sectors)
+
+
+def ole_package(label: str, data: bytes) -> bytes:
+    """An OLE Package (\\x01Ole10Native stream) holding ``data`` as the file ``label``."""
+    temp = f"C:\\Temp\\{label}".encode() + b"\x00"
+    body = (struct.pack("<H", 2) + label.encode() + b"\x00" + f"C:\\{label}".encode() + b"\x00"
+            + struct.pack("<HH", 0, 3) + struct.pack("<I", len(temp)) + temp + struct.pack("<I", len(data)) + data)
+    return struct.pack("<I", len(body)) + body
 
 
 # -- walking --

@@ -20,7 +20,7 @@ from mailguard.scan.policy import Policy
 from mailguard.scan.verdict import Reason
 from tests.peers import require, require_clamav_testfiles
 from tests.scan.archives import (
-    EICAR, bz, gz, make_7z, make_ole, make_tar, make_tnef, make_zip, overlapping_zip, walk, xz,
+    EICAR, bz, gz, make_7z, make_ole, make_tar, make_tnef, make_zip, ole_package, overlapping_zip, walk, xz,
     zeros_deflated, zip_with_raw_member, zipcrypto_zip,
 )
 
@@ -315,7 +315,7 @@ def test_unsupported_zip_method_is_unsupported():
 
 
 MAGICS = [b"PK\x03\x04", b"PK\x05\x06", b"7z\xbc\xaf\x27\x1c", b"\x1f\x8b\x08", b"BZh91AY&SY",
-          b"\xfd7zXZ\x00", b"\x78\x9f\x3e\x22"]
+          b"\xfd7zXZ\x00", b"\x78\x9f\x3e\x22", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -333,7 +333,8 @@ def test_fuzz_only_documented_exceptions(magic, tail):
 def test_fuzz_mutated_real_archives(patch, at):
     policy = Policy(max_archive_file_size=MIB)
     for base in (make_zip({"a.txt": b"hello" * 20, "b/c.txt": b"x"}), make_tar({"a": b"b" * 600}),
-                 make_tnef([("a.exe", b"MZ" * 40)])):
+                 make_tnef([("a.exe", b"MZ" * 40)]),
+                 make_ole([("A", 2), ("\x01Ole10Native", 2)], {"A": b"a" * 600, "\x01Ole10Native": ole_package("x", b"y")})):
         data = base[:at] + patch + base[at + len(patch):]
         try:
             walk(obj(data), policy)
@@ -352,6 +353,7 @@ def test_fuzz_mutated_real_archives(patch, at):
     ("clam.tar.gz", "clam.tar.gz/clam.tar/clam.exe"),
     ("clam.exe.bz2", "clam.exe.bz2/clam.exe"),
     ("clam.tnef", "clam.tnef/clam.exe"),
+    ("clam.ole.doc", "clam.ole.doc/ObjectPool/_1279313719/[1]Ole10Native/Clam.exe"),
 ])
 def test_clamav_testfiles(name, path):
     folder = Path(require_clamav_testfiles())
@@ -364,5 +366,25 @@ def test_clamav_testfiles(name, path):
     assert seen[path] == (folder / "clam.exe").read_bytes()
 
 
-def test_ole_is_not_a_container():
-    assert kind_of(make_ole([("WordDocument", 2)]), Policy()) is None
+def test_ole2_streams_and_packaged_files():
+    data = make_ole([("WordDocument", 2), ("\x01Ole10Native", 2)],
+                    {"WordDocument": b"document text " * 100, "\x01Ole10Native": ole_package("invoice.pdf.exe", EICAR)})
+    got = children(data, Policy(archives=False), path="2/report.doc")  # OLE2 is looked into whatever archives says
+    assert [(c.path, c.names, c.data) for c in got] == [
+        ("2/report.doc/WordDocument", ("WordDocument",), b"document text " * 100),
+        ("2/report.doc/[1]Ole10Native", ("[1]Ole10Native",), ole_package("invoice.pdf.exe", EICAR)),
+        ("2/report.doc/[1]Ole10Native/invoice.pdf.exe", ("[1]Ole10Native/invoice.pdf.exe",), EICAR),
+    ]
+
+
+def test_ole2_damage_is_corrupt_or_limit_never_a_crash():
+    data = make_ole([("Big", 2)], {"Big": bytes(5000)})
+    with pytest.raises(ScanIncomplete) as caught:
+        children(data, Policy(max_archive_file_size=1000))
+    assert caught.value.reason is Reason.LIMIT
+    with pytest.raises(ScanIncomplete) as caught:
+        children(data[:1500])  # the stream's sectors are cut off
+    assert caught.value.reason is Reason.CORRUPT
+    with pytest.raises(ScanIncomplete) as caught:
+        children(data[:520])  # not even a directory
+    assert caught.value.reason is Reason.CORRUPT

@@ -22,7 +22,7 @@ import io
 import struct
 import zipfile
 
-from mailguard.scan.detectors import ole
+from mailguard.scan.containers import cfb
 from mailguard.scan.detectors.base import ScanObject
 from mailguard.scan.verdict import Finding
 
@@ -100,8 +100,12 @@ def is_double_extension(name: str) -> bool:
 
 
 def has_office_macros(data: bytes) -> bool:
-    if ole.is_ole(data):
-        return any(name.lower() in _OLE_MACRO_NAMES for name in ole.directory_names(data))
+    if cfb.is_compound_file(data):
+        try:
+            names = cfb.CompoundFile(data).names()
+        except (cfb.CompoundFileError, struct.error):
+            return False  # unreadable: the OLE2 container reader reports it as corrupt
+        return any(name.lower() in _OLE_MACRO_NAMES for name in names)
     if data[:4] == b"PK\x03\x04":
         return any(name.lower().rsplit("/", 1)[-1] == "vbaproject.bin" for name in _zip_names(data))
     return False

@@ -1,0 +1,86 @@
+"""OLE2 compound files (Office 97-2003 documents, Outlook .msg): every stream is a child.
+
+Malware rides in these as embedded objects: an OLE "Package" keeps a whole file in a
+``\\x01Ole10Native`` stream (the classic "double-click the icon" attachment inside a
+.doc), and an Outlook .msg keeps each attachment in a stream of its own. So each stream
+becomes a child, named by its storage path, and a packaged file is unwrapped to a child
+of that stream, named as the package names it (which also lets the name heuristics see
+``invoice.pdf.exe`` hidden inside a document). Like TNEF this is how Office carries
+files, not an archive the user chose, so it is looked into whatever
+``threatsense.objects.archives`` says.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from mailguard.scan.containers import bounded, cfb
+from mailguard.scan.limits import Budget, ScanIncomplete
+from mailguard.scan.verdict import Reason
+
+_OLE10_NATIVE = "\x01Ole10Native"
+_MAX_PACKAGE_STRING = 4096
+
+
+def recognise(data: bytes) -> bool:
+    return cfb.is_compound_file(data)
+
+
+def printable(name: str) -> str:
+    """Stream names start with control characters (\\x01Ole, \\x05SummaryInformation): show them."""
+    return "".join(f"[{ord(c)}]" if ord(c) < 0x20 else c for c in name)
+
+
+def unpack(members: bounded.Members, data: bytes, budget: Budget) -> None:
+    try:
+        document = cfb.CompoundFile(data)
+    except (cfb.CompoundFileError, struct.error) as exc:
+        raise ScanIncomplete(Reason.CORRUPT, f"not a readable OLE2 file: {exc}") from None
+    cap = bounded.member_cap(budget)
+    for path, entry in document.streams():
+        members.count()
+        name = printable(path)
+        if entry.size > cap:
+            raise ScanIncomplete(Reason.LIMIT, f"OLE2 stream {name} is larger than {cap} bytes")
+        try:
+            content = document.read(entry, cap)
+        except (cfb.CompoundFileError, struct.error) as exc:
+            members.skip(name, Reason.CORRUPT, str(exc))
+            continue
+        budget.charge(len(content))
+        members.add(name, content)
+        if entry.name == _OLE10_NATIVE:
+            package = ole10_native(content)
+            if package is not None:
+                label, payload = package
+                members.add(f"{name}/{label or 'package'}", payload)
+
+
+def ole10_native(stream: bytes) -> tuple[str, bytes] | None:
+    """The file in an OLE Package stream: (its label, its bytes), or None if it is not one.
+
+    Layout (as written by packager.exe and Office): total size (4), type (2), label NUL,
+    original path NUL, two reserved words (4), temp path length (4) and temp path, data
+    length (4), data.
+    """
+    try:
+        pos = 6
+        label, pos = _c_string(stream, pos)
+        _, pos = _c_string(stream, pos)
+        pos += 4
+        (temp_length,) = struct.unpack_from("<I", stream, pos)
+        pos += 4 + temp_length
+        (data_length,) = struct.unpack_from("<I", stream, pos)
+        pos += 4
+    except (struct.error, ValueError):
+        return None
+    if pos + data_length > len(stream) or temp_length > len(stream):
+        return None
+    return label, stream[pos:pos + data_length]
+
+
+def _c_string(data: bytes, pos: int) -> tuple[str, int]:
+    end = data.find(b"\x00", pos, pos + _MAX_PACKAGE_STRING)
+    if end < 0:
+        raise ValueError("unterminated string")
+    return data[pos:end].decode("cp1252", "replace"), end + 1

@@ -177,30 +177,39 @@ def make_tnef(attachments: list[tuple[str, bytes]], *, long_names: bool = True) 
 def make_ole(names: list[tuple[str, int]], contents: dict[str, bytes] | None = None) -> bytes:
     """A 512-byte-sector compound file: header, one FAT sector, directory sectors, stream sectors.
 
-    ``names`` are (name, type) with type 1 storage, 2 stream, all siblings under the Root Entry
-    (a right-leaning tree). ``contents`` gives stream bytes by name. The mini-stream cutoff is
-    set to 0 so every stream lives in regular sectors (real files exercise the mini stream).
+    ``names`` are (path, type) with type 1 storage, 2 stream; a path "Storage/Stream" puts the
+    stream in that storage (declared earlier). Siblings form a right-leaning tree. ``contents``
+    gives stream bytes by path. The mini-stream cutoff is 0, so every stream lives in regular
+    sectors (real files from clamav-testfiles exercise the mini stream).
     """
     contents = contents or {}
-    entries = [("Root Entry", 5)] + names
+    entries = [("", "Root Entry", 5)] + [(path, path.rsplit("/", 1)[-1], kind) for path, kind in names]
+    index_of = {path: index for index, (path, _, _) in enumerate(entries)}
+    children_of: dict[int, list[int]] = {}
+    for index, (path, _, _) in enumerate(entries[1:], 1):
+        parent = index_of[path.rsplit("/", 1)[0]] if "/" in path else 0
+        children_of.setdefault(parent, []).append(index)
+    right = {}
+    for siblings in children_of.values():
+        for a, b in zip(siblings, siblings[1:]):
+            right[a] = b
     layout: list[tuple[int, int]] = []  # (start sector, size) per entry
-    sectors_before = 1 + (len(entries) * 128 + 511) // 512  # the FAT, then the directory
-    next_sector, stream_sectors = sectors_before, bytearray()
-    for name, _ in entries:
-        data = contents.get(name, b"")
+    next_sector = 1 + (len(entries) * 128 + 511) // 512  # after the FAT and the directory
+    stream_sectors = bytearray()
+    for path, _, _ in entries:
+        data = contents.get(path, b"") if path else b""
         count = (len(data) + 511) // 512
         layout.append((next_sector if count else 0xFFFFFFFE, len(data)))
         next_sector += count
         stream_sectors += data + bytes(-len(data) % 512)
     directory = bytearray()
-    for index, (name, kind) in enumerate(entries):
+    for index, (_, name, kind) in enumerate(entries):
         raw = name.encode("utf-16-le") + b"\x00\x00"
         entry = bytearray(128)
         entry[:len(raw)] = raw
         struct.pack_into("<HBB", entry, 64, len(raw), kind, 1)
-        right = index + 1 if 0 < index < len(entries) - 1 else 0xFFFFFFFF
-        child = 1 if index == 0 and len(entries) > 1 else 0xFFFFFFFF
-        struct.pack_into("<III", entry, 68, 0xFFFFFFFF, right, child)
+        child = children_of.get(index, [0xFFFFFFFF])[0]
+        struct.pack_into("<III", entry, 68, 0xFFFFFFFF, right.get(index, 0xFFFFFFFF), child)
         struct.pack_into("<IQ", entry, 116, *layout[index])
         directory += entry
     directory += bytes(-len(directory) % 512)

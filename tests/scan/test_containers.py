@@ -377,6 +377,20 @@ def test_ole2_streams_and_packaged_files():
     ]
 
 
+@pytest.mark.parametrize("name_stream,encoded", [
+    ("__substg1.0_3707001F", "invoice.pdf.js\x00".encode("utf-16-le")),   # long name, Unicode
+    ("__substg1.0_3704001E", b"invoice.pdf.js\x00"),                       # 8.3 name, ANSI
+])
+def test_outlook_msg_attachments_are_named_by_their_file_names(name_stream, encoded):
+    storage = "__attach_version1.0_#00000000"
+    data = make_ole([("__substg1.0_0037001F", 2), (storage, 1), (f"{storage}/{name_stream}", 2),
+                     (f"{storage}/__substg1.0_37010102", 2)],
+                    {"__substg1.0_0037001F": "Subject".encode("utf-16-le"), f"{storage}/{name_stream}": encoded,
+                     f"{storage}/__substg1.0_37010102": EICAR})
+    got = [c for c in children(data, path="2/mail.msg") if c.data == EICAR]
+    assert [(c.path, c.names) for c in got] == [(f"2/mail.msg/{storage}/invoice.pdf.js", ("invoice.pdf.js",))]
+
+
 def test_ole2_damage_is_corrupt_or_limit_never_a_crash():
     data = make_ole([("Big", 2)], {"Big": bytes(5000)})
     with pytest.raises(ScanIncomplete) as caught:

@@ -178,11 +178,11 @@ class Members:
             raise ScanIncomplete(Reason.LIMIT, f"more than {MAX_MEMBERS} members")
         self.budget.check_time()
 
-    def add(self, name: str, data: bytes) -> None:
-        self.children.append(
-            ScanObject(data=data, path=self.path_of(name), names=(name,) if name else (),
-                       depth=self.parent.depth + 1)
-        )
+    def add(self, name: str, data: bytes, names: tuple[str, ...] | None = None) -> None:
+        """A child at ``parent/name``; its file names are ``names``, by default ``(name,)``."""
+        if names is None:
+            names = (name,) if name else ()
+        self.children.append(ScanObject(data=data, path=self.path_of(name), names=names, depth=self.parent.depth + 1))
 
     def unpack(self, name: str, produce: Callable[[], bytes]) -> None:
         """Add the member ``produce()`` returns; record it as unscanned if it cannot be read."""

@@ -3,9 +3,9 @@
 Malware rides in these as embedded objects: an OLE "Package" keeps a whole file in a
 ``\\x01Ole10Native`` stream (the classic "double-click the icon" attachment inside a
 .doc), and an Outlook .msg keeps each attachment in a stream of its own. So each stream
-becomes a child, named by its storage path, and a packaged file is unwrapped to a child
-of that stream, named as the package names it (which also lets the name heuristics see
-``invoice.pdf.exe`` hidden inside a document). Like TNEF this is how Office carries
+becomes a child, named by its storage path; a packaged file is unwrapped to a child of
+that stream, named as the package names it, and a .msg attachment is named by its file
+name (which lets the name heuristics see ``invoice.pdf.exe`` inside them too). Like TNEF this is how Office carries
 files, not an archive the user chose, so it is looked into whatever
 ``threatsense.objects.archives`` says.
 """
@@ -19,6 +19,10 @@ from mailguard.scan.limits import Budget, ScanIncomplete
 from mailguard.scan.verdict import Reason
 
 _OLE10_NATIVE = "\x01Ole10Native"
+# [MS-OXMSG] 2.1.3: property streams are named __substg1.0_ + property tag (id and type).
+_MSG_ATTACH_DATA = "__substg1.0_37010102"                 # PidTagAttachDataBinary
+_MSG_NAME_STREAMS = {"__substg1.0_3707001F": True, "__substg1.0_3707001E": True,   # long file name
+                     "__substg1.0_3704001F": False, "__substg1.0_3704001E": False}  # 8.3 file name
 _MAX_PACKAGE_STRING = 4096
 
 
@@ -37,7 +41,9 @@ def unpack(members: bounded.Members, data: bytes, budget: Budget) -> None:
     except (cfb.CompoundFileError, struct.error) as exc:
         raise ScanIncomplete(Reason.CORRUPT, f"not a readable OLE2 file: {exc}") from None
     cap = bounded.member_cap(budget)
-    for path, entry in document.streams():
+    streams = list(document.streams())
+    file_names = _msg_attachment_names(document, streams)
+    for path, entry in streams:
         members.count()
         name = printable(path)
         if entry.size > cap:
@@ -48,12 +54,37 @@ def unpack(members: bounded.Members, data: bytes, budget: Budget) -> None:
             members.skip(name, Reason.CORRUPT, str(exc))
             continue
         budget.charge(len(content))
-        members.add(name, content)
+        storage, _, stream_name = path.rpartition("/")
+        file_name = file_names.get(storage) if stream_name == _MSG_ATTACH_DATA else None
+        if file_name:
+            members.add(f"{printable(storage)}/{file_name}", content, names=(file_name,))
+        else:
+            members.add(name, content)
         if entry.name == _OLE10_NATIVE:
             package = ole10_native(content)
             if package is not None:
                 label, payload = package
                 members.add(f"{name}/{label or 'package'}", payload)
+
+
+def _msg_attachment_names(document: cfb.CompoundFile, streams: list[tuple[str, cfb.DirectoryEntry]]
+                          ) -> dict[str, str]:
+    """Outlook .msg ([MS-OXMSG] 2.2.2): attachment storage path -> the attachment's file name."""
+    found: dict[str, str] = {}
+    for path, entry in streams:
+        storage, _, stream_name = path.rpartition("/")
+        if stream_name not in _MSG_NAME_STREAMS or entry.size > _MAX_PACKAGE_STRING:
+            continue
+        try:
+            raw = document.read(entry, _MAX_PACKAGE_STRING)
+        except (cfb.CompoundFileError, struct.error):
+            continue
+        encoding = "utf-16-le" if stream_name.endswith("001F") else "cp1252"
+        name = raw.decode(encoding, "replace").split("\x00", 1)[0]
+        # The long file name wins over the 8.3 one, whatever order the streams come in.
+        if name and (storage not in found or _MSG_NAME_STREAMS[stream_name]):
+            found[storage] = name
+    return found
 
 
 def ole10_native(stream: bytes) -> tuple[str, bytes] | None:

@@ -121,8 +121,10 @@ class Engine:
             await self._remove_transparent_rules()
             if self._server is not None:
                 await self._server.stop(grace=STOP_GRACE_SECONDS)
-            lock.release()
+            # Logged while the pid lock is still held: `mailguard stop` returns once the lock is
+            # free, and by then the log must be complete.
             log.info("engine stopped")
+            lock.release()
 
     def request_stop(self) -> None:
         if self._stopping is not None:

@@ -61,7 +61,7 @@ def parse_fetch_response(response: Response) -> FetchData:
     if response.word != "FETCH" or response.number is None:
         raise ValueError("not a FETCH response")
     raw = response.raw
-    start = raw.upper().find(b"FETCH", 0, 64) + len(b"FETCH")
+    start = raw[:64].upper().find(b"FETCH") + len(b"FETCH")  # not raw.upper(): raw holds the message
     lexer = Lexer(raw, start)
     listed = lexer.read_node()
     if listed.kind is not NodeKind.LIST or len(listed.items) % 2:

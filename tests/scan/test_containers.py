@@ -74,6 +74,66 @@ def test_zip64_member():
     assert [c.data for c in children(data)] == [EICAR]
 
 
+def _drop_central_entries(data: bytes, keep: int) -> bytes:
+    """The zip with only its last ``keep`` central directory entries (the others become orphans)."""
+    end_at = data.rfind(b"PK\x05\x06")
+    count, size, offset = struct.unpack_from("<HII", data, end_at + 10)
+    entries, position = [], offset
+    while position < offset + size:
+        name_length, extra_length, comment_length = struct.unpack_from("<HHH", data, position + 28)
+        length = 46 + name_length + extra_length + comment_length
+        entries.append(data[position:position + length])
+        position += length
+    kept = b"".join(entries[-keep:]) if keep else b""
+    end = data[end_at:end_at + 8] + struct.pack("<HHII", keep, keep, len(kept), offset) + data[end_at + 20:]
+    return data[:offset] + kept + end
+
+
+def test_a_member_only_local_headers_list_is_scanned_too():
+    data = _drop_central_entries(make_zip({"payload.exe": EICAR, "readme.txt": b"read me"}), keep=1)
+    assert zipfile.ZipFile(__import__("io").BytesIO(data)).namelist() == ["readme.txt"]
+    got = children(data, path="2/x.zip")
+    assert [(c.path, c.data) for c in got] == [("2/x.zip/readme.txt", b"read me"), ("2/x.zip/payload.exe", EICAR)]
+
+
+def test_a_zip_without_central_directory_still_gives_its_members():
+    import io
+
+    stream = io.BytesIO()
+
+    class Unseekable(io.RawIOBase):  # zipfile writes data descriptors (flag bit 3) to these
+        def writable(self):
+            return True
+
+        def write(self, b):
+            return stream.write(b)
+
+    with zipfile.ZipFile(Unseekable(), "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("eicar.com", EICAR)
+    data = stream.getvalue()
+    data = data[:data.find(b"PK\x01\x02")]  # cut the central directory off
+    with pytest.raises(ExpansionIncomplete) as caught:
+        children(data)
+    assert caught.value.reason is Reason.CORRUPT
+    assert [c.data for c in caught.value.children] == [EICAR]
+
+
+def test_local_name_different_from_central_name_is_kept():
+    data = bytearray(make_zip({"readme.txt": EICAR}, zipfile.ZIP_STORED))
+    data[30:40] = b"evil.js.js"  # the local header's copy of the 10-character name
+    (child,) = children(bytes(data))
+    assert child.names == ("readme.txt", "evil.js.js")
+
+
+def test_bytes_that_only_look_like_a_local_header_are_ignored():
+    data = make_zip({"a.txt": b"x"}, zipfile.ZIP_STORED)
+    end_at = data.rfind(b"PK\x05\x06")
+    # a deflate "member" whose data is not deflate (block type 3 is reserved, RFC 1951 §3.2.3)
+    junk = struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 8, 0, 0, 0, 16, 100, 5, 0) + b"bogus" + b"\xff" * 16
+    comment = data[:end_at + 20] + struct.pack("<H", len(junk)) + junk
+    assert [c.data for c in children(comment)] == [b"x"]
+
+
 def test_tar_and_compressed_streams():
     assert [c.data for c in children(make_tar({"eicar.com": EICAR}))] == [EICAR]
     assert [(c.names, c.data) for c in children(gz(EICAR, "eicar.com"))] == [(("eicar.com",), EICAR)]

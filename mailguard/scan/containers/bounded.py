@@ -184,10 +184,10 @@ class Members:
             names = (name,) if name else ()
         self.children.append(ScanObject(data=data, path=self.path_of(name), names=names, depth=self.parent.depth + 1))
 
-    def unpack(self, name: str, produce: Callable[[], bytes]) -> None:
+    def unpack(self, name: str, produce: Callable[[], bytes], names: tuple[str, ...] | None = None) -> None:
         """Add the member ``produce()`` returns; record it as unscanned if it cannot be read."""
         try:
-            self.add(name, produce())
+            self.add(name, produce(), names)
         except ScanIncomplete as exc:
             if exc.reason in (Reason.LIMIT, Reason.TIMEOUT):
                 raise ExpansionIncomplete(exc.reason, exc.detail, self.path_of(name), self.children) from None

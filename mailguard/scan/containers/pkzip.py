@@ -15,6 +15,7 @@ import io
 import lzma
 import struct
 import zipfile
+from typing import NamedTuple
 
 from mailguard.scan.containers import bounded
 from mailguard.scan.limits import Budget, ScanIncomplete
@@ -26,8 +27,11 @@ MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a first local header, or an empty arch
 # number it refuses with NotImplementedError).
 ZIPFILE_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, NotImplementedError,
                   struct.error, KeyError, IndexError, OverflowError)
-# APPNOTE 4.4.4 general purpose flag bit 0: the member is encrypted.
+# APPNOTE 4.4.4 general purpose flags: bit 0 encrypted, bit 3 sizes in a data descriptor
+# after the data (the local header has zeros), bit 11 UTF-8 names.
 _FLAG_ENCRYPTED = 0x1
+_FLAG_DATA_DESCRIPTOR = 0x8
+_FLAG_UTF8 = 0x800
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
 # A central directory entry is at least 46 bytes; bound how many zipfile would build (memory).
 _MIN_CENTRAL_ENTRY = 46
@@ -46,31 +50,95 @@ def unpack(members: bounded.Members, data: bytes, budget: Budget) -> None:
     check_central_directory_size(data)
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
+        infos = archive.infolist()
     except ZIPFILE_ERRORS as exc:
+        # No readable central directory: what the local headers hold is still scanned.
+        _unpack_orphans(members, data, budget, known=[])
         raise ScanIncomplete(Reason.CORRUPT, f"not a readable zip: {exc}") from None
-    infos = archive.infolist()
     if len(infos) > bounded.MAX_MEMBERS:
         raise ScanIncomplete(Reason.LIMIT, f"more than {bounded.MAX_MEMBERS} members")
-    spans = []
-    for info in infos:
-        start = _data_start(data, info)
-        spans.append((info, start))
+    spans = [(info, _local_header(data, info.header_offset)) for info in infos]
     _refuse_overlaps(spans)
-    for info, start in spans:
+    for info, local in spans:
         members.count()
         if info.filename.endswith("/"):
             continue  # a directory entry
-        if start is None:
+        if local is None:
             members.skip(info.filename, Reason.CORRUPT, "local header missing or damaged")
             continue
         if info.flag_bits & _FLAG_ENCRYPTED or info.compress_type == AES:
             members.skip(info.filename, Reason.ENCRYPTED, "password-protected zip member")
             continue
-        raw = memoryview(data)[start:start + info.compress_size]
+        raw = memoryview(data)[local.data_start:local.data_start + info.compress_size]
         if len(raw) < info.compress_size:
             members.skip(info.filename, Reason.CORRUPT, "member data runs past the end of the archive")
             continue
-        members.unpack(info.filename, lambda raw=raw, method=info.compress_type: _inflate(method, raw, budget))
+        # The local header may name the member differently from the central directory (a
+        # trick against name filters): keep both names for the heuristics.
+        names = (info.filename,) if local.name in ("", info.filename) else (info.filename, local.name)
+        members.unpack(info.filename, lambda raw=raw, method=info.compress_type: _inflate(method, raw, budget),
+                       names=names)
+    known = [(info.header_offset, local.data_start + info.compress_size) for info, local in spans if local]
+    _unpack_orphans(members, data, budget, known)
+
+
+def _add_orphan(members: bounded.Members, local: "_Local", raw: memoryview, budget: Budget) -> None:
+    try:
+        content = _inflate(local.method, raw, budget)
+    except ScanIncomplete as exc:
+        if exc.reason in (Reason.LIMIT, Reason.TIMEOUT):
+            raise
+        return  # bytes that only look like a local header: nothing a reader could extract
+    members.add(local.name, content)
+
+
+class _Local(NamedTuple):
+    name: str
+    flags: int
+    method: int
+    compressed_size: int
+    data_start: int
+
+
+def _local_header(data: bytes, offset: int) -> _Local | None:
+    if offset < 0 or offset + _LOCAL_HEADER.size > len(data):
+        return None
+    fields = _LOCAL_HEADER.unpack_from(data, offset)
+    if fields[0] != b"PK\x03\x04":
+        return None
+    flags, method, compressed_size, name_length, extra_length = fields[2], fields[3], fields[7], fields[9], fields[10]
+    raw_name = data[offset + _LOCAL_HEADER.size:offset + _LOCAL_HEADER.size + name_length]
+    # APPNOTE 4.4.4 bit 11: the name is UTF-8, else code page 437 (as zipfile decodes it).
+    name = raw_name.decode("utf-8" if flags & _FLAG_UTF8 else "cp437", "replace")
+    return _Local(name, flags, method, compressed_size, offset + _LOCAL_HEADER.size + name_length + extra_length)
+
+
+def _unpack_orphans(members: bounded.Members, data: bytes, budget: Budget, known: list[tuple[int, int]]) -> None:
+    """Members that only a streaming reader sees: local headers the central directory omits.
+
+    Java's ZipInputStream and other streaming readers walk local headers and never read the
+    central directory, so a file listed only there is real to them. We scan that view too
+    (pitfalls §6.1: union of interpretations); headers inside known member data are skipped.
+    """
+    position = data.find(b"PK\x03\x04")
+    while position >= 0:
+        inside = next((end for start, end in known if start <= position < end), None)
+        if inside is not None:
+            position = data.find(b"PK\x03\x04", inside)
+            continue
+        local = _local_header(data, position)
+        next_search = position + 4
+        if local is not None and local.name and not local.name.endswith("/"):
+            members.count()
+            size_known = not local.flags & _FLAG_DATA_DESCRIPTOR
+            end = local.data_start + local.compressed_size if size_known else len(data)
+            if local.flags & _FLAG_ENCRYPTED:
+                members.skip(local.name, Reason.ENCRYPTED, "password-protected zip member (local header only)")
+            elif size_known or local.method != STORED:
+                _add_orphan(members, local, memoryview(data)[local.data_start:end], budget)
+            if size_known:
+                next_search = max(next_search, end)
+        position = data.find(b"PK\x03\x04", next_search)
 
 
 def check_central_directory_size(data: bytes) -> None:
@@ -85,20 +153,9 @@ def check_central_directory_size(data: bytes) -> None:
         raise ScanIncomplete(Reason.LIMIT, "central directory is too large")
 
 
-def _data_start(data: bytes, info: zipfile.ZipInfo) -> int | None:
-    offset = info.header_offset
-    if offset < 0 or offset + _LOCAL_HEADER.size > len(data):
-        return None
-    fields = _LOCAL_HEADER.unpack_from(data, offset)
-    if fields[0] != b"PK\x03\x04":
-        return None
-    name_length, extra_length = fields[9], fields[10]
-    return offset + _LOCAL_HEADER.size + name_length + extra_length
-
-
-def _refuse_overlaps(spans: list[tuple[zipfile.ZipInfo, int | None]]) -> None:
+def _refuse_overlaps(spans: list[tuple[zipfile.ZipInfo, _Local | None]]) -> None:
     """Members whose [local header, end of data) ranges overlap are a bomb (or a forgery)."""
-    ranges = sorted((info.header_offset, start + info.compress_size) for info, start in spans if start is not None)
+    ranges = sorted((info.header_offset, local.data_start + info.compress_size) for info, local in spans if local)
     for (_, previous_end), (next_start, _) in zip(ranges, ranges[1:]):
         if next_start < previous_end:
             raise ScanIncomplete(Reason.LIMIT, "zip entries overlap (a non-recursive zip bomb)")

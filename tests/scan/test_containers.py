@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailguard.scan.containers import ExpansionIncomplete, expand, kind_of
+from mailguard.scan.containers import ExpansionIncomplete, capabilities, expand, kind_of
 from mailguard.scan.detectors.base import ScanObject
 from mailguard.scan.limits import Budget, ScanIncomplete
 from mailguard.scan.policy import Policy
@@ -55,6 +55,12 @@ def test_archives_off_leaves_archives_but_not_tnef():
     policy = Policy(archives=False)
     assert expand(obj(make_zip({"a": EICAR})), Budget.for_message(policy), policy) is None
     assert kind_of(make_tnef([("eicar.com", EICAR)]), policy) == "tnef"
+
+
+def test_capabilities_name_every_kind():
+    found = capabilities()
+    assert {"zip", "7z", "tar", "gzip", "bzip2", "xz", "tnef", "ole2", "zip-deflate64"} == set(found)
+    assert found["zip"] and found["tnef"]
 
 
 # -- each kind --

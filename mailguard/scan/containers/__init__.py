@@ -27,7 +27,7 @@ from mailguard.scan.detectors.base import ScanObject
 from mailguard.scan.limits import Budget, ScanIncomplete
 from mailguard.scan.policy import Policy
 
-__all__ = ["ExpansionIncomplete", "expand", "kind_of"]
+__all__ = ["ExpansionIncomplete", "capabilities", "expand", "kind_of"]
 
 
 class _Kind(NamedTuple):
@@ -48,6 +48,18 @@ _KINDS = (
     _Kind("xz", streams.is_xz, streams.unpack_xz, True),
     _Kind("tar", tar.recognise, tar.unpack, True),
 )
+
+
+def capabilities() -> dict[str, bool]:
+    """Which formats this installation can unpack (pitfalls §6.9: check at start-up, do not
+    find out from a message). The optional ones depend on the ``archives`` extra; a format
+    listed False is reported unscanned ("unsupported"), never clean."""
+    from importlib.util import find_spec
+
+    found = {kind.name: True for kind in _KINDS}
+    found["7z"] = find_spec("py7zr") is not None
+    found["zip-deflate64"] = find_spec("inflate64") is not None
+    return found
 
 
 def kind_of(data: bytes, policy: Policy) -> str | None:

@@ -17,6 +17,12 @@ from dataclasses import dataclass
 # A header line is "name:" where name is printable US-ASCII without ":" (RFC 5322 §2.2).
 # Whitespace before the colon is tolerated: "Content-type :" is read by clients (pitfalls §6.1).
 _FIELD_NAME = re.compile(rb"([!-9;-~]+)[ \t]*:")
+# One whole ordinary LF/CRLF header line: a field (name, value) or a continuation (value),
+# values without the surrounding spaces and tabs, exactly as the general code strips them.
+# (Greedy values, right-stripped by the caller: a lazy ``*?`` retries the tail at every byte.)
+_SIMPLE_LINE = re.compile(rb"(?:([!-9;-~]+)[ \t]*:[ \t]*([^\r\n]*)|[ \t]+([^\r\n]*))\r?\n")
+_FIELD_NAMES: dict[bytes, str] = {}  # raw field name -> lower-case str (the few names mail uses)
+_MAX_CACHED_NAMES = 512
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
 _BETWEEN_WORDS = re.compile(r"(\?=)\s+(=\?)")
 _SECTION = re.compile(r"^(.*?)\*(\d+)(\*?)$")
@@ -65,7 +71,31 @@ def parse_header_block(buf: bytes, start: int, end: int, eol: bytes) -> HeaderBl
     fields: list[Header] = []
     pos = start
     header_end = body_start = end
+    # Fast path (LF and CRLF mail): one regex match per ordinary line, a field or a
+    # continuation; any other line (the blank line, bare CRs, no line ending, a non-field)
+    # falls through to the general per-line code below, which decides as before.
+    fast = _SIMPLE_LINE.match if eol == b"\n" else None
+    names = _FIELD_NAMES
     while pos < end:
+        if fast is not None and (m := fast(buf, pos, end)) is not None:
+            raw_name = m.group(1)
+            if raw_name is None:
+                if fields:
+                    current = fields[-1]
+                    current.end = line_end = m.end()
+                    current.value = current.value + b" " + m.group(3).rstrip(b" \t")
+                    pos = line_end
+                    continue
+            elif len(fields) < MAX_HEADER_FIELDS:
+                name = names.get(raw_name)
+                if name is None:
+                    name = raw_name.decode("ascii").lower()
+                    if len(names) < _MAX_CACHED_NAMES:
+                        names[raw_name] = name
+                line_end = m.end()
+                fields.append(Header(name, pos, line_end, m.group(2).rstrip(b" \t")))
+                pos = line_end
+                continue
         nl = buf.find(eol, pos, end)
         line_end = end if nl == -1 else nl + 1
         content_end = line_end
@@ -150,6 +180,19 @@ def _split_params(text: str) -> list[str]:
     """Split at ";" outside quoted strings."""
     if '"' not in text:
         return text.split(";")
+    if "\\" not in text:
+        # Without escapes a quote always toggles: the even chunks between quotes are outside.
+        pieces = [""]
+        for index, chunk in enumerate(text.split('"')):
+            if index:
+                pieces[-1] += '"'
+            if index % 2:
+                pieces[-1] += chunk
+            else:
+                first, *rest = chunk.split(";")
+                pieces[-1] += first
+                pieces.extend(rest)
+        return pieces
     pieces = []
     current: list[str] = []
     quoted = False
@@ -174,6 +217,8 @@ def _unquote(value: str) -> str:
     value = value.strip()
     if not value.startswith('"'):
         return value
+    if "\\" not in value:
+        return value[1:].partition('"')[0]
     out = []
     escaped = False
     for ch in value[1:]:
@@ -210,6 +255,8 @@ def parse_parameterized(value: str, *, strip_comments: bool = True) -> tuple[str
 def parameter_values(params: list[tuple[str, str]], wanted: str) -> list[str]:
     """Every value a client could read for parameter ``wanted``: plain and RFC 2231 forms."""
     plain = [v for n, v in params if n == wanted]
+    if not any("*" in n for n, _ in params):  # no RFC 2231 forms (the common case)
+        return _distinct(plain)
     extended = [_decode_2231_value(v) for n, v in params if n == wanted + "*"]
     sections: dict[int, list[tuple[str, bool]]] = {}
     for name, value in params:
@@ -305,25 +352,46 @@ class EntityInfo:
     content_type_fields: int            # how many Content-Type fields (incl. hidden ones)
 
 
+# What ``describe_entity`` reads, and a memo of its answers: mail repeats the same few
+# Content-* fields ("text/plain; charset=utf-8", "base64") in every message.
+_DESCRIBED_FIELDS = frozenset({"content-type", "content-disposition", "content-transfer-encoding"})
+_DESCRIBE_CACHE: dict[tuple, EntityInfo] = {}
+_MAX_DESCRIBE_CACHE = 2048
+_MAX_CACHED_FIELD_BYTES = 512  # long (unusual) fields are described afresh, not kept in memory
+
+
 def describe_entity(fields: list[Header]) -> EntityInfo:
+    """What ``fields`` declare (a pure function of the Content-* fields, so it is memoised)."""
+    key = tuple([(f.name, f.value, f.hidden) for f in fields if f.name in _DESCRIBED_FIELDS])
+    info = _DESCRIBE_CACHE.get(key)
+    if info is None:
+        info = _describe(key)
+        if sum(len(k[1]) for k in key) <= _MAX_CACHED_FIELD_BYTES:
+            if len(_DESCRIBE_CACHE) >= _MAX_DESCRIBE_CACHE:
+                _DESCRIBE_CACHE.clear()
+            _DESCRIBE_CACHE[key] = info
+    return info
+
+
+def _describe(fields: tuple[tuple[str, bytes, bool], ...]) -> EntityInfo:
     media_types: list[str] = []
     boundaries: list[str] = []
     names: list[str] = []
     encodings: list[str] = []
     ct_fields = 0
     # Visible fields first so the primary reading is the one a strict client uses.
-    for field in sorted(fields, key=lambda f: f.hidden):
-        if field.name == "content-type":
+    for name, value, _hidden in sorted(fields, key=lambda f: f[2]):
+        if name == "content-type":
             ct_fields += 1
-            text = field.text()
+            text = decode_header_bytes(value)
             head, params = parse_parameterized(text)
             media_types.append(head)
             boundaries.extend(parameter_values(params, "boundary"))
             names.extend(_names_from(text, "name", params))
-        elif field.name == "content-disposition":
-            names.extend(_names_from(field.text(), "filename"))
-        elif field.name == "content-transfer-encoding":
-            token = _strip_comments(field.text()).strip().strip('"').lower()
+        elif name == "content-disposition":
+            names.extend(_names_from(decode_header_bytes(value), "filename"))
+        elif name == "content-transfer-encoding":
+            token = _strip_comments(decode_header_bytes(value)).strip().strip('"').lower()
             encodings.append(token)
     boundaries.extend(decode_encoded_words(b) for b in list(boundaries))
     return EntityInfo(

@@ -241,6 +241,29 @@ def ole_package(label: str, data: bytes) -> bytes:
     return struct.pack("<I", len(body)) + body
 
 
+# -- RTF embedded objects ([MS-OLEDS] 2.2.4) --
+
+def ole1_object(class_name: str, native: bytes) -> bytes:
+    def prefixed(text: str) -> bytes:
+        raw = text.encode() + b"\x00" if text else b""
+        return struct.pack("<I", len(raw)) + raw
+
+    return (struct.pack("<II", 0x0501, 2) + prefixed(class_name) + prefixed("") + prefixed("")
+            + struct.pack("<I", len(native)) + native)
+
+
+def make_rtf(*objects: bytes, obfuscate: bool = False) -> bytes:
+    out = b"{\\rtf1\\ansi{\\fonttbl{\\f0 Times;}}Please open the attachment below.\\par\n"
+    for obj in objects:
+        hexdigits = obj.hex().encode()
+        if obfuscate:  # what exploit kits do: line breaks, spaces and stray control words in the hex
+            hexdigits = b"\r\n".join(b" ".join(hexdigits[i:i + 8][k:k + 4] for k in (0, 4))
+                                      for i in range(0, len(hexdigits), 8))
+            hexdigits = hexdigits.replace(b"0", b"\\bin0 0", 3)
+        out += b"{\\object\\objemb{\\*\\objclass Package}{\\*\\objdata " + hexdigits + b"}}\n"
+    return out + b"}"
+
+
 # -- walking --
 
 def walk(obj: ScanObject, policy: Policy | None = None, budget: Budget | None = None

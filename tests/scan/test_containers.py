@@ -20,7 +20,8 @@ from mailguard.scan.policy import Policy
 from mailguard.scan.verdict import Reason
 from tests.peers import require, require_clamav_testfiles
 from tests.scan.archives import (
-    EICAR, bz, gz, make_7z, make_ole, make_tar, make_tnef, make_zip, ole_package, overlapping_zip, walk, xz,
+    EICAR, bz, gz, make_7z, make_ole, make_rtf, make_tar, make_tnef, make_zip, ole1_object, ole_package,
+    overlapping_zip, walk, xz,
     zeros_deflated, zip_with_raw_member, zipcrypto_zip,
 )
 
@@ -59,7 +60,7 @@ def test_archives_off_leaves_archives_but_not_tnef():
 
 def test_capabilities_name_every_kind():
     found = capabilities()
-    assert {"zip", "7z", "tar", "gzip", "bzip2", "xz", "tnef", "ole2", "zip-deflate64"} == set(found)
+    assert {"zip", "7z", "tar", "gzip", "bzip2", "xz", "tnef", "ole2", "rtf", "zip-deflate64"} == set(found)
     assert found["zip"] and found["tnef"]
 
 
@@ -381,7 +382,7 @@ def test_unsupported_zip_method_is_unsupported():
 
 
 MAGICS = [b"PK\x03\x04", b"PK\x05\x06", b"7z\xbc\xaf\x27\x1c", b"\x1f\x8b\x08", b"BZh91AY&SY",
-          b"\xfd7zXZ\x00", b"\x78\x9f\x3e\x22", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"]
+          b"\xfd7zXZ\x00", b"\x78\x9f\x3e\x22", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", b"{\\rtf1{\\*\\objdata "]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -420,6 +421,7 @@ def test_fuzz_mutated_real_archives(patch, at):
     ("clam.exe.bz2", "clam.exe.bz2/clam.exe"),
     ("clam.tnef", "clam.tnef/clam.exe"),
     ("clam.ole.doc", "clam.ole.doc/ObjectPool/_1279313719/[1]Ole10Native/Clam.exe"),
+    ("clam.exe.rtf", "clam.exe.rtf/object-1/Clam.exe"),
 ])
 def test_clamav_testfiles(name, path):
     folder = Path(require_clamav_testfiles())
@@ -455,6 +457,30 @@ def test_outlook_msg_attachments_are_named_by_their_file_names(name_stream, enco
                      f"{storage}/__substg1.0_37010102": EICAR})
     got = [c for c in children(data, path="2/mail.msg") if c.data == EICAR]
     assert [(c.path, c.names) for c in got] == [(f"2/mail.msg/{storage}/invoice.pdf.js", ("invoice.pdf.js",))]
+
+
+@pytest.mark.parametrize("obfuscate", [False, True])
+def test_rtf_package_object(obfuscate):
+    package = ole_package("invoice.pdf.exe", EICAR)
+    data = make_rtf(ole1_object("Package", package[4:]), obfuscate=obfuscate)  # native data = package body
+    got = children(data, path="2/letter.rtf")
+    assert [(c.path, c.names) for c in got] == [
+        ("2/letter.rtf/object-1", ("object-1",)),
+        ("2/letter.rtf/object-1/invoice.pdf.exe", ("object-1/invoice.pdf.exe",)),
+    ]
+    assert got[1].data == EICAR
+
+
+def test_rtf_object_holding_an_ole2_document_is_expanded_again():
+    document = make_ole([("\x01Ole10Native", 2)], {"\x01Ole10Native": ole_package("e.com", EICAR)})
+    data = make_rtf(ole1_object("Word.Document.8", document))
+    seen, problems = walk(obj(data, path="2", name="x.rtf"))
+    assert not problems
+    assert seen["2/object-1/Word.Document.8/[1]Ole10Native/e.com"] == EICAR
+
+
+def test_rtf_without_objects_has_no_children():
+    assert children(make_rtf()) == []
 
 
 def test_ole2_damage_is_corrupt_or_limit_never_a_crash():

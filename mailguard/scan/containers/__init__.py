@@ -1,7 +1,7 @@
 """Containers: what is inside a zip, 7z, tar, gzip/bzip2/xz stream or TNEF, under the budget.
 
 ``expand(obj, budget, policy)`` is the one entry point. It recognises a container (zip,
-7z, tar, gzip, bzip2, xz, TNEF, OLE2) by its
+7z, tar, gzip, bzip2, xz, TNEF, OLE2, RTF objects) by its
 magic bytes, never by its name (a zip renamed ``invoice.pdf`` is still a zip), and returns
 the direct children: ``obj.path + "/" + member_name``, ``names=(member_name,)``, one
 level deeper. The engine calls it again on each child, so nesting (zip in tar in gzip) is
@@ -12,8 +12,8 @@ Failure is never silent (pitfalls §6.9, §6.10):
 - an encrypted, corrupt or unsupported member raises ``ExpansionIncomplete`` once the
   other members are unpacked; its ``children`` are those, its ``part`` the member path,
   so the engine can still find what the readable members hold.
-Archives are looked into only when ``policy.archives``; TNEF and OLE2 always, because
-they are how Outlook and Office carry files, not archives the user chose.
+Archives are looked into only when ``policy.archives``; TNEF, OLE2 and RTF always,
+because they are how Outlook and Office carry files, not archives the user chose.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from mailguard.scan.containers import bounded, ole2, pkzip, sevenzip, streams, tar, tnef
+from mailguard.scan.containers import bounded, ole2, pkzip, rtf, sevenzip, streams, tar, tnef
 from mailguard.scan.containers.bounded import ExpansionIncomplete
 from mailguard.scan.detectors.base import ScanObject
 from mailguard.scan.limits import Budget, ScanIncomplete
@@ -41,6 +41,7 @@ class _Kind(NamedTuple):
 _KINDS = (
     _Kind("tnef", tnef.recognise, tnef.unpack, False),
     _Kind("ole2", ole2.recognise, ole2.unpack, False),
+    _Kind("rtf", rtf.recognise, rtf.unpack, False),
     _Kind("zip", pkzip.recognise, pkzip.unpack, True),
     _Kind("7z", sevenzip.recognise, sevenzip.unpack, True),
     _Kind("gzip", streams.is_gzip, streams.unpack_gzip, True),

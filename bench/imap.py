@@ -95,8 +95,8 @@ def run_client(port: int, count: int, context: ssl.SSLContext | None, implicit: 
     return seconds, total, latencies
 
 
-def idle_sessions(port: int, count: int) -> list[Client]:
-    sessions = []
+def idle_sessions(port: int, count: int, sessions: list[Client]) -> None:
+    """Open ``count`` sessions that log in, select INBOX and IDLE; ``sessions`` fills as they come."""
     for _ in range(count):
         client = Client(port, None, implicit=False)
         client.command(b"LOGIN bench pass")
@@ -104,7 +104,6 @@ def idle_sessions(port: int, count: int) -> list[Client]:
         client.sock.sendall(b"i IDLE\r\n")
         assert client.line().startswith(b"+"), "IDLE refused"
         sessions.append(client)
-    return sessions
 
 
 def main() -> None:
@@ -169,11 +168,17 @@ def main() -> None:
             for name, base in (("mailguard_imap", "direct"), ("mailguard_imap_cached", "direct"),
                                ("mailguard_imaps", "direct_imaps")):
                 results[f"added_latency_ms_per_message_{name}"] = round((latency[name] - latency[base]) * 1000, 3)
+            print(json.dumps(results), file=sys.stderr, flush=True)  # kept if the IDLE part fails
             before = rss_kb(engine.pid)
-            sessions = idle_sessions(plain_port, args.idle)
+            sessions: list[Client] = []
+            try:
+                idle_sessions(plain_port, args.idle, sessions)
+            except (OSError, AssertionError) as exc:
+                results["idle_error"] = f"after {len(sessions)} sessions: {exc!r}"
             time.sleep(1.0)
             results["engine_rss_mb_before_idle"] = round(before / 1024, 1)
-            results[f"engine_rss_mb_with_{args.idle}_idle"] = round(rss_kb(engine.pid) / 1024, 1)
+            results["idle_sessions"] = len(sessions)
+            results["engine_rss_mb_with_idle_sessions"] = round(rss_kb(engine.pid) / 1024, 1)
             for client in sessions:
                 client.sock.close()
         finally:

@@ -103,6 +103,8 @@ service imap-login {{
     ssl = yes
   }}
   process_min_avail = 1
+  # one login process per TLS connection (it keeps proxying the TLS): bench/imap.py opens 1,000
+  process_limit = 1200
 }}
 service anvil {{
   chroot =

@@ -305,11 +305,12 @@ class ImapSession:
                 self.send_upstream(event.raw)
             else:
                 await self._on_command(event)
+            await self.upstream.conn.drain()
 
     async def _on_command(self, command: Command) -> None:
         name = command.name
         if name == "STARTTLS":
-            await self._wait_quiet()
+            await self.wait_quiet()
             await self._client_starttls(command)
         elif name == "COMPRESS":
             # RFC 4978: after COMPRESS every byte would be deflated past our parser.
@@ -339,9 +340,6 @@ class ImapSession:
 
     async def wait_quiet(self) -> None:
         """Until every forwarded command has its tagged answer."""
-        await self._wait_quiet()
-
-    async def _wait_quiet(self) -> None:
         await self._quiet.wait()
 
     def _enable(self, command: Command) -> None:
@@ -383,6 +381,8 @@ class ImapSession:
                 await self.interceptor(response)
             else:
                 self.relay(response)
+                # A client that does not read stops us reading the server (bounded memory).
+                await self.client.conn.drain()
 
     # --- what every response passing to the client goes through -------------------------------
 

@@ -183,7 +183,7 @@ class FetchInterception:
             if record.raw is not None:
                 await self._serve(record, record.raw)
                 record.raw = None
-                self._flush()
+                await self._flush_and_drain()
             elif self._from_caches(record):
                 continue
             elif record.size > self._largest:
@@ -261,7 +261,7 @@ class FetchInterception:
             if raw is None:
                 continue  # expunged meanwhile: answered with NIL below, never with nothing
             await self._serve(record, raw)
-            self._flush()
+            await self._flush_and_drain()
 
     async def _serve(self, record: Record, raw: bytes) -> None:
         key = self._cache_key(record.uid)
@@ -293,6 +293,12 @@ class FetchInterception:
         await self._collect(tag, self._pass)
 
     # --- answering the client -----------------------------------------------------------------
+
+    async def _flush_and_drain(self) -> None:
+        """Send what is ready, and wait while the client is behind: FETCH 1:* of a big mailbox
+        streams message by message instead of piling up in our write buffer."""
+        self._flush()
+        await self.session.drain_client()
 
     def _flush(self, final: bool = False) -> None:
         """Send the slots from the front as far as they are ready."""

@@ -287,7 +287,7 @@ class ImapSession:
         if response.word != "OK":
             # Offered, then refused: never fall back to plaintext (DESIGN.md, pitfalls §4.4).
             raise RemoteProtocolError("the server offered STARTTLS and then refused it")
-        if self.upstream.reader.buffered or self.upstream.conn.pending:
+        if self.upstream.reader.buffered:  # our reader holds every byte received (conn.py keeps none)
             # Response injection (pitfalls §4.2): bytes behind the OK were sent in plaintext.
             raise RemoteProtocolError("the server sent data after its STARTTLS answer; refusing it")
         assert self.context.upgrade_upstream is not None
@@ -359,7 +359,7 @@ class ImapSession:
             self.client.reader.resume()
             self.send_client(command.tag + b" BAD STARTTLS not available now\r\n")
             return
-        if self.client.reader.buffered or self.client.conn.pending:
+        if self.client.reader.buffered:
             # Command injection (CVE-2011-0411 class, pitfalls §4.1): whatever followed
             # STARTTLS in plaintext is refused with the connection.
             raise RemoteProtocolError("data after STARTTLS before the TLS handshake; closing")

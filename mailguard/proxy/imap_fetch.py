@@ -39,8 +39,9 @@ log = logging.getLogger("mailguard.proxy.imap")
 
 #: messages a session keeps in memory after serving them (Thunderbird's chunk loop re-asks)
 SESSION_MEMORY_BYTES = 64 * 1024 * 1024
-#: a UID FETCH naming at most this many UIDs, none cached, gets the bodies in the same round trip
-MAX_UIDS_IN_ONE_TRIP = 16
+#: a UID FETCH of this many UIDs (not cached) gets its body in the same round trip; one, so
+#: at most one message is held before its scan, as with the batches of the two-trip path
+MAX_UIDS_IN_ONE_TRIP = 1
 
 
 class SessionMemory:
@@ -137,7 +138,9 @@ class FetchInterception:
     def _meta_command(self) -> bytes:
         items = [b"UID", b"RFC822.SIZE"]
         if self.bodies_at_once:
-            items.append(b"BODY.PEEK[]")
+            # One octet more than we scan: a longer answer means the message is too large,
+            # and it never costs more memory than that (the size is not known yet).
+            items.append(b"BODY.PEEK[]<0.%d>" % (self._largest + 1))
         for att in self.request.atts:
             if att.carries_content or att.name in ("UID", "RFC822.SIZE", "BINARY.SIZE"):
                 continue
@@ -165,8 +168,8 @@ class FetchInterception:
             data = parse_fetch_response(response)
             uid = data.uid
             in_set = uid in self.sequence if self.request.uid and uid is not None else data.number in self.sequence
-            body = _whole_body(data)
-            expected = data.carries_content == (self.bodies_at_once and body is not None)
+            body = _first_window(data) if self.bodies_at_once else None
+            expected = data.carries_content == (body is not None)
             if uid is not None and in_set and expected:
                 size_item = data.get("RFC822.SIZE")
                 size = int(size_item.value) if size_item and size_item.value.isdigit() else 0
@@ -180,16 +183,17 @@ class FetchInterception:
     async def _resolve(self, records: list[Record]) -> None:
         pending: list[Record] = []
         for record in records:
-            if record.raw is not None:
+            if record.raw is not None and len(record.raw) <= self._largest:
                 await self._serve(record, record.raw)
                 record.raw = None
                 await self._flush_and_drain()
-            elif self._from_caches(record):
-                continue
-            elif record.size > self._largest:
+            elif record.raw is not None or record.size > self._largest:
                 # Too large to hold and scan: a notice in its place, never the unscanned bytes
                 # and never an empty answer (pitfalls §2.6).
                 record.served, record.unchanged = oversize_notice(record.uid, record.size, self._largest), False
+                record.raw = None
+            elif self._from_caches(record):
+                continue
             else:
                 pending.append(record)
         batch: list[Record] = []
@@ -205,9 +209,10 @@ class FetchInterception:
 
     @property
     def _largest(self) -> int:
-        """The largest message we fetch: what a FETCH literal may hold, less room for the framing."""
+        """The largest message we fetch: one octet less than a FETCH literal may hold (the one-trip
+        window asks for one more), and room for the framing within a whole response."""
         limits = self.session.context.limits
-        return min(limits.max_response_literal, limits.max_response_size - 64 * 1024)
+        return min(limits.max_response_literal - 1, limits.max_response_size - 64 * 1024)
 
     def _memory_key(self, uid: int) -> tuple[bytes | None, int | None, int]:
         return (self.session.mailbox, self.session.uidvalidity, uid)
@@ -327,6 +332,12 @@ def oversize_notice(uid: int, size: int, largest: int) -> bytes:
 
 #: cache writes in flight (a strong reference, so none is collected before it ran)
 _pending_writes: set[asyncio.Future[None]] = set()
+
+
+def _first_window(data: FetchData) -> bytes | None:
+    """The ``BODY[]<0>`` window of a one-trip answer."""
+    item = next((i for i in data.items if i.name == "BODY" and i.key.upper() == b"BODY[]<0>"), None)
+    return None if item is None else item.value
 
 
 def _whole_body(data: FetchData) -> bytes | None:

@@ -487,3 +487,19 @@ def test_a_stopping_engine_says_bye() -> None:
 
     run(case())
     assert out == [b"* BYE mailguard is stopping, please reconnect\r\n", b""]
+
+
+def test_a_single_uid_fetch_too_large_to_scan_gets_the_notice_too() -> None:
+    from mailguard.protocols.imap.limits import ImapLimits
+
+    big = SIMPLE + b"x" * 5000 + b"\r\n"
+    server = MockImapServer([big])
+    out = []
+
+    async def body(client: Client, context: ImapContext) -> None:
+        context.limits = ImapLimits(max_response_literal=4000, max_response_size=100_000)
+        await login_select(client)
+        out.append(await client.command(b"a", b"UID FETCH 1 (BODY.PEEK[])"))
+
+    run(run_case(server, body))
+    assert b"too large to scan" in out[0] and b"x" * 100 not in out[0] and b"a OK" in out[0]

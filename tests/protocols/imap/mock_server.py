@@ -135,7 +135,11 @@ class MockImapServer:
                 elif att.name == "BODYSTRUCTURE":
                     items.append(b'BODYSTRUCTURE ("text" "plain" NIL NIL NIL "7bit" %d 1 NIL NIL NIL NIL)' % len(message))
                 elif att.name in ("BODY.PEEK", "BODY") and att.section == b"":
-                    items.append(b"BODY[] {%d}\r\n" % len(message) + message)
+                    if att.origin is not None and att.length is not None:
+                        window = message[att.origin : att.origin + att.length]
+                        items.append(b"BODY[]<%d> {%d}\r\n" % (att.origin, len(window)) + window)
+                    else:
+                        items.append(b"BODY[] {%d}\r\n" % len(message) + message)
                     if att.name == "BODY":
                         self.seen.add(uid)
             if request.uid and not any(a.name == "UID" for a in request.atts):

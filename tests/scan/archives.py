@@ -264,6 +264,19 @@ def make_rtf(*objects: bytes, obfuscate: bool = False) -> bytes:
     return out + b"}"
 
 
+# -- PDF (ISO 32000-1 §7.3) --
+
+def make_pdf(objects: list[tuple[bytes, bytes | None]], *, prefix: bytes = b"", trailer: bytes = b"") -> bytes:
+    """A PDF with these (dictionary, stream or None) objects, numbered from 1; no xref (readers rebuild it)."""
+    out = prefix + b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n"
+    for number, (dictionary, stream) in enumerate(objects, 1):
+        out += b"%d 0 obj\n" % number + dictionary
+        if stream is not None:
+            out += b"\nstream\r\n" + stream + b"\r\nendstream"
+        out += b"\nendobj\n"
+    return out + b"trailer\n<< /Root 1 0 R " + trailer + b">>\n%%EOF\n"
+
+
 # -- walking --
 
 def walk(obj: ScanObject, policy: Policy | None = None, budget: Budget | None = None

@@ -20,7 +20,7 @@ from mailguard.scan.policy import Policy
 from mailguard.scan.verdict import Reason
 from tests.peers import require, require_clamav_testfiles
 from tests.scan.archives import (
-    EICAR, bz, gz, make_7z, make_ole, make_rtf, make_tar, make_tnef, make_zip, ole1_object, ole_package,
+    EICAR, bz, gz, make_7z, make_ole, make_pdf, make_rtf, make_tar, make_tnef, make_zip, ole1_object, ole_package,
     overlapping_zip, walk, xz,
     zeros_deflated, zip_with_raw_member, zipcrypto_zip,
 )
@@ -41,7 +41,7 @@ def children(data: bytes, policy: Policy | None = None, **kwargs) -> list[ScanOb
 
 # -- recognition --
 
-@pytest.mark.parametrize("data", [b"", b"plain text", b"%PDF-1.7\n...", b"PK\x07\x08", b"\x1f\x8b\x07xxxx",
+@pytest.mark.parametrize("data", [b"", b"plain text", b"PK\x07\x08", b"\x1f\x8b\x07xxxx",
                                   b"BZh9notablock", EICAR])
 def test_non_containers_give_none(data):
     assert expand(obj(data), Budget.for_message(Policy()), Policy()) is None
@@ -60,7 +60,7 @@ def test_archives_off_leaves_archives_but_not_tnef():
 
 def test_capabilities_name_every_kind():
     found = capabilities()
-    assert {"zip", "7z", "tar", "gzip", "bzip2", "xz", "tnef", "ole2", "rtf", "zip-deflate64"} == set(found)
+    assert {"zip", "7z", "tar", "gzip", "bzip2", "xz", "tnef", "ole2", "rtf", "pdf", "zip-deflate64"} == set(found)
     assert found["zip"] and found["tnef"]
 
 
@@ -422,6 +422,7 @@ def test_fuzz_mutated_real_archives(patch, at):
     ("clam.tnef", "clam.tnef/clam.exe"),
     ("clam.ole.doc", "clam.ole.doc/ObjectPool/_1279313719/[1]Ole10Native/Clam.exe"),
     ("clam.exe.rtf", "clam.exe.rtf/object-1/Clam.exe"),
+    ("clam.pdf", "clam.pdf/clam.exe"),
 ])
 def test_clamav_testfiles(name, path):
     folder = Path(require_clamav_testfiles())
@@ -481,6 +482,63 @@ def test_rtf_object_holding_an_ole2_document_is_expanded_again():
 
 def test_rtf_without_objects_has_no_children():
     assert children(make_rtf()) == []
+
+
+def test_pdf_streams_are_decoded_and_embedded_files_named():
+    import base64
+    import zlib
+
+    page = b"BT /F1 12 Tf (Hello) Tj ET"
+    data = make_pdf([
+        (b"<< /Type /Catalog /Names << /EmbeddedFiles << /Names [(a) 2 0 R] >> >> >>", None),
+        (b"<< /Type /Filespec /F (invoice.pdf.exe) /EF << /F 3 0 R >> >>", None),
+        (b"<< /Type /EmbeddedFile /Filter [/AHx /Fl] >>", zlib.compress(EICAR).hex().encode() + b">"),
+        (b"<< /Length 99 /Filter /FlateDecode >>", zlib.compress(page)),
+        (b"<< /Filter /ASCII85Decode >>", b"<~" + base64.a85encode(b"JavaScript: app.alert(1)") + b"~>"),
+        (b"<< /Filter /RunLengthDecode >>", bytes([2]) + b"abc" + bytes([253]) + b"z" + bytes([128])),
+        (b"<< /Subtype /Image /Filter /DCTDecode >>", b"\xff\xd8\xff jpeg bytes"),
+    ], prefix=b"junk before the header, as Acrobat allows\n")
+    got = {c.path: (c.names, c.data) for c in children(data, Policy(archives=False), path="2/doc.pdf")}
+    assert got == {
+        "2/doc.pdf/invoice.pdf.exe": (("invoice.pdf.exe",), EICAR),
+        "2/doc.pdf/stream-4": ((), page),
+        "2/doc.pdf/stream-5": ((), b"JavaScript: app.alert(1)"),
+        "2/doc.pdf/stream-6": ((), b"abczzzz"),
+    }
+
+
+def test_pdf_bomb_and_encryption():
+    import zlib
+
+    bomb = make_pdf([(b"<< /Filter /FlateDecode >>", zlib.compress(bytes(8 * MIB), 9))])
+    with pytest.raises(ScanIncomplete) as caught:
+        children(bomb, Policy(max_archive_file_size=MIB))
+    assert caught.value.reason is Reason.LIMIT
+    encrypted = make_pdf([(b"<< /Filter /FlateDecode >>", b"\x8a\x11 ciphertext")], trailer=b"/Encrypt 9 0 R ")
+    with pytest.raises(ScanIncomplete) as caught:
+        children(encrypted)
+    assert caught.value.reason is Reason.ENCRYPTED
+
+
+def test_prose_about_pdfs_is_not_an_encrypted_pdf():
+    prose = b"A PDF starts with %PDF-1.7 and may say /Encrypt 5 0 R in its trailer; 1 0 obj is an object."
+    assert children(prose) == []  # looked into (Acrobat would open it), found empty, and not "encrypted"
+
+
+def test_encryption_in_a_cross_reference_stream():
+    data = make_pdf([(b"<< /Type /XRef /Size 3 /Encrypt 2 0 R /Filter /FlateDecode >>", b"x")])
+    with pytest.raises(ScanIncomplete) as caught:
+        children(data)
+    assert caught.value.reason is Reason.ENCRYPTED
+
+
+def test_polyglot_zip_and_pdf_is_unpacked_as_both():
+    import zlib
+
+    pdf_part = make_pdf([(b"<< /Filter /FlateDecode >>", zlib.compress(EICAR))])
+    polyglot = make_zip({"cover.pdf": pdf_part}, zipfile.ZIP_STORED)  # "%PDF-" at byte 39: Acrobat opens it
+    got = {c.path: c.data for c in children(polyglot, path="2/x.zip")}
+    assert got == {"2/x.zip/cover.pdf": pdf_part, "2/x.zip/stream-1": EICAR}
 
 
 def test_ole2_damage_is_corrupt_or_limit_never_a_crash():

@@ -1,7 +1,7 @@
 """Containers: what is inside a zip, 7z, tar, gzip/bzip2/xz stream or TNEF, under the budget.
 
 ``expand(obj, budget, policy)`` is the one entry point. It recognises a container (zip,
-7z, tar, gzip, bzip2, xz, TNEF, OLE2, RTF objects) by its
+7z, tar, gzip, bzip2, xz, TNEF, OLE2, RTF objects, PDF streams) by its
 magic bytes, never by its name (a zip renamed ``invoice.pdf`` is still a zip), and returns
 the direct children: ``obj.path + "/" + member_name``, ``names=(member_name,)``, one
 level deeper. The engine calls it again on each child, so nesting (zip in tar in gzip) is
@@ -12,8 +12,9 @@ Failure is never silent (pitfalls §6.9, §6.10):
 - an encrypted, corrupt or unsupported member raises ``ExpansionIncomplete`` once the
   other members are unpacked; its ``children`` are those, its ``part`` the member path,
   so the engine can still find what the readable members hold.
-Archives are looked into only when ``policy.archives``; TNEF, OLE2 and RTF always,
-because they are how Outlook and Office carry files, not archives the user chose.
+Archives are looked into only when ``policy.archives``; documents (TNEF, OLE2, RTF, PDF)
+always, because they are how mail programs and Office carry files, not archives the
+user chose.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from mailguard.scan.containers import bounded, ole2, pkzip, rtf, sevenzip, streams, tar, tnef
+from mailguard.scan.containers import bounded, ole2, pdf, pkzip, rtf, sevenzip, streams, tar, tnef
 from mailguard.scan.containers.bounded import ExpansionIncomplete
 from mailguard.scan.detectors.base import ScanObject
 from mailguard.scan.limits import Budget, ScanIncomplete
 from mailguard.scan.policy import Policy
+from mailguard.scan.verdict import Reason
 
 __all__ = ["ExpansionIncomplete", "capabilities", "expand", "kind_of"]
 
@@ -42,6 +44,7 @@ _KINDS = (
     _Kind("tnef", tnef.recognise, tnef.unpack, False),
     _Kind("ole2", ole2.recognise, ole2.unpack, False),
     _Kind("rtf", rtf.recognise, rtf.unpack, False),
+    _Kind("pdf", pdf.recognise, pdf.unpack, False),
     _Kind("zip", pkzip.recognise, pkzip.unpack, True),
     _Kind("7z", sevenzip.recognise, sevenzip.unpack, True),
     _Kind("gzip", streams.is_gzip, streams.unpack_gzip, True),
@@ -64,29 +67,36 @@ def capabilities() -> dict[str, bool]:
 
 
 def kind_of(data: bytes, policy: Policy) -> str | None:
-    """The container kind ``expand`` would unpack ("zip", "tnef", ...), or None."""
-    kind = _find(data, policy)
-    return kind.name if kind else None
+    """The first container kind ``expand`` would unpack ("zip", "tnef", ...), or None."""
+    kinds = _find(data, policy)
+    return kinds[0].name if kinds else None
 
 
-def _find(data: bytes, policy: Policy) -> _Kind | None:
-    for kind in _KINDS:
-        if (policy.archives or not kind.is_archive) and kind.recognise(data):
-            return kind
-    return None
+def _find(data: bytes, policy: Policy) -> list[_Kind]:
+    return [kind for kind in _KINDS if (policy.archives or not kind.is_archive) and kind.recognise(data)]
 
 
 def expand(obj: ScanObject, budget: Budget, policy: Policy) -> list[ScanObject] | None:
-    """The children of ``obj``, or None when it is not a container we look into."""
-    kind = _find(obj.data, policy)
-    if kind is None:
+    """The children of ``obj``, or None when it is not a container we look into.
+
+    A file that is two formats at once (a zip whose first kilobyte also holds a PDF header,
+    which Acrobat opens as a PDF) is unpacked as each of them: the union, never a choice
+    the attacker made for us (pitfalls §6.1).
+    """
+    kinds = _find(obj.data, policy)
+    if not kinds:
         return None
     budget.check_depth(obj.depth + 1)
     members = bounded.Members(obj, budget)
-    try:
-        kind.unpack(members, obj.data, budget)
-    except ExpansionIncomplete:
-        raise
-    except ScanIncomplete as exc:
-        raise ExpansionIncomplete(exc.reason, exc.detail, obj.path, members.children) from None
+    for kind in kinds:
+        try:
+            kind.unpack(members, obj.data, budget)
+        except ExpansionIncomplete as exc:
+            if exc.reason in (Reason.LIMIT, Reason.TIMEOUT):
+                raise
+            members.skip_path(exc.part, exc.reason, exc.detail)
+        except ScanIncomplete as exc:
+            if exc.reason in (Reason.LIMIT, Reason.TIMEOUT):
+                raise ExpansionIncomplete(exc.reason, exc.detail, obj.path, members.children) from None
+            members.skip_path(obj.path, exc.reason, exc.detail)
     return members.result()

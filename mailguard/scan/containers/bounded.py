@@ -194,8 +194,12 @@ class Members:
             self.skip(name, exc.reason, exc.detail)
 
     def skip(self, name: str, reason: Reason, detail: str) -> None:
+        self.skip_path(self.path_of(name), reason, detail)
+
+    def skip_path(self, part: str, reason: Reason, detail: str) -> None:
+        """Record the first part that could not be unpacked (the others are still tried)."""
         if self.problem is None:
-            self.problem = (reason, self.path_of(name), detail)
+            self.problem = (reason, part, detail)
 
     def result(self) -> list[ScanObject]:
         if self.problem is not None:

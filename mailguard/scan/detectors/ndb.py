@@ -118,6 +118,10 @@ class _Attempts:
                 return True
         return False
 
+    def dead_from(self, signature: BodySignature, pos: int) -> bool:
+        """True when no match whose first piece starts at ``pos`` or later is possible."""
+        return self._dead_after.get(id(signature), len(self.data) + 1) <= pos
+
     def _rest(self, signature: BodySignature, pos: int) -> bool:
         if len(signature.pieces) == 1:
             return True
@@ -363,6 +367,7 @@ class BodyMatcher:
             for byte in signature.first_bytes:
                 self._by_first_byte[byte].append(signature)
         self._trigger = _compile_trigger(indexed) if indexed else None
+        self._indexed_count = len(indexed)
 
     def match(self, data: bytes) -> list[str]:
         """Names of the signatures found in ``data`` (sorted, unique)."""
@@ -384,15 +389,28 @@ class BodyMatcher:
         # Every position where some trigger matches is visited (the search resumes one byte
         # after the last hit, not after its end), and there every signature that can start
         # with that byte is tried: overlapping signatures cannot hide one another.
+        # A signature is retired once found, or once its tail failed from before this position
+        # (no later start can do better); when all are retired the search stops early.
         data = attempts.data
         search = self._trigger.search  # type: ignore[union-attr]
         by_first_byte = self._by_first_byte
+        retired: set[int] = set()
         hit = search(data)
         while hit is not None:
             pos = hit.start()
             for signature in by_first_byte[data[pos]]:
-                if signature.name not in found and signature.applies_to(data) and attempts.match_at(signature, pos):
+                key = id(signature)
+                if key in retired:
+                    continue
+                if signature.name in found or not signature.applies_to(data):
+                    retired.add(key)
+                elif attempts.match_at(signature, pos):
                     found.add(signature.name)
+                    retired.add(key)
+                elif attempts.dead_from(signature, pos + 1):
+                    retired.add(key)
+            if len(retired) == self._indexed_count:
+                break
             hit = search(data, pos + 1)
 
 

@@ -233,6 +233,22 @@ def make_ole(names: list[tuple[str, int]], contents: dict[str, bytes] | None = N
     return bytes(header) + struct.pack("<128I", *fat) + bytes(directory) + bytes(stream_sectors)
 
 
+def vba_container(text: bytes) -> bytes:
+    """An [MS-OVBA] 2.4.1 compressed container: full 4096-byte chunks stored raw, the last one
+    as literal tokens (valid, just not small; copy tokens are tested with the spec's examples)."""
+    out = bytearray(b"\x01")
+    full = len(text) // 4096 * 4096
+    for start in range(0, full, 4096):
+        out += struct.pack("<H", 0x3FFF) + text[start:start + 4096]  # raw chunk (flag bit 15 clear)
+    rest = text[full:]
+    if rest:
+        body = bytearray()
+        for k in range(0, len(rest), 8):
+            body += b"\x00" + rest[k:k + 8]  # a flag byte of zeros: up to eight literal bytes follow
+        out += struct.pack("<H", 0xB000 | (len(body) + 2 - 3)) + body
+    return bytes(out)
+
+
 def ole_package(label: str, data: bytes) -> bytes:
     """An OLE Package (\\x01Ole10Native stream) holding ``data`` as the file ``label``."""
     temp = f"C:\\Temp\\{label}".encode() + b"\x00"

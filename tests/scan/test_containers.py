@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailguard.scan.containers import ExpansionIncomplete, capabilities, expand, kind_of
+from mailguard.scan.containers import ExpansionIncomplete, capabilities, expand, kind_of, vba
 from mailguard.scan.detectors.base import ScanObject
 from mailguard.scan.limits import Budget, ScanIncomplete
 from mailguard.scan.policy import Policy
@@ -21,7 +21,7 @@ from mailguard.scan.verdict import Reason
 from tests.peers import require, require_clamav_testfiles
 from tests.scan.archives import (
     EICAR, bz, gz, make_7z, make_ole, make_pdf, make_rtf, make_tar, make_tnef, make_zip, ole1_object, ole_package,
-    overlapping_zip, walk, xz,
+    overlapping_zip, vba_container, walk, xz,
     zeros_deflated, zip_with_raw_member, zipcrypto_zip,
 )
 
@@ -539,6 +539,37 @@ def test_polyglot_zip_and_pdf_is_unpacked_as_both():
     polyglot = make_zip({"cover.pdf": pdf_part}, zipfile.ZIP_STORED)  # "%PDF-" at byte 39: Acrobat opens it
     got = {c.path: c.data for c in children(polyglot, path="2/x.zip")}
     assert got == {"2/x.zip/cover.pdf": pdf_part, "2/x.zip/stream-1": EICAR}
+
+
+MACRO = b'Attribute VB_Name = "Module1"\r\nSub AutoOpen()\r\n    Shell("powershell -enc AAAA")\r\nEnd Sub\r\n'
+
+
+def test_vba_module_source_is_decompressed():
+    pcode = bytes(range(256)) * 3  # compiled code before the source, with stray 0x01 bytes in it
+    data = make_ole([("Macros", 1), ("Macros/VBA", 1), ("Macros/VBA/dir", 2), ("Macros/VBA/Module1", 2),
+                     ("Macros/VBA/_VBA_PROJECT", 2)],
+                    {"Macros/VBA/Module1": pcode + vba_container(MACRO * 60), "Macros/VBA/dir": vba_container(b"x"),
+                     "Macros/VBA/_VBA_PROJECT": b"\xcc\x61"})
+    got = {c.path: c.data for c in children(data, path="2/doc.doc")}
+    assert got["2/doc.doc/Macros/VBA/Module1/vba-source"] == MACRO * 60
+    assert not any(path.endswith("dir/vba-source") for path in got)
+
+
+def test_vba_decompression_matches_the_specification_examples():
+    # [MS-OVBA] 3.2.2 and 3.2.3: a literal-only and a copy-token container
+    assert vba.decompress(bytes.fromhex("0119b00061626364656667680069" "6a6b6c6d6e6f700071727374757" "62e"), 100) \
+        == (b"abcdefghijklmnopqrstuv.", True)
+    compressed = bytes.fromhex("012fb000236161616263646582660070616768696a013808616b6c00306d6e6f7006710270"
+                               "0410727374757610777879 7a003c".replace(" ", ""))
+    assert vba.decompress(compressed, 100) == (b"#aaabcdefaaaaghijaaaaaklaaamnopqaaaaaaaaaaaarstuvwxyzaaa", True)
+    with pytest.raises(ValueError):
+        vba.decompress(b"\x01\x05\x00abc", 100)  # bad chunk signature
+
+
+def test_vba_source_over_the_cap_is_limit():
+    with pytest.raises(ScanIncomplete) as caught:
+        vba.module_source(vba_container(MACRO * 100), cap=1000)
+    assert caught.value.reason is Reason.LIMIT
 
 
 def test_ole2_damage_is_corrupt_or_limit_never_a_crash():

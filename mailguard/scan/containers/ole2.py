@@ -5,7 +5,9 @@ Malware rides in these as embedded objects: an OLE "Package" keeps a whole file 
 .doc), and an Outlook .msg keeps each attachment in a stream of its own. So each stream
 becomes a child, named by its storage path; a packaged file is unwrapped to a child of
 that stream, named as the package names it, and a .msg attachment is named by its file
-name (which lets the name heuristics see ``invoice.pdf.exe`` inside them too). Like TNEF this is how Office carries
+name (which lets the name heuristics see ``invoice.pdf.exe`` inside them too). A VBA
+module's source text is decompressed to a child of its stream (see ``vba``), so that
+signatures and YARA rules for macro code have the code to match. Like TNEF this is how Office carries
 files, not an archive the user chose, so it is looked into whatever
 ``threatsense.objects.archives`` says.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import struct
 
-from mailguard.scan.containers import bounded, cfb
+from mailguard.scan.containers import bounded, cfb, vba
 from mailguard.scan.limits import Budget, ScanIncomplete
 from mailguard.scan.verdict import Reason
 
@@ -60,11 +62,23 @@ def unpack(members: bounded.Members, data: bytes, budget: Budget) -> None:
             members.add(f"{printable(storage)}/{file_name}", content, names=(file_name,))
         else:
             members.add(name, content)
+        if _is_vba_module(path):
+            source = vba.module_source(content, cap)
+            if source is not None:
+                budget.charge(len(source))
+                members.add(f"{name}/vba-source", source, names=())
         if entry.name == _OLE10_NATIVE:
             package = ole10_native(content)
             if package is not None:
                 label, payload = package
                 members.add(f"{name}/{label or 'package'}", payload)
+
+
+def _is_vba_module(path: str) -> bool:
+    """A stream in a VBA storage that is a module ([MS-OVBA] 2.2: not dir, _VBA_PROJECT or __SRP_n)."""
+    storage, _, stream = path.rpartition("/")
+    return (storage.rsplit("/", 1)[-1].upper() == "VBA" and stream.lower() not in ("dir", "_vba_project")
+            and not stream.startswith("__SRP_"))
 
 
 def _msg_attachment_names(document: cfb.CompoundFile, streams: list[tuple[str, cfb.DirectoryEntry]]

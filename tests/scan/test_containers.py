@@ -382,7 +382,8 @@ def test_unsupported_zip_method_is_unsupported():
 
 
 MAGICS = [b"PK\x03\x04", b"PK\x05\x06", b"7z\xbc\xaf\x27\x1c", b"\x1f\x8b\x08", b"BZh91AY&SY",
-          b"\xfd7zXZ\x00", b"\x78\x9f\x3e\x22", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", b"{\\rtf1{\\*\\objdata "]
+          b"\xfd7zXZ\x00", b"\x78\x9f\x3e\x22", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", b"{\\rtf1{\\*\\objdata ",
+          b"%PDF-1.7\n1 0 obj << /Filter /FlateDecode >> stream\n"]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -401,7 +402,10 @@ def test_fuzz_mutated_real_archives(patch, at):
     policy = Policy(max_archive_file_size=MIB)
     for base in (make_zip({"a.txt": b"hello" * 20, "b/c.txt": b"x"}), make_tar({"a": b"b" * 600}),
                  make_tnef([("a.exe", b"MZ" * 40)]),
-                 make_ole([("A", 2), ("\x01Ole10Native", 2)], {"A": b"a" * 600, "\x01Ole10Native": ole_package("x", b"y")})):
+                 make_ole([("A", 2), ("\x01Ole10Native", 2)], {"A": b"a" * 600, "\x01Ole10Native": ole_package("x", b"y")}),
+                 make_ole([("VBA", 1), ("VBA/M", 2)], {"VBA/M": b"\x01p" + vba_container(MACRO)}),
+                 make_rtf(ole1_object("Package", ole_package("a.exe", b"MZ" * 20)[4:])),
+                 make_pdf([(b"<< /Filter [/AHx /Fl] >>", __import__("zlib").compress(b"data" * 40).hex().encode())])):
         data = base[:at] + patch + base[at + len(patch):]
         try:
             walk(obj(data), policy)

@@ -23,7 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from mailguard.errors import ScanError
-from mailguard.scan.detectors import ndb
+from mailguard.scan.detectors import ndb, ndb_re
 from mailguard.scan.detectors.base import ScanObject
 from mailguard.scan.verdict import Finding
 
@@ -134,7 +134,7 @@ class ClamavDbDetector:
         if use_yara or (use_yara is None and bodies and ndb_yara.yara_available()):
             self._yara = ndb_yara.YaraBodyMatcher(bodies, timeout)
             bodies = self._yara.leftovers
-        self._matcher = ndb.BodyMatcher(bodies)
+        self._matcher = ndb_re.BodyMatcher(bodies)
         # algorithm -> sizes that have signatures; ANY_SIZE means every object is hashed
         self._sizes = {algorithm: set(by_size) for algorithm, by_size in database.hashes.items()}
 

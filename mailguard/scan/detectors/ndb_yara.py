@@ -25,7 +25,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from mailguard.scan.detectors import ndb
+from mailguard.scan.detectors import ndb, ndb_re
 from mailguard.scan.detectors.base import DetectorFailed
 
 _SYNTAX_ERROR_LINE = re.compile(r"line (\d+)")
@@ -102,6 +102,6 @@ class YaraBodyMatcher:
             raise DetectorFailed(f"body signatures failed (YARA): {exc}") from None
         names = {self.signatures[int(m.rule[1:])].name for m in matches}
         if overflowed:
-            recheck = ndb.BodyMatcher([self.signatures[i] for i in set(overflowed)])
+            recheck = ndb_re.BodyMatcher([self.signatures[i] for i in set(overflowed)])
             names.update(recheck.match(data))
         return sorted(names)

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from mailguard.scan.detectors import ndb
+from mailguard.scan.detectors.ndb_re import BodyMatcher
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 
@@ -21,7 +22,7 @@ class _Combined:
         from mailguard.scan.detectors.ndb_yara import YaraBodyMatcher
 
         self.yara = YaraBodyMatcher(signatures, timeout=10)
-        self.rest = ndb.BodyMatcher(self.yara.leftovers)
+        self.rest = BodyMatcher(self.yara.leftovers)
 
     def match(self, data: bytes) -> list[str]:
         return sorted(set(self.yara.match(data)) | set(self.rest.match(data)))
@@ -32,7 +33,7 @@ def engine(request):
     if request.param == "yara":
         pytest.importorskip("yara")
         return _Combined
-    return ndb.BodyMatcher
+    return BodyMatcher
 
 
 @pytest.fixture
@@ -127,7 +128,7 @@ def test_many_signatures_match_like_each_alone(matcher):
         planted = sig.literal_prefix + b"\x00" + bytes.fromhex(line.rsplit(":", 1)[1][-6:])
         data = data[:start] + planted + data[start + len(planted):]
     together = matcher(*lines).match(data)
-    alone = sorted(line.split(":")[0] for line in lines if ndb.BodyMatcher([ndb.parse_line(line)]).match(data))
+    alone = sorted(line.split(":")[0] for line in lines if BodyMatcher([ndb.parse_line(line)]).match(data))
     assert together == alone
     assert len(together) >= 30
 

@@ -109,6 +109,60 @@ def overlapping_zip(member: bytes, copies: int) -> bytes:
     return body + directory + end
 
 
+def make_cpio(files: dict[str, bytes], fmt: str = "newc") -> bytes:
+    """A cpio archive in the newc, odc or old binary (little-endian) format, with its trailer."""
+    out = bytearray()
+
+    def pad(alignment: int) -> None:
+        out.extend(bytes(-len(out) % alignment))
+
+    for name, data, mode in [(n, d, 0o100644) for n, d in files.items()] + [("TRAILER!!!", b"", 0)]:
+        raw_name = name.encode() + b"\x00"
+        if fmt == "newc":
+            fields = [0, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(raw_name), 0]
+            out += b"070701" + b"".join(b"%08X" % v for v in fields) + raw_name
+            pad(4)
+            out += data
+            pad(4)
+        elif fmt == "odc":
+            out += (b"070707" + b"%06o" % 0 * 2 + b"%06o" % mode + b"%06o" % 0 * 2 + b"%06o" % 1 + b"%06o" % 0
+                    + b"%011o" % 0 + b"%06o" % len(raw_name) + b"%011o" % len(data) + raw_name + data)
+        else:
+            out += struct.pack("<13H", 0o070707, 0, 0, mode, 0, 0, 1, 0, 0, 0, len(raw_name),
+                               len(data) >> 16, len(data) & 0xFFFF) + raw_name
+            pad(2)
+            out += data
+            pad(2)
+    return bytes(out)
+
+
+def make_cab(files: dict[str, bytes], *, mszip: bool = True, block: int = 32768) -> bytes:
+    """A one-folder cabinet ([MS-CAB]); MSZIP blocks each use the previous block as dictionary."""
+    stream = b"".join(files.values())
+    blocks = []
+    for start in range(0, max(len(stream), 1), block):
+        chunk = stream[start:start + block]
+        if mszip:
+            dictionary = stream[max(0, start - 32768):start]
+            packer = zlib.compressobj(9, zlib.DEFLATED, -15, zdict=dictionary) if dictionary else \
+                zlib.compressobj(9, zlib.DEFLATED, -15)
+            packed = b"CK" + packer.compress(chunk) + packer.flush()
+        else:
+            packed = chunk
+        blocks.append(struct.pack("<IHH", 0, len(packed), len(chunk)) + packed)
+    entries, offset = b"", 0
+    for name, data in files.items():
+        entries += struct.pack("<IIHHHH", len(data), offset, 0, 0, 0, 0x20) + name.encode() + b"\x00"
+        offset += len(data)
+    header_size, folder_size = 36, 8
+    files_offset = header_size + folder_size
+    data_offset = files_offset + len(entries)
+    total = data_offset + sum(len(b) for b in blocks)
+    header = struct.pack("<4sIIIIIBBHHHHH", b"MSCF", 0, total, 0, files_offset, 0, 3, 1, 1, len(files), 0, 0, 0)
+    folder = struct.pack("<IHH", data_offset, len(blocks), 1 if mszip else 0)
+    return header + folder + entries + b"".join(blocks)
+
+
 # -- ZipCrypto (APPNOTE 6.1, "traditional PKWARE encryption"), so encrypted zips need no tool --
 
 def _crc_byte(crc: int, byte: int) -> int:

@@ -20,7 +20,7 @@ from mailguard.scan.policy import Policy
 from mailguard.scan.verdict import Reason
 from tests.peers import require, require_clamav_testfiles
 from tests.scan.archives import (
-    EICAR, bz, gz, make_7z, make_ole, make_pdf, make_rtf, make_tar, make_tnef, make_zip, ole1_object, ole_package,
+    EICAR, bz, gz, make_7z, make_cab, make_cpio, make_ole, make_pdf, make_rtf, make_tar, make_tnef, make_zip, ole1_object, ole_package,
     overlapping_zip, vba_container, walk, xz,
     zeros_deflated, zip_with_raw_member, zipcrypto_zip,
 )
@@ -60,7 +60,8 @@ def test_archives_off_leaves_archives_but_not_tnef():
 
 def test_capabilities_name_every_kind():
     found = capabilities()
-    assert {"zip", "7z", "tar", "gzip", "bzip2", "xz", "tnef", "ole2", "rtf", "pdf", "zip-deflate64"} == set(found)
+    assert {"zip", "7z", "tar", "cpio", "cab", "gzip", "bzip2", "xz", "tnef", "ole2", "rtf", "pdf",
+            "zip-deflate64"} == set(found)
     assert found["zip"] and found["tnef"]
 
 
@@ -146,6 +147,34 @@ def test_tar_and_compressed_streams():
     assert [(c.names, c.data) for c in children(gz(EICAR, "eicar.com"))] == [(("eicar.com",), EICAR)]
     assert [(c.names, c.data) for c in children(bz(EICAR), name="eicar.com.bz2")] == [(("eicar.com",), EICAR)]
     assert [(c.names, c.data) for c in children(xz(EICAR), name="x.txz")] == [(("x.tar",), EICAR)]
+
+
+@pytest.mark.parametrize("mszip", [True, False])
+def test_cab(mszip):
+    text = b"".join(b"line %d of a long text file\n" % n for n in range(5000))  # several 32 KiB blocks
+    got = children(make_cab({"docs\\eicar.com": EICAR, "big.txt": text}, mszip=mszip), path="2/x.cab")
+    assert [(c.path, c.data) for c in got] == [("2/x.cab/docs/eicar.com", EICAR), ("2/x.cab/big.txt", text)]
+
+
+def test_cab_lzx_is_unsupported_and_bombs_are_limited():
+    data = bytearray(make_cab({"a.exe": b"MZ" * 10}))
+    struct.pack_into("<H", data, 36 + 6, 3)  # the folder says LZX
+    with pytest.raises(ScanIncomplete) as caught:
+        children(bytes(data))
+    assert caught.value.reason is Reason.UNSUPPORTED
+    with pytest.raises(ScanIncomplete) as caught:
+        children(make_cab({"zeros": bytes(4 * MIB)}), Policy(max_archive_file_size=MIB))
+    assert caught.value.reason is Reason.LIMIT
+
+
+@pytest.mark.parametrize("fmt", ["newc", "odc", "bin"])
+def test_cpio(tmp_path, fmt):
+    got = children(make_cpio({"dir/eicar.com": EICAR, "b.txt": b"bee"}, fmt), path="2/x.cpio")
+    assert [(c.path, c.data) for c in got] == [("2/x.cpio/dir/eicar.com", EICAR), ("2/x.cpio/b.txt", b"bee")]
+
+
+def test_binary_that_only_starts_like_old_cpio_is_not_one():
+    assert kind_of(b"\xc7\x71" + bytes(range(200)), Policy()) is None
 
 
 def test_concatenated_streams_are_all_unpacked():
@@ -383,7 +412,7 @@ def test_unsupported_zip_method_is_unsupported():
 
 MAGICS = [b"PK\x03\x04", b"PK\x05\x06", b"7z\xbc\xaf\x27\x1c", b"\x1f\x8b\x08", b"BZh91AY&SY",
           b"\xfd7zXZ\x00", b"\x78\x9f\x3e\x22", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", b"{\\rtf1{\\*\\objdata ",
-          b"%PDF-1.7\n1 0 obj << /Filter /FlateDecode >> stream\n"]
+          b"%PDF-1.7\n1 0 obj << /Filter /FlateDecode >> stream\n", b"MSCF\x00\x00\x00\x00", b"070701", b"070707"]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -405,7 +434,8 @@ def test_fuzz_mutated_real_archives(patch, at):
                  make_ole([("A", 2), ("\x01Ole10Native", 2)], {"A": b"a" * 600, "\x01Ole10Native": ole_package("x", b"y")}),
                  make_ole([("VBA", 1), ("VBA/M", 2)], {"VBA/M": b"\x01p" + vba_container(MACRO)}),
                  make_rtf(ole1_object("Package", ole_package("a.exe", b"MZ" * 20)[4:])),
-                 make_pdf([(b"<< /Filter [/AHx /Fl] >>", __import__("zlib").compress(b"data" * 40).hex().encode())])):
+                 make_pdf([(b"<< /Filter [/AHx /Fl] >>", __import__("zlib").compress(b"data" * 40).hex().encode())]),
+                 make_cab({"a.txt": b"hello" * 100, "b": b"x"}), make_cpio({"a": b"b" * 30}, "bin")):
         data = base[:at] + patch + base[at + len(patch):]
         try:
             walk(obj(data), policy)
@@ -427,6 +457,11 @@ def test_fuzz_mutated_real_archives(patch, at):
     ("clam.ole.doc", "clam.ole.doc/ObjectPool/_1279313719/[1]Ole10Native/Clam.exe"),
     ("clam.exe.rtf", "clam.exe.rtf/object-1/Clam.exe"),
     ("clam.pdf", "clam.pdf/clam.exe"),
+    ("clam.cab", "clam.cab/clam.exe"),
+    ("clam.newc.cpio", "clam.newc.cpio/clam.exe"),
+    ("clam.odc.cpio", "clam.odc.cpio/clam.exe"),
+    ("clam.bin-le.cpio", "clam.bin-le.cpio/clam.exe"),
+    ("clam.bin-be.cpio", "clam.bin-be.cpio/clam.exe"),
 ])
 def test_clamav_testfiles(name, path):
     folder = Path(require_clamav_testfiles())

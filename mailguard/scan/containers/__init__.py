@@ -1,7 +1,7 @@
 """Containers: what is inside a zip, 7z, tar, gzip/bzip2/xz stream or TNEF, under the budget.
 
 ``expand(obj, budget, policy)`` is the one entry point. It recognises a container (zip,
-7z, tar, gzip, bzip2, xz, TNEF, OLE2, RTF objects, PDF streams) by its
+7z, tar, cpio, cab, gzip, bzip2, xz, TNEF, OLE2, RTF objects, PDF streams) by its
 magic bytes, never by its name (a zip renamed ``invoice.pdf`` is still a zip), and returns
 the direct children: ``obj.path + "/" + member_name``, ``names=(member_name,)``, one
 level deeper. The engine calls it again on each child, so nesting (zip in tar in gzip) is
@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from mailguard.scan.containers import bounded, ole2, pdf, pkzip, rtf, sevenzip, streams, tar, tnef
+from mailguard.scan.containers import bounded, cab, cpio, ole2, pdf, pkzip, rtf, sevenzip, streams, tar, tnef
 from mailguard.scan.containers.bounded import ExpansionIncomplete
 from mailguard.scan.detectors.base import ScanObject
 from mailguard.scan.limits import Budget, ScanIncomplete
@@ -51,6 +51,8 @@ _KINDS = (
     _Kind("bzip2", streams.is_bzip2, streams.unpack_bzip2, True),
     _Kind("xz", streams.is_xz, streams.unpack_xz, True),
     _Kind("tar", tar.recognise, tar.unpack, True),
+    _Kind("cpio", cpio.recognise, cpio.unpack, True),
+    _Kind("cab", cab.recognise, cab.unpack, True),
 )
 
 

@@ -503,3 +503,23 @@ def test_a_single_uid_fetch_too_large_to_scan_gets_the_notice_too() -> None:
 
     run(run_case(server, body))
     assert b"too large to scan" in out[0] and b"x" * 100 not in out[0] and b"a OK" in out[0]
+
+
+def test_modifiers_and_section_specs_travel_as_written() -> None:
+    server = MockImapServer([SIMPLE])
+    out = []
+
+    async def body(client: Client, _: ImapContext) -> None:
+        await login_select(client)
+        out.append(await client.command(
+            b"a", b"UID FETCH 1 (UID FLAGS BODY.PEEK[HEADER.FIELDS (date subject From x-priority)]) (CHANGEDSINCE 5)"))
+        out.append(await client.command(b"b", b"UID FETCH 1:* (FLAGS) (CHANGEDSINCE 5)"))
+
+    run(run_case(server, body))
+    # Apple Mail matches answers by the section string: echoed byte for byte (pitfalls §2.3)
+    assert b"BODY[HEADER.FIELDS (date subject From x-priority)] {" in out[0]
+    # the fields in the message's order, not the request's
+    assert b"From: Alice <alice@example.com>\r\nSubject: hello\r\nDate: Mon, 1 Jan 2024 10:00:00 +0000\r\n\r\n" in out[0]
+    meta = next(raw for raw in server.received if raw.startswith(b"a UID FETCH"))
+    assert meta.endswith(b") (CHANGEDSINCE 5)\r\n") and b"HEADER.FIELDS" not in meta
+    assert b"b UID FETCH 1:* (FLAGS) (CHANGEDSINCE 5)\r\n" in server.received  # nothing to scan: relayed as is

@@ -523,3 +523,23 @@ def test_modifiers_and_section_specs_travel_as_written() -> None:
     meta = next(raw for raw in server.received if raw.startswith(b"a UID FETCH"))
     assert meta.endswith(b") (CHANGEDSINCE 5)\r\n") and b"HEADER.FIELDS" not in meta
     assert b"b UID FETCH 1:* (FLAGS) (CHANGEDSINCE 5)\r\n" in server.received  # nothing to scan: relayed as is
+
+
+def test_authenticate_plain_names_the_user_for_the_cache(tmp_path: Path) -> None:
+    import base64
+
+    contexts = []
+
+    async def body(client: Client, context: ImapContext) -> None:
+        await client.reader.readline()
+        await client.send(b"l AUTHENTICATE PLAIN\r\n")
+        assert (await client.reader.readline()).startswith(b"+")
+        await client.send(base64.b64encode(b"\0alice\0pass") + b"\r\n")
+        assert (await client.until(b"l")).startswith(b"l OK")
+        assert b"OK" in await client.command(b"s", b"SELECT INBOX")
+        await client.command(b"a", b"UID FETCH 1 (BODY.PEEK[])")
+        contexts.append(context)
+
+    for _ in range(2):
+        run(run_case(MockImapServer([INFECTED]), body, cache_dir=tmp_path, server_id="mail:143"))
+    assert contexts[0].stats.get("scanned") == 1 and contexts[1].stats.get("cache_hits") == 1

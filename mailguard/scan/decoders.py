@@ -143,10 +143,10 @@ def inline_blocks(text: bytes, max_output: int) -> list[InlineBlock]:
     The cheap ``bytes.find`` checks keep plain text bodies on the fast path.
     """
     blocks: list[InlineBlock] = []
-    if b"begin" in text:
+    if b"begin" in text:  # also the test for "=ybegin": one pass over plain text, not two
         blocks.extend(_uu_blocks(text))
-    if b"=ybegin" in text:
-        blocks.extend(_yenc_blocks(text))
+        if b"=ybegin" in text:
+            blocks.extend(_yenc_blocks(text))
     if _BINHEX_TAG in text:
         blocks.extend(_binhex_blocks(text, max_output))
     return blocks[:MAX_INLINE_BLOCKS]

@@ -149,3 +149,10 @@ def test_archive_members_are_scanned_with_member_paths() -> None:
     verdict = _engine().scan(raw)
     assert verdict.findings == (Finding(EICAR_NAME, "reference", "2/invoice.zip/payload.exe"),)
     assert _engine(archives=False).scan(raw).status is Status.CLEAN
+
+
+def test_scan_object_fields_are_the_ones_the_engine_copies() -> None:
+    # engine.scan_object renames an object for its members by spelling out every field
+    # (dataclasses.replace is too slow per part); a new field must be added there too.
+    assert [f.name for f in dataclasses.fields(ScanObject)] == [
+        "data", "path", "names", "declared_type", "is_message_root", "depth"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import TYPE_CHECKING
 
 from mailguard.errors import RemoteProtocolError
@@ -90,7 +90,7 @@ class FetchInterception:
         self.tag = command.tag
         self.queue: asyncio.Queue[Response] = asyncio.Queue()
         #: what goes to the client, in order: ready bytes, or a Record to be rendered
-        self.slots: list[bytes | Record] = []
+        self.slots: deque[bytes | Record] = deque()
         self.sequence = SequenceSet(request.sequence_set)
         self.memory = session.memory
         #: bodies come with the first answer (known, uncached UIDs: one round trip, not two)
@@ -181,29 +181,29 @@ class FetchInterception:
         self.slots.append(self.session.filter_response(response))
 
     async def _resolve(self, records: list[Record]) -> None:
-        pending: list[Record] = []
+        """Serve every record, in order, streaming: what is resolved at the front goes out at
+        once, so a whole-mailbox FETCH holds at most about two batches of messages."""
+        batch: list[Record] = []
+        batch_size = held = 0
+        limit = self.session.context.batch_bytes
         for record in records:
             if record.raw is not None and len(record.raw) <= self._largest:
                 await self._serve(record, record.raw)
-                record.raw = None
-                await self._flush_and_drain()
             elif record.raw is not None or record.size > self._largest:
                 # Too large to hold and scan: a notice in its place, never the unscanned bytes
                 # and never an empty answer (pitfalls §2.6).
                 record.served, record.unchanged = oversize_notice(record.uid, record.size, self._largest), False
-                record.raw = None
             elif self._from_caches(record):
-                continue
+                held += len(record.served or b"")
             else:
-                pending.append(record)
-        batch: list[Record] = []
-        batch_size = 0
-        for record in pending:
-            if batch and batch_size + record.size > self.session.context.batch_bytes:
+                batch.append(record)
+                batch_size += record.size
+            record.raw = None
+            record.resolved = record.served is not None
+            if batch and (batch_size >= limit or held >= limit):
                 await self._fetch_and_scan(batch)
-                batch, batch_size = [], 0
-            batch.append(record)
-            batch_size += record.size
+                batch, batch_size, held = [], 0, 0
+            await self._flush_and_drain()
         if batch:
             await self._fetch_and_scan(batch)
 
@@ -262,10 +262,11 @@ class FetchInterception:
         if done.word != "OK":
             log.warning("upstream refused our fetch of %s: %r", sorted(wanted), done.raw[:200])
         for record in batch:
-            raw = bodies.get(record.uid)
-            if raw is None:
-                continue  # expunged meanwhile: answered with NIL below, never with nothing
-            await self._serve(record, raw)
+            raw = bodies.pop(record.uid, None)
+            if raw is not None:
+                await self._serve(record, raw)
+            # else: expunged meanwhile, answered with NIL items, never with nothing
+            record.resolved = True
             await self._flush_and_drain()
 
     async def _serve(self, record: Record, raw: bytes) -> None:
@@ -310,12 +311,14 @@ class FetchInterception:
         while self.slots:
             slot = self.slots[0]
             if isinstance(slot, Record):
-                if slot.served is None and not final:
+                if not slot.resolved and not final:
                     return
                 self.session.send_client(render(slot, self.request))
+                slot.release()
             else:
                 self.session.send_client(slot)
-            self.slots.pop(0)
+            self.slots.popleft()
+
 
 def oversize_notice(uid: int, size: int, largest: int) -> bytes:
     """What a client gets for a message larger than we can scan; the same bytes every time."""

@@ -34,6 +34,12 @@ class Record:
 
     #: the message as the server sent it, when it came with the first answer
     raw: bytes | None = None
+    #: ready to be answered: served is set, or the message went away meanwhile
+    resolved: bool = False
+
+    def release(self) -> None:
+        """Forget the bytes once answered (a whole-mailbox FETCH keeps every record)."""
+        self.served, self._root = None, None
 
     @property
     def root(self) -> Entity:

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailguard.scan.containers import ExpansionIncomplete, capabilities, expand, kind_of, vba
+from mailguard.scan.containers import ExpansionIncomplete, capabilities, expand, kind_of, unsupported, vba
 from mailguard.scan.detectors.base import ScanObject
 from mailguard.scan.limits import Budget, ScanIncomplete
 from mailguard.scan.policy import Policy
@@ -61,8 +61,32 @@ def test_archives_off_leaves_archives_but_not_tnef():
 def test_capabilities_name_every_kind():
     found = capabilities()
     assert {"zip", "7z", "tar", "cpio", "cab", "gzip", "bzip2", "xz", "tnef", "ole2", "rtf", "pdf",
-            "zip-deflate64"} == set(found)
-    assert found["zip"] and found["tnef"]
+            "zip-deflate64"} == {name for name in found if name not in unsupported.FORMATS}
+    assert found["zip"] and found["tnef"] and not found["RAR"]
+
+
+@pytest.mark.parametrize("data,name", [
+    (b"Rar!\x1a\x07\x00" + bytes(40), "RAR"),
+    (b"Rar!\x1a\x07\x01\x00" + bytes(40), "RAR"),
+    (b"\x60\xea\x26\x00" + bytes(40), "ARJ"),
+    (bytes(7) + b"**ACE**" + bytes(40), "ACE"),
+    (b"\x00\x00-lh5-" + bytes(40), "LZH"),
+    (b"ITSF\x03\x00\x00\x00" + bytes(40), "CHM"),
+])
+def test_known_but_unsupported_archives_are_unscanned_never_clean(data, name):
+    with pytest.raises(ScanIncomplete) as caught:
+        children(data)
+    assert caught.value.reason is Reason.UNSUPPORTED and name in caught.value.detail
+    assert expand(obj(data), Budget.for_message(Policy(archives=False)), Policy(archives=False)) is None
+
+
+@pytest.mark.peer
+@pytest.mark.parametrize("name", ["clam.arj", "clam.chm"])
+def test_clamav_testfiles_we_cannot_open_are_unsupported(name):
+    data = (Path(require_clamav_testfiles()) / name).read_bytes()
+    with pytest.raises(ScanIncomplete) as caught:
+        children(data)
+    assert caught.value.reason is Reason.UNSUPPORTED
 
 
 # -- each kind --

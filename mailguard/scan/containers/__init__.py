@@ -22,7 +22,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from mailguard.scan.containers import bounded, cab, cpio, ole2, pdf, pkzip, rtf, sevenzip, streams, tar, tnef
+from mailguard.scan.containers import (
+    bounded, cab, cpio, ole2, pdf, pkzip, rtf, sevenzip, streams, tar, tnef, unsupported,
+)
 from mailguard.scan.containers.bounded import ExpansionIncomplete
 from mailguard.scan.detectors.base import ScanObject
 from mailguard.scan.limits import Budget, ScanIncomplete
@@ -53,6 +55,7 @@ _KINDS = (
     _Kind("tar", tar.recognise, tar.unpack, True),
     _Kind("cpio", cpio.recognise, cpio.unpack, True),
     _Kind("cab", cab.recognise, cab.unpack, True),
+    _Kind("unsupported", unsupported.recognise, unsupported.unpack, True),  # RAR, ARJ...: unscanned
 )
 
 
@@ -62,9 +65,10 @@ def capabilities() -> dict[str, bool]:
     listed False is reported unscanned ("unsupported"), never clean."""
     from importlib.util import find_spec
 
-    found = {kind.name: True for kind in _KINDS}
+    found = {kind.name: True for kind in _KINDS if kind.name != "unsupported"}
     found["7z"] = find_spec("py7zr") is not None
     found["zip-deflate64"] = find_spec("inflate64") is not None
+    found.update({name: False for name in unsupported.FORMATS})
     return found
 
 

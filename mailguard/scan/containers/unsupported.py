@@ -1,0 +1,47 @@
+"""Archive formats we recognise but cannot unpack: reported UNSUPPORTED, never clean.
+
+pitfalls §6.9: a distribution's ClamAV without its RAR module reported a compressed
+EICAR as clean. An archive we cannot open must make the message ``unscanned`` (and so
+tagged, or blocked under ``on-scan-error = block``), not pass as if we had looked.
+Each format here is recognised by its magic bytes only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from mailguard.scan.containers import bounded
+from mailguard.scan.limits import Budget, ScanIncomplete
+from mailguard.scan.verdict import Reason
+
+# format name -> test on the first bytes
+FORMATS: dict[str, Callable[[bytes], bool]] = {
+    "RAR": lambda d: d[:7] == b"Rar!\x1a\x07\x00" or d[:8] == b"Rar!\x1a\x07\x01\x00",
+    "ARJ": lambda d: d[:2] == b"\x60\xea" and len(d) > 10 and 0 < int.from_bytes(d[2:4], "little") <= 2600,
+    "ACE": lambda d: d[7:14] == b"**ACE**",
+    "LZH": lambda d: d[2:4] == b"-l" and d[6:7] == b"-" and d[4:6] in (b"h0", b"h1", b"h4", b"h5", b"h6",
+                                                                       b"h7", b"zs", b"z5", b"hd"),
+    "CHM": lambda d: d[:8] == b"ITSF\x03\x00\x00\x00",
+    "ZOO": lambda d: d[20:24] == b"\xdc\xa7\xc4\xfd",
+    "StuffIt": lambda d: d[:4] == b"SIT!" or d[:8] == b"StuffIt ",
+    "UDF/ISO 13346 image": lambda d: d[32769:32774] in (b"BEA01", b"NSR02", b"NSR03"),
+    "Windows imaging (WIM)": lambda d: d[:8] == b"MSWIM\x00\x00\x00",
+    "virtual disk (VHD/VHDX)": lambda d: d[:8] in (b"conectix", b"vhdxfile"),
+    "zstd stream": lambda d: d[:4] == b"\x28\xb5\x2f\xfd",
+    "lz4 frame": lambda d: d[:4] == b"\x04\x22\x4d\x18",
+}
+
+
+def format_of(data: bytes) -> str | None:
+    for name, test in FORMATS.items():
+        if test(data):
+            return name
+    return None
+
+
+def recognise(data: bytes) -> bool:
+    return format_of(data) is not None
+
+
+def unpack(members: bounded.Members, data: bytes, budget: Budget) -> None:
+    raise ScanIncomplete(Reason.UNSUPPORTED, f"{format_of(data)} archives cannot be unpacked by mailguard")

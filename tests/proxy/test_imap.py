@@ -543,3 +543,24 @@ def test_authenticate_plain_names_the_user_for_the_cache(tmp_path: Path) -> None
     for _ in range(2):
         run(run_case(MockImapServer([INFECTED]), body, cache_dir=tmp_path, server_id="mail:143"))
     assert contexts[0].stats.get("scanned") == 1 and contexts[1].stats.get("cache_hits") == 1
+
+
+def test_a_whole_mailbox_fetch_mixing_cached_and_new_messages_comes_out_in_order(tmp_path: Path) -> None:
+    messages = [SIMPLE.replace(b"hello", b"m%d" % n) if n % 3 else INFECTED for n in range(1, 8)]
+    server = MockImapServer(messages)
+    out = []
+
+    async def body(client: Client, context: ImapContext) -> None:
+        context.batch_bytes = 1  # one message per upstream batch
+        await login_select(client)
+        await client.command(b"w", b"UID FETCH 2 (BODY.PEEK[])")
+        await client.command(b"x", b"UID FETCH 5 (BODY.PEEK[])")
+        out.append(await client.command(b"a", b"FETCH 1:* (UID BODY.PEEK[])"))
+        assert context.stats["scanned"] == 7
+
+    run(run_case(server, body, cache_dir=tmp_path))
+    answers = re.findall(rb"\* (\d+) FETCH \(UID (\d+) BODY\[\] \{\d+\}\r\n", out[0])
+    assert answers == [(b"%d" % n, b"%d" % n) for n in range(1, 8)]
+    assert EICAR not in out[0]
+    for n in (1, 2, 4, 5, 7):
+        assert b"Subject: m%d\r\n" % n in out[0]

@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import socket
 import ssl
 import statistics
@@ -185,6 +186,7 @@ def main() -> None:
             socat.terminate()
             engine.communicate("", timeout=60)
         results["pool"] = args.pool or "auto"
+    shutil.rmtree(home, ignore_errors=True)  # the engine's state: its CA and a cache as big as the mailbox
     print(json.dumps(results, indent=2))
 
 

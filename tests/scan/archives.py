@@ -136,6 +136,51 @@ def make_cpio(files: dict[str, bytes], fmt: str = "newc") -> bytes:
     return bytes(out)
 
 
+def make_iso(files: dict[str, bytes]) -> bytes:
+    """A minimal ISO 9660 image: primary descriptor, root directory, one subdirectory level."""
+    def record(name: bytes, extent: int, size: int, directory: bool) -> bytes:
+        length = 33 + len(name) + (len(name) + 1) % 2
+        raw = struct.pack("<BBII", length, 0, extent, 0) + struct.pack("<II", size, 0) + bytes(7)
+        raw += bytes((0x02 if directory else 0, 0, 0)) + struct.pack("<HH", 1, 0) + bytes((len(name),)) + name
+        return raw + bytes(length - len(raw))
+
+    sector = 2048
+    tree: dict[str, dict[str, bytes]] = {}
+    for path, data in files.items():
+        folder, _, name = path.rpartition("/")
+        tree.setdefault(folder, {})[name] = data
+    tree.setdefault("", {})
+    folders = sorted(tree)                          # "" (root) first
+    next_sector = 19                                # 16 PVD, 17 terminator, 18 spare
+    folder_sector = {f: next_sector + i for i, f in enumerate(folders)}
+    next_sector += len(folders)
+    file_sector, blobs = {}, []
+    for folder in folders:
+        for name, data in tree[folder].items():
+            file_sector[(folder, name)] = next_sector
+            blobs.append((next_sector, data))
+            next_sector += max(1, (len(data) + sector - 1) // sector)
+    image = bytearray(next_sector * sector)
+    for folder in folders:
+        body = record(b"\x00", folder_sector[folder], sector, True) + record(b"\x01", folder_sector[""], sector, True)
+        for sub in folders:
+            if sub and sub.rpartition("/")[0] == folder:
+                body += record(sub.rpartition("/")[2].upper().encode(), folder_sector[sub], sector, True)
+        for name, data in tree[folder].items():
+            body += record(name.upper().encode() + b";1", file_sector[(folder, name)], len(data), False)
+        start = folder_sector[folder] * sector
+        image[start:start + len(body)] = body
+    for start, data in blobs:
+        image[start * sector:start * sector + len(data)] = data
+    pvd = bytearray(sector)
+    pvd[0:7] = b"\x01CD001\x01"
+    struct.pack_into("<H", pvd, 128, sector)
+    pvd[156:156 + 34] = record(b"\x00", folder_sector[""], sector, True)
+    image[16 * sector:17 * sector] = pvd
+    image[17 * sector:17 * sector + 7] = b"\xffCD001\x01"
+    return bytes(image)
+
+
 def make_cab(files: dict[str, bytes], *, mszip: bool = True, block: int = 32768) -> bytes:
     """A one-folder cabinet ([MS-CAB]); MSZIP blocks each use the previous block as dictionary."""
     stream = b"".join(files.values())

@@ -20,7 +20,7 @@ from mailguard.scan.policy import Policy
 from mailguard.scan.verdict import Reason
 from tests.peers import require, require_clamav_testfiles
 from tests.scan.archives import (
-    EICAR, bz, gz, make_7z, make_cab, make_cpio, make_ole, make_pdf, make_rtf, make_tar, make_tnef, make_zip, ole1_object, ole_package,
+    EICAR, bz, gz, make_7z, make_cab, make_cpio, make_iso, make_ole, make_pdf, make_rtf, make_tar, make_tnef, make_zip, ole1_object, ole_package,
     overlapping_zip, vba_container, walk, xz,
     zeros_deflated, zip_with_raw_member, zipcrypto_zip,
 )
@@ -60,7 +60,7 @@ def test_archives_off_leaves_archives_but_not_tnef():
 
 def test_capabilities_name_every_kind():
     found = capabilities()
-    assert {"zip", "7z", "tar", "cpio", "cab", "gzip", "bzip2", "xz", "tnef", "ole2", "rtf", "pdf",
+    assert {"zip", "7z", "tar", "cpio", "cab", "iso9660", "gzip", "bzip2", "xz", "tnef", "ole2", "rtf", "pdf",
             "zip-deflate64"} == {name for name in found if name not in unsupported.FORMATS}
     assert found["zip"] and found["tnef"] and not found["RAR"]
 
@@ -189,6 +189,27 @@ def test_cab_lzx_is_unsupported_and_bombs_are_limited():
     with pytest.raises(ScanIncomplete) as caught:
         children(make_cab({"zeros": bytes(4 * MIB)}), Policy(max_archive_file_size=MIB))
     assert caught.value.reason is Reason.LIMIT
+
+
+def test_iso9660():
+    got = children(make_iso({"setup.exe": EICAR, "docs/readme.txt": b"read me"}), path="2/x.iso")
+    assert sorted((c.path, c.data) for c in got) == [("2/x.iso/DOCS/README.TXT", b"read me"),
+                                                     ("2/x.iso/SETUP.EXE", EICAR)]
+
+
+@pytest.mark.peer
+def test_iso_made_by_genisoimage_with_joliet_names_and_hidden_files(tmp_path):
+    program = require("genisoimage")
+    folder = tmp_path / "content"
+    (folder / "Invoices 2025").mkdir(parents=True)
+    (folder / "Invoices 2025" / "invoice.pdf.lnk").write_bytes(EICAR)
+    (folder / "hidden.dll").write_bytes(b"MZ hidden")
+    (folder / "big.bin").write_bytes(bytes(range(256)) * 40)
+    image = tmp_path / "x.iso"
+    subprocess.run([program, "-quiet", "-J", "-hidden", "hidden.dll", "-o", str(image), str(folder)], check=True)
+    got = {c.path: c.data for c in children(image.read_bytes(), path="2/x.iso")}
+    assert got == {"2/x.iso/Invoices 2025/invoice.pdf.lnk": EICAR, "2/x.iso/hidden.dll": b"MZ hidden",
+                   "2/x.iso/big.bin": bytes(range(256)) * 40}
 
 
 @pytest.mark.parametrize("fmt", ["newc", "odc", "bin"])
@@ -459,7 +480,8 @@ def test_fuzz_mutated_real_archives(patch, at):
                  make_ole([("VBA", 1), ("VBA/M", 2)], {"VBA/M": b"\x01p" + vba_container(MACRO)}),
                  make_rtf(ole1_object("Package", ole_package("a.exe", b"MZ" * 20)[4:])),
                  make_pdf([(b"<< /Filter [/AHx /Fl] >>", __import__("zlib").compress(b"data" * 40).hex().encode())]),
-                 make_cab({"a.txt": b"hello" * 100, "b": b"x"}), make_cpio({"a": b"b" * 30}, "bin")):
+                 make_cab({"a.txt": b"hello" * 100, "b": b"x"}), make_cpio({"a": b"b" * 30}, "bin"),
+                 make_iso({"a.exe": b"MZ" * 40, "d/b.txt": b"x"})):
         data = base[:at] + patch + base[at + len(patch):]
         try:
             walk(obj(data), policy)

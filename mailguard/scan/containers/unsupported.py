@@ -27,6 +27,8 @@ FORMATS: dict[str, Callable[[bytes], bool]] = {
     "UDF/ISO 13346 image": lambda d: d[32769:32774] in (b"BEA01", b"NSR02", b"NSR03"),
     "Windows imaging (WIM)": lambda d: d[:8] == b"MSWIM\x00\x00\x00",
     "virtual disk (VHD/VHDX)": lambda d: d[:8] in (b"conectix", b"vhdxfile"),
+    "FAT disk image": lambda d: d[510:512] == b"\x55\xaa" and (d[54:59] in (b"FAT12", b"FAT16")
+                                                              or d[82:87] == b"FAT32"),
     "zstd stream": lambda d: d[:4] == b"\x28\xb5\x2f\xfd",
     "lz4 frame": lambda d: d[:4] == b"\x04\x22\x4d\x18",
 }

@@ -380,14 +380,26 @@ def _describe(fields: tuple[tuple[str, bytes, bool], ...]) -> EntityInfo:
     encodings: list[str] = []
     ct_fields = 0
     # Visible fields first so the primary reading is the one a strict client uses.
-    for name, value, _hidden in sorted(fields, key=lambda f: f[2]):
+    if any(hidden for _, _, hidden in fields):
+        fields = tuple(sorted(fields, key=lambda f: f[2]))
+    for name, value, _hidden in fields:
         if name == "content-type":
             ct_fields += 1
             text = decode_header_bytes(value)
             head, params = parse_parameterized(text)
             media_types.append(head)
-            boundaries.extend(parameter_values(params, "boundary"))
-            names.extend(_names_from(text, "name", params))
+            if "*" in text or "(" in text:
+                boundaries.extend(parameter_values(params, "boundary"))
+                names.extend(_names_from(text, "name", params))
+            else:
+                # No RFC 2231 sections and no comments: the plain values are every reading
+                # (repeats are dropped by the _distinct below, keeping first-seen order).
+                for param, param_value in params:
+                    if param == "boundary":
+                        boundaries.append(param_value)
+                    elif param == "name":
+                        names.append(param_value)
+                        names.append(decode_encoded_words(param_value))
         elif name == "content-disposition":
             names.extend(_names_from(decode_header_bytes(value), "filename"))
         elif name == "content-transfer-encoding":

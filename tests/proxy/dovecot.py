@@ -66,6 +66,8 @@ mail_location = maildir:~/Maildir
 first_valid_uid = {uid}
 last_valid_uid = 0
 pop3_uidl_format = %08Xu%08Xv
+# room for the 1,000-idle-connections figure of bench/pop3.py
+default_client_limit = 4000
 {users}
 passdb {{
   driver = static
@@ -86,6 +88,7 @@ service pop3-login {{
     ssl = yes
   }}
   process_min_avail = 1
+  client_limit = 3000
   chroot =
 }}
 service anvil {{

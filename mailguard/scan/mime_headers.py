@@ -76,6 +76,7 @@ def parse_header_block(buf: bytes, start: int, end: int, eol: bytes) -> HeaderBl
     # falls through to the general per-line code below, which decides as before.
     fast = _SIMPLE_LINE.match if eol == b"\n" else None
     names = _FIELD_NAMES
+    general = False  # some line took the general path
     while pos < end:
         if fast is not None and (m := fast(buf, pos, end)) is not None:
             raw_name = m.group(1)
@@ -104,6 +105,7 @@ def parse_header_block(buf: bytes, start: int, end: int, eol: bytes) -> HeaderBl
         if content_end == pos:  # the blank line
             header_end, body_start = pos, line_end
             break
+        general = True
         if buf[pos] in b" \t" and fields:
             current = fields[-1]
             current.end = line_end
@@ -115,7 +117,8 @@ def parse_header_block(buf: bytes, start: int, end: int, eol: bytes) -> HeaderBl
             header_end = body_start = pos
             break
         pos = line_end
-    bare_cr = eol == b"\n" and _recover_hidden_fields(fields)
+    # Only the general code keeps a CR inside a value; fast-path values never hold one.
+    bare_cr = eol == b"\n" and general and _recover_hidden_fields(fields)
     return HeaderBlock(fields, header_end, body_start, bare_cr)
 
 

@@ -60,7 +60,7 @@ def test_archives_off_leaves_archives_but_not_tnef():
 
 def test_capabilities_name_every_kind():
     found = capabilities()
-    assert {"zip", "7z", "tar", "cpio", "cab", "iso9660", "gzip", "bzip2", "xz", "tnef", "ole2", "rtf", "pdf",
+    assert {"zip", "7z", "tar", "cpio", "cab", "iso9660", "szdd", "gzip", "bzip2", "xz", "tnef", "ole2", "rtf", "pdf",
             "zip-deflate64"} == {name for name in found if name not in unsupported.FORMATS}
     assert found["zip"] and found["tnef"] and not found["RAR"]
 
@@ -188,6 +188,28 @@ def test_cab_lzx_is_unsupported_and_bombs_are_limited():
     assert caught.value.reason is Reason.UNSUPPORTED
     with pytest.raises(ScanIncomplete) as caught:
         children(make_cab({"zeros": bytes(4 * MIB)}), Policy(max_archive_file_size=MIB))
+    assert caught.value.reason is Reason.LIMIT
+
+
+def szdd(packed: bytes, size: int, missing: bytes = b"e") -> bytes:
+    return b"SZDD\x88\xf0\x27\x33A" + missing + struct.pack("<I", size) + packed
+
+
+def test_szdd_literals_and_window_matches():
+    literals = b"".join(b"\xff" + EICAR[k:k + 8] for k in range(0, len(EICAR), 8))
+    (child,) = children(szdd(literals, len(EICAR), missing=b"M"), name="EICAR.CO_")
+    assert (child.names, child.data) == (("EICAR.COM",), EICAR)
+    # flag bit 0 clear: a match of 3 bytes from the space-filled window, then one literal
+    (child,) = children(szdd(b"\x02\x00\x00X", 4))
+    assert child.data == b"   X"
+
+
+def test_szdd_truncated_or_too_big():
+    with pytest.raises(ScanIncomplete) as caught:
+        children(szdd(b"\xffabc", 100))
+    assert caught.value.reason is Reason.CORRUPT
+    with pytest.raises(ScanIncomplete) as caught:
+        children(szdd(b"\xffabc", 10 * MIB), Policy(max_archive_file_size=MIB))
     assert caught.value.reason is Reason.LIMIT
 
 
@@ -504,6 +526,8 @@ def test_fuzz_mutated_real_archives(patch, at):
     ("clam.exe.rtf", "clam.exe.rtf/object-1/Clam.exe"),
     ("clam.pdf", "clam.pdf/clam.exe"),
     ("clam.cab", "clam.cab/clam.exe"),
+    ("clam.exe.szdd", "clam.exe.szdd/data"),
+    ("clam.ppt", "clam.ppt/PowerPoint Document/ole-object-1/[1]Ole10Native/clam.exe"),
     ("clam.newc.cpio", "clam.newc.cpio/clam.exe"),
     ("clam.odc.cpio", "clam.odc.cpio/clam.exe"),
     ("clam.bin-le.cpio", "clam.bin-le.cpio/clam.exe"),
@@ -627,6 +651,21 @@ def test_polyglot_zip_and_pdf_is_unpacked_as_both():
 
 
 MACRO = b'Attribute VB_Name = "Module1"\r\nSub AutoOpen()\r\n    Shell("powershell -enc AAAA")\r\nEnd Sub\r\n'
+
+
+def test_object_embedded_in_a_powerpoint_slide():
+    import zlib
+
+    embedded = make_ole([("\x01Ole10Native", 2)], {"\x01Ole10Native": ole_package("run.exe", EICAR)})
+    compressed = struct.pack("<I", len(embedded)) + zlib.compress(embedded)
+    records = (struct.pack("<HHI", 0x000F, 0x03E8, 4) + b"docu"                        # some other record
+               + struct.pack("<HHI", 0x0010, 0x1011, len(compressed)) + compressed      # ExOleObjStg, zlib
+               + struct.pack("<HHI", 0x0000, 0x1011, len(embedded)) + embedded)         # ExOleObjStg, stored
+    data = make_ole([("PowerPoint Document", 2)], {"PowerPoint Document": records})
+    seen, problems = walk(obj(data, path="2", name="deck.ppt"))
+    assert not problems
+    assert seen["2/PowerPoint Document/ole-object-1/[1]Ole10Native/run.exe"] == EICAR
+    assert seen["2/PowerPoint Document/ole-object-2/[1]Ole10Native/run.exe"] == EICAR
 
 
 def test_vba_module_source_is_decompressed():

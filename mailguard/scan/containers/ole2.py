@@ -4,7 +4,8 @@ Malware rides in these as embedded objects: an OLE "Package" keeps a whole file 
 ``\\x01Ole10Native`` stream (the classic "double-click the icon" attachment inside a
 .doc), and an Outlook .msg keeps each attachment in a stream of its own. So each stream
 becomes a child, named by its storage path; a packaged file is unwrapped to a child of
-that stream, named as the package names it, and a .msg attachment is named by its file
+that stream, named as the package names it, an object embedded in a PowerPoint slide
+is inflated, and a .msg attachment is named by its file
 name (which lets the name heuristics see ``invoice.pdf.exe`` inside them too). A VBA
 module's source text is decompressed to a child of its stream (see ``vba``), so that
 signatures and YARA rules for macro code have the code to match. Like TNEF this is how Office carries
@@ -21,6 +22,8 @@ from mailguard.scan.limits import Budget, ScanIncomplete
 from mailguard.scan.verdict import Reason
 
 _OLE10_NATIVE = "\x01Ole10Native"
+_POWERPOINT_DOCUMENT = "PowerPoint Document"
+_EX_OLE_OBJ_STG = b"\x11\x10"  # record type 0x1011, little-endian
 # [MS-OXMSG] 2.1.3: property streams are named __substg1.0_ + property tag (id and type).
 _MSG_ATTACH_DATA = "__substg1.0_37010102"                 # PidTagAttachDataBinary
 _MSG_NAME_STREAMS = {"__substg1.0_3707001F": True, "__substg1.0_3707001E": True,   # long file name
@@ -67,11 +70,40 @@ def unpack(members: bounded.Members, data: bytes, budget: Budget) -> None:
             if source is not None:
                 budget.charge(len(source))
                 members.add(f"{name}/vba-source", source, names=())
+        if path == _POWERPOINT_DOCUMENT:
+            for number, obj in enumerate(_powerpoint_objects(content, budget), 1):
+                members.add(f"{name}/ole-object-{number}", obj, names=())
         if entry.name == _OLE10_NATIVE:
             package = ole10_native(content)
             if package is not None:
                 label, payload = package
                 members.add(f"{name}/{label or 'package'}", payload)
+
+
+def _powerpoint_objects(stream: bytes, budget: Budget) -> list[bytes]:
+    """Embedded objects in a PowerPoint stream: ExOleObjStg records ([MS-PPT] 2.10.34).
+
+    Each record is an 8-byte header (version and instance, type 0x1011, length) and an OLE2
+    file, stored as is (instance 0) or zlib-compressed after its 4-byte size (instance 1).
+    """
+    found = []
+    position = stream.find(_EX_OLE_OBJ_STG)
+    while position >= 2:
+        header = position - 2
+        version_instance, _type, length = struct.unpack_from("<HHI", stream, header) if header + 8 <= len(stream) \
+            else (1, 0, 0)
+        body = stream[header + 8:header + 8 + length]
+        if version_instance & 0x000F == 0 and len(body) == length:
+            if version_instance >> 4 == 1 and len(body) > 4:
+                try:
+                    found.append(bounded.decompress(lambda: bounded.ZlibDecompressor(15), body[4:], budget))
+                except ScanIncomplete as exc:
+                    if exc.reason in (Reason.LIMIT, Reason.TIMEOUT):
+                        raise
+            elif version_instance >> 4 == 0:
+                found.append(body)
+        position = stream.find(_EX_OLE_OBJ_STG, position + 2)
+    return found
 
 
 def _is_vba_module(path: str) -> bool:

@@ -70,6 +70,13 @@ def make_7z(files: dict[str, bytes], password: str | None = None, header_encrypt
     return out.getvalue()
 
 
+def pe_stub(size: int = 1024) -> bytes:
+    """The start of a Windows program: MZ, e_lfanew at 0x3C, and a PE header there."""
+    header = bytearray(b"MZ" + bytes(0x3A)) + struct.pack("<I", 0x80)
+    header += bytes(0x80 - len(header)) + b"PE\x00\x00"
+    return bytes(header) + bytes(max(0, size - len(header)))
+
+
 def zeros_deflated(size: int) -> bytes:
     """A raw deflate stream of ``size`` zero bytes, made without holding them all in memory."""
     compressor = zlib.compressobj(9, zlib.DEFLATED, -15)

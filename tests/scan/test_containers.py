@@ -21,7 +21,7 @@ from mailguard.scan.verdict import Reason
 from tests.peers import require, require_clamav_testfiles
 from tests.scan.archives import (
     EICAR, bz, gz, make_7z, make_cab, make_cpio, make_iso, make_ole, make_pdf, make_rtf, make_tar, make_tnef, make_zip, ole1_object, ole_package,
-    overlapping_zip, vba_container, walk, xz,
+    overlapping_zip, pe_stub, vba_container, walk, xz,
     zeros_deflated, zip_with_raw_member, zipcrypto_zip,
 )
 
@@ -60,7 +60,7 @@ def test_archives_off_leaves_archives_but_not_tnef():
 
 def test_capabilities_name_every_kind():
     found = capabilities()
-    assert {"zip", "7z", "tar", "cpio", "cab", "iso9660", "szdd", "gzip", "bzip2", "xz", "tnef", "ole2", "rtf", "pdf",
+    assert {"zip", "7z", "tar", "cpio", "cab", "iso9660", "szdd", "self-extractor", "gzip", "bzip2", "xz", "tnef", "ole2", "rtf", "pdf",
             "zip-deflate64"} == {name for name in found if name not in unsupported.FORMATS}
     assert found["zip"] and found["tnef"] and not found["RAR"]
 
@@ -211,6 +211,31 @@ def test_szdd_truncated_or_too_big():
     with pytest.raises(ScanIncomplete) as caught:
         children(szdd(b"\xffabc", 10 * MIB), Policy(max_archive_file_size=MIB))
     assert caught.value.reason is Reason.LIMIT
+
+
+def test_self_extracting_zip():
+    (child,) = children(pe_stub() + make_zip({"eicar.com": EICAR}), path="2/setup.exe")
+    assert (child.path, child.data) == ("2/setup.exe/eicar.com", EICAR)
+
+
+@pytest.mark.parametrize("archive,kind", [
+    (lambda: make_cab({"eicar.com": EICAR}), "cab"),
+    (lambda: make_ole([("\x01Ole10Native", 2)], {"\x01Ole10Native": ole_package("e.com", EICAR)}), "ole2"),
+    (lambda: make_7z({"eicar.com": EICAR}), "7z"),
+])
+def test_archives_inside_programs(archive, kind):
+    if kind == "7z":
+        pytest.importorskip("py7zr")
+    program = pe_stub(4096) + archive() + b"\x00" * 100
+    seen, problems = walk(obj(program, path="2", name="setup.exe"))
+    assert not problems
+    assert [path for path, data in seen.items() if data == EICAR][0].startswith(f"2/embedded-4096.{kind}/")
+
+
+def test_a_program_that_merely_contains_archive_magic_is_not_a_broken_archive():
+    program = pe_stub() + b"MSCF\x00\x00\x00\x00" + bytes(40) + b"7z\xbc\xaf\x27\x1c" + bytes(40) \
+        + b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(600) + b"PK\x03\x04" + bytes(60) + b"PK\x05\x06" + bytes(18)
+    assert children(program) == []
 
 
 def test_iso9660():

@@ -1,7 +1,7 @@
 """Containers: what is inside a zip, 7z, tar, gzip/bzip2/xz stream or TNEF, under the budget.
 
 ``expand(obj, budget, policy)`` is the one entry point. It recognises a container (zip,
-7z, tar, cpio, cab, ISO 9660, SZDD, gzip, bzip2, xz, TNEF, OLE2, RTF objects, PDF streams) by its
+7z, tar, cpio, cab, ISO 9660, SZDD, archives in programs, gzip, bzip2, xz, TNEF, OLE2, RTF objects, PDF streams) by its
 magic bytes, never by its name (a zip renamed ``invoice.pdf`` is still a zip), and returns
 the direct children: ``obj.path + "/" + member_name``, ``names=(member_name,)``, one
 level deeper. The engine calls it again on each child, so nesting (zip in tar in gzip) is
@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from mailguard.scan.containers import (
-    bounded, cab, cpio, iso9660, ole2, pdf, pkzip, rtf, sevenzip, streams, szdd, tar, tnef, unsupported,
+    bounded, cab, cpio, embedded, iso9660, ole2, pdf, pkzip, rtf, sevenzip, streams, szdd, tar, tnef, unsupported,
 )
 from mailguard.scan.containers.bounded import ExpansionIncomplete
 from mailguard.scan.detectors.base import ScanObject
@@ -57,6 +57,7 @@ _KINDS = (
     _Kind("cab", cab.recognise, cab.unpack, True),
     _Kind("iso9660", iso9660.recognise, iso9660.unpack, True),
     _Kind("szdd", szdd.recognise, szdd.unpack, True),
+    _Kind("self-extractor", embedded.recognise, embedded.unpack, True),
     _Kind("unsupported", unsupported.recognise, unsupported.unpack, True),  # RAR, ARJ...: unscanned
 )
 

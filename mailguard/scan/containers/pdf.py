@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Iterator
+from typing import NamedTuple
 
 from mailguard.scan.containers import bounded
 from mailguard.scan.limits import Budget, ScanIncomplete
@@ -27,7 +29,6 @@ _HEADER = re.compile(rb"%PDF-\d")
 _HEADER_WINDOW = 1024
 _OBJECT = re.compile(rb"(\d+)\s+(\d+)\s+obj\b")
 _STREAM = re.compile(rb"stream\r?\n")
-_END_STREAM = re.compile(rb"\r?\n?endstream")
 _FILTER = re.compile(rb"/Filter\s*(?:/([A-Za-z0-9]+)|\[([^\]]*)\])")
 _NAME = re.compile(rb"/([A-Za-z0-9]+)")
 _EMBEDDED_FILE = re.compile(rb"/EF\s*<<[^>]*?/(?:UF|F)\s+(\d+)\s+\d+\s+R", re.DOTALL)
@@ -47,27 +48,50 @@ def recognise(data: bytes) -> bool:
     return _HEADER.search(data, 0, _HEADER_WINDOW) is not None
 
 
+class _Object(NamedTuple):
+    number: int
+    dictionary: bytes           # what precedes ``stream`` (or the whole object, up to a cap)
+    stream: memoryview | None
+
+
 def unpack(members: bounded.Members, data: bytes, budget: Budget) -> None:
-    objects = list(_OBJECT.finditer(data))
-    if objects and _ENCRYPT.search(data):
+    objects = list(_objects(data))
+    if objects and b"/Encrypt" in data and _ENCRYPT.search(data):
         raise ScanIncomplete(Reason.ENCRYPTED, "encrypted PDF")
-    file_names = _embedded_file_names(data, objects)
-    for index, found in enumerate(objects):
-        end = objects[index + 1].start() if index + 1 < len(objects) else len(data)
-        stream = _STREAM.search(data, found.end(), end)
-        if stream is None:
+    file_names = _embedded_file_names(objects)
+    for obj in objects:
+        if obj.stream is None:
             continue
         members.count()
-        dictionary = data[found.end():stream.start()][-_MAX_DICTIONARY:]
-        closing = _END_STREAM.search(data, stream.end(), end)
-        raw = memoryview(data)[stream.end():closing.start() if closing else end]
-        number = int(found[1])
-        filters = _filters(dictionary)
-        if number not in file_names and (not filters or filters[0] not in _DECODED):
+        filters = _filters(obj.dictionary)
+        if obj.number not in file_names and (not filters or filters[0] not in _DECODED):
             continue  # stored as is (an image, say): the PDF's own bytes already show it to the detectors
-        name = file_names.get(number) or f"stream-{number}"
-        members.unpack(name, lambda raw=raw, filters=filters: _decode(raw, filters, budget),
-                       names=(name,) if number in file_names else ())
+        name = file_names.get(obj.number) or f"stream-{obj.number}"
+        members.unpack(name, lambda raw=obj.stream, filters=filters: _decode(raw, filters, budget),
+                       names=(name,) if obj.number in file_names else ())
+
+
+def _objects(data: bytes) -> Iterator[_Object]:
+    """The indirect objects, in file order. A stream's bytes are skipped as a whole (they are
+    opaque, ISO 32000-1 §7.3.8), so object-like text inside one is not taken for an object."""
+    position = 0
+    while True:
+        found = _OBJECT.search(data, position)
+        if found is None:
+            return
+        head = data[found.end():found.end() + _MAX_DICTIONARY]
+        keyword = _STREAM.search(head)
+        object_end = head.find(b"endobj")
+        if keyword is None or 0 <= object_end < keyword.start():
+            yield _Object(int(found[1]), head[:object_end] if object_end >= 0 else head, None)
+            position = found.end()
+            continue
+        start = found.end() + keyword.end()
+        end = data.find(b"endstream", start)
+        end = len(data) if end < 0 else end
+        stop = end - 2 if data[end - 2:end] == b"\r\n" else end - 1 if data[end - 1:end] in (b"\n", b"\r") else end
+        yield _Object(int(found[1]), head[:keyword.start()], memoryview(data)[start:max(start, stop)])
+        position = end + len(b"endstream")
 
 
 def _filters(dictionary: bytes) -> list[bytes]:
@@ -135,14 +159,12 @@ def _run_length(data: bytes, budget: Budget) -> bytes:
     return bytes(out)
 
 
-def _embedded_file_names(data: bytes, objects: list[re.Match[bytes]]) -> dict[int, str]:
+def _embedded_file_names(objects: list[_Object]) -> dict[int, str]:
     """Object number of an embedded file's stream -> the file name its specification gives."""
     names: dict[int, str] = {}
-    for index, found in enumerate(objects):
-        end = objects[index + 1].start() if index + 1 < len(objects) else len(data)
-        body = data[found.end():min(end, found.end() + _MAX_DICTIONARY)]
-        reference = _EMBEDDED_FILE.search(body)
-        file_name = _FILE_NAME.search(body)
+    for obj in objects:
+        reference = _EMBEDDED_FILE.search(obj.dictionary)
+        file_name = _FILE_NAME.search(obj.dictionary)
         if reference and file_name:
             raw = re.sub(rb"\\(.)", rb"\1", file_name[1])
             text = raw[2:].decode("utf-16-be", "replace") if raw.startswith(b"\xfe\xff") else raw.decode("latin-1")

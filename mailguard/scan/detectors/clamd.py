@@ -60,10 +60,12 @@ class ClamdDetector:
     def scan(self, obj: ScanObject) -> list[Finding]:
         if not obj.is_message_root:
             return []
-        reply = self._instream(obj.data)
-        return self._findings(reply, obj.path)
+        replies = self._instream(obj.data)
+        # With AllMatchScan clamd sends one line per signature found; otherwise exactly one.
+        findings = [finding for reply in replies for finding in self._findings(reply, obj.path)]
+        return sorted(set(findings))
 
-    def _instream(self, data: bytes) -> str:
+    def _instream(self, data: bytes) -> list[str]:
         deadline = time.monotonic() + self.timeout
         try:
             with socket.socket(self.family, socket.SOCK_STREAM) as sock:
@@ -90,9 +92,10 @@ class ClamdDetector:
             sock.sendall(chunk)
         sock.sendall(struct.pack(">I", 0))
 
-    def _read_reply(self, sock: socket.socket, deadline: float) -> str:
+    def _read_reply(self, sock: socket.socket, deadline: float) -> list[str]:
+        """Every NUL-terminated line until clamd closes the connection (it does after INSTREAM)."""
         reply = bytearray()
-        while b"\x00" not in reply and len(reply) < MAX_REPLY:
+        while len(reply) < MAX_REPLY:
             sock.settimeout(max(0.001, deadline - time.monotonic()))
             try:
                 chunk = sock.recv(4096)
@@ -101,7 +104,8 @@ class ClamdDetector:
             if not chunk:
                 break
             reply += chunk
-        return reply.split(b"\x00", 1)[0].decode("utf-8", "replace").strip()
+        lines = [line.decode("utf-8", "replace").strip() for line in bytes(reply).split(b"\x00")]
+        return [line for line in lines if line] or [""]
 
     def _findings(self, reply: str, part: str) -> list[Finding]:
         if reply.endswith(" FOUND"):

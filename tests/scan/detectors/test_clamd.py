@@ -144,7 +144,8 @@ def test_silent_clamd_times_out():
         listener.close()
 
 
-def test_garbage_reply_is_detector_failed():
+def _one_reply_server(reply: bytes):
+    """A loopback server that reads one request and answers ``reply``; (address, stop)."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
@@ -153,16 +154,33 @@ def test_garbage_reply_is_detector_failed():
         connection, _ = listener.accept()
         with connection:
             connection.recv(65536)
-            connection.sendall(b"stream: something odd\x00")
+            connection.sendall(reply)
 
     thread = threading.Thread(target=answer, daemon=True)
     thread.start()
-    try:
-        with pytest.raises(DetectorFailed, match="something odd"):
-            ClamdDetector(f"tcp:127.0.0.1:{listener.getsockname()[1]}", timeout=5).scan(root(b"hi"))
-    finally:
+
+    def stop() -> None:
         thread.join(timeout=5)
         listener.close()
+
+    return f"tcp:127.0.0.1:{listener.getsockname()[1]}", stop
+
+
+def test_garbage_reply_is_detector_failed():
+    address, stop = _one_reply_server(b"stream: something odd\x00")
+    try:
+        with pytest.raises(DetectorFailed, match="something odd"):
+            ClamdDetector(address, timeout=5).scan(root(b"hi"))
+    finally:
+        stop()
+
+
+def test_every_finding_of_an_all_match_clamd():
+    address, stop = _one_reply_server(b"stream: Sig.B FOUND\x00stream: Sig.A FOUND\x00")
+    try:
+        assert [f.name for f in ClamdDetector(address, timeout=5).scan(root(b"hi"))] == ["Sig.A", "Sig.B"]
+    finally:
+        stop()
 
 
 @pytest.mark.parametrize("address,expected", [

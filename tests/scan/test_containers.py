@@ -678,6 +678,15 @@ def test_polyglot_zip_and_pdf_is_unpacked_as_both():
 MACRO = b'Attribute VB_Name = "Module1"\r\nSub AutoOpen()\r\n    Shell("powershell -enc AAAA")\r\nEnd Sub\r\n'
 
 
+def test_password_protected_office_document_is_encrypted():
+    data = make_ole([("EncryptionInfo", 2), ("EncryptedPackage", 2)],
+                    {"EncryptionInfo": b"\x04\x00\x04\x00" + bytes(60), "EncryptedPackage": bytes(600)})
+    with pytest.raises(ExpansionIncomplete) as caught:
+        children(data, path="2/budget.xlsx")
+    assert (caught.value.reason, caught.value.part) == (Reason.ENCRYPTED, "2/budget.xlsx/EncryptedPackage")
+    assert {c.path for c in caught.value.children} == {"2/budget.xlsx/EncryptionInfo", "2/budget.xlsx/EncryptedPackage"}
+
+
 def test_object_embedded_in_a_powerpoint_slide():
     import zlib
 

@@ -23,6 +23,7 @@ from mailguard.scan.verdict import Reason
 
 _OLE10_NATIVE = "\x01Ole10Native"
 _POWERPOINT_DOCUMENT = "PowerPoint Document"
+_ENCRYPTED_PACKAGE = "EncryptedPackage"
 _EX_OLE_OBJ_STG = b"\x11\x10"  # record type 0x1011, little-endian
 # [MS-OXMSG] 2.1.3: property streams are named __substg1.0_ + property tag (id and type).
 _MSG_ATTACH_DATA = "__substg1.0_37010102"                 # PidTagAttachDataBinary
@@ -47,6 +48,10 @@ def unpack(members: bounded.Members, data: bytes, budget: Budget) -> None:
         raise ScanIncomplete(Reason.CORRUPT, f"not a readable OLE2 file: {exc}") from None
     cap = bounded.member_cap(budget)
     streams = list(document.streams())
+    if any(path == _ENCRYPTED_PACKAGE for path, _ in streams):
+        # [MS-OFFCRYPTO] 2.3.4: a password-protected .docx/.xlsx/.pptx is an OLE2 file whose
+        # EncryptedPackage stream holds the encrypted zip. Its other streams are still read.
+        members.skip(_ENCRYPTED_PACKAGE, Reason.ENCRYPTED, "password-protected Office document")
     file_names = _msg_attachment_names(document, streams)
     for path, entry in streams:
         members.count()

@@ -1,11 +1,15 @@
-"""Containers: what is inside a zip, 7z, tar, gzip/bzip2/xz stream or TNEF, under the budget.
+"""Containers: what is inside archives, documents and programs, under the message budget.
 
-``expand(obj, budget, policy)`` is the one entry point. It recognises a container (zip,
-7z, tar, cpio, cab, ISO 9660, SZDD, archives in programs, gzip, bzip2, xz, TNEF, OLE2, RTF objects, PDF streams) by its
+``expand(obj, budget, policy)`` is the one entry point. It recognises a container by its
 magic bytes, never by its name (a zip renamed ``invoice.pdf`` is still a zip), and returns
 the direct children: ``obj.path + "/" + member_name``, ``names=(member_name,)``, one
 level deeper. The engine calls it again on each child, so nesting (zip in tar in gzip) is
 a walk the engine owns, while every byte unpacked anywhere draws on one ``Budget``.
+
+Archives: zip (zip64, and what only local headers list), 7z, tar, cpio, cab, ISO 9660,
+SZDD, gzip/bzip2/xz streams, and archives inside programs (self-extractors). Documents:
+TNEF (winmail.dat), OLE2 (Office 97-2003, .msg, VBA source, embedded objects), RTF
+objects, PDF streams. Known formats we cannot open (RAR, ARJ, ...) are UNSUPPORTED.
 
 Failure is never silent (pitfalls §6.9, §6.10):
 - a container nested too deep, or a bomb, raises ``ScanIncomplete(LIMIT)``;
@@ -41,7 +45,8 @@ class _Kind(NamedTuple):
     is_archive: bool  # gated by threatsense.objects.archives
 
 
-# Order matters only where magics could both match; none of these overlap.
+# Every kind that recognises a file unpacks it (see ``expand``); the order only sets the
+# order of the children and what ``kind_of`` names.
 _KINDS = (
     _Kind("tnef", tnef.recognise, tnef.unpack, False),
     _Kind("ole2", ole2.recognise, ole2.unpack, False),

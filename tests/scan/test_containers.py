@@ -20,9 +20,9 @@ from mailguard.scan.policy import Policy
 from mailguard.scan.verdict import Reason
 from tests.peers import require, require_clamav_testfiles
 from tests.scan.archives import (
-    EICAR, bz, gz, make_7z, make_cab, make_cpio, make_iso, make_ole, make_pdf, make_rtf, make_tar, make_tnef, make_zip, ole1_object, ole_package,
-    overlapping_zip, pe_stub, vba_container, walk, xz,
-    zeros_deflated, zip_with_raw_member, zipcrypto_zip,
+    EICAR, bz, gz, make_7z, make_cab, make_cpio, make_iso, make_ole, make_pdf, make_rtf, make_tar, make_tnef,
+    make_zip, ole1_object, ole_package, overlapping_zip, pe_stub, vba_container, walk, xz, zeros_deflated,
+    zip_with_raw_member, zipcrypto_zip,
 )
 
 MIB = 1024 * 1024
@@ -60,8 +60,8 @@ def test_archives_off_leaves_archives_but_not_tnef():
 
 def test_capabilities_name_every_kind():
     found = capabilities()
-    assert {"zip", "7z", "tar", "cpio", "cab", "iso9660", "szdd", "self-extractor", "gzip", "bzip2", "xz", "tnef", "ole2", "rtf", "pdf",
-            "zip-deflate64"} == {name for name in found if name not in unsupported.FORMATS}
+    assert {"zip", "7z", "tar", "cpio", "cab", "iso9660", "szdd", "self-extractor", "gzip", "bzip2", "xz",
+            "tnef", "ole2", "rtf", "pdf", "zip-deflate64"} == {name for name in found if name not in unsupported.FORMATS}
     assert found["zip"] and found["tnef"] and not found["RAR"]
 
 

@@ -96,9 +96,9 @@ def decompress(
 
     ``next_stream(rest)`` returns the start of another stream of the same kind in the bytes
     left after the end of one, or None (gzip, bzip2 and xz files may be several streams back
-    to back; their tools output them all, so we must too). A decompressor without ``max_length`` is
-    bounded by a smaller ``input_step`` instead. Raises ScanIncomplete: LIMIT past the
-    member cap or the message budget, CORRUPT on a bad or truncated stream.
+    to back; their tools output them all, so we must too). A decompressor without
+    ``max_length`` is bounded by a smaller ``input_step`` instead. Raises ScanIncomplete:
+    LIMIT past the member cap or the message budget, CORRUPT on a bad or truncated stream.
     """
     cap = member_cap(budget)
     out = io.BytesIO()  # getvalue() hands over its buffer without a copy

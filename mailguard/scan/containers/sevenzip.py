@@ -1,10 +1,11 @@
 """7z members through py7zr (the optional ``archives`` extra).
 
-Without py7zr a 7z is reported UNSUPPORTED, never clean. py7zr decompresses into a
-writer we give it (``WriterFactory``); ours charges every byte to the budget and raises
-as soon as a member passes the member cap, which stops py7zr mid-stream, so a 7z bomb
-costs bounded time and memory too (declared sizes are checked before anything is inflated). Encrypted archives (AES-256 coders, or an encrypted
-header that hides even the names) are ENCRYPTED (pitfalls §6.10).
+Without py7zr a 7z is reported UNSUPPORTED, never clean. Members whose declared sizes
+exceed the limits are refused before anything is inflated; py7zr then decompresses into
+a writer we give it (``WriterFactory``), which charges every byte to the budget and
+raises as soon as a member passes the member cap, stopping py7zr mid-stream, so a 7z
+bomb costs bounded time and memory too. Encrypted archives (AES-256 coders, or an
+encrypted header that hides even the names) are ENCRYPTED (pitfalls §6.10).
 """
 
 from __future__ import annotations

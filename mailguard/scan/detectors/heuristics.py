@@ -84,8 +84,8 @@ def windows_name(name: str) -> str:
 
 
 def extension(name: str) -> str:
-    stem, dot, suffix = windows_name(name).translate(_BIDI_TABLE).rpartition(".")
-    return suffix.strip().lower() if dot and stem.strip() else ""
+    _, dot, suffix = windows_name(name).translate(_BIDI_TABLE).rpartition(".")
+    return suffix.strip().lower() if dot else ""  # ".js" alone is a script to Windows too
 
 
 def is_double_extension(name: str) -> bool:

@@ -64,6 +64,7 @@ def test_the_clamav_test_exe_is_a_pe():
     ("evil.js   ", "Heuristics.Script.JS"),       # and trailing spaces
     ("folder/sub/evil.vbe", "Heuristics.Script.VBE"),
     ("evil.js\x00.txt", "Heuristics.Script.JS"),   # a NUL ends the name for C code
+    (".js", "Heuristics.Script.JS"),                 # no stem: still run by Windows Script Host
 ])
 def test_script_names(name, expected):
     assert expected in names(b"harmless bytes", name)

@@ -247,27 +247,45 @@ def _delimiter_readings(buf: bytes, start: int, end: int, boundary: bytes, eol: 
     if not boundary:
         return []
     needle = b"--" + boundary
+    length = len(needle)
+    eol_byte = eol[0]
+    lf = eol == b"\n"
+    find_eol = buf.find
     strict: list[_Delimiter] = []
     lenient: list[_Delimiter] = []
     pos = start
     while (i := _find_dashes(buf, needle, pos, end)) != -1:
-        pos = i + len(needle)
-        at_line_start = i == start or buf[i - 1] == eol[0]
-        after_bare_cr = not at_line_start and eol == b"\n" and buf[i - 1] == 0x0D
-        if not (at_line_start or after_bare_cr):
-            continue
+        pos = i + length
+        if i == start:
+            at_line_start = True
+        else:
+            before = buf[i - 1]
+            at_line_start = before == eol_byte
+            # A delimiter after a bare CR (lenient clients only), else not a delimiter at all.
+            if not at_line_start and not (lf and before == 0x0D):
+                continue
         close = buf.startswith(b"--", pos, end)
         q = pos + 2 if close else pos
-        while q < end and buf[q] in _PADDING:
-            q += 1
-        line_end = buf.find(eol, q, end)
-        content = end if line_end == -1 else line_end + 1
-        clean_tail = q >= end or buf[q] in b"\r\n"
-        line_start = _line_start_before(buf, start, i)
-        delimiter = (line_start, content, close)
+        if q < end:
+            tail = buf[q]
+            while tail in _PADDING:
+                q += 1
+                if q >= end:
+                    break
+                tail = buf[q]
+        if q >= end:
+            content, clean_tail = end, True
+        else:
+            line_end = find_eol(eol, q, end)
+            content = end if line_end == -1 else line_end + 1
+            clean_tail = buf[q] in b"\r\n"
+        delimiter = (_line_start_before(buf, start, i), content, close)
         lenient.append(delimiter)
         if at_line_start and clean_tail:
             strict.append(delimiter)
+    if strict == lenient and not any(close for _, _, close in strict[:-1]):
+        # The common well-formed case: one reading, close delimiter (if any) last.
+        return [strict, strict, strict, strict] if strict else []
     readings = [_honour_close(strict), _honour_close(lenient), strict, lenient]
     return [r for r in readings if r]
 

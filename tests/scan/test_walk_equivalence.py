@@ -111,3 +111,17 @@ def test_parameter_parsing_is_unchanged(text: str) -> None:
 
 def test_every_corpus_case_is_covered() -> None:
     assert len(SEEDS) > 20 and len(CASES) >= len(SEEDS)
+
+
+_BODY_PIECES = st.sampled_from([b"--b", b"--b--", b"--bX", b"--", b"-", b"b", b"\r", b"\n", b"\r\n", b" ", b"\t",
+                                b"\x0b", b"x", b"Content-Type: text/plain\r\n", b"\r\n\r\n"])
+
+
+@FUZZ
+@given(st.lists(_BODY_PIECES, max_size=30).map(b"".join), st.sampled_from([b"\n", b"\r"]), st.integers(0, 3))
+def test_delimiter_readings_are_unchanged(body: bytes, eol: bytes, cut: int) -> None:
+    start, end = min(cut, len(body)), max(len(body) - cut, min(cut, len(body)))
+    assert mime._delimiter_readings(body, start, end, b"b", eol) == reference_mime._delimiter_readings(
+        body, start, end, b"b", eol)
+    raw = b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n' + body
+    assert_same_walk(raw)

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 HASH_EXTENSIONS = {".hdb": "md5", ".hdu": "md5", ".hsb": "sha", ".hsu": "sha"}
 BODY_EXTENSIONS = {".ndb", ".ndu"}
 KNOWN_EXTENSIONS = set(HASH_EXTENSIONS) | BODY_EXTENSIONS
+# freshclam's signed, compressed databases: clamd reads them, we do not.
+SIGNED_EXTENSIONS = {".cvd", ".cld", ".cud"}
 _HASH_LENGTHS = {32: "md5", 40: "sha1", 64: "sha256"}
 _HEX_DIGITS = re.compile(r"[0-9a-fA-F]+")
 ANY_SIZE = -1
@@ -54,6 +56,10 @@ class SignatureDatabase:
             path = Path(entry).expanduser()
             if path.is_dir():
                 files = sorted(p for p in path.iterdir() if p.suffix.lower() in KNOWN_EXTENSIONS and p.is_file())
+                signed = sorted(p.name for p in path.iterdir() if p.suffix.lower() in SIGNED_EXTENSIONS)
+                if signed:
+                    log.warning("%s: ClamAV's signed databases (%s) are not read by mailguard; let clamd use "
+                                "them (detection-engine.clamd.enabled)", path, ", ".join(signed))
             elif path.is_file():
                 if path.suffix.lower() not in KNOWN_EXTENSIONS:
                     raise ScanError(f"{path}: unsupported signature file type (use "

@@ -60,6 +60,13 @@ def test_folder_takes_known_extensions_only(tmp_path):
     assert [p.name for p in database.files] == ["x.ndb"]
 
 
+def test_a_folder_with_clamavs_signed_databases_says_they_are_not_read(tmp_path, caplog):
+    write(tmp_path, "daily.cvd", "ClamAV-VDB:...")
+    write(tmp_path, "x.ndb", "Test.X:0:*:414243\n")
+    SignatureDatabase.load([str(tmp_path)])
+    assert "daily.cvd" in caplog.text and "clamd" in caplog.text
+
+
 def test_executable_relative_offsets_are_skipped_and_counted(tmp_path):
     write(tmp_path, "x.ndb", "Exe.Sig:1:EP+0:4142\nTest.X:0:*:414243\n")
     database = SignatureDatabase.load([str(tmp_path)])

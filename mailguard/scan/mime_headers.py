@@ -91,7 +91,7 @@ def parse_header_block(buf: bytes, start: int, end: int, eol: bytes) -> HeaderBl
                 name = names.get(raw_name)
                 if name is None:
                     name = raw_name.decode("ascii").lower()
-                    if len(names) < _MAX_CACHED_NAMES:
+                    if len(names) < _MAX_CACHED_NAMES and len(raw_name) <= 64:
                         names[raw_name] = name
                 line_end = m.end()
                 fields.append(Header(name, pos, line_end, m.group(2).rstrip(b" \t")))

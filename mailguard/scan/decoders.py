@@ -147,7 +147,7 @@ def inline_blocks(text: bytes, max_output: int) -> list[InlineBlock]:
         blocks.extend(_uu_blocks(text))
         if b"=ybegin" in text:
             blocks.extend(_yenc_blocks(text))
-    if _BINHEX_TAG in text:
+    if b"(" in text and _BINHEX_TAG in text:  # a memchr first: most text has no "(" at all
         blocks.extend(_binhex_blocks(text, max_output))
     return blocks[:MAX_INLINE_BLOCKS]
 

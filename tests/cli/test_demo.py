@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import imaplib
-import importlib.util
 import json
 import os
 import poplib
@@ -23,8 +22,6 @@ from mailguard.demo.pop3 import dot_stuff, top
 from mailguard.demo.server import DemoServer
 
 MAILGUARD = str(Path(sys.executable).with_name("mailguard"))
-HAS_ENGINE = importlib.util.find_spec("mailguard.proxy.server") is not None
-needs_engine = pytest.mark.skipif(not HAS_ENGINE, reason="the FilterServer (mailguard.proxy.server) is not in this tree")
 
 
 # --- the demo server ----------------------------------------------------------------------------
@@ -121,7 +118,6 @@ def _refused(address: str) -> bool:
     return False
 
 
-@needs_engine
 def test_demo_catches_the_infected_pop3_mail_and_leaves_nothing_running(tmp_path: Path) -> None:
     home = tmp_path / "demo-home"
     result = subprocess.run(
@@ -160,7 +156,6 @@ def test_demo_catches_the_infected_pop3_mail_and_leaves_nothing_running(tmp_path
     assert not (home / "mailguard.pid").exists()
 
 
-@needs_engine
 def test_demo_table_output(tmp_path: Path) -> None:
     result = subprocess.run([MAILGUARD, "demo"], capture_output=True, text=True, timeout=120,
                             env={**os.environ, "COLUMNS": "200"})

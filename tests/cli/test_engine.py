@@ -7,7 +7,6 @@ server; every test stops what it started and checks that nothing is left running
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import poplib
@@ -31,8 +30,6 @@ from mailguard.settings import Paths, Settings, load_settings, save_settings
 MAILGUARD = str(Path(sys.executable).with_name("mailguard"))
 ROUTES = "web-and-email.protocol-filtering.routes"
 PROTECTION = "web-and-email.email-client.protocols.enabled"
-HAS_ENGINE = importlib.util.find_spec("mailguard.proxy.server") is not None
-needs_engine = pytest.mark.skipif(not HAS_ENGINE, reason="the FilterServer (mailguard.proxy.server) is not in this tree")
 
 
 def mailguard(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -157,7 +154,6 @@ def test_transparent_mode_without_root_is_refused_clearly(paths: Paths, monkeypa
 # --- with the engine ----------------------------------------------------------------------------
 
 
-@needs_engine
 def test_start_status_twice_stop(paths: Paths, engine: dict) -> None:
     started = mailguard("start")
     assert started.returncode == 0, started.stderr
@@ -183,7 +179,6 @@ def test_start_status_twice_stop(paths: Paths, engine: dict) -> None:
     assert status()["running"] is False
 
 
-@needs_engine
 def test_start_over_a_stale_pid_file(paths: Paths, engine: dict) -> None:
     paths.state_dir.mkdir(parents=True, exist_ok=True)
     paths.pid_file.write_text(f"{os.getpid()}\n")  # a live process that does not hold the lock
@@ -195,7 +190,6 @@ def test_start_over_a_stale_pid_file(paths: Paths, engine: dict) -> None:
     assert process_gone(pid)
 
 
-@needs_engine
 def test_mail_is_scanned_and_disable_enable_act_at_once(paths: Paths, engine: dict) -> None:
     assert mailguard("start").returncode == 0
     messages = fetch_all(engine["listen"])
@@ -216,7 +210,6 @@ def test_mail_is_scanned_and_disable_enable_act_at_once(paths: Paths, engine: di
     assert mailguard("stop").returncode == 0
 
 
-@needs_engine
 def test_sighup_and_reload_apply_a_changed_setting(paths: Paths, engine: dict) -> None:
     assert mailguard("start").returncode == 0
     pid = status()["pid"]
@@ -233,7 +226,6 @@ def test_sighup_and_reload_apply_a_changed_setting(paths: Paths, engine: dict) -
     assert status()["pid"] == pid  # a reload is not a restart
 
 
-@needs_engine
 def test_restart_gives_a_new_engine(paths: Paths, engine: dict) -> None:
     assert mailguard("start").returncode == 0
     first = status()["pid"]
@@ -274,7 +266,6 @@ def test_stop_removes_rules_left_by_a_killed_transparent_engine(paths: Paths) ->
         subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
-@needs_engine
 def test_foreground_logs_to_stderr_and_stops_on_sigterm(paths: Paths, engine: dict) -> None:
     save_settings(load_settings(paths.config_file).with_value("tools.log-files.format", "json"), paths.config_file)
     process = subprocess.Popen([MAILGUARD, "start", "--foreground"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)

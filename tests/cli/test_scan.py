@@ -214,6 +214,29 @@ def test_clean_removes_the_threat_from_a_maildir(tmp_path: Path, mailguard_home:
     assert mailguard(str(root)).returncode == 0  # clean now
 
 
+def test_clean_keeps_the_original_in_the_quarantine_byte_for_byte(tmp_path: Path, mailguard_home: Path):
+    """Default settings (response.quarantine = true): the original goes to the quarantine first."""
+    from mailguard.quarantine import Quarantine
+
+    box = tmp_path / "box"
+    originals = [message(1), infected(2), message(3)]
+    box.write_bytes(mbox_bytes(originals))
+    run = mailguard(str(box), "--action", "clean", "--format", "json")
+    assert run.returncode == 1, run.stderr
+    report = json.loads(run.stdout)
+    quarantined = [r["quarantine_id"] for r in report["results"] if r["quarantine_id"]]
+    assert len(quarantined) == 1
+    entry, kept = Quarantine(mailguard_home / "quarantine").get(quarantined[0])
+    assert kept == originals[1]
+    assert [m.content for m in read_mbox(io.BytesIO(box.read_bytes()), max_size=1 << 20)][::2] == [
+        originals[0], originals[2]]
+    restored = tmp_path / "restored.eml"
+    done = subprocess.run([MAILGUARD, "quarantine", "restore", quarantined[0], "--to", str(restored)],
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert restored.read_bytes() == originals[1]
+
+
 # -- the crash test -----------------------------------------------------------------------------
 
 CRASH_ITERATIONS = 10  # per mailbox kind; each is one scanner run of about half a second

@@ -404,7 +404,14 @@ def _describe(fields: tuple[tuple[str, bytes, bool], ...]) -> EntityInfo:
                         names.append(param_value)
                         names.append(decode_encoded_words(param_value))
         elif name == "content-disposition":
-            names.extend(_names_from(decode_header_bytes(value), "filename"))
+            text = decode_header_bytes(value)
+            if "*" in text or "(" in text:
+                names.extend(_names_from(text, "filename"))
+            else:  # as for Content-Type above: the plain values are every reading
+                for param, param_value in parse_parameterized(text)[1]:
+                    if param == "filename":
+                        names.append(param_value)
+                        names.append(decode_encoded_words(param_value))
         elif name == "content-transfer-encoding":
             token = _strip_comments(decode_header_bytes(value)).strip().strip('"').lower()
             encodings.append(token)

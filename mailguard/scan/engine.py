@@ -179,8 +179,9 @@ class _MessageScan:
         if expand is None or obj.is_message_root:
             return
         if members_under is not None and members_under != obj.path:
-            # The same object named for its members; shares the bytes, no copy. (Spelled out:
-            # dataclasses.replace costs as much as a small part's whole walk.)
+            # The same object named for its members; shares the bytes, no copy. Spelled out
+            # because dataclasses.replace is several times slower, once per attachment
+            # (test_engine checks this list against ScanObject's fields).
             obj = ScanObject(obj.data, members_under, obj.names, obj.declared_type, obj.is_message_root, obj.depth)
         try:
             members = expand(obj, self.budget, self.policy) or ()

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mailguard.errors import StorageError, UsageError
+from mailguard.files import fsync_folder, write_atomic
 
 if TYPE_CHECKING:
     from mailguard.scan.verdict import Verdict
@@ -115,7 +116,7 @@ class Quarantine:
             message_id=message_id,
         )
         metadata = json.dumps(entry.to_json(), indent=2, sort_keys=True).encode() + b"\n"
-        _write_replacing(self._metadata_path(entry_id), metadata)
+        write_atomic(self._metadata_path(entry_id), metadata, FILE_MODE)
         return entry_id
 
     def delete(self, entry_id: str) -> Entry:
@@ -128,7 +129,7 @@ class Quarantine:
                 pass
             except OSError as exc:
                 raise StorageError(f"cannot delete {path}: {exc.strerror}") from None
-        _fsync_folder(self.folder)
+        fsync_folder(self.folder)
         return entry
 
     def restore(self, entry_id: str, to: Path | None = None) -> Path:
@@ -279,7 +280,7 @@ def _write_new(path: Path, data: bytes) -> bool:
         return _write_exclusive(path, data)  # a file system without hard links
     finally:
         temporary.unlink(missing_ok=True)
-    _fsync_folder(path.parent)
+    fsync_folder(path.parent)
     return True
 
 
@@ -298,18 +299,8 @@ def _write_exclusive(path: Path, data: bytes) -> bool:
     except OSError as exc:
         path.unlink(missing_ok=True)
         raise StorageError(f"cannot write {path}: {exc.strerror}") from None
-    _fsync_folder(path.parent)
+    fsync_folder(path.parent)
     return True
-
-
-def _write_replacing(path: Path, data: bytes) -> None:
-    temporary = _write_temporary(path, data)
-    try:
-        os.replace(temporary, path)
-    except OSError as exc:
-        temporary.unlink(missing_ok=True)
-        raise StorageError(f"cannot write {path}: {exc.strerror}") from None
-    _fsync_folder(path.parent)
 
 
 def _same_content(path: Path, data: bytes) -> bool:
@@ -317,17 +308,3 @@ def _same_content(path: Path, data: bytes) -> bool:
         return path.stat().st_size == len(data) and path.read_bytes() == data
     except OSError:
         return False
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename or link durable (the folder's entry must reach the disk too)."""
-    try:
-        descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass  # some file systems cannot fsync a folder; the data itself is synced
-    finally:
-        os.close(descriptor)

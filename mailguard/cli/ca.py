@@ -142,7 +142,7 @@ def export(
 ) -> None:
     """Export the CA certificate for clients to trust. Never the key."""
     from mailguard.tls.export import export_certificate
-    from mailguard.tls.files import PUBLIC_FILE_MODE, write_atomic
+    from mailguard.files import PUBLIC_FILE_MODE, write_atomic
 
     _, _, store = _store(config)
     data = export_certificate(store.active().ca.certificate, format_.value)

@@ -13,6 +13,8 @@ import os
 import secrets
 import time
 
+from mailguard.files import fsync_folder
+
 TEMP_MARK = ".mailguard-"   # temporary files are hidden and carry this, so readers skip them
 
 
@@ -57,14 +59,6 @@ def replace_file(target: str, data: bytes, *, folder: str | None = None) -> None
     except BaseException:
         new.discard()
         raise
-
-
-def fsync_folder(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _copy_owner_and_mode(source: str, fd: int) -> None:

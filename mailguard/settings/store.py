@@ -1,7 +1,6 @@
 """Settings values, and the TOML file that holds the ones that differ from the defaults.
 
-Reading uses ``tomllib``; writing uses ``tomli-w`` and is atomic (temp file in the same
-folder, fsync, rename, fsync of the folder) under an exclusive ``flock`` on a lock file
+Reading uses ``tomllib``; writing uses ``tomli-w`` and is atomic (``mailguard.files``) under an exclusive ``flock`` on a lock file
 beside the settings file, so two ``config set`` runs at the same moment both survive.
 A file that does not validate is never rewritten: every later ``set`` refuses until
 the user fixes it.
@@ -191,32 +190,9 @@ def save_settings(settings: Settings, path: Path) -> None:
     text = "# mailguard settings: only values that differ from the defaults.\n"
     text += "# Edit with 'mailguard config set KEY VALUE'; see 'mailguard config list'.\n\n"
     text += tomli_w.dumps(_nest(settings.overrides))
-    atomic_write(path, text.encode("utf-8"))
+    from mailguard.files import PUBLIC_FILE_MODE, write_atomic
 
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Temp file in the same folder, fsync, rename over, fsync the folder."""
-    folder = path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{path.name}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError as exc:
-        raise StorageError(f"cannot write {path}: {exc.strerror or exc}; nothing was changed") from None
+    write_atomic(path, text.encode("utf-8"), PUBLIC_FILE_MODE)
 
 
 @contextmanager

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from mailguard.errors import TLSSetupError
 from mailguard.tls.ca import CA_BACKDATE, CertificateAuthority, KeyType, PrivateKey, create_ca
-from mailguard.tls.files import PUBLIC_FILE_MODE, private_dir, write_atomic
+from mailguard.files import PUBLIC_FILE_MODE, private_dir, write_atomic
 
 CA_DIR_NAME = "ca"
 ACTIVE_FILE = "active"

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from mailguard.errors import TLSSetupError
 from mailguard.tls.ciphers import configure_protocols
-from mailguard.tls.files import write_atomic
+from mailguard.files import write_atomic
 from mailguard.tls.leaf import Leaf, LeafMinter
 from mailguard.tls.naming import normalise_names
 

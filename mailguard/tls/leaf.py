@@ -31,7 +31,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mailguard.errors import TLSSetupError
 from mailguard.tls.ca import MAX_COMMON_NAME, CertificateAuthority, random_serial
-from mailguard.tls.files import private_dir, write_atomic
+from mailguard.files import private_dir, write_atomic
 from mailguard.tls.naming import name_set_key, normalise_names, parse_ip, permitted_by
 
 LEAF_LIFETIME = timedelta(days=90)

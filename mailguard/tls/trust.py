@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from mailguard.errors import TLSSetupError
 from mailguard.tls.castore import StoredCA
-from mailguard.tls.files import PUBLIC_FILE_MODE, write_atomic
+from mailguard.files import PUBLIC_FILE_MODE, write_atomic
 
 TRUST_ROOT_ENV = "MAILGUARD_TRUST_ROOT"
 #: The refresh commands print a few lines; more than this is cut from error messages.

@@ -1,12 +1,15 @@
-"""Writing key material: private folders and atomic files created with their final mode.
+"""Files of ours written so that a crash or a full disk never leaves half of one behind.
 
-A key must never exist on disk, even for a moment, with looser permissions than 0600, and a
-crash must never leave half a key behind (pitfalls §5.5). ``mkstemp`` creates the temp file
-0600 from the start; the rename makes it appear whole.
+Settings, key material, leaf caches and quarantine metadata all go through ``write_atomic``:
+a temp file in the same folder (so the rename stays on one file system), created 0600 by
+``mkstemp`` and given its final mode before it appears (a key must never exist on disk with
+looser permissions, pitfalls §5.5), fsync, rename over the old name, fsync of the folder.
+Until the rename the old file is untouched.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -50,12 +53,23 @@ def write_atomic(path: Path, data: bytes, mode: int = PRIVATE_FILE_MODE, *, dura
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
-        if not durable:
-            return
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        if durable:
+            fsync_folder(folder)
     except OSError as exc:
-        raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise StorageError(f"cannot write {path}: {exc.strerror or exc}; nothing was changed") from None
+
+
+def fsync_folder(folder: Path | str) -> None:
+    """Make a rename or link durable: the folder's entry must reach the disk too."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
+        # some file systems cannot fsync a folder; the file itself was synced
+    finally:
+        os.close(descriptor)

@@ -1,0 +1,50 @@
+"""mailguard.files: atomic writes with their final mode, private folders."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from mailguard.errors import StorageError
+from mailguard.files import PRIVATE_FILE_MODE, PUBLIC_FILE_MODE, fsync_folder, private_dir, write_atomic
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_write_atomic_replaces_whole_with_the_final_mode(tmp_path):
+    target = tmp_path / "sub" / "key.pem"
+    write_atomic(target, b"one")
+    assert target.read_bytes() == b"one" and mode(target) == PRIVATE_FILE_MODE
+    write_atomic(target, b"two", PUBLIC_FILE_MODE, durable=False)
+    assert target.read_bytes() == b"two" and mode(target) == PUBLIC_FILE_MODE
+    assert sorted(p.name for p in target.parent.iterdir()) == ["key.pem"]
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path, monkeypatch):
+    target = tmp_path / "config.toml"
+    target.write_bytes(b"old")
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(StorageError, match="No space left on device; nothing was changed"):
+        write_atomic(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["config.toml"]
+
+
+def test_private_dir_is_owner_only_even_if_it_existed(tmp_path):
+    folder = tmp_path / "state"
+    folder.mkdir(mode=0o755)
+    os.chmod(folder, 0o755)
+    assert private_dir(folder) == folder and mode(folder) == 0o700
+
+
+def test_fsync_folder_tolerates_a_missing_folder(tmp_path):
+    fsync_folder(tmp_path)
+    fsync_folder(tmp_path / "gone")  # nothing to make durable: no error

@@ -27,6 +27,8 @@ from mailguard.proxy.conn import Conn
 from mailguard.proxy.imap_cache import RewriteCache
 from mailguard.proxy.imap_fetch import SessionMemory, intercept_fetch
 from mailguard.proxy.imap_identity import SessionIdentity
+from mailguard.proxy.imap_readahead import ReadAhead
+from mailguard.proxy.imap_view import MailboxView
 
 log = logging.getLogger("mailguard.proxy.imap")
 
@@ -143,6 +145,10 @@ class ImapSession:
         self.identity = SessionIdentity()
         #: what this session served lately (a chunk loop costs one scan, even without the cache)
         self.memory = SessionMemory()
+        #: message number -> UID of the selected mailbox, as the server told it
+        self.view = MailboxView()
+        self._select_tag: bytes | None = None
+        self.readahead = ReadAhead(self)
 
     # --- helpers used by the FETCH interception -----------------------------------------------
 
@@ -211,6 +217,7 @@ class ImapSession:
             for task in (upstream_task, client_task, stop_task):
                 if task is not None:
                     task.cancel()
+            self.readahead.close()
             self.client.conn.close()
             self.upstream.conn.close()
 
@@ -309,6 +316,9 @@ class ImapSession:
 
     async def _on_command(self, command: Command) -> None:
         name = command.name
+        if name not in ("FETCH", "UID FETCH"):
+            # Our read-ahead's commands first (a FETCH we may answer from memory need not wait).
+            await self.readahead.settle()
         if name == "STARTTLS":
             await self.wait_quiet()
             await self._client_starttls(command)
@@ -331,6 +341,11 @@ class ImapSession:
             await intercept_fetch(self, command)
         else:
             self.identity.on_command(command)
+            if name in ("SELECT", "EXAMINE"):
+                self.view.reset(selecting=True)
+                self._select_tag = command.tag
+            elif name in ("CLOSE", "UNSELECT"):
+                self.view.reset()
             self.forward(command.tag, command.raw)
 
     def forward(self, tag: bytes, raw: bytes) -> None:
@@ -398,11 +413,15 @@ class ImapSession:
         if response.word == "FETCH":
             from mailguard.protocols.imap.fetch_response import parse_fetch_response
 
-            if parse_fetch_response(response).carries_content:
+            data = parse_fetch_response(response)
+            if data.carries_content:
                 # Message text nobody asked us for (every client FETCH of text is
                 # intercepted): never pass unscanned bytes on.
                 log.warning("dropped an unsolicited FETCH response carrying message text")
                 return b""
+            uid = data.uid
+            if uid is not None:
+                self.view.learn(data.number, uid)
             return response.raw
         if response.word in ("CAPABILITY", "OK", "NO", "BAD", "PREAUTH", "BYE"):
             return caps.rewrite_capabilities(response.raw, self.remove_caps)
@@ -410,8 +429,16 @@ class ImapSession:
 
     def observe(self, response: Response) -> None:
         self.identity.on_response(response)
+        if response.kind is Kind.UNTAGGED and response.number is not None:
+            if response.word == "EXISTS":
+                self.view.on_exists(response.number)
+            elif response.word == "EXPUNGE":
+                self.view.on_expunge(response.number)
         if response.kind is not Kind.TAGGED or response.tag is None:
             return
+        if response.tag == self._select_tag:
+            self.view.selected(response.word == "OK")
+            self._select_tag = None
         self.client.reader.command_completed(response.tag)
         self.outstanding.discard(response.tag)
         if not self.outstanding:

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING
 
 from mailguard.errors import RemoteProtocolError
 from mailguard.protocols.imap.commands import Command
-from mailguard.protocols.imap.fetch import FetchRequest, SequenceSet, format_uid_set, parse_fetch
-from mailguard.protocols.imap.fetch_response import FetchData, parse_fetch_response
+from mailguard.protocols.imap.fetch import FetchAtt, FetchRequest, SequenceSet, format_uid_set, parse_fetch
+from mailguard.protocols.imap.fetch_response import DataItem, FetchData, parse_fetch_response
 from mailguard.protocols.imap.responses import Kind, Response
-from mailguard.proxy.imap_cache import CacheRecord, cache_key
+from mailguard.proxy.imap_cache import CacheRecord, RewriteCache, cache_key
 from mailguard.proxy.imap_render import Record, render
 
 if TYPE_CHECKING:
@@ -44,27 +44,41 @@ SESSION_MEMORY_BYTES = 64 * 1024 * 1024
 MAX_UIDS_IN_ONE_TRIP = 1
 
 
+MemoryKey = tuple[bytes | None, int | None, int]
+
+
 class SessionMemory:
-    """What this session served lately, by (mailbox, UIDVALIDITY, UID): a chunk loop costs one scan."""
+    """What this session served lately, by (mailbox, UIDVALIDITY, UID): a chunk loop costs one scan.
+
+    Each entry is (served bytes, unchanged, the server's RFC822.SIZE when it told us): with the
+    size a FETCH of UID, RFC822.SIZE and body items is answered without asking the server."""
 
     def __init__(self, max_bytes: int = SESSION_MEMORY_BYTES) -> None:
         self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple[bytes | None, int | None, int], tuple[bytes, bool]] = OrderedDict()
+        self._items: OrderedDict[MemoryKey, tuple[bytes, bool, int | None]] = OrderedDict()
         self._bytes = 0
 
-    def get(self, key: tuple[bytes | None, int | None, int]) -> tuple[bytes, bool] | None:
+    def get(self, key: MemoryKey) -> tuple[bytes, bool, int | None] | None:
         found = self._items.get(key)
         if found is not None:
             self._items.move_to_end(key)
         return found
 
-    def put(self, key: tuple[bytes | None, int | None, int], served: bytes, unchanged: bool) -> None:
-        if len(served) > self.max_bytes or key in self._items:
+    def __contains__(self, key: MemoryKey) -> bool:
+        return key in self._items
+
+    def put(self, key: MemoryKey, served: bytes, unchanged: bool, server_size: int | None = None) -> None:
+        if len(served) > self.max_bytes:
             return
-        self._items[key] = (served, unchanged)
+        found = self._items.get(key)
+        if found is not None:
+            if found[2] is None and server_size is not None:
+                self._items[key] = (found[0], found[1], server_size)
+            return
+        self._items[key] = (served, unchanged, server_size)
         self._bytes += len(served)
         while self._bytes > self.max_bytes:
-            _, (dropped, _) = self._items.popitem(last=False)
+            _, (dropped, _, _) = self._items.popitem(last=False)
             self._bytes -= len(dropped)
 
 
@@ -76,10 +90,116 @@ async def intercept_fetch(session: "ImapSession", command: Command) -> None:
         session.send_client(command.tag + b" BAD " + str(exc).encode("ascii", "replace")[:120] + b"\r\n")
         return
     if not request.needs_message:
+        await session.readahead.settle()
         session.forward(command.tag, command.raw)
         return
     await session.wait_quiet()
-    await FetchInterception(session, command, request).run()
+    answered = await answer_locally(session, command, request)
+    if answered is None and session.readahead.busy:
+        # Our read-ahead may be fetching this very message: once its commands are answered,
+        # the message is held or being scanned, and is not fetched and scanned twice.
+        await session.readahead.settle()
+        answered = await answer_locally(session, command, request)
+    if answered is None:
+        await session.readahead.settle()
+        await session.wait_quiet()
+        interception = FetchInterception(session, command, request)
+        await interception.run()
+        records = interception.records
+        answered = (records[0].data.number, records[0].uid) if len(records) == 1 else None
+    if answered is not None and request.sequence_set.isdigit():
+        session.readahead.after_answer(*answered)
+
+
+#: items a FETCH may ask for and still be answered from what we hold, without the server
+def _local_att(att: FetchAtt) -> bool:
+    return att.name in ("UID", "RFC822.SIZE") or (att.carries_content and not att.sets_seen)
+
+
+async def answer_locally(session: "ImapSession", command: Command, request: FetchRequest) -> tuple[int, int] | None:
+    """Answer a FETCH of one known message from what this session holds (served before, read
+    ahead, or in the rewrite cache), with no round trip to the server; None when we cannot.
+
+    Only forms that change nothing on the server qualify (no \\Seen to set, no modifiers), and
+    only a message whose number and UID the server told us in this selection (imap_view.py):
+    the answer is then byte for byte what the interception would have sent."""
+    if request.modifiers or not request.sequence_set.isdigit() or not all(_local_att(a) for a in request.atts):
+        return None
+    mailbox, validity = session.mailbox, session.uidvalidity
+    if mailbox is None or validity is None:
+        return None
+    view = session.view
+    wanted = int(request.sequence_set)
+    uid = wanted if request.uid else view.uid_of(wanted)
+    if uid is None or view.number_of(uid) is None:
+        return None
+    key = (mailbox, validity, uid)
+    found = await session.readahead.held(key)
+    if found is None:
+        found = _from_rewrite_cache(session, uid)
+    if found is None:
+        return None
+    served, unchanged, server_size = found
+    if unchanged and server_size is None and any(att.name == "RFC822.SIZE" for att in request.atts):
+        return None  # the server's figure is what the client saw for it before (RFC 9051 §2.3.1.1)
+    # The view may have moved while we waited (an EXPUNGE relayed meanwhile): look again.
+    number = view.number_of(uid)
+    if number is None or (not request.uid and number != wanted) or session.mailbox != mailbox:
+        return None
+    items = [DataItem("UID", b"UID", b"%d" % uid, b"%d" % uid, False)]
+    if server_size is not None:
+        items.append(DataItem("RFC822.SIZE", b"RFC822.SIZE", b"%d" % server_size, b"%d" % server_size, False))
+    record = Record(data=FetchData(number, tuple(items)), uid=uid, size=server_size or len(served),
+                    served=served, unchanged=unchanged, resolved=True)
+    verb = b"UID FETCH" if request.uid else b"FETCH"
+    session.send_client(render(record, request, command.tag + b" OK " + verb + b" completed\r\n"))
+    stats = session.context.stats
+    stats["local_answers"] = stats.get("local_answers", 0) + 1
+    return number, uid
+
+
+def _from_rewrite_cache(session: "ImapSession", uid: int) -> tuple[bytes, bool, int | None] | None:
+    """What the rewrite cache served for ``uid`` before (into this session's memory too)."""
+    cache = session.context.cache
+    identity = session.cache_identity
+    if cache is None or identity is None:
+        return None
+    key = cache_key(*identity, uid)
+    cached = cache.record(key)
+    blob = None if cached is None else cache.blob(key, cached)
+    if cached is None or blob is None:
+        return None
+    session.memory.put((session.mailbox, session.uidvalidity, uid), blob, cached.unchanged)
+    stats = session.context.stats
+    stats["cache_hits"] = stats.get("cache_hits", 0) + 1
+    return blob, cached.unchanged, None
+
+
+async def scan_message(session: "ImapSession", uid: int, raw: bytes, server_size: int | None) -> tuple[bytes, bool]:
+    """Scan ``raw`` (or know it from the cache), remember what is served, write the cache entry."""
+    identity = session.cache_identity
+    cache = session.context.cache
+    key = cache_key(*identity, uid) if identity is not None and cache is not None else None
+    cached = cache.record(key) if key is not None and cache is not None else None
+    if cached is not None and cached.unchanged and hashlib.sha256(raw).hexdigest() == cached.original_sha256:
+        # Served unchanged before, and it is the same message: no rescan (§2.7).
+        served, unchanged = raw, True
+    else:
+        source = f"imap://{session.context.server_id}/{(session.mailbox or b'').decode('utf-8', 'replace')}/{uid}"
+        outcome = await session.context.scanner.scan(raw, source)
+        served = outcome.delivered if outcome.delivered is not None else raw
+        unchanged = outcome.delivered is None
+        stats = session.context.stats
+        stats["scanned"] = stats.get("scanned", 0) + 1
+        if key is not None and cache is not None:
+            # Hashed and written in the background (hashing releases the GIL): this session
+            # serves from its memory meanwhile.
+            task = asyncio.ensure_future(asyncio.to_thread(
+                _store, cache, key, outcome.status, list(outcome.detections), list(outcome.reasons), raw, served))
+            _pending_writes.add(task)
+            task.add_done_callback(_pending_writes.discard)
+    session.memory.put((session.mailbox, session.uidvalidity, uid), served, unchanged, server_size)
+    return served, unchanged
 
 
 class FetchInterception:
@@ -95,6 +215,8 @@ class FetchInterception:
         self.memory = session.memory
         #: bodies come with the first answer (known, uncached UIDs: one round trip, not two)
         self.bodies_at_once = self._explicit_uncached_uids()
+        #: every message of the answer, in order
+        self.records: list[Record] = []
 
     async def _divert(self, response: Response) -> None:
         self.queue.put_nowait(response)
@@ -107,6 +229,7 @@ class FetchInterception:
             session.send_upstream(self._meta_command())
             completion = await self._collect(self.tag, self._on_meta)
             records = [slot for slot in self.slots if isinstance(slot, Record)]
+            self.records = records
             await self._resolve(records)
             if self.request.sets_seen and records:
                 await self._set_seen([r.uid for r in records])
@@ -128,7 +251,7 @@ class FetchInterception:
             return False
         cache = self.session.context.cache
         for uid in uids:
-            if self.memory.get(self._memory_key(uid)) is not None:
+            if self._memory_key(uid) in self.memory:
                 return False
             key = self._cache_key(uid)
             if key is not None and cache is not None and cache.record(key) is not None:
@@ -170,10 +293,14 @@ class FetchInterception:
             in_set = uid in self.sequence if self.request.uid and uid is not None else data.number in self.sequence
             body = _first_window(data) if self.bodies_at_once else None
             expected = data.carries_content == (body is not None)
+            if uid is not None:
+                self.session.view.learn(data.number, uid)
             if uid is not None and in_set and expected:
                 size_item = data.get("RFC822.SIZE")
-                size = int(size_item.value) if size_item and size_item.value.isdigit() else 0
-                self.slots.append(Record(data=data, uid=uid, size=size, raw=body))
+                known = size_item is not None and size_item.value.isdigit()
+                size = int(size_item.value) if known else 0  # type: ignore[union-attr]
+                record = Record(data=data, uid=uid, size=size, raw=body, server_size=size if known else None)
+                self.slots.append(record)
                 return
         self._pass(response)
 
@@ -226,7 +353,9 @@ class FetchInterception:
     def _from_caches(self, record: Record) -> bool:
         found = self.memory.get(self._memory_key(record.uid))
         if found is not None:
-            record.served, record.unchanged = found
+            record.served, record.unchanged, _ = found
+            if record.server_size is not None:
+                self.memory.put(self._memory_key(record.uid), record.served, record.unchanged, record.server_size)
             return True
         key = self._cache_key(record.uid)
         cache = self.session.context.cache
@@ -239,7 +368,7 @@ class FetchInterception:
         if blob is None:
             return False
         record.served, record.unchanged = blob, cached.unchanged
-        self.memory.put(self._memory_key(record.uid), blob, cached.unchanged)
+        self.memory.put(self._memory_key(record.uid), blob, cached.unchanged, record.server_size)
         self.session.context.stats["cache_hits"] = self.session.context.stats.get("cache_hits", 0) + 1
         return True
 
@@ -252,6 +381,8 @@ class FetchInterception:
             if response.word == "FETCH":
                 data = parse_fetch_response(response)
                 body = _whole_body(data)
+                if data.uid is not None:
+                    self.session.view.learn(data.number, data.uid)
                 if data.uid in wanted and body is not None:
                     bodies[data.uid] = body  # type: ignore[index]
                     return
@@ -270,27 +401,7 @@ class FetchInterception:
             await self._flush_and_drain()
 
     async def _serve(self, record: Record, raw: bytes) -> None:
-        key = self._cache_key(record.uid)
-        cache = self.session.context.cache
-        cached = cache.record(key) if key is not None and cache is not None else None
-        if cached is not None and cached.unchanged and hashlib.sha256(raw).hexdigest() == cached.original_sha256:
-            # Served unchanged before, and it is the same message: no rescan (§2.7).
-            served, unchanged = raw, True
-        else:
-            source = f"imap://{self.session.context.server_id}/{(self.session.mailbox or b'').decode('utf-8', 'replace')}/{record.uid}"
-            outcome = await self.session.context.scanner.scan(raw, source)
-            served = outcome.delivered if outcome.delivered is not None else raw
-            unchanged = outcome.delivered is None
-            stats = self.session.context.stats
-            stats["scanned"] = stats.get("scanned", 0) + 1
-            if key is not None and cache is not None:
-                entry = CacheRecord.build(outcome.status, list(outcome.detections), list(outcome.reasons), raw, served)
-                # Written in the background: this session serves from its memory meanwhile.
-                task = asyncio.ensure_future(asyncio.to_thread(cache.put, key, entry, served))
-                _pending_writes.add(task)
-                task.add_done_callback(_pending_writes.discard)
-        record.served, record.unchanged = served, unchanged
-        self.memory.put(self._memory_key(record.uid), served, unchanged)
+        record.served, record.unchanged = await scan_message(self.session, record.uid, raw, record.server_size)
 
     async def _set_seen(self, uids: list[int]) -> None:
         """RFC 9051 §6.4.5: BODY[...], RFC822 and RFC822.TEXT set \\Seen; our PEEK did not."""
@@ -335,6 +446,11 @@ def oversize_notice(uid: int, size: int, largest: int) -> bytes:
 
 #: cache writes in flight (a strong reference, so none is collected before it ran)
 _pending_writes: set[asyncio.Future[None]] = set()
+
+
+def _store(cache: RewriteCache, key: str, status: str, detections: list[str], reasons: list[str],
+           raw: bytes, served: bytes) -> None:
+    cache.put(key, CacheRecord.build(status, detections, reasons, raw, served), served)
 
 
 def _first_window(data: FetchData) -> bytes | None:

@@ -36,6 +36,8 @@ class Record:
     raw: bytes | None = None
     #: ready to be answered: served is set, or the message went away meanwhile
     resolved: bool = False
+    #: the server's RFC822.SIZE, when it sent one
+    server_size: int | None = None
 
     def release(self) -> None:
         """Forget the bytes once answered (a whole-mailbox FETCH keeps every record)."""
@@ -49,8 +51,9 @@ class Record:
         return self._root
 
 
-def render(record: Record, request: FetchRequest) -> bytes:
-    """The client's FETCH answer for one message, items in the order the client asked for them."""
+def render(record: Record, request: FetchRequest, tail: bytes = b"") -> bytes:
+    """The client's FETCH answer for one message, items in the order the client asked for them,
+    followed by ``tail`` (a completion line: one write, one copy of the message)."""
     upstream = record.data
     items: list[tuple[bytes, bytes]] = []
     requested = {att.name for att in request.atts}
@@ -64,7 +67,7 @@ def render(record: Record, request: FetchRequest) -> bytes:
     for item in upstream.items:
         if item.name not in requested and item.name not in ("UID", "RFC822.SIZE") and not item.sectioned:
             items.append((item.key, item.raw_value))
-    return build_fetch_response(upstream.number, items)
+    return build_fetch_response(upstream.number, items, tail)
 
 def _value(record: Record, att: FetchAtt) -> tuple[bytes, bytes] | None:
     upstream = record.data

@@ -564,3 +564,86 @@ def test_a_whole_mailbox_fetch_mixing_cached_and_new_messages_comes_out_in_order
     assert EICAR not in out[0]
     for n in (1, 2, 4, 5, 7):
         assert b"Subject: m%d\r\n" % n in out[0]
+
+
+# --- no round trip for what we hold; reading ahead of a client that reads in order (issue 7) ----
+
+
+def _fetches(server: MockImapServer) -> list[bytes]:
+    return [raw for raw in server.received if b"FETCH" in raw.upper()]
+
+
+def test_a_message_served_before_is_answered_without_asking_the_server() -> None:
+    server = MockImapServer([SIMPLE, INFECTED])
+    out = []
+
+    async def body(client: Client, context: ImapContext) -> None:
+        await login_select(client)
+        out.append(await client.command(b"a", b"UID FETCH 2 (UID RFC822.SIZE BODY.PEEK[])"))
+        asked = len(_fetches(server))
+        out.append(await client.command(b"b", b"UID FETCH 2 (UID RFC822.SIZE BODY.PEEK[]<0.64> BODY.PEEK[1])"))
+        out.append(await client.command(b"c", b"FETCH 2 (RFC822.HEADER)"))
+        assert len(_fetches(server)) == asked  # neither needed the server
+        assert context.stats["local_answers"] == 2 and context.stats["scanned"] == 1
+        # FLAGS, or a form that sets \Seen, still goes to the server
+        out.append(await client.command(b"d", b"UID FETCH 2 (FLAGS BODY.PEEK[])"))
+        assert len(_fetches(server)) == asked + 1
+
+    run(run_case(server, body))
+    first, second, third, fourth = out
+    whole = re.search(rb"BODY\[\] \{(\d+)\}\r\n", first)
+    served = first[whole.end() : whole.end() + int(whole.group(1))]
+    assert EICAR not in b"".join(out) and b"X-MailGuard-Result: infected" in served
+    assert second.startswith(b"* 2 FETCH (UID 2 RFC822.SIZE %d BODY[]<0> {64}\r\n" % len(served) + served[:64] + b" BODY[1] {")
+    assert second.endswith(b")\r\nb OK UID FETCH completed\r\n")
+    header_end = served.index(b"\r\n\r\n") + 4
+    assert third == b"* 2 FETCH (RFC822.HEADER {%d}\r\n" % header_end + served[:header_end] + b")\r\nc OK FETCH completed\r\n"
+    assert served in fourth and b"FLAGS (" in fourth
+    assert not server.seen
+
+
+def test_a_client_reading_in_order_is_read_ahead_with_peek_and_gets_the_same_bytes() -> None:
+    messages = [SIMPLE.replace(b"hello", b"m%d" % n) if n != 4 else INFECTED for n in range(1, 10)]
+    server = MockImapServer(messages)
+    out = []
+
+    async def body(client: Client, context: ImapContext) -> None:
+        await login_select(client)
+        for uid in range(1, 10):
+            out.append(await client.command(b"f%d" % uid, b"UID FETCH %d (UID RFC822.SIZE BODY.PEEK[])" % uid))
+        assert context.stats["local_answers"] >= 5 and context.stats["scanned"] == 9
+        out.append(await client.command(b"n", b"NOOP"))
+
+    run(run_case(server, body))
+    for uid, answer in enumerate(out[:9], start=1):
+        if uid == 4:
+            assert EICAR not in answer and b"X-MailGuard-Result: infected" in answer
+            continue
+        message = messages[uid - 1]
+        assert answer == (b"* %d FETCH (UID %d RFC822.SIZE %d BODY[] {%d}\r\n" % (uid, uid, len(message), len(message))
+                          + message + b")\r\nf%d OK UID FETCH completed\r\n" % uid) or answer.startswith(
+                              b"* %d FETCH (UID %d RFC822.SIZE %d BODY[] {%d}\r\n" % (uid, uid, len(message), len(message))
+                              + message + b")\r\nf%d OK" % uid)
+    assert out[9].endswith(b"n OK NOOP completed\r\n")
+    ours = [raw for raw in _fetches(server) if raw.startswith(b"mg")]
+    assert ours and all(b"BODY[" not in raw.upper().replace(b"BODY.PEEK[", b"") for raw in ours)
+    assert not server.seen
+
+
+def test_an_expunge_renumbers_what_is_answered_from_memory() -> None:
+    server = MockImapServer([SIMPLE, NESTED], inject={"NOOP": b"* 1 EXPUNGE\r\n"})
+    out = []
+
+    async def body(client: Client, context: ImapContext) -> None:
+        await login_select(client)
+        out.append(await client.command(b"a", b"UID FETCH 1:2 (UID BODY.PEEK[])"))
+        out.append(await client.command(b"n", b"NOOP"))
+        asked = len(_fetches(server))
+        out.append(await client.command(b"b", b"FETCH 1 (BODY.PEEK[])"))  # now UID 2
+        assert len(_fetches(server)) == asked
+
+    run(run_case(server, body))
+    second = re.search(rb"\* 2 FETCH \(UID 2 BODY\[\] \{(\d+)\}\r\n", out[0])
+    served = out[0][second.end() : second.end() + int(second.group(1))]
+    assert out[1].startswith(b"* 1 EXPUNGE\r\n")
+    assert out[2] == b"* 1 FETCH (BODY[] {%d}\r\n" % len(served) + served + b")\r\nb OK FETCH completed\r\n"

@@ -83,7 +83,14 @@ def parse_fetch_response(response: Response) -> FetchData:
     return FetchData(number=response.number, items=tuple(items))
 
 
-def build_fetch_response(number: int, items: list[tuple[bytes, bytes]]) -> bytes:
-    """``* number FETCH (key value ...)`` from (key, already-encoded value) pairs."""
-    body = b" ".join(key + b" " + value for key, value in items)
-    return b"* %d FETCH (" % number + body + b")\r\n"
+def build_fetch_response(number: int, items: list[tuple[bytes, bytes]], tail: bytes = b"") -> bytes:
+    """``* number FETCH (key value ...)`` from (key, already-encoded value) pairs, then ``tail``.
+
+    One join: a value may be a whole message, and every concatenation would copy it again."""
+    pieces = [b"* %d FETCH (" % number]
+    for key, value in items:
+        pieces += (key, b" ", value, b" ")
+    if items:
+        pieces.pop()
+    pieces += (b")\r\n", tail)
+    return b"".join(pieces)

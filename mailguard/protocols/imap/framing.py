@@ -64,14 +64,16 @@ class ReceiveBuffer:
             return None
         if end + 1 > cap:
             raise RemoteProtocolError(f"{what} longer than {cap} bytes")
-        line = bytes(self._data[: end + 1])
+        with memoryview(self._data) as view:  # one copy, not a bytearray slice and then bytes
+            line = bytes(view[: end + 1])
         del self._data[: end + 1]
         self._searched = 0
         return line
 
     def take(self, count: int) -> bytes:
         """Up to ``count`` bytes from the front."""
-        chunk = bytes(self._data[:count])
+        with memoryview(self._data) as view:
+            chunk = bytes(view[:count])
         del self._data[:count]
         self._searched = 0
         return chunk

@@ -64,7 +64,8 @@ class Dovecot:
             os.chown(path, self.mail_uid, self.mail_gid)
 
 
-def _config(root: Path, imap_port: int, imaps_port: int, cert: Path, key: Path, uid: int, gid: int) -> str:
+def _config(root: Path, imap_port: int, imaps_port: int, cert: Path, key: Path, uid: int, gid: int,
+            tls: bool = True) -> str:
     me = pwd.getpwuid(os.getuid()).pw_name
     as_root = os.getuid() == 0
     users = "" if as_root else f"default_internal_user = {me}\ndefault_login_user = {me}\n"
@@ -74,7 +75,7 @@ state_dir = {root}/state
 log_path = {root}/dovecot.log
 protocols = imap
 listen = 127.0.0.1
-ssl = yes
+ssl = {"yes" if tls else "no"}
 ssl_cert = <{cert}
 ssl_key = <{key}
 ssl_min_protocol = TLSv1.2
@@ -99,8 +100,9 @@ service imap-login {{
   }}
   inet_listener imaps {{
     address = 127.0.0.1
-    port = {imaps_port}
-    ssl = yes
+    # port 0: no IMAPS listener (a server without TLS at all)
+    port = {imaps_port if tls else 0}
+    ssl = {"yes" if tls else "no"}
   }}
   process_min_avail = 1
   # one login process per TLS connection (it keeps proxying the TLS): bench/imap.py opens 1,000
@@ -124,8 +126,11 @@ protocol imap {{
 
 
 @contextmanager
-def running_dovecot(tmp: Path, ca) -> Iterator[Dovecot]:  # type: ignore[no-untyped-def]
-    """Start dovecot under ``tmp`` with a server certificate from the trustme CA ``ca``."""
+def running_dovecot(tmp: Path, ca, *, tls: bool = True) -> Iterator[Dovecot]:  # type: ignore[no-untyped-def]
+    """Start dovecot under ``tmp`` with a server certificate from the trustme CA ``ca``.
+
+    ``tls=False``: no STARTTLS and no IMAPS (``imaps_port`` is 0), a plaintext-only server, so
+    bench/imap.py can compare plain IMAP through mailguard with plain IMAP direct, like for like."""
     binary = shutil.which("dovecot", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
     assert binary is not None
     if os.getuid() == 0:
@@ -148,14 +153,15 @@ def running_dovecot(tmp: Path, ca) -> Iterator[Dovecot]:  # type: ignore[no-unty
     leaf.private_key_pem.write_to_path(str(key))
     ca_file = root / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
-    imap_port, imaps_port = free_port(), free_port()
+    imap_port, imaps_port = free_port(), (free_port() if tls else 0)
     conf = root / "dovecot.conf"
-    conf.write_text(_config(root, imap_port, imaps_port, cert, key, uid, gid))
+    conf.write_text(_config(root, imap_port, imaps_port, cert, key, uid, gid, tls))
     process = subprocess.Popen([binary, "-F", "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 20
         _wait_port(imap_port, deadline)
-        _wait_port(imaps_port, deadline)
+        if tls:
+            _wait_port(imaps_port, deadline)
         yield Dovecot(root, imap_port, imaps_port, ca_file, uid, gid)
     finally:
         process.send_signal(signal.SIGTERM)

@@ -154,8 +154,7 @@ class ReadAhead:
         mailbox, validity = session.mailbox, session.uidvalidity
         largest = min(session.context.limits.max_response_literal - 1,
                       session.context.limits.max_response_size - 64 * 1024)
-        wanted: dict[int, int] = {}
-        total = 0
+        candidates: list[int] = []
         for number in range(first, last + 1):
             uid = view.uid_of(number)
             if uid is None or uid not in sizes or sizes[uid] > largest:
@@ -163,10 +162,19 @@ class ReadAhead:
             key = (mailbox, validity, uid)
             if key in session.memory:
                 session.memory.put(key, *session.memory.get(key)[:2], sizes[uid])  # type: ignore[misc]
-                continue
-            if key in self.pending:
-                continue
-            if self._load_cached(uid, sizes[uid]):
+            elif key not in self.pending:
+                candidates.append(uid)
+        # What the rewrite cache holds is read (and its hash checked) off the event loop.
+        cached = await asyncio.to_thread(self._cached, candidates) if candidates else {}
+        if cached:
+            stats = session.context.stats
+            stats["cache_hits"] = stats.get("cache_hits", 0) + len(cached)
+        wanted: dict[int, int] = {}
+        total = 0
+        for uid in candidates:
+            if uid in cached:
+                blob, unchanged = cached[uid]
+                session.memory.put((mailbox, validity, uid), blob, unchanged, sizes[uid])
                 continue
             if wanted and total + sizes[uid] > self.window_bytes:
                 break
@@ -219,16 +227,17 @@ class ReadAhead:
             if self.pending.get(key) is future:
                 self.pending.pop(key, None)
 
-    def _load_cached(self, uid: int, server_size: int) -> bool:
-        """A message the rewrite cache already holds goes to memory with the server's size."""
+    def _cached(self, uids: list[int]) -> dict[int, tuple[bytes, bool]]:
+        """What the rewrite cache served before for ``uids`` (runs in a thread)."""
         session = self.session
         cache, identity = session.context.cache, session.cache_identity
+        found: dict[int, tuple[bytes, bool]] = {}
         if cache is None or identity is None:
-            return False
-        key = cache_key(*identity, uid)
-        cached = cache.record(key)
-        blob = None if cached is None else cache.blob(key, cached)
-        if cached is None or blob is None:
-            return False
-        session.memory.put((session.mailbox, session.uidvalidity, uid), blob, cached.unchanged, server_size)
-        return True
+            return found
+        for uid in uids:
+            key = cache_key(*identity, uid)
+            record = cache.record(key)
+            blob = None if record is None else cache.blob(key, record)
+            if record is not None and blob is not None:
+                found[uid] = (blob, record.unchanged)
+        return found

@@ -11,21 +11,26 @@ read ahead of. Anything we cannot follow empties the view; an unknown pair only 
 
 from __future__ import annotations
 
-#: a mailbox with more messages than this is not mapped (a list and a dict of ints each)
+from array import array
+
+#: a mailbox with more messages than this is not mapped (4 octets a message, and a dict)
 MAX_MESSAGES = 1_000_000
 
 
 class MailboxView:
     def __init__(self, max_messages: int = MAX_MESSAGES) -> None:
         self.max_messages = max_messages
-        #: UID of message number i+1, 0 while unknown; None: no view (nothing selected, or lost)
-        self.uids: list[int] | None = None
+        #: messages in the selected mailbox; None: no view (nothing selected, or lost)
+        self.count: int | None = None
+        #: UID of message number i+1, 0 while unknown; made at the first UID learnt, so a
+        #: session that only selects and IDLEs costs nothing per message (bench/imap.py --idle)
+        self.uids: array[int] | None = None
         self._index: dict[int, int] | None = None
         #: between SELECT/EXAMINE and its tagged answer: EXISTS sets the count afresh
         self.selecting = False
 
     def reset(self, *, selecting: bool = False) -> None:
-        self.uids, self._index, self.selecting = None, None, selecting
+        self.count, self.uids, self._index, self.selecting = None, None, None, selecting
 
     def selected(self, ok: bool) -> None:
         """The tagged answer of SELECT/EXAMINE: a refusal leaves nothing selected."""
@@ -36,26 +41,32 @@ class MailboxView:
     def on_exists(self, count: int) -> None:
         if count > self.max_messages:
             self.reset(selecting=self.selecting)
-        elif self.uids is None or self.selecting or count < len(self.uids):
+        elif self.count is None or self.selecting or count < self.count:
             # EXISTS never shrinks the mailbox (only EXPUNGE does): a smaller count is a view
             # we got wrong, so it starts again from what the server just said.
-            self.uids, self._index = [0] * count, None
-        elif count > len(self.uids):
-            self.uids.extend([0] * (count - len(self.uids)))
+            self.count, self.uids, self._index = count, None, None
+        elif count > self.count:
+            if self.uids is not None:
+                self.uids.extend(array("I", bytes(4 * (count - self.count))))
+            self.count = count
 
     def on_expunge(self, number: int) -> None:
-        if self.uids is None:
+        if self.count is None:
             return
-        if not 1 <= number <= len(self.uids):
+        if not 1 <= number <= self.count:
             self.reset(selecting=self.selecting)
             return
-        del self.uids[number - 1]
-        self._index = None  # every later number moved down by one
+        self.count -= 1
+        if self.uids is not None:
+            del self.uids[number - 1]
+            self._index = None  # every later number moved down by one
 
     def learn(self, number: int, uid: int) -> None:
         """The server said message ``number`` has ``uid``."""
-        if self.uids is None or self.selecting or not 1 <= number <= len(self.uids) or uid <= 0:
+        if self.count is None or self.selecting or not 1 <= number <= self.count or not 0 < uid < 2**32:
             return
+        if self.uids is None:
+            self.uids = array("I", bytes(4 * self.count))
         old = self.uids[number - 1]
         if old == uid:
             return
@@ -82,4 +93,4 @@ class MailboxView:
         return self.uids[number - 1] or None
 
     def __len__(self) -> int:
-        return 0 if self.uids is None else len(self.uids)
+        return self.count or 0

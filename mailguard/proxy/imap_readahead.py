@@ -149,6 +149,7 @@ class ReadAhead:
             sizes[uid] = int(size.value)
             return True
 
+        # FETCH, not UID FETCH, here too: no EXPUNGE can come while we hold the connection.
         if not await self._exchange(b"FETCH %d:%d (UID RFC822.SIZE)" % (first, last), on_meta):
             return
         mailbox, validity = session.mailbox, session.uidvalidity
@@ -201,7 +202,10 @@ class ReadAhead:
             return True
 
         try:
-            await self._exchange(b"UID FETCH " + format_uid_set(list(wanted)) + b" (UID BODY.PEEK[])", on_body)
+            # By message number, not UID FETCH: a server sends no EXPUNGE during a FETCH
+            # (RFC 9051 §7.5.1), and none may reach a client that has no command in progress.
+            numbers = [view.number_of(uid) for uid in wanted]
+            await self._exchange(b"FETCH " + format_uid_set([n for n in numbers if n]) + b" (UID BODY.PEEK[])", on_body)
         finally:
             # Messages the server did not send (expunged meanwhile): the client's FETCH asks.
             for uid in wanted.keys() - received:

@@ -152,16 +152,19 @@ class ClamavDbDetector:
     @property
     def engines(self) -> dict[str, int]:
         """How many body signatures each engine runs (for status and the bench)."""
-        return {"yara": len(self._yara.signatures) if self._yara else 0, "re": len(self._matcher.signatures)}
+        return {"yara": len(self._yara.signatures) if self._yara else 0,
+                "in place": len(self._yara.anchored.signatures) if self._yara else 0,
+                "re": len(self._matcher.signatures)}
 
     def scan(self, obj: ScanObject) -> list[Finding]:
-        names = set(self._matcher.match(obj.data))
+        data = obj.data
+        names = set(self._matcher.match(data)) if self._matcher.signatures else set()
         if self._yara is not None:
-            names.update(self._yara.match(obj.data))
-        size = len(obj.data)
+            names.update(self._yara.match(data))
+        size = len(data)
         for algorithm, sizes in self._sizes.items():
             if size in sizes or ANY_SIZE in sizes:
-                digest = hashlib.new(algorithm, obj.data).digest()
+                digest = hashlib.new(algorithm, data).digest()
                 by_size = self.database.hashes[algorithm]
                 name = by_size.get(size, {}).get(digest) or by_size.get(ANY_SIZE, {}).get(digest)
                 if name:

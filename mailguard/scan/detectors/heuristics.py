@@ -52,6 +52,10 @@ _FAT_MAGICS = (b"\xca\xfe\xba\xbe", b"\xca\xfe\xba\xbf")
 # binary's is its number of architectures (file(1) uses the same cut-off).
 _MAX_FAT_ARCHITECTURES = 20
 _OLE_MACRO_NAMES = frozenset({"vba", "_vba_project", "_vba_project_cur", "macros"})
+# First bytes of the formats above (MZ, ELF, Mach-O thin and fat; OLE2 and zip): every object
+# of every message is asked, so one look-up at its first byte answers for most.
+_EXECUTABLE_FIRST_BYTES = frozenset(b"M\x7f\xfe\xce\xcf\xca")
+_OFFICE_FIRST_BYTES = frozenset((cfb.MAGIC[0], ord("P")))
 
 PE = "Heuristics.Executable.PE"
 ELF = "Heuristics.Executable.ELF"
@@ -62,6 +66,8 @@ OFFICE_MACRO = "Heuristics.Office.Macro"
 
 def executable_kind(data: bytes) -> str | None:
     """The detection name for executable content, or None."""
+    if not data or data[0] not in _EXECUTABLE_FIRST_BYTES:
+        return None
     if data[:2] == b"MZ" and len(data) >= 0x40:
         (e_lfanew,) = struct.unpack_from("<I", data, 0x3C)
         if data[e_lfanew:e_lfanew + 4] == b"PE\x00\x00":
@@ -84,13 +90,22 @@ def windows_name(name: str) -> str:
 
 
 def extension(name: str) -> str:
-    _, dot, suffix = windows_name(name).translate(_BIDI_TABLE).rpartition(".")
+    return _extension(windows_name(name))
+
+
+def _extension(visible: str) -> str:
+    """``extension`` of a name already through ``windows_name``."""
+    # An ASCII name has no bidi controls to drop (str.translate costs about 1 us a name).
+    _, dot, suffix = (visible if visible.isascii() else visible.translate(_BIDI_TABLE)).rpartition(".")
     return suffix.strip().lower() if dot else ""  # ".js" alone is a script to Windows too
 
 
 def is_double_extension(name: str) -> bool:
     visible = windows_name(name)
-    real = extension(name)
+    return _is_double_extension(visible, _extension(visible))
+
+
+def _is_double_extension(visible: str, real: str) -> bool:
     if real not in DANGEROUS_EXTENSIONS:
         return False
     if any(c in BIDI_CONTROLS for c in visible):
@@ -100,6 +115,8 @@ def is_double_extension(name: str) -> bool:
 
 
 def has_office_macros(data: bytes) -> bool:
+    if not data or data[0] not in _OFFICE_FIRST_BYTES:
+        return False
     if cfb.is_compound_file(data):
         try:
             names = cfb.CompoundFile(data).names()
@@ -134,12 +151,15 @@ class HeuristicsDetector:
         if data.startswith(LNK_MAGIC):
             names.add("Heuristics.Script.LNK")
         for file_name in obj.names:
-            ext = extension(file_name)
+            visible = windows_name(file_name)
+            ext = _extension(visible)
+            if ext not in DANGEROUS_EXTENSIONS:
+                continue  # nor a double extension, which needs a dangerous one last
             if ext in SCRIPT_EXTENSIONS:
                 names.add(f"Heuristics.Script.{ext.upper()}")
-            elif ext in EXECUTABLE_EXTENSIONS:
+            else:
                 names.add(f"Heuristics.Executable.{ext.upper()}")
-            if is_double_extension(file_name):
+            if _is_double_extension(visible, ext):
                 names.add(DOUBLE_EXTENSION)
         if has_office_macros(data):
             names.add(OFFICE_MACRO)

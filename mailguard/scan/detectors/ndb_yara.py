@@ -16,6 +16,11 @@ stays with the ``re`` engine of ``ndb``, as does any signature YARA reports "too
 matches" for on a buffer: YARA stops recording matches of a string after a million, which
 a hostile attachment could use to push the real match out, so that signature is checked
 again by the engine that has no such cap.
+
+A signature at a fixed offset of one piece (``0:4d5a...``, ``EOF-8:...``) never reaches
+YARA: ``ndb_anchored`` checks it where it sits, with YARA's meaning, instead of YARA
+reading the whole object to test one place. When only such signatures are configured
+(a common case: a database with the EICAR file at offset 0), YARA is not called at all.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from mailguard.scan.detectors import ndb, ndb_re
+from mailguard.scan.detectors import ndb, ndb_anchored, ndb_re
 from mailguard.scan.detectors.base import DetectorFailed
 
 _SYNTAX_ERROR_LINE = re.compile(r"line (\d+)")
@@ -58,14 +63,22 @@ def _rule(index: int, signature: ndb.BodySignature) -> str:
 
 
 class YaraBodyMatcher:
-    """The signatures YARA can run; ``leftovers`` are those it cannot, for the ``re`` engine."""
+    """The signatures YARA can run; ``leftovers`` are those it cannot, for the ``re`` engine.
 
-    def __init__(self, signatures: Sequence[ndb.BodySignature], timeout: float = 60.0) -> None:
+    ``signatures`` are those compiled into YARA rules, ``anchored`` those of them checked in
+    place instead (all of them are, unless ``anchored_in_place`` is False: the tests compare both).
+    """
+
+    def __init__(self, signatures: Sequence[ndb.BodySignature], timeout: float = 60.0, *,
+                 anchored_in_place: bool = True) -> None:
         import yara
 
         self._timeout = max(1, math.ceil(timeout))
-        candidates = [s for s in signatures if s.yara_hex is not None]
+        expressible = [s for s in signatures if s.yara_hex is not None]
         self.leftovers = [s for s in signatures if s.yara_hex is None]
+        in_place = [s for s in expressible if anchored_in_place and ndb_anchored.handles(s)]
+        self.anchored = ndb_anchored.AnchoredMatcher(in_place)
+        candidates = [s for s in expressible if not (anchored_in_place and ndb_anchored.handles(s))]
         # Compile; a rule YARA refuses is moved to the leftovers and the rest compiled again.
         while True:
             self.signatures = candidates
@@ -84,7 +97,7 @@ class YaraBodyMatcher:
 
     def match(self, data: bytes) -> list[str]:
         if self._rules is None:
-            return []
+            return self.anchored.match(data)
         import yara
 
         overflowed: list[int] = []
@@ -101,6 +114,7 @@ class YaraBodyMatcher:
         except yara.Error as exc:
             raise DetectorFailed(f"body signatures failed (YARA): {exc}") from None
         names = {self.signatures[int(m.rule[1:])].name for m in matches}
+        names.update(self.anchored.match(data))
         if overflowed:
             recheck = ndb_re.BodyMatcher([self.signatures[i] for i in set(overflowed)])
             names.update(recheck.match(data))

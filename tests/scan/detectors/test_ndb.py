@@ -171,8 +171,11 @@ def test_yara_translation_and_leftovers():
     signatures = [ndb.parse_line(line) for line in lines]
     assert [s.yara_hex for s in signatures] == ["41 42 ?? ( 43 | 44 44 ) [0-] 5A 5A", None, None, "4? 41"]
     fast = YaraBodyMatcher(signatures, timeout=10)
-    assert [s.name for s in fast.signatures] == ["A", "D"]
+    assert [s.name for s in fast.signatures] == ["A"]  # anchored, but two pieces: YARA's
+    assert [s.name for s in fast.anchored.signatures] == ["D"]  # anchored, one piece: checked in place
     assert [s.name for s in fast.leftovers] == ["B", "C"]
+    everything = YaraBodyMatcher(signatures, timeout=10, anchored_in_place=False)
+    assert [s.name for s in everything.signatures] == ["A", "D"]
 
 
 def test_yara_refusing_a_rule_moves_it_to_re(monkeypatch):

@@ -7,15 +7,21 @@
 
 Scan objects, each given to every detector once: the raw message itself, every decoded
 leaf part (every decoding, when clients could disagree), every file found inside a text
-body (uuencode, yEnc, BinHex), and every member the container readers unpack, recursively.
-Object paths are IMAP section numbers, then member names: ``2/invoice.zip/payload.exe``.
+body (uuencode, yEnc, BinHex, ``data:`` URIs), and every member the container readers
+unpack, recursively. An object that is no container but a mail file (an .eml or mbox
+attached as any type) is walked as a message, and one that is an encoded text file (a
+.uu, .hqx, .b64 or .html file) gives the files it encodes.
+Object paths are IMAP section numbers, then member names: ``2/invoice.zip/payload.exe``,
+``2/fwd.eml/2`` (part 2 of the message attached as fwd.eml), ``2/mac.hqx/clam.exe``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
-from mailguard.scan.decoders import decodings_for, inline_blocks
+from mailguard.scan.containers import mailfile
+from mailguard.scan.decoders import decodings_for, encoded_files, inline_blocks, looks_textual
 from mailguard.scan.detectors.base import Detector, DetectorFailed, ScanObject
 from mailguard.scan.limits import Budget, ScanIncomplete
 from mailguard.scan.mime import Part, parse_message
@@ -94,35 +100,39 @@ class _MessageScan:
             self.incomplete.append(Incomplete(Reason.LIMIT, "", "message larger than max-object-size"))
         else:
             self.scan_object(ScanObject(self.raw, "", is_message_root=True))
-        tree = parse_message(self.raw, email_files=self.policy.email_files)
+        self.walk(parse_message(self.raw, email_files=self.policy.email_files), _Where("", 0))
+
+    def walk(self, tree: Part, where: _Where) -> None:
+        """Every part of one message: the raw message, or a mail file found inside it."""
         for part in tree.walk():
             self.budget.check_time()
             for problem in part.problems:
-                self.incomplete.append(Incomplete(Reason.LIMIT, part.section, problem))
+                self.incomplete.append(Incomplete(Reason.LIMIT, where.path(part.section), problem))
             if part.children:
-                self.scan_container_part(part)
+                self.scan_container_part(part, where)
             else:
-                self.scan_leaf(part)
+                self.scan_leaf(part, where)
 
-    def scan_container_part(self, part: Part) -> None:
+    def scan_container_part(self, part: Part, where: _Where) -> None:
         """A multipart or attached message: its own bytes, where clients may still look."""
         for region in (part.preamble, part.epilogue):
             if region and part.source[region[0]:region[1]].strip():
                 # Not shown by strict clients, but a lenient one may show (and decode) it.
                 label = "preamble" if region is part.preamble else "epilogue"
-                path = f"{part.number}.{label}" if part.number else label
-                self.scan_decoded(part, part.source[region[0]:region[1]], path, text_only=True)
+                path = where.path(f"{part.number}.{label}" if part.number else label)
+                self.scan_decoded(part, where, part.source[region[0]:region[1]], path, text_only=True)
         child = part.children[0]
         if child.is_message and child.detached:
-            # A base64/QP-encoded message/rfc822: the decoded .eml is itself a file to scan.
-            self.scan_decoded(part, child.source, part.number)
+            # A base64/QP-encoded message/rfc822: the decoded .eml is itself a file to scan
+            # (and the MIME walk has walked it already: not again as a mail file).
+            self.scan_decoded(part, where, child.source, where.path(part.number), look_inside=False)
 
-    def scan_leaf(self, part: Part) -> None:
-        path = part.section
+    def scan_leaf(self, part: Part, where: _Where) -> None:
+        path = where.path(part.section)
         if part.media_type == "message/partial":
             # RFC 2046 §5.2.2: one fragment cannot be judged alone (pitfalls §6.8).
             self.incomplete.append(Incomplete(Reason.UNSUPPORTED, path, "message/partial"))
-        if part.message_depth > self.budget.max_nesting:
+        if where.depth + part.message_depth > self.budget.max_nesting:
             self.incomplete.append(Incomplete(Reason.LIMIT, path, "attached messages nested too deep"))
             return
         body = part.body()
@@ -130,35 +140,45 @@ class _MessageScan:
             self.incomplete.append(Incomplete(Reason.LIMIT, path, "part larger than max-object-size"))
             return
         decodings: list[bytes] = []
+        uuencoded = False
         for encoding in part.encodings:
             if encoding in _UUENCODE_TOKENS:
+                uuencoded = True
                 decodings.extend(b.data for b in inline_blocks(bytes(body), self.budget.max_object_size))
             decodings.extend(decodings_for(encoding, part.source, part.body_start, part.body_end))
         if len(decodings) > 1:  # only when clients could disagree; hashing big bodies costs
             decodings = list(dict.fromkeys(decodings))
         for data in decodings:
-            self.scan_decoded(part, data, path)
+            # An x-uuencode body's blocks are its decodings: no need to look for them again.
+            self.scan_decoded(part, where, data, path, text_searched=uuencoded)
 
-    def scan_decoded(self, part: Part, data: bytes, path: str, *, text_only: bool = False) -> None:
+    def scan_decoded(self, part: Part, where: _Where, data: bytes, path: str, *, text_only: bool = False,
+                     look_inside: bool = True, text_searched: bool = False) -> None:
         """One decoded body: itself (unless ``text_only``), then files hidden inside it."""
         if len(data) > self.budget.max_object_size:
             self.incomplete.append(Incomplete(Reason.LIMIT, path, "decoded part larger than max-object-size"))
             return
+        depth = where.depth + part.message_depth
+        is_text = text_only or part.media_type.startswith("text/")
         if not text_only:
-            obj = ScanObject(data, path, part.filenames, part.media_type, depth=part.message_depth)
+            obj = ScanObject(data, path, part.filenames, part.media_type, depth=depth)
             # Members are named under the attachment's file name: 2/invoice.zip/payload.exe.
-            self.scan_object(obj, members_under=f"{path}/{part.filenames[0]}" if part.filenames else path)
-        if not (text_only or part.media_type.startswith("text/")):
+            self.scan_object(obj, members_under=f"{path}/{part.filenames[0]}" if part.filenames else path,
+                             look_inside=look_inside, text_searched=text_searched or is_text)
+        if not is_text:
             return  # clients extract uuencode/yEnc/BinHex from text bodies only (pitfalls §6.5)
         for block in inline_blocks(data, self.budget.max_object_size):
             name = block.name or block.encoding
             self.scan_object(ScanObject(block.data, f"{path}/{name}", (block.name,) if block.name else (),
-                                        "", depth=part.message_depth))
+                                        "", depth=depth))
 
-    def scan_object(self, obj: ScanObject, members_under: str | None = None) -> None:
+    def scan_object(self, obj: ScanObject, members_under: str | None = None, *,
+                    look_inside: bool = True, text_searched: bool = False) -> None:
         """Every detector on ``obj``, then the same for each member it contains.
 
         ``members_under`` is the path its members are named under, when not ``obj.path``.
+        An object that is no container may still be a mail file or an encoded text file
+        (``look_inside``); ``text_searched`` says its inline blocks were taken out already.
         """
         self.budget.check_time()
         self.objects += 1
@@ -175,22 +195,81 @@ class _MessageScan:
             except Exception as exc:  # noqa: BLE001 - a detector bug must not pass the object as clean
                 self.incomplete.append(Incomplete(Reason.ENGINE_ERROR, obj.path,
                                                   f"{detector.name}: {type(exc).__name__}: {exc}"))
+        if obj.is_message_root:
+            return  # walked part by part (run)
+        under = obj.path if members_under is None else members_under
         expand = self.engine._expand
-        if expand is None or obj.is_message_root:
+        members = None
+        if expand is not None:
+            if under != obj.path:
+                # The same object named for its members; shares the bytes, no copy. Spelled out
+                # because dataclasses.replace is several times slower, once per attachment
+                # (test_engine checks this list against ScanObject's fields).
+                obj = ScanObject(obj.data, under, obj.names, obj.declared_type, obj.is_message_root, obj.depth)
+            try:
+                members = expand(obj, self.budget, self.policy)
+            except ScanIncomplete as exc:
+                if exc.reason is Reason.TIMEOUT:
+                    raise
+                # ExpansionIncomplete: the members that could be unpacked are still scanned,
+                # and the one that could not is recorded as unscanned.
+                self.incomplete.append(Incomplete(exc.reason, getattr(exc, "part", obj.path), exc.detail))
+                members = getattr(exc, "children", ())
+        if members is not None:
+            for member in members:
+                self.scan_object(member)
+        elif look_inside:
+            self.scan_file_inside(obj.data, under, obj.depth, text_searched)
+
+    def scan_file_inside(self, data: bytes, under: str, depth: int, text_searched: bool) -> None:
+        """What a file that is no container holds: the parts of a mail file (an .eml or an
+        mbox, whatever its declared type: ``threatsense.objects.email-files``), or the files
+        encoded in a text file (uuencode, yEnc, BinHex, base64, HTML ``data:`` URIs).
+
+        Both are recognised by their first bytes (a few comparisons for anything else), and
+        what they hold is one level deeper, under the message's nesting and size limits.
+        """
+        is_mail = mailfile.recognise(data)
+        if is_mail and not self.policy.email_files:
+            return  # scanned as a file only, as an attached message/rfc822 would be
+        if not is_mail and (text_searched or not looks_textual(data)):
             return
-        if members_under is not None and members_under != obj.path:
-            # The same object named for its members; shares the bytes, no copy. Spelled out
-            # because dataclasses.replace is several times slower, once per attachment
-            # (test_engine checks this list against ScanObject's fields).
-            obj = ScanObject(obj.data, members_under, obj.names, obj.declared_type, obj.is_message_root, obj.depth)
         try:
-            members = expand(obj, self.budget, self.policy) or ()
+            if is_mail:
+                self.budget.check_depth(depth + 1)
+                self.scan_mail_file(data, under, depth + 1)
+                return
+            blocks = encoded_files(data, self.budget.max_object_size)
+            if blocks:  # a plain text file deep in archives is not over the nesting limit
+                self.budget.check_depth(depth + 1)
+            for block in blocks:
+                self.budget.charge(len(block.data))
+                name = block.name or block.encoding
+                self.scan_object(ScanObject(block.data, f"{under}/{name}", (block.name,) if block.name else (),
+                                            "", depth=depth + 1))
         except ScanIncomplete as exc:
             if exc.reason is Reason.TIMEOUT:
                 raise
-            # ExpansionIncomplete: the members that could be unpacked are still scanned,
-            # and the one that could not is recorded as unscanned.
-            self.incomplete.append(Incomplete(exc.reason, getattr(exc, "part", obj.path), exc.detail))
-            members = getattr(exc, "children", ())
-        for member in members:
-            self.scan_object(member)
+            self.incomplete.append(Incomplete(exc.reason, under, exc.detail))
+
+    def scan_mail_file(self, data: bytes, under: str, depth: int) -> None:
+        """Walk a mail file's messages as messages: ``2/fwd.eml/2``, ``2/box.mbox/message-3/1``."""
+        self.budget.charge(len(data))  # its decoded parts, like an archive's members, count
+        found = mailfile.messages(data)
+        for number, message in enumerate(found, 1):
+            self.budget.check_time()
+            where = _Where(under if len(found) == 1 else f"{under}/message-{number}", depth)
+            self.walk(parse_message(message, email_files=True), where)
+
+
+class _Where(NamedTuple):
+    """Where a walked message sits: the path its parts are named under and its depth.
+
+    The raw message is ``("", 0)``; a mail file found as attachment 2 is ``("2/fwd.eml", 1)``.
+    """
+
+    prefix: str
+    depth: int
+
+    def path(self, section: str) -> str:
+        return f"{self.prefix}/{section}" if self.prefix else section

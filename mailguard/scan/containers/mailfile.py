@@ -1,0 +1,125 @@
+"""Mail files inside other objects: a message or an mbox that arrives as an ordinary file.
+
+A message attached as ``application/octet-stream`` (``fwd.eml``), an mbox inside a zip, a
+uuencoded ``.eml``: mail programs open these as mail all the same, so
+``threatsense.objects.email-files`` ("look inside attached messages") applies to them
+whatever their declared type or name. They are recognised by content only:
+
+- an mbox: the first line is a ``From_`` separator, ``From SENDER DATE``, with the date
+  at the end as mutt and Dovecot require (the rule of ``mailguard/mailbox/fromline.py``,
+  restated here because ``scan`` may not import ``mailbox``: DESIGN.md layers);
+- a message (RFC 5322 §2.1, also a bare MIME entity): every line up to the first empty
+  line is a header field (``name:``, §3.6.8) or a folded continuation (§2.2.3), and at least
+  one field is one that messages carry. A text that merely starts ``From: the CEO`` and
+  goes on with prose is not one; one that is shaped like a header block is walked as a
+  message, which costs a walk and finds nothing that is not there.
+
+This is not a ``_KINDS`` entry of ``containers.expand``: what a mail file holds are MIME
+parts, which need the engine's MIME walk (every decoding a client could apply, files inside
+text bodies, nested messages), not opaque members. The engine walks it
+(``engine._MessageScan.scan_mail_file``), under the same ``Budget``.
+
+Recognition costs a few byte comparisons for anything that is not mail: binary data fails
+on its first byte or before its first colon.
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_HEADER_SCAN = 64 * 1024   # bytes of a header block looked at before deciding it is none
+MAX_FIELD_NAME = 78           # RFC 5322 §2.1.1 line length: a longer "name" is no field name
+MAX_MESSAGES = 10_000         # messages of one mbox walked; more is abuse (and costs a walk each)
+MAX_FROM_LINE = 1024          # as mailbox/fromline.py: mutt reads these lines into 1 KiB
+
+# Field names: printable US-ASCII except ":" (RFC 5322 §3.6.8), then optional WSP (obsolete
+# syntax, §4.5.3) and the colon.
+_FIELD = re.compile(rb"[!-9;-~]+[ \t]*:")
+_FTEXT = bytes(b for b in range(0x21, 0x7F) if b != 0x3A)
+# Fields found in the header of practically every message (the set mailbox/sniff.py uses,
+# plus the MIME fields that make a bare entity such as a saved attachment part).
+_MAIL_FIELDS = frozenset({
+    b"from", b"to", b"cc", b"date", b"subject", b"message-id", b"received", b"return-path",
+    b"delivered-to", b"mime-version", b"content-type", b"content-transfer-encoding",
+    b"content-disposition", b"reply-to", b"sender", b"x-mailer",
+})
+
+_DAY = rb"(?i:mon|tue|wed|thu|fri|sat|sun)"
+_MONTH = rb"(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)"
+_ZONE = rb"(?:[A-Za-z]{1,5}|[+-]\d{4})"
+_DATE_AT_END = re.compile(
+    rb"(?:^|[ \t])(?:" + _DAY + rb"[ \t]+)?" + _MONTH + rb"[ \t]+\d{1,2}[ \t]+\d{1,2}:\d{2}(?::\d{2})?"
+    rb"(?:[ \t]+" + _ZONE + rb")?[ \t]+\d{2,4}(?:[ \t]+" + _ZONE + rb")?"
+    rb"(?:[ \t]+remote from[ \t]+\S+)?[ \t]*\r?$"
+)
+_QUOTED_FROM = re.compile(rb"^>(>*From )", re.MULTILINE)
+
+
+def recognise(data: bytes) -> bool:
+    """True when ``data`` is an mbox or an RFC 5322 message (see the module docstring)."""
+    if data[:5] == b"From ":
+        return _is_from_line(data, 0)
+    if not data[:1].isalpha():  # field names in the wild start with a letter; binary rarely does
+        return False
+    colon = data.find(b":", 1, MAX_FIELD_NAME)
+    if colon == -1 or data[:colon].rstrip(b" \t").translate(None, _FTEXT):
+        return False
+    return _is_header_block(data)
+
+
+def messages(data: bytes) -> list[bytes]:
+    """The messages of a mail file: one for a message, each one of an mbox (unquoted).
+
+    Each mbox message keeps its ``From_`` line (``mime.parse_message`` skips it); the
+    ``>From `` quoting is removed as every mbox reader does (RFC 4155, mboxrd), so the
+    bodies are the bytes that were delivered.
+    """
+    if data[:5] != b"From ":
+        return [data]
+    starts = [0]
+    pos = 0
+    while len(starts) < MAX_MESSAGES and (hit := data.find(b"\nFrom ", pos)) != -1:
+        pos = hit + 1
+        if _is_from_line(data, pos):
+            starts.append(pos)
+    bounds = zip(starts, starts[1:] + [len(data)])
+    return [_unquote(data[start:end]) for start, end in bounds]
+
+
+def _is_from_line(data: bytes, start: int) -> bool:
+    end = data.find(b"\n", start, start + MAX_FROM_LINE)
+    if end == -1:
+        if len(data) - start >= MAX_FROM_LINE:
+            return False
+        end = len(data)
+    return _DATE_AT_END.search(data, start + 5, end) is not None
+
+
+def _is_header_block(data: bytes) -> bool:
+    """Every line up to the first empty one is a field or a continuation, one field a mail field."""
+    head_end = min(len(data), MAX_HEADER_SCAN)
+    eol = b"\n" if data.find(b"\n", 0, head_end) != -1 else b"\r"  # CR-only mail (pitfalls §6.1)
+    known = False
+    pos = 0
+    while pos < head_end:
+        end = data.find(eol, pos, head_end)
+        if end == -1:
+            if head_end < len(data):
+                return False  # no end of the header block within MAX_HEADER_SCAN
+            end = head_end
+        if end == pos or (end == pos + 1 and data[pos] == 0x0D):
+            return known  # the empty line that ends the header block
+        if data[pos] not in b" \t":  # a continuation line (§2.2.3) is part of the field before it
+            field = _FIELD.match(data, pos, end)
+            if field is None:
+                return False
+            if not known:
+                known = data[pos:field.end() - 1].rstrip(b" \t").lower() in _MAIL_FIELDS
+        pos = end + 1
+    return known
+
+
+def _unquote(message: bytes) -> bytes:
+    if b">From " not in message:
+        return message
+    return _QUOTED_FROM.sub(rb"\1", message)

@@ -741,3 +741,108 @@ def test_ole2_damage_is_corrupt_or_limit_never_a_crash():
     with pytest.raises(ScanIncomplete) as caught:
         children(data[:520])  # not even a directory
     assert caught.value.reason is Reason.CORRUPT
+
+
+# -- cheap recognition: every fast path against the plain reading it stands for --
+
+# Magic bytes at their offsets (every kind, every unsupported format), for buffers that are
+# one byte flip away from a container as well as containers and plain noise.
+_MARKS = [(0, magic) for magic in MAGICS] + [
+    (0, b"MZ"), (0, b"SZDD\x88\xf0\x27\x33A"), (0, b"\xc7\x71"), (0, b"\x71\xc7"), (0, b"070702"),
+    (0, b"Rar!\x1a\x07\x00"), (0, b"Rar!\x1a\x07\x01\x00"), (0, b"\x60\xea\x10\x00"), (7, b"**ACE**"),
+    (2, b"-lh5-"), (0, b"ITSF\x03\x00\x00\x00"), (20, b"\xdc\xa7\xc4\xfd"), (0, b"SIT!"), (0, b"StuffIt "),
+    (32769, b"BEA01"), (32769, b"CD001"), (0, b"MSWIM\x00\x00\x00"), (0, b"conectix"), (0, b"vhdxfile"),
+    (510, b"\x55\xaa"), (54, b"FAT12"), (82, b"FAT32"), (0, b"\x28\xb5\x2f\xfd"), (0, b"\x04\x22\x4d\x18"),
+    (257, b"ustar"), (0, b"%PDF-1"), (700, b"%PDF-2"), (1018, b"%PDF-3"), (1019, b"%PDF-4"), (3, b"%PDF-x"),
+]
+
+
+@st.composite
+def marked_buffers(draw: st.DrawFn) -> bytes:
+    data = bytearray(draw(st.binary(max_size=600)))
+    for at, mark in draw(st.lists(st.sampled_from(_MARKS), max_size=3)):
+        if at > 2048:
+            data.extend(bytes(max(0, at - len(data))))  # the ISO/UDF descriptors sit at 32 KiB
+        data[at:at + len(mark)] = mark
+    for _ in range(draw(st.integers(0, 2))):
+        if data:
+            data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    return bytes(data)
+
+
+def _v7_tar_header_then(data: bytes) -> bool:
+    """tar.recognise as first written: the header block copied and summed as a whole."""
+    header = data[:512]
+    if len(data) < 512:
+        return False
+    if data[257:262] == b"ustar":
+        return True
+    if header[0] == 0:
+        return False
+    field = header[148:156].rstrip(b"\x00 ")
+    if not field or any(c not in b"01234567" for c in field.lstrip(b" ")):
+        return False
+    return int(field.lstrip(b" "), 8) == sum(header[:148]) + 8 * 0x20 + sum(header[156:])
+
+
+def _with_v7_checksum(data: bytes) -> bytes:
+    """``data`` padded to a block, with a valid v7 tar checksum."""
+    header = bytearray(data.ljust(512, b"\x00"))
+    header[0] = header[0] or 0x61
+    header[148:156] = b" " * 8
+    header[148:155] = b"%06o\x00" % sum(header[:512])
+    return bytes(header)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(marked_buffers() | marked_buffers().map(_with_v7_checksum), st.booleans())
+def test_first_byte_table_finds_what_every_test_finds(data, archives):
+    import re
+
+    from mailguard.scan import containers
+    from mailguard.scan.containers import pdf, tar
+
+    policy = Policy(archives=archives)
+    every = [kind for kind in containers._KINDS if (archives or not kind.is_archive) and kind.recognise(data)]
+    assert containers._find(data, policy) == every
+    assert unsupported.recognise(data) == (unsupported.format_of(data) is not None)
+    assert pdf.recognise(data) == (re.compile(rb"%PDF-\d").search(data, 0, 1024) is not None)
+    assert tar.recognise(data) == _v7_tar_header_then(data)
+
+
+def test_every_kind_with_first_bytes_names_its_magic():
+    from mailguard.scan import containers
+
+    samples = {"tnef": b"\x78\x9f\x3e\x22", "ole2": b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(600),
+               "rtf": b"{\\rtf1", "zip": b"PK\x05\x06", "7z": b"7z\xbc\xaf\x27\x1c", "gzip": b"\x1f\x8b\x08",
+               "bzip2": b"BZh91AY&SY", "xz": b"\xfd7zXZ\x00", "cpio": b"070707", "cab": b"MSCF" + bytes(60),
+               "szdd": b"SZDD\x88\xf0\x27\x33A" + bytes(20), "self-extractor": pe_stub()}
+    for kind in containers._KINDS:
+        if kind.first_bytes is not None:
+            assert kind.recognise(samples[kind.name]), kind.name
+            assert samples[kind.name][0] in kind.first_bytes, kind.name
+
+
+_PDF_TOKENS = [b"1 0 obj\n", b"2 0 obj <<", b"stream\r\n", b"stream\n", b"endstream", b"endobj\n", b"/Filter /FlateDecode",
+               b"/Filter [/AHx]", b"/EF << /F 2 0 R >> /F (a.exe)", b"trailer\n<< /Encrypt 5 0 R >>", b"/Encrypt",
+               b"/Type /XRef", b"<414243>", b"x\x9c\x03\x00\x00\x00\x00\x01", b" ", b"\n"]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(_PDF_TOKENS) | st.binary(max_size=12), max_size=14))
+def test_pdf_marker_check_gives_what_the_object_walk_gives(pieces):
+    """Without ``stream`` and ``/Encrypt`` the walk finds nothing: the quick check agrees with it."""
+    from mailguard.scan.containers import bounded, pdf
+
+    data = b"%PDF-1.4\n" + b"".join(pieces)
+    policy = Policy(max_archive_file_size=MIB)
+
+    def outcome(unpack):
+        members = bounded.Members(obj(data), Budget.for_message(policy))
+        try:
+            unpack(members, data, members.budget)
+            return [(c.path, c.data, c.names) for c in members.result()], members._count
+        except ScanIncomplete as exc:
+            return exc.reason, exc.detail, members._count
+
+    assert outcome(pdf.unpack) == outcome(pdf._unpack_objects)

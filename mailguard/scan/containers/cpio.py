@@ -20,6 +20,7 @@ from mailguard.scan.verdict import Reason
 _NEWC = (b"070701", b"070702")
 _ODC = b"070707"
 _BINARY = {b"\xc7\x71": "<", b"\x71\xc7": ">"}  # 0o070707 as a little- or big-endian short
+FIRST_BYTES = b"0\xc7\x71"  # what the three magics above start with
 _TRAILER = "TRAILER!!!"
 _REGULAR = 0o100000
 _TYPE_MASK = 0o170000

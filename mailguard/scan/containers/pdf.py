@@ -45,7 +45,10 @@ _DECODED = frozenset(_FILTER_NAMES.values())
 
 
 def recognise(data: bytes) -> bool:
-    return _HEADER.search(data, 0, _HEADER_WINDOW) is not None
+    # Every object of every message is asked, and most have no "%" in their first KiB at
+    # all (text): a memchr-speed find() says so in a fraction of the regex search's time.
+    start = data.find(b"%", 0, _HEADER_WINDOW)
+    return start >= 0 and _HEADER.search(data, start, _HEADER_WINDOW) is not None
 
 
 class _Object(NamedTuple):
@@ -55,6 +58,15 @@ class _Object(NamedTuple):
 
 
 def unpack(members: bounded.Members, data: bytes, budget: Budget) -> None:
+    # Without the keyword ``stream`` no object has a stream to unpack or count, and without
+    # /Encrypt there is nothing to report: the walk over the objects (about 200 us on 16 KB)
+    # would find exactly nothing. Two memchr-speed searches say so first; they spare files
+    # that merely carry a %PDF- header, and PDFs with no streams.
+    if b"stream" in data or b"/Encrypt" in data:
+        _unpack_objects(members, data, budget)
+
+
+def _unpack_objects(members: bounded.Members, data: bytes, budget: Budget) -> None:
     objects = list(_objects(data))
     if objects and b"/Encrypt" in data and _ENCRYPT.search(data):
         raise ScanIncomplete(Reason.ENCRYPTED, "encrypted PDF")

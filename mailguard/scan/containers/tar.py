@@ -24,19 +24,20 @@ def recognise(data: bytes) -> bool:
         return False
     if data[257:262] == b"ustar":
         return True
-    return _v7_header(data[:_BLOCK])
+    return _v7_header(data)
 
 
-def _v7_header(header: bytes) -> bool:
+def _v7_header(data: bytes) -> bool:
     """A pre-POSIX header has no magic; its checksum (sum of the header bytes, the checksum
-    field counted as spaces) is what identifies it."""
-    if header[0] == 0:
+    field counted as spaces) is what identifies it. Reads the first block of ``data`` only,
+    and the checksum field before summing: most files give up there, with no copy made."""
+    if data[0] == 0:
         return False
-    field = header[_CHECKSUM].rstrip(b"\x00 ")
-    if not field or any(c not in b"01234567" for c in field.lstrip(b" ")):
+    field = data[_CHECKSUM].rstrip(b"\x00 ")
+    if not field or field.lstrip(b" ").translate(None, b"01234567"):
         return False
     expected = int(field.lstrip(b" "), 8)
-    return expected == sum(header[:148]) + 8 * 0x20 + sum(header[156:])
+    return expected == sum(data[:148]) + 8 * 0x20 + sum(data[156:_BLOCK])
 
 
 def unpack(members: bounded.Members, data: bytes, budget: Budget) -> None:

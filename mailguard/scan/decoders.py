@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import binascii
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
@@ -153,7 +154,7 @@ def inline_blocks(text: bytes, max_output: int) -> list[InlineBlock]:
             blocks.extend(_yenc_blocks(text))
     if b"(" in text and _BINHEX_TAG in text:  # a memchr first: most text has no "(" at all
         blocks.extend(_binhex_blocks(text, max_output))
-    if b"a:" in text or b"A:" in text:  # the end of "data:" in any letter case, one memmem each
+    if b":" in text:  # a memchr: "data:" in any letter case has one
         blocks.extend(_data_uri_blocks(text, max_output))
     return blocks[:MAX_INLINE_BLOCKS]
 
@@ -197,20 +198,17 @@ def _is_bare_base64(text: bytes) -> bool:
 _DATA_URI = re.compile(rb"([^,:\"'<>\s]{0,256}+),([^\"'<> \x0b\x0c)]*+)")
 _SCHEME_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789+.-")
 _MAX_DATA_URI_TRIES = 4 * MAX_INLINE_BLOCKS  # "data:" without a URI after it; more is abuse
+_COLON_PROBES = 16  # colons looked at one by one before lower-casing the text to search it
 
 
 def _data_uri_blocks(text: bytes, max_output: int) -> list[InlineBlock]:
-    lowered = text.lower()  # same offsets; one C pass, only for text holding "a:" at all
-    found = []
-    pos = 0
-    for _ in range(_MAX_DATA_URI_TRIES):
-        hit = lowered.find(b"data:", pos)
-        if hit == -1 or len(found) >= MAX_INLINE_BLOCKS:
+    found: list[InlineBlock] = []
+    for tries, hit in enumerate(_data_schemes(text)):
+        if tries >= _MAX_DATA_URI_TRIES or len(found) >= MAX_INLINE_BLOCKS:
             break
-        pos = hit + 5
-        if hit and lowered[hit - 1] in _SCHEME_CHARS:  # "metadata:" is no data: URI
+        if hit and text[hit - 1] | 0x20 in _SCHEME_CHARS:  # "metadata:" is no data: URI
             continue
-        uri = _DATA_URI.match(text, pos)
+        uri = _DATA_URI.match(text, hit + 5)
         if uri is None or not uri.group(2).strip():
             continue
         params, payload = uri.group(1), uri.group(2).translate(None, b"\t\r\n")
@@ -218,8 +216,28 @@ def _data_uri_blocks(text: bytes, max_output: int) -> list[InlineBlock]:
             payload = unquote_to_bytes(payload)
         data = base64_decodings(payload)[0] if params.lower().endswith(b";base64") else payload
         found.append(InlineBlock("data-uri", "", data[:max_output]))
-        pos = uri.end()
     return found
+
+
+def _data_schemes(text: bytes) -> Iterator[int]:
+    """Offsets of "data:" in any letter case, in order.
+
+    Most text has a few colons, and a memchr per colon beats any case-blind search; text
+    full of colons (CSS) is lower-cased once (same offsets) and searched for "data:".
+    """
+    pos = 0
+    for _ in range(_COLON_PROBES):
+        colon = text.find(b":", pos)
+        if colon == -1:
+            return
+        if colon >= 4 and text[colon - 4:colon].lower() == b"data":
+            yield colon - 4
+        pos = colon + 1
+    lowered = text.lower()
+    pos = max(0, pos - 4)  # a "data" whose colon is after the last one probed
+    while (hit := lowered.find(b"data:", pos)) != -1:
+        yield hit
+        pos = hit + 5
 
 
 def _uu_blocks(text: bytes) -> list[InlineBlock]:

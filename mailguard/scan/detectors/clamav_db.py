@@ -143,6 +143,12 @@ class ClamavDbDetector:
         self._matcher = ndb_re.BodyMatcher(bodies)
         # algorithm -> sizes that have signatures; ANY_SIZE means every object is hashed
         self._sizes = {algorithm: set(by_size) for algorithm, by_size in database.hashes.items()}
+        # Only the engines that hold signatures run: each costs a call or a pass per object.
+        self._body_matchers = [match for match, count in (
+            (self._matcher.match, len(self._matcher.signatures)),
+            (self._yara.match_rules, len(self._yara.signatures)) if self._yara else (None, 0),
+            (self._yara.anchored.match, len(self._yara.anchored.signatures)) if self._yara else (None, 0),
+        ) if count]
 
     @classmethod
     def from_paths(cls, paths: tuple[str, ...] | list[str], *, timeout: float = 60.0,
@@ -158,9 +164,7 @@ class ClamavDbDetector:
 
     def scan(self, obj: ScanObject) -> list[Finding]:
         data = obj.data
-        names = set(self._matcher.match(data)) if self._matcher.signatures else set()
-        if self._yara is not None:
-            names.update(self._yara.match(data))
+        names = [name for match in self._body_matchers for name in match(data)]
         size = len(data)
         for algorithm, sizes in self._sizes.items():
             if size in sizes or ANY_SIZE in sizes:
@@ -168,8 +172,8 @@ class ClamavDbDetector:
                 by_size = self.database.hashes[algorithm]
                 name = by_size.get(size, {}).get(digest) or by_size.get(ANY_SIZE, {}).get(digest)
                 if name:
-                    names.add(name)
-        return [Finding(name, self.name, obj.path) for name in sorted(names)]
+                    names.append(name)
+        return [Finding(name, self.name, obj.path) for name in sorted(set(names))] if names else []
 
     def close(self) -> None:
         pass

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-from mailguard.scan.detectors.ndb import BodySignature
+from mailguard.scan.detectors.ndb import BodySignature, target_magics
 
 _LITERAL_SOURCE = re.compile(rb"(?:\\x[0-9a-f]{2})+")
 # data -> does the signature match there
@@ -49,17 +49,14 @@ class AnchoredMatcher:
             if not handles(signature):
                 raise ValueError(f"{signature.name}: not an anchored one-piece signature")
         self.signatures = list(signatures)
-        self._checks = [(s.name, s, _check(s)) for s in signatures]
+        # (name, the magic bytes its target type starts with or None, check): ``applies_to`` unrolled.
+        self._checks = [(s.name, target_magics(s.target) or None, _check(s)) for s in signatures]
 
     def match(self, data: bytes) -> list[str]:
         """Names of the signatures found in ``data`` (sorted, unique)."""
-        if not self._checks:
-            return []
-        found: set[str] = set()
-        for name, signature, check in self._checks:
-            if name not in found and signature.applies_to(data) and check(data):
-                found.add(name)
-        return sorted(found)
+        found = [name for name, magics, check in self._checks
+                 if (magics is None or data.startswith(magics)) and check(data)]
+        return sorted(set(found)) if found else found
 
 
 def _check(signature: BodySignature) -> _Check:

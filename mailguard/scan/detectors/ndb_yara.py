@@ -96,8 +96,15 @@ class YaraBodyMatcher:
                 self.leftovers.append(candidates.pop(int(found[1]) - 1))
 
     def match(self, data: bytes) -> list[str]:
+        """Names found by the YARA rules and the in-place checks (sorted, unique)."""
         if self._rules is None:
             return self.anchored.match(data)
+        return sorted(set(self.match_rules(data)) | set(self.anchored.match(data)))
+
+    def match_rules(self, data: bytes) -> list[str]:
+        """Names found by the YARA rules alone (sorted, unique)."""
+        if self._rules is None:
+            return []
         import yara
 
         overflowed: list[int] = []
@@ -114,7 +121,6 @@ class YaraBodyMatcher:
         except yara.Error as exc:
             raise DetectorFailed(f"body signatures failed (YARA): {exc}") from None
         names = {self.signatures[int(m.rule[1:])].name for m in matches}
-        names.update(self.anchored.match(data))
         if overflowed:
             recheck = ndb_re.BodyMatcher([self.signatures[i] for i in set(overflowed)])
             names.update(recheck.match(data))

@@ -8,6 +8,7 @@ random short buffers (so that hits, near misses and offsets past either end all 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 
 import pytest
@@ -168,3 +169,22 @@ def test_eicar_at_offset_zero_without_yara_scanning(tmp_path, use_yara):
     assert found(b"\n" + EICAR) == ["Eicar.At.End"]
     assert found(b"x" + EICAR + b"x") == []
     assert found(b"") == []
+
+
+@pytest.mark.parametrize("use_yara", [None, False])
+def test_every_engine_of_the_detector_runs_once_and_together(tmp_path, use_yara):
+    if use_yara is None:
+        pytest.importorskip("yara")
+    (tmp_path / "mixed.ndb").write_text(
+        "Floating:0:*:464c4f4154\n"          # FLOAT anywhere: YARA's (or re's)
+        "Anchored:0:0:5354415254\n"           # START at 0: in place (or re's)
+        "Bounded:0:*:(B)574f5244(B)\n"        # WORD as a word: re's only
+        "TwoPieces:0:EOF-7:454e44*4f46\n")    # END...OF from EOF-7: YARA's (or re's)
+    data = b"START FLOAT a WORD ENDxOF!"
+    (tmp_path / "a.hsb").write_text(f"{hashlib.sha256(data).hexdigest()}:{len(data)}:Hashed\n")
+    detector = ClamavDbDetector.from_paths([str(tmp_path)], use_yara=use_yara)
+    if use_yara is None:
+        assert detector.engines == {"yara": 2, "in place": 1, "re": 1}
+    assert [f.name for f in detector.scan(ScanObject(data, "1"))] == [
+        "Anchored", "Bounded", "Floating", "Hashed", "TwoPieces"]
+    assert [f.name for f in detector.scan(ScanObject(b"x" + data[1:], "1"))] == ["Bounded", "Floating", "TwoPieces"]

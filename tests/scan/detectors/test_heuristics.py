@@ -6,6 +6,8 @@ import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailguard.scan.detectors.base import ScanObject
 from mailguard.scan.detectors.heuristics import LNK_MAGIC, HeuristicsDetector
@@ -139,3 +141,69 @@ def test_real_word_documents_from_clamav_testfiles():
     folder = Path(require_clamav_testfiles())
     # clam.ole.doc embeds an OLE object (a packaged exe), not VBA: no macro finding
     assert "Heuristics.Office.Macro" not in names((folder / "clam.ole.doc").read_bytes(), "clam.ole.doc")
+
+
+# -- the per-object fast paths against the plain reading they replace --
+
+def _reference_scan(data: bytes, file_names: tuple[str, ...]) -> list[str]:
+    """HeuristicsDetector.scan as first written: every test on every object, names read twice."""
+    from mailguard.scan.detectors import heuristics as h
+
+    def executable_kind(data: bytes) -> str | None:
+        if data[:2] == b"MZ" and len(data) >= 0x40:
+            (e_lfanew,) = struct.unpack_from("<I", data, 0x3C)
+            if data[e_lfanew:e_lfanew + 4] == b"PE\x00\x00":
+                return h.PE
+        if data[:4] == b"\x7fELF" and data[4:5] in (b"\x01", b"\x02"):
+            return h.ELF
+        if data[:4] in h._MACHO_MAGICS:
+            return h.MACHO
+        if data[:4] in h._FAT_MAGICS and len(data) >= 8:
+            (count,) = struct.unpack_from(">I", data, 4)
+            if 0 < count < h._MAX_FAT_ARCHITECTURES:
+                return h.MACHO
+        return None
+
+    def extension(name: str) -> str:
+        _, dot, suffix = h.windows_name(name).translate(h._BIDI_TABLE).rpartition(".")
+        return suffix.strip().lower() if dot else ""
+
+    def is_double_extension(name: str) -> bool:
+        visible = h.windows_name(name)
+        if extension(name) not in h.DANGEROUS_EXTENSIONS:
+            return False
+        if any(c in h.BIDI_CONTROLS for c in visible):
+            return True
+        parts = [part.strip().lower() for part in visible.split(".")]
+        return len(parts) >= 3 and parts[-2] in h.DECOY_EXTENSIONS
+
+    found: set[str] = set()
+    if kind := executable_kind(data):
+        found.add(kind)
+    if data.startswith(LNK_MAGIC):
+        found.add("Heuristics.Script.LNK")
+    for file_name in file_names:
+        ext = extension(file_name)
+        if ext in h.SCRIPT_EXTENSIONS:
+            found.add(f"Heuristics.Script.{ext.upper()}")
+        elif ext in h.EXECUTABLE_EXTENSIONS:
+            found.add(f"Heuristics.Executable.{ext.upper()}")
+        if is_double_extension(file_name):
+            found.add(h.DOUBLE_EXTENSION)
+    if h.has_office_macros(data):
+        found.add(h.OFFICE_MACRO)
+    return sorted(found)
+
+
+_HEADS = [b"", b"MZ", pe_file(), b"\x7fELF\x01", b"\xcf\xfa\xed\xfe", b"\xca\xfe\xba\xbe\x00\x00\x00\x02",
+          b"\xca\xfe\xba\xbe\x00\x00\x00\x34", LNK_MAGIC, b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"]
+_NAME_PARTS = ["invoice", ".", "pdf", "exe", "js", "JS", " ", "\u202e", "\u202a", "txt", "\\", "/", "\x00",
+               "é", "scr", "docx", "..", "lnk"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(_HEADS), st.binary(max_size=80),
+       st.lists(st.lists(st.sampled_from(_NAME_PARTS), max_size=7).map("".join) | st.text(max_size=12), max_size=3))
+def test_fast_paths_find_what_every_test_finds(head, tail, file_names):
+    data = head + tail
+    assert names(data, *file_names) == _reference_scan(data, tuple(file_names))

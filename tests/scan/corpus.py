@@ -10,8 +10,9 @@ so every test that iterates ``CASES`` sees them.
     @case("eicar_in_zip", infected=EICAR_NAME, parts={"2/eicar.zip/eicar.com"}, needs=("containers",))
     def _(): return message([attachment(make_zip(...), "eicar.zip", "application/zip")])
 
-The mail cases themselves are in ``corpus_mail.py`` (imported at the end of this module,
-so ``CASES`` is complete once ``tests.scan.corpus`` is imported).
+The mail cases themselves are in ``corpus_mail.py``, mail files and encoded files attached
+as ordinary files in ``corpus_mailfiles.py`` (both imported at the end of this module, so
+``CASES`` is complete once ``tests.scan.corpus`` is imported).
 
 ``write_corpus(directory)`` writes every case as ``NAME.eml`` (for the bench and for
 poking at with other tools). Nothing binary is committed.
@@ -121,4 +122,4 @@ def nested(inner: bytes) -> bytes:
 GREETING = text_part(b"Hello Bob,\r\n\r\nplease find the figures attached.\r\n")
 
 
-from tests.scan import corpus_mail  # noqa: E402,F401 - registers the cases
+from tests.scan import corpus_mail, corpus_mailfiles  # noqa: E402,F401 - registers the cases

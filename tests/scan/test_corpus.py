@@ -13,14 +13,13 @@ from mailguard.scan.mime import Part, parse_message
 from mailguard.scan.policy import Policy
 from mailguard.scan.verdict import Status
 from tests.scan.corpus import CASES, CLAM_NAME, TESTFILES, Case, clam_md5
+from tests.peers import require_clamav_testfiles
 from tests.scan.reference_detector import ReferenceDetector
 
 
 def _available(c: Case) -> Case:
-    if "clamav-testfiles" in c.needs and not TESTFILES.is_dir():
-        pytest.skip("needs Debian's clamav-testfiles")
-    if "containers" in c.needs:
-        pytest.importorskip("mailguard.scan.containers")
+    if "clamav-testfiles" in c.needs:
+        require_clamav_testfiles()
     return c
 
 
@@ -34,17 +33,23 @@ def _names(status: Status | None = None) -> list[str]:
     return sorted(n for n, c in CASES.items() if status is None or c.status is status)
 
 
-@pytest.fixture(params=_names(), ids=str)
+def _params(status: Status | None = None) -> list[object]:
+    """Case names; those built from Debian's clamav-testfiles are peer tests (CI runs them)."""
+    return [pytest.param(n, marks=pytest.mark.peer, id=n) if "clamav-testfiles" in CASES[n].needs else n
+            for n in _names(status)]
+
+
+@pytest.fixture(params=_params(), ids=str)
 def corpus_case(request: pytest.FixtureRequest) -> Case:
     return _available(CASES[request.param])
 
 
-@pytest.fixture(params=_names(Status.INFECTED), ids=str)
+@pytest.fixture(params=_params(Status.INFECTED), ids=str)
 def infected_case(request: pytest.FixtureRequest) -> Case:
     return _available(CASES[request.param])
 
 
-@pytest.fixture(params=_names(Status.CLEAN), ids=str)
+@pytest.fixture(params=_params(Status.CLEAN), ids=str)
 def clean_case(request: pytest.FixtureRequest) -> Case:
     return _available(CASES[request.param])
 
@@ -121,9 +126,6 @@ def test_clean_action_touches_only_the_infected_part(infected_case: Case) -> Non
 @pytest.fixture(scope="module")
 def builtin_policy(tmp_path_factory: pytest.TempPathFactory) -> Policy:
     """The real detectors (mailguard.scan.detectors) with a ClamAV hash database for clam.exe."""
-    detectors = pytest.importorskip("mailguard.scan.detectors")
-    if not hasattr(detectors, "build_detectors"):
-        pytest.skip("mailguard.scan.detectors.build_detectors not there yet")
     paths: tuple[str, ...] = ()
     if TESTFILES.is_dir():
         from tests.scan.corpus import clam_exe

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("mailguard.proxy.imap")
 
 #: messages fetched ahead at most
-WINDOW_MESSAGES = 8
+WINDOW_MESSAGES = 16
 #: octets of message text fetched ahead at most (one larger message is fetched alone)
 WINDOW_BYTES = 8 * 1024 * 1024
 

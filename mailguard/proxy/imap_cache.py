@@ -6,7 +6,11 @@ immutable ... message ... RFC822.SIZE, envelope, body structure, and message tex
 for (server, user, mailbox, UIDVALIDITY, UID) is remembered in STATE/imap-cache/, even
 across restarts and signature updates: a re-fetch is served from here, unscanned.
 
-Each entry is a small JSON record (verdict, hashes, sizes) and the served bytes. Blobs
+Each entry is a small JSON record (verdict, hashes, sizes) and the served bytes. Records are
+lines of one append-only log, ``records.log`` (``KEY JSON``, or ``KEY -`` when an entry is
+dropped; the last line of a key wins, and the log is rewritten once most of it is dead):
+creating a file is the dearest part of an entry on many file systems, so an entry creates
+one, its blob. Records of older versions, one ``KEY.json`` file each, are still read. Blobs
 of messages served unchanged are evicted first, oldest first, when ``max_blob_bytes`` is
 passed: such a message is fetched again, checked against the recorded hash and served
 without a rescan. A rewritten message keeps its blob as long as its record lives
@@ -30,6 +34,9 @@ DEFAULT_MAX_REWRITTEN_BYTES = 1024 * 1024 * 1024
 DEFAULT_MAX_RECORDS = 200_000
 #: blobs kept in memory as well, for the chunk loops of Thunderbird and iOS (pitfalls §2.4)
 DEFAULT_MAX_MEMORY_BYTES = 64 * 1024 * 1024
+LOG_NAME = "records.log"
+#: the log is rewritten when it has more than this many lines and most of them are dead
+COMPACT_MIN_LINES = 10_000
 
 
 @dataclass(frozen=True)
@@ -98,7 +105,16 @@ class RewriteCache:
         self._totals = {"blob": 0, "rewritten": 0}
         #: sub-folders known to exist (one mkdir per folder and process, not per entry)
         self._folders: set[str] = set()
+        #: where each record's line is in the log: (offset, length)
+        self._offsets: dict[str, tuple[int, int]] = {}
+        self._log_path = directory / LOG_NAME
+        self._log = -1
+        self._log_lines = 0
         self._load_inventory()
+        self._log = os.open(self._log_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        self._log_end = os.fstat(self._log).st_size
+        if self._log_lines > COMPACT_MIN_LINES and self._log_lines > 2 * len(self._offsets):
+            self._compact()
 
     def _load_inventory(self) -> None:
         entries = []
@@ -115,6 +131,24 @@ class RewriteCache:
             elif kind in self._sizes:
                 self._sizes[kind][key] = size
                 self._totals[kind] += size
+        try:
+            log = self._log_path.read_bytes()
+        except FileNotFoundError:
+            return
+        offset = 0
+        for line in log.splitlines(keepends=True):
+            key, _, value = line.rstrip(b"\n").partition(b" ")
+            if line.endswith(b"\n") and len(key) == 64:  # a torn last line is not a record
+                name = key.decode("ascii", "replace")
+                self._log_lines += 1
+                if value == b"-":
+                    self._offsets.pop(name, None)
+                    self._records.pop(name, None)
+                else:
+                    self._offsets[name] = (offset, len(line))
+                    self._records.pop(name, None)
+                    self._records[name] = None
+            offset += len(line)
 
     def _path(self, key: str, kind: str) -> Path:
         return self.directory / key[:2] / f"{key}.{kind}"
@@ -125,9 +159,17 @@ class RewriteCache:
             # put): a new message costs no failed open, which is slow on some file systems.
             return None
         try:
-            data = json.loads(self._path(key, "json").read_bytes())
+            with self._lock:  # not while the log is being rewritten
+                where = self._offsets.get(key)
+                line = None if where is None else os.pread(self._log, where[1], where[0])
+            if line is None:
+                data = json.loads(self._path(key, "json").read_bytes())
+            else:
+                if not line.startswith(key.encode() + b" "):
+                    return None
+                data = json.loads(line[len(key) + 1 :])
             return CacheRecord(**data)
-        except (FileNotFoundError, ValueError, TypeError):
+        except (FileNotFoundError, ValueError, TypeError, OSError):
             return None
 
     def blob(self, key: str, record: CacheRecord) -> bytes | None:
@@ -152,9 +194,10 @@ class RewriteCache:
             self._folders.add(key[:2])
         # The served bytes first, then the record that vouches for them (its hash).
         self._write(self._path(key, kind), served)
-        self._write(self._path(key, "json"), json.dumps(asdict(record)).encode())
+        line = key.encode() + b" " + json.dumps(asdict(record)).encode() + b"\n"
         self._remember(key, served)
         with self._lock:
+            self._append(key, line)
             self._records[key] = None
             self._records.move_to_end(key)
             sizes = self._sizes[kind]
@@ -186,8 +229,43 @@ class RewriteCache:
         while len(self._records) > self.max_records:
             self._drop_entry(next(iter(self._records)))
 
+    def close(self) -> None:
+        if self._log >= 0:
+            os.close(self._log)
+            self._log = -1
+
+    def __del__(self) -> None:
+        self.close()
+
+    def _append(self, key: str | None, line: bytes) -> None:
+        """One log line (under the lock); ``key``: the line is that key's record."""
+        os.write(self._log, line)
+        if key is not None:
+            self._offsets[key] = (self._log_end, len(line))
+        self._log_end += len(line)
+        self._log_lines += 1
+        if self._log_lines > COMPACT_MIN_LINES and self._log_lines > 2 * len(self._offsets):
+            self._compact()
+
+    def _compact(self) -> None:
+        """Rewrite the log with the live records only (a crash leaves the old log or the new)."""
+        lines, offsets, offset = [], {}, 0
+        for key, (start, length) in self._offsets.items():
+            line = os.pread(self._log, length, start)
+            lines.append(line)
+            offsets[key] = (offset, length)
+            offset += length
+        temp = self._log_path.with_name(LOG_NAME + ".tmp")
+        self._write(temp, b"".join(lines))
+        os.replace(temp, self._log_path)
+        os.close(self._log)
+        self._log = os.open(self._log_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        self._offsets, self._log_end, self._log_lines = offsets, offset, len(offsets)
+
     def _drop_entry(self, key: str) -> None:
         self._records.pop(key, None)
+        if self._offsets.pop(key, None) is not None:
+            self._append(None, key.encode() + b" -\n")
         self._unlink(self._path(key, "json"))
         for kind, sizes in self._sizes.items():
             if key in sizes:

@@ -19,6 +19,7 @@ Every other response the server sends meanwhile keeps its place in the order.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import logging
 from collections import OrderedDict, deque
@@ -194,10 +195,14 @@ async def scan_message(session: "ImapSession", uid: int, raw: bytes, server_size
         if key is not None and cache is not None:
             # Hashed and written in the background (hashing releases the GIL): this session
             # serves from its memory meanwhile.
-            task = asyncio.ensure_future(asyncio.to_thread(
-                _store, cache, key, outcome.status, list(outcome.detections), list(outcome.reasons), raw, served))
+            task = asyncio.get_running_loop().run_in_executor(
+                _cache_writer(), _store, cache, key, outcome.status, list(outcome.detections),
+                list(outcome.reasons), raw, served)
             _pending_writes.add(task)
             task.add_done_callback(_pending_writes.discard)
+            while len(_pending_writes) > MAX_PENDING_WRITES:
+                # The disk is behind: wait for it rather than hold ever more messages.
+                await asyncio.wait(set(_pending_writes), return_when=asyncio.FIRST_COMPLETED)
     session.memory.put((session.mailbox, session.uidvalidity, uid), served, unchanged, server_size)
     return served, unchanged
 
@@ -444,8 +449,22 @@ def oversize_notice(uid: int, size: int, largest: int) -> bytes:
     )
 
 
+#: cache writes queued at most (each holds a message) before scanning waits for the disk
+MAX_PENDING_WRITES = 64
 #: cache writes in flight (a strong reference, so none is collected before it ran)
 _pending_writes: set[asyncio.Future[None]] = set()
+
+
+_writer: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _cache_writer() -> concurrent.futures.ThreadPoolExecutor:
+    """One thread writes the cache: entries are mostly file creation (system calls), and more
+    threads would only contend with the event loop for the GIL and the cores (bench/imap.py)."""
+    global _writer
+    if _writer is None:
+        _writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mailguard-imap-cache")
+    return _writer
 
 
 def _store(cache: RewriteCache, key: str, status: str, detections: list[str], reasons: list[str],

@@ -65,3 +65,44 @@ def test_a_damaged_blob_is_not_served(tmp_path: Path) -> None:
     cache.put(key, record, b"served")
     next(tmp_path.rglob("*.rewritten")).write_bytes(b"tampered")
     assert cache.blob(key, record) is None
+
+
+def test_records_live_in_one_log_that_survives_restarts_tombstones_and_a_torn_line(tmp_path: Path) -> None:
+    cache = RewriteCache(tmp_path, max_records=2, max_memory_bytes=0)
+    keys = [cache_key("s", "u", b"INBOX", 1, uid) for uid in range(3)]
+    for key in keys:
+        cache.put(key, entry(b"o", b"r"), b"r")
+    assert not list(tmp_path.rglob("*.json"))  # one file an entry: its blob
+    cache.close()
+    with open(tmp_path / "records.log", "ab") as log:
+        log.write(b"torn")  # a crash in the middle of a line
+    again = RewriteCache(tmp_path, max_records=2, max_memory_bytes=0)
+    assert [again.record(key) is not None for key in keys] == [False, True, True]  # the drop survived
+    assert again.record(keys[2]) == entry(b"o", b"r")
+
+
+def test_the_log_is_rewritten_when_mostly_dead_and_keeps_the_live_records(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import mailguard.proxy.imap_cache as module
+
+    monkeypatch.setattr(module, "COMPACT_MIN_LINES", 10)
+    cache = RewriteCache(tmp_path, max_records=3, max_memory_bytes=0)
+    keys = [cache_key("s", "u", b"INBOX", 1, uid) for uid in range(40)]
+    for key in keys:
+        cache.put(key, entry(b"o", b"r"), b"r")
+    assert (tmp_path / "records.log").read_bytes().count(b"\n") < 20
+    assert [cache.record(key) is not None for key in keys[-4:]] == [False, True, True, True]
+    again = RewriteCache(tmp_path, max_records=3, max_memory_bytes=0)
+    assert [again.record(key) is not None for key in keys[-4:]] == [False, True, True, True]
+
+
+def test_records_of_the_one_file_format_are_still_read(tmp_path: Path) -> None:
+    import json
+    from dataclasses import asdict
+
+    key = cache_key("s", "u", b"INBOX", 1, 1)
+    record = entry(b"o", b"served")
+    (tmp_path / key[:2]).mkdir()
+    (tmp_path / key[:2] / f"{key}.rewritten").write_bytes(b"served")
+    (tmp_path / key[:2] / f"{key}.json").write_text(json.dumps(asdict(record)))
+    cache = RewriteCache(tmp_path, max_memory_bytes=0)
+    assert cache.record(key) == record and cache.blob(key, record) == b"served"

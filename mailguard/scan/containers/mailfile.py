@@ -34,7 +34,6 @@ MAX_FROM_LINE = 1024          # as mailbox/fromline.py: mutt reads these lines i
 
 # Field names: printable US-ASCII except ":" (RFC 5322 §3.6.8), then optional WSP (obsolete
 # syntax, §4.5.3) and the colon.
-_FIELD = re.compile(rb"[!-9;-~]+[ \t]*:")
 _FTEXT = bytes(b for b in range(0x21, 0x7F) if b != 0x3A)
 # Fields found in the header of practically every message (the set mailbox/sniff.py uses,
 # plus the MIME fields that make a bare entity such as a saved attachment part).
@@ -43,6 +42,13 @@ _MAIL_FIELDS = frozenset({
     b"delivered-to", b"mime-version", b"content-type", b"content-transfer-encoding",
     b"content-disposition", b"reply-to", b"sender", b"x-mailer",
 })
+
+# A header block line by line: a field ("name:" and its value) or a continuation (§2.2.3).
+_LINES_LF = re.compile(rb"(?:(?:[!-9;-~]++[ \t]*+:|[ \t])[^\n]*\n)*+")
+_LINES_CR = re.compile(rb"(?:(?:[!-9;-~]++[ \t]*+:|[ \t])[^\r]*\r)*+")
+_KNOWN_NAMES = b"|".join(re.escape(name) for name in sorted(_MAIL_FIELDS))
+_KNOWN_LF = re.compile(rb"(?:^|\n)(?i:" + _KNOWN_NAMES + rb")[ \t]*:")
+_KNOWN_CR = re.compile(rb"(?:^|\r)(?i:" + _KNOWN_NAMES + rb")[ \t]*:")
 
 _DAY = rb"(?i:mon|tue|wed|thu|fri|sat|sun)"
 _MONTH = rb"(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)"
@@ -96,27 +102,27 @@ def _is_from_line(data: bytes, start: int) -> bool:
 
 
 def _is_header_block(data: bytes) -> bool:
-    """Every line up to the first empty one is a field or a continuation, one field a mail field."""
+    """Every line up to the first empty one is a field or a continuation, one field a mail field.
+
+    Two regular expressions over the block, so a long header costs C time, not a Python loop.
+    """
     head_end = min(len(data), MAX_HEADER_SCAN)
-    eol = b"\n" if data.find(b"\n", 0, head_end) != -1 else b"\r"  # CR-only mail (pitfalls §6.1)
-    known = False
-    pos = 0
-    while pos < head_end:
-        end = data.find(eol, pos, head_end)
-        if end == -1:
-            if head_end < len(data):
-                return False  # no end of the header block within MAX_HEADER_SCAN
-            end = head_end
-        if end == pos or (end == pos + 1 and data[pos] == 0x0D):
-            return known  # the empty line that ends the header block
-        if data[pos] not in b" \t":  # a continuation line (§2.2.3) is part of the field before it
-            field = _FIELD.match(data, pos, end)
-            if field is None:
-                return False
-            if not known:
-                known = data[pos:field.end() - 1].rstrip(b" \t").lower() in _MAIL_FIELDS
-        pos = end + 1
-    return known
+    lf = data.find(b"\n", 0, head_end) != -1  # else CR-only mail (pitfalls §6.1)
+    if lf:  # a header block ends at an empty line: LF LF or LF CR LF
+        blank = min((i for i in (data.find(b"\n\n", 0, head_end), data.find(b"\n\r\n", 0, head_end)) if i != -1),
+                    default=-1)
+    else:
+        blank = data.find(b"\r\r", 0, head_end)
+    if blank != -1:
+        block = data[:blank + 1]
+    elif head_end < len(data):
+        return False  # no end of the header block within MAX_HEADER_SCAN
+    else:
+        eol = b"\n" if lf else b"\r"
+        block = data if data.endswith(eol) else data + eol  # a message that is all header
+    if lf:
+        return _LINES_LF.fullmatch(block) is not None and _KNOWN_LF.search(block) is not None
+    return _LINES_CR.fullmatch(block) is not None and _KNOWN_CR.search(block) is not None
 
 
 def _unquote(message: bytes) -> bytes:

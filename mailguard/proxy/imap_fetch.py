@@ -19,7 +19,6 @@ Every other response the server sends meanwhile keeps its place in the order.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import hashlib
 import logging
 from collections import OrderedDict, deque
@@ -195,9 +194,9 @@ async def scan_message(session: "ImapSession", uid: int, raw: bytes, server_size
         if key is not None and cache is not None:
             # Hashed and written in the background (hashing releases the GIL): this session
             # serves from its memory meanwhile.
-            task = asyncio.get_running_loop().run_in_executor(
-                _cache_writer(), _store, cache, key, outcome.status, list(outcome.detections),
-                list(outcome.reasons), raw, served)
+            # (the loop's default executor: asyncio.run and the engine's stop wait for it)
+            task = asyncio.ensure_future(asyncio.to_thread(
+                _store, cache, key, outcome.status, list(outcome.detections), list(outcome.reasons), raw, served))
             _pending_writes.add(task)
             task.add_done_callback(_pending_writes.discard)
             while len(_pending_writes) > MAX_PENDING_WRITES:
@@ -453,18 +452,6 @@ def oversize_notice(uid: int, size: int, largest: int) -> bytes:
 MAX_PENDING_WRITES = 64
 #: cache writes in flight (a strong reference, so none is collected before it ran)
 _pending_writes: set[asyncio.Future[None]] = set()
-
-
-_writer: concurrent.futures.ThreadPoolExecutor | None = None
-
-
-def _cache_writer() -> concurrent.futures.ThreadPoolExecutor:
-    """One thread writes the cache: entries are mostly file creation (system calls), and more
-    threads would only contend with the event loop for the GIL and the cores (bench/imap.py)."""
-    global _writer
-    if _writer is None:
-        _writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mailguard-imap-cache")
-    return _writer
 
 
 def _store(cache: RewriteCache, key: str, status: str, detections: list[str], reasons: list[str],

@@ -8,6 +8,8 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mailguard.scan.containers import mailfile
 from mailguard.scan.decoders import encoded_files, inline_blocks, looks_textual
@@ -18,7 +20,11 @@ from tests.peers import require_clamav_testfiles
 from tests.scan.corpus import GREETING, attachment, message, single, text_part
 from tests.scan.corpus_mailfiles import CLAM_FILES, MBOX_FROM
 from tests.scan.encoders import b64_lines
+from tests.scan.test_fuzz import FUZZ
 from tests.scan.reference_detector import EICAR, EICAR_NAME, ReferenceDetector
+
+
+_FUZZ_ENGINE = Engine(Policy(), [ReferenceDetector()])
 
 
 def _scan(raw: bytes, **policy: object):
@@ -188,3 +194,23 @@ def test_clamav_testfile_with_email_files_off(clam_hdb_policy: Policy, name: str
     is_mail = mailfile.recognise(data)
     assert verdict.status is (Status.CLEAN if is_mail else Status.INFECTED), verdict.findings
     assert is_mail == name.startswith(("clam.mail", "clam.exe.mbox"))
+
+
+# ---------------------------------------------------------------- fuzzing
+
+_MARKERS = [b"", b"From: a\r\n", b"From: a\nTo: b\n\n", MBOX_FROM, MBOX_FROM + b"From: a\n\n", b"Subject: x\r",
+            b"<a href='data:;base64,", b"data:,", b"begin 644 x\n", b"(This file must be converted with BinHex 4.0)\n:"]
+
+
+@FUZZ
+@given(st.sampled_from(_MARKERS), st.binary(max_size=2048), st.sampled_from(_MARKERS))
+def test_attached_look_alikes_never_break_the_engine(head: bytes, body: bytes, tail: bytes) -> None:
+    data = head + body + b"\n" + tail + body[::-1]
+    for message_bytes in mailfile.messages(data):
+        assert message_bytes
+    mailfile.recognise(data)
+    for block in encoded_files(data, 4096):
+        assert len(block.data) <= max(4096, len(data))
+    verdict = _FUZZ_ENGINE.scan(message([GREETING, attachment(data, "x.bin")]))
+    assert not [i for i in verdict.incomplete if i.reason is Reason.ENGINE_ERROR], verdict.incomplete
+    assert verdict.status is not Status.INFECTED, verdict.findings  # nothing here is EICAR

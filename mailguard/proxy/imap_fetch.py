@@ -122,7 +122,8 @@ async def answer_locally(session: "ImapSession", command: Command, request: Fetc
 
     Only forms that change nothing on the server qualify (no \\Seen to set, no modifiers), and
     only a message whose number and UID the server told us in this selection (imap_view.py):
-    the answer is then byte for byte what the interception would have sent."""
+    the FETCH response is then byte for byte what the interception would have sent (the
+    completion's text is ours, not the server's)."""
     if request.modifiers or not request.sequence_set.isdigit() or not all(_local_att(a) for a in request.atts):
         return None
     mailbox, validity = session.mailbox, session.uidvalidity
@@ -192,9 +193,9 @@ async def scan_message(session: "ImapSession", uid: int, raw: bytes, server_size
         stats = session.context.stats
         stats["scanned"] = stats.get("scanned", 0) + 1
         if key is not None and cache is not None:
-            # Hashed and written in the background (hashing releases the GIL): this session
+            # Hashed and written in the background (hashing releases the GIL), in the loop's
+            # default executor, which asyncio.run and the engine's stop wait for: this session
             # serves from its memory meanwhile.
-            # (the loop's default executor: asyncio.run and the engine's stop wait for it)
             task = asyncio.ensure_future(asyncio.to_thread(
                 _store, cache, key, outcome.status, list(outcome.detections), list(outcome.reasons), raw, served))
             _pending_writes.add(task)

@@ -25,9 +25,10 @@ from mailguard.protocols.imap.limits import DEFAULT_LIMITS, ImapLimits
 from mailguard.protocols.imap.responses import NEED_DATA, Kind, Response, ResponseReader
 from mailguard.proxy.conn import Conn
 from mailguard.proxy.imap_cache import RewriteCache
-from mailguard.proxy.imap_fetch import SessionMemory, intercept_fetch
+from mailguard.proxy.imap_fetch import intercept_fetch
 from mailguard.proxy.imap_identity import SessionIdentity
 from mailguard.proxy.imap_readahead import ReadAhead
+from mailguard.proxy.imap_served import SessionMemory
 from mailguard.proxy.imap_view import MailboxView
 
 log = logging.getLogger("mailguard.proxy.imap")

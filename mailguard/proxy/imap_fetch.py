@@ -19,67 +19,27 @@ Every other response the server sends meanwhile keeps its place in the order.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-from collections import OrderedDict, deque
+from collections import deque
 from typing import TYPE_CHECKING
 
 from mailguard.errors import RemoteProtocolError
 from mailguard.protocols.imap.commands import Command
-from mailguard.protocols.imap.fetch import FetchAtt, FetchRequest, SequenceSet, format_uid_set, parse_fetch
-from mailguard.protocols.imap.fetch_response import DataItem, FetchData, parse_fetch_response
+from mailguard.protocols.imap.fetch import FetchRequest, SequenceSet, format_uid_set, parse_fetch
+from mailguard.protocols.imap.fetch_response import FetchData, parse_fetch_response
 from mailguard.protocols.imap.responses import Kind, Response
-from mailguard.proxy.imap_cache import CacheRecord, RewriteCache, cache_key
+from mailguard.proxy.imap_cache import cache_key
 from mailguard.proxy.imap_render import Record, render
+from mailguard.proxy.imap_served import answer_locally, scan_message
 
 if TYPE_CHECKING:
     from mailguard.proxy.imap import ImapSession
 
 log = logging.getLogger("mailguard.proxy.imap")
 
-#: messages a session keeps in memory after serving them (Thunderbird's chunk loop re-asks)
-SESSION_MEMORY_BYTES = 64 * 1024 * 1024
 #: a UID FETCH of this many UIDs (not cached) gets its body in the same round trip; one, so
 #: at most one message is held before its scan, as with the batches of the two-trip path
 MAX_UIDS_IN_ONE_TRIP = 1
-
-
-MemoryKey = tuple[bytes | None, int | None, int]
-
-
-class SessionMemory:
-    """What this session served lately, by (mailbox, UIDVALIDITY, UID): a chunk loop costs one scan.
-
-    Each entry is (served bytes, unchanged, the server's RFC822.SIZE when it told us): with the
-    size a FETCH of UID, RFC822.SIZE and body items is answered without asking the server."""
-
-    def __init__(self, max_bytes: int = SESSION_MEMORY_BYTES) -> None:
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[MemoryKey, tuple[bytes, bool, int | None]] = OrderedDict()
-        self._bytes = 0
-
-    def get(self, key: MemoryKey) -> tuple[bytes, bool, int | None] | None:
-        found = self._items.get(key)
-        if found is not None:
-            self._items.move_to_end(key)
-        return found
-
-    def __contains__(self, key: MemoryKey) -> bool:
-        return key in self._items
-
-    def put(self, key: MemoryKey, served: bytes, unchanged: bool, server_size: int | None = None) -> None:
-        if len(served) > self.max_bytes:
-            return
-        found = self._items.get(key)
-        if found is not None:
-            if found[2] is None and server_size is not None:
-                self._items[key] = (found[0], found[1], server_size)
-            return
-        self._items[key] = (served, unchanged, server_size)
-        self._bytes += len(served)
-        while self._bytes > self.max_bytes:
-            _, (dropped, _, _) = self._items.popitem(last=False)
-            self._bytes -= len(dropped)
 
 
 async def intercept_fetch(session: "ImapSession", command: Command) -> None:
@@ -109,102 +69,6 @@ async def intercept_fetch(session: "ImapSession", command: Command) -> None:
         answered = (records[0].data.number, records[0].uid) if len(records) == 1 else None
     if answered is not None and request.sequence_set.isdigit():
         session.readahead.after_answer(*answered)
-
-
-#: items a FETCH may ask for and still be answered from what we hold, without the server
-def _local_att(att: FetchAtt) -> bool:
-    return att.name in ("UID", "RFC822.SIZE") or (att.carries_content and not att.sets_seen)
-
-
-async def answer_locally(session: "ImapSession", command: Command, request: FetchRequest) -> tuple[int, int] | None:
-    """Answer a FETCH of one known message from what this session holds (served before, read
-    ahead, or in the rewrite cache), with no round trip to the server; None when we cannot.
-
-    Only forms that change nothing on the server qualify (no \\Seen to set, no modifiers), and
-    only a message whose number and UID the server told us in this selection (imap_view.py):
-    the FETCH response is then byte for byte what the interception would have sent (the
-    completion's text is ours, not the server's)."""
-    if request.modifiers or not request.sequence_set.isdigit() or not all(_local_att(a) for a in request.atts):
-        return None
-    mailbox, validity = session.mailbox, session.uidvalidity
-    if mailbox is None or validity is None:
-        return None
-    view = session.view
-    wanted = int(request.sequence_set)
-    uid = wanted if request.uid else view.uid_of(wanted)
-    if uid is None or view.number_of(uid) is None:
-        return None
-    key = (mailbox, validity, uid)
-    found = await session.readahead.held(key)
-    if found is None:
-        found = _from_rewrite_cache(session, uid)
-    if found is None:
-        return None
-    served, unchanged, server_size = found
-    if unchanged and server_size is None and any(att.name == "RFC822.SIZE" for att in request.atts):
-        return None  # the server's figure is what the client saw for it before (RFC 9051 §2.3.1.1)
-    # The view may have moved while we waited (an EXPUNGE relayed meanwhile): look again.
-    number = view.number_of(uid)
-    if number is None or (not request.uid and number != wanted) or session.mailbox != mailbox:
-        return None
-    items = [DataItem("UID", b"UID", b"%d" % uid, b"%d" % uid, False)]
-    if server_size is not None:
-        items.append(DataItem("RFC822.SIZE", b"RFC822.SIZE", b"%d" % server_size, b"%d" % server_size, False))
-    record = Record(data=FetchData(number, tuple(items)), uid=uid, size=server_size or len(served),
-                    served=served, unchanged=unchanged, resolved=True)
-    verb = b"UID FETCH" if request.uid else b"FETCH"
-    session.send_client(render(record, request, command.tag + b" OK " + verb + b" completed\r\n"))
-    stats = session.context.stats
-    stats["local_answers"] = stats.get("local_answers", 0) + 1
-    return number, uid
-
-
-def _from_rewrite_cache(session: "ImapSession", uid: int) -> tuple[bytes, bool, int | None] | None:
-    """What the rewrite cache served for ``uid`` before (into this session's memory too)."""
-    cache = session.context.cache
-    identity = session.cache_identity
-    if cache is None or identity is None:
-        return None
-    key = cache_key(*identity, uid)
-    cached = cache.record(key)
-    blob = None if cached is None else cache.blob(key, cached)
-    if cached is None or blob is None:
-        return None
-    session.memory.put((session.mailbox, session.uidvalidity, uid), blob, cached.unchanged)
-    stats = session.context.stats
-    stats["cache_hits"] = stats.get("cache_hits", 0) + 1
-    return blob, cached.unchanged, None
-
-
-async def scan_message(session: "ImapSession", uid: int, raw: bytes, server_size: int | None) -> tuple[bytes, bool]:
-    """Scan ``raw`` (or know it from the cache), remember what is served, write the cache entry."""
-    identity = session.cache_identity
-    cache = session.context.cache
-    key = cache_key(*identity, uid) if identity is not None and cache is not None else None
-    cached = cache.record(key) if key is not None and cache is not None else None
-    if cached is not None and cached.unchanged and hashlib.sha256(raw).hexdigest() == cached.original_sha256:
-        # Served unchanged before, and it is the same message: no rescan (§2.7).
-        served, unchanged = raw, True
-    else:
-        source = f"imap://{session.context.server_id}/{(session.mailbox or b'').decode('utf-8', 'replace')}/{uid}"
-        outcome = await session.context.scanner.scan(raw, source)
-        served = outcome.delivered if outcome.delivered is not None else raw
-        unchanged = outcome.delivered is None
-        stats = session.context.stats
-        stats["scanned"] = stats.get("scanned", 0) + 1
-        if key is not None and cache is not None:
-            # Hashed and written in the background (hashing releases the GIL), in the loop's
-            # default executor, which asyncio.run and the engine's stop wait for: this session
-            # serves from its memory meanwhile.
-            task = asyncio.ensure_future(asyncio.to_thread(
-                _store, cache, key, outcome.status, list(outcome.detections), list(outcome.reasons), raw, served))
-            _pending_writes.add(task)
-            task.add_done_callback(_pending_writes.discard)
-            while len(_pending_writes) > MAX_PENDING_WRITES:
-                # The disk is behind: wait for it rather than hold ever more messages.
-                await asyncio.wait(set(_pending_writes), return_when=asyncio.FIRST_COMPLETED)
-    session.memory.put((session.mailbox, session.uidvalidity, uid), served, unchanged, server_size)
-    return served, unchanged
 
 
 class FetchInterception:
@@ -447,17 +311,6 @@ def oversize_notice(uid: int, size: int, largest: int) -> bytes:
         b"web-and-email.email-client.threatsense.limits.max-object-size). It is still on\r\n"
         b"the server, unchanged.\r\n" % (uid, size, largest)
     )
-
-
-#: cache writes queued at most (each holds a message) before scanning waits for the disk
-MAX_PENDING_WRITES = 64
-#: cache writes in flight (a strong reference, so none is collected before it ran)
-_pending_writes: set[asyncio.Future[None]] = set()
-
-
-def _store(cache: RewriteCache, key: str, status: str, detections: list[str], reasons: list[str],
-           raw: bytes, served: bytes) -> None:
-    cache.put(key, CacheRecord.build(status, detections, reasons, raw, served), served)
 
 
 def _first_window(data: FetchData) -> bytes | None:

@@ -22,10 +22,11 @@ from mailguard.protocols.imap.fetch import format_uid_set
 from mailguard.protocols.imap.fetch_response import parse_fetch_response
 from mailguard.protocols.imap.responses import Kind, Response
 from mailguard.proxy.imap_cache import cache_key
+from mailguard.proxy.imap_served import scan_message
 
 if TYPE_CHECKING:
     from mailguard.proxy.imap import ImapSession
-    from mailguard.proxy.imap_fetch import MemoryKey
+    from mailguard.proxy.imap_served import MemoryKey
 
 log = logging.getLogger("mailguard.proxy.imap")
 
@@ -214,8 +215,6 @@ class ReadAhead:
                     future.cancel()
 
     async def _scan(self, uid: int, raw: bytes, server_size: int) -> None:
-        from mailguard.proxy.imap_fetch import scan_message
-
         session = self.session
         key = (session.mailbox, session.uidvalidity, uid)
         future = self.pending.get(key)

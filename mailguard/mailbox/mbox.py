@@ -9,12 +9,18 @@ A message belongs to the byte range in which its ``From_`` line starts. So a fil
 cut into ranges at arbitrary offsets and each range read by a different process: the
 messages of all ranges, in range order, are exactly the messages of the file, and their
 ``(offset, length)`` spans tile it. That is how ``--jobs`` scans one big mbox in parallel.
+
+Cost (issue 4: the mailbox layer must stay far below the engine): each byte is looked at by
+two C loops only, one ``find(b"From ")`` and one ``count(b"\\n")``, and each kept message is
+copied once out of the block. Searching for ``From `` rather than ``\\nFrom `` finds the
+separators and the ``>From `` quoted lines in the same pass, so a message is unquoted (a
+regex pass of its own) only when it has such a line; the Python loop runs once per
+``From `` in the data, which is about once per message.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, NamedTuple
 
 from mailguard.mailbox.fromline import MAX_FROM_LINE, is_from_line, unquote
 
@@ -22,10 +28,13 @@ READ_SIZE = 1 << 20        # bytes asked of the OS per read
 HEAD_SIZE = 64 * 1024      # bytes kept of a message too big to scan, for its Message-ID and Subject
 
 _SEPARATOR = b"\nFrom "
+_FROM = b"From "
+_NL, _GT = 10, 62          # b"\n"[0], b">"[0]
 
 
-@dataclass(frozen=True)
-class MboxMessage:
+class MboxMessage(NamedTuple):
+    """One message of an mbox. A tuple: cheap to build, to compare and to pickle."""
+
     offset: int             # byte offset of its From_ line
     length: int             # bytes from its From_ line to the next one (or the end): what a rewrite copies
     newlines: int           # line ends in those bytes, to number lines without a second pass
@@ -41,40 +50,50 @@ class NotAnMbox(ValueError):
     """The range does not start with a From_ line where one is required."""
 
 
-class _Window:
-    """The bytes of ``[base, base + len(buf))`` of the stream, refilled in blocks."""
+class _Buffer:
+    """The bytes ``[base, base + len(data))`` of the stream, in one bytearray refilled in blocks.
+
+    Dropping a prefix of a bytearray is O(1) in CPython (its start moves), so a refill costs
+    one read and, at most, one copy of the unfinished message.
+    """
+
+    __slots__ = ("read", "size", "base", "data", "eof")
 
     def __init__(self, stream: BinaryIO, base: int) -> None:
-        self.stream = stream
+        self.read = stream.read
+        self.size = READ_SIZE   # read at call time: tests shrink it to put separators across blocks
         self.base = base
-        self.buf = bytearray()
+        self.data = bytearray()
         self.eof = False
 
-    @property
-    def end(self) -> int:
-        return self.base + len(self.buf)
-
-    def fill(self, keep_from: int) -> None:
-        """Drop bytes before absolute offset ``keep_from`` and read one more block."""
-        drop = keep_from - self.base
+    def more(self, drop: int = 0) -> None:
+        """Forget the first ``drop`` bytes and read one more block (sets ``eof`` at the end)."""
         if drop > 0:
-            del self.buf[:drop]
-            self.base = keep_from
-        block = self.stream.read(READ_SIZE)
-        if not block:
+            del self.data[:drop]
+            self.base += drop
+        block = self.read(self.size)
+        if block:
+            self.data += block
+        else:
             self.eof = True
-        self.buf += block
 
-    def find(self, needle: bytes, start: int) -> int:
-        """Absolute offset of ``needle`` at or after absolute ``start`` in the window, or -1."""
-        found = self.buf.find(needle, max(0, start - self.base))
-        return -1 if found < 0 else self.base + found
+    def line_end(self, line_start: int) -> int | None:
+        """Index just past the line end of the line at ``line_start`` (or the end of the data);
+        None when that line is longer than a From_ line may be."""
+        data = self.data
+        while True:
+            newline = data.find(b"\n", line_start, line_start + MAX_FROM_LINE)
+            if newline >= 0:
+                return newline + 1
+            if len(data) - line_start >= MAX_FROM_LINE:
+                return None
+            if self.eof:
+                return len(data)
+            self.more()
 
-    def slice(self, start: int, stop: int) -> bytes:
-        return bytes(self.buf[start - self.base:stop - self.base])
-
-    def count_newlines(self, start: int, stop: int) -> int:
-        return self.buf.count(b"\n", start - self.base, stop - self.base)
+    def is_separator(self, line_start: int) -> bool:
+        line_end = self.line_end(line_start)
+        return line_end is not None and is_from_line(self.data[line_start:line_end])
 
 
 def read_mbox(stream: BinaryIO, *, max_size: int, start: int = 0, stop: int | None = None,
@@ -85,120 +104,115 @@ def read_mbox(stream: BinaryIO, *, max_size: int, start: int = 0, stop: int | No
     end before a separator can be seen. With ``start == 0`` the data must begin with a
     From_ line (else ``NotAnMbox``); otherwise the range begins at its first separator.
     """
-    window = _Window(stream, max(0, start - 1))
-    window.fill(window.base)
+    buffer = _Buffer(stream, max(0, start - 1))
+    buffer.more()
     if start == 0:
-        line_end = _line_end(window, 0)
-        if line_end is None or not is_from_line(window.slice(0, line_end)):
+        if not buffer.is_separator(0):
             raise NotAnMbox("does not begin with an mbox From_ line")
         current: int | None = 0
     else:
-        current = _next_separator(window, start - 1)
-    while current is not None and (stop is None or current < stop):
-        message, current = _read_one(window, current, max_size)
+        current = _first_separator(buffer)
+    # Positions below are indexes into buffer.data; buffer.base + index is the file offset.
+    while current is not None and (stop is None or buffer.base + current < stop):
+        message, current = _read_one(buffer, current, max_size)
         yield message
 
 
-def _line_end(window: _Window, line_start: int) -> int | None:
-    """Offset just past the line end of the line at ``line_start`` (or the end of the data);
-    None when that line is longer than a From_ line may be."""
+def _first_separator(buffer: _Buffer) -> int | None:
+    """Index of the first From_ line after a line end (the data starts one byte before the range)."""
+    search_from = 0
     while True:
-        newline = window.find(b"\n", line_start)
-        if newline >= 0 and newline - line_start < MAX_FROM_LINE:
-            return newline + 1
-        if window.end - line_start >= MAX_FROM_LINE:
-            return None
-        if window.eof:
-            return window.end
-        window.fill(window.base)
-
-
-def _next_separator(window: _Window, search_from: int) -> int | None:
-    """Offset of the first From_ line after the line end at or after ``search_from``; None at the end."""
-    while True:
-        hit = window.find(_SEPARATOR, search_from)
-        if hit < 0:
-            if window.eof:
-                return None
-            # keep the tail: a separator may straddle the block boundary
-            search_from = max(search_from, window.end - len(_SEPARATOR))
-            window.fill(search_from)
-            continue
-        line_start = hit + 1
-        line_end = _line_end(window, line_start)
-        if line_end is not None and is_from_line(window.slice(line_start, line_end)):
-            return line_start
-        search_from = line_start
-
-
-def _read_one(window: _Window, offset: int, max_size: int) -> tuple[MboxMessage, int | None]:
-    """The message whose From_ line is at ``offset``, and the offset of the next one."""
-    from_end = _line_end(window, offset)
-    assert from_end is not None  # callers only pass offsets of validated From_ lines
-    from_line = window.slice(offset, from_end)
-    head = b""  # set once the message is known to be too big to keep
-    newlines = 0
-    kept_from: int | None = offset  # None once the message has proved too big to keep
-    search_from = from_end - 1
-    while True:
-        hit = window.find(_SEPARATOR, search_from)
+        data = buffer.data
+        hit = data.find(_SEPARATOR, search_from)
         if hit >= 0:
-            line_start = hit + 1
-            line_end = _line_end(window, line_start)
-            if line_end is not None and is_from_line(window.slice(line_start, line_end)):
-                following: int | None = line_start
-                break
-            search_from = line_start
+            if buffer.is_separator(hit + 1):
+                return hit + 1
+            search_from = hit + 1
             continue
-        if window.eof:
+        if buffer.eof:
+            return None
+        # keep the tail: a separator may straddle the block boundary
+        keep = max(search_from, len(data) - len(_SEPARATOR))
+        buffer.more(keep)
+        search_from -= keep if search_from > keep else search_from
+
+
+def _read_one(buffer: _Buffer, current: int, max_size: int) -> tuple[MboxMessage, int | None]:
+    """The message whose (validated) From_ line is at index ``current``, and the index of the next one."""
+    data = buffer.data
+    offset = buffer.base + current
+    from_end = buffer.line_end(current)
+    assert from_end is not None  # callers only pass validated From_ lines
+    from_line = bytes(data[current:from_end])
+    quoted = False             # a ">From " seen in the message: unquote it
+    head: bytes | None = None  # set once the message is known to be too big to keep
+    newlines = 0
+    counted = current          # newlines before this index are in ``newlines``
+    search_from = from_end
+    too_big = max(max_size, HEAD_SIZE) + len(_SEPARATOR)
+    while True:
+        hit = data.find(_FROM, search_from)
+        if hit >= 0:
+            before = data[hit - 1]  # hit > current: the From_ line holds at least "From "
+            if before == _NL:
+                if buffer.is_separator(hit):
+                    following: int | None = hit
+                    break
+            elif before == _GT:
+                quoted = True
+            search_from = hit + 1
+            continue
+        if buffer.eof:
             following = None
             break
-        search_from = max(search_from, window.end - len(_SEPARATOR))
-        if kept_from is not None and window.end - from_end > max(max_size, HEAD_SIZE) + len(_SEPARATOR):
-            head = unquote(window.slice(from_end, from_end + HEAD_SIZE))
-            kept_from = None
-        if kept_from is None:
-            # over-sized: count what leaves the window so line numbers stay right
-            newlines += window.count_newlines(max(window.base, offset), search_from)
-            window.fill(search_from)
+        # Read on; "From " may straddle the block boundary.
+        search_from = max(search_from, len(data) - len(_FROM) + 1)
+        if head is None and len(data) - from_end > too_big:
+            head = unquote(bytes(data[from_end:from_end + HEAD_SIZE]))
+        if head is None:
+            drop = current
         else:
-            window.fill(kept_from)
-    end = following if following is not None else window.end
-    newlines += window.count_newlines(max(window.base, offset), end)
-    content_end = end - _separator_length(window, max(window.base, from_end), end)
-    if kept_from is not None and content_end - from_end > max_size:
-        head = unquote(window.slice(from_end, min(content_end, from_end + HEAD_SIZE)))
-        kept_from = None
-    if kept_from is None:
-        content = None
+            # Over-sized: keep only what the search and the separator check still need,
+            # counting the line ends of what goes.
+            drop = search_from - 4
+            newlines += data.count(b"\n", counted, drop)
+            counted = drop
+        buffer.more(drop)
+        current -= drop
+        from_end -= drop
+        counted -= drop
+        search_from -= drop
+    end = following if following is not None else len(data)
+    newlines += data.count(b"\n", counted, end)
+    # The blank line that separates a message from the next From_ line (RFC 4155).
+    if end - from_end >= 4 and data[end - 4:end] == b"\r\n\r\n":
+        content_end = end - 2
+    elif end - from_end >= 2 and data[end - 2] == _NL and data[end - 1] == _NL:
+        content_end = end - 1
     else:
-        content = unquote(window.slice(from_end, content_end))
+        content_end = end
+    size = content_end - from_end
+    if head is None and size > max_size:
+        head = unquote(bytes(data[from_end:min(content_end, from_end + HEAD_SIZE)]))
+    content: bytes | None = None
+    if head is None:
+        with memoryview(data) as view:
+            content = view[from_end:content_end].tobytes()  # the one copy of the message
+        if quoted:
+            content = unquote(content)
         head = content[:HEAD_SIZE]
-    problem = _damage(window, content, following is None, end)
-    message = MboxMessage(offset=offset, length=end - offset, newlines=newlines, from_line=from_line,
-                          content=content, size=content_end - from_end, head=head, problem=problem)
+    problem = "" if following is not None else _damage(data, content, end)
+    message = MboxMessage(offset, buffer.base + end - offset, newlines, from_line, content, size, head, problem)
     return message, following
 
 
-def _separator_length(window: _Window, start: int, end: int) -> int:
-    """Length of the blank line that separates a message from the next From_ line (RFC 4155)."""
-    tail = window.slice(max(start, end - 4), end)
-    if tail.endswith(b"\r\n\r\n"):
-        return 2
-    if tail.endswith(b"\n\n"):
-        return 1
-    return 0
-
-
-def _damage(window: _Window, content: bytes | None, is_last: bool, end: int) -> str:
+def _damage(data: bytearray, content: bytes | None, end: int) -> str:
     """Why the last message of a file looks cut off; "" when it looks whole.
 
     Only the last message can be told apart: a cut in the middle of a file leaves a
     shorter message followed by a valid separator.
     """
-    if not is_last:
-        return ""
-    if window.slice(end - 1, end) != b"\n":
+    if end < 1 or data[end - 1] != _NL:
         return "truncated mbox: the last message ends in the middle of a line"
     if content is not None and content.strip() and b"\n\n" not in content and b"\n\r\n" not in content:
         return "truncated mbox: the last message ends inside its header"

@@ -82,6 +82,28 @@ def test_oversized_messages_are_walked_past_not_kept():
     assert found[2].content == message(3)
 
 
+def test_over_sized_size_does_not_depend_on_block_edges(monkeypatch):
+    # The blank line before the next separator is not part of the message, even when the
+    # reader had already let go of the bytes before that separator (an over-sized message).
+    big = message(2, b"x" * 300 + b"\n")
+    data = mbox_bytes([message(1), big, message(3)]).replace(b"\n", b"\r\n")
+    expected = [m.size for m in read_all(data, max_size=100)]
+    monkeypatch.setattr(mbox, "HEAD_SIZE", 16)
+    for block in (1, 2, 3, 5, 7, 11):
+        monkeypatch.setattr(mbox, "READ_SIZE", block)
+        found = read_all(data, max_size=100)
+        assert [m.size for m in found] == expected
+        assert found[1].content is None and found[1].size == len(big.replace(b"\n", b"\r\n"))
+
+
+def test_quoted_lines_are_unquoted_wherever_blocks_end(monkeypatch):
+    body = b">From a\n>>From b\nx>From c\n>From "
+    data = mbox_bytes([message(1, body + b"\n"), message(2)])
+    for block in (1, 2, 3, 5, 1 << 20):
+        monkeypatch.setattr(mbox, "READ_SIZE", block)
+        assert read_all(data)[0].content == message(1, body + b"\n")  # mboxrd: quoted, then unquoted
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     bodies=st.lists(st.binary(max_size=60).map(lambda b: b.replace(b"\r", b"")), min_size=1, max_size=8),
@@ -92,6 +114,7 @@ def test_oversized_messages_are_walked_past_not_kept():
 def test_any_cut_into_ranges_reads_the_same_messages(bodies, cuts, block, max_size):
     data = mbox_bytes([message(i, body + b"\n") for i, body in enumerate(bodies)])
     cuts = [c for c in cuts if c < len(data)]
+    in_one_block = read_all(data, max_size=max_size)
     old = mbox.READ_SIZE
     mbox.READ_SIZE = block  # small blocks put separators across block edges
     try:
@@ -99,7 +122,7 @@ def test_any_cut_into_ranges_reads_the_same_messages(bodies, cuts, block, max_si
         ranged = read_in_ranges(data, cuts, max_size=max_size)
     finally:
         mbox.READ_SIZE = old
-    assert ranged == whole
+    assert ranged == whole == in_one_block
     assert len(whole) == len(bodies)
     assert sum(m.length for m in whole) == len(data)
     assert sum(m.newlines for m in whole) == data.count(b"\n")

@@ -14,7 +14,8 @@ here: one with TLS (STARTTLS and IMAPS) and one plaintext only. Like is compared
   printed too, but it charges mailguard for TLS the direct client does not do;
 - IMAPS: directly, and through mailguard with IMAPS intercepted.
 
-Each run's baseline is measured in the same run. Prints MB/s, ratios, the added latency per
+Each run's baseline is measured in the same run, before and after the others (the faster pass
+is the baseline). Prints MB/s, ratios, the added latency per
 message (median) and the engine's memory with 1,000 IDLE sessions (logged in, mailbox selected,
 IDLE running). The engine runs in its own process, as in production; a small mailbox is fetched
 through it first, so starting its scan workers is not charged to the first figure.
@@ -189,6 +190,16 @@ def main() -> None:
                 seconds, total, latencies = run_client(port, count, context, implicit)
                 results[name + "_mb_s"] = round(total / seconds / 1e6, 1)
                 latency[name] = statistics.median(latencies)
+            # The direct baselines once more at the end, the better of the two kept: on a shared
+            # machine one pass can be slowed by others, and the ratios should not flatter us.
+            for name in ("direct", "direct_starttls", "direct_imaps"):
+                port, context, implicit = runs[name]
+                seconds, total, latencies = run_client(port, count, context, implicit)
+                again = round(total / seconds / 1e6, 1)
+                results[name + "_mb_s_passes"] = [results[name + "_mb_s"], again]
+                if again > results[name + "_mb_s"]:  # type: ignore[operator]
+                    results[name + "_mb_s"] = again
+                    latency[name] = statistics.median(latencies)
             pairs = (("mailguard_imap", "direct"), ("mailguard_imap_cached", "direct"), ("socat", "direct"),
                      ("mailguard_imap_starttls_upstream", "direct_starttls"), ("mailguard_imaps", "direct_imaps"))
             for name, base in pairs:

@@ -219,6 +219,9 @@ class ImapSession:
                 if task is not None:
                     task.cancel()
             self.readahead.close()
+            # The session and its read-ahead refer to each other: free the messages now, not
+            # when the garbage collector finds the cycle (bench/imap.py measures the RSS after).
+            self.memory.clear()
             self.client.conn.close()
             self.upstream.conn.close()
 

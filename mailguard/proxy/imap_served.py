@@ -44,6 +44,10 @@ class SessionMemory:
             self._items.move_to_end(key)
         return found
 
+    def clear(self) -> None:
+        self._items.clear()
+        self._bytes = 0
+
     def __contains__(self, key: MemoryKey) -> bool:
         return key in self._items
 

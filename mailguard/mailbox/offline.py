@@ -24,8 +24,8 @@ from mailguard.mailbox.results import MessageResult, Summary
 from mailguard.mailbox.rewrite import Keeper, MboxRewriter, rewrite_message_file
 from mailguard.mailbox.sniff import SNIFF_SIZE, Kind, sniff_bytes
 from mailguard.mailbox.worker import (
-    Done, EngineFactory, FileBatch, InlineMessages, MboxChunk, Outcome, Task, Worker, default_engine,
-    init_worker, policy_for_action, run_in_worker,
+    Done, EngineFactory, FileBatch, InlineMessages, MboxChunk, MboxRow, Outcome, Task, Worker, default_engine,
+    init_worker, policy_for_action, row_result, run_in_worker,
 )
 
 if TYPE_CHECKING:
@@ -108,15 +108,13 @@ class OfflineScan:
         task = outcome.task
         state = self._mboxes.get(getattr(task, "mailbox_no", -1))
         for result in outcome.results:
-            if state is not None and result.span is not None:
-                result.location["index"] = state.next_index
-                result.location["line"] = state.next_line
-                state.next_index += 1
-                state.next_line += result.span[2]
             if self.rewrite and result.rewritten is not None:
                 self._write(result, state)
             self._count(result)
             yield result
+        if outcome.rows:
+            assert state is not None, "mbox rows come from an mbox task"
+            yield from self._settle_rows(outcome.rows, state, task)
         if isinstance(task, MboxChunk) and state is not None:
             if outcome.failure:
                 yield self._count(MessageResult(state.source, task.item.path, {"format": "mbox"},
@@ -127,6 +125,28 @@ class OfflineScan:
                 if failure:
                     yield self._count(MessageResult(state.source, task.item.path, {"format": "mbox"},
                                                     error=failure))
+
+    def _settle_rows(self, rows: list[MboxRow], state: _MboxState, task: Task) -> Iterator[MessageResult]:
+        """The results of an mbox task, numbered in file order (the hot loop of the main process)."""
+        path = task.item.path if isinstance(task, MboxChunk) else state.source
+        source = state.source
+        index, line = state.next_index, state.next_line
+        add = self.summary.add
+        rewrite = self.rewrite
+        try:
+            for row in rows:
+                result = row_result(source, path, row)
+                location = result.location
+                location["index"] = index
+                location["line"] = line
+                index += 1
+                line += row[2]
+                if rewrite and result.rewritten is not None:
+                    self._write(result, state)
+                add(result)
+                yield result
+        finally:
+            state.next_index, state.next_line = index, line
 
     def _count(self, result: MessageResult) -> MessageResult:
         self.summary.add(result)

@@ -3,7 +3,9 @@
 One ``Pop3Proxy`` sits between one client and one server. The driver feeds it bytes from either
 side (``receive_data``), takes events out (``next_event``) and reports what it did about the
 requests among them (``send``). No sockets, no asyncio, no ssl: the byte-script tests drive it
-with plain bytes.
+with plain bytes. Its parts: reading commands (pop3_commands), framing (pop3_framing), what a
+scanned message becomes on the wire (pop3_delivery, pop3_sizes), the STLS switch (pop3_stls),
+CAPA filtering (pop3_capa), states and caps (pop3_states), events (pop3_events).
 
 Theory of operation
 
@@ -39,63 +41,29 @@ Theory of operation
 
 from __future__ import annotations
 
-import re
 from collections import deque
-from dataclasses import dataclass
 
 from mailguard.errors import LocalProtocolError
-from mailguard.protocols.pop3_capa import filter_capa, filter_mechanisms, sasl_allowed
+from mailguard.protocols.pop3_capa import filter_capa, filter_mechanisms
+from mailguard.protocols.pop3_commands import TOP_WHOLE_MESSAGE, Pending, message_number, read_command
+from mailguard.protocols.pop3_delivery import MessageDelivery
 from mailguard.protocols.pop3_events import (
-    NEED_DATA, Closed, Event, MessageUnscanned, NeedData, ScanMessage, ScanResult, SendToClient,
-    SendToServer, Side, StartTls, SwitchToRelay, TlsEstablished, TlsFailed,
+    NEED_DATA, Closed, Event, NeedData, PeerError, ScanMessage, ScanResult, SendToClient,
+    SendToServer, Side, TlsEstablished, TlsFailed,
 )
-from mailguard.protocols.pop3_framing import (
-    CRLF, LineTooLong, ReceiveBuffer, cut_top, normalise_line_endings, stuff, unstuff,
-)
-from mailguard.protocols.pop3_sizes import (
-    UNSCANNED_TAG, oversize_notice, rewrite_listing, rewrite_single_size,
-)
+from mailguard.protocols.pop3_framing import CRLF, LineTooLong, ReceiveBuffer, stuff, unstuff
+from mailguard.protocols.pop3_sizes import rewrite_listing, rewrite_single_size
+from mailguard.protocols.pop3_stls import StlsSwitch
 from mailguard.protocols.pop3_states import (
     ALLOWED_COMMANDS, TRANSITIONS, Phase, Pop3Limits, Pop3Options, State, TlsMode,
 )
 
-__all__ = ["ALLOWED_COMMANDS", "Phase", "Pop3Limits", "Pop3Options", "Pop3Proxy", "State", "TlsMode"]
+__all__ = [
+    "ALLOWED_COMMANDS", "TOP_WHOLE_MESSAGE", "Phase", "Pop3Limits", "Pop3Options", "Pop3Proxy", "State",
+    "TlsMode",
+]
 
-# The count sent upstream for any TOP: larger than any body, and still a positive 32-bit int
-# for servers that parse it as one.
-TOP_WHOLE_MESSAGE = 2**31 - 1
-
-_OCTETS = re.compile(rb"^(\+OK )(\d+)")
-
-
-@dataclass
-class _Pending:
-    verb: str
-    args: list[bytes]
-    multiline: bool
-    number: int = 0
-    top_lines: int = 0
-
-
-class _PeerError(Exception):
-    def __init__(self, side: Side, message: str) -> None:
-        super().__init__(message)
-        self.side = side
-
-
-def _is_multiline(verb: str, args: list[bytes]) -> bool:
-    if verb in ("CAPA", "RETR", "TOP"):
-        return True
-    # LIST and UIDL answer a listing only without an argument (RFC 1939 §5, §7); so does a bare
-    # AUTH on servers that list their mechanisms that way (pre-RFC 5034 drafts, Dovecot).
-    return verb in ("LIST", "UIDL", "AUTH") and not args
-
-
-def _message_number(arg: bytes) -> int | None:
-    return int(arg) if arg.isdigit() and 0 < len(arg) <= 9 and int(arg) > 0 else None
-
-
-class Pop3Proxy:
+class Pop3Proxy(MessageDelivery, StlsSwitch):
     def __init__(self, options: Pop3Options | None = None) -> None:
         self.options = options or Pop3Options()
         self.limits = self.options.limits
@@ -107,7 +75,7 @@ class Pop3Proxy:
         self._client_eof = False
         self._server_eof = False
         self._events: deque[Event] = deque()
-        self._pending: _Pending | None = None
+        self._pending: Pending | None = None
         self._status = b""
         self._original = b""          # de-stuffed message being scanned
         self._wire = b""              # its wire form, forwarded as is when unchanged
@@ -157,7 +125,7 @@ class Pop3Proxy:
         while not self._events:
             try:
                 progressed = self._step_for[self.phase]()
-            except _PeerError as exc:
+            except PeerError as exc:
                 self._fail_peer(exc)
                 break
             if not progressed:
@@ -202,7 +170,7 @@ class Pop3Proxy:
         line = self._server_line(self.limits.max_status_line)
         if line is None:
             if self._server_eof:
-                raise _PeerError(Side.SERVER, "the server closed before its greeting")
+                raise PeerError(Side.SERVER, "the server closed before its greeting")
             return False
         ok = line.startswith(b"+OK")
         self._emit_client(line + CRLF)
@@ -215,7 +183,7 @@ class Pop3Proxy:
 
     def _on_command(self) -> bool:
         if self._server and not self._server_eof:
-            raise _PeerError(Side.SERVER, "the server sent data while no command was pending")
+            raise PeerError(Side.SERVER, "the server sent data while no command was pending")
         if self._server_eof:
             self._close("the server closed the connection", error=False)
             return True
@@ -232,7 +200,7 @@ class Pop3Proxy:
         line = self._server_line(self.limits.max_status_line)
         if line is None:
             if self._server_eof:
-                raise _PeerError(Side.SERVER, "the server closed the connection during an answer")
+                raise PeerError(Side.SERVER, "the server closed the connection during an answer")
             return False
         pending = self._pending
         assert pending is not None
@@ -243,7 +211,7 @@ class Pop3Proxy:
             self.phase = Phase.SASL_CLIENT
             return True
         if not ok and not line.startswith(b"-ERR"):
-            raise _PeerError(Side.SERVER, "the server answered neither +OK nor -ERR")
+            raise PeerError(Side.SERVER, "the server answered neither +OK nor -ERR")
         if ok and pending.multiline:
             self._status = line
             self.phase = Phase.BODY
@@ -261,12 +229,12 @@ class Pop3Proxy:
             )
         except LineTooLong as exc:
             if not is_message:
-                raise _PeerError(Side.SERVER, str(exc)) from exc
+                raise PeerError(Side.SERVER, str(exc)) from exc
             self._start_oversize(pending)
             return True
         if block is None:
             if self._server_eof:
-                raise _PeerError(Side.SERVER, "the server closed the connection in a multi-line answer")
+                raise PeerError(Side.SERVER, "the server closed the connection in a multi-line answer")
             return False
         if is_message:
             self._original = unstuff(block)
@@ -290,7 +258,7 @@ class Pop3Proxy:
 
     def _on_sasl_client(self) -> bool:
         if self._server:
-            raise _PeerError(Side.SERVER, "the server sent data before the client answered its challenge")
+            raise PeerError(Side.SERVER, "the server sent data before the client answered its challenge")
         line = self._client_line(self.limits.max_sasl_line)
         if line is None:
             if self._client_eof:
@@ -315,86 +283,33 @@ class Pop3Proxy:
             return True
         return bool(chunk)
 
-    def _on_stls_reply(self) -> bool:
-        self._refuse_plaintext_during_switch()
-        line = self._server_line(self.limits.max_status_line)
-        if line is None:
-            if self._server_eof:
-                raise _PeerError(Side.SERVER, "the server closed the connection after STLS")
-            return False
-        if not line.startswith(b"+OK"):
-            # The server refused: the client hears so and the session stays as it was (the client
-            # decides whether to go on without TLS; we never upgrade only one leg).
-            self._emit_client(line + CRLF)
-            self._command_done()
-            return True
-        if len(self._server):
-            # Response injection (pitfalls §4.2): bytes after +OK would be read as if they came
-            # over TLS.
-            raise _PeerError(Side.SERVER, "the server sent data after its +OK to STLS")
-        self._status = line
-        if self.options.tls is TlsMode.RELAY:
-            self._emit_client(line + CRLF)
-            self.state = State.RELAYED
-            self.phase = Phase.DONE
-            self._events.append(SwitchToRelay())
-        else:
-            self.phase = Phase.TLS_SERVER
-            self._events.append(StartTls(Side.SERVER))
-        return True
-
     # --- commands ----------------------------------------------------------------------------
 
     def _command(self, line: bytes) -> None:
-        if b"\r" in line or b"\0" in line:
-            self._reply_local(b"-ERR mailguard: CR or NUL inside a command line")
-            return
-        verb_bytes, _, rest = line.partition(b" ")
-        verb = verb_bytes.decode("ascii", "replace").upper()
-        args = rest.split()
-        if verb not in ALLOWED_COMMANDS.get(self.state, frozenset()):
-            self._reply_local(b"-ERR mailguard: command not available here")
-            return
-        pending = _Pending(verb, args, _is_multiline(verb, args))
-        forward = line + CRLF
-        if verb in ("RETR", "TOP"):
-            number = _message_number(args[0]) if args else None
-            if number is None or (verb == "RETR" and len(args) != 1):
-                self._reply_local(b"-ERR mailguard: a message number is required")
-                return
-            pending.number = number
-            if verb == "TOP":
-                if len(args) != 2 or not args[1].isdigit() or len(args[1]) > 9:
-                    self._reply_local(b"-ERR mailguard: TOP needs a message number and a line count")
-                    return
-                pending.top_lines = int(args[1])
-                forward = b"TOP %d %d\r\n" % (number, TOP_WHOLE_MESSAGE)
-        elif verb == "AUTH" and args and not sasl_allowed(args[0].decode("ascii", "replace")):
-            self._reply_local(b"-ERR [AUTH] mailguard: this SASL mechanism cannot be proxied")
-            return
-        elif verb == "STLS":
-            if self.client_tls or not self._stls_offered():
-                self._reply_local(b"-ERR mailguard: STLS not available")
-                return
-            if len(self._client):
-                # Command injection (CVE-2011-0411 class, pitfalls §4.1): what follows STLS in
-                # the same read would otherwise be executed as if it came over TLS.
-                raise _PeerError(Side.CLIENT, "the client sent data after STLS")
-            self._pending = pending
-            self._events.append(SendToServer(forward))
-            self.phase = Phase.STLS_REPLY
+        pending = read_command(line, self.state, stls_available=not self.client_tls and self._stls_offered())
+        if isinstance(pending, bytes):
+            self._reply_local(pending)
             return
         self._pending = pending
-        self._events.append(SendToServer(forward))
-        self.phase = Phase.STATUS
+        self._events.append(SendToServer(pending.forward))
+        if pending.verb != "STLS":
+            self.phase = Phase.STATUS
+            return
+        if len(self._client):
+            # Command injection (CVE-2011-0411 class, pitfalls §4.1): what follows STLS in the
+            # same read would otherwise be executed as if it came over TLS.
+            self._events.pop()
+            self._pending = None
+            raise PeerError(Side.CLIENT, "the client sent data after STLS")
+        self.phase = Phase.STLS_REPLY
 
-    def _finish_single(self, pending: _Pending, line: bytes, ok: bool) -> None:
+    def _finish_single(self, pending: Pending, line: bytes, ok: bool) -> None:
         if ok and self._size_delta:
             line = rewrite_single_size(
                 pending.verb, bool(pending.args), line, self._size_delta, self._deleted
             )
         if ok and pending.verb == "DELE" and pending.args:
-            number = _message_number(pending.args[0])
+            number = message_number(pending.args[0])
             if number is not None:
                 self._deleted.add(number)
         elif ok and pending.verb == "RSET":
@@ -406,98 +321,19 @@ class Pop3Proxy:
         else:
             self._command_done()
 
-    def _deliver(self, message: bytes | None) -> None:
-        pending = self._pending
-        assert pending is not None
-        original = self._original
-        status = self._status
-        if message is None or message == original:
-            delivered = original
-        else:
-            delivered = normalise_line_endings(message)
-            if len(delivered) != len(original):
-                self._size_delta[pending.number] = len(delivered) - len(original)
-        if pending.verb == "TOP":
-            data = status + CRLF + stuff(cut_top(delivered, pending.top_lines))
-        elif delivered is original:
-            data = status + CRLF + self._wire + b".\r\n"
-        else:
-            data = _OCTETS.sub(lambda m: m.group(1) + b"%d" % len(delivered), status, count=1)
-            data += CRLF + stuff(delivered)
-        self._original = self._wire = b""
-        self._emit_client(data)
-        self._command_done()
-
-    def _start_oversize(self, pending: _Pending) -> None:
-        limit = self.limits.max_message
-        if self.options.on_oversize == "block":
-            head = self._server_head(limit)
-            notice = oversize_notice(head, limit)
-            self._emit_client(b"+OK %d octets\r\n" % len(notice) + stuff(notice))
-            self._events.append(MessageUnscanned(pending.number, "limit", blocked=True))
-            self.phase = Phase.STREAM_DROP
-            return
-        status = _OCTETS.sub(
-            lambda m: m.group(1) + b"%d" % (int(m.group(2)) + len(UNSCANNED_TAG)), self._status, count=1
-        )
-        self._emit_client(status + CRLF + UNSCANNED_TAG)
-        self._events.append(MessageUnscanned(pending.number, "limit", blocked=False))
-        self.phase = Phase.STREAM_PASS
-
-    def _server_head(self, limit: int) -> bytes:
-        """The header block of the message at the front of the server buffer (still stuffed)."""
-        first = self._server.peek(min(limit, 256 * 1024))
-        end = first.find(b"\r\n\r\n")
-        return unstuff(first[: end + 2]) if end >= 0 else b""
-
-    # --- STLS --------------------------------------------------------------------------------
-
-    def _stls_offered(self) -> bool:
-        return not self.client_tls and self.options.tls is not TlsMode.REFUSE
-
-    def _refuse_plaintext_during_switch(self) -> None:
-        if len(self._client):
-            raise _PeerError(Side.CLIENT, "the client sent data during the STLS switch")
-        if self.phase is not Phase.STLS_REPLY and len(self._server):
-            raise _PeerError(Side.SERVER, "the server sent data during the STLS switch")
-
-    def _tls_established(self, side: Side) -> None:
-        if self.phase is Phase.DONE:
-            return  # already closed (an injection was caught during the switch)
-        if not self._switch_is_clean():
-            return
-        if side is Side.SERVER and self.phase is Phase.TLS_SERVER:
-            self.phase = Phase.TLS_CLIENT
-            self._events.append(StartTls(Side.CLIENT, preface=self._status + CRLF))
-        elif side is Side.CLIENT and self.phase is Phase.TLS_CLIENT:
-            # RFC 2595 §4: everything learnt before TLS is forgotten; the client asks CAPA again.
-            self.client_tls = True
-            self._size_delta.clear()
-            self._command_done()
-        else:
-            raise LocalProtocolError(f"unexpected TLS completion for the {side.value} in {self.phase.value}")
-
-    def _switch_is_clean(self) -> bool:
-        try:
-            self._refuse_plaintext_during_switch()
-        except _PeerError as exc:
-            self._fail_peer(exc)
-            return False
-        return True
-
     # --- helpers -----------------------------------------------------------------------------
 
     def _client_line(self, cap: int) -> bytes | None:
         try:
             return self._client.take_line(cap)
         except LineTooLong as exc:
-            raise _PeerError(Side.CLIENT, f"the client sent a {exc}") from exc
+            raise PeerError(Side.CLIENT, f"the client sent a {exc}") from exc
 
     def _server_line(self, cap: int) -> bytes | None:
         try:
             return self._server.take_line(cap)
         except LineTooLong as exc:
-            raise _PeerError(Side.SERVER, f"the server sent a {exc}") from exc
+            raise PeerError(Side.SERVER, f"the server sent a {exc}") from exc
 
     def _reply_local(self, line: bytes) -> None:
         self._emit_client(line + CRLF)
@@ -513,7 +349,7 @@ class Pop3Proxy:
         self._status = b""
         self.phase = Phase.COMMAND
 
-    def _fail_peer(self, exc: _PeerError) -> None:
+    def _fail_peer(self, exc: PeerError) -> None:
         if exc.side is Side.CLIENT:
             self._close(str(exc), error=True, client_line=b"-ERR mailguard: " + str(exc).encode())
         elif self.phase is Phase.STREAM_PASS:

@@ -41,6 +41,14 @@ class NeedData:
 NEED_DATA = NeedData()
 
 
+class PeerError(Exception):
+    """Inside the machine: ``side`` broke the protocol; the session ends with a clear error."""
+
+    def __init__(self, side: Side, message: str) -> None:
+        super().__init__(message)
+        self.side = side
+
+
 @dataclass(frozen=True, slots=True)
 class SendToClient:
     data: bytes

@@ -7,8 +7,8 @@
     await server.stop(grace=10.0)    # no new sessions; POP3 sessions end after their current
                                      # command; whatever is still open after ``grace`` is closed
 
-The lifecycle around it (daemon, pid file, control socket, signals, nftables rules) lives in
-daemon.py / control.py / transparent.py.
+The lifecycle around it lives beside it: the daemon and its signals in daemon.py, the pid
+file in pidlock.py, the control socket in control.py, the nftables rules in transparent.py.
 """
 
 from __future__ import annotations
@@ -81,6 +81,7 @@ class FilterServer(SessionHost):
         self.tls = await asyncio.to_thread(TlsKit.from_config, self.config, self._state_dir)
         self.pool = ScanPool(self.config.policy, self.config.quarantine_dir,
                              kind=self._pool_kind, workers=self._pool_workers)
+        self.pool.loop_is_idle = lambda: len(self._sessions) <= 1
         try:
             await self._sync_listeners()
         except BaseException:

@@ -13,8 +13,8 @@ In order:
    for its protocol: ``PROTOCOL_HANDLERS["pop3"]``, ``PROTOCOL_HANDLERS["imap"]``. Anything else,
    and protocols whose scanning is disabled, are relayed byte for byte.
 
-``PROTOCOL_HANDLERS`` is the dispatch point for the protocol engines. The IMAP entry relays
-unscanned (logged and counted) until the IMAP engine registers itself there.
+``PROTOCOL_HANDLERS`` is the dispatch point for the protocol engines: POP3 (pop3_session.py)
+and IMAP (imap_handler.py), each imported on first use.
 """
 
 from __future__ import annotations
@@ -88,10 +88,6 @@ async def relay_unscanned(ctx: SessionContext, protocol: str) -> None:
     ctx.log.info("%s session relayed unscanned", protocol)
     ctx.host.count("relayed")
     await ctx.relay(client_early=ctx.client_early, server_early=ctx.greeting)
-
-
-async def _imap_unscanned(ctx: SessionContext) -> None:
-    await relay_unscanned(ctx, "IMAP (no IMAP engine registered)")
 
 
 def _pop3_handler() -> Handler:

@@ -1,0 +1,75 @@
+"""What the client receives for a RETR or TOP once the scan has spoken, and for a message
+too large to hold (RFC 1939 §7, pitfalls §3.2–3.3). A mixin of ``Pop3Proxy`` (pop3.py).
+
+A clean message goes out as the very wire bytes the server sent. A rewritten one is re-stuffed
+and its RETR status line carries the delivered octet count; the size change is remembered for
+later LIST/STAT answers (pop3_sizes). A TOP gets the first lines of the *rewritten* message.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from mailguard.protocols.pop3_commands import Pending
+from mailguard.protocols.pop3_events import MessageUnscanned
+from mailguard.protocols.pop3_framing import CRLF, cut_top, normalise_line_endings, stuff, unstuff
+from mailguard.protocols.pop3_sizes import UNSCANNED_TAG, oversize_notice
+from mailguard.protocols.pop3_states import Phase
+
+if TYPE_CHECKING:
+    from mailguard.protocols.pop3 import Pop3Proxy
+
+    _Base = Pop3Proxy
+else:
+    _Base = object
+
+__all__ = ["MessageDelivery"]
+
+_OCTETS = re.compile(rb"^(\+OK )(\d+)")
+
+
+class MessageDelivery(_Base):
+    def _deliver(self, message: bytes | None) -> None:
+        pending = self._pending
+        assert pending is not None
+        original = self._original
+        status = self._status
+        if message is None or message == original:
+            delivered = original
+        else:
+            delivered = normalise_line_endings(message)
+            if len(delivered) != len(original):
+                self._size_delta[pending.number] = len(delivered) - len(original)
+        if pending.verb == "TOP":
+            data = status + CRLF + stuff(cut_top(delivered, pending.top_lines))
+        elif delivered is original:
+            data = status + CRLF + self._wire + b".\r\n"
+        else:
+            data = _OCTETS.sub(lambda m: m.group(1) + b"%d" % len(delivered), status, count=1)
+            data += CRLF + stuff(delivered)
+        self._original = self._wire = b""
+        self._emit_client(data)
+        self._command_done()
+
+    def _start_oversize(self, pending: Pending) -> None:
+        limit = self.limits.max_message
+        if self.options.on_oversize == "block":
+            head = self._server_head(limit)
+            notice = oversize_notice(head, limit)
+            self._emit_client(b"+OK %d octets\r\n" % len(notice) + stuff(notice))
+            self._events.append(MessageUnscanned(pending.number, "limit", blocked=True))
+            self.phase = Phase.STREAM_DROP
+            return
+        status = _OCTETS.sub(
+            lambda m: m.group(1) + b"%d" % (int(m.group(2)) + len(UNSCANNED_TAG)), self._status, count=1
+        )
+        self._emit_client(status + CRLF + UNSCANNED_TAG)
+        self._events.append(MessageUnscanned(pending.number, "limit", blocked=False))
+        self.phase = Phase.STREAM_PASS
+
+    def _server_head(self, limit: int) -> bytes:
+        """The header block of the message at the front of the server buffer (still stuffed)."""
+        first = self._server.peek(min(limit, 256 * 1024))
+        end = first.find(b"\r\n\r\n")
+        return unstuff(first[: end + 2]) if end >= 0 else b""

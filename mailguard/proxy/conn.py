@@ -8,6 +8,11 @@ switch. Until a sink is attached (while the greeting is sniffed), bytes wait in 
 
 TCP_NODELAY is set on every connection: one-command-at-a-time protocols meeting Nagle's
 algorithm and delayed ACKs made a relay 54x slower (issue 6).
+
+TLS read buffer: asyncio's SSLProtocol allocates (and zero-fills) a 256 KiB read buffer per
+connection, 512 KiB per intercepted session with both legs on TLS, which made 1,000 idle POP3S
+sessions cost ~576 KB each (bench/pop3.py). ``fit_tls_buffer`` brings it down to
+``TLS_READ_BUFFER`` once TLS is up; reads of that size still carry a 100 KB message in two.
 """
 
 from __future__ import annotations
@@ -17,9 +22,28 @@ import socket
 import ssl
 from collections.abc import Callable
 
-__all__ = ["Conn", "set_nodelay"]
+__all__ = ["TLS_READ_BUFFER", "Conn", "fit_tls_buffer", "set_nodelay"]
 
 Sink = Callable[[bytes], None]
+
+TLS_READ_BUFFER = 64 * 1024
+
+
+def fit_tls_buffer(transport: asyncio.BaseTransport, size: int = TLS_READ_BUFFER) -> None:
+    """Shrink the read buffer of asyncio's TLS layer under ``transport`` to ``size``.
+
+    It reaches into ``asyncio.sslproto`` (``max_size`` bounds each read, ``_ssl_buffer`` is what
+    ``get_buffer`` hands to the socket), so it checks each piece exists and otherwise leaves the
+    transport alone: a Python whose TLS layer differs only costs memory, never correctness.
+    Called between reads (from a callback of ours), so no read is using the old buffer.
+    """
+    protocol = getattr(transport, "_ssl_protocol", None)
+    buffer = getattr(protocol, "_ssl_buffer", None)
+    if not isinstance(buffer, bytearray) or len(buffer) <= size or not hasattr(protocol, "_ssl_buffer_view"):
+        return
+    protocol.max_size = size  # type: ignore[union-attr]
+    protocol._ssl_buffer = bytearray(size)  # type: ignore[union-attr]
+    protocol._ssl_buffer_view = memoryview(protocol._ssl_buffer)  # type: ignore[union-attr]
 
 
 def set_nodelay(transport: asyncio.BaseTransport) -> None:
@@ -54,6 +78,7 @@ class Conn(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         set_nodelay(transport)
+        fit_tls_buffer(transport)
         if self._on_connect is not None:
             self._on_connect(self)
 
@@ -169,6 +194,7 @@ class Conn(asyncio.Protocol):
         )
         if new is None:
             raise ConnectionError("the connection closed during the TLS handshake")
+        fit_tls_buffer(new)
         self.transport = new
 
     def ssl_object(self) -> ssl.SSLObject | None:

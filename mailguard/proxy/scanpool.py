@@ -24,6 +24,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,8 @@ log = logging.getLogger("mailguard.proxy.scan")
 
 # The engine stops itself at max-scan-time; give it this much more before we stop waiting.
 SCAN_TIMEOUT_SLACK = 5.0
+# Messages up to this size may be scanned on the event loop when no other session is live.
+INLINE_MAX = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,10 @@ class ScanPool:
         self.policy = policy
         self.quarantine_dir = str(quarantine_dir) if quarantine_dir is not None else None
         self._executor = self._make_executor()
+        self._in_flight = 0
+        #: Set by the server: True while one session at most is live, i.e. nobody else's
+        #: bytes could wait behind a scan run on the event loop itself.
+        self.loop_is_idle: Callable[[], bool] = lambda: False
 
     def _make_executor(self) -> concurrent.futures.Executor:
         if self.kind == "thread":
@@ -160,9 +167,29 @@ class ScanPool:
         self._executor = self._make_executor()
         old.shutdown(wait=False)
 
+    def _inline(self, raw: bytes) -> bool:
+        return len(raw) <= INLINE_MAX and self._in_flight == 0 and self.loop_is_idle()
+
     async def scan(self, raw: bytes, source: str) -> ScanOutcome:
         loop = asyncio.get_running_loop()
         policy, quarantine_dir = self.policy, self.quarantine_dir
+        if self._inline(raw):
+            # Handing 100 KB to a worker and back costs more than scanning it (bench/pop3.py):
+            # with no other session to stall, a small message is scanned right here.
+            try:
+                return scan_message(raw, source, policy, quarantine_dir)
+            except Exception as exc:  # noqa: BLE001 - same as a broken worker, below
+                log.error("scan failed for %s: %s", source, exc)
+                return settle_without_scan(raw, Reason.ENGINE_ERROR, f"{type(exc).__name__}: {exc}",
+                                           policy, quarantine_dir, source)
+        self._in_flight += 1
+        try:
+            return await self._scan_in_pool(loop, raw, source, policy, quarantine_dir)
+        finally:
+            self._in_flight -= 1
+
+    async def _scan_in_pool(self, loop: asyncio.AbstractEventLoop, raw: bytes, source: str,
+                            policy: Policy, quarantine_dir: str | None) -> ScanOutcome:
         if self.kind == "thread":
             future = loop.run_in_executor(self._executor, scan_message, raw, source, policy, quarantine_dir)
         else:

@@ -1,0 +1,59 @@
+"""Conn: TCP_NODELAY on every connection, and a small TLS read buffer per connection."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+
+import trustme
+
+from mailguard.proxy.conn import TLS_READ_BUFFER, Conn, fit_tls_buffer
+from tests.proxy.harness import run
+
+
+def test_tls_connections_get_a_small_read_buffer_and_still_carry_data() -> None:
+    ca = trustme.CA()
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    payload = bytes(range(256)) * 4096  # 1 MiB: many reads through the smaller buffer
+
+    async def scenario() -> None:
+        received = asyncio.get_running_loop().create_future()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(payload)
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_context)
+        port = server.sockets[0].getsockname()[1]
+        chunks: list[bytes] = []
+
+        def on_connect(conn: Conn) -> None:
+            def sink(data: bytes) -> None:
+                chunks.append(data)
+                if not data and not received.done():
+                    received.set_result(b"".join(chunks))
+            conn.attach(sink)
+
+        transport, conn = await asyncio.get_running_loop().create_connection(
+            lambda: Conn(on_connect), "127.0.0.1", port, ssl=client_context, server_hostname="localhost")
+        protocol = transport._ssl_protocol  # type: ignore[attr-defined]
+        assert protocol.max_size == TLS_READ_BUFFER and len(protocol._ssl_buffer) == TLS_READ_BUFFER
+        sock = transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert await asyncio.wait_for(received, 10) == payload
+        conn.close()
+        server.close()
+
+    run(scenario())
+
+
+def test_fit_tls_buffer_leaves_other_transports_alone() -> None:
+    class Plain:
+        pass
+
+    fit_tls_buffer(Plain())  # type: ignore[arg-type]  # no TLS layer: nothing to do, no error

@@ -1,4 +1,7 @@
-"""Real peers: Dovecot POP3 (STLS and POP3S) fetched through mailguard by poplib and fetchmail."""
+"""Real peers: Dovecot POP3 (STLS and POP3S) fetched through mailguard by poplib and fetchmail.
+
+Each checks the whole promise: clean messages byte-identical, the infected one cleaned and
+tagged, its original kept byte-identical in the quarantine, and the server still holding all."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import subprocess
 import pytest
 import trustme
 
+from mailguard.quarantine import Quarantine
 from tests.peers import require
 from tests.proxy.dovecot import PASSWORD, running_pop3_dovecot
 from tests.proxy.harness import EC, TlsWorld, clean_message, filter_server, infected_message, run
@@ -16,6 +20,15 @@ from tests.proxy.harness import EC, TlsWorld, clean_message, filter_server, infe
 pytestmark = pytest.mark.peer
 
 MESSAGES = [clean_message(1), infected_message(2), clean_message(3, body_lines=3000)]
+
+
+def assert_quarantine_holds_the_infected_original(folder) -> None:  # type: ignore[no-untyped-def]
+    assert folder is not None
+    quarantine = Quarantine(folder)
+    entries = quarantine.list()
+    assert len(entries) == 1
+    _, original = quarantine.get(entries[0].id)
+    assert original == MESSAGES[1]
 
 
 def _poplib_fetch(port: int, context, *, implicit: bool) -> list[bytes]:  # type: ignore[no-untyped-def]
@@ -38,17 +51,19 @@ def test_dovecot_through_mailguard_with_poplib(tmp_path, implicit: bool) -> None
     with running_pop3_dovecot(tmp_path, trustme.CA()) as dovecot:
         dovecot.deliver("alice", MESSAGES)
         upstream = dovecot.pop3s_port if implicit else dovecot.pop3_port
-        values = {"web-and-email.ssl-tls.trusted-ca-file": str(dovecot.ca_file), EC + "response.quarantine": False}
+        values = {"web-and-email.ssl-tls.trusted-ca-file": str(dovecot.ca_file)}
         if implicit:
             values[EC + "protocols.pop3s.ports"] = [upstream]
 
-        async def scenario() -> list[bytes]:
-            async with filter_server(upstream, values=values) as (_, port):
-                return await asyncio.to_thread(_poplib_fetch, port, world.client_context, implicit=implicit)
+        async def scenario():  # type: ignore[no-untyped-def]
+            async with filter_server(upstream, values=values) as (server, port):
+                got = await asyncio.to_thread(_poplib_fetch, port, world.client_context, implicit=implicit)
+                return got, server.config.quarantine_dir
 
-        got = run(scenario())
+        got, quarantine_dir = run(scenario())
         assert got[0] == MESSAGES[0] and got[2] == MESSAGES[2]
         assert b"EICAR-STANDARD" not in got[1] and b"X-MailGuard-Result: infected" in got[1]
+        assert_quarantine_holds_the_infected_original(quarantine_dir)
         assert len(dovecot.stored("alice")) == 3  # the server still holds every message
 
 
@@ -63,10 +78,10 @@ def test_dovecot_through_mailguard_with_fetchmail(tmp_path) -> None:
     ca_file.write_bytes(CAStore(resolve_paths().state_dir).active().cert_path.read_bytes())
     with running_pop3_dovecot(tmp_path, trustme.CA()) as dovecot:
         dovecot.deliver("alice", MESSAGES)
-        values = {"web-and-email.ssl-tls.trusted-ca-file": str(dovecot.ca_file), EC + "response.quarantine": False}
+        values = {"web-and-email.ssl-tls.trusted-ca-file": str(dovecot.ca_file)}
 
-        async def scenario() -> None:
-            async with filter_server(dovecot.pop3_port, values=values) as (_, port):
+        async def scenario():  # type: ignore[no-untyped-def]
+            async with filter_server(dovecot.pop3_port, values=values) as (server, port):
                 out = tmp_path / "mbox"
                 rc = tmp_path / "fetchmailrc"
                 rc.write_text(
@@ -83,11 +98,13 @@ def test_dovecot_through_mailguard_with_fetchmail(tmp_path) -> None:
                 )
                 assert result.returncode == 0, result.stdout + result.stderr
                 del out
+                return server.config.quarantine_dir
 
-        run(scenario())
+        quarantine_dir = run(scenario())
         got = sorted(tmp_path.glob("got-*"), key=lambda p: p.stat().st_mtime_ns)
         assert len(got) == 3
         bodies = [p.read_bytes() for p in got]
         assert sum(b"EICAR-STANDARD" in b for b in bodies) == 0
         assert sum(b"X-MailGuard-Result: infected" in b for b in bodies) == 1
+        assert_quarantine_holds_the_infected_original(quarantine_dir)
         assert len(dovecot.stored("alice")) == 3  # fetchmail "keep": nothing deleted

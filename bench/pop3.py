@@ -15,8 +15,10 @@ its own process, as in production, so the client's work is not charged to it.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import socket
 import ssl
 import statistics
@@ -174,6 +176,7 @@ def main() -> None:
 
     count = max(1, args.size_mb * 1024 // args.message_kb)
     home = Path(tempfile.mkdtemp(prefix="mailguard-bench-"))
+    atexit.register(shutil.rmtree, home, ignore_errors=True)  # its CA, quarantine and Dovecot
     os.environ["MAILGUARD_HOME"] = str(home)
     stored = CAStore(home).init()
     client_context = ssl.create_default_context(cafile=str(stored.cert_path))

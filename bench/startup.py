@@ -9,7 +9,9 @@ interleaved so machine noise hits both commands alike; medians are reported.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -31,6 +33,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=40)
     args = parser.parse_args()
     home = tempfile.mkdtemp(prefix="mailguard-bench-")
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
     env = {**os.environ, "MAILGUARD_HOME": home}
     commands = {
         "python3 -c pass": [sys.executable, "-c", "pass"],

@@ -13,6 +13,8 @@ are reported.
 from __future__ import annotations
 
 import argparse
+import atexit
+import shutil
 import socket
 import ssl
 import statistics
@@ -92,6 +94,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
     state = Path(tempfile.mkdtemp(prefix="mailguard-bench-tls-"))
+    atexit.register(shutil.rmtree, state, ignore_errors=True)
 
     print(f"leaf minting, {args.leaves} names, per leaf_for() call:")
     for key_type in ("ec", "rsa"):

@@ -37,3 +37,23 @@ def test_an_engine_exception_is_an_error_for_that_message_only(tmp_path):
     results = Worker(Failing, Policy(), rewrite=False).run(FileBatch(items)).results
     assert [r.status for r in results] == ["error", "clean"]
     assert "RuntimeError: boom" in results[0].error
+
+
+def test_mbox_messages_come_back_as_rows_and_read_as_results(tmp_path):
+    from mailguard.mailbox.discover import MboxFile
+    from mailguard.mailbox.worker import CLEAN, MboxChunk, row_result
+    from tests.mailbox.fixtures import mbox_bytes
+
+    box = tmp_path / "box"
+    box.write_bytes(mbox_bytes([message(1), message(2, EICAR + b"\n")]))
+    item = MboxFile(str(box), str(box), box.stat().st_size)
+    outcome = Worker(EicarEngine, Policy(), rewrite=False).run(MboxChunk(item, 0, None, True, 1))
+    assert outcome.results == [] and len(outcome.rows) == 2
+    assert all(type(field) in (int, str, bytes, type(None)) for field in outcome.rows[0])  # pickled in C
+    assert outcome.rows[0][6] == CLEAN
+    clean, infected = (row_result(str(box), str(box), row) for row in outcome.rows)
+    assert (clean.status, infected.status) == ("clean", "infected")
+    assert clean.verdict.findings == () and clean.verdict.incomplete == ()
+    assert (clean.message_id, clean.subject) == ("<1@example.org>", "message 1")
+    assert clean.location == {"format": "mbox", "offset": 0} and clean.span[0] == 0
+    assert infected.location["offset"] == clean.span[1]

@@ -132,7 +132,7 @@ def main() -> None:
     import trustme
 
     from mailguard.tls.castore import CAStore
-    from tests.protocols.imap.dovecot import running_dovecot
+    from tests.peers.dovecot import running_dovecot
     from tests.proxy.harness import free_port
 
     count = max(1, args.size_mb * 1024 // args.message_kb)

@@ -27,7 +27,7 @@ from mailguard.proxy.imap_listener import ImapRoute
 from mailguard.proxy.scanpool import ScanPool
 from mailguard.scan.policy import Policy
 from tests.peers import require
-from tests.protocols.imap.dovecot import PASSWORD, Dovecot, running_dovecot
+from tests.peers.dovecot import PASSWORD, Dovecot, running_dovecot
 from tests.protocols.imap.harness import ProxyThread
 from tests.protocols.imap.messages import CLEAN_NESTED, EICAR, NESTED, SIMPLE, big_clean
 

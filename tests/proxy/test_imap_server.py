@@ -9,7 +9,7 @@ import pytest
 import trustme
 
 from tests.peers import require
-from tests.protocols.imap.dovecot import PASSWORD, running_dovecot
+from tests.peers.dovecot import PASSWORD, running_dovecot
 from tests.proxy.harness import EC, TlsWorld, clean_message, filter_server, infected_message, run
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(120)]

@@ -14,7 +14,7 @@ import trustme
 
 from mailguard.quarantine import Quarantine
 from tests.peers import require
-from tests.proxy.dovecot import PASSWORD, running_pop3_dovecot
+from tests.peers.dovecot import PASSWORD, running_dovecot
 from tests.proxy.harness import EC, TlsWorld, clean_message, filter_server, infected_message, run
 
 pytestmark = pytest.mark.peer
@@ -48,7 +48,7 @@ def _poplib_fetch(port: int, context, *, implicit: bool) -> list[bytes]:  # type
 def test_dovecot_through_mailguard_with_poplib(tmp_path, implicit: bool) -> None:
     require("dovecot")
     world = TlsWorld(tmp_path)
-    with running_pop3_dovecot(tmp_path, trustme.CA()) as dovecot:
+    with running_dovecot(tmp_path, trustme.CA()) as dovecot:
         dovecot.deliver("alice", MESSAGES)
         upstream = dovecot.pop3s_port if implicit else dovecot.pop3_port
         values = {"web-and-email.ssl-tls.trusted-ca-file": str(dovecot.ca_file)}
@@ -76,7 +76,7 @@ def test_dovecot_through_mailguard_with_fetchmail(tmp_path) -> None:
     from mailguard.tls.castore import CAStore
 
     ca_file.write_bytes(CAStore(resolve_paths().state_dir).active().cert_path.read_bytes())
-    with running_pop3_dovecot(tmp_path, trustme.CA()) as dovecot:
+    with running_dovecot(tmp_path, trustme.CA()) as dovecot:
         dovecot.deliver("alice", MESSAGES)
         values = {"web-and-email.ssl-tls.trusted-ca-file": str(dovecot.ca_file)}
 

@@ -70,7 +70,7 @@ def test_dovecot_through_mailguard_with_poplib(tmp_path, implicit: bool) -> None
 def test_dovecot_through_mailguard_with_fetchmail(tmp_path) -> None:
     require("dovecot")
     fetchmail = require("fetchmail")
-    world = TlsWorld(tmp_path)
+    TlsWorld(tmp_path)  # creates the engine's CA, which fetchmail's sslcertfile trusts below
     ca_file = tmp_path / "mailguard-ca.pem"
     from mailguard.settings import resolve_paths
     from mailguard.tls.castore import CAStore

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import BinaryIO, Iterator, NamedTuple
 
-from mailguard.mailbox.fromline import MAX_FROM_LINE, is_from_line, unquote
+from mailguard.scan.fromline import MAX_FROM_LINE, is_from_line, unquote
 
 READ_SIZE = 1 << 20        # bytes asked of the OS per read
 HEAD_SIZE = 64 * 1024      # bytes kept of a message too big to scan, for its Message-ID and Subject

@@ -22,7 +22,7 @@ from typing import Callable
 
 from mailguard.errors import StorageError
 from mailguard.mailbox.atomic import TEMP_MARK, NewFile, replace_file
-from mailguard.mailbox.fromline import quote
+from mailguard.scan.fromline import quote
 from mailguard.mailbox.locking import MboxLock, process_alive
 from mailguard.mailbox.mbox import read_mbox
 from mailguard.mailbox.results import MessageResult

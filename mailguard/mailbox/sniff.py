@@ -41,7 +41,7 @@ def sniff_bytes(head: bytes, *, complete: bool) -> Kind:
     """The kind of data starting with ``head``; ``complete`` says ``head`` is all of it."""
     if not head:
         return Kind.EMPTY
-    from mailguard.mailbox.fromline import is_from_line
+    from mailguard.scan.fromline import is_from_line
 
     first_line = head.split(b"\n", 1)[0]
     if is_from_line(first_line):

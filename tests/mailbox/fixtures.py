@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mailguard.mailbox.fromline import quote
+from mailguard.scan.fromline import quote
 from mailguard.scan.verdict import Finding, Incomplete, Reason, Verdict
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"

@@ -6,8 +6,8 @@ uuencoded ``.eml``: mail programs open these as mail all the same, so
 whatever their declared type or name. They are recognised by content only:
 
 - an mbox: the first line is a ``From_`` separator, ``From SENDER DATE``, with the date
-  at the end as mutt and Dovecot require (the rule of ``mailguard/mailbox/fromline.py``,
-  restated here because ``scan`` may not import ``mailbox``: DESIGN.md layers);
+  at the end as mutt and Dovecot require (``mailguard/scan/fromline.py``, the rule the
+  mailbox readers use too);
 - a message (RFC 5322 §2.1, also a bare MIME entity): every line up to the first empty
   line is a header field (``name:``, §3.6.8) or a folded continuation (§2.2.3), and at least
   one field is one that messages carry. A text that merely starts ``From: the CEO`` and
@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import re
 
+from mailguard.scan.fromline import is_from_line_at, unquote
+
 MAX_HEADER_SCAN = 64 * 1024   # bytes of a header block looked at before deciding it is none
 MAX_FIELD_NAME = 78           # RFC 5322 §2.1.1 line length: a longer "name" is no field name
 MAX_MESSAGES = 10_000         # messages of one mbox walked; more is abuse (and costs a walk each)
-MAX_FROM_LINE = 1024          # as mailbox/fromline.py: mutt reads these lines into 1 KiB
 
 # Field names: printable US-ASCII except ":" (RFC 5322 §3.6.8), then optional WSP (obsolete
 # syntax, §4.5.3) and the colon.
@@ -50,21 +51,11 @@ _KNOWN_NAMES = b"|".join(re.escape(name) for name in sorted(_MAIL_FIELDS))
 _KNOWN_LF = re.compile(rb"(?:^|\n)(?i:" + _KNOWN_NAMES + rb")[ \t]*:")
 _KNOWN_CR = re.compile(rb"(?:^|\r)(?i:" + _KNOWN_NAMES + rb")[ \t]*:")
 
-_DAY = rb"(?i:mon|tue|wed|thu|fri|sat|sun)"
-_MONTH = rb"(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)"
-_ZONE = rb"(?:[A-Za-z]{1,5}|[+-]\d{4})"
-_DATE_AT_END = re.compile(
-    rb"(?:^|[ \t])(?:" + _DAY + rb"[ \t]+)?" + _MONTH + rb"[ \t]+\d{1,2}[ \t]+\d{1,2}:\d{2}(?::\d{2})?"
-    rb"(?:[ \t]+" + _ZONE + rb")?[ \t]+\d{2,4}(?:[ \t]+" + _ZONE + rb")?"
-    rb"(?:[ \t]+remote from[ \t]+\S+)?[ \t]*\r?$"
-)
-_QUOTED_FROM = re.compile(rb"^>(>*From )", re.MULTILINE)
-
 
 def recognise(data: bytes) -> bool:
     """True when ``data`` is an mbox or an RFC 5322 message (see the module docstring)."""
     if data[:5] == b"From ":
-        return _is_from_line(data, 0)
+        return is_from_line_at(data, 0)
     if not data[:1].isalpha():  # field names in the wild start with a letter; binary rarely does
         return False
     colon = data.find(b":", 1, MAX_FIELD_NAME)
@@ -86,19 +77,10 @@ def messages(data: bytes) -> list[bytes]:
     pos = 0
     while len(starts) < MAX_MESSAGES and (hit := data.find(b"\nFrom ", pos)) != -1:
         pos = hit + 1
-        if _is_from_line(data, pos):
+        if is_from_line_at(data, pos):
             starts.append(pos)
     bounds = zip(starts, starts[1:] + [len(data)])
-    return [_unquote(data[start:end]) for start, end in bounds]
-
-
-def _is_from_line(data: bytes, start: int) -> bool:
-    end = data.find(b"\n", start, start + MAX_FROM_LINE)
-    if end == -1:
-        if len(data) - start >= MAX_FROM_LINE:
-            return False
-        end = len(data)
-    return _DATE_AT_END.search(data, start + 5, end) is not None
+    return [unquote(data[start:end]) for start, end in bounds]
 
 
 def _is_header_block(data: bytes) -> bool:
@@ -123,9 +105,3 @@ def _is_header_block(data: bytes) -> bool:
     if lf:
         return _LINES_LF.fullmatch(block) is not None and _KNOWN_LF.search(block) is not None
     return _LINES_CR.fullmatch(block) is not None and _KNOWN_CR.search(block) is not None
-
-
-def _unquote(message: bytes) -> bytes:
-    if b">From " not in message:
-        return message
-    return _QUOTED_FROM.sub(rb"\1", message)

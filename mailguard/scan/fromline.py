@@ -12,6 +12,9 @@ Quoting (RFC 4155, and the mboxrd convention): writers prefix body lines matchin
 For an mboxrd file that is exact; for an mboxo file (which quoted only ``^From ``) it is what
 every mboxo reader does too. Untouched messages are never re-quoted: a rewrite copies
 their bytes as they are.
+
+It lives in scan/ because both doors need it: the mailbox readers split saved mailboxes
+with it, and the engine recognises an mbox that arrives as an attachment.
 """
 
 from __future__ import annotations
@@ -40,6 +43,18 @@ def is_from_line(line: bytes) -> bool:
     if not line.startswith(b"From ") or len(line) > MAX_FROM_LINE:
         return False
     return _DATE_AT_END.search(line.rstrip(b"\n"), 5) is not None
+
+
+def is_from_line_at(data: bytes, start: int) -> bool:
+    """True when the line of ``data`` starting at ``start`` is a separator (no slice is copied)."""
+    if data[start:start + 5] != b"From ":
+        return False
+    end = data.find(b"\n", start, start + MAX_FROM_LINE)
+    if end == -1:
+        if len(data) - start >= MAX_FROM_LINE:
+            return False
+        end = len(data)
+    return _DATE_AT_END.search(data, start + 5, end) is not None
 
 
 def unquote(content: bytes) -> bytes:

@@ -1,6 +1,6 @@
 from hypothesis import given, strategies as st
 
-from mailguard.mailbox.fromline import is_from_line, quote, unquote
+from mailguard.scan.fromline import is_from_line, quote, unquote
 
 
 def test_separators_written_by_common_tools_are_recognised():

@@ -49,12 +49,21 @@ def _load(name: str) -> Any:
     # Each module's app is built on its own, and Typer gives every such root its own
     # --install-completion options; completions are generated files here (completions/).
     command.params = [p for p in command.params if p.name not in {"install_completion", "show_completion"}]
+    _unwrap_help(command)
     if command_name is None:
         command.name = name
         return command
     if hasattr(command, "get_command"):
         return command.get_command(None, command_name)  # type: ignore[arg-type]
     return command  # an app with a single command is that command
+
+
+def _unwrap_help(command: Any) -> None:
+    """Docstrings are wrapped for the source; help shows paragraphs, so join wrapped lines."""
+    if command.help:
+        command.help = "\n\n".join(" ".join(part.split()) for part in command.help.split("\n\n"))
+    for sub in getattr(command, "commands", {}).values():
+        _unwrap_help(sub)
 
 
 class LazyGroup(TyperGroup):
@@ -84,7 +93,9 @@ class LazyGroup(TyperGroup):
 app = typer.Typer(
     cls=LazyGroup,
     name="mailguard",
-    help="Scan POP3 and IMAP mail between client and server, and saved mailboxes, for malware.",
+    help="Scan POP3 and IMAP mail between client and server, and saved mailboxes, for malware.\n\n"
+         "Settings: 'mailguard config list'. Exit codes: 0 success, 1 threats found, 2 error, "
+         "3 scan incomplete.",
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -109,11 +120,7 @@ def root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = False,
 ) -> None:
-    """Scan POP3 and IMAP mail between client and server, and saved mailboxes, for malware.
-
-    Settings: 'mailguard config list'. Exit codes: 0 success, 1 threats found, 2 error,
-    3 scan incomplete.
-    """
+    """Options that apply to every command (the help text is the app's, above)."""
     common.root_config = config
 
 

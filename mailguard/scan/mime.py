@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from mailguard.scan.decoders import decodings_for
-from mailguard.scan.mime_headers import EntityInfo, Header, describe_entity, parse_header_block
+from mailguard.scan.mime_headers import (EntityInfo, Header, describe_entity, describe_key, parse_header_block,
+                                         scan_header_block)
 
 MAX_PARTS = 10_000        # entities per message; beyond this the rest is not walked
 MAX_MIME_DEPTH = 64       # multipart / message nesting the walk follows
@@ -41,7 +42,7 @@ class Part:
     header_end: int
     body_start: int
     body_end: int
-    headers: list[Header]
+    _headers: list[Header] | None  # None until asked for: see ``headers``
     info: EntityInfo
     eol: bytes                   # b"\n" (LF and CRLF) or b"\r" (CR-only)
     message_depth: int = 0       # how many message/rfc822 levels enclose it
@@ -88,6 +89,16 @@ class Part:
         if self.is_message and not self.children:
             return f"{self.number}.1" if self.number else "1"
         return self.number
+
+    @property
+    def headers(self) -> list[Header]:
+        """Every header field. The walk reads only the Content-* fields, so the full list is
+        parsed (by the same function, from the same bytes) only when someone asks for it."""
+        fields = self._headers
+        if fields is None:
+            fields = self._headers = parse_header_block(self.source, self.header_start, self.body_end,
+                                                        self.eol).fields
+        return fields
 
     def body(self) -> memoryview:
         return memoryview(self.source)[self.body_start:self.body_end]
@@ -145,10 +156,10 @@ class _Walker:
                default_type: str = "text/plain") -> Part:
         self.count += 1
         self.examined += end - start
-        block = parse_header_block(buf, start, end, eol)
-        part = Part(number, is_message, buf, start, block.end, block.body_start, end, block.fields,
-                    describe_entity(block.fields), eol, message_depth, default_type, detached, parent=parent)
-        if block.bare_cr:
+        key, header_end, body_start, bare_cr, fields = scan_header_block(buf, start, end, eol)
+        part = Part(number, is_message, buf, start, header_end, body_start, end, fields,
+                    describe_key(key), eol, message_depth, default_type, detached, parent=parent)
+        if bare_cr:
             part.ambiguous.append("bare CR inside a header field")
         if part.info.content_type_fields > 1 and len(set(part.info.media_types)) > 1:
             part.ambiguous.append("conflicting Content-Type fields")

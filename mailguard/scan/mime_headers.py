@@ -122,6 +122,57 @@ def parse_header_block(buf: bytes, start: int, end: int, eol: bytes) -> HeaderBl
     return HeaderBlock(fields, header_end, body_start, bare_cr)
 
 
+# The whole run of ordinary LF/CRLF field and continuation lines (each as ``_SIMPLE_LINE``
+# matches it), and inside that run the Content-* fields the walk reads (RFC 2045 §3).
+_SIMPLE_BLOCK = re.compile(rb"(?:[!-9;-~]+[ \t]*:[^\r\n]*\r?\n(?:[ \t][^\r\n]*\r?\n)*)*")
+_CONTENT_FIELD = re.compile(
+    rb"^(content-(?:type|disposition|transfer-encoding))[ \t]*:[ \t]*([^\r\n]*)\r?\n((?:[ \t][^\r\n]*\r?\n)*)",
+    re.IGNORECASE | re.MULTILINE)
+_CONTENT_NAMES: dict[bytes, str] = {}  # raw spelling -> lower-case name (few spellings exist)
+
+# What ``describe_key`` reads: (name, value, hidden) of the Content-* fields, in field order.
+DescribedFields = tuple[tuple[str, bytes, bool], ...]
+
+
+def scan_header_block(buf: bytes, start: int, end: int, eol: bytes
+                      ) -> tuple[DescribedFields, int, int, bool, list[Header] | None]:
+    """What the walk needs of a header block, without a ``Header`` per field when it can.
+
+    ``(content fields, end, body_start, bare_cr, fields)``: the same as ``parse_header_block``
+    gives, where ``fields`` is None when the block is made of ordinary lines only (nearly
+    all mail); the caller then parses the full field list only if someone asks for it.
+    """
+    if eol == b"\n":
+        p = _SIMPLE_BLOCK.match(buf, start, end).end()
+        if p == end:
+            body_start = end
+        elif buf[p] == 0x0A:
+            body_start = p + 1
+        elif buf.startswith(b"\r\n", p, end):
+            body_start = p + 2
+        else:
+            body_start = -1  # some other line ends the run: the general code decides
+        if body_start != -1 and buf.count(b"\n", start, p) < MAX_HEADER_FIELDS:
+            block = buf[start:p]  # a copy, so that "^" means a line start
+            key = []
+            if b":" in block:
+                names = _CONTENT_NAMES
+                for m in _CONTENT_FIELD.finditer(block):
+                    raw_name, value, more = m.groups()
+                    name = names.get(raw_name)
+                    if name is None:
+                        name = names[raw_name] = raw_name.decode("ascii").lower()
+                    value = value.rstrip(b" \t")
+                    if more:
+                        for line in more.split(b"\n")[:-1]:
+                            value = value + b" " + line.rstrip(b"\r").strip(b" \t")
+                    key.append((name, value, False))
+            return tuple(key), (end if p == end else p), body_start, False, None
+    block = parse_header_block(buf, start, end, eol)
+    key = tuple([(f.name, f.value, f.hidden) for f in block.fields if f.name in _DESCRIBED_FIELDS])
+    return key, block.end, block.body_start, block.bare_cr, block.fields
+
+
 def _recover_hidden_fields(fields: list[Header]) -> bool:
     """Add the fields some clients see behind a bare CR (``X: a\rContent-Type: ...``).
 
@@ -255,6 +306,22 @@ def parse_parameterized(value: str, *, strip_comments: bool = True) -> tuple[str
     return head, params
 
 
+# The usual shape of a field with parameters: ``type/subtype; name="value"`` or ``...; name=value``,
+# one parameter, printable ASCII, no quotes inside, no comments, escapes or RFC 2231 stars.
+# ``parse_parameterized`` reads these exactly as ``_simple_parameterized`` does (checked by
+# tests/scan/test_walk_equivalence.py); mail repeats the shape with a new boundary or file name
+# each time, where the describe memo cannot help.
+_SIMPLE_PARAMETERIZED = re.compile(
+    r"[ \t]*([!#-'+-:<-\[\]-~]*)[ \t]*;[ \t]*([A-Za-z0-9-]+)=(?:\"([^\"\\]*)\"|([!#-'+-:<-\[\]-~]*))[ \t]*", re.ASCII)
+
+
+def _simple_parameterized(text: str) -> tuple[str, list[tuple[str, str]]] | None:
+    if (m := _SIMPLE_PARAMETERIZED.fullmatch(text)) is None:
+        return None
+    head, name, quoted, bare = m.groups()
+    return head.lower(), [(name.lower(), (bare if quoted is None else quoted)[:MAX_PARAM_VALUE_CHARS])]
+
+
 def parameter_values(params: list[tuple[str, str]], wanted: str) -> list[str]:
     """Every value a client could read for parameter ``wanted``: plain and RFC 2231 forms."""
     plain = [v for n, v in params if n == wanted]
@@ -365,7 +432,11 @@ _MAX_CACHED_FIELD_BYTES = 512  # long (unusual) fields are described afresh, not
 
 def describe_entity(fields: list[Header]) -> EntityInfo:
     """What ``fields`` declare (a pure function of the Content-* fields, so it is memoised)."""
-    key = tuple([(f.name, f.value, f.hidden) for f in fields if f.name in _DESCRIBED_FIELDS])
+    return describe_key(tuple([(f.name, f.value, f.hidden) for f in fields if f.name in _DESCRIBED_FIELDS]))
+
+
+def describe_key(key: DescribedFields) -> EntityInfo:
+    """``describe_entity`` from the (name, value, hidden) of the Content-* fields alone."""
     info = _DESCRIBE_CACHE.get(key)
     if info is None:
         info = _describe(key)
@@ -389,7 +460,7 @@ def _describe(fields: tuple[tuple[str, bytes, bool], ...]) -> EntityInfo:
         if name == "content-type":
             ct_fields += 1
             text = decode_header_bytes(value)
-            head, params = parse_parameterized(text)
+            head, params = _simple_parameterized(text) or parse_parameterized(text)
             media_types.append(head)
             if "*" in text or "(" in text:
                 boundaries.extend(parameter_values(params, "boundary"))
@@ -408,7 +479,7 @@ def _describe(fields: tuple[tuple[str, bytes, bool], ...]) -> EntityInfo:
             if "*" in text or "(" in text:
                 names.extend(_names_from(text, "filename"))
             else:  # as for Content-Type above: the plain values are every reading
-                for param, param_value in parse_parameterized(text)[1]:
+                for param, param_value in (_simple_parameterized(text) or parse_parameterized(text))[1]:
                     if param == "filename":
                         names.append(param_value)
                         names.append(decode_encoded_words(param_value))

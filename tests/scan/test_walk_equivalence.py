@@ -54,6 +54,12 @@ def assert_same_block(raw: bytes, eol: bytes) -> None:
     assert ([_header(h) for h in new.fields], new.end, new.body_start, new.bare_cr) == (
         [_header(h) for h in old.fields], old.end, old.body_start, old.bare_cr)
     assert _info(mime_headers.describe_entity(new.fields)) == _info(reference_mime_headers.describe_entity(old.fields))
+    # What the walk reads instead: the Content-* fields alone, the full list only when needed.
+    key, end, body_start, bare_cr, fields = mime_headers.scan_header_block(raw, 0, len(raw), eol)
+    assert (end, body_start, bare_cr) == (old.end, old.body_start, old.bare_cr)
+    assert key == tuple((h.name, h.value, h.hidden) for h in old.fields
+                        if h.name in ("content-type", "content-disposition", "content-transfer-encoding"))
+    assert fields is None or [_header(h) for h in fields] == [_header(h) for h in old.fields]
 
 
 def test_corpus_walks_are_unchanged() -> None:
@@ -107,6 +113,35 @@ def test_parameter_parsing_is_unchanged(text: str) -> None:
         for wanted in ("boundary", "name", "filename"):
             assert mime_headers.parameter_values(new[1], wanted) == reference_mime_headers.parameter_values(
                 new[1], wanted)
+
+
+_SIMPLE_PARAM_PIECES = st.sampled_from([
+    "multipart/mixed", "Text/PLAIN", "application/pdf", ";", "; ", " ", "\t", "=", '"', "boundary", "NAME", "filename",
+    "=_bench_1", "----=_Part_1.2", "a b", "a;b", "x=y", "é", "(", ")", "*", "\\", "\x1c", "\x0b", "\u00a0", "K", "",
+])
+
+
+@FUZZ
+@given(st.lists(_SIMPLE_PARAM_PIECES, max_size=12).map("".join))
+def test_simple_parameter_shape_reads_as_the_general_parser(text: str) -> None:
+    fast = mime_headers._simple_parameterized(text)
+    assert fast is None or fast == reference_mime_headers.parse_parameterized(text)
+
+
+def test_simple_parameter_shape_is_taken() -> None:
+    for text in ('multipart/mixed; boundary="=_b 1;x"', "multipart/mixed;boundary=----=_Part_1.2 ",
+                 'image/png; NAME="fïle(1)*.png"', "attachment; filename=a.exe", "\ttext/plain ;\tcharset=utf-8\t"):
+        fast = mime_headers._simple_parameterized(text)
+        assert fast is not None and fast == reference_mime_headers.parse_parameterized(text)
+
+
+def test_simple_header_blocks_read_as_the_general_parser() -> None:
+    head = (b"From: a\r\nContent-type : multipart/mixed;\r\n\tboundary=\"b\" \r\n  \r\nCONTENT-DISPOSITION:inline\n"
+            b"Content-Transfer-Encoding:  Base64 \t\r\nContent-Type-X: y\r\nX-Content-Type: z\r\n")
+    for raw in (head, head + b"\r\nbody", head + b"\nbody", head + b"\r\r\nbody", head + b"\rbody",
+                head + b"not a field\r\n", head + b" ", b"", b"\r\n", b" x: y\r\n\r\n"):
+        assert_same_block(raw, b"\n")
+        assert_same_walk(raw)
 
 
 def test_every_corpus_case_is_covered() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from typer._click.exceptions import ClickException
 from typer.core import TyperGroup
 
 from mailguard import __version__
@@ -80,14 +81,35 @@ class LazyGroup(TyperGroup):
         return command
 
     def invoke(self, ctx: Any) -> Any:
-        # The one place application errors become exit codes (DESIGN.md, pattern 3).
+        # The one place errors become exit codes (DESIGN.md, pattern 3). Exit code 1 means
+        # "threats found", so nothing else may end in it: not a bug, not a closed pipe.
         try:
             return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, ClickException):
+            raise
         except MailguardError as exc:
             problems = getattr(exc, "problems", [str(exc)])
             for problem in problems:
                 sys.stderr.write(f"mailguard: {problem}\n")
             raise typer.Exit(exitcodes.ERROR) from None
+        except BrokenPipeError:
+            _silence_stdout()  # the reader went away (`| head`); nothing more can be said there
+            raise typer.Exit(exitcodes.ERROR) from None
+        except Exception:  # noqa: BLE001 - a bug: show it, but keep exit code 1 for threats
+            import traceback
+
+            traceback.print_exc()
+            sys.stderr.write("mailguard: internal error (the traceback above is a bug; please report it)\n")
+            raise typer.Exit(exitcodes.ERROR) from None
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 app = typer.Typer(
@@ -125,4 +147,12 @@ def root(
 
 
 def main() -> None:
-    app(prog_name="mailguard")
+    try:
+        app(prog_name="mailguard")
+    finally:
+        # Output still buffered when the command ended can meet a closed pipe only here.
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _silence_stdout()
+            sys.exit(exitcodes.ERROR)

@@ -80,16 +80,23 @@ def scan(
     settings_paths, settings = open_settings(config)
     policy = Policy.from_settings(settings)
     chosen = Format.json if json_ else format_
-    scanner = OfflineScan(paths, policy, jobs=jobs or os.cpu_count() or 1, action=action.value)
+    # Our own folders are never scanned (the quarantined originals would be "cleaned" in place)
+    # and the quarantine is never rewritten, whatever the paths given.
+    quarantine_dir = str(settings_paths.quarantine_dir(settings))
+    own = (str(settings_paths.state_dir), quarantine_dir)
+    scanner = OfflineScan(paths, policy, jobs=jobs or os.cpu_count() or 1, action=action.value,
+                          exclude=own, protected=(quarantine_dir,))
     if action is not Action.report and policy.quarantine:
-        scanner.keep = _quarantine_keeper(settings_paths.quarantine_dir(settings))
+        scanner.keep = _quarantine_keeper(quarantine_dir)
     render = _RENDERERS[chosen](quiet)
     with scanner:
-        with _progress(paths) as advance:
+        with _progress(paths, own) as advance:
             for result in scanner.results():
                 render.result(result)
                 advance(result)
     render.finish(scanner.summary)
+    for skipped in scanner.skipped_own:
+        sys.stderr.write(f"mailguard: skipped {skipped.path}: {skipped.reason}\n")
     summary = scanner.summary
     code = exitcodes.for_scan(summary.infected, summary.errors + summary.write_errors, summary.unscanned)
     if code != exitcodes.OK:
@@ -119,8 +126,9 @@ def _quarantine_keeper(folder: "os.PathLike[str]") -> Callable[[bytes, "MessageR
 class _progress:
     """A Rich progress bar on stderr when it is a terminal: messages, MB, rate and ETA."""
 
-    def __init__(self, paths: list[str]) -> None:
+    def __init__(self, paths: list[str], exclude: tuple[str, ...] = ()) -> None:
         self.paths = paths
+        self.exclude = exclude
         self.display = None
         self.flush: Callable[[], None] = lambda: None
 
@@ -139,7 +147,7 @@ class _progress:
             # Results printed while the bar is up go above it, when they go to the same terminal;
             # piped, they must go to the pipe, not through the bar's console to stderr.
             redirect_stdout=sys.stdout.isatty())
-        task = self.display.add_task("scanning", total=_total_bytes(self.paths), messages=0)
+        task = self.display.add_task("scanning", total=_total_bytes(self.paths, self.exclude), messages=0)
         self.display.start()
         display = self.display
         state = {"messages": 0, "pending": 0, "due": 0.0}
@@ -163,12 +171,12 @@ class _progress:
             self.display.stop()
 
 
-def _total_bytes(paths: list[str]) -> int | None:
+def _total_bytes(paths: list[str], exclude: tuple[str, ...] = ()) -> int | None:
     """Bytes to scan, for the ETA; None (no ETA) when reading stdin."""
     from mailguard.mailbox.discover import MboxFile, MessageFile, Stdin, discover
 
     total = 0
-    for item in discover(paths):
+    for item in discover(paths, exclude):
         if isinstance(item, Stdin):
             return None
         if isinstance(item, (MboxFile, MessageFile)):

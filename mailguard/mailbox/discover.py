@@ -7,6 +7,11 @@ are followed, but a link that leads back into a folder being walked is reported 
 loop and not followed, so a walk always ends. Problems (a missing path, a loop, a folder
 that cannot be listed, a special file) are yielded as ``Problem`` items where they occur:
 the walk goes on and the report shows each one.
+
+Folders of mailguard's own (the quarantine, the state folder: ``exclude``) are never
+scanned, whether given directly or met in a walk (compared by real path): the quarantined
+originals are infected by definition, and cleaning them would destroy what ``quarantine
+restore`` gives back. They are reported as ``Skipped`` with the reason.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import errno
 import os
 import stat
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from mailguard.mailbox.sniff import Kind, is_maildir, is_mh_folder, sniff_file
 
@@ -50,6 +55,7 @@ class Problem:
 class Skipped:
     path: str
     reason: str
+    own: bool = False      # one of mailguard's own folders (quarantine, state): worth telling the user
 
 
 @dataclass(frozen=True)
@@ -60,23 +66,54 @@ class Stdin:
 Item = MboxFile | MessageFile | Problem | Skipped | Stdin
 
 
-def discover(paths: list[str]) -> Iterator[Item]:
-    """Everything to scan under ``paths``, in argument order, then name order."""
+def discover(paths: list[str], exclude: "Iterable[str | os.PathLike[str]]" = ()) -> Iterator[Item]:
+    """Everything to scan under ``paths``, in argument order, then name order.
+
+    ``exclude``: folders never scanned (mailguard's quarantine and state folder), with or
+    without anything under them.
+    """
+    excluded = _Excluded(exclude)
     for given in paths:
         if given == STDIN:
             yield Stdin()
             continue
-        yield from _top(given)
+        yield from _top(given, excluded)
 
 
-def _top(path: str) -> Iterator[Item]:
+class _Excluded:
+    """Folders not to scan, by real path; ``reason(path)`` says why a path is one of them or in one."""
+
+    def __init__(self, folders: "Iterable[str | os.PathLike[str]]") -> None:
+        self.folders = [os.path.realpath(os.fspath(folder)) for folder in folders]
+
+    def __bool__(self) -> bool:
+        return bool(self.folders)
+
+    def reason(self, path: str) -> str:
+        if not self.folders:
+            return ""
+        real = os.path.realpath(path)
+        for folder in self.folders:
+            if real == folder or real.startswith(folder.rstrip(os.sep) + os.sep):
+                return f"mailguard's own folder ({folder}: quarantine or state), never scanned"
+        return ""
+
+
+_NOTHING_EXCLUDED = _Excluded(())
+
+
+def _top(path: str, excluded: _Excluded = _NOTHING_EXCLUDED) -> Iterator[Item]:
     try:
         info = os.stat(path)
     except OSError as exc:
         yield Problem(path, path, _explain(exc))
         return
+    reason = excluded.reason(path)
+    if reason:
+        yield Skipped(path, reason, own=True)
+        return
     if stat.S_ISDIR(info.st_mode):
-        yield from _folder(path, ancestors=frozenset())
+        yield from _folder(path, ancestors=frozenset(), excluded=excluded)
     else:
         yield from _file(path, info, walked=False)
 
@@ -101,7 +138,8 @@ def _file(path: str, info: os.stat_result, *, walked: bool) -> Iterator[Item]:
         yield Problem(path, path, "not a message or mailbox (content not recognised)")
 
 
-def _folder(path: str, ancestors: frozenset[tuple[int, int]]) -> Iterator[Item]:
+def _folder(path: str, ancestors: frozenset[tuple[int, int]],
+            excluded: _Excluded = _NOTHING_EXCLUDED) -> Iterator[Item]:
     try:
         info = os.stat(path)
         names = sorted(os.listdir(path))
@@ -113,26 +151,31 @@ def _folder(path: str, ancestors: frozenset[tuple[int, int]]) -> Iterator[Item]:
         yield Problem(path, path, "symlink loop: this folder contains itself")
         return
     ancestors = ancestors | {identity}
+    reason = excluded.reason(path)
+    if reason:
+        yield Skipped(path, reason, own=True)
+        return
     if is_maildir(path):
         yield from _maildir(path, ancestors)
         return
     if is_mh_folder(path, names):
-        yield from _mh(path, names, ancestors)
+        yield from _mh(path, names, ancestors, excluded)
         return
     for name in names:
         if name.startswith("."):
             continue  # hidden entries of a plain folder are client state (.imap, .git), not mail
-        yield from _entry(os.path.join(path, name), ancestors)
+        yield from _entry(os.path.join(path, name), ancestors, excluded)
 
 
-def _entry(path: str, ancestors: frozenset[tuple[int, int]]) -> Iterator[Item]:
+def _entry(path: str, ancestors: frozenset[tuple[int, int]],
+           excluded: _Excluded = _NOTHING_EXCLUDED) -> Iterator[Item]:
     try:
         info = os.stat(path)
     except OSError as exc:
         yield Problem(path, path, _explain(exc))
         return
     if stat.S_ISDIR(info.st_mode):
-        yield from _folder(path, ancestors)
+        yield from _folder(path, ancestors, excluded)
     else:
         yield from _file(path, info, walked=True)
 
@@ -176,7 +219,8 @@ def _maildir_folder(root: str, folder: str, folder_name: str) -> Iterator[Item]:
             yield _message_file(root, path, location, "broken Maildir entry")
 
 
-def _mh(folder: str, names: list[str], ancestors: frozenset[tuple[int, int]]) -> Iterator[Item]:
+def _mh(folder: str, names: list[str], ancestors: frozenset[tuple[int, int]],
+        excluded: _Excluded = _NOTHING_EXCLUDED) -> Iterator[Item]:
     """An MH folder: its numbered messages in number order, then its subfolders."""
     numbered = sorted((name for name in names if name.isdigit()), key=int)
     for name in numbered:
@@ -187,7 +231,7 @@ def _mh(folder: str, names: list[str], ancestors: frozenset[tuple[int, int]]) ->
     for name in names:
         path = os.path.join(folder, name)
         if not name.startswith((".", ",", "#")) and os.path.isdir(path):
-            yield from _folder(path, ancestors)
+            yield from _folder(path, ancestors, excluded)
 
 
 def _message_file(source: str, path: str, location: dict[str, object], what: str) -> Item:

@@ -53,7 +53,10 @@ class OfflineScan:
 
     def __init__(self, paths: list[str], policy: "Policy", *, jobs: int = 1, action: str = "report",
                  keep: Keeper | None = None, engine_factory: EngineFactory | None = None,
-                 stdin: BinaryIO | None = None) -> None:
+                 stdin: BinaryIO | None = None, exclude: tuple[str, ...] = (),
+                 protected: tuple[str, ...] = ()) -> None:
+        """``exclude``: folders never scanned (mailguard's state folder and quarantine);
+        ``protected``: folders whose files are never rewritten (the quarantine)."""
         if action not in ACTIONS:
             raise UsageError(f"unknown action {action!r}: use one of {', '.join(ACTIONS)}")
         self.rewrite = action != "report"
@@ -65,7 +68,10 @@ class OfflineScan:
         self.keep: Keeper = keep or (lambda raw, result: "")
         self.factory = engine_factory or default_engine
         self.stdin = stdin
+        self.exclude = tuple(str(folder) for folder in exclude)
+        self.protected = tuple(str(folder) for folder in protected)
         self.summary = Summary()
+        self.skipped_own: list[Skipped] = []  # mailguard's own folders met in the paths, not scanned
         self._pool: ProcessPoolExecutor | None = None
         self._local: Worker | None = None
         self._mboxes: dict[int, _MboxState] = {}
@@ -158,7 +164,7 @@ class OfflineScan:
                 if state.rewriter is not None:
                     state.rewriter.message(result)
             else:
-                rewrite_message_file(result, self.keep)
+                rewrite_message_file(result, self.keep, self.protected)
         except Exception as exc:  # noqa: BLE001 - quarantine or disk failure: leave this mailbox as it was
             result.write_error = f"not rewritten: {exc}"
             if state is not None and state.rewriter is not None:
@@ -198,7 +204,7 @@ class OfflineScan:
 
     def _tasks(self) -> Iterator[Task]:
         batch: list[MessageFile] = []
-        for item in discover(self.paths):
+        for item in discover(self.paths, self.exclude):
             if isinstance(item, MessageFile):
                 batch.append(item)
                 if len(batch) >= FILES_PER_TASK:
@@ -210,6 +216,8 @@ class OfflineScan:
                 batch = []
             if isinstance(item, Skipped):
                 self.summary.skipped += 1
+                if item.own:
+                    self.skipped_own.append(item)
             elif isinstance(item, Problem):
                 yield Done((MessageResult(item.source, item.path, dict(item.location), error=item.reason),))
             elif isinstance(item, Stdin):
@@ -225,7 +233,7 @@ class OfflineScan:
         size = item.size
         if self.rewrite:
             try:
-                state.rewriter = MboxRewriter(item.path, self.keep)
+                state.rewriter = MboxRewriter(item.path, self.keep, self.protected)
             except (OSError, StorageError) as exc:
                 reason = getattr(exc, "strerror", None) or str(exc)
                 yield Done((MessageResult(item.source, item.path, {"format": "mbox"},

@@ -36,8 +36,9 @@ Keeper = Callable[[bytes, MessageResult], str]
 class MboxRewriter:
     """Rewrites one mbox while holding its locks; feed it every message result in file order."""
 
-    def __init__(self, path: str, keep: Keeper) -> None:
+    def __init__(self, path: str, keep: Keeper, protected: tuple[str, ...] = ()) -> None:
         self.path = os.path.realpath(path)  # a symlinked mbox is rewritten where it lives
+        refuse_protected(self.path, protected)
         self.keep = keep
         self.lock = MboxLock(self.path)
         self.lock.acquire()
@@ -104,10 +105,26 @@ class MboxRewriter:
             self.copied_to += len(block)
 
 
-def rewrite_message_file(result: MessageResult, keep: Keeper) -> None:
-    """Replace one message file (Maildir, MH, .eml) with its rewritten version."""
+def refuse_protected(real_path: str, protected: tuple[str, ...]) -> None:
+    """Raise if ``real_path`` is in one of the ``protected`` folders (the quarantine): never rewritten there.
+
+    Discovery already skips those folders; this is the second line, so that no way of reaching a
+    quarantined original (a symlink, a caller that did not exclude it) can overwrite it.
+    """
+    for folder in protected:
+        folder = os.path.realpath(folder)
+        if real_path == folder or real_path.startswith(folder.rstrip(os.sep) + os.sep):
+            raise StorageError(f"in mailguard's quarantine folder ({folder}); never rewritten")
+
+
+def rewrite_message_file(result: MessageResult, keep: Keeper, protected: tuple[str, ...] = ()) -> None:
+    """Replace one message file (Maildir, MH, .eml) with its rewritten version.
+
+    ``protected``: folders (the quarantine) whose files are never rewritten (StorageError).
+    """
     assert result.rewritten is not None
     path = os.path.realpath(result.file)
+    refuse_protected(path, protected)
     with open(path, "rb") as stream:
         info = os.fstat(stream.fileno())
         if result.identity != (info.st_ino, info.st_size, info.st_mtime_ns):

@@ -237,6 +237,27 @@ def test_clean_keeps_the_original_in_the_quarantine_byte_for_byte(tmp_path: Path
     assert restored.read_bytes() == originals[1]
 
 
+def test_cleaning_the_quarantine_or_a_tree_holding_it_never_touches_the_originals(tmp_path: Path,
+                                                                                mailguard_home: Path):
+    from mailguard.quarantine import Quarantine
+
+    root = make_maildir(tmp_path / "md", {"cur/1:2,S": infected(1)})
+    assert mailguard(str(root), "--action", "clean").returncode == 1
+    quarantine = mailguard_home / "quarantine"
+    (entry,) = Quarantine(quarantine).list()
+    before = {name: (quarantine / name).read_bytes() for name in os.listdir(quarantine)}
+    (tmp_path / "link").symlink_to(quarantine)
+    for target in (quarantine, mailguard_home, tmp_path, tmp_path / "link"):
+        run = mailguard(str(target), "--action", "clean", "--format", "jsonl")
+        assert b"skipped" in run.stderr and b"never scanned" in run.stderr, (target, run.stderr)
+        assert {name: (quarantine / name).read_bytes() for name in os.listdir(quarantine)} == before
+    restored = tmp_path / "restored.eml"
+    done = subprocess.run([MAILGUARD, "quarantine", "restore", entry.id, "--to", str(restored)],
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert restored.read_bytes() == infected(1)
+
+
 # -- the crash test -----------------------------------------------------------------------------
 
 CRASH_ITERATIONS = 10  # per mailbox kind; each is one scanner run of about half a second

@@ -115,3 +115,22 @@ def test_unreadable_files_are_problems(tmp_path_factory):
         import shutil
 
         shutil.rmtree(folder)
+
+
+def test_own_folders_are_skipped_given_directly_or_met_in_a_walk(tmp_path):
+    home = tmp_path / "home"
+    quarantine = home / "quarantine"
+    quarantine.mkdir(parents=True)
+    (quarantine / "20250101-0123456789ab.eml").write_bytes(message(1))
+    (tmp_path / "inbox").write_bytes(mbox_bytes([message(2)]))
+    (tmp_path / "link").symlink_to(quarantine)  # real paths are compared, not names
+    exclude = [str(home), str(quarantine)]
+    walked = list(discover([str(tmp_path)], exclude))
+    assert [(type(i).__name__, os.path.basename(i.path)) for i in walked] == [
+        ("Skipped", "home"), ("MboxFile", "inbox"), ("Skipped", "link")]
+    assert all(i.own and "never scanned" in i.reason for i in walked if isinstance(i, Skipped))
+    for given in (quarantine, quarantine / "20250101-0123456789ab.eml", tmp_path / "link", home):
+        (item,) = discover([str(given)], exclude)
+        assert isinstance(item, Skipped) and item.own, given
+    # without exclusions it would be scanned
+    assert any(isinstance(i, MessageFile) for i in discover([str(quarantine)]))

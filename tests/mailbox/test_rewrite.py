@@ -43,3 +43,20 @@ def test_a_renamed_message_is_not_recreated(tmp_path):
     with pytest.raises(FileNotFoundError):
         rewrite_message_file(result, lambda raw, r: "Q")
     assert os.listdir(root / "cur") == ["1:2,ST"]
+
+
+def test_a_file_in_the_quarantine_is_never_rewritten(tmp_path):
+    quarantine = tmp_path / "quarantine"
+    quarantine.mkdir()
+    path = quarantine / "20250101-0123456789ab.eml"
+    path.write_bytes(message(1))
+    info = os.stat(path)
+    result = MessageResult(str(path), str(path), {"format": "eml"},
+                           identity=(info.st_ino, info.st_size, info.st_mtime_ns), rewritten=b"new\n")
+    (tmp_path / "link.eml").symlink_to(path)
+    via_link = MessageResult(str(tmp_path / "link.eml"), str(tmp_path / "link.eml"), {"format": "eml"},
+                             identity=result.identity, rewritten=b"new\n")
+    for each in (result, via_link):
+        with pytest.raises(StorageError, match="quarantine"):
+            rewrite_message_file(each, lambda raw, r: "Q", (str(quarantine),))
+    assert path.read_bytes() == message(1)

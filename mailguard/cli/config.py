@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Optional
 
 import typer
@@ -64,6 +65,11 @@ def set_(
     if len(values) > 1 and not isinstance(setting.type, (Ports, StrList)):
         raise UsageError(f"{key} takes one value, got {len(values)}: {' '.join(values)}")
     value = values if len(values) > 1 else values[0]
+    if hasattr(setting.type, "absolute"):  # a relative path means one from here, not from the engine's "/"
+        try:
+            value = setting.type.absolute(setting.parse(value), os.getcwd())
+        except ValueError:
+            pass  # with_value below reports it with the key
     paths = resolve(config)
     saved = update_settings(paths.config_file, lambda s: s.with_value(key, value))
     note(f"{key} = {setting.format(saved.get(key))}")

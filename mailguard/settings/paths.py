@@ -54,7 +54,8 @@ def _xdg(variable: str, fallback: str) -> Path:
 def resolve_paths(config: str | os.PathLike[str] | None = None) -> Paths:
     home = os.environ.get("MAILGUARD_HOME")
     if home:
-        state_dir = Path(home).expanduser()
+        # Absolute, because the detached engine runs from "/" and must find the same files.
+        state_dir = Path(os.path.abspath(Path(home).expanduser()))
         default_config = state_dir / "config.toml"
     elif _is_root():
         state_dir = Path("/var/lib/mailguard")
@@ -64,4 +65,4 @@ def resolve_paths(config: str | os.PathLike[str] | None = None) -> Paths:
         default_config = _xdg("XDG_CONFIG_HOME", ".config") / "mailguard" / "config.toml"
 
     chosen = config or os.environ.get("MAILGUARD_CONFIG") or default_config
-    return Paths(config_file=Path(chosen).expanduser(), state_dir=state_dir)
+    return Paths(config_file=Path(os.path.abspath(Path(chosen).expanduser())), state_dir=state_dir)

@@ -135,6 +135,9 @@ def load_settings(path: Path) -> Settings:
             overrides[key] = REGISTRY[key].parse(value)
         except ValueError as exc:
             problems.append(f"{where}: {key} = {_show(value)}: {exc}")
+            continue
+        if hasattr(REGISTRY[key].type, "absolute"):  # a relative path in the file: from the file's folder
+            overrides[key] = REGISTRY[key].type.absolute(overrides[key], str(path.parent))
     settings = Settings(overrides, source=path)
     problems += [f"{path}: {p}" for p in settings.cross_check()]
     if problems:
@@ -192,7 +195,14 @@ def save_settings(settings: Settings, path: Path) -> None:
     text += tomli_w.dumps(_nest(settings.overrides))
     from mailguard.files import PUBLIC_FILE_MODE, write_atomic
 
-    write_atomic(path, text.encode("utf-8"), PUBLIC_FILE_MODE)
+    # A settings file that is a symlink (dotfiles repositories) is written through, and a file
+    # the user made private stays private.
+    target = Path(os.path.realpath(path))
+    try:
+        mode = target.stat().st_mode & 0o777
+    except FileNotFoundError:
+        mode = PUBLIC_FILE_MODE
+    write_atomic(target, text.encode("utf-8"), mode)
 
 
 @contextmanager
@@ -216,7 +226,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 def update_settings(path: Path, change: Callable[[Settings], Settings]) -> Settings:
     """Read-modify-write under the file lock; returns the settings as saved."""
-    with _locked(path):
+    with _locked(Path(os.path.realpath(path))):
         current = load_settings(path)
         changed = change(current)
         save_settings(changed, path)

@@ -196,6 +196,33 @@ class StrList(ValueType):
         return ", ".join(value)
 
 
+def _absolute(item: str, base: str) -> str:
+    """``~`` expanded and a relative path made absolute against ``base`` (empty stays empty)."""
+    import os.path
+
+    if not item:
+        return item
+    return os.path.normpath(os.path.join(base, os.path.expanduser(item)))
+
+
+@dataclass(frozen=True)
+class PathValue(ValueType):
+    """A file or folder. Stored absolute: the engine runs from ``/``, the CLI from anywhere."""
+
+    name: str = "path"
+
+    def absolute(self, value: str, base: str) -> str:
+        return _absolute(value, base)
+
+
+@dataclass(frozen=True)
+class PathList(StrList):
+    name: str = "list of paths"
+
+    def absolute(self, value: list[str], base: str) -> list[str]:
+        return [_absolute(item, base) for item in value]
+
+
 @dataclass(frozen=True)
 class HostPort(ValueType):
     name: str = "host:port"

@@ -185,3 +185,9 @@ def test_installed_console_script(tmp_path):
     done = subprocess.run([sys.executable, "-m", "mailguard", "config", "get", "nope"], env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and done.stdout == "" and "unknown key" in done.stderr
+
+
+def test_set_makes_relative_paths_absolute_from_here(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run("config", "set", "detection-engine.yara.rules", "rules/a.yar", "/etc/b.yar").exit_code == 0
+    assert run("config", "get", "detection-engine.yara.rules").stdout == f"{tmp_path}/rules/a.yar, /etc/b.yar\n"

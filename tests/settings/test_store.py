@@ -213,3 +213,35 @@ def test_quarantine_dir_default_and_configured(tmp_path):
     assert paths.quarantine_dir(Settings.defaults()) == paths.state_dir / "quarantine"
     custom = Settings.defaults().with_value("tools.quarantine.path", str(tmp_path / "q"))
     assert paths.quarantine_dir(custom) == tmp_path / "q"
+
+
+def test_a_symlinked_settings_file_is_written_through_and_keeps_its_mode(tmp_path):
+    real = tmp_path / "dotfiles" / "mailguard.toml"
+    real.parent.mkdir()
+    real.write_text('[tools.log-files]\nlevel = "debug"\n')
+    real.chmod(0o600)
+    link = tmp_path / "config.toml"
+    link.symlink_to(real)
+    update_settings(link, lambda s: s.with_value(EC + "response.action", "none"))
+    assert link.is_symlink()
+    settings = load_settings(real)
+    assert settings.get(EC + "response.action") == "none" and settings.get("tools.log-files.level") == "debug"
+    assert real.stat().st_mode & 0o777 == 0o600
+
+
+def test_relative_paths_in_the_file_are_taken_from_the_file_s_folder(tmp_path):
+    path = tmp_path / "conf" / "config.toml"
+    path.parent.mkdir()
+    path.write_text('[detection-engine.signatures]\npaths = ["sigs/local.ndb", "/abs/x.hdb"]\n'
+                    '[tools.quarantine]\npath = "q"\n')
+    settings = load_settings(path)
+    assert settings.get("detection-engine.signatures.paths") == [str(tmp_path / "conf/sigs/local.ndb"), "/abs/x.hdb"]
+    assert settings.get("tools.quarantine.path") == str(tmp_path / "conf/q")
+
+
+def test_paths_are_absolute_whatever_the_environment_says(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MAILGUARD_HOME", "relative-home")
+    paths = resolve_paths()
+    assert paths.state_dir == tmp_path / "relative-home"
+    assert resolve_paths("my.toml").config_file == tmp_path / "my.toml"

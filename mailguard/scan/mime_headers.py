@@ -122,12 +122,16 @@ def parse_header_block(buf: bytes, start: int, end: int, eol: bytes) -> HeaderBl
     return HeaderBlock(fields, header_end, body_start, bare_cr)
 
 
-# The whole run of ordinary LF/CRLF field and continuation lines (each as ``_SIMPLE_LINE``
-# matches it), and inside that run the Content-* fields the walk reads (RFC 2045 §3).
-_SIMPLE_BLOCK = re.compile(rb"(?:[!-9;-~]+[ \t]*:[^\r\n]*\r?\n(?:[ \t][^\r\n]*\r?\n)*)*")
+# An ordinary LF/CRLF header block (as ``_SIMPLE_LINE`` reads it, line by line): a field line
+# first, then field or continuation lines, each ended by LF or CRLF, with no other CR. Found
+# without a regex pass over every byte: the first line start that begins neither a field
+# nor a continuation (the blank line, usually) ends the run.
+_FIELD_START = re.compile(rb"[!-9;-~]++[ \t]*:")
+_RUN_END = re.compile(rb"\n(?![!-9;-~]++[ \t]*:|[ \t])")
+# A Content-* field the walk reads (RFC 2045 §3), matched at a line start of the run.
 _CONTENT_FIELD = re.compile(
-    rb"^(content-(?:type|disposition|transfer-encoding))[ \t]*:[ \t]*([^\r\n]*)\r?\n((?:[ \t][^\r\n]*\r?\n)*)",
-    re.IGNORECASE | re.MULTILINE)
+    rb"(content-(?:type|disposition|transfer-encoding))[ \t]*:[ \t]*([^\r\n]*)\r?\n((?:[ \t][^\r\n]*\r?\n)*)",
+    re.IGNORECASE)
 _CONTENT_NAMES: dict[bytes, str] = {}  # raw spelling -> lower-case name (few spellings exist)
 
 # What ``describe_key`` reads: (name, value, hidden) of the Content-* fields, in field order.
@@ -142,8 +146,8 @@ def scan_header_block(buf: bytes, start: int, end: int, eol: bytes
     gives, where ``fields`` is None when the block is made of ordinary lines only (nearly
     all mail); the caller then parses the full field list only if someone asks for it.
     """
-    if eol == b"\n":
-        p = _SIMPLE_BLOCK.match(buf, start, end).end()
+    if eol == b"\n" and _FIELD_START.match(buf, start, end) and (m := _RUN_END.search(buf, start, end)):
+        p = m.end()  # the first line after the run
         if p == end:
             body_start = end
         elif buf[p] == 0x0A:
@@ -152,21 +156,24 @@ def scan_header_block(buf: bytes, start: int, end: int, eol: bytes
             body_start = p + 2
         else:
             body_start = -1  # some other line ends the run: the general code decides
-        if body_start != -1 and buf.count(b"\n", start, p) < MAX_HEADER_FIELDS:
-            block = buf[start:p]  # a copy, so that "^" means a line start
+        if (body_start != -1 and buf.count(b"\r", start, p) == buf.count(b"\r\n", start, p)
+                and buf.count(b"\n", start, p) < MAX_HEADER_FIELDS):
+            block = buf[start:p]
             key = []
-            if b":" in block:
-                names = _CONTENT_NAMES
-                for m in _CONTENT_FIELD.finditer(block):
-                    raw_name, value, more = m.groups()
-                    name = names.get(raw_name)
+            lower = block.lower()
+            i = 0 if lower.startswith(b"content-") else lower.find(b"\ncontent-", 0) + 1 or -1
+            while i != -1:
+                if (f := _CONTENT_FIELD.match(block, i)) is not None:
+                    raw_name, value, more = f.groups()
+                    name = _CONTENT_NAMES.get(raw_name)
                     if name is None:
-                        name = names[raw_name] = raw_name.decode("ascii").lower()
+                        name = _CONTENT_NAMES[raw_name] = raw_name.decode("ascii").lower()
                     value = value.rstrip(b" \t")
                     if more:
                         for line in more.split(b"\n")[:-1]:
                             value = value + b" " + line.rstrip(b"\r").strip(b" \t")
                     key.append((name, value, False))
+                i = lower.find(b"\ncontent-", i) + 1 or -1
             return tuple(key), (end if p == end else p), body_start, False, None
     block = parse_header_block(buf, start, end, eol)
     key = tuple([(f.name, f.value, f.hidden) for f in block.fields if f.name in _DESCRIBED_FIELDS])

@@ -9,7 +9,7 @@ import typer
 
 from mailguard.cli import exitcodes
 from mailguard.cli.common import ConfigOption, JsonOption, note, open_settings, print_json, resolve, tell_running_engine
-from mailguard.errors import SettingsError, UsageError
+from mailguard.errors import MailguardError, SettingsError, UsageError
 
 app = typer.Typer(help="Read and change settings (keys as in 'mailguard config list').", no_args_is_help=True)
 
@@ -101,10 +101,10 @@ def list_(
 
     _, settings = open_settings(config)
     keys = [k for k in REGISTRY if not prefix or k.startswith(prefix)]
+    if prefix and not keys:
+        raise SettingsError(f"no key starts with {prefix!r}")
     if changed:
         keys = [k for k in keys if settings.origin(k) == "file"]
-    if prefix and not keys and not changed:
-        raise SettingsError(f"no key starts with {prefix!r}")
     entries = [_entry(settings, k) for k in keys]
     if json_:
         print_json(entries)
@@ -129,6 +129,8 @@ def check(config: ConfigOption = None, json_: JsonOption = False) -> None:
         problems: list[str] = []
     except SettingsError as exc:
         problems = exc.problems
+    except MailguardError as exc:  # e.g. an unreadable file: still an answer in the asked format
+        problems = [str(exc)]
     if json_:
         print_json({"file": str(paths.config_file), "valid": not problems, "problems": problems})
     elif problems:

@@ -191,3 +191,17 @@ def test_set_makes_relative_paths_absolute_from_here(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert run("config", "set", "detection-engine.yara.rules", "rules/a.yar", "/etc/b.yar").exit_code == 0
     assert run("config", "get", "detection-engine.yara.rules").stdout == f"{tmp_path}/rules/a.yar, /etc/b.yar\n"
+
+
+def test_check_json_answers_even_for_an_unreadable_file(mailguard_home):
+    mailguard_home.mkdir(parents=True, exist_ok=True)
+    (mailguard_home / "config.toml").mkdir()  # a folder where the file should be: reading fails
+    result = run("config", "check", "--json")
+    assert result.exit_code == 2
+    report = json.loads(result.stdout)
+    assert report["valid"] is False and "cannot read settings file" in report["problems"][0]
+
+
+def test_unknown_prefix_is_an_error_with_or_without_changed():
+    assert run("config", "list", "zzz").exit_code == 2
+    assert run("config", "list", "zzz", "--changed").exit_code == 2

@@ -88,8 +88,9 @@ def scan(
                           exclude=own, protected=(quarantine_dir,))
     if action is not Action.report and policy.quarantine:
         scanner.keep = _quarantine_keeper(quarantine_dir)
-    render = _RENDERERS[chosen](quiet)
     with scanner:
+        # Only now that the engine is up: a set-up error leaves nothing (no half JSON) on stdout.
+        render = _RENDERERS[chosen](quiet)
         with _progress(paths, own) as advance:
             for result in scanner.results():
                 render.result(result)

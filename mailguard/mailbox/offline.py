@@ -14,17 +14,19 @@ import collections
 import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Iterator
 
-from mailguard.errors import StorageError, UsageError
+from mailguard.errors import MailguardError, ScanError, StorageError, UsageError
 from mailguard.mailbox.discover import STDIN, MboxFile, MessageFile, Problem, Skipped, Stdin, discover
 from mailguard.mailbox.mbox import HEAD_SIZE, MboxMessage, NotAnMbox, read_mbox
 from mailguard.mailbox.results import MessageResult, Summary
 from mailguard.mailbox.rewrite import Keeper, MboxRewriter, rewrite_message_file
 from mailguard.mailbox.sniff import SNIFF_SIZE, Kind, sniff_bytes
 from mailguard.mailbox.worker import (
-    Done, EngineFactory, FileBatch, InlineMessages, MboxChunk, MboxRow, Outcome, Task, Worker, default_engine,
+    Done, EngineFactory, FileBatch, InlineMessages, MboxChunk, MboxRow, Outcome, ScanEngine, Task, Worker,
+    default_engine,
     init_worker, policy_for_action, row_result, run_in_worker,
 )
 
@@ -78,16 +80,26 @@ class OfflineScan:
         self._mbox_counter = 0
 
     def __enter__(self) -> "OfflineScan":
-        if self.jobs > 1:
-            import multiprocessing
+        # The engine is built once here first, so that a set-up error (a missing signature
+        # file) is one ScanError for the user, not a dead worker pool and a traceback.
+        engine = _build_engine(self.factory, self.policy)
+        if self.jobs == 1:
+            self._local = Worker(lambda policy: engine, self.policy, self.rewrite)
+            return self
+        engine.close()
+        import multiprocessing
 
-            self._pool = ProcessPoolExecutor(
-                self.jobs, mp_context=multiprocessing.get_context("fork"),
-                initializer=init_worker, initargs=(self.factory, self.policy, self.rewrite))
+        self._pool = ProcessPoolExecutor(
+            self.jobs, mp_context=multiprocessing.get_context("fork"),
+            initializer=init_worker, initargs=(self.factory, self.policy, self.rewrite))
+        try:
             # Fork the workers now, before the caller starts threads (a progress display).
             self._pool.submit(int).result()
-        else:
-            self._local = Worker(self.factory, self.policy, self.rewrite)
+        except BrokenProcessPool:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+            raise ScanError("the scanning processes could not be started (a worker died while "
+                            "setting up its engine); nothing was scanned") from None
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -290,7 +302,25 @@ class OfflineScan:
 
 
 def _take(entry: "Future[Outcome] | Outcome") -> Outcome:
-    return entry if isinstance(entry, Outcome) else entry.result()
+    if isinstance(entry, Outcome):
+        return entry
+    try:
+        return entry.result()
+    except BrokenProcessPool:
+        # A worker was killed (out of memory, a signal) or crashed: what it held is lost, so
+        # the run cannot be complete. An error (exit 2), never "threats found".
+        raise ScanError("a scanning process died during the scan; the scan is incomplete and "
+                        "mailboxes not yet rewritten were left unchanged") from None
+
+
+def _build_engine(factory: EngineFactory, policy: "Policy") -> "ScanEngine":
+    """The engine, or a ScanError saying why it cannot be set up."""
+    try:
+        return factory(policy)
+    except MailguardError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any set-up failure is the user's to see, not a traceback
+        raise ScanError(f"the scanning engine could not be set up: {type(exc).__name__}: {exc}") from exc
 
 
 class _Prefixed:

@@ -132,6 +132,16 @@ def test_unknown_format_is_a_usage_error(mail: Path):
     assert mailguard(str(mail), "--format", "xml").returncode == 2
 
 
+def test_an_engine_that_cannot_be_set_up_is_an_error_with_nothing_on_stdout(mail: Path, mailguard_home: Path):
+    write_settings(mailguard_home, '[detection-engine.signatures]\npaths = ["/nonexistent/sigs.ndb"]\n')
+    for jobs in ([], ["--jobs", "1"], ["--jobs", "3"]):
+        for fmt in ("json", "table"):
+            run = mailguard(str(mail), "--format", fmt, *jobs)
+            assert run.returncode == 2, (jobs, run.stderr)
+            assert run.stdout == b"", (jobs, fmt)
+            assert b"Traceback" not in run.stderr and b"/nonexistent/sigs.ndb" in run.stderr
+
+
 # -- SARIF 2.1.0 -------------------------------------------------------------------------------
 
 def check_sarif(log: dict) -> None:

@@ -149,3 +149,35 @@ def test_a_quarantine_failure_leaves_the_mailbox_as_it_was(tmp_path):
     assert path.read_bytes() == data
     assert summary.write_errors == 1 and "quarantine disk full" in results[0].write_error
     assert sorted(os.listdir(tmp_path)) == ["box"]
+
+
+class _DyingEngine(EicarEngine):
+    def scan(self, raw):
+        if b"DIE NOW" in raw:
+            os._exit(9)  # a worker killed mid-scan (out of memory, a signal)
+        return super().scan(raw)
+
+
+class _BrokenEngine(EicarEngine):
+    def __init__(self, policy=None):
+        raise RuntimeError("no engine today")
+
+
+def test_a_worker_dying_mid_scan_is_a_scan_error(tmp_path):
+    from mailguard.errors import ScanError
+
+    for i in range(4):
+        (tmp_path / f"{i}.eml").write_bytes(message(i, b"DIE NOW\n" if i == 2 else b"body\n"))
+    with pytest.raises(ScanError, match="died"):
+        with OfflineScan([str(tmp_path)], Policy(), jobs=2, engine_factory=_DyingEngine) as run:
+            list(run.results())
+
+
+def test_an_engine_that_cannot_be_built_is_a_scan_error_before_any_worker(tmp_path):
+    from mailguard.errors import ScanError
+
+    (tmp_path / "1.eml").write_bytes(message(1))
+    for jobs in (1, 2):
+        with pytest.raises(ScanError, match="no engine today"):
+            with OfflineScan([str(tmp_path)], Policy(), jobs=jobs, engine_factory=_BrokenEngine):
+                pass

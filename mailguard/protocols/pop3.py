@@ -30,7 +30,8 @@ Theory of operation
   would mean downloading and scanning the whole mailbox at LIST time.
 - A message larger than ``max_message`` cannot be held for scanning: with ``on_oversize="pass"``
   it is streamed through with an ``X-MailGuard-Result: unscanned`` header put first, with
-  ``"block"`` the client gets a short notice instead and the rest is drained from the server.
+  ``"block"`` the client gets ``-ERR`` (the message stays on the server; a ``+OK`` notice would
+  let a delete-after-download client remove it) and the answer is drained from the server.
 - STLS (RFC 2595 §4): any byte the client sent after ``STLS`` CRLF, and any byte the server sent
   after its ``+OK``, ends the session (command / response injection, pitfalls §4.1–4.2). The
   upstream leg is switched first; only when it is up does the client get its ``+OK`` and switch.

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 from mailguard.protocols.pop3_commands import Pending
 from mailguard.protocols.pop3_events import MessageUnscanned
-from mailguard.protocols.pop3_framing import CRLF, cut_top, normalise_line_endings, stuff, unstuff
-from mailguard.protocols.pop3_sizes import UNSCANNED_TAG, oversize_notice
+from mailguard.protocols.pop3_framing import CRLF, cut_top, normalise_line_endings, stuff
+from mailguard.protocols.pop3_sizes import OVERSIZE_REFUSAL, UNSCANNED_TAG
 from mailguard.protocols.pop3_states import Phase
 
 if TYPE_CHECKING:
@@ -55,9 +55,10 @@ class MessageDelivery(_Base):
     def _start_oversize(self, pending: Pending) -> None:
         limit = self.limits.max_message
         if self.options.on_oversize == "block":
-            head = self._server_head(limit)
-            notice = oversize_notice(head, limit)
-            self._emit_client(b"+OK %d octets\r\n" % len(notice) + stuff(notice))
+            # Lose nothing (DESIGN.md): "-ERR", never a "+OK" notice in its place, so a client
+            # that deletes what it downloaded (fetchmail's default) leaves it on the server.
+            # The server's answer is drained, not delivered.
+            self._emit_client(OVERSIZE_REFUSAL)
             self._events.append(MessageUnscanned(pending.number, "limit", blocked=True))
             self.phase = Phase.STREAM_DROP
             return
@@ -67,9 +68,3 @@ class MessageDelivery(_Base):
         self._emit_client(status + CRLF + UNSCANNED_TAG)
         self._events.append(MessageUnscanned(pending.number, "limit", blocked=False))
         self.phase = Phase.STREAM_PASS
-
-    def _server_head(self, limit: int) -> bytes:
-        """The header block of the message at the front of the server buffer (still stuffed)."""
-        first = self._server.peek(min(limit, 256 * 1024))
-        end = first.find(b"\r\n\r\n")
-        return unstuff(first[: end + 2]) if end >= 0 else b""

@@ -1,4 +1,4 @@
-"""Message sizes the client sees after a rewrite, and the notice for a message too large to scan.
+"""Message sizes the client sees after a rewrite, and the refusal for a message too large to scan.
 
 RFC 1939 §5: LIST and STAT report "the exact size of the message in octets". When the proxy has
 delivered a rewritten message, later LIST/STAT answers in the session report the delivered size
@@ -9,8 +9,11 @@ from __future__ import annotations
 
 CRLF = b"\r\n"
 UNSCANNED_TAG = b'X-MailGuard-Result: unscanned; reason="limit"\r\n'
+# The answer to a RETR/TOP of a message too large to scan when on-scan-error is "block": an
+# error, so the message stays on the server (a "+OK" notice would let the client delete it).
+OVERSIZE_REFUSAL = b"-ERR [SYS/PERM] message too large to scan (mailguard); it stays on the server\r\n"
 
-__all__ = ["UNSCANNED_TAG", "oversize_notice", "rewrite_listing", "rewrite_single_size"]
+__all__ = ["OVERSIZE_REFUSAL", "UNSCANNED_TAG", "rewrite_listing", "rewrite_single_size"]
 
 
 def rewrite_single_size(
@@ -39,27 +42,3 @@ def rewrite_listing(block: bytes, delta: dict[int, int]) -> bytes:
                 words[1] = b"%d" % (int(words[1]) + change)
                 lines[i] = b" ".join(words)
     return CRLF.join(lines)
-
-
-def oversize_notice(head: bytes, limit: int) -> bytes:
-    """The replacement for a message too large to scan when on-scan-error is ``block``."""
-    keep = (b"from:", b"to:", b"cc:", b"date:", b"subject:", b"message-id:")
-    lines: list[bytes] = []
-    current = False
-    for line in head.split(CRLF):
-        if line[:1] in (b" ", b"\t"):
-            if current:
-                lines.append(line)
-            continue
-        current = line.lower().startswith(keep)
-        if current:
-            lines.append(line)
-    lines.append(UNSCANNED_TAG.rstrip(CRLF))
-    lines.append(b"MIME-Version: 1.0")
-    lines.append(b"Content-Type: text/plain; charset=us-ascii")
-    body = (
-        b"mailguard did not deliver this message: it is larger than the scanning limit "
-        b"(threatsense.limits.max-object-size, %d bytes) and response.on-scan-error is\r\n"
-        b"\"block\". The original is still on the server." % limit
-    )
-    return CRLF.join(lines) + CRLF + CRLF + body + CRLF

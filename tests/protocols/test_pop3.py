@@ -405,17 +405,31 @@ def test_oversize_message_is_streamed_tagged_when_passing() -> None:
     assert s.proxy.phase is Phase.COMMAND
 
 
-def test_oversize_message_is_replaced_when_blocking() -> None:
+def test_oversize_message_is_refused_when_blocking_so_it_stays_on_the_server() -> None:
+    # Lose nothing: a "+OK" notice would let a delete-after-download client (fetchmail) DELE the
+    # message it never got; "-ERR" leaves it on the server.
     s = logged_in(Pop3Options(on_oversize="block", limits=Pop3Limits(max_message=1000)))
     message = b"From: a@b\r\nSubject: big\r\nX-Other: 1\r\n\r\n" + b"payload\r\n" * 400
     s.client(b"RETR 1\r\n").server(b"+OK\r\n" + stuff(message))
     out = s.take_client()
-    assert b"payload" not in out and b"Subject: big" in out and b"X-Other" not in out
-    assert out.endswith(b"\r\n.\r\n")
+    assert out == b"-ERR [SYS/PERM] message too large to scan (mailguard); it stays on the server\r\n"
     assert s.take(MessageUnscanned) == [MessageUnscanned(1, "limit", True)]
     assert s.take_server() == b"RETR 1\r\n"
     s.client(b"NOOP\r\n")
     assert s.take_server() == b"NOOP\r\n"
+    s.server(b"+OK\r\n")
+    assert s.take_client() == b"+OK\r\n"
+
+
+def test_oversize_top_is_refused_when_blocking() -> None:
+    s = logged_in(Pop3Options(on_oversize="block", limits=Pop3Limits(max_message=1000)))
+    message = b"Subject: big\r\n\r\n" + b"payload\r\n" * 400
+    s.client(b"TOP 1 0\r\n").server(b"+OK\r\n")
+    wire = stuff(message)
+    for i in range(0, len(wire), 300):
+        s.server(wire[i:i + 300])
+    assert s.take_client() == b"-ERR [SYS/PERM] message too large to scan (mailguard); it stays on the server\r\n"
+    assert s.proxy.phase is Phase.COMMAND
 
 
 def test_oversize_stream_dropped_mid_way_closes_without_terminator() -> None:

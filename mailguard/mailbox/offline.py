@@ -11,6 +11,7 @@ task order, so the results come out in the same order for any ``--jobs``. With
 from __future__ import annotations
 
 import collections
+import os
 import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -91,7 +92,7 @@ class OfflineScan:
 
         self._pool = ProcessPoolExecutor(
             self.jobs, mp_context=multiprocessing.get_context("fork"),
-            initializer=init_worker, initargs=(self.factory, self.policy, self.rewrite))
+            initializer=init_worker, initargs=(self.factory, self.policy, self.rewrite, os.getpid()))
         try:
             # Fork the workers now, before the caller starts threads (a progress display).
             self._pool.submit(int).result()

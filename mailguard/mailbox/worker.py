@@ -222,13 +222,41 @@ def _is_plain_clean(verdict: "Verdict") -> bool:
 _worker: Worker | None = None
 
 
-def init_worker(factory: EngineFactory, policy: "Policy", rewrite: bool) -> None:
+def init_worker(factory: EngineFactory, policy: "Policy", rewrite: bool, parent: int | None = None) -> None:
     global _worker
     import multiprocessing.util
 
+    die_with_parent(parent)
     _worker = Worker(factory, policy, rewrite)
     # Pool processes end through os._exit, so atexit would not run; Finalize does.
     multiprocessing.util.Finalize(None, _worker.close, exitpriority=10)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int | None = None) -> None:
+    """Have the kernel kill this process when its parent dies (Linux; elsewhere nothing).
+
+    A pool worker otherwise outlives a ``mailguard scan`` killed with SIGKILL, waiting for
+    tasks forever. ``parent``: the pid the parent had; if it is already gone (it died before
+    the signal was asked for), exit now.
+    """
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            return
+    except (OSError, AttributeError):
+        return
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
 
 
 def run_in_worker(task: Task) -> Outcome:

@@ -274,8 +274,39 @@ CRASH_ITERATIONS = 10  # per mailbox kind; each is one scanner run of about half
 
 
 def _start_clean(path: Path) -> subprocess.Popen:
+    # A session (and process group) of its own, so that the test can kill the scanner and its
+    # workers together and leaves no process behind.
     return subprocess.Popen([sys.executable, "-m", "mailguard", "scan", "--action", "clean", "--jobs", "2",
-                             "--format", "jsonl", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             "--format", "jsonl", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()  # reaped, so its pid is gone and its dotlock is seen as stale
+    _wait_for_group_gone(process.pid)
+
+
+def _group_members(group: int) -> list[int]:
+    members = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.getpgid(int(name)) == group:
+                    members.append(int(name))
+            except ProcessLookupError:
+                pass
+    return members
+
+
+def _wait_for_group_gone(group: int, timeout: float = 10.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while (members := _group_members(group)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return members
 
 
 def _kill_at_random(path: Path, rng: random.Random, longest: float) -> None:
@@ -285,8 +316,26 @@ def _kill_at_random(path: Path, rng: random.Random, longest: float) -> None:
     try:
         time.sleep(rng.choice([rng.uniform(0.05, longest), rng.uniform(longest / 2, longest * 1.05)]))
     finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()  # reaped, so its pid is gone and its dotlock is seen as stale
+        _kill_group(process)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+def test_workers_die_with_a_killed_scanner(tmp_path: Path, mailguard_home: Path):
+    write_settings(mailguard_home, "[web-and-email.email-client.response]\nquarantine = false\n")
+    box = tmp_path / "box"
+    box.write_bytes(mbox_bytes([message(i, b"hello world " * 200 + b"\n") for i in range(20000)]))
+    process = _start_clean(box)
+    try:
+        deadline = time.monotonic() + 30
+        while len(_group_members(process.pid)) < 3 and time.monotonic() < deadline:  # scanner + 2 workers
+            time.sleep(0.05)
+        workers = [pid for pid in _group_members(process.pid) if pid != process.pid]
+        assert len(workers) >= 2, "the scanner did not start its workers"
+        process.send_signal(signal.SIGKILL)  # the scanner only, as a crash or the OOM killer would
+        process.wait()
+        assert _wait_for_group_gone(process.pid) == [], "workers outlived the scanner"
+    finally:
+        _kill_group(process)
 
 
 def _full_run(path: Path) -> float:

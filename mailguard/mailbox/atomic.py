@@ -41,6 +41,20 @@ class NewFile:
         os.rename(self.temp_path, self.target)
         fsync_folder(os.path.dirname(self.target) or ".")
 
+    def commit_as(self, name: str) -> None:
+        """Give the new content the new name ``name`` (beside ``target``), durably; ``target`` stays.
+
+        link(2), not rename(2): an existing ``name`` is never overwritten (FileExistsError). The
+        caller removes ``target`` afterwards, so a crash in between leaves both, never neither.
+        """
+        self.stream.flush()
+        _copy_owner_and_mode(self.target, self.stream.fileno())
+        os.fsync(self.stream.fileno())
+        self.stream.close()
+        os.link(self.temp_path, name)
+        fsync_folder(os.path.dirname(name) or ".")
+        os.unlink(self.temp_path)
+
     def discard(self) -> None:
         if not self.stream.closed:
             self.stream.close()

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from typing import Callable
 
 from mailguard.errors import StorageError
+from mailguard.files import fsync_folder
 from mailguard.mailbox.atomic import TEMP_MARK, NewFile, replace_file
 from mailguard.scan.fromline import quote
 from mailguard.mailbox.locking import MboxLock, process_alive
@@ -132,12 +134,53 @@ def rewrite_message_file(result: MessageResult, keep: Keeper, protected: tuple[s
         original = stream.read()
     result.quarantine_id = keep(original, result)
     folder = None
+    renamed = None
     if result.location.get("format") == "maildir":
         tmp = os.path.join(os.path.dirname(os.path.dirname(path)), "tmp")
         folder = tmp if os.path.isdir(tmp) else None
-    replace_file(path, result.rewritten, folder=folder)
+        renamed = maildir_name_for(os.path.basename(path), result.rewritten)
+    if renamed is None or renamed == os.path.basename(path):
+        replace_file(path, result.rewritten, folder=folder)
+    else:
+        _replace_renamed(path, os.path.join(os.path.dirname(path), renamed), result, folder)
     result.rewritten = None
     result.changed = True
+
+
+_SIZE_FIELD = re.compile(rb"(?<=,)([SW])=\d+(?=,|$)")
+
+
+def maildir_name_for(name: str, data: bytes) -> str:
+    """``name`` with its Dovecot size fields (``,S=`` bytes, ``,W=`` bytes with CRLF line ends)
+    giving the sizes of ``data``; the rest (the unique part, the ``:2,FLAGS`` info) as it was.
+
+    Dovecot trusts these sizes (for the mailbox size, FETCH RFC822.SIZE); stale ones after a
+    rewrite would make it read past or short of the message.
+    """
+    base, separator, info = name.partition(":")
+    encoded = os.fsencode(base)
+    if b",S=" not in encoded and b",W=" not in encoded:
+        return name
+    sizes = {b"S": len(data), b"W": len(data) + data.count(b"\n") - data.count(b"\r\n")}
+    fixed = _SIZE_FIELD.sub(lambda m: m.group(1) + b"=" + str(sizes[m.group(1)]).encode(), encoded)
+    return os.fsdecode(fixed) + separator + info
+
+
+def _replace_renamed(path: str, new_path: str, result: MessageResult, folder: str | None) -> None:
+    """Write the new content under ``new_path``, then remove ``path``: a crash leaves a duplicate, never a loss."""
+    new = NewFile(path, folder=folder)
+    try:
+        new.write(result.rewritten or b"")
+        new.commit_as(new_path)
+    except BaseException:
+        new.discard()
+        raise
+    os.unlink(path)
+    fsync_folder(os.path.dirname(path) or ".")
+    result.file = os.path.join(os.path.dirname(result.file), os.path.basename(new_path))
+    where = result.location.get("file")
+    if isinstance(where, str):
+        result.location["file"] = os.path.join(os.path.dirname(where), os.path.basename(new_path))
 
 
 def _remove_dead_temp_files(folder: str) -> None:

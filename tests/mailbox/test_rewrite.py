@@ -60,3 +60,46 @@ def test_a_file_in_the_quarantine_is_never_rewritten(tmp_path):
         with pytest.raises(StorageError, match="quarantine"):
             rewrite_message_file(each, lambda raw, r: "Q", (str(quarantine),))
     assert path.read_bytes() == message(1)
+
+
+def test_dovecot_size_fields_in_the_name_follow_the_new_content(tmp_path):
+    from mailguard.mailbox.rewrite import maildir_name_for
+
+    name = "1700000000.M1P2.host,S=999,W=1010:2,RS"
+    root = make_maildir(tmp_path / "md", {f"cur/{name}": message(1, b"a\nb\n")})
+    path = root / "cur" / name
+    info = os.stat(path)
+    new = b"X: y\r\n\r\nnew\nline\n"
+    result = MessageResult(str(root), str(path), {"format": "maildir", "folder": "", "file": f"cur/{name}"},
+                           identity=(info.st_ino, info.st_size, info.st_mtime_ns), rewritten=new)
+    rewrite_message_file(result, lambda raw, r: "Q")
+    expected = f"1700000000.M1P2.host,S={len(new)},W={len(new) + 2}:2,RS"
+    assert os.listdir(root / "cur") == [expected]
+    assert (root / "cur" / expected).read_bytes() == new
+    assert os.listdir(root / "tmp") == []
+    assert result.file == str(root / "cur" / expected) and result.location["file"] == f"cur/{expected}"
+    # names without size fields, and a size-like text elsewhere, stay as they are
+    assert maildir_name_for("1.host:2,S", new) == "1.host:2,S"
+    assert maildir_name_for("1.host,XS=5:2,S", new) == "1.host,XS=5:2,S"
+    assert maildir_name_for("1.host,S=5", b"abc") == "1.host,S=3"
+
+
+def test_a_crash_between_link_and_unlink_leaves_a_duplicate_not_a_loss(tmp_path, monkeypatch):
+    name = "1.host,S=10:2,S"
+    root = make_maildir(tmp_path / "md", {f"cur/{name}": message(1)})
+    path = root / "cur" / name
+    info = os.stat(path)
+    result = MessageResult(str(root), str(path), {"format": "maildir", "folder": "", "file": f"cur/{name}"},
+                           identity=(info.st_ino, info.st_size, info.st_mtime_ns), rewritten=b"new\n")
+
+    def crash(target, *args, **kwargs):
+        if str(target) == str(path):
+            raise OSError("crash")
+        return real_unlink(target, *args, **kwargs)
+
+    real_unlink = os.unlink
+    monkeypatch.setattr(os, "unlink", crash)
+    with pytest.raises(OSError, match="crash"):
+        rewrite_message_file(result, lambda raw, r: "Q")
+    assert sorted(os.listdir(root / "cur")) == sorted(["1.host,S=4:2,S", name])
+    assert path.read_bytes() == message(1)

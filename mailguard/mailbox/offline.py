@@ -28,7 +28,7 @@ from mailguard.mailbox.sniff import SNIFF_SIZE, Kind, sniff_bytes
 from mailguard.mailbox.worker import (
     Done, EngineFactory, FileBatch, InlineMessages, MboxChunk, MboxRow, Outcome, ScanEngine, Task, Worker,
     default_engine,
-    init_worker, policy_for_action, row_result, run_in_worker,
+    TOO_LARGE, TOO_LARGE_TO_REWRITE, init_worker, policy_for_action, row_result, run_in_worker,
 )
 
 if TYPE_CHECKING:
@@ -172,6 +172,10 @@ class OfflineScan:
         return result
 
     def _write(self, result: MessageResult, state: _MboxState | None) -> None:
+        if isinstance(result.rewritten, tuple) and result.rewritten[0] == TOO_LARGE:
+            result.write_error = TOO_LARGE_TO_REWRITE  # its header block is not within what was kept
+            result.rewritten = None
+            return
         try:
             if state is not None:
                 if state.rewriter is not None:

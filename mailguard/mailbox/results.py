@@ -29,7 +29,7 @@ class MessageResult:
     write_error: str = ""                    # the rewrite asked for could not be done (status unchanged)
     quarantine_id: str = ""                  # where its original went
     # Carried from a worker to the writer only, never reported:
-    rewritten: bytes | None = field(default=None, repr=False)
+    rewritten: "bytes | tuple[int, bytes] | None" = field(default=None, repr=False)  # see worker.HeaderSplice
     span: tuple[int, int, int] | None = None          # mbox: (offset, length, newlines)
     identity: tuple[int, int, int] | None = None      # file: (inode, size, mtime_ns) when scanned
 

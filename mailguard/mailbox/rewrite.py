@@ -28,6 +28,7 @@ from mailguard.scan.fromline import quote
 from mailguard.mailbox.locking import MboxLock, process_alive
 from mailguard.mailbox.mbox import read_mbox
 from mailguard.mailbox.results import MessageResult
+from mailguard.mailbox.worker import splice_rewritten
 
 COPY_BLOCK = 1 << 20
 
@@ -62,12 +63,13 @@ class MboxRewriter:
         stored = self._read(offset, length)
         original = next(read_mbox(io.BytesIO(stored), max_size=len(stored)))
         assert original.content is not None
+        rewritten = splice_rewritten(original.content, result.rewritten)
         result.quarantine_id = self.keep(original.content, result)
         if self.new is None:
             self.new = NewFile(self.path)
         self._copy_until(offset)
         line_end = b"\r\n" if original.from_line.endswith(b"\r\n") else b"\n"
-        body = quote(result.rewritten)
+        body = quote(rewritten)
         if not body.endswith(b"\n"):
             body += line_end
         self.new.write(original.from_line + body + line_end)  # the blank line before the next From_
@@ -132,17 +134,18 @@ def rewrite_message_file(result: MessageResult, keep: Keeper, protected: tuple[s
         if result.identity != (info.st_ino, info.st_size, info.st_mtime_ns):
             raise StorageError("changed on disk while it was scanned; left unchanged")
         original = stream.read()
+    data = splice_rewritten(original, result.rewritten)
     result.quarantine_id = keep(original, result)
     folder = None
     renamed = None
     if result.location.get("format") == "maildir":
         tmp = os.path.join(os.path.dirname(os.path.dirname(path)), "tmp")
         folder = tmp if os.path.isdir(tmp) else None
-        renamed = maildir_name_for(os.path.basename(path), result.rewritten)
+        renamed = maildir_name_for(os.path.basename(path), data)
     if renamed is None or renamed == os.path.basename(path):
-        replace_file(path, result.rewritten, folder=folder)
+        replace_file(path, data, folder=folder)
     else:
-        _replace_renamed(path, os.path.join(os.path.dirname(path), renamed), result, folder)
+        _replace_renamed(path, os.path.join(os.path.dirname(path), renamed), data, result, folder)
     result.rewritten = None
     result.changed = True
 
@@ -166,11 +169,11 @@ def maildir_name_for(name: str, data: bytes) -> str:
     return os.fsdecode(fixed) + separator + info
 
 
-def _replace_renamed(path: str, new_path: str, result: MessageResult, folder: str | None) -> None:
+def _replace_renamed(path: str, new_path: str, data: bytes, result: MessageResult, folder: str | None) -> None:
     """Write the new content under ``new_path``, then remove ``path``: a crash leaves a duplicate, never a loss."""
     new = NewFile(path, folder=folder)
     try:
-        new.write(result.rewritten or b"")
+        new.write(data)
         new.commit_as(new_path)
     except BaseException:
         new.discard()

@@ -120,6 +120,7 @@ class Worker:
 
     def __init__(self, factory: EngineFactory, policy: "Policy", rewrite: bool) -> None:
         self.engine = factory(policy)
+        self.policy = policy
         self.max_size = policy.max_object_size
         self.rewrite = rewrite
 
@@ -157,7 +158,7 @@ class Worker:
         verdict_of = self._verdict
         for offset, length, newlines, _, content, size, head, problem in messages:
             message_id, subject = summary_fields(head)
-            verdict, error, rewritten = verdict_of(content, problem)
+            verdict, error, rewritten = verdict_of(content, problem, head)
             if verdict is not None and _is_plain_clean(verdict):
                 verdict = CLEAN
             append((offset, length, newlines, size, message_id, subject, verdict, error, rewritten))
@@ -193,15 +194,38 @@ class Worker:
     def _scan(self, result: MessageResult, content: bytes | None, head: bytes, problem: str) -> None:
         """Fill in the verdict (and the rewrite) of one message; never raises for a bad message."""
         result.message_id, result.subject = summary_fields(head)
-        result.verdict, result.error, result.rewritten = self._verdict(content, problem)
+        result.verdict, result.error, result.rewritten = self._verdict(content, problem, head)
 
-    def _verdict(self, content: bytes | None, problem: str) -> tuple["Verdict | None", str, bytes | None]:
+    def _header_rewrite(self, head: bytes, verdict: "Verdict") -> "bytes | HeaderSplice | None":
+        """The rewrite of a message too large to scan, made from its header block alone (SETTINGS.md:
+        unscanned messages are always tagged; on-scan-error = block treats them as infected, so clean
+        and replace both replace them by the notice, as nothing can be cleaned unscanned)."""
+        from mailguard.scan.rewrite import replacement_message, tag
+        from mailguard.scan.verdict import Status
+
+        end = header_block_end(head)
+        if end is None:
+            return (TOO_LARGE, b"")
+        header = head[:end]
+        policy = self.policy
+        if verdict.status is Status.UNSCANNED and policy.on_scan_error == "block" and policy.action != "none":
+            return tag(replacement_message(header, verdict), verdict, policy)
+        new = tag(header, verdict, policy)
+        return None if new == header else (end, new)
+
+    def _verdict(self, content: bytes | None, problem: str,
+                 head: bytes = b"") -> tuple["Verdict | None", str, "Rewritten | None"]:
         """``(verdict, error, rewritten)`` of one message; never raises for a bad message."""
         if content is None:
             from mailguard.scan.verdict import Incomplete, Reason, Verdict
 
-            return Verdict.build([], [Incomplete(Reason.LIMIT, "", "message larger than max-object-size")]), \
-                problem, None
+            verdict = Verdict.build([], [Incomplete(Reason.LIMIT, "", "message larger than max-object-size")])
+            if self.rewrite and not problem:
+                try:
+                    return verdict, problem, self._header_rewrite(head, verdict)
+                except Exception as exc:  # noqa: BLE001 - as for any message: an error for this one only
+                    return verdict, f"engine failed on this message: {type(exc).__name__}: {exc}", None
+            return verdict, problem, None
         verdict = None
         try:
             verdict = self.engine.scan(content)
@@ -212,6 +236,33 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - one bad message must not end the scan of the rest
             return verdict, f"engine failed on this message: {type(exc).__name__}: {exc}", None
         return verdict, problem, None
+
+
+# What a message too large to hold becomes: ``(length, new)``, its first ``length`` bytes (the
+# header block) replaced by ``new``; ``(TOO_LARGE, b"")`` when that cannot be done. A whole
+# new message is plain ``bytes``. (A tuple of an int and bytes pickles in C, as rows must.)
+HeaderSplice = tuple
+Rewritten = "bytes | HeaderSplice"
+TOO_LARGE = -1
+TOO_LARGE_TO_REWRITE = "too large to rewrite: left unchanged"
+
+
+def header_block_end(head: bytes) -> int | None:
+    """Where the body starts: just after the empty line ending the header block, if it is in ``head``."""
+    if head.startswith((b"\n", b"\r\n")):
+        return 0
+    at = head.find(b"\n\n")
+    crlf = head.find(b"\n\r\n")
+    ends = [i + 2 for i in (at,) if i != -1] + [i + 3 for i in (crlf,) if i != -1]
+    return min(ends) if ends else None
+
+
+def splice_rewritten(original: bytes, rewritten: "bytes | HeaderSplice") -> bytes:
+    """The new message: ``rewritten`` itself, or the original with its header block replaced."""
+    if isinstance(rewritten, bytes):
+        return rewritten
+    length, new = rewritten
+    return new + original[length:]
 
 
 def _is_plain_clean(verdict: "Verdict") -> bool:

@@ -268,6 +268,18 @@ def test_cleaning_the_quarantine_or_a_tree_holding_it_never_touches_the_original
     assert restored.read_bytes() == infected(1)
 
 
+def test_a_message_too_large_to_scan_is_still_tagged(tmp_path: Path, mailguard_home: Path):
+    write_settings(mailguard_home, '[web-and-email.email-client.threatsense.limits]\nmax-object-size = "1KB"\n')
+    big = message(1, b"x" * 4000 + b"\n")
+    root = make_maildir(tmp_path / "md", {"cur/1:2,S": big})
+    run = mailguard(str(root), "--action", "tag", "--format", "jsonl")
+    assert run.returncode == 3, run.stderr
+    (result, _) = (json.loads(line) for line in run.stdout.decode().splitlines())
+    assert result["verdict"] == "unscanned" and result["changed"] is True and result["write_error"] is None
+    now = (root / "cur" / "1:2,S").read_bytes()
+    assert b'X-MailGuard-Result: unscanned; reason="limit"' in now and now.endswith(b"x" * 4000 + b"\n")
+
+
 # -- the crash test -----------------------------------------------------------------------------
 
 CRASH_ITERATIONS = 10  # per mailbox kind; each is one scanner run of about half a second

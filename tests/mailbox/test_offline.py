@@ -181,3 +181,49 @@ def test_an_engine_that_cannot_be_built_is_a_scan_error_before_any_worker(tmp_pa
         with pytest.raises(ScanError, match="no engine today"):
             with OfflineScan([str(tmp_path)], Policy(), jobs=jobs, engine_factory=_BrokenEngine):
                 pass
+
+
+def test_messages_too_large_to_scan_are_tagged_by_their_header_alone(tmp_path):
+    from dataclasses import replace as changed
+
+    big = message(1, b"x" * 5000 + b"\n")
+    (tmp_path / "box").write_bytes(mbox_bytes([message(0), big]))
+    root = make_maildir(tmp_path / "md", {"cur/1:2,S": big})
+    (tmp_path / "big.eml").write_bytes(big)
+    huge_header = b"X-Long: a\n" + (b" " + b"y" * 70 + b"\n") * 1000 + big
+    (tmp_path / "huge-header.mbox").write_bytes(mbox_bytes([huge_header]))
+    policy = changed(Policy(), max_object_size=1000)
+    results, summary = scan([tmp_path / "box", root, tmp_path / "big.eml", tmp_path / "huge-header.mbox"],
+                            action="tag", policy=policy)
+    assert [r.status for r in results] == ["clean", "unscanned", "unscanned", "unscanned", "unscanned"]
+    assert [r.changed for r in results] == [False, True, True, True, False]
+    assert results[-1].write_error == "too large to rewrite: left unchanged"
+    assert (tmp_path / "huge-header.mbox").read_bytes() == mbox_bytes([huge_header])
+    tagged = b'X-MailGuard-Result: unscanned; reason="limit"\n'
+    header_end = big.index(b"\n\n") + 1
+    expected = big[:header_end] + tagged + big[header_end:]
+    assert [m.content for m in read_mbox(io.BytesIO((tmp_path / "box").read_bytes()), max_size=1 << 20)] == [
+        message(0), expected]
+    assert (root / "cur" / "1:2,S").read_bytes() == expected
+    assert (tmp_path / "big.eml").read_bytes() == expected
+    assert summary.write_errors == 1
+
+
+def test_with_on_scan_error_block_clean_replaces_a_message_too_large_to_scan(tmp_path):
+    from dataclasses import replace as changed
+
+    big = message(1, b"x" * 5000 + b"\n")
+    (tmp_path / "box").write_bytes(mbox_bytes([big, message(2)]))
+    (tmp_path / "big.eml").write_bytes(big)
+    kept = []
+    policy = changed(Policy(), max_object_size=1000, on_scan_error="block")
+    results, _ = scan([tmp_path / "box", tmp_path / "big.eml"], action="clean", policy=policy,
+                      keep=lambda raw, r: kept.append(raw) or "Q")
+    assert [(r.status, r.changed, r.quarantine_id) for r in results] == [
+        ("unscanned", True, "Q"), ("clean", False, ""), ("unscanned", True, "Q")]
+    assert kept == [big, big]
+    first, second = read_mbox(io.BytesIO((tmp_path / "box").read_bytes()), max_size=1 << 20)
+    for now in (first.content, (tmp_path / "big.eml").read_bytes()):
+        assert b"x" * 100 not in now and b"withheld" in now and b"X-MailGuard-Result: unscanned" in now
+        assert b"Subject: message 1" in now
+    assert second.content == message(2)

@@ -49,6 +49,7 @@ class _MboxState:
     next_index: int = 0
     next_line: int = 1
     rewriter: MboxRewriter | None = None
+    write_failed: bool = False   # a rewrite failed: the mbox is left unchanged, the rest is not rewritten
 
 
 class OfflineScan:
@@ -78,6 +79,7 @@ class OfflineScan:
         self._pool: ProcessPoolExecutor | None = None
         self._local: Worker | None = None
         self._mboxes: dict[int, _MboxState] = {}
+        self._failed_mboxes: dict[int, str] = {}  # mboxes whose reading stopped: number -> why
         self._mbox_counter = 0
 
     def __enter__(self) -> "OfflineScan":
@@ -132,12 +134,22 @@ class OfflineScan:
             self._count(result)
             yield result
         if outcome.rows:
-            assert state is not None, "mbox rows come from an mbox task"
-            yield from self._settle_rows(outcome.rows, state, task)
+            if state is None:
+                # A later range of an mbox whose reading stopped in an earlier one: these messages
+                # cannot be numbered, and the mbox is not rewritten; errors, not silence.
+                assert isinstance(task, MboxChunk) and task.mailbox_no in self._failed_mboxes, \
+                    "mbox rows come from an mbox task"
+                yield from self._unsettled_rows(outcome.rows, task)
+            else:
+                yield from self._settle_rows(outcome.rows, state, task)
+        if isinstance(task, MboxChunk) and state is None and outcome.failure:
+            yield self._count(MessageResult(task.item.source, task.item.path, {"format": "mbox"},
+                                            error=f"mbox reading stopped: {outcome.failure}"))
         if isinstance(task, MboxChunk) and state is not None:
             if outcome.failure:
                 yield self._count(MessageResult(state.source, task.item.path, {"format": "mbox"},
                                                 error=f"mbox reading stopped: {outcome.failure}"))
+                self._failed_mboxes[task.mailbox_no] = outcome.failure
                 self._close_mbox(task.mailbox_no, commit=False)
             elif task.last:
                 failure = self._close_mbox(task.mailbox_no, commit=True)
@@ -167,6 +179,16 @@ class OfflineScan:
         finally:
             state.next_index, state.next_line = index, line
 
+    def _unsettled_rows(self, rows: list[MboxRow], task: MboxChunk) -> Iterator[MessageResult]:
+        why = self._failed_mboxes[task.mailbox_no]
+        for row in rows:
+            result = row_result(task.item.source, task.item.path, row)
+            result.error = f"reading this mbox stopped before this message ({why}): its position is unknown"
+            if self.rewrite and result.rewritten is not None:
+                result.write_error = "not rewritten: mailbox left unchanged"
+            result.rewritten = None
+            yield self._count(result)
+
     def _count(self, result: MessageResult) -> MessageResult:
         self.summary.add(result)
         return result
@@ -180,6 +202,8 @@ class OfflineScan:
             if state is not None:
                 if state.rewriter is not None:
                     state.rewriter.message(result)
+                elif state.write_failed:
+                    result.write_error = "not rewritten: mailbox left unchanged"
             else:
                 rewrite_message_file(result, self.keep, self.protected)
         except Exception as exc:  # noqa: BLE001 - quarantine or disk failure: leave this mailbox as it was
@@ -187,6 +211,7 @@ class OfflineScan:
             if state is not None and state.rewriter is not None:
                 state.rewriter.abort()
                 state.rewriter = None
+                state.write_failed = True
         result.rewritten = None
 
     def _close_mbox(self, number: int, *, commit: bool) -> str:

@@ -227,3 +227,45 @@ def test_with_on_scan_error_block_clean_replaces_a_message_too_large_to_scan(tmp
         assert b"x" * 100 not in now and b"withheld" in now and b"X-MailGuard-Result: unscanned" in now
         assert b"Subject: message 1" in now
     assert second.content == message(2)
+
+
+def test_rows_of_an_mbox_after_a_failed_range_become_errors(mixed, monkeypatch):
+    from mailguard.mailbox import worker
+
+    folder, messages = mixed
+    real = worker.read_mbox
+    starts = []
+
+    def failing(stream, *, start=0, **kwargs):
+        starts.append(start)
+        if len(starts) == 2:  # the second range of the mbox fails; the later ones still return rows
+            raise OSError("disk on fire")
+        return real(stream, start=start, **kwargs)
+
+    monkeypatch.setattr(worker, "read_mbox", failing)
+    results, summary = scan([folder / "a.mbox"])
+    assert len(starts) > 3
+    stopped = [r for r in results if "mbox reading stopped: disk on fire" in r.error]
+    assert len(stopped) == 1
+    later = results[results.index(stopped[0]) + 1:]
+    assert later and all(r.status == "error" and "disk on fire" in r.error for r in later)
+    assert summary.errors == 1 + len(later)
+
+
+def test_after_a_failed_rewrite_the_rest_of_the_mbox_says_it_was_not_rewritten(tmp_path):
+    box = tmp_path / "box"
+    box.write_bytes(mbox_bytes([message(i, EICAR + b"\n") for i in range(3)]))
+    before = box.read_bytes()
+    calls = []
+
+    def keep(raw, result):
+        calls.append(raw)
+        if len(calls) == 2:
+            raise OSError("quarantine full")
+        return "Q"
+
+    results, summary = scan([box], action="clean", keep=keep)
+    assert [r.write_error for r in results[1:]] == ["not rewritten: quarantine full",
+                                                    "not rewritten: mailbox left unchanged"]
+    assert box.read_bytes() == before
+    assert summary.write_errors == 2

@@ -162,8 +162,10 @@ class Pop3Proxy(MessageDelivery, StlsSwitch):
     def _waiting_for_driver(self) -> bool:
         # Nothing may arrive while the driver scans or switches TLS: the client waits for its
         # answer, the server for its next command. A byte now is pipelining (client, kept in
-        # the buffer) except during a TLS switch, where it is an injection attempt.
-        if self.phase in (Phase.TLS_SERVER, Phase.TLS_CLIENT):
+        # the buffer) except while the server leg switches, where it is an injection attempt.
+        # Once StartTls(CLIENT) is out the client's handshake is under way: its bytes come over
+        # TLS (the first command may share a write with its Finished) and wait for COMMAND.
+        if self.phase is Phase.TLS_SERVER:
             self._refuse_plaintext_during_switch()
         return False
 

@@ -1,8 +1,9 @@
 """The STLS switch of the POP3 proxy machine (RFC 2595 §4; pitfalls §4.1–4.2).
 
 The upstream leg is switched first; only when it is up does the client get its ``+OK`` and
-switch. Any byte the client sent after ``STLS`` CRLF, and any byte the server sent after its
-``+OK``, ends the session (command / response injection). With TLS interception off
+switch. Any byte the client sent after ``STLS`` CRLF before its TLS handshake starts, and any
+byte the server sent after its ``+OK``, ends the session (command / response injection); what the
+client sends once its handshake is under way is TLS-protected and is processed normally. With TLS interception off
 (``TlsMode.RELAY``) the session becomes a byte relay instead. A mixin of ``Pop3Proxy``
 (pop3.py), which owns the state it reads and writes.
 """
@@ -67,7 +68,12 @@ class StlsSwitch(_Base):
     def _tls_established(self, side: Side) -> None:
         if self.phase is Phase.DONE:
             return  # already closed (an injection was caught during the switch)
-        if not self._switch_is_clean():
+        # Plaintext injection is a question only up to the client's switch: whatever the client
+        # sent before it is checked here (and at STLS / STLS_REPLY). The driver starts the
+        # client's TLS with no await after this check, so bytes buffered once the client's
+        # handshake is done came over TLS (its first command may share a write with its
+        # Finished) and are processed as usual.
+        if side is Side.SERVER and not self._switch_is_clean():
             return
         if side is Side.SERVER and self.phase is Phase.TLS_SERVER:
             self.phase = Phase.TLS_CLIENT

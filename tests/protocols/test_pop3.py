@@ -326,6 +326,24 @@ def test_stls_injection_in_a_later_packet_is_refused() -> None:
     assert s.take(StartTls) == []
 
 
+def test_stls_first_command_arriving_with_the_client_finished_is_processed() -> None:
+    # The client's first command over TLS may come in the same write as its Finished: the TLS
+    # layer hands it over before the driver reports TlsEstablished. It is TLS-protected data,
+    # not an injection (that is checked before the client's handshake starts).
+    s = Script()
+    s.client(b"STLS\r\n").server(b"+OK Begin TLS\r\n")
+    assert s.take(StartTls) == [StartTls(Side.SERVER)]
+    s.send(TlsEstablished(Side.SERVER))
+    assert s.take(StartTls) == [StartTls(Side.CLIENT, preface=b"+OK Begin TLS\r\n")]
+    s.client(b"CAPA\r\n")  # decrypted along with the handshake's end
+    s.send(TlsEstablished(Side.CLIENT))
+    assert s.closed is None
+    assert s.take_server() == b"STLS\r\nCAPA\r\n"
+    s.server(b"+OK\r\nUSER\r\n.\r\n")
+    assert s.take_client() == b"+OK\r\nUSER\r\n.\r\n"
+    assert s.proxy.client_tls and s.closed is None
+
+
 @pytest.mark.parametrize("injected", [b"+OK fake\r\n", b"+OK SASL PLA"])
 def test_stls_response_injection_aborts(injected: bytes) -> None:
     s = Script()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import poplib
+import socket
+import ssl
 
 from tests.proxy.harness import EC, clean_message, filter_server, infected_message, run
 from tests.proxy.pop3server import Pop3TestServer
@@ -157,7 +159,6 @@ def test_upstream_certificate_refused_gives_client_an_error(tmp_path) -> None:
 
 # --- hostile peers: each gets a clear error, and a clean session alongside is unaffected -------
 
-import socket  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -226,6 +227,58 @@ def test_stls_injection_through_the_engine(tmp_path) -> None:
             got = await asyncio.to_thread(_raw_session, port, b"STLS\r\nUSER evil\r\n")
             assert got.startswith(b"-ERR") and b"Begin TLS" not in got
             assert all(not c.startswith((b"STLS", b"USER")) for c in upstream.log)
+
+    run(scenario())
+
+
+def _stls_finished_and_capa_in_one_write(port: int, context: ssl.SSLContext) -> bytes:
+    """STLS, then a TLS handshake whose last flight (the client's Finished) carries CAPA too."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        assert sock.recv(1024).startswith(b"+OK")
+        sock.sendall(b"STLS\r\n")
+        line = b""
+        while not line.endswith(b"\r\n"):
+            line += sock.recv(1)
+        assert line.startswith(b"+OK")
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = context.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if outgoing.pending:
+                    sock.sendall(outgoing.read())
+                incoming.write(sock.recv(65536))
+        tls.write(b"CAPA\r\n")
+        sock.sendall(outgoing.read())  # Finished and the first command in one write
+        got = b""
+        while not got.endswith(b"\r\n.\r\n"):
+            try:
+                chunk = tls.read(65536)
+                if not chunk:
+                    break  # the proxy closed the session
+                got += chunk
+            except ssl.SSLWantReadError:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                incoming.write(chunk)
+        return got
+
+
+def test_stls_client_finished_and_first_command_in_one_write(tmp_path) -> None:
+    from tests.proxy.harness import TlsWorld
+
+    world = TlsWorld(tmp_path)
+
+    async def scenario() -> None:
+        async with Pop3TestServer([clean_message(1)], tls=world.server_context) as upstream, \
+                filter_server(upstream.port, values=world.values) as (_, port):
+            got = await asyncio.to_thread(_stls_finished_and_capa_in_one_write, port, world.client_context)
+            assert got.startswith(b"+OK") and got.endswith(b"\r\n.\r\n") and b"STLS" not in got
+            at = upstream.log.index(b"STLS\r\n")
+            assert upstream.log[at + 1] == b"CAPA\r\n"
 
     run(scenario())
 

@@ -132,6 +132,9 @@ _RUN_END = re.compile(rb"\n(?![!-9;-~]++[ \t]*:|[ \t])")
 _CONTENT_FIELD = re.compile(
     rb"(content-(?:type|disposition|transfer-encoding))[ \t]*:[ \t]*([^\r\n]*)\r?\n((?:[ \t][^\r\n]*\r?\n)*)",
     re.IGNORECASE)
+_BLOCK_CACHE: dict[bytes, tuple[tuple, int, int]] = {}  # header bytes -> (Content-* fields, end, body start)
+_MAX_BLOCK_CACHE = 1024
+_MAX_CACHED_BLOCK = 256  # top-level headers (unique, and longer) are not kept
 _CONTENT_NAMES: dict[bytes, str] = {}  # raw spelling -> lower-case name (few spellings exist)
 
 # What ``describe_key`` reads: (name, value, hidden) of the Content-* fields, in field order.
@@ -146,6 +149,17 @@ def scan_header_block(buf: bytes, start: int, end: int, eol: bytes
     gives, where ``fields`` is None when the block is made of ordinary lines only (nearly
     all mail); the caller then parses the full field list only if someone asks for it.
     """
+    cached = None
+    if eol == b"\n":
+        # Everything here is a function of the bytes up to the first blank line, and part
+        # headers repeat ("Content-Type: text/plain; charset=utf-8"): short blocks are memoised.
+        limit = min(end, start + _MAX_CACHED_BLOCK)
+        crlf = buf.find(b"\n\r\n", start, limit)
+        lf = buf.find(b"\n\n", start, limit if crlf == -1 else crlf + 2)
+        if lf != -1 or crlf != -1:
+            cached = buf[start:lf + 2 if lf != -1 else crlf + 3]
+            if (hit := _BLOCK_CACHE.get(cached)) is not None:
+                return hit[0], start + hit[1], start + hit[2], False, None
     if eol == b"\n" and _FIELD_START.match(buf, start, end) and (m := _RUN_END.search(buf, start, end)):
         p = m.end()  # the first line after the run
         if p == end:
@@ -174,7 +188,12 @@ def scan_header_block(buf: bytes, start: int, end: int, eol: bytes
                             value = value + b" " + line.rstrip(b"\r").strip(b" \t")
                     key.append((name, value, False))
                 i = lower.find(b"\ncontent-", i) + 1 or -1
-            return tuple(key), (end if p == end else p), body_start, False, None
+            key = tuple(key)
+            if cached is not None:
+                if len(_BLOCK_CACHE) >= _MAX_BLOCK_CACHE:
+                    _BLOCK_CACHE.clear()
+                _BLOCK_CACHE[cached] = (key, p - start, body_start - start)
+            return key, (end if p == end else p), body_start, False, None
     block = parse_header_block(buf, start, end, eol)
     key = tuple([(f.name, f.value, f.hidden) for f in block.fields if f.name in _DESCRIBED_FIELDS])
     return key, block.end, block.body_start, block.bare_cr, block.fields

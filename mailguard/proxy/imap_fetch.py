@@ -30,12 +30,15 @@ from mailguard.protocols.imap.fetch_response import FetchData, parse_fetch_respo
 from mailguard.protocols.imap.responses import Kind, Response
 from mailguard.proxy.imap_cache import cache_key
 from mailguard.proxy.imap_render import Record, render
-from mailguard.proxy.imap_served import answer_locally, scan_message
+from mailguard.proxy.imap_served import Withheld, answer_locally, scan_message
 
 if TYPE_CHECKING:
     from mailguard.proxy.imap import ImapSession
 
 log = logging.getLogger("mailguard.proxy.imap")
+
+#: the client's FETCH completion when a message could not be kept in quarantine
+WITHHELD_COMPLETION = b" NO [UNAVAILABLE] mailguard: could not keep the original in quarantine, try later\r\n"
 
 #: a UID FETCH of this many UIDs (not cached) gets its body in the same round trip; one, so
 #: at most one message is held before its scan, as with the batches of the two-trip path
@@ -86,6 +89,8 @@ class FetchInterception:
         self.bodies_at_once = self._explicit_uncached_uids()
         #: every message of the answer, in order
         self.records: list[Record] = []
+        #: a message was not served (its original could not be quarantined): the tag ends NO
+        self.withheld = False
 
     async def _divert(self, response: Response) -> None:
         self.queue.put_nowait(response)
@@ -103,7 +108,11 @@ class FetchInterception:
             if self.request.sets_seen and records:
                 await self._set_seen([r.uid for r in records])
             self._flush(final=True)
-            self.session.send_client(session.filter_response(completion))
+            if self.withheld:
+                # Lose nothing (DESIGN.md): without the original kept, the rewrite is not served.
+                self.session.send_client(self.tag + WITHHELD_COMPLETION)
+            else:
+                self.session.send_client(session.filter_response(completion))
         finally:
             session.interceptor = None
             # responses that arrived after our last completion belong to nobody here
@@ -195,7 +204,7 @@ class FetchInterception:
                 batch.append(record)
                 batch_size += record.size
             record.raw = None
-            record.resolved = record.served is not None
+            record.resolved = record.served is not None or record.withheld
             if batch and (batch_size >= limit or held >= limit):
                 await self._fetch_and_scan(batch)
                 batch, batch_size, held = [], 0, 0
@@ -270,7 +279,11 @@ class FetchInterception:
             await self._flush_and_drain()
 
     async def _serve(self, record: Record, raw: bytes) -> None:
-        record.served, record.unchanged = await scan_message(self.session, record.uid, raw, record.server_size)
+        try:
+            record.served, record.unchanged = await scan_message(self.session, record.uid, raw, record.server_size)
+        except Withheld as exc:
+            log.error("message UID %d withheld: %s", record.uid, exc)
+            record.served, record.withheld, self.withheld = None, True, True
 
     async def _set_seen(self, uids: list[int]) -> None:
         """RFC 9051 §6.4.5: BODY[...], RFC822 and RFC822.TEXT set \\Seen; our PEEK did not."""
@@ -293,7 +306,8 @@ class FetchInterception:
             if isinstance(slot, Record):
                 if not slot.resolved and not final:
                     return
-                self.session.send_client(render(slot, self.request))
+                if not slot.withheld:
+                    self.session.send_client(render(slot, self.request))
                 slot.release()
             else:
                 self.session.send_client(slot)

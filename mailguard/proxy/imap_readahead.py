@@ -22,7 +22,7 @@ from mailguard.protocols.imap.fetch import format_uid_set
 from mailguard.protocols.imap.fetch_response import parse_fetch_response
 from mailguard.protocols.imap.responses import Kind, Response
 from mailguard.proxy.imap_cache import cache_key
-from mailguard.proxy.imap_served import scan_message
+from mailguard.proxy.imap_served import Withheld, scan_message
 
 if TYPE_CHECKING:
     from mailguard.proxy.imap import ImapSession
@@ -219,7 +219,13 @@ class ReadAhead:
         key = (session.mailbox, session.uidvalidity, uid)
         future = self.pending.get(key)
         try:
-            served, unchanged = await scan_message(session, uid, raw, server_size)
+            try:
+                served, unchanged = await scan_message(session, uid, raw, server_size)
+            except Withheld:
+                # Not served: the client's own FETCH asks again and is answered NO if it still fails.
+                if future is not None and not future.done():
+                    future.cancel()
+                return
             if future is not None and not future.done():
                 future.set_result((served, unchanged, server_size))
         except BaseException:

@@ -38,6 +38,8 @@ class Record:
     resolved: bool = False
     #: the server's RFC822.SIZE, when it sent one
     server_size: int | None = None
+    #: not served at all: its original could not be kept in quarantine (the FETCH ends NO)
+    withheld: bool = False
 
     def release(self) -> None:
         """Forget the bytes once answered (a whole-mailbox FETCH keeps every record)."""

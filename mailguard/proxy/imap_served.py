@@ -131,8 +131,24 @@ def _from_rewrite_cache(session: "ImapSession", uid: int) -> tuple[bytes, bool, 
     return blob, cached.unchanged, None
 
 
+class Withheld(Exception):
+    """The original could not be kept in quarantine: the rewrite is not served (lose nothing);
+    the client's FETCH is answered NO and the message stays on the server for a later try."""
+
+
+#: why a scan may come out differently next time: such an outcome is not written to the cache
+TEMPORARY_REASONS = frozenset({"timeout", "engine-error"})
+
+
+def _temporary(outcome: object) -> bool:
+    return getattr(outcome, "status", "") == "unscanned" and bool(
+        TEMPORARY_REASONS.intersection(getattr(outcome, "reasons", ())))
+
+
 async def scan_message(session: "ImapSession", uid: int, raw: bytes, server_size: int | None) -> tuple[bytes, bool]:
-    """Scan ``raw`` (or know it from the cache), remember what is served, write the cache entry."""
+    """Scan ``raw`` (or know it from the cache), remember what is served, write the cache entry.
+
+    Raises ``Withheld`` when the original could not be quarantined: nothing is served or kept."""
     identity = session.cache_identity
     cache = session.context.cache
     key = cache_key(*identity, uid) if identity is not None and cache is not None else None
@@ -143,14 +159,17 @@ async def scan_message(session: "ImapSession", uid: int, raw: bytes, server_size
     else:
         source = f"imap://{session.context.server_id}/{(session.mailbox or b'').decode('utf-8', 'replace')}/{uid}"
         outcome = await session.context.scanner.scan(raw, source)
+        if getattr(outcome, "quarantine_failed", False):
+            raise Withheld(getattr(outcome, "error", "") or "quarantine failed")
         served = outcome.delivered if outcome.delivered is not None else raw
         unchanged = outcome.delivered is None
         stats = session.context.stats
         stats["scanned"] = stats.get("scanned", 0) + 1
-        if key is not None and cache is not None:
+        if key is not None and cache is not None and not _temporary(outcome):
             # Hashed and written in the background (hashing releases the GIL), in the loop's
             # default executor, which asyncio.run and the engine's stop wait for: this session
-            # serves from its memory meanwhile.
+            # serves from its memory meanwhile. A time-out or engine error is not kept: a later
+            # fetch scans again.
             task = asyncio.ensure_future(asyncio.to_thread(
                 _store, cache, key, outcome.status, list(outcome.detections), list(outcome.reasons), raw, served))
             _pending_writes.add(task)

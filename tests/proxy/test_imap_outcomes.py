@@ -1,0 +1,95 @@
+"""What an IMAP FETCH gets for the outcomes a scan may have beyond clean and infected: the
+original not kept in quarantine, a temporary failure, protection switched off."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from mailguard.proxy.imap import ImapContext
+from mailguard.proxy.imap_cache import RewriteCache
+from mailguard.proxy.imap_listener import ImapRoute, start_imap_listener
+from mailguard.proxy.scanpool import ScanOutcome
+from tests.protocols.imap.mock_server import MockImapServer
+from tests.proxy.test_imap import INFECTED, Client, login_select
+
+pytestmark = pytest.mark.timeout(30)
+
+CLEAN = b"From: a@example.com\r\nSubject: hello\r\n\r\nplain text\r\n"
+
+
+class FakeScanner:
+    """Answers every scan with ``outcome`` and counts the calls."""
+
+    def __init__(self, outcome: ScanOutcome) -> None:
+        self.outcome = outcome
+        self.calls = 0
+
+    async def scan(self, raw: bytes, source: str) -> ScanOutcome:
+        self.calls += 1
+        return self.outcome
+
+
+async def run_with(server: MockImapServer, scanner: Any, body: Callable[[Client], Awaitable[None]], *,
+                   cache_dir: Path | None = None, **extra: Any) -> ImapContext:
+    upstream = await server.start()
+    cache = RewriteCache(cache_dir) if cache_dir is not None else None
+    context = ImapContext(scanner=scanner, server_id="mail:143", cache=cache, **extra)
+    listener = await start_imap_listener(ImapRoute("127.0.0.1", server.port), lambda: context)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", listener.sockets[0].getsockname()[1])
+        await body(Client(reader, writer))
+        writer.close()
+    finally:
+        listener.close()
+        upstream.close()
+    return context
+
+
+def test_a_rewrite_whose_original_could_not_be_quarantined_is_refused_and_not_cached(tmp_path: Path) -> None:
+    rewritten = b"X-MailGuard-Result: infected\r\nSubject: invoice\r\n\r\ncleaned\r\n"
+    failed = ScanOutcome("infected", ("Eicar",), (), rewritten, error="quarantine: OSError: disk full",
+                         quarantine_failed=True)
+    answers: list[bytes] = []
+
+    async def body(client: Client) -> None:
+        await login_select(client)
+        answers.append(await client.command(b"a", b"UID FETCH 1 (BODY.PEEK[])"))
+        answers.append(await client.command(b"b", b"FETCH 1 (BODY.PEEK[])"))
+
+    scanner = FakeScanner(failed)
+    asyncio.run(run_with(MockImapServer([INFECTED]), scanner, body, cache_dir=tmp_path))
+    for answer, tag in zip(answers, (b"a", b"b")):
+        assert answer.endswith(tag + b" NO [UNAVAILABLE] mailguard: could not keep the original in quarantine,"
+                               b" try later\r\n"), answer
+        assert b"cleaned" not in answer and b"EICAR" not in answer
+    assert scanner.calls == 2  # not held in the session's memory either
+    ok = FakeScanner(ScanOutcome("clean", (), (), None))
+    asyncio.run(run_with(MockImapServer([INFECTED]), ok, body, cache_dir=tmp_path))
+    assert ok.calls == 1  # nothing was cached from the failed session
+
+
+@pytest.mark.parametrize("reason", ["timeout", "engine-error"])
+def test_a_temporary_scan_failure_is_not_cached(tmp_path: Path, reason: str) -> None:
+    tagged = b'X-MailGuard-Result: unscanned; reason="%s"\r\n' % reason.encode() + CLEAN
+    answers: list[bytes] = []
+
+    async def body(client: Client) -> None:
+        await login_select(client)
+        answers.append(await client.command(b"a", b"UID FETCH 1 (BODY.PEEK[])"))
+
+    first = FakeScanner(ScanOutcome("unscanned", (), (reason,), tagged))
+    asyncio.run(run_with(MockImapServer([CLEAN]), first, body, cache_dir=tmp_path))
+    assert b"a OK" in answers[0] and b"unscanned" in answers[0]
+    second = FakeScanner(ScanOutcome("clean", (), (), None))
+    asyncio.run(run_with(MockImapServer([CLEAN]), second, body, cache_dir=tmp_path))
+    assert second.calls == 1 and b"unscanned" not in answers[1]
+    # a lasting outcome is cached: a third session does not scan
+    third = FakeScanner(ScanOutcome("clean", (), (), None))
+    asyncio.run(run_with(MockImapServer([CLEAN]), third, body, cache_dir=tmp_path))
+    assert third.calls == 0

@@ -33,6 +33,8 @@ Expander = Callable[[ScanObject, Budget, Policy], "list[ScanObject] | None"]
 
 # Encodings that are not MIME transfer encodings but that clients decode all the same.
 _UUENCODE_TOKENS = frozenset({"x-uuencode", "uuencode", "x-uue", "uue"})
+# Tokens whose decoding differs from the raw bytes (the rest are scanned as they are).
+_DECODED_TOKENS = _UUENCODE_TOKENS | {"base64", "quoted-printable"}
 
 
 class Engine:
@@ -135,10 +137,17 @@ class _MessageScan:
         if where.depth + part.message_depth > self.budget.max_nesting:
             self.incomplete.append(Incomplete(Reason.LIMIT, path, "attached messages nested too deep"))
             return
-        body = part.body()
-        if len(body) > self.budget.max_object_size:
+        start, end = part.body_start, part.body_end
+        if end - start > self.budget.max_object_size:
             self.incomplete.append(Incomplete(Reason.LIMIT, path, "part larger than max-object-size"))
             return
+        encodings = part.info.encodings
+        if not encodings or (len(encodings) == 1 and encodings[0] not in _DECODED_TOKENS):
+            # 7bit, 8bit, binary or an unknown token (nearly every text part): the bytes as
+            # they are are the one decoding (decoders.decodings_for), one copy, no views.
+            self.scan_decoded(part, where, part.source[start:end], path)
+            return
+        body = part.body()
         decodings: list[bytes] = []
         uuencoded = False
         for encoding in part.encodings:

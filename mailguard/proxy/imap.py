@@ -16,7 +16,7 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from mailguard.errors import MailguardError, RemoteProtocolError
 from mailguard.protocols.imap import capabilities as caps
@@ -73,6 +73,10 @@ class ImapContext:
     #: set when the engine stops: sessions say BYE once no FETCH is half answered
     draining: asyncio.Event | None = None
     stats: dict[str, int] = field(default_factory=dict)
+    #: the engine (its current config and counters); None in tests without one: always scan
+    host: Any = None
+    #: the session's logger (engine sessions name the session in each line)
+    log: Any = None
 
 
 class SwitchToRelay(Exception):

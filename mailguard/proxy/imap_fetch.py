@@ -281,8 +281,7 @@ class FetchInterception:
     async def _serve(self, record: Record, raw: bytes) -> None:
         try:
             record.served, record.unchanged = await scan_message(self.session, record.uid, raw, record.server_size)
-        except Withheld as exc:
-            log.error("message UID %d withheld: %s", record.uid, exc)
+        except Withheld:
             record.served, record.withheld, self.withheld = None, True, True
 
     async def _set_seen(self, uids: list[int]) -> None:

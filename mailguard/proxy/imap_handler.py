@@ -50,6 +50,8 @@ def imap_context(ctx: SessionContext) -> ImapContext:
         implicit_tls=ctx.implicit_tls,
         idle_timeout=host.idle_timeout,
         draining=host.draining,
+        host=host,
+        log=ctx.log,
     )
     if config.ssl_enabled and host.tls.can_intercept and not ctx.implicit_tls:
         from mailguard.proxy.upstream import upgrade_upstream

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
@@ -18,9 +19,12 @@ from mailguard.protocols.imap.fetch import FetchAtt, FetchRequest
 from mailguard.protocols.imap.fetch_response import DataItem, FetchData
 from mailguard.proxy.imap_cache import CacheRecord, RewriteCache, cache_key
 from mailguard.proxy.imap_render import Record, render
+from mailguard.proxy.scanpool import account
 
 if TYPE_CHECKING:
     from mailguard.proxy.imap import ImapSession
+
+log = logging.getLogger("mailguard.proxy.imap")
 
 #: messages a session keeps in memory after serving them (Thunderbird's chunk loop re-asks)
 SESSION_MEMORY_BYTES = 64 * 1024 * 1024
@@ -157,8 +161,16 @@ async def scan_message(session: "ImapSession", uid: int, raw: bytes, server_size
         # Served unchanged before, and it is the same message: no rescan (§2.7).
         served, unchanged = raw, True
     else:
+        host = session.context.host
+        if host is not None and not host.config.scanning:
+            # Protection is off (the current settings: disable/enable reach open sessions):
+            # relayed unscanned, and neither held nor cached, so it is scanned once it is back on.
+            host.count("unscanned")
+            return raw, True
         source = f"imap://{session.context.server_id}/{(session.mailbox or b'').decode('utf-8', 'replace')}/{uid}"
         outcome = await session.context.scanner.scan(raw, source)
+        if host is not None:
+            account(host, session.context.log or log, outcome, f"message UID {uid}", len(raw))
         if getattr(outcome, "quarantine_failed", False):
             raise Withheld(getattr(outcome, "error", "") or "quarantine failed")
         served = outcome.delivered if outcome.delivered is not None else raw

@@ -16,6 +16,7 @@ from mailguard.protocols.pop3_events import (
     NEED_DATA, Closed, MessageUnscanned, ScanMessage, ScanResult, SendToClient, SendToServer, Side,
     StartTls, SwitchToRelay, TlsEstablished, TlsFailed,
 )
+from mailguard.proxy.scanpool import account
 from mailguard.proxy.session import SessionContext
 from mailguard.proxy.upstream import UpstreamRefused, upgrade_upstream, upstream_certificate
 
@@ -122,23 +123,11 @@ async def _scan(ctx: SessionContext, event: ScanMessage) -> ScanResult:
         host.count("unscanned")
         return ScanResult(None)
     outcome = await host.pool.scan(event.message, f"{ctx.source} {event.command} {event.number}")
-    host.count("messages_scanned")
-    host.count("bytes_scanned", len(event.message))
-    if outcome.status == "infected":
-        host.count("infected")
-        ctx.log.warning("message %d infected: %s%s", event.number, ", ".join(outcome.detections),
-                        f" (quarantine {outcome.quarantine_id})" if outcome.quarantine_id else "")
-    elif outcome.status == "unscanned":
-        host.count("unscanned")
-        ctx.log.warning("message %d not fully scanned: %s", event.number, ", ".join(outcome.reasons))
+    account(host, ctx.log, outcome, f"message {event.number}", len(event.message))
     if outcome.quarantine_failed:
         # Lose nothing (DESIGN.md): without the original kept, the client gets an error and the
         # message stays on the server for a later try.
-        host.count("errors")
-        ctx.log.error("message %d withheld: %s", event.number, outcome.error)
         return ScanResult(None, refusal="could not keep the original in quarantine, try later")
-    if outcome.error:
-        host.count("errors")
     return ScanResult(outcome.delivered)
 
 

@@ -27,11 +27,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mailguard.scan.policy import Policy
 from mailguard.scan.verdict import Incomplete, Reason, Verdict
 
-__all__ = ["ScanOutcome", "ScanPool", "default_kind"]
+__all__ = ["ScanOutcome", "ScanPool", "account", "default_kind"]
 
 log = logging.getLogger("mailguard.proxy.scan")
 
@@ -51,6 +52,25 @@ class ScanOutcome:
     seconds: float = 0.0
     error: str = ""                  # why the pool could not give a proper outcome
     quarantine_failed: bool = False  # the original could not be kept: do not deliver the rewrite
+
+
+def account(host: Any, log: Any, outcome: ScanOutcome, what: str, size: int) -> None:
+    """Count one scan in the engine's counters and log what the user should hear of it (POP3
+    and IMAP sessions alike); ``what`` names the message, e.g. "message 3"."""
+    host.count("messages_scanned")
+    host.count("bytes_scanned", size)
+    if outcome.status == "infected":
+        host.count("infected")
+        log.warning("%s infected: %s%s", what, ", ".join(outcome.detections),
+                    f" (quarantine {outcome.quarantine_id})" if outcome.quarantine_id else "")
+    elif outcome.status == "unscanned":
+        host.count("unscanned")
+        log.warning("%s not fully scanned: %s", what, ", ".join(outcome.reasons))
+    if outcome.quarantine_failed:
+        host.count("errors")
+        log.error("%s withheld: %s", what, outcome.error)
+    elif outcome.error:
+        host.count("errors")
 
 
 def default_kind() -> str:

@@ -93,3 +93,49 @@ def test_a_temporary_scan_failure_is_not_cached(tmp_path: Path, reason: str) -> 
     third = FakeScanner(ScanOutcome("clean", (), (), None))
     asyncio.run(run_with(MockImapServer([CLEAN]), third, body, cache_dir=tmp_path))
     assert third.calls == 0
+
+
+class FakeHost:
+    """The engine as a session sees it: the current config and the counters."""
+
+    def __init__(self, scanning: bool) -> None:
+        self.config = SimpleNamespace(scanning=scanning)
+        self.counters: dict[str, int] = {}
+
+    def count(self, name: str, amount: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + amount
+
+
+def test_disable_reaches_an_open_session_and_scans_are_counted_and_logged(caplog) -> None:  # type: ignore[no-untyped-def]
+    host = FakeHost(scanning=False)
+    rewritten = b"X-MailGuard-Result: infected\r\nSubject: invoice\r\n\r\ncleaned\r\n"
+    scanner = FakeScanner(ScanOutcome("infected", ("Eicar-Test-Signature",), (), rewritten))
+    answers: list[bytes] = []
+
+    async def body(client: Client) -> None:
+        await login_select(client)
+        answers.append(await client.command(b"a", b"UID FETCH 1 (BODY.PEEK[])"))
+        host.config = SimpleNamespace(scanning=True)  # `mailguard enable` while the session is open
+        answers.append(await client.command(b"b", b"UID FETCH 1 (BODY.PEEK[])"))
+
+    with caplog.at_level("WARNING"):
+        asyncio.run(run_with(MockImapServer([INFECTED]), scanner, body, host=host))
+    assert b"EICAR" in answers[0] and b"a OK" in answers[0]  # protection off: relayed unscanned
+    assert b"cleaned" in answers[1] and b"EICAR" not in answers[1] and b"b OK" in answers[1]
+    assert scanner.calls == 1
+    assert host.counters["unscanned"] == 1 and host.counters["messages_scanned"] == 1
+    assert host.counters["infected"] == 1 and host.counters["bytes_scanned"] == len(INFECTED)
+    assert any("infected: Eicar-Test-Signature" in r.getMessage() for r in caplog.records)
+
+
+def test_a_withheld_message_counts_as_an_error() -> None:
+    host = FakeHost(scanning=True)
+    failed = ScanOutcome("infected", ("Eicar",), (), b"X: y\r\n\r\nz\r\n", error="quarantine: full",
+                         quarantine_failed=True)
+
+    async def body(client: Client) -> None:
+        await login_select(client)
+        assert b"a NO [UNAVAILABLE]" in await client.command(b"a", b"UID FETCH 1 (BODY.PEEK[])")
+
+    asyncio.run(run_with(MockImapServer([INFECTED]), FakeScanner(failed), body, host=host))
+    assert host.counters["errors"] == 1 and host.counters["infected"] == 1

@@ -40,6 +40,9 @@ log = logging.getLogger("mailguard.proxy.imap")
 #: the client's FETCH completion when a message could not be kept in quarantine
 WITHHELD_COMPLETION = b" NO [UNAVAILABLE] mailguard: could not keep the original in quarantine, try later\r\n"
 
+#: the client's FETCH completion when the server answered NO to our fetch of the message text
+REFUSED_COMPLETION = b" NO [UNAVAILABLE] mailguard: the server did not send the message, try later\r\n"
+
 #: a UID FETCH of this many UIDs (not cached) gets its body in the same round trip; one, so
 #: at most one message is held before its scan, as with the batches of the two-trip path
 MAX_UIDS_IN_ONE_TRIP = 1
@@ -91,6 +94,8 @@ class FetchInterception:
         self.records: list[Record] = []
         #: a message was not served (its original could not be quarantined): the tag ends NO
         self.withheld = False
+        #: the server answered NO to our body fetch: the tag ends NO
+        self.upstream_refused = False
 
     async def _divert(self, response: Response) -> None:
         self.queue.put_nowait(response)
@@ -111,6 +116,8 @@ class FetchInterception:
             if self.withheld:
                 # Lose nothing (DESIGN.md): without the original kept, the rewrite is not served.
                 self.session.send_client(self.tag + WITHHELD_COMPLETION)
+            elif self.upstream_refused:
+                self.session.send_client(self.tag + REFUSED_COMPLETION)
             else:
                 self.session.send_client(session.filter_response(completion))
         finally:
@@ -268,12 +275,18 @@ class FetchInterception:
 
         self.session.send_upstream(tag + b" UID FETCH " + format_uid_set(list(wanted)) + b" (UID BODY.PEEK[])\r\n")
         done = await self._collect(tag, on_body)
-        if done.word != "OK":
+        refused = done.word != "OK"
+        if refused:
             log.warning("upstream refused our fetch of %s: %r", sorted(wanted), done.raw[:200])
+            # The client's tag ends NO, never OK with the message as NIL (it would take that
+            # for an empty message); what did come is served.
+            self.upstream_refused = True
         for record in batch:
             raw = bodies.pop(record.uid, None)
             if raw is not None:
                 await self._serve(record, raw)
+            elif refused:
+                record.withheld = True
             # else: expunged meanwhile, answered with NIL items, never with nothing
             record.resolved = True
             await self._flush_and_drain()

@@ -139,3 +139,27 @@ def test_a_withheld_message_counts_as_an_error() -> None:
 
     asyncio.run(run_with(MockImapServer([INFECTED]), FakeScanner(failed), body, host=host))
     assert host.counters["errors"] == 1 and host.counters["infected"] == 1
+
+
+class RefusingServer(MockImapServer):
+    """Answers NO to the proxy's fetch of the message text."""
+
+    async def _command(self, command, writer, machine):  # type: ignore[no-untyped-def]
+        if command.name == "UID FETCH" and command.raw.rstrip().endswith(b"(UID BODY.PEEK[])"):
+            writer.write(command.tag + b" NO [UNAVAILABLE] backend busy\r\n")
+            return True
+        return await super()._command(command, writer, machine)
+
+
+def test_an_upstream_no_on_the_body_fetch_ends_the_clients_tag_with_no() -> None:
+    answers: list[bytes] = []
+
+    async def body(client: Client) -> None:
+        await login_select(client)
+        answers.append(await client.command(b"a", b"FETCH 1 (BODY.PEEK[])"))
+        answers.append(await client.command(b"b", b"NOOP"))
+
+    asyncio.run(run_with(RefusingServer([CLEAN]), FakeScanner(ScanOutcome("clean", (), (), None)), body))
+    assert answers[0].endswith(b"a NO [UNAVAILABLE] mailguard: the server did not send the message, try later\r\n")
+    assert b"NIL" not in answers[0] and b"a OK" not in answers[0]
+    assert answers[1].endswith(b"b OK NOOP completed\r\n")

@@ -28,7 +28,7 @@ from mailguard.proxy.imap_cache import RewriteCache
 from mailguard.proxy.imap_fetch import intercept_fetch
 from mailguard.proxy.imap_identity import SessionIdentity
 from mailguard.proxy.imap_readahead import ReadAhead
-from mailguard.proxy.imap_served import SessionMemory
+from mailguard.proxy.imap_served import UPSTREAM_ANSWER_TIMEOUT, SessionMemory
 from mailguard.proxy.imap_view import MailboxView
 
 log = logging.getLogger("mailguard.proxy.imap")
@@ -73,6 +73,8 @@ class ImapContext:
     #: set when the engine stops: sessions say BYE once no FETCH is half answered
     draining: asyncio.Event | None = None
     stats: dict[str, int] = field(default_factory=dict)
+    #: see UPSTREAM_ANSWER_TIMEOUT
+    answer_timeout: float = UPSTREAM_ANSWER_TIMEOUT
     #: the engine (its current config and counters); None in tests without one: always scan
     host: Any = None
     #: the session's logger (engine sessions name the session in each line)

@@ -30,7 +30,7 @@ from mailguard.protocols.imap.fetch_response import FetchData, parse_fetch_respo
 from mailguard.protocols.imap.responses import Kind, Response
 from mailguard.proxy.imap_cache import cache_key
 from mailguard.proxy.imap_render import Record, render
-from mailguard.proxy.imap_served import Withheld, answer_locally, scan_message
+from mailguard.proxy.imap_served import Withheld, answer_locally, next_answer, scan_message
 
 if TYPE_CHECKING:
     from mailguard.proxy.imap import ImapSession
@@ -163,7 +163,9 @@ class FetchInterception:
     async def _collect(self, tag: bytes, on_untagged) -> Response:  # type: ignore[no-untyped-def]
         """Responses until ``tag`` completes; untagged ones go to ``on_untagged``."""
         while True:
-            response = await self.queue.get()
+            # A server that stops answering ends the session with BYE (UpstreamSilent reaches
+            # ImapSession.run), never a client left waiting.
+            response = await next_answer(self.queue, self.session.context.answer_timeout)
             if response.kind is Kind.TAGGED and response.tag == tag:
                 return response
             if response.kind is Kind.TAGGED or response.kind is Kind.CONTINUATION:

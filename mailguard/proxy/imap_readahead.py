@@ -22,7 +22,7 @@ from mailguard.protocols.imap.fetch import format_uid_set
 from mailguard.protocols.imap.fetch_response import parse_fetch_response
 from mailguard.protocols.imap.responses import Kind, Response
 from mailguard.proxy.imap_cache import cache_key
-from mailguard.proxy.imap_served import Withheld, scan_message
+from mailguard.proxy.imap_served import UpstreamSilent, Withheld, next_answer, scan_message
 
 if TYPE_CHECKING:
     from mailguard.proxy.imap import ImapSession
@@ -117,7 +117,7 @@ class ReadAhead:
         tag = session.new_tag()
         session.send_upstream(tag + b" " + command + b"\r\n")
         while True:
-            response = await self._queue.get()
+            response = await next_answer(self._queue, session.context.answer_timeout)
             if response.kind is Kind.TAGGED and response.tag == tag:
                 if response.word != "OK":
                     log.info("upstream refused our read-ahead: %r", response.raw[:200])
@@ -131,6 +131,12 @@ class ReadAhead:
         session.interceptor = self._divert
         try:
             await self._read(first, last)
+        except UpstreamSilent as exc:
+            # Nobody awaits this task's result: end the session here, as ImapSession.run would.
+            log.warning("IMAP session ended: %s", exc)
+            session.send_client(b"* BYE " + str(exc).encode("ascii", "replace") + b"\r\n")
+            session.client.conn.close()  # the transport sends what is buffered first
+            session.upstream.conn.close()
         finally:
             session.interceptor = None
             while not self._queue.empty():

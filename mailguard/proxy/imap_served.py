@@ -14,9 +14,11 @@ import logging
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
+from mailguard.errors import RemoteProtocolError
 from mailguard.protocols.imap.commands import Command
 from mailguard.protocols.imap.fetch import FetchAtt, FetchRequest
 from mailguard.protocols.imap.fetch_response import DataItem, FetchData
+from mailguard.protocols.imap.responses import Response
 from mailguard.proxy.imap_cache import CacheRecord, RewriteCache, cache_key
 from mailguard.proxy.imap_render import Record, render
 from mailguard.proxy.scanpool import account
@@ -25,6 +27,27 @@ if TYPE_CHECKING:
     from mailguard.proxy.imap import ImapSession
 
 log = logging.getLogger("mailguard.proxy.imap")
+
+#: how long we wait for the server's next response while one of our own commands (the body
+#: fetch of an intercepted FETCH, a read-ahead, a STORE) is unanswered: a few minutes, enough for
+#: a large literal on a slow link; then the client hears BYE rather than hanging (DESIGN.md)
+UPSTREAM_ANSWER_TIMEOUT = 5 * 60.0
+
+
+class UpstreamSilent(RemoteProtocolError):
+    """The server left one of our own commands unanswered for ``answer_timeout``."""
+
+    def __init__(self) -> None:
+        super().__init__("mailguard: the server stopped answering")
+
+
+async def next_answer(queue: "asyncio.Queue[Response]", timeout: float) -> Response:
+    """The next response diverted to us; ``UpstreamSilent`` when none comes within ``timeout``."""
+    try:
+        return await asyncio.wait_for(queue.get(), timeout)
+    except asyncio.TimeoutError:
+        raise UpstreamSilent() from None
+
 
 #: messages a session keeps in memory after serving them (Thunderbird's chunk loop re-asks)
 SESSION_MEMORY_BYTES = 64 * 1024 * 1024

@@ -163,3 +163,25 @@ def test_an_upstream_no_on_the_body_fetch_ends_the_clients_tag_with_no() -> None
     assert answers[0].endswith(b"a NO [UNAVAILABLE] mailguard: the server did not send the message, try later\r\n")
     assert b"NIL" not in answers[0] and b"a OK" not in answers[0]
     assert answers[1].endswith(b"b OK NOOP completed\r\n")
+
+
+class SilentServer(MockImapServer):
+    """Never answers the proxy's fetch of the message text (nor anything after it)."""
+
+    async def _command(self, command, writer, machine):  # type: ignore[no-untyped-def]
+        if command.name == "UID FETCH" and command.raw.rstrip().endswith(b"(UID BODY.PEEK[])"):
+            return True
+        return await super()._command(command, writer, machine)
+
+
+def test_a_server_that_stops_answering_gets_the_client_a_bye_not_a_hang() -> None:
+    answers: list[bytes] = []
+
+    async def body(client: Client) -> None:
+        await login_select(client)
+        await client.send(b"a FETCH 1 (BODY.PEEK[])\r\n")
+        answers.append(await asyncio.wait_for(client.reader.read(), 10))  # until the proxy closes
+
+    asyncio.run(run_with(SilentServer([CLEAN]), FakeScanner(ScanOutcome("clean", (), (), None)), body,
+                         answer_timeout=0.5))
+    assert answers[0].startswith(b"* BYE mailguard: the server stopped answering\r\n"), answers

@@ -474,6 +474,17 @@ def describe_key(key: DescribedFields) -> EntityInfo:
 
 
 def _describe(fields: tuple[tuple[str, bytes, bool], ...]) -> EntityInfo:
+    if len(fields) == 1 and fields[0][0] == "content-type" and not fields[0][2]:
+        # One plain Content-Type (a multipart's, with its own boundary, misses the memo once
+        # per message): what the general code below gives for it, without its lists.
+        text = decode_header_bytes(fields[0][1])
+        if "*" not in text and "(" not in text and (simple := _simple_parameterized(text)) is not None:
+            head, ((param, value),) = simple
+            found = ()
+            if param in ("boundary", "name"):
+                found = tuple(_distinct([v for v in (value, decode_encoded_words(value)) if v]))
+            return EntityInfo((head,), found if param == "boundary" else (), (),
+                              found if param == "name" else (), 1)
     media_types: list[str] = []
     boundaries: list[str] = []
     names: list[str] = []

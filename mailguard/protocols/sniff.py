@@ -3,8 +3,15 @@
 POP3 and IMAP servers speak first: a POP3 greeting is ``+OK`` (RFC 1939 §4), an IMAP one is
 ``* OK``, ``* PREAUTH`` or ``* BYE`` (RFC 9051 §7.1). That lets the engine recognise the protocol
 on any port. Anything else (a client that speaks first, SMTP's ``220``, TLS, garbage, a greeting
-longer than ``MAX_GREETING_LINE`` or none within ``GREETING_TIMEOUT``) is relayed byte for byte,
-unscanned.
+longer than ``MAX_GREETING_LINE`` or none within ``GREETING_TIMEOUT``) is ``Kind.OPAQUE``, and
+``reason`` says which: ``"greeting"`` (the server's first line is something else), ``"client"``
+(the client spoke first), ``"closed"`` (the server closed first) or ``"timeout"``.
+
+What the engine does with it (proxy/session.py): a time-out is refused, never relayed (a mail
+server greets at once; a silent one must not turn a configured mail port into an unscanned
+tunnel), and so is anything but POP3/IMAP on a connection whose TLS we already terminated with our
+own leaf. Only a plain (not intercepted) connection whose server greets with something else or
+whose client speaks first is relayed byte for byte, unscanned.
 
 The sniffer only looks; it keeps every byte it was given (``buffered``) so the chosen handler can
 be fed the greeting unchanged.
@@ -20,7 +27,7 @@ __all__ = ["GREETING_TIMEOUT", "MAX_GREETING_LINE", "GreetingSniffer", "Kind", "
 # stay well below 4 KiB in practice; a longer first line is not a mail greeting we can follow.
 MAX_GREETING_LINE = 4096
 # How long the driver waits for the first server line before it gives up recognising the protocol
-# and relays (seconds). Servers greet at once; LOGIN-DELAY style throttling happens later.
+# (seconds). Servers greet at once; LOGIN-DELAY style throttling happens later.
 GREETING_TIMEOUT = 30.0
 
 
@@ -60,6 +67,8 @@ class GreetingSniffer:
         self.max_line = max_line
         self._buffer = bytearray()
         self.result: Kind | None = None
+        #: Why the verdict is ``Kind.OPAQUE``: "greeting", "client", "closed" or "timeout".
+        self.reason: str | None = None
 
     @property
     def buffered(self) -> bytes:
@@ -72,23 +81,24 @@ class GreetingSniffer:
             self._buffer += data
             return self.result
         if not data:
-            return self._decide(Kind.OPAQUE)
+            return self._decide(Kind.OPAQUE, "closed")
         self._buffer += data
         end = self._buffer.find(b"\n")
         if end >= 0:
-            return self._decide(classify_greeting(bytes(self._buffer[: end + 1])))
+            return self._decide(classify_greeting(bytes(self._buffer[: end + 1])), "greeting")
         if len(self._buffer) > self.max_line or not _could_become_greeting(bytes(self._buffer[:16])):
-            return self._decide(Kind.OPAQUE)
+            return self._decide(Kind.OPAQUE, "greeting")
         return None
 
     def client_spoke(self) -> Kind:
         """The client sent bytes before the greeting was recognised: not POP3 or IMAP."""
-        return self.result if self.result is not None else self._decide(Kind.OPAQUE)
+        return self.result if self.result is not None else self._decide(Kind.OPAQUE, "client")
 
     def timed_out(self) -> Kind:
         """No recognisable greeting within ``GREETING_TIMEOUT``."""
-        return self.client_spoke()
+        return self.result if self.result is not None else self._decide(Kind.OPAQUE, "timeout")
 
-    def _decide(self, kind: Kind) -> Kind:
+    def _decide(self, kind: Kind, reason: str) -> Kind:
         self.result = kind
+        self.reason = reason if kind is Kind.OPAQUE else None
         return kind

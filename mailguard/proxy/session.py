@@ -3,15 +3,31 @@
 In order:
 
 1. The upstream: the route's (explicit mode) or the original destination (transparent mode).
-2. Relayed untouched, never scanned: filtering off, an excluded IP (client or server side), an
-   excluded domain, protection off (``mailguard disable``), or implicit TLS we may not or cannot
-   intercept (``ssl-tls.enabled`` off, pop3s/imaps disabled, no CA).
+   In transparent mode on an implicit-TLS port the client's ClientHello is first peeked at
+   (MSG_PEEK: the bytes stay for the TLS layer; bounded in size and by the greeting time-out) for
+   the server name it asked for (SNI, protocols/clienthello.py). That name, not the destination
+   IP, is what excluded-domains is matched against, what the server's certificate is verified
+   against and what our leaf names; the connection still goes to the original destination IP.
+2. Relayed untouched, never scanned: filtering off, an excluded IP (the client's address, the
+   upstream as given, or the address the server leg actually connected to, so a route naming its
+   server by host name is covered), an excluded domain, protection off (``mailguard disable``),
+   or implicit TLS we may not or cannot intercept (``ssl-tls.enabled`` off, pop3s/imaps
+   disabled, no CA).
 3. Implicit TLS (the upstream port is in the pop3s/imaps lists): the server leg first, verified
    per ``certificate-validity.*``; then the client's handshake, answered with a leaf minted for
    the name it asked for (SNI) or the configured upstream name.
+   Transparent mode never verifies against an IP address (real providers' certificates name
+   hosts only): an implicit-TLS client that sent no SNI is refused (our TLS, then ``-ERR`` /
+   ``* BYE`` saying why, and a log line) unless an excluded IP let it through untouched in step 2;
+   on a plaintext port the session is scanned, but a STLS/STARTTLS towards the server is refused
+   (``upstream.forbid_tls_upgrade``) since no name is known to verify.
 4. The greeting is sniffed (protocols/sniff.py) and the session handed to the registered handler
-   for its protocol: ``PROTOCOL_HANDLERS["pop3"]``, ``PROTOCOL_HANDLERS["imap"]``. Anything else,
-   and protocols whose scanning is disabled, are relayed byte for byte.
+   for its protocol: ``PROTOCOL_HANDLERS["pop3"]``, ``PROTOCOL_HANDLERS["imap"]``; protocols
+   whose scanning is disabled are relayed byte for byte. No greeting within the greeting
+   time-out, or anything but POP3/IMAP after we terminated the client's TLS, is refused
+   (``-ERR`` / ``* BYE`` on a known port, then close), never relayed unscanned. Only a plain
+   connection whose server greets with something else, or whose client speaks first, is relayed
+   byte for byte.
 
 ``PROTOCOL_HANDLERS`` is the dispatch point for the protocol engines: POP3 (pop3_session.py)
 and IMAP (imap_handler.py), each imported on first use.
@@ -21,15 +37,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mailguard.protocols.clienthello import MAX_CLIENT_HELLO, Hello, parse_client_hello
 from mailguard.protocols.sniff import GREETING_TIMEOUT, GreetingSniffer, Kind
 from mailguard.proxy.conn import Conn
 from mailguard.proxy.relay import relay
 from mailguard.proxy.upstream import (
-    TlsKit, UpstreamRefused, connect_upstream, upstream_certificate,
+    TlsKit, UpstreamRefused, connect_upstream, forbid_tls_upgrade, upgrade_upstream,
+    upstream_certificate,
 )
 
 if TYPE_CHECKING:
@@ -117,12 +137,25 @@ async def run_session(host: SessionHost, client: Conn, upstream_addr: tuple[str,
                       number: int, *, mark_upstream: bool = False) -> None:
     config = host.config
     upstream_host, upstream_port = upstream_addr
+    # Only transparent-mode connections carry the socket mark: their upstream is an IP address.
+    transparent = mark_upstream
     peer = client.peer() or ("?", 0)
     session_log = _Log(log, {"session": f"#{number} {peer[0]}:{peer[1]}->{upstream_host}:{upstream_port}"})
     upstream: Conn | None = None
     try:
         implicit = config.implicit_tls_protocol(upstream_port)
-        untouched = _why_untouched(config, host.tls, peer[0], upstream_host, implicit)
+        # The name TLS is verified against and the leaf is made for: the route's host, or in
+        # transparent mode the name in the client's ClientHello (SNI); never a bare IP address.
+        tls_name: str | None = upstream_host
+        if transparent:
+            tls_name = None
+            if implicit and config.filtering:
+                hello = await _peek_client_hello(client, host.greeting_timeout)
+                tls_name = hello.server_name
+                if not hello.complete or not hello.valid:
+                    session_log.info("no TLS ClientHello from the client (%s)",
+                                     "time-out" if not hello.complete else "not TLS")
+        untouched = _why_untouched(config, host.tls, peer[0], upstream_host, implicit, tls_name)
         if untouched:
             session_log.info("relayed untouched: %s", untouched)
             host.count("relayed")
@@ -130,27 +163,63 @@ async def run_session(host: SessionHost, client: Conn, upstream_addr: tuple[str,
             await relay(client, upstream, idle_timeout=host.idle_timeout)
             return
         try:
-            upstream = await connect_upstream(upstream_host, upstream_port, mark=mark_upstream,
-                                              tls=host.tls if implicit else None)
+            upstream = await connect_upstream(upstream_host, upstream_port, mark=mark_upstream)
         except UpstreamRefused as exc:
             session_log.warning("%s", exc)
             host.count("errors")
-            await _refuse_client(host, client, implicit, upstream_port, config, upstream_host, str(exc))
+            await _refuse_client(host, client, implicit, upstream_port, config, tls_name or upstream_host,
+                                 str(exc))
+            return
+        server_ip = (upstream.peer() or ("",))[0]
+        if config.excluded_ip(server_ip):
+            # A route may name its server by host name: the address it resolved to counts too.
+            session_log.info("relayed untouched: excluded IP (server address %s)", server_ip)
+            host.count("relayed")
+            await relay(client, upstream, idle_timeout=host.idle_timeout)
             return
         if implicit:
-            context = host.tls.client_context([upstream_host], upstream_certificate(upstream))
+            if tls_name is None:
+                reason = (f"transparent mode: the client named no server (TLS SNI), and {upstream_host} "
+                          "cannot be verified by address; add it to excluded-ips to let it through")
+                session_log.warning("refused: %s", reason)
+                host.count("errors")
+                await _refuse_client(host, client, implicit, upstream_port, config, upstream_host, reason)
+                return
+            try:
+                await upgrade_upstream(upstream, tls_name, host.tls)
+            except UpstreamRefused as exc:
+                session_log.warning("%s", exc)
+                host.count("errors")
+                await _refuse_client(host, client, implicit, upstream_port, config, tls_name, str(exc))
+                return
+            context = host.tls.client_context([tls_name], upstream_certificate(upstream))
             try:
                 await client.start_tls(context, server_side=True, timeout=host.greeting_timeout)
             except (OSError, ConnectionError, asyncio.TimeoutError) as exc:
                 session_log.info("client TLS handshake failed: %s", exc or type(exc).__name__)
                 host.count("errors")
                 return
-        kind, greeting, client_early = await _sniff(client, upstream, host.greeting_timeout)
-        ctx = SessionContext(host, config, client, upstream, upstream_host, upstream_port,
+        elif transparent:
+            forbid_tls_upgrade(upstream, (
+                f"transparent mode: TLS with {upstream_host} refused: only its IP address is known, "
+                "which its certificate cannot be verified against; use the implicit-TLS port, "
+                "explicit mode, or excluded-ips"))
+        name = tls_name or upstream_host
+        kind, reason, greeting, client_early = await _sniff(client, upstream, host.greeting_timeout)
+        ctx = SessionContext(host, config, client, upstream, name, upstream_port,
                              bool(implicit), greeting, client_early,
-                             f"{kind.value}://{upstream_host}:{upstream_port}", session_log)
+                             f"{kind.value}://{name}:{upstream_port}", session_log)
         protocol = kind.value + ("s" if implicit else "")
-        if kind is Kind.OPAQUE:
+        if kind is Kind.OPAQUE and (reason == "timeout" or (implicit and reason != "closed")):
+            # Never an unscanned tunnel on a port we were asked to watch, nor behind our own leaf.
+            why = (f"no server greeting within {host.greeting_timeout:g}s" if reason == "timeout"
+                   else "the client spoke before the server greeted" if reason == "client"
+                   else "not a POP3 or IMAP greeting")
+            session_log.warning("refused%s: %s", " (TLS intercepted)" if implicit else "", why)
+            host.count("errors")
+            _tell_client(client, _protocol_of(implicit, upstream_port, config), why)
+            await client.drain()
+        elif kind is Kind.OPAQUE:
             session_log.info("not a POP3 or IMAP greeting: relayed byte for byte")
             host.count("relayed")
             await ctx.relay(client_early=client_early, server_early=greeting)
@@ -169,13 +238,52 @@ async def run_session(host: SessionHost, client: Conn, upstream_addr: tuple[str,
             upstream.close()
 
 
+# How much of the client's first flight is peeked at, and how often, while waiting for the
+# ClientHello (transparent mode, implicit TLS).
+_PEEK_BYTES = MAX_CLIENT_HELLO + 5 * 4
+_PEEK_INTERVAL = 0.01
+
+
+async def _peek_client_hello(client: Conn, timeout: float) -> Hello:
+    """The client's ClientHello, looked at without taking it off the socket (MSG_PEEK), so the
+    TLS layer still gets every byte. Reading on ``client`` must be paused (it is until the
+    session starts reading). Bounded by ``_PEEK_BYTES`` and ``timeout``."""
+    assert client.transport is not None
+    raw = client.transport.get_extra_info("socket")
+    if raw is None:
+        return Hello(complete=True, valid=False)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    # A duplicate descriptor: the transport's own socket object is not ours to read from.
+    sock = socket.socket(fileno=os.dup(raw.fileno()))
+    try:
+        while True:
+            try:
+                data = sock.recv(_PEEK_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                data = None
+            except OSError:
+                return Hello(complete=True, valid=False)
+            if data == b"":
+                return Hello(complete=True, valid=False)
+            if data:
+                hello = parse_client_hello(data)
+                if hello.complete or len(data) >= _PEEK_BYTES:
+                    return hello if hello.complete else Hello(complete=True, valid=False)
+            if loop.time() >= deadline:
+                return Hello(complete=False)
+            await asyncio.sleep(_PEEK_INTERVAL)
+    finally:
+        sock.close()
+
+
 def _why_untouched(config: "RunConfig", tls: TlsKit, client_ip: str, upstream_host: str,
-                   implicit: str | None) -> str:
+                   implicit: str | None, tls_name: str | None) -> str:
     if not config.filtering:
         return "protocol filtering is off"
     if config.excluded_ip(client_ip, upstream_host):
         return "excluded IP"
-    if config.excluded_domain(upstream_host):
+    if config.excluded_domain(tls_name, upstream_host):
         return "excluded domain"
     if not config.protection:
         return "email protection is disabled"
@@ -198,17 +306,24 @@ async def _refuse_client(host: SessionHost, client: Conn, implicit: str | None, 
                                    timeout=host.greeting_timeout)
         except (OSError, ConnectionError, asyncio.TimeoutError):
             return
-    protocol = implicit or next((p for p in ("pop3", "imap") if port in config.ports[p]), None)
+    _tell_client(client, _protocol_of(implicit, port, config), reason)
+    await client.drain()
+
+
+def _protocol_of(implicit: str | None, port: int, config: "RunConfig") -> str | None:
+    return implicit or next((p for p in ("pop3", "imap") if port in config.ports[p]), None)
+
+
+def _tell_client(client: Conn, protocol: str | None, reason: str) -> None:
     if protocol in ("pop3", "pop3s"):
         client.write(b"-ERR [SYS/PERM] mailguard: " + reason.encode("utf-8", "replace") + b"\r\n")
     elif protocol in ("imap", "imaps"):
         client.write(b"* BYE [UNAVAILABLE] mailguard: " + reason.encode("utf-8", "replace") + b"\r\n")
-    await client.drain()
 
 
-async def _sniff(client: Conn, upstream: Conn, timeout: float) -> tuple[Kind, bytes, bytes]:
-    """(kind, server bytes so far, client bytes so far) once the greeting is recognised, the
-    client spoke first, or the time-out passed."""
+async def _sniff(client: Conn, upstream: Conn, timeout: float) -> tuple[Kind, str | None, bytes, bytes]:
+    """(kind, why it is opaque, server bytes so far, client bytes so far) once the greeting is
+    recognised, the client spoke first, or the time-out passed."""
     sniffer = GreetingSniffer()
     decided = asyncio.Event()
     client_bytes = bytearray()
@@ -239,4 +354,4 @@ async def _sniff(client: Conn, upstream: Conn, timeout: float) -> tuple[Kind, by
     client.detach()
     upstream.detach()
     assert sniffer.result is not None
-    return sniffer.result, sniffer.buffered, bytes(client_bytes)
+    return sniffer.result, sniffer.reason, sniffer.buffered, bytes(client_bytes)

@@ -5,6 +5,11 @@ the install's CA) and the upstream context with its certificate-validity judgeme
 (``UpstreamTLS``). ``connect_upstream`` opens the server leg: TCP_NODELAY, the transparent-mode
 socket mark (so the redirect rules let our own connection through), and implicit TLS verified
 per policy. ``upgrade_upstream`` does the same verification for STLS.
+
+Transparent mode knows a plaintext port's server only by its IP address, and certificates of real
+providers name hosts, not addresses: verifying against the IP would refuse every one of them, and
+accepting an IP match is not the check the client asked for. Such a server leg is marked with
+``forbid_tls_upgrade`` and a later STLS/STARTTLS is refused (``UpstreamRefused``) instead.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import asyncio
 import logging
 import socket
 import ssl
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,7 +31,8 @@ if TYPE_CHECKING:
     from mailguard.tls.contexts import ClientFacingTLS
     from mailguard.tls.upstream import UpstreamTLS
 
-__all__ = ["CONNECT_TIMEOUT", "TlsKit", "UpstreamRefused", "connect_upstream", "upgrade_upstream"]
+__all__ = ["CONNECT_TIMEOUT", "TlsKit", "UpstreamRefused", "connect_upstream", "forbid_tls_upgrade",
+           "upgrade_upstream"]
 
 log = logging.getLogger("mailguard.proxy")
 
@@ -119,8 +126,19 @@ async def connect_upstream(
     return conn
 
 
+_NO_UPGRADE: "weakref.WeakKeyDictionary[Conn, str]" = weakref.WeakKeyDictionary()
+
+
+def forbid_tls_upgrade(conn: Conn, reason: str) -> None:
+    """``upgrade_upstream`` on ``conn`` is refused with ``reason`` (no name to verify against)."""
+    _NO_UPGRADE[conn] = reason
+
+
 async def upgrade_upstream(conn: Conn, host: str, tls: TlsKit) -> None:
     """STLS on the server leg, verified like implicit TLS."""
+    reason = _NO_UPGRADE.get(conn)
+    if reason is not None:
+        raise UpstreamRefused(reason)
     try:
         await conn.start_tls(tls.upstream.context, server_side=False, server_hostname=host,
                              timeout=TLS_HANDSHAKE_TIMEOUT)

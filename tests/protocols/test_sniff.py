@@ -64,3 +64,19 @@ def test_recognised_greeting_survives_client_data_afterwards() -> None:
     sniffer = GreetingSniffer()
     assert sniffer.receive_server(b"+OK\r\n") is Kind.POP3
     assert sniffer.client_spoke() is Kind.POP3
+
+
+def test_the_reason_for_an_opaque_verdict_is_kept() -> None:
+    cases = [
+        (lambda s: s.timed_out(), "timeout"),
+        (lambda s: s.client_spoke(), "client"),
+        (lambda s: s.receive_server(b""), "closed"),
+        (lambda s: s.receive_server(b"220 smtp ready\r\n"), "greeting"),
+    ]
+    for act, reason in cases:
+        sniffer = GreetingSniffer()
+        assert act(sniffer) is Kind.OPAQUE
+        assert sniffer.reason == reason
+    sniffer = GreetingSniffer()
+    assert sniffer.receive_server(b"+OK\r\n") is Kind.POP3 and sniffer.reason is None
+    assert sniffer.timed_out() is Kind.POP3 and sniffer.reason is None

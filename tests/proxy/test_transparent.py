@@ -167,12 +167,14 @@ def test_install_status_and_remove_in_a_namespace(netns) -> None:
 
 CLIENT_ADDRESS = "10.231.0.1"   # a private test range that exists only inside these namespaces
 REMOTE_ADDRESS = "10.231.0.2"
+# The remote server's certificate names this host only (no IP SAN), like every real provider's:
+# transparent mode must verify it against the client's SNI, not the destination IP.
+REMOTE_NAME = "mail.remote.test"
 
 
 def _test_ca_and_server_cert(folder) -> tuple[str, str, str]:
-    """A throw-away CA and a certificate for the remote server's IP address."""
+    """A throw-away CA and a certificate for the remote server's host name (DNS name only)."""
     import datetime
-    import ipaddress
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -194,10 +196,10 @@ def _test_ca_and_server_cert(folder) -> tuple[str, str, str]:
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, REMOTE_ADDRESS)]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, REMOTE_NAME)]))
         .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(REMOTE_ADDRESS))]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(REMOTE_NAME)]), critical=False)
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
@@ -230,10 +232,17 @@ asyncio.run(main())
 
 CLIENT = """
 import json, poplib, ssl, sys
+class NamedPOP3_SSL(poplib.POP3_SSL):
+    # connects to the address, asks for (SNI) and verifies the name; "" = no SNI, no name check
+    def _create_socket(self, timeout):
+        sock = poplib.POP3._create_socket(self, timeout)
+        return self.context.wrap_socket(sock, server_hostname=sys.argv[3] or None)
 def fetch(port, ca):
     if ca:
         context = ssl.create_default_context(cafile=ca)
-        client = poplib.POP3_SSL("{remote}", port, context=context, timeout=30)
+        if not sys.argv[3]:
+            context.check_hostname = False
+        client = NamedPOP3_SSL("{remote}", port, context=context, timeout=30)
     else:
         client = poplib.POP3("{remote}", port, timeout=30)
     client.user("demo"); client.pass_("demo")
@@ -257,12 +266,16 @@ def _veth_pair(client_ns: str, remote_ns: str) -> None:
     subprocess.run(["ip", "-n", remote_ns, "link", "set", right, "up"], check=True)
 
 
-def _fetch(client_ns: str, port: int, ca: str | None = None) -> list[bytes]:
-    args = [str(port)] + ([ca] if ca else [])
+def _fetch(client_ns: str, port: int, ca: str | None = None, name: str = REMOTE_NAME,
+           refused: str = "") -> list[bytes]:
+    args = [str(port)] + ([ca, name] if ca else [])
     result = subprocess.run(
         ["ip", "netns", "exec", client_ns, sys.executable, "-c", CLIENT, *args],
         capture_output=True, text=True, timeout=60,
     )
+    if refused:
+        assert result.returncode != 0 and refused in result.stderr, (result.stdout, result.stderr)
+        return []
     assert result.returncode == 0, result.stderr
     return [m.encode("latin-1") for m in __import__("json").loads(result.stdout)]
 
@@ -329,6 +342,8 @@ def test_unmodified_client_gets_scanned_mail_on_110_and_995(netns, tmp_path) -> 
                     assert EICAR not in got and b"X-MailGuard-Result: infected" in got, (port, got[:400])
                 else:
                     assert got == original.raw, port
+        # Without SNI there is no name to verify the server against: refused, never checked by IP.
+        _fetch(client_ns, 995, mailguard_ca, name="", refused="the client named no server")
 
         stopped = subprocess.run(["ip", "netns", "exec", client_ns, mailguard, "stop"],
                                  env=env, capture_output=True, text=True, timeout=60)

@@ -225,7 +225,7 @@ def tag(raw: bytes, verdict: Verdict, policy: Policy) -> bytes:
         subject = next((h for h in block.fields if h.name == "subject" and not h.hidden), None)
         if subject is None:
             insert += _folded("Subject", prefix, nl)
-        else:
+        elif not _subject_starts_with(raw, subject.start, prefix):  # tagged twice: one prefix
             edits.append(_subject_edit(raw, subject.start, prefix, nl, eol))
     if insert:
         at = block.end
@@ -238,6 +238,13 @@ def tag(raw: bytes, verdict: Verdict, policy: Policy) -> bytes:
 def _render_subject_prefix(template: str, verdict: Verdict) -> str:
     names = ", ".join(verdict.detection_names)
     return template.replace("%DETECTIONNAME%", names).replace("%VIRUSNAME%", names)
+
+
+def _subject_starts_with(raw: bytes, field_start: int, prefix: str) -> bool:
+    value_start = raw.index(b":", field_start) + 1
+    while value_start < len(raw) and raw[value_start] in b" \t":
+        value_start += 1
+    return raw.startswith(_header_text(prefix), value_start)
 
 
 def _subject_edit(raw: bytes, field_start: int, prefix: str, nl: bytes, eol: bytes) -> tuple[int, int, bytes]:

@@ -73,6 +73,13 @@ def test_subject_prefix_and_alias() -> None:
     assert ("subject", f"*{EICAR_NAME}* [{EICAR_NAME}] quarterly figures".encode()) in _headers(out)
 
 
+def test_tagging_twice_keeps_one_prefix() -> None:
+    once = _run(INFECTED, action="none")
+    twice = _run(once, action="none")
+    subjects = [v for n, v in _headers(twice) if n == "subject"]
+    assert subjects == [f"[detection {EICAR_NAME}] quarterly figures".encode()]
+
+
 def test_subject_inserted_when_missing_keeping_line_endings() -> None:
     raw = b"From: a@example.org\n\n" + EICAR + b"\n"
     out = _run(raw, action="none")

@@ -61,6 +61,9 @@ class Conn(asyncio.Protocol):
     def __init__(self, on_connect: Callable[["Conn"], None] | None = None) -> None:
         self.transport: asyncio.Transport | None = None
         self.pending = bytearray()
+        # Set on a server leg whose certificate the policy let through despite problems
+        # (certificate-validity = allow): its names must not be copied into our leaves.
+        self.certificate_problems: tuple[str, ...] = ()
         self.bytes_in = 0
         self.bytes_out = 0
         self.eof = False

@@ -86,6 +86,8 @@ def _judge(kit: TlsKit, hostname: str, conn: Conn | None, error: BaseException |
                               + (f" ({check.detail})" if check.detail else ""))
     if check.problems:
         log.warning("upstream certificate of %s accepted by policy despite: %s", hostname, check.summary)
+        if conn is not None:
+            conn.certificate_problems = tuple(str(problem) for problem in check.problems)
 
 
 async def connect_upstream(
@@ -151,5 +153,9 @@ async def upgrade_upstream(conn: Conn, host: str, tls: TlsKit) -> None:
 
 
 def upstream_certificate(conn: Conn) -> bytes | None:
+    """The server's certificate, for the names of our leaf; None when it failed a check, so a
+    certificate the policy merely tolerated never decides what our CA vouches for (pitfalls §5.1)."""
     ssl_object = conn.ssl_object()
-    return ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    if ssl_object is None or conn.certificate_problems:
+        return None
+    return ssl_object.getpeercert(binary_form=True)

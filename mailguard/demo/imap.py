@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import re
 
+from mailguard.demo.lines import serve_lines
 from mailguard.demo.mailbox import DemoMessage
 
 # RFC 7162 §4 recommends servers accept command lines of at least 8192 octets.
 MAX_COMMAND_LINE = 8192
-# RFC 3501 §5.4: the autologout timer is at least 30 minutes; a demo needs far less.
-IDLE_TIMEOUT_SECONDS = 600.0
 UIDVALIDITY = 20260302
 
 _FETCH_ITEM = re.compile(r"BODY(?:\.PEEK)?\[[A-Z0-9.]*\]|[A-Z0-9.]+")
@@ -124,20 +123,4 @@ class ImapSession:
 async def serve_imap(
     mailbox: list[DemoMessage], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
-    session = ImapSession(mailbox)
-    try:
-        writer.write(b"* OK mailguard demo IMAP server ready\r\n")
-        await writer.drain()
-        while True:
-            line = await asyncio.wait_for(reader.readline(), IDLE_TIMEOUT_SECONDS)
-            if not line:
-                break
-            response, close = session.answer(line.decode("utf-8", "replace"))
-            writer.write(response)
-            await writer.drain()
-            if close:
-                break
-    except (asyncio.TimeoutError, ValueError, ConnectionError):
-        pass  # idle, over-long line (StreamReader limit) or the client went away
-    finally:
-        writer.close()
+    await serve_lines(ImapSession(mailbox), b"* OK mailguard demo IMAP server ready\r\n", "utf-8", reader, writer)

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 
+from mailguard.demo.lines import serve_lines
 from mailguard.demo.mailbox import DemoMessage
 
 # RFC 2449 §4: a command line is at most 255 octets; we allow a little slack for sloppy clients.
 MAX_COMMAND_LINE = 512
-# RFC 1939 §3: the autologout timer is at least 10 minutes.
-IDLE_TIMEOUT_SECONDS = 600.0
 
 
 def dot_stuff(message: bytes) -> bytes:
@@ -111,20 +110,4 @@ class Pop3Session:
 async def serve_pop3(
     mailbox: list[DemoMessage], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
-    session = Pop3Session(mailbox)
-    try:
-        writer.write(b"+OK mailguard demo POP3 server ready\r\n")
-        await writer.drain()
-        while True:
-            line = await asyncio.wait_for(reader.readline(), IDLE_TIMEOUT_SECONDS)
-            if not line:
-                break
-            response, close = session.answer(line.decode("ascii", "replace"))
-            writer.write(response)
-            await writer.drain()
-            if close:
-                break
-    except (asyncio.TimeoutError, ValueError, ConnectionError):
-        pass  # idle, over-long line (StreamReader limit) or the client went away
-    finally:
-        writer.close()
+    await serve_lines(Pop3Session(mailbox), b"+OK mailguard demo POP3 server ready\r\n", "ascii", reader, writer)

@@ -19,6 +19,7 @@ from mailguard.protocols.pop3_events import (
 from mailguard.proxy.scanpool import account
 from mailguard.proxy.session import SessionContext
 from mailguard.proxy.upstream import UpstreamRefused, upgrade_upstream, upstream_certificate
+from mailguard.scan.rewrite import TLS_HEADER, add_header, tls_value
 
 __all__ = ["handle_pop3", "pop3_options"]
 
@@ -117,6 +118,17 @@ async def handle_pop3(ctx: SessionContext) -> None:
 
 
 async def _scan(ctx: SessionContext, event: ScanMessage) -> ScanResult:
+    result = await _scanned(ctx, event)
+    problems = ctx.upstream.certificate_problems
+    if not problems or result.refusal:
+        return result
+    # Policy let a bad server certificate through (certificate-validity = allow): every message
+    # from this connection says so (issue 5). Read now, not at connect: STLS may come later.
+    delivered = event.message if result.message is None else result.message
+    return ScanResult(add_header(delivered, TLS_HEADER, tls_value(problems)))
+
+
+async def _scanned(ctx: SessionContext, event: ScanMessage) -> ScanResult:
     host = ctx.host
     config = host.config  # the current settings: disable/enable reach open sessions
     if not config.scanning:

@@ -87,7 +87,7 @@ def _judge(kit: TlsKit, hostname: str, conn: Conn | None, error: BaseException |
     if check.problems:
         log.warning("upstream certificate of %s accepted by policy despite: %s", hostname, check.summary)
         if conn is not None:
-            conn.certificate_problems = tuple(str(problem) for problem in check.problems)
+            conn.certificate_problems = tuple(problem.value for problem in check.problems)  # "wrong-host"
 
 
 async def connect_upstream(

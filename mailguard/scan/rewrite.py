@@ -21,6 +21,7 @@ from mailguard.scan.policy import Policy
 from mailguard.scan.verdict import Status, Verdict
 
 RESULT_HEADER = "X-MailGuard-Result"
+TLS_HEADER = "X-MailGuard-TLS"  # the server leg's certificate was let through despite problems
 MAX_LINE = 998               # RFC 5322 §2.1.1: a line MUST NOT exceed 998 characters
 FOLD_AT = 78                 # RFC 5322 §2.1.1: SHOULD NOT exceed 78
 MAX_NAME_IN_NOTICE = 200     # characters of a detection or file name quoted in notices and headers
@@ -232,6 +233,29 @@ def tag(raw: bytes, verdict: Verdict, policy: Policy) -> bytes:
         if at > 0 and raw[at - 1] not in b"\r\n":  # the last field had no line ending
             insert = nl + insert
         edits.append((at, at, insert))
+    return _splice(raw, edits)
+
+
+def tls_value(problems: tuple[str, ...] | list[str]) -> str:
+    """The ``X-MailGuard-TLS`` value for a server certificate that policy accepted despite ``problems``."""
+    return "upstream certificate accepted by policy despite: " + ", ".join(_ascii(p) for p in problems)
+
+
+def add_header(raw: bytes, name: str, value: str) -> bytes:
+    """``raw`` with ``name: value`` spliced in at the end of its top header block.
+
+    Folded like the result header, in the message's own line-ending style; every other byte
+    keeps its place. A field of that name the sender wrote is dropped, so ours is the only one.
+    """
+    nl = _newline(raw, 0)
+    eol = b"\r" if nl == b"\r" else b"\n"
+    block = parse_header_block(raw, _header_start(raw, eol), len(raw), eol)
+    edits = [(h.start, h.end, b"") for h in block.fields if h.name == name.lower() and not h.hidden]
+    insert = _folded(name, value, nl)
+    at = block.end
+    if at > 0 and raw[at - 1] not in b"\r\n":  # the last field had no line ending
+        insert = nl + insert
+    edits.append((at, at, insert))
     return _splice(raw, edits)
 
 

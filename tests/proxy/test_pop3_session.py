@@ -314,3 +314,45 @@ def test_hostile_clients_endless_line_junk_and_idle() -> None:
             assert not any(c.startswith(b"XYZZY") for c in upstream.log)
 
     run(scenario())
+
+
+# --- issue 5: a certificate policy let through tags every message of that connection ------------
+
+
+@pytest.mark.parametrize("bad", [True, False])
+def test_certificate_accepted_despite_problems_tags_the_messages(tmp_path, bad: bool) -> None:
+    from tests.proxy.harness import TlsWorld
+
+    world = TlsWorld(tmp_path)
+    if bad:  # a certificate for another host, from the trusted upstream CA
+        world.server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        world.upstream_ca.issue_cert("mail.elsewhere.example").configure_cert(world.server_context)
+    messages = [clean_message(1), infected_message(2)]
+
+    async def scenario() -> None:
+        async with Pop3TestServer(messages, tls=world.server_context, implicit_tls=True) as upstream, \
+                filter_server(upstream.port, values={
+                    EC + "response.quarantine": False, EC + "protocols.pop3s.ports": [upstream.port],
+                    "web-and-email.ssl-tls.certificate-validity.corrupted": "allow",
+                    **world.values,
+                }) as (_, port):
+            def session() -> list[bytes]:
+                client = poplib.POP3_SSL("127.0.0.1", port, context=world.client_context, timeout=20)
+                client.user("u")
+                client.pass_("p")
+                got = [b"\r\n".join(client.retr(n)[1]) + b"\r\n" for n in (1, 2)]
+                client.quit()
+                return got
+
+            got = await asyncio.to_thread(session)
+            field = b"X-MailGuard-TLS: upstream certificate accepted by policy despite: wrong-host\r\n"
+            if bad:
+                head_end = messages[0].index(b"\r\n\r\n") + 2
+                assert got[0] == messages[0][:head_end] + field + messages[0][head_end:]
+                assert field in got[1] and b"X-MailGuard-Result: infected" in got[1]
+                assert b"EICAR-STANDARD" not in got[1]
+            else:
+                assert got[0] == messages[0]  # byte for byte
+                assert b"X-MailGuard-TLS" not in got[1]
+
+    run(scenario())

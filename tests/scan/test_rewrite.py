@@ -10,7 +10,7 @@ from mailguard.scan.engine import Engine
 from mailguard.scan.mime import parse_message
 from mailguard.scan.mime_headers import decode_encoded_words
 from mailguard.scan.policy import Policy
-from mailguard.scan.rewrite import MAX_LINE, result_value
+from mailguard.scan.rewrite import MAX_LINE, TLS_HEADER, add_header, result_value, tls_value
 from mailguard.scan.verdict import Finding, Incomplete, Reason, Status, Verdict
 from tests.scan.corpus import GREETING, HEAD, attachment, message, single
 from tests.scan.reference_detector import EICAR, EICAR_NAME, ReferenceDetector
@@ -183,3 +183,49 @@ def test_long_names_keep_every_line_within_998() -> None:
             out = _engine(action=action).apply(raw, verdict)
             assert max(len(line) for line in out.split(b"\r\n")) <= MAX_LINE
             assert EICAR not in out
+
+
+# --- add_header: the X-MailGuard-TLS tag (issue 5) ----------------------------------------------
+
+
+def test_add_header_splices_at_the_end_of_the_top_header_block() -> None:
+    value = tls_value(("expired", "wrong-host"))
+    assert value == "upstream certificate accepted by policy despite: expired, wrong-host"
+    out = add_header(CLEAN, TLS_HEADER, value)
+    head_end = CLEAN.index(b"\r\n\r\n") + 2
+    # 89 characters on one line would pass 78: folded at a space (RFC 5322 §2.2.3)
+    field = b"X-MailGuard-TLS: upstream certificate accepted by policy despite: expired,\r\n wrong-host\r\n"
+    assert out == CLEAN[:head_end] + field + CLEAN[head_end:]
+
+
+def test_add_header_after_the_result_tag_keeps_both() -> None:
+    tagged = _run(INFECTED, action="none")
+    out = add_header(tagged, TLS_HEADER, tls_value(("unverifiable",)))
+    names = [n for n, _ in _headers(out)]
+    assert names.count("x-mailguard-result") == 1 and names.count("x-mailguard-tls") == 1
+    assert out.replace(b"X-MailGuard-TLS: upstream certificate accepted by policy despite: unverifiable\r\n", b"") == tagged
+
+
+def test_add_header_replaces_a_sender_written_field_and_folds_long_values() -> None:
+    raw = b"X-MailGuard-TLS: all good\r\n" + CLEAN
+    problems = tuple(f"problem-{i}" for i in range(40))
+    out = add_header(raw, TLS_HEADER, tls_value(problems))
+    values = [v for n, v in _headers(out) if n == "x-mailguard-tls"]
+    assert len(values) == 1 and b"all good" not in values[0]
+    head = out[: out.index(b"\r\n\r\n")]
+    assert all(len(line) <= 78 for line in head.split(b"\r\n") if line.startswith((b"X-MailGuard-TLS", b" problem")))
+    assert out.endswith(CLEAN[CLEAN.index(b"\r\n\r\n"):])
+
+
+@pytest.mark.parametrize("nl", [b"\n", b"\r"])
+def test_add_header_keeps_the_line_ending_style(nl: bytes) -> None:
+    raw = b"From: a@example.org" + nl + b"Subject: hi" + nl + nl + b"body" + nl
+    out = add_header(raw, TLS_HEADER, tls_value(("expired",)))
+    assert out == (b"From: a@example.org" + nl + b"Subject: hi" + nl
+                   + b"X-MailGuard-TLS: upstream certificate accepted by policy despite: expired" + nl
+                   + nl + b"body" + nl)
+
+
+def test_add_header_to_a_message_without_body_or_final_newline() -> None:
+    out = add_header(b"Subject: hi", TLS_HEADER, "x")
+    assert out == b"Subject: hi\r\nX-MailGuard-TLS: x\r\n"

@@ -30,7 +30,7 @@ from mailguard.protocols.imap.fetch_response import FetchData, parse_fetch_respo
 from mailguard.protocols.imap.responses import Kind, Response
 from mailguard.proxy.imap_cache import cache_key
 from mailguard.proxy.imap_render import Record, render
-from mailguard.proxy.imap_served import Withheld, answer_locally, next_answer, scan_message
+from mailguard.proxy.imap_served import Withheld, answer_locally, next_answer, scan_message, tls_tagged
 
 if TYPE_CHECKING:
     from mailguard.proxy.imap import ImapSession
@@ -206,7 +206,8 @@ class FetchInterception:
             elif record.raw is not None or record.size > self._largest:
                 # Too large to hold and scan: a notice in its place, never the unscanned bytes
                 # and never an empty answer (pitfalls §2.6).
-                record.served, record.unchanged = oversize_notice(record.uid, record.size, self._largest), False
+                record.served, record.unchanged = tls_tagged(
+                    self.session, oversize_notice(record.uid, record.size, self._largest), False)
             elif self._from_caches(record):
                 held += len(record.served or b"")
             else:
@@ -254,8 +255,8 @@ class FetchInterception:
         blob = cache.blob(key, cached)
         if blob is None:
             return False
-        record.served, record.unchanged = blob, cached.unchanged
-        self.memory.put(self._memory_key(record.uid), blob, cached.unchanged, record.server_size)
+        record.served, record.unchanged = tls_tagged(self.session, blob, cached.unchanged)
+        self.memory.put(self._memory_key(record.uid), record.served, record.unchanged, record.server_size)
         self.session.context.stats["cache_hits"] = self.session.context.stats.get("cache_hits", 0) + 1
         return True
 

@@ -22,7 +22,7 @@ from mailguard.protocols.imap.fetch import format_uid_set
 from mailguard.protocols.imap.fetch_response import parse_fetch_response
 from mailguard.protocols.imap.responses import Kind, Response
 from mailguard.proxy.imap_cache import cache_key
-from mailguard.proxy.imap_served import UpstreamSilent, Withheld, next_answer, scan_message
+from mailguard.proxy.imap_served import UpstreamSilent, Withheld, next_answer, scan_message, tls_tagged
 
 if TYPE_CHECKING:
     from mailguard.proxy.imap import ImapSession
@@ -181,7 +181,7 @@ class ReadAhead:
         total = 0
         for uid in candidates:
             if uid in cached:
-                blob, unchanged = cached[uid]
+                blob, unchanged = tls_tagged(session, *cached[uid])
                 session.memory.put((mailbox, validity, uid), blob, unchanged, sizes[uid])
                 continue
             if wanted and total + sizes[uid] > self.window_bytes:

@@ -22,6 +22,7 @@ from mailguard.protocols.imap.responses import Response
 from mailguard.proxy.imap_cache import CacheRecord, RewriteCache, cache_key
 from mailguard.proxy.imap_render import Record, render
 from mailguard.proxy.scanpool import account
+from mailguard.scan.rewrite import TLS_HEADER, add_header, tls_value
 
 if TYPE_CHECKING:
     from mailguard.proxy.imap import ImapSession
@@ -152,10 +153,24 @@ def _from_rewrite_cache(session: "ImapSession", uid: int) -> tuple[bytes, bool, 
     blob = None if cached is None else cache.blob(key, cached)
     if cached is None or blob is None:
         return None
-    session.memory.put((session.mailbox, session.uidvalidity, uid), blob, cached.unchanged)
+    blob, unchanged = tls_tagged(session, blob, cached.unchanged)
+    session.memory.put((session.mailbox, session.uidvalidity, uid), blob, unchanged)
     stats = session.context.stats
     stats["cache_hits"] = stats.get("cache_hits", 0) + 1
-    return blob, cached.unchanged, None
+    return blob, unchanged, None
+
+
+def tls_tagged(session: "ImapSession", served: bytes, unchanged: bool) -> tuple[bytes, bool]:
+    """``served`` as this connection delivers it: with an ``X-MailGuard-TLS`` header when policy
+    let the server's bad certificate through (issue 5), else as it is.
+
+    Applied where a message enters the session's memory (from a scan or the rewrite cache), so
+    sizes and structures are computed from the tagged bytes; the rewrite cache itself keeps the
+    untagged form, since the next connection's certificate may be fine."""
+    problems = session.upstream.conn.certificate_problems
+    if not problems:
+        return served, unchanged
+    return add_header(served, TLS_HEADER, tls_value(problems)), False
 
 
 class Withheld(Exception):
@@ -189,7 +204,7 @@ async def scan_message(session: "ImapSession", uid: int, raw: bytes, server_size
             # Protection is off (the current settings: disable/enable reach open sessions):
             # relayed unscanned, and neither held nor cached, so it is scanned once it is back on.
             host.count("unscanned")
-            return raw, True
+            return tls_tagged(session, raw, True)
         source = f"imap://{session.context.server_id}/{(session.mailbox or b'').decode('utf-8', 'replace')}/{uid}"
         outcome = await session.context.scanner.scan(raw, source)
         if host is not None:
@@ -212,6 +227,7 @@ async def scan_message(session: "ImapSession", uid: int, raw: bytes, server_size
             while len(_pending_writes) > MAX_PENDING_WRITES:
                 # The disk is behind: wait for it rather than hold ever more messages.
                 await asyncio.wait(set(_pending_writes), return_when=asyncio.FIRST_COMPLETED)
+    served, unchanged = tls_tagged(session, served, unchanged)
     session.memory.put((session.mailbox, session.uidvalidity, uid), served, unchanged, server_size)
     return served, unchanged
 

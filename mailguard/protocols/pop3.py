@@ -240,7 +240,7 @@ class Pop3Proxy(MessageDelivery, StlsSwitch):
                 raise PeerError(Side.SERVER, "the server closed the connection in a multi-line answer")
             return False
         if is_message:
-            self._original = unstuff(block)
+            self._original = unstuff(block) if self._server.block_stuffed else block
             self._wire = block
             self.phase = Phase.SCAN
             self._events.append(ScanMessage(pending.number, self._original, pending.verb))

@@ -44,7 +44,7 @@ class MessageDelivery(_Base):
         if pending.verb == "TOP":
             data = status + CRLF + stuff(cut_top(delivered, pending.top_lines))
         elif delivered is original:
-            data = status + CRLF + self._wire + b".\r\n"
+            data = b"".join((status, CRLF, self._wire, b".\r\n"))  # one copy of the message
         else:
             data = _OCTETS.sub(lambda m: m.group(1) + b"%d" % len(delivered), status, count=1)
             data += CRLF + stuff(delivered)

@@ -17,6 +17,8 @@ CRLF = b"\r\n"
 # A multi-line response ends with a line holding a single dot (RFC 1939 §3).
 _TERMINATOR = b"\r\n.\r\n"
 _EMPTY_BODY_TERMINATOR = b".\r\n"
+# A line starting with a dot: a stuffed line or the terminator.
+_DOT_LINE = b"\r\n."
 
 
 class LineTooLong(RemoteProtocolError):
@@ -34,6 +36,10 @@ class ReceiveBuffer:
     def __init__(self) -> None:
         self._data = bytearray()
         self._searched = 0  # bytes already known to hold no line end / terminator
+        #: Whether the last block from ``take_block`` may hold stuffed lines (False: it is
+        #: its own de-stuffed form, and ``unstuff`` can be skipped).
+        self.block_stuffed = True
+        self._dot_seen = False  # a dot-line that is not the terminator is in the pending block
 
     def __len__(self) -> int:
         return len(self._data)
@@ -50,7 +56,17 @@ class ReceiveBuffer:
         dropped = len(self._data)
         self._data.clear()
         self._searched = 0
+        self._dot_seen = False
         return dropped
+
+    def _cut(self, end: int, drop: int) -> bytes:
+        # Copy through a memoryview: slicing the bytearray first would copy twice (bench/pop3.py).
+        # The views are released before the bytearray is resized.
+        with memoryview(self._data) as view:
+            out = bytes(view[:end])
+        del self._data[:drop]
+        self._searched = 0
+        return out
 
     def take_line(self, max_length: int) -> bytes | None:
         """One line without its line end, or None until it is complete.
@@ -67,9 +83,7 @@ class ReceiveBuffer:
             return None
         if end + 1 > max_length:
             raise LineTooLong(f"line longer than {max_length} bytes")
-        line = bytes(self._data[:end])
-        del self._data[: end + 1]
-        self._searched = 0
+        line = self._cut(end, end + 1)
         return line[:-1] if line.endswith(b"\r") else line
 
     def take_block(self, max_length: int) -> bytes | None:
@@ -82,8 +96,25 @@ class ReceiveBuffer:
         if data[:3] == _EMPTY_BODY_TERMINATOR:
             del data[:3]
             self._searched = 0
+            self._dot_seen = False
+            self.block_stuffed = False
             return b""
-        end = data.find(_TERMINATOR, max(0, self._searched - 4))
+        # One search finds both the terminator and whether any line was stuffed: the first
+        # CRLF "." is either the terminator or a dot-line. After a dot-line the rest is searched
+        # for the terminator alone, so a hostile server cannot make this loop per line.
+        start = max(0, self._searched - 4)
+        if self._dot_seen:
+            end = data.find(_TERMINATOR, start)
+        else:
+            end = data.find(_DOT_LINE, start)
+            if end >= 0 and data[end + 3:end + 5] != CRLF:
+                if len(data) < end + 5 and CRLF.startswith(bytes(data[end + 3:end + 5])):
+                    self._searched = end  # cannot tell yet: look here again with more bytes
+                    if len(data) > max_length:
+                        raise LineTooLong(f"multi-line response longer than {max_length} bytes")
+                    return None
+                self._dot_seen = True
+                end = data.find(_TERMINATOR, end)
         if end < 0:
             if len(data) > max_length:
                 raise LineTooLong(f"multi-line response longer than {max_length} bytes")
@@ -91,10 +122,9 @@ class ReceiveBuffer:
             return None
         if end + 2 > max_length:
             raise LineTooLong(f"multi-line response longer than {max_length} bytes")
-        block = bytes(data[: end + 2])
-        del data[: end + 5]
-        self._searched = 0
-        return block
+        self.block_stuffed = self._dot_seen or data[:1] == b"."
+        self._dot_seen = False
+        return self._cut(end + 2, end + 5)
 
     def take_stream_chunk(self) -> tuple[bytes, bool]:
         """For a block too large to hold: hand out what can be passed on now.
@@ -106,15 +136,9 @@ class ReceiveBuffer:
         data = self._data
         end = data.find(_TERMINATOR, max(0, self._searched - 4))
         if end >= 0:
-            chunk = bytes(data[: end + 5])
-            del data[: end + 5]
-            self._searched = 0
-            return chunk, True
+            return self._cut(end + 5, end + 5), True
         keep = min(len(data), 4)
-        chunk = bytes(data[: len(data) - keep])
-        del data[: len(data) - keep]
-        self._searched = 0
-        return chunk, False
+        return self._cut(len(data) - keep, len(data) - keep), False
 
 
 def unstuff(block: bytes) -> bytes:

@@ -133,7 +133,7 @@ def main() -> None:
 
     from mailguard.tls.castore import CAStore
     from tests.peers.dovecot import running_dovecot
-    from tests.proxy.harness import free_port
+    from tests.proxy.harness import free_ports
 
     count = max(1, args.size_mb * 1024 // args.message_kb)
     home = Path(tempfile.mkdtemp(prefix="mailguard-bench-imap-"))
@@ -148,7 +148,7 @@ def main() -> None:
             server.deliver("bench", messages)
             server.deliver("warmup", messages[:20])
         del messages
-        plain_port, starttls_port, tls_port, socat_port = free_port(), free_port(), free_port(), free_port()
+        plain_port, starttls_port, tls_port, socat_port = free_ports(4)
         values = {
             "web-and-email.protocol-filtering.routes": [
                 f"127.0.0.1:{plain_port}=localhost:{plain_dovecot.imap_port}",

@@ -172,7 +172,7 @@ def main() -> None:
 
     from mailguard.tls.castore import CAStore
     from tests.peers.dovecot import running_dovecot
-    from tests.proxy.harness import free_port
+    from tests.proxy.harness import free_ports
 
     count = max(1, args.size_mb * 1024 // args.message_kb)
     home = Path(tempfile.mkdtemp(prefix="mailguard-bench-"))
@@ -185,7 +185,7 @@ def main() -> None:
     # of its own, and the 1,000 idle connections would need as many.
     with running_dovecot(home, trustme.CA(), high_performance_login=True) as dovecot:
         dovecot.deliver("bench", [make_message(n, args.message_kb * 1024, n % 50 == 0) for n in range(1, count + 1)])
-        plain_port, tls_port, socat_port = free_port(), free_port(), free_port()
+        plain_port, tls_port, socat_port = free_ports(3)
         values = {
             "web-and-email.protocol-filtering.routes": [
                 f"127.0.0.1:{plain_port}=127.0.0.1:{dovecot.pop3_port}",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 
 import pytest
 
@@ -49,3 +50,20 @@ def require_clamav_testfiles() -> str:
     if not os.path.isdir(CLAMAV_TESTFILES):
         pytest.skip("needs Debian's clamav-testfiles ('bash scripts/test.sh' as root installs it)")
     return CLAMAV_TESTFILES
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports: all sockets stay bound until every port is picked, or the
+    kernel may hand out the same port twice (Dovecot then refuses a duplicate listener)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()

@@ -33,6 +33,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.peers import free_port, free_ports
+
 __all__ = ["PASSWORD", "Dovecot", "free_port", "running_dovecot"]
 
 PASSWORD = "pass"
@@ -41,12 +43,6 @@ PROCESS_LIMIT = 1200  # bench/imap.py: 1,000 IDLE sessions, one login (TLS) and 
 CLIENT_LIMIT = 4000  # default_client_limit: room for bench/pop3.py's 1,000 idle connections
 HIGH_PERFORMANCE_LOGIN_CLIENTS = 3000  # connections one login process serves in high-performance mode
 USERIP_CONNECTIONS = 2000  # every bench session logs in as the same user from 127.0.0.1
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_port(port: int, deadline: float) -> None:
@@ -196,8 +192,8 @@ def running_dovecot(tmp: Path, ca, *, tls: bool = True, high_performance_login: 
         leaf.private_key_pem.write_to_path(str(key))
         ca_file = root / "ca.pem"
         ca.cert_pem.write_to_path(str(ca_file))
-        dovecot = Dovecot(root, free_port(), free_port() if tls else 0, free_port(), free_port() if tls else 0,
-                          ca_file, uid, gid)
+        imap, imaps, pop3, pop3s = free_ports(4)
+        dovecot = Dovecot(root, imap, imaps if tls else 0, pop3, pop3s if tls else 0, ca_file, uid, gid)
         conf = root / "dovecot.conf"
         conf.write_text(_config(root, dovecot, cert, key, tls=tls, high_performance_login=high_performance_login,
                                 process_limit=process_limit))

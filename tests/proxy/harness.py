@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 from mailguard.proxy.server import FilterServer
 from mailguard.settings import Settings, resolve_paths
+from tests.peers import free_port, free_ports  # noqa: F401 - re-exported for the tests and benches
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 EC = "web-and-email.email-client."
@@ -28,12 +28,6 @@ def infected_message(n: int) -> bytes:
             b"--XX\r\nContent-Type: text/plain\r\n\r\nsee attachment\r\n"
             b"--XX\r\nContent-Type: application/octet-stream; name=eicar.com\r\n"
             b"Content-Disposition: attachment; filename=eicar.com\r\n\r\n" % (n, n)) + EICAR + b"\r\n--XX--\r\n"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.asynccontextmanager

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import imaplib
 import json
 import os
@@ -10,8 +9,6 @@ import poplib
 import socket
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,20 +24,6 @@ MAILGUARD = str(Path(sys.executable).with_name("mailguard"))
 # --- the demo server ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def demo_server() -> Iterator[DemoServer]:
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    server = DemoServer()
-    asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
-    try:
-        yield server
-    finally:
-        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
 
 
 def test_the_sample_mailbox_has_clean_and_infected_mail_and_is_stable() -> None:

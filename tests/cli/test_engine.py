@@ -6,7 +6,6 @@ server; every test stops what it started and checks that nothing is left running
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import poplib
@@ -14,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,27 +53,13 @@ def paths(mailguard_home: Path) -> Paths:
     return Paths(config_file=mailguard_home / "config.toml", state_dir=mailguard_home)
 
 
-@pytest.fixture
-def demo_upstream() -> Iterator[DemoServer]:
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    server = DemoServer()
-    asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
-    try:
-        yield server
-    finally:
-        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
 
 
 @pytest.fixture
-def engine(paths: Paths, demo_upstream: DemoServer) -> Iterator[dict]:
+def engine(paths: Paths, demo_server: DemoServer) -> Iterator[dict]:
     """Settings with a POP3 route to the demo server; the engine is killed if a test left it."""
     listen = f"127.0.0.1:{free_port()}"
-    save_settings(Settings.from_values({ROUTES: [f"{listen}=127.0.0.1:{demo_upstream.pop3_port}"]}), paths.config_file)
+    save_settings(Settings.from_values({ROUTES: [f"{listen}=127.0.0.1:{demo_server.pop3_port}"]}), paths.config_file)
     info = {"listen": listen}
     try:
         yield info

@@ -28,6 +28,10 @@ Sink = Callable[[bytes], None]
 
 TLS_READ_BUFFER = 64 * 1024
 
+# How long, and how much, ``Conn.linger`` reads and throws away before a close on error.
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 1024 * 1024
+
 
 def fit_tls_buffer(transport: asyncio.BaseTransport, size: int = TLS_READ_BUFFER) -> None:
     """Shrink the read buffer of asyncio's TLS layer under ``transport`` to ``size``.
@@ -164,6 +168,36 @@ class Conn(asyncio.Protocol):
             self.transport.write_eof()
         else:
             self.transport.close()
+
+    async def linger(self, timeout: float = LINGER_SECONDS, limit: int = LINGER_BYTES) -> None:
+        """Before closing on a peer that may still be sending: half-close our side (plain TCP),
+        then read and discard what the peer sends until it is done, ``limit`` bytes or ``timeout``
+        seconds, whichever comes first.
+
+        Closing a socket whose receive buffer holds unread bytes makes the kernel answer with RST
+        instead of FIN, and an RST can make the peer drop our last words (the ``-ERR``) unread:
+        a client still sending a refused 200 KB line never saw why. The caller closes after."""
+        if self.closed or self.eof:
+            return
+        assert self.transport is not None
+        done = asyncio.get_running_loop().create_future()
+        seen = 0
+
+        def discard(data: bytes) -> None:
+            nonlocal seen
+            seen += len(data)
+            if (not data or seen >= limit) and not done.done():
+                done.set_result(None)
+
+        self.pending.clear()
+        self._sink = discard
+        if self.transport.can_write_eof():  # TLS cannot half-close: the peer has our words anyway
+            self.transport.write_eof()
+        self.set_reading(True)
+        try:
+            await asyncio.wait_for(done, timeout)
+        except asyncio.TimeoutError:
+            pass
 
     async def drain(self) -> None:
         """Wait while the transport's write buffer is above its high-water mark."""

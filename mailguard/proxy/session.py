@@ -219,6 +219,7 @@ async def run_session(host: SessionHost, client: Conn, upstream_addr: tuple[str,
             host.count("errors")
             _tell_client(client, _protocol_of(implicit, upstream_port, config), why)
             await client.drain()
+            await client.linger()  # the client may have spoken first: no RST over our answer
         elif kind is Kind.OPAQUE:
             session_log.info("not a POP3 or IMAP greeting: relayed byte for byte")
             host.count("relayed")
@@ -308,6 +309,7 @@ async def _refuse_client(host: SessionHost, client: Conn, implicit: str | None, 
             return
     _tell_client(client, _protocol_of(implicit, port, config), reason)
     await client.drain()
+    await client.linger()
 
 
 def _protocol_of(implicit: str | None, port: int, config: "RunConfig") -> str | None:

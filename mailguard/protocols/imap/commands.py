@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 
 from mailguard.errors import RemoteProtocolError
-from mailguard.protocols.imap.framing import ReceiveBuffer, literal_at_end
+from mailguard.protocols.imap.framing import PieceFramer, literal_at_end
 from mailguard.protocols.imap.limits import DEFAULT_LIMITS, ImapLimits
 from mailguard.protocols.imap.responses import NEED_DATA, NeedData
 
@@ -70,39 +70,15 @@ ClientEvent = Command | ContinuationData | Reply
 _LITERAL_GO_AHEAD = b"+ Ready for literal data\r\n"
 
 
-class CommandReader:
+class CommandReader(PieceFramer):
+    _head: tuple[bytes, str, int] | None  # tag, command name, where its arguments start
+
     def __init__(self, limits: ImapLimits = DEFAULT_LIMITS) -> None:
         self.limits = limits
         self.state = ReaderState.COMMAND
         self.continuation_tag: bytes | None = None
         self._continuation_once = False
-        self._buffer = ReceiveBuffer()
-        self._pieces: list[bytes] = []
-        self._size = 0
-        self._head: tuple[bytes, str, int] | None = None
-        self._literal_left = 0
-        #: the command is refused: its remaining bytes are read and dropped (RFC 7888 §4)
-        self._discarding = False
-        self._eof = False
-
-    def receive_data(self, data: bytes) -> None:
-        if not data:
-            self._eof = True
-        self._buffer.feed(data)
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buffer) + self._size
-
-    @property
-    def unframed(self) -> int:
-        """Bytes received and not looked at yet (for backpressure)."""
-        return len(self._buffer)
-
-    def discard_buffered(self) -> bytes:
-        dropped = b"".join(self._pieces) + self._buffer.take_all()
-        self._reset()
-        return dropped
+        super().__init__()
 
     def resume(self) -> None:
         """Back to reading commands after the STARTTLS switch."""
@@ -205,5 +181,6 @@ class CommandReader:
         return Command(raw=raw, tag=tag, name=name, args_at=args_at)
 
     def _reset(self) -> None:
-        self._pieces, self._size, self._head = [], 0, None
-        self._literal_left, self._discarding = 0, False
+        super()._reset()
+        #: the command is refused: its remaining bytes are read and dropped (RFC 7888 §4)
+        self._discarding = False

@@ -80,3 +80,42 @@ class ReceiveBuffer:
 
     def take_all(self) -> bytes:
         return self.take(len(self._data))
+
+
+class PieceFramer:
+    """What the command and the response reader share: the bytes received and not yet framed,
+    the pieces of the item being framed (lines and literals), and dropping all of it at a
+    STARTTLS switch (RFC 9051 §6.2.1: nothing read before the switch may be used after it)."""
+
+    def __init__(self) -> None:
+        self._buffer = ReceiveBuffer()
+        self._eof = False
+        self._reset()
+
+    def receive_data(self, data: bytes) -> None:
+        """``b""`` signals EOF."""
+        if not data:
+            self._eof = True
+        self._buffer.feed(data)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet returned, including a partial item."""
+        return len(self._buffer) + self._size
+
+    @property
+    def unframed(self) -> int:
+        """Bytes received and not looked at yet (for backpressure)."""
+        return len(self._buffer)
+
+    def discard_buffered(self) -> bytes:
+        """Drop everything not yet returned (the STARTTLS switch)."""
+        dropped = b"".join(self._pieces) + self._buffer.take_all()
+        self._reset()
+        return dropped
+
+    def _reset(self) -> None:
+        self._pieces: list[bytes] = []
+        self._size = 0
+        self._head = None
+        self._literal_left = 0

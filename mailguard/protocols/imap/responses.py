@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from mailguard.errors import RemoteProtocolError
-from mailguard.protocols.imap.framing import ReceiveBuffer, literal_at_end
+from mailguard.protocols.imap.framing import PieceFramer, literal_at_end
 from mailguard.protocols.imap.limits import DEFAULT_LIMITS, ImapLimits
 
 
@@ -70,42 +70,18 @@ class NeedData(enum.Enum):
 NEED_DATA = NeedData.NEED_DATA
 
 
-class ResponseReader:
+class ResponseReader(PieceFramer):
     """Frames the byte stream from an IMAP server into ``Response`` events.
 
     ``receive_data(b"")`` signals EOF; after it ``next_event`` raises if a response
     was cut off, else returns NEED_DATA forever (the session sees the close itself).
     """
 
+    _head: tuple[Kind, bytes | None, str, int | None] | None  # kind, tag, word, number
+
     def __init__(self, limits: ImapLimits = DEFAULT_LIMITS) -> None:
         self.limits = limits
-        self._buffer = ReceiveBuffer()
-        self._pieces: list[bytes] = []
-        self._size = 0
-        self._literal_left = 0
-        self._head: tuple[Kind, bytes | None, str, int | None] | None = None
-        self._eof = False
-
-    def receive_data(self, data: bytes) -> None:
-        if not data:
-            self._eof = True
-        self._buffer.feed(data)
-
-    @property
-    def buffered(self) -> int:
-        """Bytes received and not yet returned, including a partial response."""
-        return len(self._buffer) + self._size
-
-    @property
-    def unframed(self) -> int:
-        """Bytes received and not looked at yet (for backpressure)."""
-        return len(self._buffer)
-
-    def discard_buffered(self) -> bytes:
-        """Drop everything not yet returned (the STARTTLS switch, RFC 9051 §6.2.1)."""
-        dropped = b"".join(self._pieces) + self._buffer.take_all()
-        self._pieces, self._size, self._literal_left, self._head = [], 0, 0, None
-        return dropped
+        super().__init__()
 
     def next_event(self) -> Response | NeedData:
         while True:
@@ -154,5 +130,5 @@ class ResponseReader:
         assert self._head is not None
         kind, tag, word, number = self._head
         raw = b"".join(self._pieces)
-        self._pieces, self._size, self._head = [], 0, None
+        self._reset()
         return Response(raw=raw, kind=kind, tag=tag, word=word, number=number)

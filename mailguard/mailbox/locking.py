@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from mailguard.errors import StorageError
+from mailguard.processes import process_alive
 
 STALE_AFTER = 300.0      # seconds after which a dotlock whose owner cannot be checked is broken
 WAIT_FOR_LOCK = 30.0     # seconds we wait for another program to release the mailbox
@@ -121,13 +122,3 @@ def _local_owner(content: bytes) -> int | None:
     if not pid_text.isdigit() or (host and host != socket.gethostname()):
         return None
     return int(pid_text)
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True

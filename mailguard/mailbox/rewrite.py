@@ -25,7 +25,8 @@ from mailguard.errors import StorageError
 from mailguard.files import fsync_folder
 from mailguard.mailbox.atomic import TEMP_MARK, NewFile, replace_file
 from mailguard.scan.fromline import quote
-from mailguard.mailbox.locking import MboxLock, process_alive
+from mailguard.mailbox.locking import MboxLock
+from mailguard.processes import process_alive
 from mailguard.mailbox.mbox import read_mbox
 from mailguard.mailbox.results import MessageResult
 from mailguard.mailbox.worker import splice_rewritten

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mailguard.errors import EngineError, MailguardError
+from mailguard.processes import process_alive
 from mailguard.proxy.logsetup import configure_logging
 from mailguard.proxy.pidlock import PidLock, running_pid
 
@@ -406,32 +407,11 @@ def stop_running(paths: Paths, wait: float = STOP_WAIT_SECONDS) -> int | None:
             _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + wait
     # The lock is freed first, then the process winds down: "stopped" means both are done.
-    while running_pid(paths) is not None or (pid > 0 and _process_alive(pid)):
+    while running_pid(paths) is not None or (pid > 0 and process_alive(pid)):
         if time.monotonic() > deadline:
             raise EngineError(f"the engine (pid {pid}) did not stop within {wait:g}s")
         time.sleep(0.05)
     return pid
-
-
-def _process_alive(pid: int) -> bool:
-    """True while the process exists and is not a zombie (it is not our child to reap)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return _signal_zero(pid)
-
-
-def _signal_zero(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _signal(pid: int, signum: int) -> None:

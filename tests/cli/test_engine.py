@@ -10,7 +10,6 @@ import json
 import os
 import poplib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,8 @@ from mailguard.cli.app import app
 from mailguard.demo.mailbox import EICAR
 from mailguard.demo.server import DemoServer
 from mailguard.settings import Paths, Settings, load_settings, save_settings
+from mailguard.processes import process_alive
+from tests.peers import free_port
 
 MAILGUARD = str(Path(sys.executable).with_name("mailguard"))
 ROUTES = "web-and-email.protocol-filtering.routes"
@@ -35,17 +36,7 @@ def mailguard(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 
 
 def process_gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return not process_alive(pid)
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from mailguard.proxy import control
 from mailguard.proxy.daemon import run_foreground, start_detached, stop_running
 from mailguard.proxy.pidlock import running_pid
 from mailguard.settings import Paths, Settings, save_settings
+from mailguard.processes import process_alive
 
 PROTECTION = "web-and-email.email-client.protocols.enabled"
 
@@ -78,12 +79,7 @@ class FailingServer(StandInServer):
 
 
 def process_gone(pid: int) -> bool:
-    """Gone or a zombie (a reparented daemon may wait for a reaper that never comes in containers)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
+    return not process_alive(pid)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 from mailguard.cli.app import app
 from mailguard.demo.mailbox import EICAR
 from mailguard.demo.server import DemoServer
-from mailguard.settings import Paths, Settings, load_settings, save_settings
 from mailguard.processes import process_alive
+from mailguard.settings import Paths, Settings, load_settings, save_settings
 from tests.peers import free_port
 
 MAILGUARD = str(Path(sys.executable).with_name("mailguard"))

@@ -23,11 +23,11 @@ from typing import Any
 import pytest
 
 from mailguard.errors import EngineError
+from mailguard.processes import process_alive
 from mailguard.proxy import control
 from mailguard.proxy.daemon import run_foreground, start_detached, stop_running
 from mailguard.proxy.pidlock import running_pid
 from mailguard.settings import Paths, Settings, save_settings
-from mailguard.processes import process_alive
 
 PROTECTION = "web-and-email.email-client.protocols.enabled"
 

@@ -28,7 +28,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import ssl
 import statistics
 import subprocess
@@ -39,20 +38,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.pop3 import ENGINE, make_message, rss_kb  # noqa: E402
+from bench.pop3 import ENGINE, Connection, make_message, rss_kb  # noqa: E402
 
 BUFFER = 256 * 1024
 _LITERAL = re.compile(rb"\{(\d+)\}\r\n$")
 
 
-class Client:
+class Client(Connection):
     """A minimal blocking IMAP client: tagged commands, literals counted."""
 
     def __init__(self, port: int, context: ssl.SSLContext | None, *, implicit: bool) -> None:
-        sock = socket.create_connection(("127.0.0.1", port))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock = context.wrap_socket(sock, server_hostname="localhost") if implicit and context else sock
-        self.buffer = bytearray()
+        super().__init__(port, context, implicit=implicit)
         self.tag = 0
         self.line()
         if context is not None and not implicit:  # STARTTLS (RFC 9051 §6.2.1)
@@ -61,18 +57,11 @@ class Client:
             self.sock = context.wrap_socket(self.sock, server_hostname="localhost")
 
     def line(self) -> bytes:
-        while (end := self.buffer.find(b"\r\n")) < 0:
-            chunk = self.sock.recv(BUFFER)
-            if not chunk:
-                raise ConnectionError("closed")
-            self.buffer += chunk
-        out = bytes(self.buffer[: end + 2])
-        del self.buffer[: end + 2]
-        return out
+        return self.take_line()
 
     def take(self, count: int) -> int:
         while len(self.buffer) < count:
-            self.buffer += self.sock.recv(BUFFER)
+            self.fill()
         del self.buffer[:count]
         return count
 

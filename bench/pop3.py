@@ -62,20 +62,37 @@ def make_message(n: int, size: int, infected: bool) -> bytes:
     return head + body + tail
 
 
-class Client:
+class Connection:
+    """A blocking client socket to 127.0.0.1 (TCP_NODELAY; TLS at once when implicit)."""
+
     def __init__(self, port: int, context: ssl.SSLContext | None, *, implicit: bool) -> None:
         sock = socket.create_connection(("127.0.0.1", port))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = context.wrap_socket(sock, server_hostname="localhost") if implicit and context else sock
         self.buffer = bytearray()
+
+    def fill(self) -> None:
+        chunk = self.sock.recv(BUFFER)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        self.buffer += chunk
+
+    def take_line(self) -> bytes:
+        """The next line, with its CRLF."""
+        while (end := self.buffer.find(b"\r\n")) < 0:
+            self.fill()
+        out = bytes(self.buffer[: end + 2])
+        del self.buffer[: end + 2]
+        return out
+
+
+class Client(Connection):
+    def __init__(self, port: int, context: ssl.SSLContext | None, *, implicit: bool) -> None:
+        super().__init__(port, context, implicit=implicit)
         self.line()
 
     def line(self) -> bytes:
-        while (end := self.buffer.find(b"\r\n")) < 0:
-            self.buffer += self.sock.recv(BUFFER)
-        out = bytes(self.buffer[:end])
-        del self.buffer[: end + 2]
-        return out
+        return self.take_line()[:-2]
 
     def command(self, text: bytes) -> bytes:
         self.sock.sendall(text + b"\r\n")
@@ -88,7 +105,7 @@ class Client:
         start = 0
         while (end := self.buffer.find(b"\r\n.\r\n", start)) < 0:
             start = max(0, len(self.buffer) - 4)
-            self.buffer += self.sock.recv(BUFFER)
+            self.fill()
         del self.buffer[: end + 5]
         return end + 2
 

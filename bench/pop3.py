@@ -126,6 +126,20 @@ def run_client(port: int, count: int, context: ssl.SSLContext | None, implicit: 
     return seconds, total, latencies
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and every descendant (the engine and its scan workers)."""
+    total, ticks = 0.0, os.sysconf("SC_CLK_TCK")
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += tree_cpu_seconds(int(child))
+    except (OSError, ValueError):
+        pass  # a process that ended meanwhile
+    return total
+
+
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -235,9 +249,12 @@ def main() -> None:
             # each figure is the median over the rounds.
             speeds: dict[str, list[float]] = {name: [] for name in runs}
             latencies: dict[str, list[float]] = {name: [] for name in runs}
+            engine_cpu: dict[str, float] = {name: 0.0 for name in runs}
             for round_number in range(args.rounds):
                 for name, (port, context, implicit) in runs.items():
+                    cpu_before = tree_cpu_seconds(engine.pid)
                     seconds, total, times = run_client(port, count, context, implicit)
+                    engine_cpu[name] += tree_cpu_seconds(engine.pid) - cpu_before
                     speeds[name].append(total / seconds / 1e6)
                     latencies[name] += times
                     print(f"round {round_number + 1} {name}: {speeds[name][-1]:.1f} MB/s", file=sys.stderr, flush=True)
@@ -248,6 +265,10 @@ def main() -> None:
             for name in ("mailguard_pop3", "mailguard_pop3s", "socat"):
                 base = "direct_pop3s" if name == "mailguard_pop3s" else "direct"
                 results[name + "_ratio"] = round(results[name + "_mb_s"] / results[base + "_mb_s"], 3)  # type: ignore[operator]
+            for name in ("mailguard_pop3", "mailguard_pop3s"):
+                # What the engine (and its workers) spend per message: the budget a pipelined
+                # engine must fit into beside Dovecot and the client on the same cores.
+                results[name + "_engine_cpu_ms_per_message"] = round(engine_cpu[name] * 1000 / (count * args.rounds), 3)
             results["added_latency_ms_per_message_pop3"] = round((latency["mailguard_pop3"] - latency["direct"]) * 1000, 3)
             results["added_latency_ms_per_message_pop3s"] = round(
                 (latency["mailguard_pop3s"] - latency["direct_pop3s"]) * 1000, 3)

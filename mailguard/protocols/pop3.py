@@ -32,6 +32,9 @@ Theory of operation
   it is streamed through with an ``X-MailGuard-Result: unscanned`` header put first, with
   ``"block"`` the client gets ``-ERR`` (the message stays on the server; a ``+OK`` notice would
   let a delete-after-download client remove it) and the answer is drained from the server.
+- Read-ahead (``Pop3Options.read_ahead``, pop3_readahead): after a RETR the proxy may fetch the
+  next message itself and scan it while the client is still reading, then answer the client's
+  RETR of it at once. It runs as a command of the proxy's own, so the one-at-a-time rule holds.
 - STLS (RFC 2595 §4): any byte the client sent after ``STLS`` CRLF, and any byte the server sent
   after its ``+OK``, ends the session (command / response injection, pitfalls §4.1–4.2). The
   upstream leg is switched first; only when it is up does the client get its ``+OK`` and switch.
@@ -53,6 +56,7 @@ from mailguard.protocols.pop3_events import (
     SendToServer, Side, TlsEstablished, TlsFailed,
 )
 from mailguard.protocols.pop3_framing import CRLF, LineTooLong, ReceiveBuffer, stuff, unstuff
+from mailguard.protocols.pop3_readahead import ReadAhead
 from mailguard.protocols.pop3_sizes import rewrite_listing, rewrite_single_size
 from mailguard.protocols.pop3_stls import StlsSwitch
 from mailguard.protocols.pop3_states import (
@@ -64,7 +68,14 @@ __all__ = [
     "TlsMode",
 ]
 
-class Pop3Proxy(MessageDelivery, StlsSwitch):
+# Phases in which the server's bytes are an answer being framed: read them whatever their size
+# (the framing caps them).
+_READING_AN_ANSWER = frozenset({
+    Phase.BODY, Phase.GREETING, Phase.STATUS, Phase.AHEAD_STATUS, Phase.AHEAD_BODY,
+})
+
+
+class Pop3Proxy(MessageDelivery, ReadAhead, StlsSwitch):
     def __init__(self, options: Pop3Options | None = None) -> None:
         self.options = options or Pop3Options()
         self.limits = self.options.limits
@@ -82,6 +93,7 @@ class Pop3Proxy(MessageDelivery, StlsSwitch):
         self._wire = b""              # its wire form, forwarded as is when unchanged
         self._size_delta: dict[int, int] = {}
         self._deleted: set[int] = set()
+        self._init_read_ahead()
         self._step_for = {
             Phase.GREETING: self._on_greeting,
             Phase.COMMAND: self._on_command,
@@ -94,6 +106,10 @@ class Pop3Proxy(MessageDelivery, StlsSwitch):
             Phase.STLS_REPLY: self._on_stls_reply,
             Phase.TLS_SERVER: self._waiting_for_driver,
             Phase.TLS_CLIENT: self._waiting_for_driver,
+            Phase.AHEAD_STATUS: self._on_ahead_status,
+            Phase.AHEAD_BODY: self._on_ahead_body,
+            Phase.AHEAD_SCAN: self._waiting_for_driver,
+            Phase.AHEAD_DROP: self._on_ahead_drop,
             Phase.DONE: self._waiting_for_driver,
         }
 
@@ -118,7 +134,7 @@ class Pop3Proxy(MessageDelivery, StlsSwitch):
             return False
         if side is Side.CLIENT:
             return len(self._client) < self.limits.max_client_backlog
-        if self.phase in (Phase.BODY, Phase.GREETING, Phase.STATUS):
+        if self.phase in _READING_AN_ANSWER:
             return True
         return len(self._server) < self.limits.max_server_backlog
 
@@ -136,6 +152,9 @@ class Pop3Proxy(MessageDelivery, StlsSwitch):
     def send(self, event: ScanResult | TlsEstablished | TlsFailed) -> None:
         """Report the outcome of a ``ScanMessage`` or ``StartTls`` request."""
         if isinstance(event, ScanResult):
+            if self.phase is Phase.AHEAD_SCAN:
+                self._ahead_scanned(event)
+                return
             if self.phase is not Phase.SCAN:
                 raise LocalProtocolError(f"no message is being scanned (phase {self.phase.value})")
             if event.refusal:
@@ -293,6 +312,8 @@ class Pop3Proxy(MessageDelivery, StlsSwitch):
         if isinstance(pending, bytes):
             self._reply_local(pending)
             return
+        if pending.verb in ("RETR", "TOP") and self._serve_from_ahead(pending):
+            return
         self._pending = pending
         self._events.append(SendToServer(pending.forward))
         if pending.verb != "STLS":
@@ -317,6 +338,8 @@ class Pop3Proxy(MessageDelivery, StlsSwitch):
                 self._deleted.add(number)
         elif ok and pending.verb == "RSET":
             self._deleted.clear()
+        elif ok and pending.verb == "STAT":
+            self._note_message_count(line)
         self._emit_client(line + CRLF)
         self._transition(pending.verb, ok)
         if self.state is State.CLOSED:

@@ -51,9 +51,10 @@ class MessageDelivery(_Base):
         self._original = self._wire = b""
         self._emit_client(data)
         self._command_done()
+        if pending.verb == "RETR":
+            self._maybe_read_ahead(pending.number + 1)
 
     def _start_oversize(self, pending: Pending) -> None:
-        limit = self.limits.max_message
         if self.options.on_oversize == "block":
             # Lose nothing (DESIGN.md): "-ERR", never a "+OK" notice in its place, so a client
             # that deletes what it downloaded (fetchmail's default) leaves it on the server.

@@ -7,6 +7,8 @@ never a Python loop per line.
 
 from __future__ import annotations
 
+import re
+
 from mailguard.errors import RemoteProtocolError
 
 __all__ = [
@@ -19,6 +21,11 @@ _TERMINATOR = b"\r\n.\r\n"
 _EMPTY_BODY_TERMINATOR = b".\r\n"
 # A line starting with a dot: a stuffed line or the terminator.
 _DOT_LINE = b"\r\n."
+# The same two searches as compiled patterns: in mail text (a dot ends most lines) CPython's
+# ``bytes.find`` for these short needles runs at ~1.3 GB/s, while ``re`` jumps from CR to CR with
+# memchr, about twice as fast (bench/pop3.py: the search was ~11% of the engine's time).
+_FIND_DOT_LINE = re.compile(re.escape(_DOT_LINE)).search
+_FIND_TERMINATOR = re.compile(re.escape(_TERMINATOR)).search
 
 
 class LineTooLong(RemoteProtocolError):
@@ -104,9 +111,9 @@ class ReceiveBuffer:
         # for the terminator alone, so a hostile server cannot make this loop per line.
         start = max(0, self._searched - 4)
         if self._dot_seen:
-            end = data.find(_TERMINATOR, start)
+            end = _find(_FIND_TERMINATOR, data, start)
         else:
-            end = data.find(_DOT_LINE, start)
+            end = _find(_FIND_DOT_LINE, data, start)
             if end >= 0 and data[end + 3:end + 5] != CRLF:
                 if len(data) < end + 5 and CRLF.startswith(bytes(data[end + 3:end + 5])):
                     self._searched = end  # cannot tell yet: look here again with more bytes
@@ -114,7 +121,7 @@ class ReceiveBuffer:
                         raise LineTooLong(f"multi-line response longer than {max_length} bytes")
                     return None
                 self._dot_seen = True
-                end = data.find(_TERMINATOR, end)
+                end = _find(_FIND_TERMINATOR, data, end)
         if end < 0:
             if len(data) > max_length:
                 raise LineTooLong(f"multi-line response longer than {max_length} bytes")
@@ -134,11 +141,17 @@ class ReceiveBuffer:
         terminator ``CRLF.CRLF`` itself, ready to forward.
         """
         data = self._data
-        end = data.find(_TERMINATOR, max(0, self._searched - 4))
+        end = _find(_FIND_TERMINATOR, data, max(0, self._searched - 4))
         if end >= 0:
             return self._cut(end + 5, end + 5), True
         keep = min(len(data), 4)
         return self._cut(len(data) - keep, len(data) - keep), False
+
+
+def _find(search, data: bytearray, start: int) -> int:  # noqa: ANN001 - a compiled pattern's search
+    """Like ``data.find(needle, start)`` with ``search`` the needle's compiled pattern."""
+    found = search(data, start)
+    return -1 if found is None else found.start()
 
 
 def unstuff(block: bytes) -> bytes:

@@ -46,6 +46,8 @@ class Pop3Options:
     implicit_tls: bool = False
     #: What to do with a message larger than ``limits.max_message``: "pass" (tagged) or "block".
     on_oversize: str = "pass"
+    #: Fetch and scan message n+1 while the client receives message n (pop3_readahead).
+    read_ahead: bool = False
     limits: Pop3Limits = field(default_factory=Pop3Limits)
 
 
@@ -74,6 +76,10 @@ class Phase(str, enum.Enum):
     STLS_REPLY = "stls-reply"      # STLS sent upstream, waiting for +OK
     TLS_SERVER = "tls-server"      # upstream handshake running
     TLS_CLIENT = "tls-client"      # client handshake running
+    AHEAD_STATUS = "ahead-status"  # the status line of our own read-ahead TOP (pop3_readahead)
+    AHEAD_BODY = "ahead-body"      # its body
+    AHEAD_SCAN = "ahead-scan"      # the driver scans it
+    AHEAD_DROP = "ahead-drop"      # too large to hold: drained and dropped
     DONE = "done"
 
 

@@ -40,7 +40,7 @@ def pop3_options(ctx: SessionContext) -> Pop3Options:
         tls = TlsMode.RELAY
     policy = config.policy
     return Pop3Options(
-        tls=tls, implicit_tls=ctx.implicit_tls, on_oversize=policy.on_scan_error,
+        tls=tls, implicit_tls=ctx.implicit_tls, on_oversize=policy.on_scan_error, read_ahead=True,
         limits=Pop3Limits(max_message=policy.max_object_size),
     )
 
@@ -97,7 +97,13 @@ async def handle_pop3(ctx: SessionContext) -> None:
 async def _run(ctx: SessionContext, machine: Pop3Proxy, wait: Callable[[], Awaitable[bool]]) -> None:
     host, client, upstream = ctx.host, ctx.client, ctx.upstream
     host.count("pop3_sessions")
+    settings = host.config
     while True:
+        if host.config is not settings:
+            # enable/disable or a reload: a message scanned ahead under the old settings must
+            # not be served under the new ones.
+            settings = host.config
+            machine.drop_read_ahead()
         event = machine.next_event()
         if event is NEED_DATA:
             client.set_reading(machine.wants_data(Side.CLIENT))

@@ -1,0 +1,184 @@
+"""Byte scripts of the POP3 machine's read-ahead (pop3_readahead): message n+1 is fetched with
+TOP and scanned while the client reads message n, and served only when the client asks for it."""
+
+from __future__ import annotations
+
+from mailguard.protocols.pop3 import TOP_WHOLE_MESSAGE, Phase, Pop3Limits, Pop3Options
+from mailguard.protocols.pop3_events import ScanMessage, ScanResult
+from mailguard.protocols.pop3_framing import stuff
+from tests.protocols.pop3_script import Script
+
+ONE = b"Subject: one\r\n\r\nfirst\r\n"
+TWO = b"Subject: two\r\n\r\n.dotted line\r\nsecond\r\n"
+THREE = b"Subject: three\r\n\r\nthird\r\n"
+
+
+def top_ahead(number: int) -> bytes:
+    return b"TOP %d %d\r\n" % (number, TOP_WHOLE_MESSAGE)
+
+
+def session(**options: object) -> Script:
+    s = Script(Pop3Options(read_ahead=True, **options))  # type: ignore[arg-type]
+    for line in (b"USER u\r\n", b"PASS p\r\n"):
+        s.client(line).server(b"+OK\r\n")
+    s.take_client(), s.take_server()
+    return s
+
+
+def retr_from_server(s: Script, number: int, message: bytes, result: bytes | None = None) -> bytes:
+    s.client(b"RETR %d\r\n" % number)
+    assert s.take_server() == b"RETR %d\r\n" % number
+    s.server(b"+OK %d octets\r\n" % len(message) + stuff(message))
+    assert [m.message for m in s.take(ScanMessage)] == [message]  # type: ignore[attr-defined]
+    s.send(ScanResult(result))
+    return s.take_client()
+
+
+def answer_ahead(s: Script, number: int, message: bytes, result: bytes | None = None) -> None:
+    """The server answers our read-ahead TOP; the driver scans it."""
+    assert s.take_server() == top_ahead(number)
+    s.server(b"+OK\r\n" + stuff(message))
+    scans = s.take(ScanMessage)
+    assert [(m.number, m.message, m.command) for m in scans] == [(number, message, "TOP")]  # type: ignore[attr-defined]
+    s.send(ScanResult(result))
+
+
+def test_next_message_is_fetched_ahead_and_served_without_a_round_trip() -> None:
+    s = session()
+    assert retr_from_server(s, 1, ONE) == b"+OK %d octets\r\n" % len(ONE) + stuff(ONE)
+    answer_ahead(s, 2, TWO)
+    assert s.take_client() == b""  # nothing of a message the client has not asked for
+    s.client(b"RETR 2\r\n")
+    assert s.take_client() == b"+OK %d octets\r\n" % len(TWO) + stuff(TWO)
+    assert s.take_server() == top_ahead(3)  # and on to the next one
+
+
+def test_a_rewritten_message_from_read_ahead_has_its_size_and_later_sizes_follow() -> None:
+    s = session()
+    retr_from_server(s, 1, ONE)
+    cleaned = b"X-MailGuard-Result: infected\r\nSubject: two\r\n\r\ncleaned\r\n"
+    answer_ahead(s, 2, TWO, cleaned)
+    s.client(b"RETR 2\r\n")
+    assert s.take_client() == b"+OK %d octets\r\n" % len(cleaned) + stuff(cleaned)
+    assert s.take_server() == top_ahead(3)
+    s.server(b"-ERR no such message\r\n")  # there is no message 3
+    s.client(b"LIST 2\r\n")
+    assert s.take_server() == b"LIST 2\r\n"
+    s.server(b"+OK 2 %d\r\n" % len(TWO))
+    assert s.take_client() == b"+OK 2 %d\r\n" % len(cleaned)
+
+
+def test_top_is_cut_from_the_message_fetched_ahead() -> None:
+    s = session()
+    retr_from_server(s, 1, ONE)
+    answer_ahead(s, 2, TWO)
+    s.client(b"TOP 2 0\r\n")
+    assert s.take_client() == b"+OK\r\nSubject: two\r\n\r\n.\r\n"
+    assert s.take_server() == b""  # TOP does not start another read-ahead
+
+
+def test_client_command_waits_for_the_read_ahead_and_keeps_order() -> None:
+    s = session()
+    retr_from_server(s, 1, ONE)
+    s.client(b"DELE 1\r\n")  # arrives while our TOP 2 is in flight
+    assert s.take_server() == top_ahead(2)
+    s.server(b"+OK\r\n" + stuff(TWO))
+    s.send(ScanResult(None))
+    s.take(ScanMessage)
+    assert s.take_server() == b"DELE 1\r\n"
+    s.server(b"+OK deleted\r\n")
+    assert s.take_client() == b"+OK deleted\r\n"
+
+
+def test_a_deleted_message_is_not_served_from_read_ahead() -> None:
+    s = session()
+    retr_from_server(s, 1, ONE)
+    answer_ahead(s, 2, TWO)
+    s.client(b"DELE 2\r\n").server(b"+OK\r\n")
+    s.take_server(), s.take_client()
+    s.client(b"RETR 2\r\n")
+    assert s.take_server() == b"RETR 2\r\n"  # the server says what RETR of a deleted message gets
+    s.server(b"-ERR message is deleted\r\n")
+    assert s.take_client() == b"-ERR message is deleted\r\n"
+
+
+def test_another_message_goes_upstream_and_the_one_ahead_waits() -> None:
+    s = session()
+    retr_from_server(s, 1, ONE)
+    answer_ahead(s, 2, TWO)
+    assert retr_from_server(s, 3, THREE).endswith(stuff(THREE))
+    assert s.take_server() == top_ahead(4)
+
+
+def test_no_read_ahead_past_the_count_stat_gave() -> None:
+    s = session()
+    s.client(b"STAT\r\n").server(b"+OK 1 %d\r\n" % len(ONE))
+    s.take_server(), s.take_client()
+    retr_from_server(s, 1, ONE)
+    assert s.take_server() == b""
+    assert s.proxy.phase is Phase.COMMAND
+
+
+def test_a_refused_read_ahead_stops_reading_ahead() -> None:
+    s = session()
+    retr_from_server(s, 1, ONE)
+    assert s.take_server() == top_ahead(2)
+    s.server(b"-ERR no such message\r\n")
+    assert s.take_client() == b""
+    retr_from_server(s, 1, ONE)
+    assert s.take_server() == b""  # 2 and beyond are known not to exist
+
+
+def test_pipelined_next_command_is_served_instead_of_reading_ahead() -> None:
+    s = session()
+    s.client(b"RETR 1\r\nRETR 2\r\n")
+    assert s.take_server() == b"RETR 1\r\n"
+    s.server(b"+OK\r\n" + stuff(ONE))
+    s.take(ScanMessage)
+    s.send(ScanResult(None))
+    assert s.take_server() == b"RETR 2\r\n"  # no TOP: the client already said what it wants
+
+
+def test_a_message_too_large_to_hold_is_dropped_and_fetched_again_on_request() -> None:
+    s = session(limits=Pop3Limits(max_message=200))
+    retr_from_server(s, 1, ONE)
+    big = b"Subject: big\r\n\r\n" + b"x" * 70 + b"\r\n" + b"y" * 70 + b"\r\n" + b"z" * 70 + b"\r\n"
+    assert s.take_server() == top_ahead(2)
+    s.server(b"+OK\r\n" + stuff(big))
+    assert s.take(ScanMessage) == [] and s.take_client() == b""
+    assert s.proxy.phase is Phase.COMMAND
+    s.client(b"RETR 2\r\n")
+    assert s.take_server() == b"RETR 2\r\n"
+
+
+def test_a_refused_scan_is_not_kept_and_the_client_retr_tries_again() -> None:
+    s = session()
+    retr_from_server(s, 1, ONE)
+    assert s.take_server() == top_ahead(2)
+    s.server(b"+OK\r\n" + stuff(TWO))
+    s.take(ScanMessage)
+    s.send(ScanResult(None, refusal="could not keep the original in quarantine"))
+    assert s.take_client() == b""
+    s.client(b"RETR 2\r\n")
+    assert s.take_server() == b"RETR 2\r\n"
+
+
+def test_server_drop_during_read_ahead_tells_the_client() -> None:
+    s = session()
+    retr_from_server(s, 1, ONE)
+    s.server(b"+OK\r\nSubject: two\r\n")
+    s.server(b"")  # the server closes in the middle of the message fetched ahead
+    assert s.take_client().startswith(b"-ERR")
+    assert s.closed is not None and s.closed.error
+
+
+def test_read_ahead_is_off_unless_asked_for() -> None:
+    s = Script(Pop3Options())
+    s.client(b"USER u\r\n").server(b"+OK\r\n").client(b"PASS p\r\n").server(b"+OK\r\n")
+    s.take_server()
+    s.client(b"RETR 1\r\n")
+    s.take_server()
+    s.server(b"+OK\r\n" + stuff(ONE))
+    s.take(ScanMessage)
+    s.send(ScanResult(None))
+    assert s.take_server() == b""

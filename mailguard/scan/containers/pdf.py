@@ -28,6 +28,7 @@ from mailguard.scan.verdict import Reason
 _HEADER = re.compile(rb"%PDF-\d")
 _HEADER_WINDOW = 1024
 _OBJECT = re.compile(rb"(\d+)\s+(\d+)\s+obj\b")
+_OBJ_WORD = re.compile(rb"obj").search  # what every _OBJECT match holds
 _STREAM = re.compile(rb"stream\r?\n")
 _FILTER = re.compile(rb"/Filter\s*(?:/([A-Za-z0-9]+)|\[([^\]]*)\])")
 _NAME = re.compile(rb"/([A-Za-z0-9]+)")
@@ -58,11 +59,13 @@ class _Object(NamedTuple):
 
 
 def unpack(members: bounded.Members, data: bytes, budget: Budget) -> None:
-    # Without the keyword ``stream`` no object has a stream to unpack or count, and without
-    # /Encrypt there is nothing to report: the walk over the objects (about 200 us on 16 KB)
-    # would find exactly nothing. Two memchr-speed searches say so first; they spare files
-    # that merely carry a %PDF- header, and PDFs with no streams.
-    if b"stream" in data or b"/Encrypt" in data:
+    # The walk over the objects costs about 200 us on 16 KB and finds nothing in a file with
+    # no indirect object (every object, stream or /Encrypt it could report needs an
+    # ``N G obj``) or with neither a ``stream`` keyword nor /Encrypt. Those literal searches
+    # say so first; they spare files that merely carry a %PDF- header, and PDFs with no
+    # streams. "obj" goes first: absent, it settles the question in one pass (a precompiled
+    # regex scans for a literal's first byte faster than ``in`` does on binary data).
+    if _OBJ_WORD(data) is not None and (b"stream" in data or b"/Encrypt" in data):
         _unpack_objects(members, data, budget)
 
 

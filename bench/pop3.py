@@ -6,7 +6,8 @@
 RETR of every message of a generated mailbox (100 KB messages, a few EICAR-infected) from a
 Dovecot started here: directly (plain POP3), through mailguard (plain POP3), through mailguard
 with POP3S intercepted (client TLS to mailguard, mailguard TLS to Dovecot's pop3s), and through a
-plain ``socat`` TCP relay (TCP_NODELAY, 64 KB buffers). Prints MB/s (median over ``--rounds``
+plain ``socat`` TCP relay (TCP_NODELAY, 64 KB buffers), and through mailguard's own byte relay
+(protocol filtering off: the event loop's cost without framing or scanning). Prints MB/s (median over ``--rounds``
 interleaved passes), the ratios to direct, the added latency per message (median over all
 RETRs) and the engine's memory with 1,000 idle connections, plain and POP3S, per session. The engine runs in
 its own process, as in production, so the client's work is not charged to it.
@@ -47,6 +48,14 @@ async def main():
     print(json.dumps(server.snapshot()["counters"]), flush=True)
 asyncio.run(main())
 """
+
+
+def start_engine(values: dict[str, object], pool: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", ENGINE, json.dumps(values), pool],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    )
 
 
 def make_message(n: int, size: int, infected: bool) -> bytes:
@@ -216,7 +225,7 @@ def main() -> None:
     # of its own, and the 1,000 idle connections would need as many.
     with running_dovecot(home, trustme.CA(), high_performance_login=True) as dovecot:
         dovecot.deliver("bench", [make_message(n, args.message_kb * 1024, n % 50 == 0) for n in range(1, count + 1)])
-        plain_port, tls_port, socat_port = free_ports(3)
+        plain_port, tls_port, socat_port, relay_port = free_ports(4)
         values = {
             "web-and-email.protocol-filtering.routes": [
                 f"127.0.0.1:{plain_port}=127.0.0.1:{dovecot.pop3_port}",
@@ -226,15 +235,18 @@ def main() -> None:
             "web-and-email.ssl-tls.trusted-ca-file": str(dovecot.ca_file),
         }
         kind = args.pool or "auto"
-        engine = subprocess.Popen(
-            [sys.executable, "-c", ENGINE, json.dumps(values), args.pool or ""],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
-        )
+        engine = start_engine(values, args.pool or "")
+        # The engine's own byte relay (protocol filtering off): what its event loop costs with
+        # no framing and no scanning, the floor for the filtered path on this machine.
+        relay_engine = start_engine({
+            "web-and-email.protocol-filtering.enabled": False,
+            "web-and-email.protocol-filtering.routes": [f"127.0.0.1:{relay_port}=127.0.0.1:{dovecot.pop3_port}"],
+        }, args.pool or "")
         socat = subprocess.Popen(["socat", "-b", "65536", f"TCP-LISTEN:{socat_port},bind=127.0.0.1,reuseaddr,fork,nodelay",
                                   f"TCP:127.0.0.1:{dovecot.pop3_port},nodelay"])
         try:
-            assert engine.stdout is not None and engine.stdout.readline().strip() == "ready"
+            for started in (engine, relay_engine):
+                assert started.stdout is not None and started.stdout.readline().strip() == "ready"
             time.sleep(0.3)
             runs = {
                 "direct": (dovecot.pop3_port, None, False),
@@ -242,6 +254,7 @@ def main() -> None:
                 "direct_pop3s": (dovecot.pop3s_port, ssl.create_default_context(cafile=str(dovecot.ca_file)), True),
                 "mailguard_pop3s": (tls_port, client_context, True),
                 "socat": (socat_port, None, False),
+                "mailguard_relay": (relay_port, None, False),
             }
             run_client(dovecot.pop3_port, min(count, 20), None, False)  # warm Dovecot's caches
             run_client(plain_port, min(count, 20), None, False)  # and the engine's scan workers
@@ -262,7 +275,7 @@ def main() -> None:
             for name in runs:
                 results[name + "_mb_s"] = round(statistics.median(speeds[name]), 1)
                 latency[name] = statistics.median(latencies[name])
-            for name in ("mailguard_pop3", "mailguard_pop3s", "socat"):
+            for name in ("mailguard_pop3", "mailguard_pop3s", "socat", "mailguard_relay"):
                 base = "direct_pop3s" if name == "mailguard_pop3s" else "direct"
                 results[name + "_ratio"] = round(results[name + "_mb_s"] / results[base + "_mb_s"], 3)  # type: ignore[operator]
             for name in ("mailguard_pop3", "mailguard_pop3s"):
@@ -279,10 +292,11 @@ def main() -> None:
                     results[f"idle_{label}_error"] = f"{type(exc).__name__}: {exc}"
         finally:
             socat.terminate()
-            try:
-                engine.communicate("", timeout=30)
-            except subprocess.TimeoutExpired:
-                engine.kill()
+            for started in (engine, relay_engine):
+                try:
+                    started.communicate("", timeout=30)
+                except subprocess.TimeoutExpired:
+                    started.kill()
         results["pool"] = kind
     print(json.dumps(results, indent=2))
 

@@ -7,8 +7,8 @@ few dozen bytes, since the original bytes are forwarded by the session as they a
 
 Threads or processes (``kind``): the scan is mostly Python code holding the GIL, so threads
 keep at most one core busy for scanning *and* the event loop together, while processes let the
-loop run on one core and scans on the others, at the cost of copying each message to the
-worker. bench/pop3.py measures both; see ``default_kind``.
+loop run on one core and scans on the others, at the cost of copying each message into a
+worker's pipe (scanprocs.py, scanworker.py). bench/pop3.py measures both; see ``default_kind``.
 
 A scan that outlives ``threatsense.limits.max-scan-time`` (plus slack) is abandoned here: the
 message is treated as ``unscanned`` (timeout), which ``response.on-scan-error`` turns into a
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mailguard.proxy.scanprocs import ProcessWorkers
 from mailguard.scan.policy import Policy
 from mailguard.scan.verdict import Incomplete, Reason, Verdict
 
@@ -81,12 +82,6 @@ def default_kind() -> str:
 # --- the worker side (runs in a pool thread or process) ----------------------------------------
 
 _state = threading.local()
-_process_config: tuple[Policy, str | None] | None = None
-
-
-def _init_process(policy: Policy, quarantine_dir: str | None) -> None:
-    global _process_config
-    _process_config = (policy, quarantine_dir)
 
 
 def _engine_for(policy: Policy):  # noqa: ANN202 - Engine is imported lazily
@@ -125,13 +120,9 @@ def _outcome(raw: bytes, verdict: Verdict, delivered: bytes, policy: Policy, qua
     )
 
 
-def scan_message(raw: bytes, source: str, policy: Policy | None = None,
-                 quarantine_dir: str | None = None) -> ScanOutcome:
+def scan_message(raw: bytes, source: str, policy: Policy, quarantine_dir: str | None) -> ScanOutcome:
     """Scan, rewrite and quarantine one message (the worker's job)."""
     started = time.monotonic()
-    if policy is None:
-        assert _process_config is not None, "process worker without configuration"
-        policy, quarantine_dir = _process_config
     engine = _engine_for(policy)
     verdict = engine.scan(raw)
     return _outcome(raw, verdict, engine.apply(raw, verdict), policy, quarantine_dir, source, started)
@@ -165,25 +156,21 @@ class ScanPool:
         #: bytes could wait behind a scan run on the event loop itself.
         self.loop_is_idle: Callable[[], bool] = lambda: False
 
-    def _make_executor(self) -> concurrent.futures.Executor:
+    def _make_executor(self) -> concurrent.futures.Executor | ProcessWorkers:
         if self.kind == "thread":
             return concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="mailguard-scan")
-        import multiprocessing
-
-        # forkserver: workers never inherit the event loop, sockets or threads of the engine.
-        context = multiprocessing.get_context("forkserver")
-        return concurrent.futures.ProcessPoolExecutor(
-            self.workers, mp_context=context, initializer=_init_process,
-            initargs=(self.policy, self.quarantine_dir),
-        )
+        return ProcessWorkers(self.workers, (self.policy, self.quarantine_dir))
 
     def update(self, policy: Policy, quarantine_dir: Path | None) -> None:
         """New settings: new scans use them; scans in flight finish under the old ones."""
         new_dir = str(quarantine_dir) if quarantine_dir is not None else None
         if policy == self.policy and new_dir == self.quarantine_dir:
             return
-        old = self._executor
         self.policy, self.quarantine_dir = policy, new_dir
+        if isinstance(self._executor, ProcessWorkers):
+            self._executor.update((policy, new_dir))
+            return
+        old = self._executor
         self._executor = self._make_executor()
         old.shutdown(wait=False)
 
@@ -210,12 +197,12 @@ class ScanPool:
 
     async def _scan_in_pool(self, loop: asyncio.AbstractEventLoop, raw: bytes, source: str,
                             policy: Policy, quarantine_dir: str | None) -> ScanOutcome:
-        if self.kind == "thread":
-            future = loop.run_in_executor(self._executor, scan_message, raw, source, policy, quarantine_dir)
-        else:
-            future = loop.run_in_executor(self._executor, scan_message, raw, source)
+        timeout = policy.max_scan_time + SCAN_TIMEOUT_SLACK
         try:
-            return await asyncio.wait_for(future, policy.max_scan_time + SCAN_TIMEOUT_SLACK)
+            if isinstance(self._executor, ProcessWorkers):
+                return await self._executor.scan(raw, source, timeout)
+            future = loop.run_in_executor(self._executor, scan_message, raw, source, policy, quarantine_dir)
+            return await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
             reason, detail = Reason.TIMEOUT, "max-scan-time exceeded"
         except Exception as exc:  # noqa: BLE001 - a broken worker must not lose the message
@@ -226,4 +213,15 @@ class ScanPool:
         )
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Stop at once (no loop to wait in): threads finish on their own, workers are killed."""
+        if isinstance(self._executor, ProcessWorkers):
+            self._executor.kill()
+        else:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def aclose(self) -> None:
+        """Stop, letting worker processes finish the message they hold (bounded)."""
+        if isinstance(self._executor, ProcessWorkers):
+            await self._executor.aclose()
+        else:
+            self._executor.shutdown(wait=False, cancel_futures=True)

@@ -111,7 +111,7 @@ class FilterServer(SessionHost):
             if pending:
                 log.info("closed %d sessions still open after %.1fs", len(pending), grace)
                 await asyncio.wait(pending, timeout=5.0)
-        self.pool.close()
+        await self.pool.aclose()
         self._started = False
 
     def snapshot(self) -> dict[str, Any]:

@@ -1,0 +1,151 @@
+"""Scan worker processes over pipes (scanprocs.py, scanworker.py): outcomes, a worker that dies or
+hangs costs only its own message, new settings reach new scans, and nothing is left running."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from mailguard.processes import process_alive
+from mailguard.proxy.scanpool import ScanPool
+from mailguard.proxy.scanprocs import ProcessWorkers, WorkerProcess
+from mailguard.scan.policy import Policy
+from tests.proxy.harness import clean_message, infected_message, run
+
+
+def _worker_pids(workers: ProcessWorkers) -> list[int]:
+    queue = workers._queue()
+    return [w._process.pid for w in list(queue._queue) if w._process is not None]  # type: ignore[attr-defined]
+
+
+def test_outcomes_come_back_and_the_original_of_a_rewrite_is_quarantined(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        pool = ScanPool(Policy(), tmp_path / "quarantine", kind="process", workers=1)
+        try:
+            clean = await pool.scan(clean_message(1), "test 1")
+            infected = await pool.scan(infected_message(2), "test 2")
+        finally:
+            await pool.aclose()
+        assert (clean.status, clean.delivered) == ("clean", None)
+        assert infected.status == "infected" and "Eicar-Test-Signature" in infected.detections
+        assert infected.delivered is not None and b"EICAR-STANDARD" not in infected.delivered
+        assert infected.quarantine_id is not None
+        assert len(list((tmp_path / "quarantine").iterdir())) >= 1
+
+    run(scenario())
+
+
+def test_a_scan_past_its_time_kills_only_that_worker() -> None:
+    async def scenario() -> None:
+        workers = ProcessWorkers(1, (Policy(), None))
+        try:
+            await workers.scan(clean_message(1), "warm-up", 30)
+            (first,) = _worker_pids(workers)
+            with pytest.raises(asyncio.TimeoutError):
+                await workers.scan(clean_message(2, body_lines=20000), "slow", 0.0001)
+            outcome = await workers.scan(clean_message(3), "next", 30)
+            (second,) = _worker_pids(workers)
+        finally:
+            await workers.aclose()
+        assert outcome.status == "clean"
+        assert second != first and not process_alive(first)
+
+    run(scenario())
+
+
+def test_a_worker_killed_between_scans_is_replaced() -> None:
+    async def scenario() -> None:
+        workers = ProcessWorkers(1, (Policy(), None))
+        try:
+            await workers.scan(clean_message(1), "first", 30)
+            (pid,) = _worker_pids(workers)
+            os.kill(pid, signal.SIGKILL)
+            await asyncio.sleep(0.2)
+            outcome = await workers.scan(infected_message(2), "second", 30)
+        finally:
+            await workers.aclose()
+        assert outcome.status == "infected"
+
+    run(scenario())
+
+
+def _kill_worker_mid_scan(monkeypatch: pytest.MonkeyPatch, times: int) -> list[int]:
+    """Make the next ``times`` scans kill their worker process once it holds the message."""
+    original = WorkerProcess.scan
+    killed: list[int] = []
+
+    async def dying(self: WorkerProcess, raw: bytes, source: str):  # type: ignore[no-untyped-def]
+        if len(killed) < times:
+            assert self._process is not None
+            killed.append(self._process.pid)
+            os.kill(self._process.pid, signal.SIGKILL)
+        return await original(self, raw, source)
+
+    monkeypatch.setattr(WorkerProcess, "scan", dying)
+    return killed
+
+
+def test_a_worker_dying_mid_scan_costs_a_second_try_on_a_fresh_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        pool = ScanPool(Policy(), None, kind="process", workers=1)
+        killed = _kill_worker_mid_scan(monkeypatch, times=1)
+        try:
+            outcome = await pool.scan(infected_message(1), "dies once")
+        finally:
+            await pool.aclose()
+        assert len(killed) == 1
+        assert outcome.status == "infected"
+
+    run(scenario())
+
+
+def test_a_message_that_kills_its_workers_is_unscanned_never_clean(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        pool = ScanPool(Policy(), None, kind="process", workers=1)
+        killed = _kill_worker_mid_scan(monkeypatch, times=2)
+        try:
+            outcome = await pool.scan(clean_message(1), "dies twice")
+            after = await pool.scan(clean_message(2), "after")
+        finally:
+            await pool.aclose()
+        assert len(killed) == 2 and killed[0] != killed[1]
+        assert outcome.status == "unscanned" and "engine-error" in outcome.reasons
+        assert after.status == "clean"
+
+    run(scenario())
+
+
+def test_new_settings_reach_the_next_scan_through_a_new_worker() -> None:
+    async def scenario() -> None:
+        pool = ScanPool(Policy(), None, kind="process", workers=1)
+        try:
+            await pool.scan(clean_message(1), "before")
+            assert isinstance(pool._executor, ProcessWorkers)
+            (before,) = _worker_pids(pool._executor)
+            pool.update(dataclasses.replace(Policy(), subject_template="[changed %DETECTIONNAME%]"), None)
+            outcome = await pool.scan(infected_message(2), "after")
+            (after,) = _worker_pids(pool._executor)
+            await asyncio.sleep(0.5)
+        finally:
+            await pool.aclose()
+        assert after != before and not process_alive(before)
+        assert outcome.delivered is not None and b"[changed " in outcome.delivered
+
+    run(scenario())
+
+
+def test_closing_leaves_no_worker_running() -> None:
+    async def scenario() -> list[int]:
+        workers = ProcessWorkers(2, (Policy(), None))
+        await asyncio.gather(workers.scan(clean_message(1), "a", 30), workers.scan(clean_message(2), "b", 30))
+        pids = _worker_pids(workers)
+        await workers.aclose()
+        return pids
+
+    pids = run(scenario())
+    assert len(pids) == 2 and not any(process_alive(pid) for pid in pids)

@@ -61,10 +61,7 @@ class Part:
     @property
     def media_type(self) -> str:
         """The primary media type, lower-case; the default type when none is usable."""
-        for declared in self.info.media_types:
-            if "/" in declared:
-                return declared
-        return self.default_type
+        return self.info.declared_type or self.default_type
 
     @property
     def encodings(self) -> tuple[str, ...]:
@@ -157,19 +154,21 @@ class _Walker:
         self.count += 1
         self.examined += end - start
         key, header_end, body_start, bare_cr, fields = scan_header_block(buf, start, end, eol)
+        info = describe_key(key)
         part = Part(number, is_message, buf, start, header_end, body_start, end, fields,
-                    describe_key(key), eol, message_depth, default_type, detached, parent=parent)
+                    info, eol, message_depth, default_type, detached, parent=parent)
         if bare_cr:
             part.ambiguous.append("bare CR inside a header field")
-        if part.info.content_type_fields > 1 and len(set(part.info.media_types)) > 1:
+        if info.content_type_fields > 1 and len(set(info.media_types)) > 1:
             part.ambiguous.append("conflicting Content-Type fields")
+        media_type = info.declared_type or default_type
         if depth >= MAX_MIME_DEPTH or self.count >= MAX_PARTS or self.examined > self.max_examined:
-            if part.is_multipart or part.media_type in _MESSAGE_TYPES:
+            if media_type.startswith("multipart/") or media_type in _MESSAGE_TYPES:
                 part.problems.append("MIME nesting, part count or walk size limit reached")
             return part
-        if any(t.startswith("multipart/") for t in part.info.media_types):
+        if info.multipart:
             self._split_multipart(part, depth)
-        elif part.media_type in _MESSAGE_TYPES and self.email_files:
+        elif media_type in _MESSAGE_TYPES and self.email_files:
             self._enter_message(part, depth)
         return part
 
@@ -183,7 +182,12 @@ class _Walker:
                                         boundary.encode("utf-8", "surrogateescape"), part.eol)
             boundary_without_delimiters |= not found
             readings.extend(found)
-        readings = [r for r in dict.fromkeys(tuple(r) for r in readings) if r]
+        if len(readings) == 4 and readings[0] is readings[1] is readings[2] is readings[3]:
+            readings = [tuple(readings[0])]  # one boundary read one way (nearly all mail): nothing to hash
+        else:
+            readings = [r for r in dict.fromkeys(tuple(r) for r in readings) if r]
+        media_type = part.media_type
+        is_multipart = media_type.startswith("multipart/")
         if readings and boundary_without_delimiters:
             # A client that picks the boundary with no delimiter shows the whole body as text.
             part.ambiguous.append("a boundary candidate has no delimiter line")
@@ -191,17 +195,17 @@ class _Walker:
         if not readings:
             # No boundary, or none of its delimiters present: clients show the body as text,
             # so it is scanned as a leaf (the part has no children).
-            if part.is_multipart and part.info.boundaries:
+            if is_multipart and part.info.boundaries:
                 part.ambiguous.append("multipart without any delimiter line")
             return
         if len(readings) > 1:
             part.ambiguous.append("delimiters can be read in more than one way")
-        if not part.is_multipart:
+        if not is_multipart:
             part.ambiguous.append("multipart declared only by a secondary Content-Type")
         prefix = part.number
-        child_type = "message/rfc822" if part.media_type == "multipart/digest" else "text/plain"
+        child_type = "message/rfc822" if media_type == "multipart/digest" else "text/plain"
         for index, reading in enumerate(readings):
-            target = part.children if index == 0 and part.is_multipart else part.alternates
+            target = part.children if index == 0 and is_multipart else part.alternates
             alt_prefix = prefix if target is part.children else _alt_number(prefix, len(part.alternates) + 1)
             segments, preamble, epilogue = _segments(reading, part.body_start, part.body_end)
             if target is part.children:
@@ -264,6 +268,7 @@ def _delimiter_readings(buf: bytes, start: int, end: int, boundary: bytes, eol: 
     find_eol = buf.find
     strict: list[_Delimiter] = []
     lenient: list[_Delimiter] = []
+    strict_closes = 0
     pos = start
     while (i := _find_dashes(buf, needle, pos, end)) != -1:
         pos = i + length
@@ -294,7 +299,8 @@ def _delimiter_readings(buf: bytes, start: int, end: int, boundary: bytes, eol: 
         lenient.append(delimiter)
         if at_line_start and clean_tail:
             strict.append(delimiter)
-    if strict == lenient and not any(close for _, _, close in strict[:-1]):
+            strict_closes += close
+    if strict == lenient and (not strict_closes or (strict_closes == 1 and strict[-1][2])):
         # The common well-formed case: one reading, close delimiter (if any) last.
         return [strict, strict, strict, strict] if strict else []
     readings = [_honour_close(strict), _honour_close(lenient), strict, lenient]

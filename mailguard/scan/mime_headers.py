@@ -12,7 +12,7 @@ import binascii
 import codecs
 import re
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # A header line is "name:" where name is printable US-ASCII without ":" (RFC 5322 §2.2).
 # Whitespace before the colon is tolerated: "Content-type :" is read by clients (pitfalls §6.1).
@@ -446,6 +446,14 @@ class EntityInfo:
     encodings: tuple[str, ...]          # every Content-Transfer-Encoding token, lower-case
     filenames: tuple[str, ...]          # every derivable file name
     content_type_fields: int            # how many Content-Type fields (incl. hidden ones)
+    # Derived once here (infos are memoised), read for every part by the walk and the engine:
+    declared_type: str = field(init=False)   # the first media type with a "/", "" when none is usable
+    multipart: bool = field(init=False)      # some Content-Type declares multipart/*
+
+    def __post_init__(self) -> None:
+        declared = next((t for t in self.media_types if "/" in t), "")
+        object.__setattr__(self, "declared_type", declared)
+        object.__setattr__(self, "multipart", any(t.startswith("multipart/") for t in self.media_types))
 
 
 # What ``describe_entity`` reads, and a memo of its answers: mail repeats the same few

@@ -28,8 +28,9 @@ from mailguard.scan.mime import Part, parse_message
 from mailguard.scan.policy import Policy
 from mailguard.scan.verdict import Finding, Incomplete, Reason, Verdict
 
-# containers.expand: the direct members of a container, or None when ``obj`` is not one.
-Expander = Callable[[ScanObject, Budget, Policy], "list[ScanObject] | None"]
+# containers.expand: the direct members of a container (named under the path given), or None
+# when ``obj`` is not one.
+Expander = Callable[[ScanObject, Budget, Policy, str], "list[ScanObject] | None"]
 
 # Encodings that are not MIME transfer encodings but that clients decode all the same.
 _UUENCODE_TOKENS = frozenset({"x-uuencode", "uuencode", "x-uue", "uue"})
@@ -131,7 +132,8 @@ class _MessageScan:
 
     def scan_leaf(self, part: Part, where: _Where) -> None:
         path = where.path(part.section)
-        if part.media_type == "message/partial":
+        media_type = part.media_type
+        if media_type == "message/partial":
             # RFC 2046 §5.2.2: one fragment cannot be judged alone (pitfalls §6.8).
             self.incomplete.append(Incomplete(Reason.UNSUPPORTED, path, "message/partial"))
         if where.depth + part.message_depth > self.budget.max_nesting:
@@ -145,7 +147,7 @@ class _MessageScan:
         if not encodings or (len(encodings) == 1 and encodings[0] not in _DECODED_TOKENS):
             # 7bit, 8bit, binary or an unknown token (nearly every text part): the bytes as
             # they are are the one decoding (decoders.decodings_for), one copy, no views.
-            self.scan_decoded(part, where, part.source[start:end], path)
+            self.scan_decoded(part, where, part.source[start:end], path, media_type)
             return
         body = part.body()
         decodings: list[bytes] = []
@@ -159,20 +161,26 @@ class _MessageScan:
             decodings = list(dict.fromkeys(decodings))
         for data in decodings:
             # An x-uuencode body's blocks are its decodings: no need to look for them again.
-            self.scan_decoded(part, where, data, path, text_searched=uuencoded)
+            self.scan_decoded(part, where, data, path, media_type, text_searched=uuencoded)
 
-    def scan_decoded(self, part: Part, where: _Where, data: bytes, path: str, *, text_only: bool = False,
-                     look_inside: bool = True, text_searched: bool = False) -> None:
-        """One decoded body: itself (unless ``text_only``), then files hidden inside it."""
+    def scan_decoded(self, part: Part, where: _Where, data: bytes, path: str, media_type: str | None = None, *,
+                     text_only: bool = False, look_inside: bool = True, text_searched: bool = False) -> None:
+        """One decoded body: itself (unless ``text_only``), then files hidden inside it.
+
+        ``media_type``: ``part.media_type``, when the caller has it already.
+        """
         if len(data) > self.budget.max_object_size:
             self.incomplete.append(Incomplete(Reason.LIMIT, path, "decoded part larger than max-object-size"))
             return
         depth = where.depth + part.message_depth
-        is_text = text_only or part.media_type.startswith("text/")
+        if media_type is None:
+            media_type = part.media_type
+        is_text = text_only or media_type.startswith("text/")
         if not text_only:
-            obj = ScanObject(data, path, part.filenames, part.media_type, depth=depth)
+            filenames = part.info.filenames
+            obj = ScanObject(data, path, filenames, media_type, False, depth)
             # Members are named under the attachment's file name: 2/invoice.zip/payload.exe.
-            self.scan_object(obj, members_under=f"{path}/{part.filenames[0]}" if part.filenames else path,
+            self.scan_object(obj, members_under=f"{path}/{filenames[0]}" if filenames else path,
                              look_inside=look_inside, text_searched=text_searched or is_text)
         if not is_text:
             return  # clients extract uuencode/yEnc/BinHex from text bodies only (pitfalls §6.5)
@@ -194,7 +202,8 @@ class _MessageScan:
         self.scanned_bytes += len(obj.data)
         for detector in self.engine.detectors:
             try:
-                self.findings.extend(detector.scan(obj))
+                if found := detector.scan(obj):
+                    self.findings.extend(found)
             except DetectorFailed as exc:
                 self.incomplete.append(Incomplete(Reason.ENGINE_ERROR, obj.path, f"{detector.name}: {exc}"))
             except ScanIncomplete as exc:
@@ -210,19 +219,14 @@ class _MessageScan:
         expand = self.engine._expand
         members = None
         if expand is not None:
-            if under != obj.path:
-                # The same object named for its members; shares the bytes, no copy. Spelled out
-                # because dataclasses.replace is several times slower, once per attachment
-                # (test_engine checks this list against ScanObject's fields).
-                obj = ScanObject(obj.data, under, obj.names, obj.declared_type, obj.is_message_root, obj.depth)
             try:
-                members = expand(obj, self.budget, self.policy)
+                members = expand(obj, self.budget, self.policy, under)  # members named under ``under``
             except ScanIncomplete as exc:
                 if exc.reason is Reason.TIMEOUT:
                     raise
                 # ExpansionIncomplete: the members that could be unpacked are still scanned,
                 # and the one that could not is recorded as unscanned.
-                self.incomplete.append(Incomplete(exc.reason, getattr(exc, "part", obj.path), exc.detail))
+                self.incomplete.append(Incomplete(exc.reason, getattr(exc, "part", under), exc.detail))
                 members = getattr(exc, "children", ())
         if members is not None:
             for member in members:

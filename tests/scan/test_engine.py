@@ -146,7 +146,14 @@ def test_archive_members_are_scanned_with_member_paths() -> None:
 
 
 def test_scan_object_fields_are_the_ones_the_engine_copies() -> None:
-    # engine.scan_object renames an object for its members by spelling out every field
-    # (dataclasses.replace is too slow per part); a new field must be added there too.
-    assert [f.name for f in dataclasses.fields(ScanObject)] == [
-        "data", "path", "names", "declared_type", "is_message_root", "depth"]
+    # containers.expand renames an object for its members by spelling out every field
+    # (dataclasses.replace is too slow per part); a new field must be added there too,
+    # and to ScanObject's hand-written __init__, which must set every field.
+    names = [f.name for f in dataclasses.fields(ScanObject)]
+    assert names == ["data", "path", "names", "declared_type", "is_message_root", "depth"]
+    obj = ScanObject(b"x", "2", ("a.zip",), "application/zip", True, 3)
+    assert [getattr(obj, name) for name in names] == [b"x", "2", ("a.zip",), "application/zip", True, 3]
+    assert list(vars(obj)) == names
+    assert obj == ScanObject(b"x", "2", ("a.zip",), "application/zip", True, 3)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        obj.path = "3"  # type: ignore[misc]

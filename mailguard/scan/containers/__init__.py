@@ -82,6 +82,7 @@ def _by_first_byte(kinds: tuple[_Kind, ...]) -> tuple[tuple[_Kind, ...], ...]:
 
 
 _CANDIDATES = _by_first_byte(_KINDS)
+_DOCUMENT_CANDIDATES = _by_first_byte(tuple(kind for kind in _KINDS if not kind.is_archive))  # archives off
 _EMPTY = 256
 
 
@@ -105,12 +106,15 @@ def kind_of(data: bytes, policy: Policy) -> str | None:
 
 
 def _find(data: bytes, policy: Policy) -> list[_Kind]:
-    candidates = _CANDIDATES[data[0] if data else _EMPTY]
-    return [kind for kind in candidates if (policy.archives or not kind.is_archive) and kind.recognise(data)]
+    candidates = (_CANDIDATES if policy.archives else _DOCUMENT_CANDIDATES)[data[0] if data else _EMPTY]
+    return [kind for kind in candidates if kind.recognise(data)]
 
 
-def expand(obj: ScanObject, budget: Budget, policy: Policy) -> list[ScanObject] | None:
+def expand(obj: ScanObject, budget: Budget, policy: Policy, path: str | None = None) -> list[ScanObject] | None:
     """The children of ``obj``, or None when it is not a container we look into.
+
+    ``path``: the path the children are named under, when not ``obj.path`` (an attachment's
+    members go under its file name: ``2/invoice.zip/payload.exe``).
 
     A file that is two formats at once (a zip whose first kilobyte also holds a PDF header,
     which Acrobat opens as a PDF) is unpacked as each of them: the union, never a choice
@@ -119,6 +123,11 @@ def expand(obj: ScanObject, budget: Budget, policy: Policy) -> list[ScanObject] 
     kinds = _find(obj.data, policy)
     if not kinds:
         return None
+    if path is not None and path != obj.path:
+        # The same object named for its members; shares the bytes, no copy. Spelled out
+        # because dataclasses.replace is several times slower (test_engine checks this list
+        # against ScanObject's fields). Only containers get here: most objects are none.
+        obj = ScanObject(obj.data, path, obj.names, obj.declared_type, obj.is_message_root, obj.depth)
     budget.check_depth(obj.depth + 1)
     members = bounded.Members(obj, budget)
     for kind in kinds:

@@ -14,7 +14,7 @@ from typing import Protocol
 from mailguard.scan.verdict import Finding
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class ScanObject:
     data: bytes
     # Where it sits: MIME part numbers and member names joined by "/", e.g. "2/invoice.zip/payload.exe".
@@ -28,6 +28,19 @@ class ScanObject:
     # How many containers (archives, attached messages) enclose it: the root and its MIME parts are 0,
     # members of an attached zip are 1. ``containers.expand`` checks it against archive-nesting-level.
     depth: int = 0
+
+    def __init__(self, data: bytes, path: str, names: tuple[str, ...] = (), declared_type: str = "",
+                 is_message_root: bool = False, depth: int = 0) -> None:
+        # Several objects are made per message, and a frozen dataclass's own __init__ sets each
+        # field through object.__setattr__: writing the instance dict directly does the same in
+        # half the time. (tests/scan/test_engine.py checks that every field is set here.)
+        fields = self.__dict__
+        fields["data"] = data
+        fields["path"] = path
+        fields["names"] = names
+        fields["declared_type"] = declared_type
+        fields["is_message_root"] = is_message_root
+        fields["depth"] = depth
 
 
 class DetectorFailed(Exception):

@@ -57,6 +57,8 @@ class Verdict:
     @classmethod
     def build(cls, findings: list[Finding], incomplete: list[Incomplete]) -> "Verdict":
         """Sorted and de-duplicated, so the verdict does not depend on scan order."""
+        if not findings and not incomplete:
+            return cls(Status.CLEAN)  # nearly every message
         found = tuple(sorted(set(findings)))
         missed = tuple(sorted(set(incomplete)))
         if found:

@@ -56,6 +56,8 @@ _OLE_MACRO_NAMES = frozenset({"vba", "_vba_project", "_vba_project_cur", "macros
 # of every message is asked, so one look-up at its first byte answers for most.
 _EXECUTABLE_FIRST_BYTES = frozenset(b"M\x7f\xfe\xce\xcf\xca")
 _OFFICE_FIRST_BYTES = frozenset((cfb.MAGIC[0], ord("P")))
+# Every first byte the content checks of ``HeuristicsDetector.scan`` can match on.
+_ANY_FIRST_BYTES = _EXECUTABLE_FIRST_BYTES | _OFFICE_FIRST_BYTES | {LNK_MAGIC[0]}
 
 PE = "Heuristics.Executable.PE"
 ELF = "Heuristics.Executable.ELF"
@@ -143,8 +145,10 @@ class HeuristicsDetector:
     name = "heuristics"
 
     def scan(self, obj: ScanObject) -> list[Finding]:
-        names: set[str] = set()
         data = obj.data
+        if not obj.names and (not data or data[0] not in _ANY_FIRST_BYTES):
+            return []  # no name to judge, and no magic any check below could match (most parts)
+        names: set[str] = set()
         kind = executable_kind(data)
         if kind:
             names.add(kind)

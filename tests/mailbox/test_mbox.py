@@ -160,3 +160,13 @@ def test_memory_does_not_grow_with_the_mailbox():
     # Bounded by a block plus a message, not by the 80 MB mailbox.
     assert big_peak < 4 * mbox.READ_SIZE
     assert big_peak < small_peak * 1.5 + 65536
+
+
+@pytest.mark.parametrize("filler", [b"", b" ", b"From", b"Fro m ", b">From x\n", b"QUJD" * 30, b"a b " * 300])
+def test_from_search_is_exact(filler: bytes) -> None:
+    from mailguard.mailbox.mbox import find_from
+
+    for count in (0, 3, 40, 200):
+        for buf in (filler * count + b"From " + filler * 3 + b"\nFrom x", bytearray(filler * count + b"From")):
+            for pos, end in ((0, len(buf)), (1, len(buf) - 2), (len(buf) // 2, len(buf)), (3, 2)):
+                assert find_from(buf, pos, end) == buf.find(b"From ", pos, end)

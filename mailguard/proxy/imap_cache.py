@@ -6,16 +6,19 @@ immutable ... message ... RFC822.SIZE, envelope, body structure, and message tex
 for (server, user, mailbox, UIDVALIDITY, UID) is remembered in STATE/imap-cache/, even
 across restarts and signature updates: a re-fetch is served from here, unscanned.
 
-Each entry is a small JSON record (verdict, hashes, sizes) and the served bytes. Records are
-lines of one append-only log, ``records.log`` (``KEY JSON``, or ``KEY -`` when an entry is
-dropped; the last line of a key wins, and the log is rewritten once most of it is dead):
-creating a file is the dearest part of an entry on many file systems, so an entry creates
-one, its blob. Records of older versions, one ``KEY.json`` file each, are still read. Blobs
-of messages served unchanged are evicted first, oldest first, when ``max_blob_bytes`` is
-passed: such a message is fetched again, checked against the recorded hash and served
-without a rescan. A rewritten message keeps its blob as long as its record lives
-(``max_records``, ``max_rewritten_bytes``); only a message whose record was evicted is
-scanned again. Files are 0600 in a 0700 folder: messages are private mail.
+Each entry is a small JSON record (verdict, hashes, sizes), and, for a message that was
+rewritten, the served bytes. Records are lines of one append-only log, ``records.log``
+(``KEY JSON``, or ``KEY -`` when an entry is dropped; the last line of a key wins, and the log
+is rewritten once most of it is dead). A message served unchanged keeps no copy on disk: a
+re-fetch gets it from the server again, checks it against the recorded hash and serves it
+without a rescan. That keeps no plaintext copy of every clean message in the state folder, and
+spares the dearest part of an entry, creating a file (bench/imap.py). Blob files of unchanged
+messages written by earlier versions are removed at start. A rewritten message keeps its blob
+as long as its record lives (``max_records``, ``max_rewritten_bytes``); only a message whose
+record was evicted is scanned again. The last served bytes are also kept in memory
+(``max_memory_bytes``), for the chunk loops of Thunderbird and iOS (pitfalls §2.4). Records
+of older versions, one ``KEY.json`` file each, are still read. Files are 0600 in a 0700
+folder: messages are private mail.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 
-DEFAULT_MAX_BLOB_BYTES = 1024 * 1024 * 1024
 DEFAULT_MAX_REWRITTEN_BYTES = 1024 * 1024 * 1024
 DEFAULT_MAX_RECORDS = 200_000
 #: blobs kept in memory as well, for the chunk loops of Thunderbird and iOS (pitfalls §2.4)
@@ -84,13 +86,11 @@ class RewriteCache:
         self,
         directory: Path,
         *,
-        max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
         max_rewritten_bytes: int = DEFAULT_MAX_REWRITTEN_BYTES,
         max_records: int = DEFAULT_MAX_RECORDS,
         max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
     ) -> None:
         self.directory = directory
-        self.max_blob_bytes = max_blob_bytes
         self.max_rewritten_bytes = max_rewritten_bytes
         self.max_records = max_records
         self.max_memory_bytes = max_memory_bytes
@@ -101,8 +101,8 @@ class RewriteCache:
         os.chmod(directory, 0o700)
         # inventories, oldest first, so eviction needs no directory walk
         self._records: OrderedDict[str, None] = OrderedDict()
-        self._sizes: dict[str, OrderedDict[str, int]] = {"blob": OrderedDict(), "rewritten": OrderedDict()}
-        self._totals = {"blob": 0, "rewritten": 0}
+        self._rewritten: OrderedDict[str, int] = OrderedDict()
+        self._rewritten_bytes = 0
         #: sub-folders known to exist (one mkdir per folder and process, not per entry)
         self._folders: set[str] = set()
         #: where each record's line is in the log: (offset, length)
@@ -123,14 +123,16 @@ class RewriteCache:
                 stat = path.stat()
             except FileNotFoundError:
                 continue
-            entries.append((stat.st_mtime, path.name, stat.st_size))
-        for _, name, size in sorted(entries):
-            key, _, kind = name.partition(".")
+            entries.append((stat.st_mtime, path, stat.st_size))
+        for _, path, size in sorted(entries):
+            key, _, kind = path.name.partition(".")
             if kind == "json":
                 self._records[key] = None
-            elif kind in self._sizes:
-                self._sizes[kind][key] = size
-                self._totals[kind] += size
+            elif kind == "rewritten":
+                self._rewritten[key] = size
+                self._rewritten_bytes += size
+            elif kind == "blob":
+                self._unlink(path)  # an unchanged message's copy, from an earlier version
         try:
             log = self._log_path.read_bytes()
         except FileNotFoundError:
@@ -173,13 +175,15 @@ class RewriteCache:
             return None
 
     def blob(self, key: str, record: CacheRecord) -> bytes | None:
-        """The served bytes, when still kept and intact."""
+        """The served bytes, when still kept and intact (on disk: rewritten messages only)."""
         with self._lock:
             if key in self._memory:
                 self._memory.move_to_end(key)
                 return self._memory[key]
+        if record.unchanged:
+            return None
         try:
-            data = self._path(key, "blob" if record.unchanged else "rewritten").read_bytes()
+            data = self._path(key, "rewritten").read_bytes()
         except FileNotFoundError:
             return None
         if sha256(data) != record.served_sha256:
@@ -188,21 +192,21 @@ class RewriteCache:
         return data
 
     def put(self, key: str, record: CacheRecord, served: bytes) -> None:
-        kind = "blob" if record.unchanged else "rewritten"
-        if key[:2] not in self._folders:
-            (self.directory / key[:2]).mkdir(exist_ok=True, mode=0o700)
-            self._folders.add(key[:2])
-        # The served bytes first, then the record that vouches for them (its hash).
-        self._write(self._path(key, kind), served)
+        if not record.unchanged:
+            if key[:2] not in self._folders:
+                (self.directory / key[:2]).mkdir(exist_ok=True, mode=0o700)
+                self._folders.add(key[:2])
+            # The served bytes first, then the record that vouches for them (its hash).
+            self._write(self._path(key, "rewritten"), served)
         line = key.encode() + b" " + json.dumps(asdict(record)).encode() + b"\n"
         self._remember(key, served)
         with self._lock:
             self._append(key, line)
             self._records[key] = None
             self._records.move_to_end(key)
-            sizes = self._sizes[kind]
-            self._totals[kind] += len(served) - sizes.pop(key, 0)
-            sizes[key] = len(served)
+            if not record.unchanged:
+                self._rewritten_bytes += len(served) - self._rewritten.pop(key, 0)
+                self._rewritten[key] = len(served)
             self._evict()
 
     def _remember(self, key: str, data: bytes) -> None:
@@ -219,13 +223,8 @@ class RewriteCache:
                 self._memory_bytes -= len(dropped)
 
     def _evict(self) -> None:
-        while self._totals["blob"] > self.max_blob_bytes and self._sizes["blob"]:
-            key, size = self._sizes["blob"].popitem(last=False)
-            self._totals["blob"] -= size
-            self._unlink(self._path(key, "blob"))
-        while self._totals["rewritten"] > self.max_rewritten_bytes and self._sizes["rewritten"]:
-            key = next(iter(self._sizes["rewritten"]))
-            self._drop_entry(key)
+        while self._rewritten_bytes > self.max_rewritten_bytes and self._rewritten:
+            self._drop_entry(next(iter(self._rewritten)))
         while len(self._records) > self.max_records:
             self._drop_entry(next(iter(self._records)))
 
@@ -267,10 +266,9 @@ class RewriteCache:
         if self._offsets.pop(key, None) is not None:
             self._append(None, key.encode() + b" -\n")
         self._unlink(self._path(key, "json"))
-        for kind, sizes in self._sizes.items():
-            if key in sizes:
-                self._totals[kind] -= sizes.pop(key)
-                self._unlink(self._path(key, kind))
+        if key in self._rewritten:
+            self._rewritten_bytes -= self._rewritten.pop(key)
+            self._unlink(self._path(key, "rewritten"))
         dropped = self._memory.pop(key, None)
         if dropped is not None:
             self._memory_bytes -= len(dropped)

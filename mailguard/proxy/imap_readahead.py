@@ -6,7 +6,9 @@ server and a scan while it waits. Once a client has asked for two consecutive me
 the next few are fetched with ``BODY.PEEK[]`` (\\Seen stays as it was, RFC 9051 §6.4.5) and
 scanned while the client handles the current one; its next FETCH is then answered from
 memory (imap_fetch.answer_locally). Bounded: a window of ``WINDOW_MESSAGES`` messages and
-``WINDOW_BYTES`` octets, held in the session's memory, which has its own cap. Our commands run
+``WINDOW_BYTES`` octets, held in the session's memory, which has its own cap, topped up every
+``REFILL_AFTER`` messages; sizes are asked for ``SIZES_AHEAD`` messages at a time, so a top-up
+is one round trip. Our commands run
 between the client's, never beside one: a client command that needs the server waits until
 our commands are answered (``settle``); the scans go on meanwhile. Everything is cancelled
 with the session.
@@ -34,6 +36,12 @@ log = logging.getLogger("mailguard.proxy.imap")
 WINDOW_MESSAGES = 16
 #: octets of message text fetched ahead at most (one larger message is fetched alone)
 WINDOW_BYTES = 8 * 1024 * 1024
+#: the window is topped up once this many of its messages were served: small, frequent
+#: exchanges keep the server, the scans and the client busy at once instead of in turns
+REFILL_AFTER = 4
+#: message sizes asked for at once, ahead of the bodies (UID and RFC822.SIZE are a few dozen
+#: octets a message): later top-ups then need no round trip for them
+SIZES_AHEAD = 128
 
 
 class ReadAhead:
@@ -49,6 +57,9 @@ class ReadAhead:
         self._queue: asyncio.Queue[Response] = asyncio.Queue()
         #: (mailbox, UIDVALIDITY, number) of the last message a client FETCH asked for alone
         self._last: tuple[bytes | None, int | None, int] | None = None
+        #: RFC822.SIZE by UID for the selected mailbox, learnt ahead of the bodies
+        self._sizes: dict[int, int] = {}
+        self._sizes_of: tuple[bytes | None, int | None] = (None, None)
 
     # --- what the session asks ------------------------------------------------------------------
 
@@ -86,8 +97,7 @@ class ReadAhead:
         view = session.view
         last = min(len(view), number + self.window)
         missing = [n for n in range(number + 1, last + 1) if not self._have(view.uid_of(n))]
-        # Fetch again once half the window is used up: fewer, larger exchanges.
-        if not missing or len(missing) * 2 < last - number:
+        if not missing or len(missing) < min(REFILL_AFTER, last - number):
             return
         self.task = asyncio.ensure_future(self._run(missing[0], last))
 
@@ -145,7 +155,10 @@ class ReadAhead:
     async def _read(self, first: int, last: int) -> None:
         session = self.session
         view = session.view
-        sizes: dict[int, int] = {}
+        mailbox, validity = session.mailbox, session.uidvalidity
+        if self._sizes_of != (mailbox, validity):
+            self._sizes, self._sizes_of = {}, (mailbox, validity)
+        sizes = self._sizes
 
         def on_meta(response: Response) -> bool:
             data = parse_fetch_response(response)
@@ -156,10 +169,11 @@ class ReadAhead:
             sizes[uid] = int(size.value)
             return True
 
-        # FETCH, not UID FETCH, here too: no EXPUNGE can come while we hold the connection.
-        if not await self._exchange(b"FETCH %d:%d (UID RFC822.SIZE)" % (first, last), on_meta):
-            return
-        mailbox, validity = session.mailbox, session.uidvalidity
+        if any(view.uid_of(n) not in sizes for n in range(first, last + 1)):
+            # FETCH, not UID FETCH, here too: no EXPUNGE can come while we hold the connection.
+            through = min(len(view), max(last, first + SIZES_AHEAD - 1))
+            if not await self._exchange(b"FETCH %d:%d (UID RFC822.SIZE)" % (first, through), on_meta):
+                return
         largest = min(session.context.limits.max_response_literal - 1,
                       session.context.limits.max_response_size - 64 * 1024)
         candidates: list[int] = []
@@ -172,8 +186,9 @@ class ReadAhead:
                 session.memory.put(key, *session.memory.get(key)[:2], sizes[uid])  # type: ignore[misc]
             elif key not in self.pending:
                 candidates.append(uid)
-        # What the rewrite cache holds is read (and its hash checked) off the event loop.
-        cached = await asyncio.to_thread(self._cached, candidates) if candidates else {}
+        # Rewritten messages the cache holds are served from it (unchanged ones are fetched
+        # again and checked against their record's hash, in scan_message).
+        cached = self._cached(candidates) if candidates else {}
         if cached:
             stats = session.context.stats
             stats["cache_hits"] = stats.get("cache_hits", 0) + len(cached)
@@ -243,7 +258,8 @@ class ReadAhead:
                 self.pending.pop(key, None)
 
     def _cached(self, uids: list[int]) -> dict[int, tuple[bytes, bool]]:
-        """What the rewrite cache served before for ``uids`` (runs in a thread)."""
+        """What the rewrite cache holds for ``uids``: a record read each (one ``pread``), and
+        for a rewritten message its bytes; on the loop, since a thread hand-off costs more."""
         session = self.session
         cache, identity = session.context.cache, session.cache_identity
         found: dict[int, tuple[bytes, bool]] = {}

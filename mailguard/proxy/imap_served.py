@@ -19,7 +19,7 @@ from mailguard.protocols.imap.commands import Command
 from mailguard.protocols.imap.fetch import FetchAtt, FetchRequest
 from mailguard.protocols.imap.fetch_response import DataItem, FetchData
 from mailguard.protocols.imap.responses import Response
-from mailguard.proxy.imap_cache import CacheRecord, RewriteCache, cache_key
+from mailguard.proxy.imap_cache import CacheRecord, cache_key
 from mailguard.proxy.imap_render import Record, render
 from mailguard.proxy.scanpool import account
 from mailguard.scan.rewrite import TLS_HEADER, add_header, tls_value
@@ -44,6 +44,8 @@ class UpstreamSilent(RemoteProtocolError):
 
 async def next_answer(queue: "asyncio.Queue[Response]", timeout: float) -> Response:
     """The next response diverted to us; ``UpstreamSilent`` when none comes within ``timeout``."""
+    if not queue.empty():
+        return queue.get_nowait()  # most of the time: no task and no timer for wait_for
     try:
         return await asyncio.wait_for(queue.get(), timeout)
     except asyncio.TimeoutError:
@@ -216,28 +218,12 @@ async def scan_message(session: "ImapSession", uid: int, raw: bytes, server_size
         stats = session.context.stats
         stats["scanned"] = stats.get("scanned", 0) + 1
         if key is not None and cache is not None and not _temporary(outcome):
-            # Hashed and written in the background (hashing releases the GIL), in the loop's
-            # default executor, which asyncio.run and the engine's stop wait for: this session
-            # serves from its memory meanwhile. A time-out or engine error is not kept: a later
+            # On the loop: a record is a SHA-256 of the message (~60 µs for 100 KB) and one
+            # appended line, plus a file for a rewritten message; handing it to a thread cost
+            # more than that (bench/imap.py). A time-out or engine error is not kept: a later
             # fetch scans again.
-            task = asyncio.ensure_future(asyncio.to_thread(
-                _store, cache, key, outcome.status, list(outcome.detections), list(outcome.reasons), raw, served))
-            _pending_writes.add(task)
-            task.add_done_callback(_pending_writes.discard)
-            while len(_pending_writes) > MAX_PENDING_WRITES:
-                # The disk is behind: wait for it rather than hold ever more messages.
-                await asyncio.wait(set(_pending_writes), return_when=asyncio.FIRST_COMPLETED)
+            cache.put(key, CacheRecord.build(outcome.status, list(outcome.detections),
+                                             list(outcome.reasons), raw, served), served)
     served, unchanged = tls_tagged(session, served, unchanged)
     session.memory.put((session.mailbox, session.uidvalidity, uid), served, unchanged, server_size)
     return served, unchanged
-
-
-#: cache writes queued at most (each holds a message) before scanning waits for the disk
-MAX_PENDING_WRITES = 64
-#: cache writes in flight (a strong reference, so none is collected before it ran)
-_pending_writes: set[asyncio.Future[None]] = set()
-
-
-def _store(cache: RewriteCache, key: str, status: str, detections: list[str], reasons: list[str],
-           raw: bytes, served: bytes) -> None:
-    cache.put(key, CacheRecord.build(status, detections, reasons, raw, served), served)

@@ -183,12 +183,20 @@ class ScanPool:
         if self._inline(raw):
             # Handing 100 KB to a worker and back costs more than scanning it (bench/pop3.py):
             # with no other session to stall, a small message is scanned right here.
+            started = time.monotonic()
             try:
-                return scan_message(raw, source, policy, quarantine_dir)
+                engine = _engine_for(policy)
+                verdict = engine.scan(raw)
+                delivered = engine.apply(raw, verdict)
             except Exception as exc:  # noqa: BLE001 - same as a broken worker, below
                 log.error("scan failed for %s: %s", source, exc)
                 return settle_without_scan(raw, Reason.ENGINE_ERROR, f"{type(exc).__name__}: {exc}",
                                            policy, quarantine_dir, source)
+            if delivered is not raw and policy.quarantine and quarantine_dir:
+                # Keeping the original writes and fsyncs files (~10 ms): not on the loop.
+                return await loop.run_in_executor(None, _outcome, raw, verdict, delivered, policy,
+                                                  quarantine_dir, source, started)
+            return _outcome(raw, verdict, delivered, policy, quarantine_dir, source, started)
         self._in_flight += 1
         try:
             return await self._scan_in_pool(loop, raw, source, policy, quarantine_dir)

@@ -32,17 +32,36 @@ def test_round_trip_survives_a_restart_and_files_are_private(tmp_path: Path) -> 
         assert path.stat().st_mode & 0o077 == 0
 
 
-def test_unchanged_blobs_are_evicted_first_and_records_stay(tmp_path: Path) -> None:
-    cache = RewriteCache(tmp_path, max_blob_bytes=250, max_memory_bytes=0)
-    keys = [cache_key("s", "u", b"INBOX", 1, uid) for uid in range(5)]
-    for key in keys:
-        cache.put(key, entry(b"m" * 100, b"m" * 100), b"m" * 100)
-    rewritten = cache_key("s", "u", b"INBOX", 1, 99)
+def test_an_unchanged_message_keeps_only_its_record_and_a_rewritten_one_its_bytes(tmp_path: Path) -> None:
+    cache = RewriteCache(tmp_path, max_memory_bytes=0)
+    clean = cache_key("s", "u", b"INBOX", 1, 1)
+    cache.put(clean, entry(b"m" * 100, b"m" * 100), b"m" * 100)
+    rewritten = cache_key("s", "u", b"INBOX", 1, 2)
     cache.put(rewritten, entry(b"v" * 100, b"r" * 300), b"r" * 300)
-    kept = [key for key in keys if cache.blob(key, cache.record(key)) is not None]
-    assert kept == keys[-2:]  # the oldest unchanged blobs went
-    assert all(cache.record(key) is not None for key in keys)  # their records did not
-    assert cache.blob(rewritten, cache.record(rewritten)) == b"r" * 300
+    # no plaintext copy of a clean message on disk: the server has it, the record vouches for it
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file() and p.name != "records.log"] == [
+        f"{rewritten}.rewritten"]
+    assert b"m" * 100 not in (tmp_path / "records.log").read_bytes()
+    assert cache.record(clean) is not None and cache.record(clean).unchanged  # type: ignore[union-attr]
+    assert cache.blob(clean, cache.record(clean)) is None  # type: ignore[arg-type]
+    assert cache.blob(rewritten, cache.record(rewritten)) == b"r" * 300  # type: ignore[arg-type]
+
+
+def test_memory_still_serves_an_unchanged_message_for_chunk_loops(tmp_path: Path) -> None:
+    cache = RewriteCache(tmp_path)
+    key = cache_key("s", "u", b"INBOX", 1, 1)
+    record = entry(b"m" * 100, b"m" * 100)
+    cache.put(key, record, b"m" * 100)
+    assert cache.blob(key, record) == b"m" * 100
+
+
+def test_copies_of_unchanged_messages_from_earlier_versions_are_removed(tmp_path: Path) -> None:
+    key = cache_key("s", "u", b"INBOX", 1, 1)
+    (tmp_path / key[:2]).mkdir()
+    old = tmp_path / key[:2] / f"{key}.blob"
+    old.write_bytes(b"a clean message")
+    RewriteCache(tmp_path, max_memory_bytes=0)
+    assert not old.exists()
 
 
 def test_record_and_rewritten_bounds_drop_whole_entries(tmp_path: Path) -> None:
@@ -72,7 +91,7 @@ def test_records_live_in_one_log_that_survives_restarts_tombstones_and_a_torn_li
     keys = [cache_key("s", "u", b"INBOX", 1, uid) for uid in range(3)]
     for key in keys:
         cache.put(key, entry(b"o", b"r"), b"r")
-    assert not list(tmp_path.rglob("*.json"))  # one file an entry: its blob
+    assert not list(tmp_path.rglob("*.json"))  # one file a rewritten entry: its bytes
     cache.close()
     with open(tmp_path / "records.log", "ab") as log:
         log.write(b"torn")  # a crash in the middle of a line

@@ -52,5 +52,6 @@ def test_dovecot_through_the_engine(tmp_path, mailguard_home, implicit: bool) ->
     assert b"EICAR-STANDARD" not in bodies[1] and b"X-MailGuard-Result: infected" in bodies[1]
     assert not any(word.startswith(b"COMPRESS") for word in capabilities)
     cache = mailguard_home / "imap-cache"
-    # records in the cache's log, served bytes one file each (imap_cache.py)
-    assert cache.is_dir() and (cache / "records.log").stat().st_size > 0 and any(cache.rglob("*.blob"))
+    # records in the cache's log, a rewritten message's bytes in a file (imap_cache.py)
+    assert cache.is_dir() and (cache / "records.log").stat().st_size > 0 and any(cache.rglob("*.rewritten"))
+    assert not any(cache.rglob("*.blob"))  # no copy of a clean message on disk

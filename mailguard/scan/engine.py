@@ -149,14 +149,13 @@ class _MessageScan:
             # they are are the one decoding (decoders.decodings_for), one copy, no views.
             self.scan_decoded(part, where, part.source[start:end], path, media_type)
             return
-        body = part.body()
         decodings: list[bytes] = []
         uuencoded = False
-        for encoding in part.encodings:
+        for encoding in encodings:  # part.encodings: never empty here
             if encoding in _UUENCODE_TOKENS:
                 uuencoded = True
-                decodings.extend(b.data for b in inline_blocks(bytes(body), self.budget.max_object_size))
-            decodings.extend(decodings_for(encoding, part.source, part.body_start, part.body_end))
+                decodings.extend(b.data for b in inline_blocks(bytes(part.body()), self.budget.max_object_size))
+            decodings.extend(decodings_for(encoding, part.source, start, end))
         if len(decodings) > 1:  # only when clients could disagree; hashing big bodies costs
             decodings = list(dict.fromkeys(decodings))
         for data in decodings:

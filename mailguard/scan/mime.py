@@ -274,12 +274,15 @@ def _delimiter_readings(buf: bytes, start: int, end: int, boundary: bytes, eol: 
         pos = i + length
         if i == start:
             at_line_start = True
+            line_start = i
         else:
             before = buf[i - 1]
             at_line_start = before == eol_byte
             # A delimiter after a bare CR (lenient clients only), else not a delimiter at all.
             if not at_line_start and not (lf and before == 0x0D):
                 continue
+            # The line ending before it (LF, CRLF or CR) belongs to the delimiter (RFC 2046 §5.1.1).
+            line_start = i - 2 if before == 0x0A and i - 1 > start and buf[i - 2] == 0x0D else i - 1
         close = buf.startswith(b"--", pos, end)
         q = pos + 2 if close else pos
         if q < end:
@@ -295,7 +298,7 @@ def _delimiter_readings(buf: bytes, start: int, end: int, boundary: bytes, eol: 
             line_end = find_eol(eol, q, end)
             content = end if line_end == -1 else line_end + 1
             clean_tail = buf[q] in b"\r\n"
-        delimiter = (_line_start_before(buf, start, i), content, close)
+        delimiter = (line_start, content, close)
         lenient.append(delimiter)
         if at_line_start and clean_tail:
             strict.append(delimiter)
@@ -332,17 +335,6 @@ def _find_dashes(buf: bytes, needle: bytes, pos: int, end: int) -> int:
             return j
         pos = i + _DASH_WINDOW + 1
     return buf.find(needle, pos, end)
-
-
-def _line_start_before(buf: bytes, start: int, i: int) -> int:
-    """Where the line ending before offset ``i`` begins (it is part of the delimiter)."""
-    if i > start and buf[i - 1] == 0x0A:
-        i -= 1
-        if i > start and buf[i - 1] == 0x0D:
-            i -= 1
-    elif i > start and buf[i - 1] == 0x0D:
-        i -= 1
-    return i
 
 
 def _honour_close(delimiters: list[_Delimiter]) -> list[_Delimiter]:

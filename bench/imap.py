@@ -7,7 +7,8 @@ Fetches every message of a generated mailbox (100 KB messages, one in 50 EICAR-i
 here: one with TLS (STARTTLS and IMAPS) and one plaintext only. Like is compared with like:
 
 - plain: the plaintext Dovecot directly, and through mailguard (client and server legs plain),
-  then a second pass through mailguard served from its IMAP cache, and through ``socat``;
+  then a second pass through mailguard served from its IMAP cache, through ``socat``, and
+  through mailguard's own byte relay (protocol filtering off);
 - STARTTLS: the TLS Dovecot with the client doing STARTTLS itself, and through mailguard with a
   plain client (mailguard upgrades its server leg, as it always does when the server offers
   STARTTLS: an upstream that offers it is never used in plaintext); the ratio to direct plain is
@@ -38,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.pop3 import ENGINE, Connection, make_message, rss_kb  # noqa: E402
+from bench.pop3 import Connection, make_message, rss_kb, start_engine, tree_cpu_seconds  # noqa: E402
 
 BUFFER = 256 * 1024
 _LITERAL = re.compile(rb"\{(\d+)\}\r\n$")
@@ -137,7 +138,7 @@ def main() -> None:
             server.deliver("bench", messages)
             server.deliver("warmup", messages[:20])
         del messages
-        plain_port, starttls_port, tls_port, socat_port = free_ports(4)
+        plain_port, starttls_port, tls_port, socat_port, relay_port = free_ports(5)
         values = {
             "web-and-email.protocol-filtering.routes": [
                 f"127.0.0.1:{plain_port}=localhost:{plain_dovecot.imap_port}",
@@ -147,17 +148,20 @@ def main() -> None:
             "web-and-email.email-client.protocols.imaps.ports": [dovecot.imaps_port],
             "web-and-email.ssl-tls.trusted-ca-file": str(dovecot.ca_file),
         }
-        engine = subprocess.Popen(
-            [sys.executable, "-c", ENGINE, json.dumps(values), args.pool or ""],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
-        )
+        engine = start_engine(values, args.pool or "")
+        # The engine's own byte relay (protocol filtering off): its event loop without framing
+        # or scanning, the floor for the filtered path on this machine.
+        relay_engine = start_engine({
+            "web-and-email.protocol-filtering.enabled": False,
+            "web-and-email.protocol-filtering.routes": [f"127.0.0.1:{relay_port}=localhost:{plain_dovecot.imap_port}"],
+        }, args.pool or "")
         # nodelay on both legs, as mailguard and the bench client have: without it one command at
         # a time meets Nagle's algorithm and delayed ACKs, and socat measures those (issue 6).
         socat = subprocess.Popen(["socat", f"TCP-LISTEN:{socat_port},bind=127.0.0.1,reuseaddr,fork,nodelay",
                                   f"TCP:127.0.0.1:{plain_dovecot.imap_port},nodelay"])
         try:
-            assert engine.stdout is not None and engine.stdout.readline().strip() == "ready"
+            for started in (engine, relay_engine):
+                assert started.stdout is not None and started.stdout.readline().strip() == "ready"
             time.sleep(0.3)
             direct_tls = ssl.create_default_context(cafile=str(dovecot.ca_file))
             for server in (dovecot, plain_dovecot):
@@ -169,6 +173,7 @@ def main() -> None:
                 "mailguard_imap": (plain_port, None, False),
                 "mailguard_imap_cached": (plain_port, None, False),
                 "socat": (socat_port, None, False),
+                "mailguard_relay": (relay_port, None, False),
                 "direct_starttls": (dovecot.imap_port, direct_tls, False),
                 "mailguard_imap_starttls_upstream": (starttls_port, None, False),
                 "direct_imaps": (dovecot.imaps_port, direct_tls, True),
@@ -176,7 +181,12 @@ def main() -> None:
             }
             latency: dict[str, float] = {}
             for name, (port, context, implicit) in runs.items():
+                cpu_before = tree_cpu_seconds(engine.pid)
                 seconds, total, latencies = run_client(port, count, context, implicit)
+                if name.startswith("mailguard") and name != "mailguard_relay":
+                    # What the engine (and its workers) spend per message (cf. bench/pop3.py).
+                    results[name + "_engine_cpu_ms_per_message"] = round(
+                        (tree_cpu_seconds(engine.pid) - cpu_before) * 1000 / count, 3)
                 results[name + "_mb_s"] = round(total / seconds / 1e6, 1)
                 latency[name] = statistics.median(latencies)
             # The direct baselines once more at the end, the better of the two kept: on a shared
@@ -190,7 +200,7 @@ def main() -> None:
                     results[name + "_mb_s"] = again
                     latency[name] = statistics.median(latencies)
             pairs = (("mailguard_imap", "direct"), ("mailguard_imap_cached", "direct"), ("socat", "direct"),
-                     ("mailguard_imap_starttls_upstream", "direct_starttls"), ("mailguard_imaps", "direct_imaps"))
+                     ("mailguard_relay", "direct"), ("mailguard_imap_starttls_upstream", "direct_starttls"), ("mailguard_imaps", "direct_imaps"))
             for name, base in pairs:
                 results[name + "_ratio"] = round(results[name + "_mb_s"] / results[base + "_mb_s"], 3)  # type: ignore[operator]
                 results[f"added_latency_ms_per_message_{name}"] = round((latency[name] - latency[base]) * 1000, 3)
@@ -212,6 +222,7 @@ def main() -> None:
                 client.sock.close()
         finally:
             socat.terminate()
+            relay_engine.communicate("", timeout=60)
             engine.communicate("", timeout=60)
         results["pool"] = args.pool or "auto"
     shutil.rmtree(home, ignore_errors=True)  # the engine's state: its CA and a cache as big as the mailbox

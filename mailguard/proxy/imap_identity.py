@@ -76,7 +76,7 @@ class SessionIdentity:
             self._auth_tag = None
 
     def _user_from_sasl(self, encoded: bytes) -> None:
-        """The authentication identity of a PLAIN, XOAUTH2 or OAUTHBEARER response, if any.
+        """The user of a PLAIN, XOAUTH2 or OAUTHBEARER response, if any.
 
         Other mechanisms leave the user unknown, and then nothing is cached across sessions.
         """
@@ -85,7 +85,10 @@ class SessionIdentity:
         except ValueError:
             return
         if self._mechanism == b"PLAIN" and decoded.count(b"\0") == 2:
-            self.user = decoded.split(b"\0")[1].decode("utf-8", "replace")
+            # authzid NUL authcid NUL password (RFC 4616): the mailboxes seen are the
+            # authorization identity's when one is given (a master login acting for a user).
+            authzid, authcid, _ = decoded.split(b"\0")
+            self.user = (authzid or authcid).decode("utf-8", "replace")
         elif self._mechanism in (b"XOAUTH2", b"OAUTHBEARER"):
             for item in decoded.replace(b",", b"\x01").split(b"\x01"):
                 if item.startswith(b"user=") or item.startswith(b"a="):

@@ -52,7 +52,7 @@ class MessageDelivery(_Base):
         self._emit_client(data)
         self._command_done()
         if pending.verb == "RETR":
-            self._maybe_read_ahead(pending.number + 1)
+            self._retrieved(pending.number)
 
     def _start_oversize(self, pending: Pending) -> None:
         if self.options.on_oversize == "block":

@@ -17,11 +17,13 @@ How it stays safe
   framed, capped and scanned exactly like a RETR answer. Nothing of it reaches the client unless
   the client asks for that message; then it gets the scanned, rewritten message.
 - Only after a RETR, in TRANSACTION, for a message neither deleted in this session nor past the
-  count the server gave (STAT) or past one it refused. Memory: at most one message held ahead,
-  under the same ``max_message`` cap; a longer one is drained and dropped, and the client's RETR
-  then goes upstream as usual.
+  count the server gave (STAT) or past one it refused; up to ``options.read_ahead`` messages
+  (``READ_AHEAD_DEPTH`` in the engine) past the last one retrieved, the next fetch starting as soon as the previous one is scanned (so the
+  server, the scan and the client work at once). Memory: each message under the same
+  ``max_message`` cap (a longer one is drained and dropped, and the client's RETR then goes
+  upstream as usual), and no new fetch while the messages held pass ``READ_AHEAD_BYTES``.
 - The scan of a message fetched ahead is a real scan: counted, logged and, when infected,
-  quarantined, even if the client never asks for it (at most one message per session).
+  quarantined, even if the client never asks for it (at most ``options.read_ahead`` per session).
 """
 
 from __future__ import annotations
@@ -41,7 +43,13 @@ if TYPE_CHECKING:
 else:
     _Base = object
 
-__all__ = ["Ahead", "ReadAhead"]
+__all__ = ["READ_AHEAD_BYTES", "READ_AHEAD_DEPTH", "Ahead", "ReadAhead"]
+
+#: messages the engine fetches past the last one the client retrieved (Pop3Options.read_ahead):
+#: two keep the server fetching one while the other is scanned
+READ_AHEAD_DEPTH = 2
+#: no further read-ahead while the messages held ahead hold this many octets
+READ_AHEAD_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +65,10 @@ class Ahead:
 
 class ReadAhead(_Base):
     def _init_read_ahead(self) -> None:
-        self._ahead: Ahead | None = None
+        #: messages fetched ahead and scanned, by number, oldest first
+        self._ahead: dict[int, Ahead] = {}
+        #: the last message the client retrieved with RETR: read-ahead runs from there
+        self._ahead_from = 0
         self._ahead_number = 0
         self._ahead_status = b""
         self._ahead_original = b""
@@ -65,26 +76,36 @@ class ReadAhead(_Base):
         #: No read-ahead at or past this number (the server's count, or a message it refused).
         self._ahead_ceiling: int | None = None
 
-    def _maybe_read_ahead(self, number: int) -> None:
-        """After a RETR answer went out: fetch ``number`` ahead when that can be useful."""
+    def _maybe_read_ahead(self) -> None:
+        """Fetch the next message not held yet, when that can be useful."""
+        number = self._ahead_from + 1
+        while number in self._ahead:
+            number += 1
         if (
-            not self.options.read_ahead
-            or self.state is not State.TRANSACTION
+            self.state is not State.TRANSACTION
             or self.phase is not Phase.COMMAND
-            or len(self._client)  # the client's next command is here already: serve it
+            or len(self._client)  # the client's next command is here already: serve it first
+            or number > self._ahead_from + self.options.read_ahead
             or number in self._deleted
             or (self._ahead_ceiling is not None and number >= self._ahead_ceiling)
+            or sum(len(a.original) for a in self._ahead.values()) >= READ_AHEAD_BYTES
         ):
             return
-        self._ahead = None
         self._ahead_number = number
         self._events.append(SendToServer(b"TOP %d %d\r\n" % (number, TOP_WHOLE_MESSAGE)))
         self.phase = Phase.AHEAD_STATUS
 
+    def _retrieved(self, number: int) -> None:
+        """The client retrieved ``number``: what is held behind it is not needed any more."""
+        self._ahead_from = number
+        for held in [n for n in self._ahead if n <= number]:
+            del self._ahead[held]
+        self._maybe_read_ahead()
+
     def drop_read_ahead(self) -> None:
-        """Forget a message fetched ahead (the driver's settings changed since it was scanned);
-        the client's RETR of it then goes upstream and is scanned under the new settings."""
-        self._ahead = None
+        """Forget the messages fetched ahead (the driver's settings changed since they were
+        scanned); the client's RETR of one then goes upstream and is scanned under the new ones."""
+        self._ahead.clear()
 
     def _note_message_count(self, stat_line: bytes) -> None:
         """STAT said how many messages there are: never read ahead past the last."""
@@ -94,10 +115,10 @@ class ReadAhead(_Base):
 
     def _serve_from_ahead(self, pending: Pending) -> bool:
         """Answer ``pending`` (RETR or TOP) from the message fetched ahead, if it is that one."""
-        ahead = self._ahead
-        if ahead is None or ahead.number != pending.number or pending.number in self._deleted:
+        ahead = self._ahead.get(pending.number)
+        if ahead is None or pending.number in self._deleted:
             return False
-        self._ahead = None
+        del self._ahead[pending.number]
         self._pending = pending
         # RETR's status line carries the octet count by custom (RFC 1939 §7's example; fetchmail
         # reads it); the TOP we sent had none. _deliver rewrites it for a changed message.
@@ -150,8 +171,12 @@ class ReadAhead(_Base):
         return False
 
     def _ahead_scanned(self, result: ScanResult) -> None:
-        if not result.refusal:  # refused (quarantine failed): the client's RETR tries again
-            self._ahead = Ahead(self._ahead_number, self._ahead_status, self._ahead_original,
-                                self._ahead_wire, result.message)
-        self._ahead_status = self._ahead_original = self._ahead_wire = b""
         self.phase = Phase.COMMAND
+        original, wire, self._ahead_original, self._ahead_wire = self._ahead_original, self._ahead_wire, b"", b""
+        if result.refusal:
+            # The original could not be quarantined: not kept, and no fetching it again until
+            # the client moves on (the client's own RETR tries again, and is refused if it fails).
+            return
+        number = self._ahead_number
+        self._ahead[number] = Ahead(number, self._ahead_status, original, wire, result.message)
+        self._maybe_read_ahead()

@@ -46,8 +46,8 @@ class Pop3Options:
     implicit_tls: bool = False
     #: What to do with a message larger than ``limits.max_message``: "pass" (tagged) or "block".
     on_oversize: str = "pass"
-    #: Fetch and scan message n+1 while the client receives message n (pop3_readahead).
-    read_ahead: bool = False
+    #: Messages fetched and scanned past the one the client is receiving (pop3_readahead); 0: none.
+    read_ahead: int = 0
     limits: Pop3Limits = field(default_factory=Pop3Limits)
 
 

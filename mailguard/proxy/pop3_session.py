@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from mailguard.protocols.pop3 import Phase, Pop3Limits, Pop3Options, Pop3Proxy, TlsMode
+from mailguard.protocols.pop3_readahead import READ_AHEAD_DEPTH
 from mailguard.protocols.pop3_events import (
     NEED_DATA, Closed, MessageUnscanned, ScanMessage, ScanResult, SendToClient, SendToServer, Side,
     StartTls, SwitchToRelay, TlsEstablished, TlsFailed,
@@ -40,7 +41,8 @@ def pop3_options(ctx: SessionContext) -> Pop3Options:
         tls = TlsMode.RELAY
     policy = config.policy
     return Pop3Options(
-        tls=tls, implicit_tls=ctx.implicit_tls, on_oversize=policy.on_scan_error, read_ahead=True,
+        tls=tls, implicit_tls=ctx.implicit_tls, on_oversize=policy.on_scan_error,
+        read_ahead=READ_AHEAD_DEPTH,
         limits=Pop3Limits(max_message=policy.max_object_size),
     )
 

@@ -17,8 +17,8 @@ def top_ahead(number: int) -> bytes:
     return b"TOP %d %d\r\n" % (number, TOP_WHOLE_MESSAGE)
 
 
-def session(**options: object) -> Script:
-    s = Script(Pop3Options(read_ahead=True, **options))  # type: ignore[arg-type]
+def session(depth: int = 1, **options: object) -> Script:
+    s = Script(Pop3Options(read_ahead=depth, **options))  # type: ignore[arg-type]
     for line in (b"USER u\r\n", b"PASS p\r\n"):
         s.client(line).server(b"+OK\r\n")
     s.take_client(), s.take_server()
@@ -159,6 +159,7 @@ def test_a_refused_scan_is_not_kept_and_the_client_retr_tries_again() -> None:
     s.take(ScanMessage)
     s.send(ScanResult(None, refusal="could not keep the original in quarantine"))
     assert s.take_client() == b""
+    assert s.take_server() == b""  # not fetched again and again while the quarantine fails
     s.client(b"RETR 2\r\n")
     assert s.take_server() == b"RETR 2\r\n"
 
@@ -170,6 +171,31 @@ def test_server_drop_during_read_ahead_tells_the_client() -> None:
     s.server(b"")  # the server closes in the middle of the message fetched ahead
     assert s.take_client().startswith(b"-ERR")
     assert s.closed is not None and s.closed.error
+
+
+def test_two_ahead_the_next_fetch_starts_as_soon_as_one_is_scanned() -> None:
+    s = session(depth=2)
+    retr_from_server(s, 1, ONE)
+    answer_ahead(s, 2, TWO)
+    answer_ahead(s, 3, THREE)  # chained at once: no client command needed
+    assert s.take_server() == b""  # two ahead of message 1: enough
+    s.client(b"RETR 2\r\n")
+    assert s.take_client() == b"+OK %d octets\r\n" % len(TWO) + stuff(TWO)
+    assert s.take_server() == top_ahead(4)  # 3 is held; 4 is two ahead of 2
+    s.server(b"-ERR no such message\r\n")
+    s.client(b"RETR 3\r\n")
+    assert s.take_client() == b"+OK %d octets\r\n" % len(THREE) + stuff(THREE)
+    assert s.take_server() == b""  # the server has no message 4
+
+
+def test_no_new_read_ahead_while_the_messages_held_are_large(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import mailguard.protocols.pop3_readahead as module
+
+    monkeypatch.setattr(module, "READ_AHEAD_BYTES", len(TWO))
+    s = session(depth=3)
+    retr_from_server(s, 1, ONE)
+    answer_ahead(s, 2, TWO)
+    assert s.take_server() == b""  # holding len(TWO) octets already
 
 
 def test_read_ahead_is_off_unless_asked_for() -> None:

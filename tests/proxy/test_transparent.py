@@ -167,6 +167,8 @@ def test_install_status_and_remove_in_a_namespace(netns) -> None:
 
 CLIENT_ADDRESS = "10.231.0.1"   # a private test range that exists only inside these namespaces
 REMOTE_ADDRESS = "10.231.0.2"
+CLIENT_ADDRESS6 = "fd00:231::1"  # a unique-local range, likewise
+REMOTE_ADDRESS6 = "fd00:231::2"
 # The remote server's certificate names this host only (no IP SAN), like every real provider's:
 # transparent mode must verify it against the client's SNI, not the destination IP.
 REMOTE_NAME = "mail.remote.test"
@@ -212,8 +214,9 @@ def _test_ca_and_server_cert(folder) -> tuple[str, str, str]:
     return str(ca_file), str(cert_file), str(key_file)
 
 
+# Both scripts take the remote server's address from MG_REMOTE (IPv4 or IPv6).
 REMOTE_SERVER = """
-import asyncio, functools, ssl, sys
+import asyncio, functools, os, ssl, sys
 from mailguard.demo.mailbox import sample_mailbox
 from mailguard.demo.pop3 import serve_pop3
 
@@ -222,16 +225,16 @@ async def main():
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(sys.argv[1], sys.argv[2])
     handler = functools.partial(serve_pop3, mailbox)
-    plain = await asyncio.start_server(handler, "{remote}", 110)
-    secure = await asyncio.start_server(handler, "{remote}", 995, ssl=tls)
+    plain = await asyncio.start_server(handler, os.environ["MG_REMOTE"], 110)
+    secure = await asyncio.start_server(handler, os.environ["MG_REMOTE"], 995, ssl=tls)
     print("ready", flush=True)
     await asyncio.Event().wait()
 
 asyncio.run(main())
-""".replace("{remote}", REMOTE_ADDRESS)
+"""
 
 CLIENT = """
-import json, poplib, ssl, sys
+import json, os, poplib, ssl, sys
 class NamedPOP3_SSL(poplib.POP3_SSL):
     # connects to the address, asks for (SNI) and verifies the name; "" = no SNI, no name check
     def _create_socket(self, timeout):
@@ -242,16 +245,16 @@ def fetch(port, ca):
         context = ssl.create_default_context(cafile=ca)
         if not sys.argv[3]:
             context.check_hostname = False
-        client = NamedPOP3_SSL("{remote}", port, context=context, timeout=30)
+        client = NamedPOP3_SSL(os.environ["MG_REMOTE"], port, context=context, timeout=30)
     else:
-        client = poplib.POP3("{remote}", port, timeout=30)
+        client = poplib.POP3(os.environ["MG_REMOTE"], port, timeout=30)
     client.user("demo"); client.pass_("demo")
     count, _ = client.stat()
     out = [(b"\\r\\n".join(client.retr(n)[1]) + b"\\r\\n").decode("latin-1") for n in range(1, count + 1)]
     client.quit()
     return out
 print(json.dumps(fetch(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None)))
-""".replace("{remote}", REMOTE_ADDRESS)
+"""
 
 
 def _veth_pair(client_ns: str, remote_ns: str) -> None:
@@ -262,16 +265,19 @@ def _veth_pair(client_ns: str, remote_ns: str) -> None:
     subprocess.run(["ip", "link", "set", right, "netns", remote_ns], check=True)
     subprocess.run(["ip", "-n", client_ns, "addr", "add", f"{CLIENT_ADDRESS}/30", "dev", left], check=True)
     subprocess.run(["ip", "-n", remote_ns, "addr", "add", f"{REMOTE_ADDRESS}/30", "dev", right], check=True)
+    # nodad: usable at once, without the second of duplicate address detection
+    subprocess.run(["ip", "-n", client_ns, "addr", "add", f"{CLIENT_ADDRESS6}/126", "dev", left, "nodad"], check=True)
+    subprocess.run(["ip", "-n", remote_ns, "addr", "add", f"{REMOTE_ADDRESS6}/126", "dev", right, "nodad"], check=True)
     subprocess.run(["ip", "-n", client_ns, "link", "set", left, "up"], check=True)
     subprocess.run(["ip", "-n", remote_ns, "link", "set", right, "up"], check=True)
 
 
-def _fetch(client_ns: str, port: int, ca: str | None = None, name: str = REMOTE_NAME,
+def _fetch(client_ns: str, remote: str, port: int, ca: str | None = None, name: str = REMOTE_NAME,
            refused: str = "") -> list[bytes]:
     args = [str(port)] + ([ca, name] if ca else [])
     result = subprocess.run(
         ["ip", "netns", "exec", client_ns, sys.executable, "-c", CLIENT, *args],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=60, env={**os.environ, "MG_REMOTE": remote},
     )
     if refused:
         assert result.returncode != 0 and refused in result.stderr, (result.stdout, result.stderr)
@@ -282,7 +288,12 @@ def _fetch(client_ns: str, port: int, ca: str | None = None, name: str = REMOTE_
 
 @pytest.mark.root
 @pytest.mark.peer
-def test_unmodified_client_gets_scanned_mail_on_110_and_995(netns, tmp_path) -> None:
+@pytest.mark.parametrize(("remote", "listen"), [
+    (REMOTE_ADDRESS, "127.0.0.1:8143"),
+    # IPv6: redirected to ::1, the original destination read with IP6T_SO_ORIGINAL_DST
+    (REMOTE_ADDRESS6, "[::]:8143"),
+], ids=["ipv4", "ipv6"])
+def test_unmodified_client_gets_scanned_mail_on_110_and_995(netns, tmp_path, remote: str, listen: str) -> None:
     import json
 
     from mailguard.demo.mailbox import EICAR, sample_mailbox
@@ -295,23 +306,24 @@ def test_unmodified_client_gets_scanned_mail_on_110_and_995(netns, tmp_path) -> 
     _veth_pair(client_ns, remote_ns)
     remote_ca, remote_cert, remote_key = _test_ca_and_server_cert(tmp_path)
 
-    remote = subprocess.Popen(
+    server = subprocess.Popen(
         ["ip", "netns", "exec", remote_ns, sys.executable, "-c", REMOTE_SERVER, remote_cert, remote_key],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "MG_REMOTE": remote},
     )
     engine = None
     home = tmp_path / "home"
     env = {**os.environ, "MAILGUARD_HOME": str(home)}
     mailguard = str(__import__("pathlib").Path(sys.executable).with_name("mailguard"))
     try:
-        assert remote.stdout.readline().strip() == "ready", remote.stderr.read()
+        assert server.stdout.readline().strip() == "ready", server.stderr.read()
         originals = [m.raw for m in sample_mailbox()]
         # Control: without the engine the client reaches the remote server directly, EICAR and all.
-        assert _fetch(client_ns, 110) == originals
+        assert _fetch(client_ns, remote, 110) == originals
 
         home.mkdir()
         save_settings(Settings.from_values({
             "web-and-email.protocol-filtering.mode": "transparent",
+            "web-and-email.protocol-filtering.transparent.listen": listen,
             "web-and-email.ssl-tls.trusted-ca-file": remote_ca,
         }), home / "config.toml")
         subprocess.run([mailguard, "ca", "init"], env=env, check=True, capture_output=True)
@@ -335,7 +347,7 @@ def test_unmodified_client_gets_scanned_mail_on_110_and_995(netns, tmp_path) -> 
 
         mailguard_ca = str(CAStore(home).active().cert_path)
         for port, ca in ((110, None), (995, mailguard_ca)):
-            received = _fetch(client_ns, port, ca)
+            received = _fetch(client_ns, remote, port, ca)
             assert len(received) == len(originals)
             for original, got in zip(sample_mailbox(), received):
                 if original.infected:
@@ -343,7 +355,7 @@ def test_unmodified_client_gets_scanned_mail_on_110_and_995(netns, tmp_path) -> 
                 else:
                     assert got == original.raw, port
         # Without SNI there is no name to verify the server against: refused, never checked by IP.
-        _fetch(client_ns, 995, mailguard_ca, name="", refused="the client named no server")
+        _fetch(client_ns, remote, 995, mailguard_ca, name="", refused="the client named no server")
 
         stopped = subprocess.run(["ip", "netns", "exec", client_ns, mailguard, "stop"],
                                  env=env, capture_output=True, text=True, timeout=60)
@@ -352,9 +364,9 @@ def test_unmodified_client_gets_scanned_mail_on_110_and_995(netns, tmp_path) -> 
         listed = subprocess.run(["ip", "netns", "exec", client_ns, "nft", "list", "table", "inet", "mailguard"],
                                 capture_output=True, text=True)
         assert listed.returncode != 0  # the rules went with the engine
-        assert _fetch(client_ns, 110) == originals  # and traffic goes direct again
+        assert _fetch(client_ns, remote, 110) == originals  # and traffic goes direct again
     finally:
-        for process in (engine, remote):
+        for process in (engine, server):
             if process is not None and process.poll() is None:
                 process.kill()
                 process.wait(10)

@@ -107,10 +107,12 @@ class _MessageScan:
 
     def walk(self, tree: Part, where: _Where) -> None:
         """Every part of one message: the raw message, or a mail file found inside it."""
+        check_time = self.budget.check_time
         for part in tree.walk():
-            self.budget.check_time()
-            for problem in part.problems:
-                self.incomplete.append(Incomplete(Reason.LIMIT, where.path(part.section), problem))
+            check_time()
+            if part.problems:
+                for problem in part.problems:
+                    self.incomplete.append(Incomplete(Reason.LIMIT, where.path(part.section), problem))
             if part.children:
                 self.scan_container_part(part, where)
             else:

@@ -111,7 +111,8 @@ class Part:
         while stack:
             part = stack.pop()
             yield part
-            stack.extend(reversed(part.children + part.alternates))
+            if part.children or part.alternates:  # most parts are leaves
+                stack.extend(reversed(part.children + part.alternates))
 
     def leaves(self) -> Iterator[Part]:
         """Every part whose body is content (not further split), alternates included."""

@@ -451,9 +451,15 @@ class EntityInfo:
     multipart: bool = field(init=False)      # some Content-Type declares multipart/*
 
     def __post_init__(self) -> None:
-        declared = next((t for t in self.media_types if "/" in t), "")
+        declared = ""
+        multipart = False
+        for media_type in self.media_types:  # nearly always one
+            if not declared and "/" in media_type:
+                declared = media_type
+            if media_type.startswith("multipart/"):
+                multipart = True
         object.__setattr__(self, "declared_type", declared)
-        object.__setattr__(self, "multipart", any(t.startswith("multipart/") for t in self.media_types))
+        object.__setattr__(self, "multipart", multipart)
 
 
 # What ``describe_entity`` reads, and a memo of its answers: mail repeats the same few

@@ -257,19 +257,44 @@ print(json.dumps(fetch(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else N
 """
 
 
+def _link(left_ns: str, left: list[str], right_ns: str, right: list[str]) -> None:
+    """A veth pair between two namespaces, with addresses (``ADDRESS/PREFIX``) on each end."""
+    tag = uuid.uuid4().hex[:8]
+    ends = ((left_ns, f"mga{tag}", left), (right_ns, f"mgb{tag}", right))
+    subprocess.run(["ip", "link", "add", ends[0][1], "type", "veth", "peer", "name", ends[1][1]], check=True)
+    for ns, device, addresses in ends:
+        subprocess.run(["ip", "link", "set", device, "netns", ns], check=True)
+        for address in addresses:
+            # nodad: an IPv6 address usable at once, without duplicate address detection's wait
+            subprocess.run(["ip", "-n", ns, "addr", "add", address, "dev", device, "nodad"], check=True)
+        subprocess.run(["ip", "-n", ns, "link", "set", device, "up"], check=True)
+
+
 def _veth_pair(client_ns: str, remote_ns: str) -> None:
-    suffix = client_ns[-8:]
-    left, right = f"mgc{suffix}", f"mgr{suffix}"
-    subprocess.run(["ip", "link", "add", left, "type", "veth", "peer", "name", right], check=True)
-    subprocess.run(["ip", "link", "set", left, "netns", client_ns], check=True)
-    subprocess.run(["ip", "link", "set", right, "netns", remote_ns], check=True)
-    subprocess.run(["ip", "-n", client_ns, "addr", "add", f"{CLIENT_ADDRESS}/30", "dev", left], check=True)
-    subprocess.run(["ip", "-n", remote_ns, "addr", "add", f"{REMOTE_ADDRESS}/30", "dev", right], check=True)
-    # nodad: usable at once, without the second of duplicate address detection
-    subprocess.run(["ip", "-n", client_ns, "addr", "add", f"{CLIENT_ADDRESS6}/126", "dev", left, "nodad"], check=True)
-    subprocess.run(["ip", "-n", remote_ns, "addr", "add", f"{REMOTE_ADDRESS6}/126", "dev", right, "nodad"], check=True)
-    subprocess.run(["ip", "-n", client_ns, "link", "set", left, "up"], check=True)
-    subprocess.run(["ip", "-n", remote_ns, "link", "set", right, "up"], check=True)
+    _link(client_ns, [f"{CLIENT_ADDRESS}/30", f"{CLIENT_ADDRESS6}/126"],
+          remote_ns, [f"{REMOTE_ADDRESS}/30", f"{REMOTE_ADDRESS6}/126"])
+
+
+MAILGUARD = str(__import__("pathlib").Path(sys.executable).with_name("mailguard"))
+
+
+def _start_engine(ns: str, env: dict[str, str]) -> tuple[subprocess.Popen[str], dict]:
+    """``mailguard start --foreground`` in ``ns``, once its rules are in force: (process, status)."""
+    import json
+    import time
+
+    engine = subprocess.Popen(["ip", "netns", "exec", ns, MAILGUARD, "start", "--foreground"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    status = None
+    for _ in range(200):
+        probe = subprocess.run(["ip", "netns", "exec", ns, MAILGUARD, "status", "--json"],
+                               env=env, capture_output=True, text=True)
+        status = json.loads(probe.stdout) if probe.returncode == 0 else None
+        if status and status["running"] and status["transparent"]["installed"]:
+            return engine, status
+        assert engine.poll() is None, engine.stderr.read() if engine.stderr else ""
+        time.sleep(0.05)
+    raise AssertionError(f"the engine did not install its rules: {status}")
 
 
 def _fetch(client_ns: str, remote: str, port: int, ca: str | None = None, name: str = REMOTE_NAME,
@@ -294,8 +319,6 @@ def _fetch(client_ns: str, remote: str, port: int, ca: str | None = None, name: 
     (REMOTE_ADDRESS6, "[::]:8143"),
 ], ids=["ipv4", "ipv6"])
 def test_unmodified_client_gets_scanned_mail_on_110_and_995(netns, tmp_path, remote: str, listen: str) -> None:
-    import json
-
     from mailguard.demo.mailbox import EICAR, sample_mailbox
     from mailguard.settings import Settings, save_settings
 
@@ -313,7 +336,6 @@ def test_unmodified_client_gets_scanned_mail_on_110_and_995(netns, tmp_path, rem
     engine = None
     home = tmp_path / "home"
     env = {**os.environ, "MAILGUARD_HOME": str(home)}
-    mailguard = str(__import__("pathlib").Path(sys.executable).with_name("mailguard"))
     try:
         assert server.stdout.readline().strip() == "ready", server.stderr.read()
         originals = [m.raw for m in sample_mailbox()]
@@ -326,21 +348,8 @@ def test_unmodified_client_gets_scanned_mail_on_110_and_995(netns, tmp_path, rem
             "web-and-email.protocol-filtering.transparent.listen": listen,
             "web-and-email.ssl-tls.trusted-ca-file": remote_ca,
         }), home / "config.toml")
-        subprocess.run([mailguard, "ca", "init"], env=env, check=True, capture_output=True)
-        engine = subprocess.Popen(
-            ["ip", "netns", "exec", client_ns, mailguard, "start", "--foreground"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        status = None
-        for _ in range(200):
-            probe = subprocess.run(["ip", "netns", "exec", client_ns, mailguard, "status", "--json"],
-                                   env=env, capture_output=True, text=True)
-            status = json.loads(probe.stdout) if probe.returncode == 0 else None
-            if status and status["running"] and status["transparent"]["installed"]:
-                break
-            assert engine.poll() is None, engine.stderr.read()
-            __import__("time").sleep(0.05)
-        assert status and status["transparent"]["installed"], status
+        subprocess.run([MAILGUARD, "ca", "init"], env=env, check=True, capture_output=True)
+        engine, status = _start_engine(client_ns, env)
         assert "redirect to :8143" in status["transparent"]["ruleset"]
 
         from mailguard.tls.castore import CAStore
@@ -357,7 +366,7 @@ def test_unmodified_client_gets_scanned_mail_on_110_and_995(netns, tmp_path, rem
         # Without SNI there is no name to verify the server against: refused, never checked by IP.
         _fetch(client_ns, remote, 995, mailguard_ca, name="", refused="the client named no server")
 
-        stopped = subprocess.run(["ip", "netns", "exec", client_ns, mailguard, "stop"],
+        stopped = subprocess.run(["ip", "netns", "exec", client_ns, MAILGUARD, "stop"],
                                  env=env, capture_output=True, text=True, timeout=60)
         assert stopped.returncode == 0, stopped.stderr
         engine.wait(30)
@@ -365,6 +374,64 @@ def test_unmodified_client_gets_scanned_mail_on_110_and_995(netns, tmp_path, rem
                                 capture_output=True, text=True)
         assert listed.returncode != 0  # the rules went with the engine
         assert _fetch(client_ns, remote, 110) == originals  # and traffic goes direct again
+    finally:
+        for process in (engine, server):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait(10)
+
+
+@pytest.mark.root
+@pytest.mark.peer
+def test_a_gateway_scans_the_mail_it_forwards(netns, tmp_path) -> None:
+    """The engine on a router (listen 0.0.0.0): a client behind it, routed through it to the
+    server, gets scanned mail without knowing the engine exists (the prerouting chain)."""
+    from mailguard.demo.mailbox import EICAR, sample_mailbox
+    from mailguard.settings import Settings, save_settings
+
+    peers.require_root()
+    peers.require("nft")
+    peers.require("ip")
+    client_ns, router_ns, remote_ns = netns("client"), netns("router"), netns("remote")
+    client, router_inside, router_outside, remote = "10.232.0.1", "10.232.0.2", "10.232.1.1", "10.232.1.2"
+    _link(client_ns, [f"{client}/30"], router_ns, [f"{router_inside}/30"])
+    _link(router_ns, [f"{router_outside}/30"], remote_ns, [f"{remote}/30"])
+    subprocess.run(["ip", "-n", client_ns, "route", "add", "default", "via", router_inside], check=True)
+    subprocess.run(["ip", "-n", remote_ns, "route", "add", "default", "via", router_outside], check=True)
+    subprocess.run(["ip", "netns", "exec", router_ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True)
+    remote_ca, remote_cert, remote_key = _test_ca_and_server_cert(tmp_path)
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", remote_ns, sys.executable, "-c", REMOTE_SERVER, remote_cert, remote_key],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "MG_REMOTE": remote},
+    )
+    engine = None
+    home = tmp_path / "home"
+    env = {**os.environ, "MAILGUARD_HOME": str(home)}
+    try:
+        assert server.stdout.readline().strip() == "ready", server.stderr.read()
+        originals = [m.raw for m in sample_mailbox()]
+        assert _fetch(client_ns, remote, 110) == originals  # routed through, unscanned: the control
+        home.mkdir()
+        save_settings(Settings.from_values({
+            "web-and-email.protocol-filtering.mode": "transparent",
+            "web-and-email.protocol-filtering.transparent.listen": "0.0.0.0:8143",
+            "web-and-email.ssl-tls.trusted-ca-file": remote_ca,
+        }), home / "config.toml")
+        subprocess.run([MAILGUARD, "ca", "init"], env=env, check=True, capture_output=True)
+        engine, status = _start_engine(router_ns, env)
+        assert "chain prerouting" in status["transparent"]["ruleset"]
+
+        from mailguard.tls.castore import CAStore
+
+        mailguard_ca = str(CAStore(home).active().cert_path)
+        for port, ca in ((110, None), (995, mailguard_ca)):
+            received = _fetch(client_ns, remote, port, ca)
+            assert len(received) == len(originals)
+            for original, got in zip(sample_mailbox(), received):
+                if original.infected:
+                    assert EICAR not in got and b"X-MailGuard-Result: infected" in got, (port, got[:400])
+                else:
+                    assert got == original.raw, port
     finally:
         for process in (engine, server):
             if process is not None and process.poll() is None:

@@ -19,8 +19,8 @@ from mailguard.protocols.pop3_events import (
     StartTls, SwitchToRelay, TlsEstablished, TlsFailed,
 )
 from mailguard.proxy.scanpool import account
-from mailguard.proxy.session import SessionContext
-from mailguard.proxy.upstream import UpstreamRefused, upgrade_upstream, upstream_certificate
+from mailguard.proxy.session import SessionContext, peek_client_hello
+from mailguard.proxy.upstream import UpstreamRefused, needs_client_name, upgrade_upstream, upstream_certificate
 from mailguard.scan.rewrite import TLS_HEADER, add_header, tls_value
 
 __all__ = ["handle_pop3", "pop3_options"]
@@ -133,7 +133,17 @@ async def _run(ctx: SessionContext, machine: Pop3Proxy, wait: Callable[[], Await
             ctx.log.warning("message %d over max-object-size: %s unscanned", event.number,
                             "blocked" if event.blocked else "delivered")
         elif isinstance(event, StartTls):
-            machine.send(await _start_tls(ctx, event))
+            try:
+                machine.send(await _start_tls(ctx, event))
+            except _RelayUntouched as exc:
+                # Both legs are between STLS and their handshakes: joined, they shake hands with
+                # each other, end to end, as if we were not there.
+                ctx.log.info("relayed untouched after STLS: %s", exc)
+                host.count("relayed")
+                upstream.detach()
+                client.detach()
+                await ctx.relay()
+                return
         elif isinstance(event, SwitchToRelay):
             ctx.log.info("STLS without interception: relayed unscanned from here")
             host.count("relayed")
@@ -181,18 +191,54 @@ async def _scanned(ctx: SessionContext, event: ScanMessage) -> ScanResult:
     return ScanResult(outcome.delivered)
 
 
+class _RelayUntouched(Exception):
+    """The server the client named after STLS is one we leave alone (ssl-tls excluded-domains)."""
+
+
 async def _start_tls(ctx: SessionContext, event: StartTls) -> TlsEstablished | TlsFailed:
     tls = ctx.host.tls
+    named_by_client = needs_client_name(ctx.upstream)
     if event.side is Side.SERVER:
+        if named_by_client:
+            # Transparent mode, plaintext port: the server is known by its address only. Its
+            # handshake waits for the name the client asks for in its own (below); until both
+            # are up no byte moves on either leg.
+            return TlsEstablished(Side.SERVER)
         try:
             await upgrade_upstream(ctx.upstream, ctx.upstream_host, tls)
         except UpstreamRefused as exc:
             return TlsFailed(Side.SERVER, str(exc))
         return TlsEstablished(Side.SERVER)
-    context = tls.client_context([ctx.upstream_host], upstream_certificate(ctx.upstream))
-    ctx.client.write(event.preface)  # no await before start_tls: see conn.Conn.start_tls
+    name = ctx.upstream_host
+    if named_by_client:
+        named = await _client_named_server(ctx, event.preface)
+        if isinstance(named, TlsFailed):
+            return named
+        name = named
+    else:
+        ctx.client.write(event.preface)  # no await before start_tls: see conn.Conn.start_tls
+    context = tls.client_context([name], upstream_certificate(ctx.upstream))
     try:
         await ctx.client.start_tls(context, server_side=True)
     except (OSError, ConnectionError, asyncio.TimeoutError) as exc:
         return TlsFailed(Side.CLIENT, str(exc) or type(exc).__name__)
     return TlsEstablished(Side.CLIENT)
+
+
+async def _client_named_server(ctx: SessionContext, preface: bytes) -> str | TlsFailed:
+    """Answer STLS, read the server name from the client's ClientHello without taking it off the
+    socket, and switch the server leg, verified against that name; the name, or why not."""
+    ctx.client.set_reading(False)  # the ClientHello stays in the socket for the TLS layer
+    ctx.client.write(preface)
+    await ctx.client.drain()
+    hello = await peek_client_hello(ctx.client, ctx.host.greeting_timeout)
+    if not hello.server_name:
+        return TlsFailed(Side.CLIENT, "transparent mode: the client named no server (TLS SNI) after STLS, "
+                                      f"and {ctx.upstream_host} cannot be verified by address")
+    if ctx.host.config.excluded_domain(hello.server_name, ctx.upstream_host):
+        raise _RelayUntouched(f"excluded domain {hello.server_name}")
+    try:
+        await upgrade_upstream(ctx.upstream, hello.server_name, ctx.host.tls, named_by_client=True)
+    except UpstreamRefused as exc:
+        return TlsFailed(Side.CLIENT, str(exc))
+    return hello.server_name

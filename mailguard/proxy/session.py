@@ -19,8 +19,10 @@ In order:
    Transparent mode never verifies against an IP address (real providers' certificates name
    hosts only): an implicit-TLS client that sent no SNI is refused (our TLS, then ``-ERR`` /
    ``* BYE`` saying why, and a log line) unless an excluded IP let it through untouched in step 2;
-   on a plaintext port the session is scanned, but a STLS/STARTTLS towards the server is refused
-   (``upstream.forbid_tls_upgrade``) since no name is known to verify.
+   on a plaintext port the session is scanned, and a STLS towards the server is verified against
+   the name the client asks for in the handshake that follows it (POP3; ``upstream.
+   require_client_name``), while an IMAP STARTTLS, which the engine does before the client can
+   name anything, is refused.
 4. The greeting is sniffed (protocols/sniff.py) and the session handed to the registered handler
    for its protocol: ``PROTOCOL_HANDLERS["pop3"]``, ``PROTOCOL_HANDLERS["imap"]``; protocols
    whose scanning is disabled are relayed byte for byte. No greeting within the greeting
@@ -48,7 +50,7 @@ from mailguard.protocols.sniff import GREETING_TIMEOUT, GreetingSniffer, Kind
 from mailguard.proxy.conn import Conn
 from mailguard.proxy.relay import relay
 from mailguard.proxy.upstream import (
-    TlsKit, UpstreamRefused, connect_upstream, forbid_tls_upgrade, upgrade_upstream,
+    TlsKit, UpstreamRefused, connect_upstream, require_client_name, upgrade_upstream,
     upstream_certificate,
 )
 
@@ -56,7 +58,7 @@ if TYPE_CHECKING:
     from mailguard.proxy.runconfig import RunConfig
     from mailguard.proxy.scanpool import ScanPool
 
-__all__ = ["PROTOCOL_HANDLERS", "Handler", "SessionContext", "SessionHost", "run_session"]
+__all__ = ["PROTOCOL_HANDLERS", "Handler", "SessionContext", "SessionHost", "peek_client_hello", "run_session"]
 
 log = logging.getLogger("mailguard.proxy")
 
@@ -150,7 +152,7 @@ async def run_session(host: SessionHost, client: Conn, upstream_addr: tuple[str,
         if transparent:
             tls_name = None
             if implicit and config.filtering:
-                hello = await _peek_client_hello(client, host.greeting_timeout)
+                hello = await peek_client_hello(client, host.greeting_timeout)
                 tls_name = hello.server_name
                 if not hello.complete or not hello.valid:
                     session_log.info("no TLS ClientHello from the client (%s)",
@@ -200,7 +202,7 @@ async def run_session(host: SessionHost, client: Conn, upstream_addr: tuple[str,
                 host.count("errors")
                 return
         elif transparent:
-            forbid_tls_upgrade(upstream, (
+            require_client_name(upstream, (
                 f"transparent mode: TLS with {upstream_host} refused: only its IP address is known, "
                 "which its certificate cannot be verified against; use the implicit-TLS port, "
                 "explicit mode, or excluded-ips"))
@@ -245,7 +247,7 @@ _PEEK_BYTES = MAX_CLIENT_HELLO + 5 * 4
 _PEEK_INTERVAL = 0.01
 
 
-async def _peek_client_hello(client: Conn, timeout: float) -> Hello:
+async def peek_client_hello(client: Conn, timeout: float) -> Hello:
     """The client's ClientHello, looked at without taking it off the socket (MSG_PEEK), so the
     TLS layer still gets every byte. Reading on ``client`` must be paused (it is until the
     session starts reading). Bounded by ``_PEEK_BYTES`` and ``timeout``."""

@@ -9,7 +9,9 @@ per policy. ``upgrade_upstream`` does the same verification for STLS.
 Transparent mode knows a plaintext port's server only by its IP address, and certificates of real
 providers name hosts, not addresses: verifying against the IP would refuse every one of them, and
 accepting an IP match is not the check the client asked for. Such a server leg is marked with
-``forbid_tls_upgrade`` and a later STLS/STARTTLS is refused (``UpstreamRefused``) instead.
+``require_client_name``: a later STLS/STARTTLS is verified against the name the client asks for
+in its own handshake (``upgrade_upstream(..., named_by_client=True)``, POP3), and refused
+(``UpstreamRefused``) where no such name can be had first.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ if TYPE_CHECKING:
     from mailguard.tls.contexts import ClientFacingTLS
     from mailguard.tls.upstream import UpstreamTLS
 
-__all__ = ["CONNECT_TIMEOUT", "TlsKit", "UpstreamRefused", "connect_upstream", "forbid_tls_upgrade",
-           "upgrade_upstream"]
+__all__ = ["CONNECT_TIMEOUT", "TlsKit", "UpstreamRefused", "connect_upstream", "needs_client_name",
+           "require_client_name", "upgrade_upstream"]
 
 log = logging.getLogger("mailguard.proxy")
 
@@ -128,18 +130,24 @@ async def connect_upstream(
     return conn
 
 
-_NO_UPGRADE: "weakref.WeakKeyDictionary[Conn, str]" = weakref.WeakKeyDictionary()
+_CLIENT_NAME_ONLY: "weakref.WeakKeyDictionary[Conn, str]" = weakref.WeakKeyDictionary()
 
 
-def forbid_tls_upgrade(conn: Conn, reason: str) -> None:
-    """``upgrade_upstream`` on ``conn`` is refused with ``reason`` (no name to verify against)."""
-    _NO_UPGRADE[conn] = reason
+def require_client_name(conn: Conn, reason: str) -> None:
+    """``conn``'s server is known by address only: ``upgrade_upstream`` verifies it against a
+    name the client gave (SNI), and is refused with ``reason`` otherwise."""
+    _CLIENT_NAME_ONLY[conn] = reason
 
 
-async def upgrade_upstream(conn: Conn, host: str, tls: TlsKit) -> None:
-    """STLS on the server leg, verified like implicit TLS."""
-    reason = _NO_UPGRADE.get(conn)
-    if reason is not None:
+def needs_client_name(conn: Conn) -> bool:
+    return conn in _CLIENT_NAME_ONLY
+
+
+async def upgrade_upstream(conn: Conn, host: str, tls: TlsKit, *, named_by_client: bool = False) -> None:
+    """STLS on the server leg, verified like implicit TLS; ``host`` is the name to verify
+    against, ``named_by_client`` when it is the client's SNI (see ``require_client_name``)."""
+    reason = _CLIENT_NAME_ONLY.get(conn)
+    if reason is not None and not named_by_client:
         raise UpstreamRefused(reason)
     try:
         await conn.start_tls(tls.upstream.context, server_side=False, server_hostname=host,

@@ -214,19 +214,42 @@ def _test_ca_and_server_cert(folder) -> tuple[str, str, str]:
     return str(ca_file), str(cert_file), str(key_file)
 
 
-# Both scripts take the remote server's address from MG_REMOTE (IPv4 or IPv6).
+# Both scripts take the remote server's address from MG_REMOTE (IPv4 or IPv6). The server is the
+# demo's POP3 mailbox on 110 (with STLS) and 995.
 REMOTE_SERVER = """
-import asyncio, functools, os, ssl, sys
+import asyncio, os, ssl, sys
 from mailguard.demo.mailbox import sample_mailbox
-from mailguard.demo.pop3 import serve_pop3
+from mailguard.demo.pop3 import Pop3Session
+
+async def serve(tls, reader, writer):
+    session = Pop3Session(sample_mailbox())
+    writer.write(b"+OK ready\\r\\n")
+    try:
+        while line := await reader.readline():
+            verb = line.strip().upper()
+            if verb == b"CAPA":
+                writer.write(b"+OK\\r\\nUSER\\r\\nTOP\\r\\nUIDL\\r\\n" + (b"STLS\\r\\n" if tls else b"") + b".\\r\\n")
+            elif verb == b"STLS" and tls:
+                writer.write(b"+OK begin TLS\\r\\n")
+                await writer.drain()
+                await writer.start_tls(tls)
+                tls = None
+            else:
+                answer, close = session.answer(line.decode("ascii", "replace"))
+                writer.write(answer)
+                if close:
+                    break
+            await writer.drain()
+    except (ConnectionError, ssl.SSLError):
+        pass
+    finally:
+        writer.close()
 
 async def main():
-    mailbox = sample_mailbox()
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(sys.argv[1], sys.argv[2])
-    handler = functools.partial(serve_pop3, mailbox)
-    plain = await asyncio.start_server(handler, os.environ["MG_REMOTE"], 110)
-    secure = await asyncio.start_server(handler, os.environ["MG_REMOTE"], 995, ssl=tls)
+    plain = await asyncio.start_server(lambda r, w: serve(tls, r, w), os.environ["MG_REMOTE"], 110)
+    secure = await asyncio.start_server(lambda r, w: serve(None, r, w), os.environ["MG_REMOTE"], 995, ssl=tls)
     print("ready", flush=True)
     await asyncio.Event().wait()
 
@@ -241,13 +264,18 @@ class NamedPOP3_SSL(poplib.POP3_SSL):
         sock = poplib.POP3._create_socket(self, timeout)
         return self.context.wrap_socket(sock, server_hostname=sys.argv[3] or None)
 def fetch(port, ca):
+    stls = len(sys.argv) > 4 and sys.argv[4] == "stls"
     if ca:
         context = ssl.create_default_context(cafile=ca)
         if not sys.argv[3]:
             context.check_hostname = False
+    if ca and not stls:
         client = NamedPOP3_SSL(os.environ["MG_REMOTE"], port, context=context, timeout=30)
     else:
         client = poplib.POP3(os.environ["MG_REMOTE"], port, timeout=30)
+    if stls:
+        client.host = sys.argv[3] or None  # what poplib's stls() asks for (SNI) and verifies
+        client.stls(context)
     client.user("demo"); client.pass_("demo")
     count, _ = client.stat()
     out = [(b"\\r\\n".join(client.retr(n)[1]) + b"\\r\\n").decode("latin-1") for n in range(1, count + 1)]
@@ -266,7 +294,8 @@ def _link(left_ns: str, left: list[str], right_ns: str, right: list[str]) -> Non
         subprocess.run(["ip", "link", "set", device, "netns", ns], check=True)
         for address in addresses:
             # nodad: an IPv6 address usable at once, without duplicate address detection's wait
-            subprocess.run(["ip", "-n", ns, "addr", "add", address, "dev", device, "nodad"], check=True)
+            nodad = ["nodad"] if ":" in address else []
+            subprocess.run(["ip", "-n", ns, "addr", "add", address, "dev", device, *nodad], check=True)
         subprocess.run(["ip", "-n", ns, "link", "set", device, "up"], check=True)
 
 
@@ -298,8 +327,8 @@ def _start_engine(ns: str, env: dict[str, str]) -> tuple[subprocess.Popen[str], 
 
 
 def _fetch(client_ns: str, remote: str, port: int, ca: str | None = None, name: str = REMOTE_NAME,
-           refused: str = "") -> list[bytes]:
-    args = [str(port)] + ([ca, name] if ca else [])
+           refused: str = "", stls: bool = False) -> list[bytes]:
+    args = [str(port)] + ([ca, name] if ca else []) + (["stls"] if stls else [])
     result = subprocess.run(
         ["ip", "netns", "exec", client_ns, sys.executable, "-c", CLIENT, *args],
         capture_output=True, text=True, timeout=60, env={**os.environ, "MG_REMOTE": remote},
@@ -355,16 +384,23 @@ def test_unmodified_client_gets_scanned_mail_on_110_and_995(netns, tmp_path, rem
         from mailguard.tls.castore import CAStore
 
         mailguard_ca = str(CAStore(home).active().cert_path)
-        for port, ca in ((110, None), (995, mailguard_ca)):
-            received = _fetch(client_ns, remote, port, ca)
+        # 110 plain, 110 with STLS (verified against the name the client asks for after STLS), 995
+        for port, ca, stls in ((110, None, False), (110, mailguard_ca, True), (995, mailguard_ca, False)):
+            received = _fetch(client_ns, remote, port, ca, stls=stls)
             assert len(received) == len(originals)
             for original, got in zip(sample_mailbox(), received):
                 if original.infected:
-                    assert EICAR not in got and b"X-MailGuard-Result: infected" in got, (port, got[:400])
+                    assert EICAR not in got and b"X-MailGuard-Result: infected" in got, (port, stls, got[:400])
                 else:
-                    assert got == original.raw, port
+                    assert got == original.raw, (port, stls)
         # Without SNI there is no name to verify the server against: refused, never checked by IP.
         _fetch(client_ns, remote, 995, mailguard_ca, name="", refused="the client named no server")
+        _fetch(client_ns, remote, 110, mailguard_ca, name="", refused="SSL", stls=True)
+        # A server the client names after STLS that is an excluded domain: the two legs are joined
+        # and shake hands with each other, end to end (the client sees the server's own certificate).
+        subprocess.run([MAILGUARD, "config", "set", "web-and-email.ssl-tls.excluded-domains", REMOTE_NAME],
+                       env=env, check=True, capture_output=True)
+        assert _fetch(client_ns, remote, 110, remote_ca, stls=True) == originals
 
         stopped = subprocess.run(["ip", "netns", "exec", client_ns, MAILGUARD, "stop"],
                                  env=env, capture_output=True, text=True, timeout=60)

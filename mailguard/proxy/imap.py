@@ -29,6 +29,7 @@ from mailguard.proxy.imap_fetch import intercept_fetch
 from mailguard.proxy.imap_identity import SessionIdentity
 from mailguard.proxy.imap_readahead import ReadAhead
 from mailguard.proxy.imap_served import UPSTREAM_ANSWER_TIMEOUT, SessionMemory
+from mailguard.proxy.imap_starttls import ClientNamedTls, starttls_named_by_client
 from mailguard.proxy.imap_view import MailboxView
 
 log = logging.getLogger("mailguard.proxy.imap")
@@ -65,6 +66,9 @@ class ImapContext:
     #: to refuse it); None: TLS is not intercepted, and a client's STARTTLS turns the session
     #: into a byte relay rather than being refused (refusing it would be a downgrade)
     upgrade_upstream: Callable[[Conn], Awaitable[None]] | None = None
+    #: transparent mode on a plaintext port: the server's STARTTLS waits for the client's, and is
+    #: verified against the name the client asks for (imap_starttls.py)
+    client_named_tls: ClientNamedTls | None = None
     #: both legs are already TLS (imaps ports): the greeting is relayed
     implicit_tls: bool = False
     #: message bytes fetched upstream per batch, at least one message
@@ -266,10 +270,11 @@ class ImapSession:
             return False
         # Pre-TLS text is untrusted (ALERT spoofing, pitfalls §4.5): only capabilities are used.
         pre = caps.capabilities_in(greeting.raw) or await self._ask_capabilities()
-        if caps.has(pre, "STARTTLS"):
+        named = self.context.client_named_tls
+        if caps.has(pre, "STARTTLS") and named is None:
             await self._upstream_starttls()
         self.pre_tls_caps = pre
-        self.offer_starttls = caps.has(pre, "STARTTLS") and self.context.client_tls is not None
+        self.offer_starttls = caps.has(pre, "STARTTLS") and (self.context.client_tls is not None or named is not None)
         if not self.offer_starttls:
             # Nothing TLS for the client to do with us; the upstream leg is TLS anyway.
             self.remove_caps = frozenset({"STARTTLS", "LOGINDISABLED"})
@@ -388,11 +393,14 @@ class ImapSession:
             # Command injection (CVE-2011-0411 class, pitfalls §4.1): whatever followed
             # STARTTLS in plaintext is refused with the connection.
             raise RemoteProtocolError("data after STARTTLS before the TLS handshake; closing")
-        self.send_client(command.tag + b" OK Begin TLS negotiation now\r\n")
-        assert self.context.client_tls is not None
-        # No await between the OK and the switch: Conn.start_tls pauses reading before it first
-        # yields, so no plaintext byte can slip in behind the check above.
-        await self.client.conn.start_tls(self.context.client_tls, server_side=True)
+        if self.context.client_named_tls is not None:
+            await starttls_named_by_client(self, command, self.context.client_named_tls)
+        else:
+            self.send_client(command.tag + b" OK Begin TLS negotiation now\r\n")
+            assert self.context.client_tls is not None
+            # No await between the OK and the switch: Conn.start_tls pauses reading before it
+            # first yields, so no plaintext byte can slip in behind the check above.
+            await self.client.conn.start_tls(self.context.client_tls, server_side=True)
         self.client_tls_active = True
         self.remove_caps = frozenset({"STARTTLS", "LOGINDISABLED"})
         self.client.reader.resume()

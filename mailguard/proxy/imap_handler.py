@@ -9,6 +9,7 @@ from mailguard.protocols.imap.limits import ImapLimits
 from mailguard.proxy.conn import Conn
 from mailguard.proxy.imap import ImapContext, ImapSession
 from mailguard.proxy.imap_cache import RewriteCache
+from mailguard.proxy.imap_starttls import ClientNamedTls
 from mailguard.proxy.session import SessionContext
 
 __all__ = ["handle_imap"]
@@ -54,14 +55,24 @@ def imap_context(ctx: SessionContext) -> ImapContext:
         log=ctx.log,
     )
     if config.ssl_enabled and host.tls.can_intercept and not ctx.implicit_tls:
-        from mailguard.proxy.upstream import upgrade_upstream
-
-        context.client_tls = host.tls.client_context([ctx.upstream_host], None)
+        from mailguard.proxy.upstream import needs_client_name, upgrade_upstream
 
         async def upgrade(conn: Conn) -> None:
             await upgrade_upstream(conn, ctx.upstream_host, host.tls)
 
         context.upgrade_upstream = upgrade
+        if not needs_client_name(ctx.upstream):
+            context.client_tls = host.tls.client_context([ctx.upstream_host], None)
+        else:
+            async def upgrade_as(conn: Conn, name: str) -> None:
+                await upgrade_upstream(conn, name, host.tls, named_by_client=True)
+
+            context.client_named_tls = ClientNamedTls(
+                upgrade=upgrade_as,
+                client_context=lambda name, certificate: host.tls.client_context([name], certificate),
+                excluded=lambda name: host.config.excluded_domain(name, ctx.upstream_host),
+                hello_timeout=host.greeting_timeout,
+            )
     return context
 
 

@@ -19,10 +19,9 @@ In order:
    Transparent mode never verifies against an IP address (real providers' certificates name
    hosts only): an implicit-TLS client that sent no SNI is refused (our TLS, then ``-ERR`` /
    ``* BYE`` saying why, and a log line) unless an excluded IP let it through untouched in step 2;
-   on a plaintext port the session is scanned, and a STLS towards the server is verified against
-   the name the client asks for in the handshake that follows it (POP3; ``upstream.
-   require_client_name``), while an IMAP STARTTLS, which the engine does before the client can
-   name anything, is refused.
+   on a plaintext port the session is scanned, and a STLS/STARTTLS towards the server waits for
+   the client's and is verified against the name the client asks for in the handshake that
+   follows it (``upstream.require_client_name``; pop3_session.py, imap_starttls.py).
 4. The greeting is sniffed (protocols/sniff.py) and the session handed to the registered handler
    for its protocol: ``PROTOCOL_HANDLERS["pop3"]``, ``PROTOCOL_HANDLERS["imap"]``; protocols
    whose scanning is disabled are relayed byte for byte. No greeting within the greeting

@@ -9,9 +9,9 @@ per policy. ``upgrade_upstream`` does the same verification for STLS.
 Transparent mode knows a plaintext port's server only by its IP address, and certificates of real
 providers name hosts, not addresses: verifying against the IP would refuse every one of them, and
 accepting an IP match is not the check the client asked for. Such a server leg is marked with
-``require_client_name``: a later STLS/STARTTLS is verified against the name the client asks for
-in its own handshake (``upgrade_upstream(..., named_by_client=True)``, POP3), and refused
-(``UpstreamRefused``) where no such name can be had first.
+``require_client_name``: a later STLS/STARTTLS waits for the client's and is verified against
+the name the client asks for in its handshake (``upgrade_upstream(..., named_by_client=True)``);
+any other upgrade of it is refused (``UpstreamRefused``).
 """
 
 from __future__ import annotations

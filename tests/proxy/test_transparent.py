@@ -214,11 +214,12 @@ def _test_ca_and_server_cert(folder) -> tuple[str, str, str]:
     return str(ca_file), str(cert_file), str(key_file)
 
 
-# Both scripts take the remote server's address from MG_REMOTE (IPv4 or IPv6). The server is the
-# demo's POP3 mailbox on 110 (with STLS) and 995.
+# The scripts take the remote server's address from MG_REMOTE (IPv4 or IPv6). The server is the
+# demo's mailbox over POP3 on 110 (with STLS) and 995, and over IMAP on 143 (with STARTTLS).
 REMOTE_SERVER = """
 import asyncio, os, ssl, sys
 from mailguard.demo.mailbox import sample_mailbox
+from mailguard.demo.imap import ImapSession
 from mailguard.demo.pop3 import Pop3Session
 
 async def serve(tls, reader, writer):
@@ -245,9 +246,34 @@ async def serve(tls, reader, writer):
     finally:
         writer.close()
 
+async def serve_imap(tls, reader, writer):
+    session = ImapSession(sample_mailbox())
+    writer.write(b"* OK [CAPABILITY IMAP4rev1 STARTTLS] ready\\r\\n")
+    try:
+        while line := await reader.readline():
+            tag, _, command = line.strip().partition(b" ")
+            if command.upper() == b"CAPABILITY":
+                writer.write(b"* CAPABILITY IMAP4rev1" + (b" STARTTLS" if tls else b"") + b"\\r\\n" + tag + b" OK done\\r\\n")
+            elif command.upper() == b"STARTTLS" and tls:
+                writer.write(tag + b" OK begin TLS\\r\\n")
+                await writer.drain()
+                await writer.start_tls(tls)
+                tls = None
+            else:
+                answer, close = session.answer(line.decode("utf-8", "replace"))
+                writer.write(answer)
+                if close:
+                    break
+            await writer.drain()
+    except (ConnectionError, ssl.SSLError):
+        pass
+    finally:
+        writer.close()
+
 async def main():
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(sys.argv[1], sys.argv[2])
+    imap = await asyncio.start_server(lambda r, w: serve_imap(tls, r, w), os.environ["MG_REMOTE"], 143)
     plain = await asyncio.start_server(lambda r, w: serve(tls, r, w), os.environ["MG_REMOTE"], 110)
     secure = await asyncio.start_server(lambda r, w: serve(None, r, w), os.environ["MG_REMOTE"], 995, ssl=tls)
     print("ready", flush=True)
@@ -283,6 +309,35 @@ def fetch(port, ca):
     return out
 print(json.dumps(fetch(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None)))
 """
+
+
+IMAP_CLIENT = """
+import imaplib, json, os, ssl, sys
+context = ssl.create_default_context(cafile=sys.argv[1])
+if not sys.argv[2]:
+    context.check_hostname = False
+client = imaplib.IMAP4(os.environ["MG_REMOTE"], 143, timeout=30)
+client.host = sys.argv[2] or None  # what imaplib's starttls() asks for (SNI) and verifies
+client.starttls(context)
+client.login("demo", "demo")
+count = int(client.select("INBOX")[1][0])
+out = [client.fetch(str(n), "(BODY.PEEK[])")[1][0][1].decode("latin-1") for n in range(1, count + 1)]
+client.logout()
+print(json.dumps(out))
+"""
+
+
+def _fetch_imap(client_ns: str, remote: str, ca: str, name: str = REMOTE_NAME, refused: str = "") -> list[bytes]:
+    """Every message over IMAP with STARTTLS on 143, as imaplib gets it."""
+    result = subprocess.run(
+        ["ip", "netns", "exec", client_ns, sys.executable, "-c", IMAP_CLIENT, ca, name],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "MG_REMOTE": remote},
+    )
+    if refused:
+        assert result.returncode != 0 and refused in result.stderr, (result.stdout, result.stderr)
+        return []
+    assert result.returncode == 0, result.stderr
+    return [m.encode("latin-1") for m in __import__("json").loads(result.stdout)]
 
 
 def _link(left_ns: str, left: list[str], right_ns: str, right: list[str]) -> None:
@@ -393,14 +448,24 @@ def test_unmodified_client_gets_scanned_mail_on_110_and_995(netns, tmp_path, rem
                     assert EICAR not in got and b"X-MailGuard-Result: infected" in got, (port, stls, got[:400])
                 else:
                     assert got == original.raw, (port, stls)
+        # IMAP STARTTLS: the server's waits for the client's, and is verified against its SNI
+        received = _fetch_imap(client_ns, remote, mailguard_ca)
+        assert len(received) == len(originals)
+        for original, got in zip(sample_mailbox(), received):
+            if original.infected:
+                assert EICAR not in got and b"X-MailGuard-Result: infected" in got, ("imap", got[:400])
+            else:
+                assert got == original.raw, "imap"
         # Without SNI there is no name to verify the server against: refused, never checked by IP.
         _fetch(client_ns, remote, 995, mailguard_ca, name="", refused="the client named no server")
+        _fetch_imap(client_ns, remote, mailguard_ca, name="", refused="SSL")
         _fetch(client_ns, remote, 110, mailguard_ca, name="", refused="SSL", stls=True)
         # A server the client names after STLS that is an excluded domain: the two legs are joined
         # and shake hands with each other, end to end (the client sees the server's own certificate).
         subprocess.run([MAILGUARD, "config", "set", "web-and-email.ssl-tls.excluded-domains", REMOTE_NAME],
                        env=env, check=True, capture_output=True)
         assert _fetch(client_ns, remote, 110, remote_ca, stls=True) == originals
+        assert _fetch_imap(client_ns, remote, remote_ca) == originals
 
         stopped = subprocess.run(["ip", "netns", "exec", client_ns, MAILGUARD, "stop"],
                                  env=env, capture_output=True, text=True, timeout=60)

@@ -1,0 +1,96 @@
+"""STARTTLS in transparent mode, where the server is known by its IP address only.
+
+Certificates name hosts, not addresses, so the server leg cannot be verified before the client
+says which server it wants. The server's STARTTLS therefore waits for the client's: when the
+client sends STARTTLS, the engine sends its own upstream, answers the client's OK, reads the
+server name from the client's ClientHello without taking it off the socket (MSG_PEEK,
+session.peek_client_hello), switches and verifies the server leg against that name, and only then
+completes the client's handshake with a leaf for it. A server the client names that is an
+excluded domain gets both legs joined instead, to shake hands with each other end to end.
+
+A client that never asks for STARTTLS stays in plaintext on both legs, as it chose: the engine
+does not make the connection weaker than the client made it, and LOGINDISABLED is still honoured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from mailguard.errors import RemoteProtocolError
+from mailguard.protocols.imap.commands import Command
+from mailguard.protocols.imap.responses import Kind, Response
+from mailguard.proxy.conn import Conn
+from mailguard.proxy.imap_served import next_answer
+from mailguard.proxy.session import peek_client_hello
+from mailguard.proxy.upstream import upstream_certificate
+
+if TYPE_CHECKING:
+    from mailguard.proxy.imap import ImapSession
+
+__all__ = ["ClientNamedTls", "starttls_named_by_client"]
+
+
+@dataclass(frozen=True)
+class ClientNamedTls:
+    """How a session verifies a server against the name its client gives (transparent mode)."""
+
+    #: switch ``conn`` to TLS and verify the server against the name (raises to refuse it)
+    upgrade: Callable[[Conn, str], Awaitable[None]]
+    #: our side of the client's handshake, for the name and the server's certificate
+    client_context: Callable[[str, bytes | None], ssl.SSLContext]
+    #: whether the name is one of ssl-tls.excluded-domains
+    excluded: Callable[[str], bool]
+    #: how long the client may take to send its ClientHello
+    hello_timeout: float
+
+
+async def starttls_named_by_client(session: "ImapSession", command: Command, named: ClientNamedTls) -> None:
+    await session.readahead.settle()
+    await session.wait_quiet()
+    answer = await _upstream_starttls(session)
+    if answer.word != "OK":
+        # Offered, then refused: never fall back to plaintext (DESIGN.md, pitfalls §4.4).
+        raise RemoteProtocolError("the server offered STARTTLS and then refused it")
+    if session.upstream.reader.buffered:
+        raise RemoteProtocolError("the server sent data after its STARTTLS answer; refusing it")
+    client = session.client.conn
+    client.set_reading(False)  # the ClientHello stays in the socket for the TLS layer
+    session.send_client(command.tag + b" OK Begin TLS negotiation now\r\n")
+    await client.drain()
+    hello = await peek_client_hello(client, named.hello_timeout)
+    if not hello.server_name:
+        raise RemoteProtocolError("transparent mode: the client named no server (TLS SNI) after STARTTLS, "
+                                  "and the server cannot be verified by its address")
+    if named.excluded(hello.server_name):
+        from mailguard.proxy.imap import SwitchToRelay
+
+        raise SwitchToRelay(b"", b"")
+    await named.upgrade(session.upstream.conn, hello.server_name)
+    context = named.client_context(hello.server_name, upstream_certificate(session.upstream.conn))
+    await client.start_tls(context, server_side=True)
+
+
+async def _upstream_starttls(session: "ImapSession") -> Response:
+    """Our STARTTLS on the server leg, while the session's loops run: its tagged answer."""
+    queue: asyncio.Queue[Response] = asyncio.Queue()
+
+    async def divert(response: Response) -> None:
+        queue.put_nowait(response)
+
+    session.interceptor = divert
+    try:
+        tag = session.new_tag()
+        session.send_upstream(tag + b" STARTTLS\r\n")
+        while True:
+            response = await next_answer(queue, session.context.answer_timeout)
+            if response.kind is Kind.TAGGED and response.tag == tag:
+                if not queue.empty():
+                    raise RemoteProtocolError("the server sent data after its STARTTLS answer; refusing it")
+                return response
+            session.relay(response)
+    finally:
+        session.interceptor = None

@@ -71,7 +71,7 @@ __all__ = [
 # Phases in which the server's bytes are an answer being framed: read them whatever their size
 # (the framing caps them).
 _READING_AN_ANSWER = frozenset({
-    Phase.BODY, Phase.GREETING, Phase.STATUS, Phase.AHEAD_STATUS, Phase.AHEAD_BODY,
+    Phase.BODY, Phase.GREETING, Phase.STATUS, Phase.AHEAD_SIZE, Phase.AHEAD_STATUS, Phase.AHEAD_BODY,
 })
 
 
@@ -106,6 +106,7 @@ class Pop3Proxy(MessageDelivery, ReadAhead, StlsSwitch):
             Phase.STLS_REPLY: self._on_stls_reply,
             Phase.TLS_SERVER: self._waiting_for_driver,
             Phase.TLS_CLIENT: self._waiting_for_driver,
+            Phase.AHEAD_SIZE: self._on_ahead_size,
             Phase.AHEAD_STATUS: self._on_ahead_status,
             Phase.AHEAD_BODY: self._on_ahead_body,
             Phase.AHEAD_SCAN: self._waiting_for_driver,
@@ -270,8 +271,9 @@ class Pop3Proxy(MessageDelivery, ReadAhead, StlsSwitch):
         elif pending.verb == "AUTH":
             names = filter_mechanisms(unstuff(block).split(CRLF)[:-1])
             body = stuff(CRLF.join(names) + CRLF) if names else b".\r\n"
-        elif pending.verb == "LIST" and self._size_delta:
-            body = rewrite_listing(block, self._size_delta) + b".\r\n"
+        elif pending.verb == "LIST":
+            self._note_sizes(block)
+            body = (rewrite_listing(block, self._size_delta) if self._size_delta else block) + b".\r\n"
         else:
             body = block + b".\r\n"
         self._emit_client(self._status + CRLF + body)
@@ -340,6 +342,8 @@ class Pop3Proxy(MessageDelivery, ReadAhead, StlsSwitch):
             self._deleted.clear()
         elif ok and pending.verb == "STAT":
             self._note_message_count(line)
+        elif ok and pending.verb == "LIST":
+            self._note_sizes(line)
         self._emit_client(line + CRLF)
         self._transition(pending.verb, ok)
         if self.state is State.CLOSED:

@@ -18,10 +18,13 @@ How it stays safe
   the client asks for that message; then it gets the scanned, rewritten message.
 - Only after a RETR, in TRANSACTION, for a message neither deleted in this session nor past the
   count the server gave (STAT) or past one it refused; up to ``options.read_ahead`` messages
-  (``READ_AHEAD_DEPTH`` in the engine) past the last one retrieved, the next fetch starting as soon as the previous one is scanned (so the
-  server, the scan and the client work at once). Memory: each message under the same
-  ``max_message`` cap (a longer one is drained and dropped, and the client's RETR then goes
-  upstream as usual), and no new fetch while the messages held pass ``READ_AHEAD_BYTES``.
+  (``READ_AHEAD_DEPTH`` in the engine) past the last one retrieved, the next fetch starting as
+  soon as the previous one is scanned (so the server, the scan and the client work at once).
+- Only messages of ``READ_AHEAD_MAX_MESSAGE`` octets or less, by the size the server gave in a
+  LIST answer (the client's, or our own ``LIST n`` first when the client asked for none): a large
+  message gains little from it, and would hold its size in memory twice. Memory per session is
+  then the message being delivered plus ``options.read_ahead`` small ones. A message longer
+  than its LIST size said is drained and dropped (the client's RETR fetches it as usual).
 - The scan of a message fetched ahead is a real scan: counted, logged and, when infected,
   quarantined, even if the client never asks for it (at most ``options.read_ahead`` per session).
 """
@@ -43,13 +46,13 @@ if TYPE_CHECKING:
 else:
     _Base = object
 
-__all__ = ["READ_AHEAD_BYTES", "READ_AHEAD_DEPTH", "Ahead", "ReadAhead"]
+__all__ = ["READ_AHEAD_DEPTH", "READ_AHEAD_MAX_MESSAGE", "Ahead", "ReadAhead"]
 
 #: messages the engine fetches past the last one the client retrieved (Pop3Options.read_ahead):
 #: two keep the server fetching one while the other is scanned
 READ_AHEAD_DEPTH = 2
-#: no further read-ahead while the messages held ahead hold this many octets
-READ_AHEAD_BYTES = 8 * 1024 * 1024
+#: the largest message fetched ahead (its LIST size); larger ones are fetched when asked for
+READ_AHEAD_MAX_MESSAGE = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,8 @@ class ReadAhead(_Base):
         self._ahead_wire = b""
         #: No read-ahead at or past this number (the server's count, or a message it refused).
         self._ahead_ceiling: int | None = None
+        #: message sizes the server gave in LIST answers, by number
+        self._list_sizes: dict[int, int] = {}
 
     def _maybe_read_ahead(self) -> None:
         """Fetch the next message not held yet, when that can be useful."""
@@ -88,12 +93,16 @@ class ReadAhead(_Base):
             or number > self._ahead_from + self.options.read_ahead
             or number in self._deleted
             or (self._ahead_ceiling is not None and number >= self._ahead_ceiling)
-            or sum(len(a.original) for a in self._ahead.values()) >= READ_AHEAD_BYTES
         ):
             return
         self._ahead_number = number
-        self._events.append(SendToServer(b"TOP %d %d\r\n" % (number, TOP_WHOLE_MESSAGE)))
-        self.phase = Phase.AHEAD_STATUS
+        size = self._list_sizes.get(number)
+        if size is None:
+            self._events.append(SendToServer(b"LIST %d\r\n" % number))
+            self.phase = Phase.AHEAD_SIZE
+        elif size <= READ_AHEAD_MAX_MESSAGE:
+            self._events.append(SendToServer(b"TOP %d %d\r\n" % (number, TOP_WHOLE_MESSAGE)))
+            self.phase = Phase.AHEAD_STATUS
 
     def _retrieved(self, number: int) -> None:
         """The client retrieved ``number``: what is held behind it is not needed any more."""
@@ -106,6 +115,13 @@ class ReadAhead(_Base):
         """Forget the messages fetched ahead (the driver's settings changed since they were
         scanned); the client's RETR of one then goes upstream and is scanned under the new ones."""
         self._ahead.clear()
+
+    def _note_sizes(self, listing: bytes) -> None:
+        """Sizes from a LIST answer: ``+OK n size`` or the lines of a scan listing."""
+        for line in listing.split(b"\r\n"):
+            words = line.removeprefix(b"+OK ").split(b" ")
+            if len(words) >= 2 and words[0].isdigit() and words[1].isdigit() and len(words[0]) <= 9:
+                self._list_sizes[int(words[0])] = int(words[1])
 
     def _note_message_count(self, stat_line: bytes) -> None:
         """STAT said how many messages there are: never read ahead past the last."""
@@ -129,6 +145,23 @@ class ReadAhead(_Base):
 
     # --- phases ------------------------------------------------------------------------------
 
+    def _on_ahead_size(self) -> bool:
+        line = self._server_line(self.limits.max_status_line)
+        if line is None:
+            if self._server_eof:
+                raise PeerError(Side.SERVER, "the server closed the connection during an answer")
+            return False
+        self.phase = Phase.COMMAND
+        if line.startswith(b"+OK"):
+            self._note_sizes(line)
+            if self._ahead_number in self._list_sizes:
+                self._maybe_read_ahead()  # now with its size
+        elif line.startswith(b"-ERR"):
+            self._ahead_ceiling = self._ahead_number  # no such message: stop reading ahead
+        else:
+            raise PeerError(Side.SERVER, "the server answered neither +OK nor -ERR")
+        return True
+
     def _on_ahead_status(self) -> bool:
         line = self._server_line(self.limits.max_status_line)
         if line is None:
@@ -147,9 +180,9 @@ class ReadAhead(_Base):
 
     def _on_ahead_body(self) -> bool:
         try:
-            block = self._server.take_block(self.limits.max_message)
+            block = self._server.take_block(min(self.limits.max_message, READ_AHEAD_MAX_MESSAGE + 64 * 1024))
         except LineTooLong:
-            self.phase = Phase.AHEAD_DROP  # too large to hold: the client's RETR will stream it
+            self.phase = Phase.AHEAD_DROP  # longer than LIST said: the client's RETR fetches it
             return True
         if block is None:
             if self._server_eof:

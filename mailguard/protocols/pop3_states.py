@@ -76,7 +76,8 @@ class Phase(str, enum.Enum):
     STLS_REPLY = "stls-reply"      # STLS sent upstream, waiting for +OK
     TLS_SERVER = "tls-server"      # upstream handshake running
     TLS_CLIENT = "tls-client"      # client handshake running
-    AHEAD_STATUS = "ahead-status"  # the status line of our own read-ahead TOP (pop3_readahead)
+    AHEAD_SIZE = "ahead-size"      # our own LIST n before a read-ahead (pop3_readahead)
+    AHEAD_STATUS = "ahead-status"  # the status line of our own read-ahead TOP
     AHEAD_BODY = "ahead-body"      # its body
     AHEAD_SCAN = "ahead-scan"      # the driver scans it
     AHEAD_DROP = "ahead-drop"      # too large to hold: drained and dropped

@@ -1,9 +1,12 @@
 """Byte scripts of the POP3 machine's read-ahead (pop3_readahead): message n+1 is fetched with
-TOP and scanned while the client reads message n, and served only when the client asks for it."""
+TOP and scanned while the client reads message n, and served only when the client asks for it.
+
+Most scripts start as fetchmail and Thunderbird do, with a LIST, so the sizes are known; the
+read-ahead of a message whose size is not known starts with a LIST of its own."""
 
 from __future__ import annotations
 
-from mailguard.protocols.pop3 import TOP_WHOLE_MESSAGE, Phase, Pop3Limits, Pop3Options
+from mailguard.protocols.pop3 import TOP_WHOLE_MESSAGE, Phase, Pop3Options
 from mailguard.protocols.pop3_events import ScanMessage, ScanResult
 from mailguard.protocols.pop3_framing import stuff
 from tests.protocols.pop3_script import Script
@@ -17,10 +20,14 @@ def top_ahead(number: int) -> bytes:
     return b"TOP %d %d\r\n" % (number, TOP_WHOLE_MESSAGE)
 
 
-def session(depth: int = 1, **options: object) -> Script:
+def session(depth: int = 1, listed: bool = True, **options: object) -> Script:
+    """Logged in; with ``listed`` the client asked LIST, and the server gave every size."""
     s = Script(Pop3Options(read_ahead=depth, **options))  # type: ignore[arg-type]
     for line in (b"USER u\r\n", b"PASS p\r\n"):
         s.client(line).server(b"+OK\r\n")
+    if listed:
+        listing = b"".join(b"%d %d\r\n" % (n, len(m)) for n, m in enumerate((ONE, TWO, THREE, ONE), 1))
+        s.client(b"LIST\r\n").server(b"+OK 4 messages\r\n" + listing + b".\r\n")
     s.take_client(), s.take_server()
     return s
 
@@ -139,11 +146,16 @@ def test_pipelined_next_command_is_served_instead_of_reading_ahead() -> None:
     assert s.take_server() == b"RETR 2\r\n"  # no TOP: the client already said what it wants
 
 
-def test_a_message_too_large_to_hold_is_dropped_and_fetched_again_on_request() -> None:
-    s = session(limits=Pop3Limits(max_message=200))
+def test_a_message_longer_than_its_listed_size_is_dropped_and_fetched_again_on_request(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import mailguard.protocols.pop3_readahead as module
+
+    monkeypatch.setattr(module, "READ_AHEAD_MAX_MESSAGE", 100)
+    s = session(listed=False)
     retr_from_server(s, 1, ONE)
-    big = b"Subject: big\r\n\r\n" + b"x" * 70 + b"\r\n" + b"y" * 70 + b"\r\n" + b"z" * 70 + b"\r\n"
+    assert s.take_server() == b"LIST 2\r\n"
+    s.server(b"+OK 2 90\r\n")  # the server claims 90 octets, then sends far more
     assert s.take_server() == top_ahead(2)
+    big = b"Subject: big\r\n\r\n" + (b"x" * 70 + b"\r\n") * 1000
     s.server(b"+OK\r\n" + stuff(big))
     assert s.take(ScanMessage) == [] and s.take_client() == b""
     assert s.proxy.phase is Phase.COMMAND
@@ -188,14 +200,31 @@ def test_two_ahead_the_next_fetch_starts_as_soon_as_one_is_scanned() -> None:
     assert s.take_server() == b""  # the server has no message 4
 
 
-def test_no_new_read_ahead_while_the_messages_held_are_large(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_without_a_listing_the_size_is_asked_first(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import mailguard.protocols.pop3_readahead as module
 
-    monkeypatch.setattr(module, "READ_AHEAD_BYTES", len(TWO))
-    s = session(depth=3)
+    s = session(listed=False)
     retr_from_server(s, 1, ONE)
+    assert s.take_server() == b"LIST 2\r\n"
+    s.server(b"+OK 2 %d\r\n" % len(TWO))
+    assert s.take_client() == b""  # our LIST is ours alone
     answer_ahead(s, 2, TWO)
-    assert s.take_server() == b""  # holding len(TWO) octets already
+    s.client(b"RETR 2\r\n")
+    assert s.take_client() == b"+OK %d octets\r\n" % len(TWO) + stuff(TWO)
+    # a large message is left for the client's own RETR
+    monkeypatch.setattr(module, "READ_AHEAD_MAX_MESSAGE", len(THREE) - 1)
+    assert s.take_server() == b"LIST 3\r\n"
+    s.server(b"+OK 3 %d\r\n" % len(THREE))
+    assert s.take_server() == b"" and s.proxy.phase is Phase.COMMAND
+
+
+def test_a_listed_large_message_is_not_read_ahead(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import mailguard.protocols.pop3_readahead as module
+
+    monkeypatch.setattr(module, "READ_AHEAD_MAX_MESSAGE", len(TWO) - 1)
+    s = session()
+    retr_from_server(s, 1, ONE)
+    assert s.take_server() == b""  # 2 is over the cap: no TOP, and no LIST either (known)
 
 
 def test_read_ahead_is_off_unless_asked_for() -> None:

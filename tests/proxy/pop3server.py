@@ -85,7 +85,10 @@ class Pop3TestServer:
                 writer.write(b"+OK\r\n" + body + b".\r\n")
             elif verb == b"LIST":
                 n = int(args[0])
-                writer.write(b"+OK %d %d\r\n" % (n, len(self.messages[n - 1])))
+                if not 1 <= n <= len(self.messages) or n in deleted:
+                    writer.write(b"-ERR no such message\r\n")
+                else:
+                    writer.write(b"+OK %d %d\r\n" % (n, len(self.messages[n - 1])))
             elif verb == b"UIDL" and not args:
                 body = b"".join(b"%d uid-%d\r\n" % (i, i) for i in range(1, len(self.messages) + 1) if i not in deleted)
                 writer.write(b"+OK\r\n" + body + b".\r\n")

@@ -3,7 +3,7 @@
     .venv/bin/python bench/pop3.py [--size-mb 1024] [--message-kb 100] [--pool thread|process]
                                    [--rounds 3] [--idle 1000]
 
-RETR of every message of a generated mailbox (100 KB messages, a few EICAR-infected) from a
+LIST, then RETR of every message of a generated mailbox (100 KB messages, a few EICAR-infected), from a
 Dovecot started here: directly (plain POP3), through mailguard (plain POP3), through mailguard
 with POP3S intercepted (client TLS to mailguard, mailguard TLS to Dovecot's pop3s), and through a
 plain ``socat`` TCP relay (TCP_NODELAY, 64 KB buffers), and through mailguard's own byte relay
@@ -109,6 +109,16 @@ class Client(Connection):
         assert reply.startswith(b"+OK"), reply
         return reply
 
+    def listing(self, command: bytes) -> bytes:
+        """A multi-line answer (LIST, UIDL), its body."""
+        self.command(command)
+        while (end := self.buffer.find(b"\r\n.\r\n")) < 0 and not self.buffer.startswith(b".\r\n"):
+            self.fill()
+        end = 0 if end < 0 else end + 2
+        body = bytes(self.buffer[:end])
+        del self.buffer[: end + 3]
+        return body
+
     def retr(self, n: int) -> int:
         self.command(b"RETR %d" % n)
         start = 0
@@ -123,6 +133,7 @@ def run_client(port: int, count: int, context: ssl.SSLContext | None, implicit: 
     client = Client(port, context, implicit=implicit)
     client.command(b"USER bench")
     client.command(b"PASS pass")
+    client.listing(b"LIST")  # the sizes first, as fetchmail and Thunderbird ask for them
     latencies = []
     total = 0
     started = time.perf_counter()

@@ -7,7 +7,9 @@ Fetches every message of a generated mailbox (100 KB messages, one in 50 EICAR-i
 here: one with TLS (STARTTLS and IMAPS) and one plaintext only. Like is compared with like:
 
 - plain: the plaintext Dovecot directly, and through mailguard (client and server legs plain),
-  then a second pass through mailguard served from its IMAP cache, through ``socat``, and
+  then a second pass through mailguard answered from its rewrite cache (no rescan; a clean
+  message's bytes come from the server again and are checked against the recorded hash, a
+  rewritten one's from the cache), through ``socat``, and
   through mailguard's own byte relay (protocol filtering off);
 - STARTTLS: the TLS Dovecot with the client doing STARTTLS itself, and through mailguard with a
   plain client (mailguard upgrades its server leg, as it always does when the server offers

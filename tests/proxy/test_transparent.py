@@ -222,40 +222,19 @@ from mailguard.demo.mailbox import sample_mailbox
 from mailguard.demo.imap import ImapSession
 from mailguard.demo.pop3 import Pop3Session
 
-async def serve(tls, reader, writer):
-    session = Pop3Session(sample_mailbox())
-    writer.write(b"+OK ready\\r\\n")
+async def serve(pop3, tls, reader, writer):  # POP3 or IMAP; STLS / STARTTLS when tls is given
+    session = Pop3Session(sample_mailbox()) if pop3 else ImapSession(sample_mailbox())
+    writer.write(b"+OK ready\\r\\n" if pop3 else b"* OK [CAPABILITY IMAP4rev1 STARTTLS] ready\\r\\n")
     try:
         while line := await reader.readline():
-            verb = line.strip().upper()
-            if verb == b"CAPA":
+            tag, _, command = (b"", b"", line.strip()) if pop3 else line.strip().partition(b" ")
+            command = command.upper()
+            if command == b"CAPA":
                 writer.write(b"+OK\\r\\nUSER\\r\\nTOP\\r\\nUIDL\\r\\n" + (b"STLS\\r\\n" if tls else b"") + b".\\r\\n")
-            elif verb == b"STLS" and tls:
-                writer.write(b"+OK begin TLS\\r\\n")
-                await writer.drain()
-                await writer.start_tls(tls)
-                tls = None
-            else:
-                answer, close = session.answer(line.decode("ascii", "replace"))
-                writer.write(answer)
-                if close:
-                    break
-            await writer.drain()
-    except (ConnectionError, ssl.SSLError):
-        pass
-    finally:
-        writer.close()
-
-async def serve_imap(tls, reader, writer):
-    session = ImapSession(sample_mailbox())
-    writer.write(b"* OK [CAPABILITY IMAP4rev1 STARTTLS] ready\\r\\n")
-    try:
-        while line := await reader.readline():
-            tag, _, command = line.strip().partition(b" ")
-            if command.upper() == b"CAPABILITY":
+            elif command == b"CAPABILITY":
                 writer.write(b"* CAPABILITY IMAP4rev1" + (b" STARTTLS" if tls else b"") + b"\\r\\n" + tag + b" OK done\\r\\n")
-            elif command.upper() == b"STARTTLS" and tls:
-                writer.write(tag + b" OK begin TLS\\r\\n")
+            elif command in (b"STLS", b"STARTTLS") and tls:
+                writer.write(b"+OK begin TLS\\r\\n" if pop3 else tag + b" OK begin TLS\\r\\n")
                 await writer.drain()
                 await writer.start_tls(tls)
                 tls = None
@@ -273,9 +252,9 @@ async def serve_imap(tls, reader, writer):
 async def main():
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(sys.argv[1], sys.argv[2])
-    imap = await asyncio.start_server(lambda r, w: serve_imap(tls, r, w), os.environ["MG_REMOTE"], 143)
-    plain = await asyncio.start_server(lambda r, w: serve(tls, r, w), os.environ["MG_REMOTE"], 110)
-    secure = await asyncio.start_server(lambda r, w: serve(None, r, w), os.environ["MG_REMOTE"], 995, ssl=tls)
+    imap = await asyncio.start_server(lambda r, w: serve(False, tls, r, w), os.environ["MG_REMOTE"], 143)
+    plain = await asyncio.start_server(lambda r, w: serve(True, tls, r, w), os.environ["MG_REMOTE"], 110)
+    secure = await asyncio.start_server(lambda r, w: serve(True, None, r, w), os.environ["MG_REMOTE"], 995, ssl=tls)
     print("ready", flush=True)
     await asyncio.Event().wait()
 
@@ -329,8 +308,13 @@ print(json.dumps(out))
 
 def _fetch_imap(client_ns: str, remote: str, ca: str, name: str = REMOTE_NAME, refused: str = "") -> list[bytes]:
     """Every message over IMAP with STARTTLS on 143, as imaplib gets it."""
+    return _run_client(client_ns, remote, IMAP_CLIENT, [ca, name], refused)
+
+
+def _run_client(client_ns: str, remote: str, script: str, args: list[str], refused: str) -> list[bytes]:
+    """Run a client script in ``client_ns``: the messages it printed, or (``refused``) its failure."""
     result = subprocess.run(
-        ["ip", "netns", "exec", client_ns, sys.executable, "-c", IMAP_CLIENT, ca, name],
+        ["ip", "netns", "exec", client_ns, sys.executable, "-c", script, *args],
         capture_output=True, text=True, timeout=60, env={**os.environ, "MG_REMOTE": remote},
     )
     if refused:
@@ -384,15 +368,46 @@ def _start_engine(ns: str, env: dict[str, str]) -> tuple[subprocess.Popen[str], 
 def _fetch(client_ns: str, remote: str, port: int, ca: str | None = None, name: str = REMOTE_NAME,
            refused: str = "", stls: bool = False) -> list[bytes]:
     args = [str(port)] + ([ca, name] if ca else []) + (["stls"] if stls else [])
-    result = subprocess.run(
-        ["ip", "netns", "exec", client_ns, sys.executable, "-c", CLIENT, *args],
-        capture_output=True, text=True, timeout=60, env={**os.environ, "MG_REMOTE": remote},
+    return _run_client(client_ns, remote, CLIENT, args, refused)
+
+
+def _start_remote(remote_ns: str, remote: str, folder) -> tuple[subprocess.Popen[str], str]:
+    """The remote mail server in ``remote_ns`` on ``remote``, ready: (process, its CA file)."""
+    remote_ca, remote_cert, remote_key = _test_ca_and_server_cert(folder)
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", remote_ns, sys.executable, "-c", REMOTE_SERVER, remote_cert, remote_key],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "MG_REMOTE": remote},
     )
-    if refused:
-        assert result.returncode != 0 and refused in result.stderr, (result.stdout, result.stderr)
-        return []
-    assert result.returncode == 0, result.stderr
-    return [m.encode("latin-1") for m in __import__("json").loads(result.stdout)]
+    assert server.stdout is not None and server.stdout.readline().strip() == "ready", server.communicate()
+    return server, remote_ca
+
+
+def _transparent_home(home, listen: str, remote_ca: str, env: dict[str, str]) -> str:
+    """Settings for transparent mode listening on ``listen`` and a CA; our CA's certificate file."""
+    from mailguard.settings import Settings, save_settings
+    from mailguard.tls.castore import CAStore
+
+    home.mkdir()
+    save_settings(Settings.from_values({
+        "web-and-email.protocol-filtering.mode": "transparent",
+        "web-and-email.protocol-filtering.transparent.listen": listen,
+        "web-and-email.ssl-tls.trusted-ca-file": remote_ca,
+    }), home / "config.toml")
+    subprocess.run([MAILGUARD, "ca", "init"], env=env, check=True, capture_output=True)
+    return str(CAStore(home).active().cert_path)
+
+
+def _assert_scanned(received: list[bytes], what: object) -> None:
+    """The demo mailbox as a client of the engine gets it: clean messages whole, infected cleaned."""
+    from mailguard.demo.mailbox import EICAR, sample_mailbox
+
+    mailbox = sample_mailbox()
+    assert len(received) == len(mailbox), what
+    for original, got in zip(mailbox, received):
+        if original.infected:
+            assert EICAR not in got and b"X-MailGuard-Result: infected" in got, (what, got[:400])
+        else:
+            assert got == original.raw, what
 
 
 @pytest.mark.root
@@ -403,59 +418,29 @@ def _fetch(client_ns: str, remote: str, port: int, ca: str | None = None, name: 
     (REMOTE_ADDRESS6, "[::]:8143"),
 ], ids=["ipv4", "ipv6"])
 def test_unmodified_client_gets_scanned_mail_on_110_and_995(netns, tmp_path, remote: str, listen: str) -> None:
-    from mailguard.demo.mailbox import EICAR, sample_mailbox
-    from mailguard.settings import Settings, save_settings
+    from mailguard.demo.mailbox import sample_mailbox
 
     peers.require_root()
     peers.require("nft")
     peers.require("ip")
     client_ns, remote_ns = netns("client"), netns("remote")
     _veth_pair(client_ns, remote_ns)
-    remote_ca, remote_cert, remote_key = _test_ca_and_server_cert(tmp_path)
-
-    server = subprocess.Popen(
-        ["ip", "netns", "exec", remote_ns, sys.executable, "-c", REMOTE_SERVER, remote_cert, remote_key],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "MG_REMOTE": remote},
-    )
+    server, remote_ca = _start_remote(remote_ns, remote, tmp_path)
     engine = None
     home = tmp_path / "home"
     env = {**os.environ, "MAILGUARD_HOME": str(home)}
     try:
-        assert server.stdout.readline().strip() == "ready", server.stderr.read()
         originals = [m.raw for m in sample_mailbox()]
         # Control: without the engine the client reaches the remote server directly, EICAR and all.
         assert _fetch(client_ns, remote, 110) == originals
-
-        home.mkdir()
-        save_settings(Settings.from_values({
-            "web-and-email.protocol-filtering.mode": "transparent",
-            "web-and-email.protocol-filtering.transparent.listen": listen,
-            "web-and-email.ssl-tls.trusted-ca-file": remote_ca,
-        }), home / "config.toml")
-        subprocess.run([MAILGUARD, "ca", "init"], env=env, check=True, capture_output=True)
+        mailguard_ca = _transparent_home(home, listen, remote_ca, env)
         engine, status = _start_engine(client_ns, env)
         assert "redirect to :8143" in status["transparent"]["ruleset"]
-
-        from mailguard.tls.castore import CAStore
-
-        mailguard_ca = str(CAStore(home).active().cert_path)
         # 110 plain, 110 with STLS (verified against the name the client asks for after STLS), 995
         for port, ca, stls in ((110, None, False), (110, mailguard_ca, True), (995, mailguard_ca, False)):
-            received = _fetch(client_ns, remote, port, ca, stls=stls)
-            assert len(received) == len(originals)
-            for original, got in zip(sample_mailbox(), received):
-                if original.infected:
-                    assert EICAR not in got and b"X-MailGuard-Result: infected" in got, (port, stls, got[:400])
-                else:
-                    assert got == original.raw, (port, stls)
+            _assert_scanned(_fetch(client_ns, remote, port, ca, stls=stls), (port, stls))
         # IMAP STARTTLS: the server's waits for the client's, and is verified against its SNI
-        received = _fetch_imap(client_ns, remote, mailguard_ca)
-        assert len(received) == len(originals)
-        for original, got in zip(sample_mailbox(), received):
-            if original.infected:
-                assert EICAR not in got and b"X-MailGuard-Result: infected" in got, ("imap", got[:400])
-            else:
-                assert got == original.raw, "imap"
+        _assert_scanned(_fetch_imap(client_ns, remote, mailguard_ca), "imap")
         # Without SNI there is no name to verify the server against: refused, never checked by IP.
         _fetch(client_ns, remote, 995, mailguard_ca, name="", refused="the client named no server")
         _fetch_imap(client_ns, remote, mailguard_ca, name="", refused="SSL")
@@ -487,8 +472,7 @@ def test_unmodified_client_gets_scanned_mail_on_110_and_995(netns, tmp_path, rem
 def test_a_gateway_scans_the_mail_it_forwards(netns, tmp_path) -> None:
     """The engine on a router (listen 0.0.0.0): a client behind it, routed through it to the
     server, gets scanned mail without knowing the engine exists (the prerouting chain)."""
-    from mailguard.demo.mailbox import EICAR, sample_mailbox
-    from mailguard.settings import Settings, save_settings
+    from mailguard.demo.mailbox import sample_mailbox
 
     peers.require_root()
     peers.require("nft")
@@ -500,39 +484,18 @@ def test_a_gateway_scans_the_mail_it_forwards(netns, tmp_path) -> None:
     subprocess.run(["ip", "-n", client_ns, "route", "add", "default", "via", router_inside], check=True)
     subprocess.run(["ip", "-n", remote_ns, "route", "add", "default", "via", router_outside], check=True)
     subprocess.run(["ip", "netns", "exec", router_ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True)
-    remote_ca, remote_cert, remote_key = _test_ca_and_server_cert(tmp_path)
-    server = subprocess.Popen(
-        ["ip", "netns", "exec", remote_ns, sys.executable, "-c", REMOTE_SERVER, remote_cert, remote_key],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "MG_REMOTE": remote},
-    )
+    server, remote_ca = _start_remote(remote_ns, remote, tmp_path)
     engine = None
     home = tmp_path / "home"
     env = {**os.environ, "MAILGUARD_HOME": str(home)}
     try:
-        assert server.stdout.readline().strip() == "ready", server.stderr.read()
         originals = [m.raw for m in sample_mailbox()]
         assert _fetch(client_ns, remote, 110) == originals  # routed through, unscanned: the control
-        home.mkdir()
-        save_settings(Settings.from_values({
-            "web-and-email.protocol-filtering.mode": "transparent",
-            "web-and-email.protocol-filtering.transparent.listen": "0.0.0.0:8143",
-            "web-and-email.ssl-tls.trusted-ca-file": remote_ca,
-        }), home / "config.toml")
-        subprocess.run([MAILGUARD, "ca", "init"], env=env, check=True, capture_output=True)
+        mailguard_ca = _transparent_home(home, "0.0.0.0:8143", remote_ca, env)
         engine, status = _start_engine(router_ns, env)
         assert "chain prerouting" in status["transparent"]["ruleset"]
-
-        from mailguard.tls.castore import CAStore
-
-        mailguard_ca = str(CAStore(home).active().cert_path)
         for port, ca in ((110, None), (995, mailguard_ca)):
-            received = _fetch(client_ns, remote, port, ca)
-            assert len(received) == len(originals)
-            for original, got in zip(sample_mailbox(), received):
-                if original.infected:
-                    assert EICAR not in got and b"X-MailGuard-Result: infected" in got, (port, got[:400])
-                else:
-                    assert got == original.raw, port
+            _assert_scanned(_fetch(client_ns, remote, port, ca), port)
     finally:
         for process in (engine, server):
             if process is not None and process.poll() is None:

@@ -10,8 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import os
 import pickle
 import sys
+from pathlib import Path
+
+import mailguard
 
 from mailguard.proxy.scanworker import CONFIG, REQUEST, RESULT
 from mailguard.scan.policy import Policy
@@ -23,6 +27,14 @@ _PIPE_SIZE = 1024 * 1024
 _F_SETPIPE_SZ = 1031
 # How long a closing worker may take to finish its message before it is killed.
 CLOSE_GRACE = 5.0
+
+
+def _worker_environment() -> dict[str, str]:
+    """Ours, with this very mailguard first on the path: the engine may run from a source tree,
+    from a folder it has left since (the detached engine runs from /)."""
+    package_root = str(Path(mailguard.__file__).resolve().parent.parent)
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
 
 
 class WorkerFailed(Exception):
@@ -42,7 +54,7 @@ class WorkerProcess:
     async def start(self) -> None:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "mailguard.proxy.scanworker",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=_worker_environment(),
         )
         assert process.stdin is not None
         for pipe in (process.stdin, process.stdout):

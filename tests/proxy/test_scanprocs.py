@@ -149,3 +149,32 @@ def test_closing_leaves_no_worker_running() -> None:
 
     pids = run(scenario())
     assert len(pids) == 2 and not any(process_alive(pid) for pid in pids)
+
+
+def test_workers_find_this_mailguard_when_only_the_engine_had_it_on_its_path(tmp_path: Path) -> None:
+    """An engine run from a source tree it has since left (the detached engine runs from /):
+    its workers are started with the same interpreter, and must import the same mailguard."""
+    import shutil
+    import subprocess
+
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if python is None or subprocess.run([python, "-c", "import mailguard"], env=env, cwd=tmp_path,
+                                        capture_output=True).returncode == 0:
+        pytest.skip("needs a system python3 without mailguard installed")
+    repo = Path(__file__).resolve().parents[2]
+    code = (
+        "import asyncio, sys\n"
+        f"sys.path.insert(0, {str(repo)!r})\n"
+        "from mailguard.proxy.scanprocs import ProcessWorkers\n"
+        "from mailguard.scan.policy import Policy\n"
+        "async def main():\n"
+        "    workers = ProcessWorkers(1, (Policy(), None))\n"
+        "    outcome = await workers.scan(b'Subject: x\\r\\n\\r\\nhello\\r\\n', 'x', 30)\n"
+        "    await workers.aclose()\n"
+        "    print(outcome.status)\n"
+        "asyncio.run(main())\n"
+    )
+    result = subprocess.run([python, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "clean"

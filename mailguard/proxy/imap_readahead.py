@@ -8,10 +8,9 @@ scanned while the client handles the current one; its next FETCH is then answere
 memory (imap_fetch.answer_locally). Bounded: a window of ``WINDOW_MESSAGES`` messages and
 ``WINDOW_BYTES`` octets, held in the session's memory, which has its own cap, topped up every
 ``REFILL_AFTER`` messages; sizes are asked for ``SIZES_AHEAD`` messages at a time, so a top-up
-is one round trip. Our commands run
-between the client's, never beside one: a client command that needs the server waits until
-our commands are answered (``settle``); the scans go on meanwhile. Everything is cancelled
-with the session.
+is one round trip. Our commands run between the client's, never beside one: a client command
+that needs the server waits until our commands are answered (``settle``); the scans go on
+meanwhile. Everything is cancelled with the session.
 """
 
 from __future__ import annotations

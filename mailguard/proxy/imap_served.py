@@ -222,8 +222,15 @@ async def scan_message(session: "ImapSession", uid: int, raw: bytes, server_size
             # appended line, plus a file for a rewritten message; handing it to a thread cost
             # more than that (bench/imap.py). A time-out or engine error is not kept: a later
             # fetch scans again.
-            cache.put(key, CacheRecord.build(outcome.status, list(outcome.detections),
-                                             list(outcome.reasons), raw, served), served)
+            try:
+                cache.put(key, CacheRecord.build(outcome.status, list(outcome.detections),
+                                                 list(outcome.reasons), raw, served), served)
+            except OSError as exc:
+                # Served all the same: without the record a later fetch scans the message again
+                # (same engine, same rewrite), which is slower, not less safe.
+                (session.context.log or log).warning("rewrite cache not written: %s", exc)
+                if host is not None:
+                    host.count("errors")
     served, unchanged = tls_tagged(session, served, unchanged)
     session.memory.put((session.mailbox, session.uidvalidity, uid), served, unchanged, server_size)
     return served, unchanged

@@ -13,11 +13,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from mailguard.protocols.pop3 import Phase, Pop3Limits, Pop3Options, Pop3Proxy, TlsMode
-from mailguard.protocols.pop3_readahead import READ_AHEAD_DEPTH
 from mailguard.protocols.pop3_events import (
     NEED_DATA, Closed, MessageUnscanned, ScanMessage, ScanResult, SendToClient, SendToServer, Side,
     StartTls, SwitchToRelay, TlsEstablished, TlsFailed,
 )
+from mailguard.protocols.pop3_readahead import READ_AHEAD_DEPTH
 from mailguard.proxy.scanpool import account
 from mailguard.proxy.session import SessionContext, peek_client_hello
 from mailguard.proxy.upstream import UpstreamRefused, needs_client_name, upgrade_upstream, upstream_certificate

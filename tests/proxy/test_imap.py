@@ -295,6 +295,23 @@ def test_the_cache_serves_the_same_bytes_across_sessions_and_follows_uidvalidity
         assert path.stat().st_mode & 0o077 == 0
 
 
+def test_a_cache_that_cannot_be_written_still_serves_the_scanned_message(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    def full(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(RewriteCache, "put", full)
+    answers: list[bytes] = []
+
+    async def body(client: Client, context: ImapContext) -> None:
+        await login_select(client)
+        answers.append(await client.command(b"a", b"UID FETCH 1 (BODY.PEEK[])"))
+
+    context = run(run_case(MockImapServer([INFECTED]), body, cache_dir=tmp_path))
+    assert b"a OK" in answers[0] and EICAR not in answers[0]
+    assert b"X-MailGuard-Result: infected" in answers[0]
+    assert context.stats.get("scanned") == 1
+
+
 # --- IDLE (§1.9) ------------------------------------------------------------------------------
 
 

@@ -136,8 +136,10 @@ class ProcessWorkers:
                 await worker.start()
             try:
                 return await asyncio.wait_for(worker.scan(raw, source), timeout)
-            except asyncio.TimeoutError:
-                worker.kill()  # still scanning, and its pipe is mid-frame: it cannot be reused
+            except BaseException:
+                # Timed out, cancelled (the session ended) or failed: its answer may still be on
+                # the way, and would be read as the next message's. Never reused.
+                worker.kill()
                 raise
         finally:
             idle.put_nowait(worker)

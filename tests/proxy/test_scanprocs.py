@@ -178,3 +178,27 @@ def test_workers_find_this_mailguard_when_only_the_engine_had_it_on_its_path(tmp
     result = subprocess.run([python, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "clean"
+
+
+def test_a_scan_cancelled_in_flight_never_hands_its_outcome_to_the_next_message() -> None:
+    """A session cancelled while its message is in a worker (the engine stops, the client goes):
+    that worker's answer is still on its way, so the worker must not serve another message."""
+    big_infected = infected_message(1).replace(b"\r\n\r\n", b"\r\n\r\n" + b"padding line\r\n" * 2_000_000, 1)
+
+    async def scenario() -> tuple[str, str]:
+        workers = ProcessWorkers(1, (Policy(), None))
+        try:
+            await workers.scan(clean_message(0), "warm-up", 30)
+            task = asyncio.ensure_future(workers.scan(big_infected, "cancelled", 30))
+            await asyncio.sleep(0.02)
+            in_flight = not task.done()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            after = await workers.scan(clean_message(2), "next", 30)
+            return ("in flight" if in_flight else "finished first"), after.status
+        finally:
+            await workers.aclose()
+
+    when, status = run(scenario())
+    assert when == "in flight"  # else the test proves nothing: the message must be big enough
+    assert status == "clean"

@@ -71,7 +71,8 @@ __all__ = [
 # Phases in which the server's bytes are an answer being framed: read them whatever their size
 # (the framing caps them).
 _READING_AN_ANSWER = frozenset({
-    Phase.BODY, Phase.GREETING, Phase.STATUS, Phase.AHEAD_SIZE, Phase.AHEAD_STATUS, Phase.AHEAD_BODY,
+    Phase.BODY, Phase.GREETING, Phase.STATUS, Phase.AHEAD_SIZE, Phase.AHEAD_LISTING, Phase.AHEAD_STATUS,
+    Phase.AHEAD_BODY,
 })
 
 
@@ -107,6 +108,7 @@ class Pop3Proxy(MessageDelivery, ReadAhead, StlsSwitch):
             Phase.TLS_SERVER: self._waiting_for_driver,
             Phase.TLS_CLIENT: self._waiting_for_driver,
             Phase.AHEAD_SIZE: self._on_ahead_size,
+            Phase.AHEAD_LISTING: self._on_ahead_listing,
             Phase.AHEAD_STATUS: self._on_ahead_status,
             Phase.AHEAD_BODY: self._on_ahead_body,
             Phase.AHEAD_SCAN: self._waiting_for_driver,
@@ -273,6 +275,7 @@ class Pop3Proxy(MessageDelivery, ReadAhead, StlsSwitch):
             body = stuff(CRLF.join(names) + CRLF) if names else b".\r\n"
         elif pending.verb == "LIST":
             self._note_sizes(block)
+            self._listed = True
             body = (rewrite_listing(block, self._size_delta) if self._size_delta else block) + b".\r\n"
         else:
             body = block + b".\r\n"

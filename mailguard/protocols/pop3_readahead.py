@@ -21,10 +21,13 @@ How it stays safe
   (``READ_AHEAD_DEPTH`` in the engine) past the last one retrieved, the next fetch starting as
   soon as the previous one is scanned (so the server, the scan and the client work at once).
 - Only messages of ``READ_AHEAD_MAX_MESSAGE`` octets or less, by the size the server gave in a
-  LIST answer (the client's, or our own ``LIST n`` first when the client asked for none): a large
+  LIST answer (the client's, or a ``LIST`` of our own, once, when the client asked for none): a large
   message gains little from it, and would hold its size in memory twice. Memory per session is
-  then the message being delivered plus ``options.read_ahead`` small ones. A message longer
-  than its LIST size said is drained and dropped (the client's RETR fetches it as usual).
+  then the message being delivered plus ``options.read_ahead`` small ones.
+- A message fetched ahead must have the size LIST gave (RFC 1939 §5: "the exact size of the
+  message in octets"; plus the CRLF a message without a final line end gets), else it is dropped and read-ahead stops for the session: a server
+  whose TOP is not the whole message (a capped line count, say) would otherwise have a part of a
+  message served as RETR's answer, which a delete-after-download client takes for the message.
 - The scan of a message fetched ahead is a real scan: counted, logged and, when infected,
   quarantined, even if the client never asks for it (at most ``options.read_ahead`` per session).
 """
@@ -80,6 +83,10 @@ class ReadAhead(_Base):
         self._ahead_ceiling: int | None = None
         #: message sizes the server gave in LIST answers, by number
         self._list_sizes: dict[int, int] = {}
+        #: a whole LIST answer was seen (the client's or ours): every message's size is known
+        self._listed = False
+        #: RETR/TOP answers served from read-ahead (the engine's ``read_ahead`` counter)
+        self.served_ahead = 0
 
     def _maybe_read_ahead(self) -> None:
         """Fetch the next message not held yet, when that can be useful."""
@@ -97,9 +104,13 @@ class ReadAhead(_Base):
             return
         self._ahead_number = number
         size = self._list_sizes.get(number)
-        if size is None:
-            self._events.append(SendToServer(b"LIST %d\r\n" % number))
+        if size is None and not self._listed:
+            # One LIST for the session, not one per message: a round trip per message would
+            # let the client's next RETR overtake every read-ahead.
+            self._events.append(SendToServer(b"LIST\r\n"))
             self.phase = Phase.AHEAD_SIZE
+        elif size is None:
+            self._ahead_ceiling = number  # not in the server's listing: no such message
         elif size <= READ_AHEAD_MAX_MESSAGE:
             self._events.append(SendToServer(b"TOP %d %d\r\n" % (number, TOP_WHOLE_MESSAGE)))
             self.phase = Phase.AHEAD_STATUS
@@ -135,10 +146,13 @@ class ReadAhead(_Base):
         if ahead is None or pending.number in self._deleted:
             return False
         del self._ahead[pending.number]
+        self.served_ahead += 1
         self._pending = pending
         # RETR's status line carries the octet count by custom (RFC 1939 §7's example; fetchmail
-        # reads it); the TOP we sent had none. _deliver rewrites it for a changed message.
-        self._status = b"+OK %d octets" % len(ahead.original) if pending.verb == "RETR" else ahead.status
+        # reads it), the size LIST gave; the TOP we sent had none. _deliver rewrites it for a
+        # changed message.
+        size = self._list_sizes.get(pending.number, len(ahead.original))
+        self._status = b"+OK %d octets" % size if pending.verb == "RETR" else ahead.status
         self._original, self._wire = ahead.original, ahead.wire
         self._deliver(ahead.delivered)
         return True
@@ -151,15 +165,28 @@ class ReadAhead(_Base):
             if self._server_eof:
                 raise PeerError(Side.SERVER, "the server closed the connection during an answer")
             return False
-        self.phase = Phase.COMMAND
         if line.startswith(b"+OK"):
-            self._note_sizes(line)
-            if self._ahead_number in self._list_sizes:
-                self._maybe_read_ahead()  # now with its size
+            self.phase = Phase.AHEAD_LISTING
         elif line.startswith(b"-ERR"):
-            self._ahead_ceiling = self._ahead_number  # no such message: stop reading ahead
+            self._ahead_ceiling = 0  # no listing, no sizes: no read-ahead in this session
+            self.phase = Phase.COMMAND
         else:
             raise PeerError(Side.SERVER, "the server answered neither +OK nor -ERR")
+        return True
+
+    def _on_ahead_listing(self) -> bool:
+        try:
+            block = self._server.take_block(self.limits.max_listing)
+        except LineTooLong as exc:
+            raise PeerError(Side.SERVER, str(exc)) from exc
+        if block is None:
+            if self._server_eof:
+                raise PeerError(Side.SERVER, "the server closed the connection in a multi-line answer")
+            return False
+        self._note_sizes(block)
+        self._listed = True
+        self.phase = Phase.COMMAND
+        self._maybe_read_ahead()  # now with the sizes
         return True
 
     def _on_ahead_status(self) -> bool:
@@ -188,10 +215,17 @@ class ReadAhead(_Base):
             if self._server_eof:
                 raise PeerError(Side.SERVER, "the server closed the connection in a multi-line answer")
             return False
-        self._ahead_original = unstuff(block) if self._server.block_stuffed else block
-        self._ahead_wire = block
+        original = unstuff(block) if self._server.block_stuffed else block
+        if not _whole(original, self._list_sizes.get(self._ahead_number)):
+            # Not the whole message as RETR would give it (a server whose TOP caps the line count,
+            # or whose sizes are counted otherwise): never served in place of RETR, where a
+            # delete-after-download client would take it as the message. No read-ahead from here.
+            self._ahead_ceiling = 0
+            self.phase = Phase.COMMAND
+            return True
+        self._ahead_original, self._ahead_wire = original, block
         self.phase = Phase.AHEAD_SCAN
-        self._events.append(ScanMessage(self._ahead_number, self._ahead_original, "TOP"))
+        self._events.append(ScanMessage(self._ahead_number, original, "TOP"))
         return True
 
     def _on_ahead_drop(self) -> bool:
@@ -213,3 +247,12 @@ class ReadAhead(_Base):
         number = self._ahead_number
         self._ahead[number] = Ahead(number, self._ahead_status, original, wire, result.message)
         self._maybe_read_ahead()
+
+
+def _whole(message: bytes, listed: int | None) -> bool:
+    """Whether ``message`` is the whole message LIST sized at ``listed`` octets. A message that
+    does not end with a line end gets one on the wire (RFC 1939 §3; Dovecot does so), two more
+    octets than LIST counts."""
+    if listed is None:
+        return False
+    return len(message) == listed or (len(message) == listed + 2 and message.endswith(b"\r\n"))

@@ -76,7 +76,8 @@ class Phase(str, enum.Enum):
     STLS_REPLY = "stls-reply"      # STLS sent upstream, waiting for +OK
     TLS_SERVER = "tls-server"      # upstream handshake running
     TLS_CLIENT = "tls-client"      # client handshake running
-    AHEAD_SIZE = "ahead-size"      # our own LIST n before a read-ahead (pop3_readahead)
+    AHEAD_SIZE = "ahead-size"      # the status line of our own LIST (pop3_readahead)
+    AHEAD_LISTING = "ahead-listing"  # its scan listing
     AHEAD_STATUS = "ahead-status"  # the status line of our own read-ahead TOP
     AHEAD_BODY = "ahead-body"      # its body
     AHEAD_SCAN = "ahead-scan"      # the driver scans it

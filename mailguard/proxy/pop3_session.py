@@ -100,6 +100,7 @@ async def _run(ctx: SessionContext, machine: Pop3Proxy, wait: Callable[[], Await
     host, client, upstream = ctx.host, ctx.client, ctx.upstream
     host.count("pop3_sessions")
     settings = host.config
+    served_ahead = 0
     while True:
         if host.config is not settings:
             # enable/disable or a reload: a message scanned ahead under the old settings must
@@ -121,6 +122,9 @@ async def _run(ctx: SessionContext, machine: Pop3Proxy, wait: Callable[[], Await
                 return
             continue
         if isinstance(event, SendToClient):
+            if machine.served_ahead != served_ahead:  # an answer from read-ahead: counted as it goes
+                host.count("read_ahead", machine.served_ahead - served_ahead)
+                served_ahead = machine.served_ahead
             client.write(event.data)
             await client.drain()
         elif isinstance(event, SendToServer):

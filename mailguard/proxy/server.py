@@ -34,7 +34,7 @@ log = logging.getLogger("mailguard.proxy")
 
 COUNTERS = (
     "connections", "messages_scanned", "infected", "unscanned", "bytes", "errors",
-    "relayed", "pop3_sessions", "bytes_scanned",
+    "relayed", "pop3_sessions", "bytes_scanned", "read_ahead",
 )
 # Pending connections the kernel queues per listener before we accept them.
 LISTEN_BACKLOG = 1024

@@ -152,8 +152,8 @@ def test_a_message_longer_than_its_listed_size_is_dropped_and_fetched_again_on_r
     monkeypatch.setattr(module, "READ_AHEAD_MAX_MESSAGE", 100)
     s = session(listed=False)
     retr_from_server(s, 1, ONE)
-    assert s.take_server() == b"LIST 2\r\n"
-    s.server(b"+OK 2 90\r\n")  # the server claims 90 octets, then sends far more
+    assert s.take_server() == b"LIST\r\n"
+    s.server(b"+OK\r\n1 %d\r\n2 90\r\n.\r\n" % len(ONE))  # claims 90 octets, then sends far more
     assert s.take_server() == top_ahead(2)
     big = b"Subject: big\r\n\r\n" + (b"x" * 70 + b"\r\n") * 1000
     s.server(b"+OK\r\n" + stuff(big))
@@ -200,22 +200,35 @@ def test_two_ahead_the_next_fetch_starts_as_soon_as_one_is_scanned() -> None:
     assert s.take_server() == b""  # the server has no message 4
 
 
-def test_without_a_listing_the_size_is_asked_first(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_without_a_listing_the_sizes_are_asked_once(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import mailguard.protocols.pop3_readahead as module
 
     s = session(listed=False)
     retr_from_server(s, 1, ONE)
-    assert s.take_server() == b"LIST 2\r\n"
-    s.server(b"+OK 2 %d\r\n" % len(TWO))
+    assert s.take_server() == b"LIST\r\n"
+    s.server(b"+OK 3 messages\r\n1 %d\r\n2 %d\r\n3 %d\r\n.\r\n" % (len(ONE), len(TWO), len(THREE)))
     assert s.take_client() == b""  # our LIST is ours alone
     answer_ahead(s, 2, TWO)
     s.client(b"RETR 2\r\n")
     assert s.take_client() == b"+OK %d octets\r\n" % len(TWO) + stuff(TWO)
+    assert s.take_server() == top_ahead(3)  # sizes known now: no second LIST
     # a large message is left for the client's own RETR
-    monkeypatch.setattr(module, "READ_AHEAD_MAX_MESSAGE", len(THREE) - 1)
-    assert s.take_server() == b"LIST 3\r\n"
-    s.server(b"+OK 3 %d\r\n" % len(THREE))
-    assert s.take_server() == b"" and s.proxy.phase is Phase.COMMAND
+    monkeypatch.setattr(module, "READ_AHEAD_MAX_MESSAGE", len(ONE) - 1)
+    s.server(b"+OK\r\n" + stuff(THREE))
+    s.take(ScanMessage)
+    s.send(ScanResult(None))
+    s.client(b"RETR 3\r\n")
+    assert s.take_client().endswith(stuff(THREE))
+    assert s.take_server() == b""  # there is no message 4 in the listing
+
+
+def test_a_server_without_a_listing_gets_no_read_ahead() -> None:
+    s = session(listed=False)
+    retr_from_server(s, 1, ONE)
+    assert s.take_server() == b"LIST\r\n"
+    s.server(b"-ERR not now\r\n")
+    retr_from_server(s, 2, TWO)
+    assert s.take_server() == b""
 
 
 def test_a_listed_large_message_is_not_read_ahead(monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -225,6 +238,38 @@ def test_a_listed_large_message_is_not_read_ahead(monkeypatch) -> None:  # type:
     s = session()
     retr_from_server(s, 1, ONE)
     assert s.take_server() == b""  # 2 is over the cap: no TOP, and no LIST either (known)
+
+
+def test_a_top_that_is_not_the_whole_message_is_never_served_as_retr() -> None:
+    s = session()
+    retr_from_server(s, 1, ONE)
+    assert s.take_server() == top_ahead(2)
+    # a server whose TOP caps the line count: the header only, shorter than LIST said
+    s.server(b"+OK\r\n" + stuff(b"Subject: two\r\n\r\n"))
+    assert s.take(ScanMessage) == [] and s.take_client() == b""
+    s.client(b"RETR 2\r\n")
+    assert s.take_server() == b"RETR 2\r\n"  # the real thing, from the server
+    s.server(b"+OK\r\n" + stuff(TWO))
+    s.take(ScanMessage)
+    s.send(ScanResult(None))
+    assert s.take_client().endswith(stuff(TWO))
+    assert s.take_server() == b""  # and no more read-ahead with this server
+
+
+def test_a_message_without_a_final_line_end_is_whole_with_the_one_the_wire_adds() -> None:
+    s = session(listed=False)
+    retr_from_server(s, 1, ONE)
+    unended = b"Subject: x\r\n\r\nno final newline"
+    assert s.take_server() == b"LIST\r\n"
+    s.server(b"+OK\r\n1 %d\r\n2 %d\r\n.\r\n" % (len(ONE), len(unended)))  # sizes as stored
+    assert s.take_server() == top_ahead(2)
+    s.server(b"+OK\r\n" + unended + b"\r\n.\r\n")  # the wire ends every line (RFC 1939 §3)
+    assert [m.message for m in s.take(ScanMessage)] == [unended + b"\r\n"]  # type: ignore[attr-defined]
+    s.send(ScanResult(None))
+    s.client(b"RETR 2\r\n")
+    # served from read-ahead, with the octet count the server would give
+    assert s.take_client() == b"+OK %d octets\r\n" % len(unended) + unended + b"\r\n.\r\n"
+    assert s.proxy.served_ahead == 1
 
 
 def test_read_ahead_is_off_unless_asked_for() -> None:

@@ -58,9 +58,12 @@ def test_dovecot_through_mailguard_with_poplib(tmp_path, implicit: bool) -> None
         async def scenario():  # type: ignore[no-untyped-def]
             async with filter_server(upstream, values=values) as (server, port):
                 got = await asyncio.to_thread(_poplib_fetch, port, world.client_context, implicit=implicit)
-                return got, server.config.quarantine_dir
+                return got, server.config.quarantine_dir, server.snapshot()["counters"]
 
-        got, quarantine_dir = run(scenario())
+        got, quarantine_dir, counters = run(scenario())
+        # Dovecot's LIST sizes and TOP answers agree with RETR: read-ahead served message 3 at
+        # least (poplib asks STAT, not LIST, so our own LIST may let the client's RETR 2 pass first)
+        assert counters["read_ahead"] >= 1
         assert got[0] == MESSAGES[0] and got[2] == MESSAGES[2]
         assert b"EICAR-STANDARD" not in got[1] and b"X-MailGuard-Result: infected" in got[1]
         assert_quarantine_holds_the_infected_original(quarantine_dir)

@@ -75,6 +75,31 @@ def test_top_and_sizes_follow_the_rewritten_message() -> None:
     run(scenario())
 
 
+def test_messages_retrieved_in_order_are_read_ahead_and_arrive_whole() -> None:
+    messages = [clean_message(1), infected_message(2), clean_message(3), clean_message(4)]
+
+    async def scenario() -> None:
+        async with Pop3TestServer(messages) as upstream, filter_server(upstream.port) as (_, port):
+            def session() -> list[bytes]:
+                client = poplib.POP3("127.0.0.1", port, timeout=20)
+                client.user("u")
+                client.pass_("p")
+                client.list()
+                got = [b"\r\n".join(client.retr(n)[1]) + b"\r\n" for n in range(1, 5)]
+                client.quit()
+                return got
+
+            got = await asyncio.to_thread(session)
+            assert got[0] == messages[0] and got[2] == messages[2] and got[3] == messages[3]
+            assert b"EICAR-STANDARD" not in got[1] and b"X-MailGuard-Result: infected" in got[1]
+            # 2, 3 and 4 came from our read-ahead: fetched with TOP (no \Seen), never RETR'd
+            assert b"RETR 1\r\n" in upstream.log
+            for n in (2, 3, 4):
+                assert b"TOP %d 2147483647\r\n" % n in upstream.log and b"RETR %d\r\n" % n not in upstream.log
+
+    run(scenario())
+
+
 def test_stls_is_intercepted_on_both_legs(tmp_path) -> None:
     from tests.proxy.harness import TlsWorld
 

@@ -50,21 +50,12 @@ def pop3_options(ctx: SessionContext) -> Pop3Options:
 async def handle_pop3(ctx: SessionContext) -> None:
     machine = Pop3Proxy(pop3_options(ctx))
     host, client, upstream = ctx.host, ctx.client, ctx.upstream
-    loop = asyncio.get_running_loop()
-    # One bare future per wait, resolved straight from data_received: the loop resumes this
-    # task in the next iteration. Waiting through asyncio.wait on Event.wait() tasks cost two
-    # task creations, two cancellations and two extra loop iterations per wake-up, several
-    # wake-ups per message (bench/pop3.py).
-    waiter: asyncio.Future[bool] | None = None
-
-    def wake(woke: bool = True) -> None:
-        if waiter is not None and not waiter.done():
-            waiter.set_result(woke)
+    wakeup = _Wakeup(host.idle_timeout)
 
     def sink(side: Side):  # noqa: ANN202
         def receive(data: bytes) -> None:
             machine.receive_data(side, data)
-            wake()
+            wakeup.heard()
         return receive
 
     for side, data in ((Side.SERVER, ctx.greeting), (Side.CLIENT, ctx.client_early)):
@@ -77,23 +68,63 @@ async def handle_pop3(ctx: SessionContext) -> None:
         if conn.eof:
             machine.receive_data(side, b"")
     draining = asyncio.ensure_future(host.draining.wait())
-    draining.add_done_callback(lambda _: wake())
-
-    async def wait() -> bool:
-        """Until bytes arrive or the engine drains (True), or the idle time-out (False)."""
-        nonlocal waiter
-        waiter = loop.create_future()
-        timer = loop.call_later(host.idle_timeout, wake, False)
-        try:
-            return await waiter
-        finally:
-            timer.cancel()
-            waiter = None
-
+    draining.add_done_callback(lambda _: wakeup.wake())
     try:
-        await _run(ctx, machine, wait)
+        await _run(ctx, machine, wakeup.wait)
     finally:
         draining.cancel()
+        wakeup.close()
+
+
+class _Wakeup:
+    """The session's one wait: until bytes arrive or the engine drains (True), or nothing was
+    heard from either peer for ``idle_timeout`` (False).
+
+    One bare future per wait, resolved straight from data_received: the loop resumes the
+    session in its next iteration. Waiting through asyncio.wait on Event.wait() tasks cost two
+    task creations, two cancellations and two extra loop iterations per wake-up, and a timer
+    per wait its own allocation and heap work; there are several wake-ups per message
+    (bench/pop3.py), so the idle timer is one per session, re-armed only when it fires.
+    """
+
+    def __init__(self, idle_timeout: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.idle_timeout = idle_timeout
+        self.last_heard = self.loop.time()
+        self.waiter: asyncio.Future[bool] | None = None
+        self.timer = self.loop.call_later(idle_timeout, self._check_idle)
+
+    def heard(self) -> None:
+        self.last_heard = self.loop.time()
+        self.wake()
+
+    def wake(self, woke: bool = True) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(woke)
+
+    def _check_idle(self) -> None:
+        now = self.loop.time()
+        quiet_until = self.last_heard + self.idle_timeout
+        if self.waiter is None:
+            next_check = now + self.idle_timeout  # busy, so not idle
+        elif now < quiet_until:
+            next_check = quiet_until  # heard from lately: look again when it could be idle
+        else:
+            self.wake(False)
+            next_check = now + self.idle_timeout
+        self.timer = self.loop.call_at(next_check, self._check_idle)
+
+    async def wait(self) -> bool:
+        # Idle counts from the start of the wait, as a timer per wait would.
+        self.last_heard = self.loop.time()
+        self.waiter = self.loop.create_future()
+        try:
+            return await self.waiter
+        finally:
+            self.waiter = None
+
+    def close(self) -> None:
+        self.timer.cancel()
 
 
 async def _run(ctx: SessionContext, machine: Pop3Proxy, wait: Callable[[], Awaitable[bool]]) -> None:

@@ -159,19 +159,27 @@ class ReadAhead(_Base):
 
     # --- phases ------------------------------------------------------------------------------
 
-    def _on_ahead_size(self) -> bool:
+    def _our_answer(self) -> bool | None:
+        """Whether the server said +OK to our own command; None until its status line is whole."""
         line = self._server_line(self.limits.max_status_line)
         if line is None:
             if self._server_eof:
                 raise PeerError(Side.SERVER, "the server closed the connection during an answer")
+            return None
+        if not line.startswith((b"+OK", b"-ERR")):
+            raise PeerError(Side.SERVER, "the server answered neither +OK nor -ERR")
+        self._ahead_status = line
+        return line.startswith(b"+OK")
+
+    def _on_ahead_size(self) -> bool:
+        ok = self._our_answer()
+        if ok is None:
             return False
-        if line.startswith(b"+OK"):
+        if ok:
             self.phase = Phase.AHEAD_LISTING
-        elif line.startswith(b"-ERR"):
+        else:
             self._ahead_ceiling = 0  # no listing, no sizes: no read-ahead in this session
             self.phase = Phase.COMMAND
-        else:
-            raise PeerError(Side.SERVER, "the server answered neither +OK nor -ERR")
         return True
 
     def _on_ahead_listing(self) -> bool:
@@ -190,19 +198,14 @@ class ReadAhead(_Base):
         return True
 
     def _on_ahead_status(self) -> bool:
-        line = self._server_line(self.limits.max_status_line)
-        if line is None:
-            if self._server_eof:
-                raise PeerError(Side.SERVER, "the server closed the connection during an answer")
+        ok = self._our_answer()
+        if ok is None:
             return False
-        if line.startswith(b"+OK"):
-            self._ahead_status = line
+        if ok:
             self.phase = Phase.AHEAD_BODY
-        elif line.startswith(b"-ERR"):
+        else:
             self._ahead_ceiling = self._ahead_number  # no such message: stop reading ahead
             self.phase = Phase.COMMAND
-        else:
-            raise PeerError(Side.SERVER, "the server answered neither +OK nor -ERR")
         return True
 
     def _on_ahead_body(self) -> bool:

@@ -381,3 +381,30 @@ def test_certificate_accepted_despite_problems_tags_the_messages(tmp_path, bad: 
                 assert b"X-MailGuard-TLS" not in got[1]
 
     run(scenario())
+
+
+def test_the_idle_clock_counts_from_the_start_of_each_wait() -> None:
+    """One timer per session (pop3_session._Wakeup): busy time is never counted as idle, data
+    wakes the session at once, and a wait with nothing heard ends after the idle time-out."""
+    import time
+
+    from mailguard.proxy.pop3_session import _Wakeup
+
+    async def scenario() -> tuple[bool, float, bool, float]:
+        wakeup = _Wakeup(0.3)
+        try:
+            time.sleep(0.4)  # busy (a scan, say) for longer than the time-out: not idle
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.05, wakeup.heard)
+            started = time.monotonic()
+            heard = await wakeup.wait()
+            heard_after = time.monotonic() - started
+            started = time.monotonic()
+            idle = await wakeup.wait()
+            return heard, heard_after, idle, time.monotonic() - started
+        finally:
+            wakeup.close()
+
+    heard, heard_after, idle, idle_after = run(scenario())
+    assert heard is True and heard_after < 0.25
+    assert idle is False and 0.25 <= idle_after < 1.0

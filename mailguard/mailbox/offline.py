@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, BinaryIO, Iterator
 
 from mailguard.errors import MailguardError, ScanError, StorageError, UsageError
 from mailguard.mailbox.discover import STDIN, MboxFile, MessageFile, Problem, Skipped, Stdin, discover
+from mailguard.mailbox.held import NOT_COMMITTED, HeldResults
 from mailguard.mailbox.mbox import HEAD_SIZE, MboxMessage, NotAnMbox, read_mbox
 from mailguard.mailbox.results import MessageResult, Summary
 from mailguard.mailbox.rewrite import Keeper, MboxRewriter, rewrite_message_file
@@ -50,6 +51,7 @@ class _MboxState:
     next_line: int = 1
     rewriter: MboxRewriter | None = None
     write_failed: bool = False   # a rewrite failed: the mbox is left unchanged, the rest is not rewritten
+    held: HeldResults | None = None  # while rewriting: its results, until the new file is in place
 
 
 class OfflineScan:
@@ -109,6 +111,8 @@ class OfflineScan:
         for state in self._mboxes.values():
             if state.rewriter is not None:
                 state.rewriter.abort()
+            if state.held is not None:
+                state.held.close()
         self._mboxes.clear()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
@@ -147,12 +151,14 @@ class OfflineScan:
                                             error=f"mbox reading stopped: {outcome.failure}"))
         if isinstance(task, MboxChunk) and state is not None:
             if outcome.failure:
-                yield self._count(MessageResult(state.source, task.item.path, {"format": "mbox"},
-                                                error=f"mbox reading stopped: {outcome.failure}"))
                 self._failed_mboxes[task.mailbox_no] = outcome.failure
                 self._close_mbox(task.mailbox_no, commit=False)
+                yield from self._release(state, committed=False)
+                yield self._count(MessageResult(state.source, task.item.path, {"format": "mbox"},
+                                                error=f"mbox reading stopped: {outcome.failure}"))
             elif task.last:
                 failure = self._close_mbox(task.mailbox_no, commit=True)
+                yield from self._release(state, committed=not failure and not state.write_failed)
                 if failure:
                     yield self._count(MessageResult(state.source, task.item.path, {"format": "mbox"},
                                                     error=failure))
@@ -174,10 +180,20 @@ class OfflineScan:
                 line += row[2]
                 if rewrite and result.rewritten is not None:
                     self._write(result, state)
+                if state.held is not None:
+                    state.held.add(result)  # counted and shown once the mbox is closed
+                    continue
                 add(result)
                 yield result
         finally:
             state.next_index, state.next_line = index, line
+
+    def _release(self, state: _MboxState, *, committed: bool) -> Iterator[MessageResult]:
+        """The results held while ``state``'s mbox was rewritten, now that it is closed."""
+        if state.held is not None:
+            held, state.held = state.held, None
+            for result in held.release(committed):
+                yield self._count(result)
 
     def _unsettled_rows(self, rows: list[MboxRow], task: MboxChunk) -> Iterator[MessageResult]:
         why = self._failed_mboxes[task.mailbox_no]
@@ -185,7 +201,7 @@ class OfflineScan:
             result = row_result(task.item.source, task.item.path, row)
             result.error = f"reading this mbox stopped before this message ({why}): its position is unknown"
             if self.rewrite and result.rewritten is not None:
-                result.write_error = "not rewritten: mailbox left unchanged"
+                result.write_error = NOT_COMMITTED
             result.rewritten = None
             yield self._count(result)
 
@@ -203,7 +219,7 @@ class OfflineScan:
                 if state.rewriter is not None:
                     state.rewriter.message(result)
                 elif state.write_failed:
-                    result.write_error = "not rewritten: mailbox left unchanged"
+                    result.write_error = NOT_COMMITTED
             else:
                 rewrite_message_file(result, self.keep, self.protected)
         except Exception as exc:  # noqa: BLE001 - quarantine or disk failure: leave this mailbox as it was
@@ -282,6 +298,7 @@ class OfflineScan:
                                           error=f"cannot lock the mailbox: {reason}"),))
                 return
             size = state.rewriter.size  # measured under the lock
+            state.held = HeldResults()
         self._mboxes[number] = state
         # About eight tasks per process, so a slow range does not leave the others idle at the end.
         chunk = max(MIN_CHUNK_SIZE, min(CHUNK_SIZE, size // (8 * self.jobs) + 1))

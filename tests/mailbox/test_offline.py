@@ -268,4 +268,43 @@ def test_after_a_failed_rewrite_the_rest_of_the_mbox_says_it_was_not_rewritten(t
     assert [r.write_error for r in results[1:]] == ["not rewritten: quarantine full",
                                                     "not rewritten: mailbox left unchanged"]
     assert box.read_bytes() == before
-    assert summary.write_errors == 2
+    # The first message was rewritten into the new file, which was then abandoned: its result
+    # says so (it was held until the mbox closed), and its original is in the quarantine.
+    assert not results[0].changed and results[0].write_error == "not rewritten: mailbox left unchanged"
+    assert results[0].quarantine_id == "Q"
+    assert summary.write_errors == 3 and summary.changed == 0
+
+
+def test_a_failed_commit_leaves_no_result_saying_it_changed_its_message(tmp_path, monkeypatch):
+    from mailguard.mailbox.rewrite import MboxRewriter
+
+    box = tmp_path / "box"
+    box.write_bytes(mbox_bytes([message(0, b"clean\n"), message(1, EICAR + b"\n"), message(2, b"clean\n")]))
+    before = box.read_bytes()
+
+    def full(self):  # type: ignore[no-untyped-def]
+        self.abort()
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(MboxRewriter, "finish", full)
+    results, summary = scan([box], action="clean", keep=lambda raw, result: "Q")
+    assert box.read_bytes() == before
+    assert [r.status for r in results[:3]] == ["clean", "infected", "clean"]
+    assert not any(r.changed for r in results)
+    assert results[1].write_error == "not rewritten: mailbox left unchanged"
+    assert "rewriting failed, the mailbox was left unchanged" in results[3].error
+    assert summary.changed == 0 and summary.write_errors == 1 and summary.errors == 1
+
+
+def test_held_results_beyond_memory_come_back_in_order_from_the_spool(tmp_path, monkeypatch):
+    from mailguard.mailbox import held
+
+    monkeypatch.setattr(held, "IN_MEMORY", 3)
+    box = tmp_path / "box"
+    box.write_bytes(mbox_bytes([message(i, (EICAR if i % 3 == 0 else b"clean") + b"\n") for i in range(10)]))
+    results, summary = scan([box], action="clean", keep=lambda raw, result: f"Q{result.location['index']}")
+    assert [r.location["index"] for r in results] == list(range(10))
+    assert [r.changed for r in results] == [i % 3 == 0 for i in range(10)]
+    assert [r.quarantine_id for r in results if r.changed] == ["Q0", "Q3", "Q6", "Q9"]
+    assert summary.changed == 4 and summary.messages == 10
+    assert EICAR not in box.read_bytes()

@@ -73,3 +73,33 @@ def fsync_folder(folder: Path | str) -> None:
         # some file systems cannot fsync a folder; the file itself was synced
     finally:
         os.close(descriptor)
+
+
+class ExchangeUnsupported(OSError):
+    """This kernel or file system cannot swap two names atomically."""
+
+
+_RENAME_EXCHANGE = 2  # <linux/fs.h>
+_AT_FDCWD = -100
+
+
+def exchange_files(first: str, second: str) -> None:
+    """Swap the files at ``first`` and ``second`` in one step (Linux renameat2 RENAME_EXCHANGE).
+
+    Unlike a rename over ``second``, it fails (FileNotFoundError) when ``second`` is gone, and
+    the file taken out of ``second`` can still be checked, and swapped back, afterwards: another
+    program renaming or replacing the file meanwhile is seen, not silently undone.
+    Raises ``ExchangeUnsupported`` where that is not available.
+    """
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        raise ExchangeUnsupported(errno.ENOSYS, "renameat2 is not available") from None
+    if renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        raise ExchangeUnsupported(code, os.strerror(code))
+    raise OSError(code, os.strerror(code), second)

@@ -48,3 +48,19 @@ def test_private_dir_is_owner_only_even_if_it_existed(tmp_path):
 def test_fsync_folder_tolerates_a_missing_folder(tmp_path):
     fsync_folder(tmp_path)
     fsync_folder(tmp_path / "gone")  # nothing to make durable: no error
+
+
+def test_exchange_files_swaps_two_names_and_refuses_a_missing_one(tmp_path):
+    from mailguard.files import exchange_files
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.write_bytes(b"1")
+    second.write_bytes(b"2")
+    inode = os.stat(first).st_ino
+    exchange_files(str(first), str(second))
+    assert (first.read_bytes(), second.read_bytes()) == (b"2", b"1")
+    assert os.stat(second).st_ino == inode  # the same file, under the other name
+    second.unlink()
+    with pytest.raises(FileNotFoundError):
+        exchange_files(str(first), str(second))
+    assert first.read_bytes() == b"2"  # nothing moved

@@ -13,9 +13,12 @@ import os
 import secrets
 import time
 
-from mailguard.files import fsync_folder
+from mailguard.errors import StorageError
+from mailguard.files import ExchangeUnsupported, exchange_files, fsync_folder
 
 TEMP_MARK = ".mailguard-"   # temporary files are hidden and carry this, so readers skip them
+#: why a message file was not rewritten when a mail client moved it meanwhile (a flag change)
+MOVED_AWAY = "renamed or removed by another program while it was rewritten; left unchanged"
 
 
 class NewFile:
@@ -38,6 +41,40 @@ class NewFile:
         _copy_owner_and_mode(self.target, self.stream.fileno())
         os.fsync(self.stream.fileno())
         self.stream.close()
+        self.commit_renaming()
+
+    def commit_in_place_of(self, identity: tuple[int, int, int]) -> None:
+        """Like ``commit``, but only in place of the very file that was read: ``identity`` is its
+        (inode, size, mtime). A mail client may rename or replace a message file at any time (a
+        flag change renames a Maildir file); a plain rename over the old name would then leave
+        the client's copy beside ours. The names are swapped atomically instead, the file taken
+        out is checked, and anything unexpected is put back (StorageError, nothing changed).
+        """
+        self.stream.flush()
+        try:
+            _copy_owner_and_mode(self.target, self.stream.fileno())
+        except FileNotFoundError:
+            raise StorageError(MOVED_AWAY) from None
+        os.fsync(self.stream.fileno())
+        self.stream.close()
+        try:
+            exchange_files(self.temp_path, self.target)
+        except ExchangeUnsupported:
+            self.commit_renaming()
+            return
+        except FileNotFoundError:
+            raise StorageError(MOVED_AWAY) from None
+        taken = os.stat(self.temp_path)
+        if (taken.st_ino, taken.st_size, taken.st_mtime_ns) != identity:
+            exchange_files(self.temp_path, self.target)  # theirs back in place; ours is discarded
+            raise StorageError("changed on disk while it was rewritten; left unchanged")
+        os.unlink(self.temp_path)
+        fsync_folder(os.path.dirname(self.target) or ".")
+        if os.path.dirname(self.temp_path) != os.path.dirname(self.target):
+            fsync_folder(os.path.dirname(self.temp_path) or ".")
+
+    def commit_renaming(self) -> None:
+        """The rename of ``commit`` (the stream is closed and synced already)."""
         os.rename(self.temp_path, self.target)
         fsync_folder(os.path.dirname(self.target) or ".")
 
@@ -64,12 +101,17 @@ class NewFile:
             pass
 
 
-def replace_file(target: str, data: bytes, *, folder: str | None = None) -> None:
-    """Atomically give ``target`` the content ``data`` (temp file in ``folder``, e.g. Maildir tmp/)."""
+def replace_file(target: str, data: bytes, *, folder: str | None = None,
+                 identity: tuple[int, int, int] | None = None) -> None:
+    """Atomically give ``target`` the content ``data`` (temp file in ``folder``, e.g. Maildir tmp/);
+    with ``identity``, only in place of that very file (``NewFile.commit_in_place_of``)."""
     new = NewFile(target, folder=folder)
     try:
         new.write(data)
-        new.commit()
+        if identity is None:
+            new.commit()
+        else:
+            new.commit_in_place_of(identity)
     except BaseException:
         new.discard()
         raise

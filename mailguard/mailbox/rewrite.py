@@ -23,7 +23,7 @@ from typing import Callable
 
 from mailguard.errors import StorageError
 from mailguard.files import fsync_folder
-from mailguard.mailbox.atomic import TEMP_MARK, NewFile, replace_file
+from mailguard.mailbox.atomic import MOVED_AWAY, TEMP_MARK, NewFile, replace_file
 from mailguard.scan.fromline import quote
 from mailguard.mailbox.locking import MboxLock
 from mailguard.processes import process_alive
@@ -144,7 +144,7 @@ def rewrite_message_file(result: MessageResult, keep: Keeper, protected: tuple[s
         folder = tmp if os.path.isdir(tmp) else None
         renamed = maildir_name_for(os.path.basename(path), data)
     if renamed is None or renamed == os.path.basename(path):
-        replace_file(path, data, folder=folder)
+        replace_file(path, data, folder=folder, identity=result.identity)
     else:
         _replace_renamed(path, os.path.join(os.path.dirname(path), renamed), data, result, folder)
     result.rewritten = None
@@ -176,10 +176,22 @@ def _replace_renamed(path: str, new_path: str, data: bytes, result: MessageResul
     try:
         new.write(data)
         new.commit_as(new_path)
+    except FileNotFoundError:  # the file to replace is gone: moved by a mail client
+        new.discard()
+        raise StorageError(MOVED_AWAY) from None
     except BaseException:
         new.discard()
         raise
-    os.unlink(path)
+    try:
+        still = os.stat(path)
+        if (still.st_ino, still.st_size, still.st_mtime_ns) != result.identity:
+            raise FileNotFoundError
+        os.unlink(path)
+    except FileNotFoundError:
+        # Renamed (a flag change) or replaced by a mail client meanwhile: its file stands, ours goes.
+        os.unlink(new_path)
+        fsync_folder(os.path.dirname(new_path) or ".")
+        raise StorageError(MOVED_AWAY) from None
     fsync_folder(os.path.dirname(path) or ".")
     result.file = os.path.join(os.path.dirname(result.file), os.path.basename(new_path))
     where = result.location.get("file")

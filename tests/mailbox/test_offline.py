@@ -137,6 +137,39 @@ def test_clean_rewrites_maildir_files_under_their_names(tmp_path):
     assert os.listdir(root / "tmp") == []
 
 
+@pytest.mark.parametrize("name", ["1:2,S", "1,S=999,W=999:2,S"], ids=["same-name", "size-fields"])
+def test_a_maildir_file_a_client_renames_during_the_rewrite_is_left_to_the_client(tmp_path, name):
+    """A flag change renames a Maildir file at any time: between our read and our rename, say.
+    The client's file must stand alone: no second, cleaned copy under the old name."""
+    root = make_maildir(tmp_path / "md", {f"cur/{name}": message(1, EICAR)})
+
+    def client_renames(raw, result):  # called after the file was read and checked, before the swap
+        os.rename(root / "cur" / name, root / "cur" / "1:2,RS")
+        return "Q"
+
+    results, summary = scan([root], action="clean", keep=client_renames)
+    assert os.listdir(root / "cur") == ["1:2,RS"]
+    assert (root / "cur" / "1:2,RS").read_bytes() == message(1, EICAR)  # the client's, untouched
+    assert not results[0].changed and "by another program" in results[0].write_error
+    assert os.listdir(root / "tmp") == []
+
+
+def test_a_message_file_replaced_during_the_rewrite_is_put_back(tmp_path):
+    path = tmp_path / "one.eml"
+    path.write_bytes(message(1, EICAR))
+
+    def someone_replaces(raw, result):
+        replacement = tmp_path / "replacement"
+        replacement.write_bytes(message(2, EICAR) + b"more")
+        os.rename(replacement, path)
+        return "Q"
+
+    results, summary = scan([path], action="clean", keep=someone_replaces)
+    assert path.read_bytes() == message(2, EICAR) + b"more"  # theirs, not our rewrite of the old one
+    assert not results[0].changed and "changed on disk while it was rewritten" in results[0].write_error
+    assert sorted(os.listdir(tmp_path)) == ["one.eml"]
+
+
 def test_a_quarantine_failure_leaves_the_mailbox_as_it_was(tmp_path):
     path = tmp_path / "box"
     data = mbox_bytes([message(1, EICAR)])

@@ -71,6 +71,9 @@ class ImapContext:
     client_named_tls: ClientNamedTls | None = None
     #: both legs are already TLS (imaps ports): the greeting is relayed
     implicit_tls: bool = False
+    #: a message too large to scan (response.on-scan-error): "pass" delivers it tagged unscanned
+    #: where the request allows streaming it (imap_oversize.py); "block" serves a notice instead
+    on_oversize: str = "pass"
     #: message bytes fetched upstream per batch, at least one message
     batch_bytes: int = 32 * 1024 * 1024
     idle_timeout: float = IDLE_TIMEOUT

@@ -13,6 +13,9 @@ BODYSTRUCTURE, BODY, ENVELOPE, BINARY.SIZE), the proxy
    spec echoed as the client wrote it (§2.2, §2.3, §2.5);
 5. sets \\Seen with ``UID STORE`` when the client's form implies it.
 
+A message too large to hold is streamed through tagged unscanned when on-scan-error is
+``pass`` and the request allows it (imap_oversize.py), else answered with a notice.
+
 Every other response the server sends meanwhile keeps its place in the order.
 """
 
@@ -29,6 +32,7 @@ from mailguard.protocols.imap.fetch import FetchRequest, SequenceSet, format_uid
 from mailguard.protocols.imap.fetch_response import FetchData, parse_fetch_response
 from mailguard.protocols.imap.responses import Kind, Response
 from mailguard.proxy.imap_cache import cache_key
+from mailguard.proxy.imap_oversize import stream_unscanned, streamable
 from mailguard.proxy.imap_render import Record, render
 from mailguard.proxy.imap_served import Withheld, answer_locally, next_answer, scan_message, tls_tagged
 
@@ -106,7 +110,7 @@ class FetchInterception:
         try:
             session.outstanding.add(self.tag)
             session.send_upstream(self._meta_command())
-            completion = await self._collect(self.tag, self._on_meta)
+            completion = await self.collect(self.tag, self._on_meta)
             records = [slot for slot in self.slots if isinstance(slot, Record)]
             self.records = records
             await self._resolve(records)
@@ -160,7 +164,7 @@ class FetchInterception:
             out += b" " + self.request.modifiers
         return out + b"\r\n"
 
-    async def _collect(self, tag: bytes, on_untagged) -> Response:  # type: ignore[no-untyped-def]
+    async def collect(self, tag: bytes, on_untagged) -> Response:  # type: ignore[no-untyped-def]
         """Responses until ``tag`` completes; untagged ones go to ``on_untagged``."""
         while True:
             # A server that stops answering ends the session with BYE (UpstreamSilent reaches
@@ -189,9 +193,9 @@ class FetchInterception:
                 record = Record(data=data, uid=uid, size=size, raw=body, server_size=size if known else None)
                 self.slots.append(record)
                 return
-        self._pass(response)
+        self.pass_on(response)
 
-    def _pass(self, response: Response) -> None:
+    def pass_on(self, response: Response) -> None:
         self.slots.append(self.session.filter_response(response))
 
     async def _resolve(self, records: list[Record]) -> None:
@@ -203,6 +207,17 @@ class FetchInterception:
         for record in records:
             if record.raw is not None and len(record.raw) <= self._largest:
                 await self._serve(record, record.raw)
+            elif (record.raw is not None or record.size > self._largest) and self._pass_oversize:
+                # Too large to hold, and on-scan-error = pass: streamed through, tagged
+                # unscanned (imap_oversize.py), once everything before it has gone out.
+                if batch:
+                    await self._fetch_and_scan(batch)
+                    batch, batch_size, held = [], 0, 0
+                record.raw = None
+                await self._flush_and_drain()
+                await stream_unscanned(self, record, self._largest)
+                record.resolved = record.streamed = True
+                continue
             elif record.raw is not None or record.size > self._largest:
                 # Too large to hold and scan: a notice in its place, never the unscanned bytes
                 # and never an empty answer (pitfalls §2.6).
@@ -221,6 +236,12 @@ class FetchInterception:
             await self._flush_and_drain()
         if batch:
             await self._fetch_and_scan(batch)
+
+    @property
+    def _pass_oversize(self) -> bool:
+        """A message too large to hold is delivered tagged unscanned (not replaced by a notice):
+        on-scan-error = pass, and a request that can be answered while the message streams."""
+        return self.session.context.on_oversize == "pass" and streamable(self.request)
 
     @property
     def _largest(self) -> int:
@@ -274,10 +295,10 @@ class FetchInterception:
                 if data.uid in wanted and body is not None:
                     bodies[data.uid] = body  # type: ignore[index]
                     return
-            self._pass(response)
+            self.pass_on(response)
 
         self.session.send_upstream(tag + b" UID FETCH " + format_uid_set(list(wanted)) + b" (UID BODY.PEEK[])\r\n")
-        done = await self._collect(tag, on_body)
+        done = await self.collect(tag, on_body)
         refused = done.word != "OK"
         if refused:
             log.warning("upstream refused our fetch of %s: %r", sorted(wanted), done.raw[:200])
@@ -304,7 +325,7 @@ class FetchInterception:
         """RFC 9051 §6.4.5: BODY[...], RFC822 and RFC822.TEXT set \\Seen; our PEEK did not."""
         tag = self.session.new_tag()
         self.session.send_upstream(tag + b" UID STORE " + format_uid_set(uids) + b" +FLAGS (\\Seen)\r\n")
-        await self._collect(tag, self._pass)
+        await self.collect(tag, self.pass_on)
 
     # --- answering the client -----------------------------------------------------------------
 
@@ -321,7 +342,7 @@ class FetchInterception:
             if isinstance(slot, Record):
                 if not slot.resolved and not final:
                     return
-                if not slot.withheld:
+                if not slot.withheld and not slot.streamed:
                     self.session.send_client(render(slot, self.request))
                 slot.release()
             else:

@@ -49,6 +49,7 @@ def imap_context(ctx: SessionContext) -> ImapContext:
         cache=_cache_for(state_dir),
         limits=limits,
         implicit_tls=ctx.implicit_tls,
+        on_oversize=config.policy.on_scan_error,
         idle_timeout=host.idle_timeout,
         draining=host.draining,
         host=host,

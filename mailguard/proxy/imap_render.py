@@ -40,6 +40,8 @@ class Record:
     server_size: int | None = None
     #: not served at all: its original could not be kept in quarantine (the FETCH ends NO)
     withheld: bool = False
+    #: answered already, streamed through unscanned (too large to hold; imap_oversize.py)
+    streamed: bool = False
 
     def release(self) -> None:
         """Forget the bytes once answered (a whole-mailbox FETCH keeps every record)."""
@@ -70,6 +72,39 @@ def render(record: Record, request: FetchRequest, tail: bytes = b"") -> bytes:
         if item.name not in requested and item.name not in ("UID", "RFC822.SIZE") and not item.sectioned:
             items.append((item.key, item.raw_value))
     return build_fetch_response(upstream.number, items, tail)
+
+_CONTENT_GOES_HERE = b"\0mailguard-streamed-content\0"
+
+
+def render_around_content(record: Record, request: FetchRequest, size: int) -> tuple[bytes, bytes, bool]:
+    """The answer for a message streamed through rather than held (imap_oversize.py):
+    ``(head, tail, streamed)``. ``head`` ends with the literal's ``{size}\r\n`` when the client
+    asked for the text (``streamed``); the text goes between head and tail. RFC822.SIZE is
+    ``size``; every other item is the server's."""
+    items: list[tuple[bytes, bytes]] = []
+    requested = {att.name for att in request.atts}
+    streamed = False
+    if request.uid and "UID" not in requested:
+        items.append((b"UID", b"%d" % record.uid))
+    for att in request.atts:
+        if att.carries_content:
+            items.append((att.response_name(), b"{%d}\r\n" % size + _CONTENT_GOES_HERE))
+            streamed = True
+        elif att.name == "UID":
+            items.append((b"UID", b"%d" % record.uid))
+        elif att.name == "RFC822.SIZE":
+            items.append((b"RFC822.SIZE", b"%d" % size))
+        else:
+            found = next((i for i in record.data.items if i.name == att.name and not i.sectioned), None)
+            if found is not None:
+                items.append((found.key, found.raw_value))
+    for item in record.data.items:
+        if item.name not in requested and item.name not in ("UID", "RFC822.SIZE") and not item.sectioned:
+            items.append((item.key, item.raw_value))
+    answer = build_fetch_response(record.data.number, items)
+    head, _, tail = answer.partition(_CONTENT_GOES_HERE)
+    return (head, tail, True) if streamed else (answer, b"", False)
+
 
 def _value(record: Record, att: FetchAtt) -> tuple[bytes, bytes] | None:
     upstream = record.data

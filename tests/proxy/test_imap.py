@@ -476,6 +476,7 @@ def test_a_message_too_large_to_scan_is_replaced_by_a_notice_not_dropped() -> No
 
     async def body(client: Client, context: ImapContext) -> None:
         context.limits = ImapLimits(max_response_literal=4000)
+        context.on_oversize = "block"  # response.on-scan-error = block
         await login_select(client)
         out.append(await client.command(b"a", b"FETCH 1:2 (RFC822.SIZE BODY.PEEK[])"))
 
@@ -515,11 +516,104 @@ def test_a_single_uid_fetch_too_large_to_scan_gets_the_notice_too() -> None:
 
     async def body(client: Client, context: ImapContext) -> None:
         context.limits = ImapLimits(max_response_literal=4000, max_response_size=100_000)
+        context.on_oversize = "block"
         await login_select(client)
         out.append(await client.command(b"a", b"UID FETCH 1 (BODY.PEEK[])"))
 
     run(run_case(server, body))
     assert b"too large to scan" in out[0] and b"x" * 100 not in out[0] and b"a OK" in out[0]
+
+
+# --- too large to scan, on-scan-error = pass: delivered, tagged unscanned (imap_oversize.py) ------
+
+TAG = b'X-MailGuard-Result: unscanned; reason="limit"\r\n'
+BIG = SIMPLE + b"x" * 9000 + b"\r\n"
+
+
+def _literal(answer: bytes, item: bytes) -> bytes:
+    found = re.search(re.escape(item) + rb" \{(\d+)\}\r\n", answer)
+    assert found is not None, answer[:300]
+    return answer[found.end() : found.end() + int(found.group(1))]
+
+
+@pytest.mark.parametrize("command", [b"FETCH 1:2 (RFC822.SIZE BODY.PEEK[])", b"UID FETCH 2 (RFC822.SIZE BODY.PEEK[])"],
+                         ids=["two-trips", "one-trip"])
+def test_a_message_too_large_to_scan_is_delivered_tagged_unscanned_when_passing(command: bytes) -> None:
+    from mailguard.protocols.imap.limits import ImapLimits
+
+    server = MockImapServer([SIMPLE, BIG])
+    out = []
+
+    async def body(client: Client, context: ImapContext) -> None:
+        context.limits = ImapLimits(max_response_literal=4000, max_response_size=100_000)
+        await login_select(client)
+        out.append(await client.command(b"a", command))
+
+    run(run_case(server, body))
+    answer = out[0]
+    assert _literal(answer.split(b"* 2 FETCH")[1], b"BODY[]") == TAG + BIG  # whole, after our header
+    assert re.search(rb"\* 2 FETCH \([^)]*RFC822.SIZE %d" % len(TAG + BIG), answer)  # the size it delivers
+    assert answer.endswith(b"a OK FETCH completed\r\n") or answer.endswith(b"a OK UID FETCH completed\r\n")
+    # fetched in windows the session can hold, never whole
+    windows = [raw for raw in server.received if b"BODY.PEEK[]<" in raw and b"UID FETCH 2 " in raw]
+    assert len(windows) >= 3 and not any(raw.endswith(b"(BODY.PEEK[])\r\n") and b"UID FETCH 2 " in raw
+                                         for raw in server.received)
+
+
+def test_a_section_of_a_message_too_large_to_scan_still_gets_the_notice() -> None:
+    from mailguard.protocols.imap.limits import ImapLimits
+
+    server = MockImapServer([BIG])
+    out = []
+
+    async def body(client: Client, context: ImapContext) -> None:
+        context.limits = ImapLimits(max_response_literal=4000, max_response_size=100_000)
+        await login_select(client)
+        out.append(await client.command(b"a", b"FETCH 1 (BODY.PEEK[TEXT])"))
+
+    run(run_case(server, body))
+    assert b"x" * 100 not in out[0] and b"a OK" in out[0]
+
+
+def test_rfc822_of_a_message_too_large_to_scan_sets_seen_as_it_would() -> None:
+    from mailguard.protocols.imap.limits import ImapLimits
+
+    server = MockImapServer([BIG])
+    out = []
+
+    async def body(client: Client, context: ImapContext) -> None:
+        context.limits = ImapLimits(max_response_literal=4000, max_response_size=100_000)
+        await login_select(client)
+        out.append(await client.command(b"a", b"FETCH 1 (RFC822)"))
+
+    run(run_case(server, body))
+    assert _literal(out[0], b"RFC822") == TAG + BIG
+    assert server.seen == {1}
+
+
+def test_a_server_sending_less_than_it_announced_ends_the_session_never_a_short_message() -> None:
+    from mailguard.protocols.imap.limits import ImapLimits
+
+    class Shrinking(MockImapServer):
+        def _fetch(self, command):  # type: ignore[no-untyped-def]
+            answer = super()._fetch(command)
+            if b"BODY[]<" in answer and b"BODY[]<0>" not in answer:
+                return b""  # the second window never comes
+            return answer
+
+    server = Shrinking([BIG])
+    out = []
+
+    async def body(client: Client, context: ImapContext) -> None:
+        context.limits = ImapLimits(max_response_literal=4000, max_response_size=100_000)
+        await login_select(client)
+        await client.send(b"a FETCH 1 (BODY.PEEK[])\r\n")
+        out.append(await client.reader.read())  # until the proxy closes
+
+    run(run_case(server, body))
+    announced = int(re.search(rb"BODY\[\] \{(\d+)\}\r\n", out[0]).group(1))
+    assert announced == len(TAG + BIG)
+    assert b"a OK" not in out[0]  # the literal is never completed, the command never succeeds
 
 
 def test_modifiers_and_section_specs_travel_as_written() -> None:

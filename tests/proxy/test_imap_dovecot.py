@@ -292,6 +292,28 @@ def test_imaps_intercepted(dovecot: Dovecot, pool: ScanPool, ca) -> None:  # typ
             client.logout()
 
 
+def test_a_message_too_large_to_scan_comes_through_dovecot_tagged_in_windows(dovecot: Dovecot, pool: ScanPool, ca) -> None:  # type: ignore[no-untyped-def]
+    """on-scan-error = pass (the default): streamed through in windows of Dovecot's partial
+    FETCHes, whole, after our header, with the RFC822.SIZE of what is delivered."""
+    from mailguard.protocols.imap.limits import ImapLimits
+    from mailguard.proxy.imap_oversize import UNSCANNED_TAG
+
+    upstream, client_side, trusting = contexts(ca)
+    route = ImapRoute("127.0.0.1", dovecot.imap_port, client_tls=client_side, upstream_tls=upstream,
+                      upstream_hostname="localhost")
+    cap = len(BIG) // 5  # the session may hold a fifth of the message: five windows or more
+    limits = ImapLimits(max_response_literal=cap, max_response_size=cap * 4)
+    with ProxyThread(route, lambda: ImapContext(scanner=pool, server_id="dovecot:143", limits=limits)) as thread:
+        client = through(thread, ca)
+        try:
+            items = fetch_items(client, 3, "(RFC822.SIZE BODY.PEEK[])")
+            assert items[b"BODY[]"] == UNSCANNED_TAG + BIG
+            assert int(items[b"RFC822.SIZE"]) == len(UNSCANNED_TAG + BIG)
+            assert fetch_items(client, 1, "(BODY.PEEK[])")[b"BODY[]"] == SIMPLE  # small ones as ever
+        finally:
+            client.logout()
+
+
 def test_fetchmail_through_the_proxy(dovecot: Dovecot, proxy: ProxyThread, ca, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     fetchmail = require("fetchmail")
     ca_file = tmp_path / "ca.pem"

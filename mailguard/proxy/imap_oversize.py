@@ -1,0 +1,106 @@
+"""A message too large to scan, with ``response.on-scan-error = pass``: delivered, tagged unscanned.
+
+SETTINGS.md: a message that could not be fully scanned is delivered "tagged ``unscanned``" under
+``pass``. A message over max-object-size cannot even be held, so it is streamed: the client's
+answer announces the message's size plus our header, then gets the header
+(``X-MailGuard-Result: unscanned; reason="limit"``) and the message itself, fetched from the
+server in windows of ``WINDOW`` octets (``BODY.PEEK[]<offset.length>``, each an ordinary small
+literal), each sent on before the next is asked for. Memory stays at one window whatever the
+message size, and no framing of ours ever holds a literal over its cap.
+
+Only the forms that ask for the whole message are streamed (BODY[], BODY.PEEK[], RFC822,
+RFC822.PEEK, with or without items that do not depend on its text, and RFC822.SIZE, which
+counts our header). A section, a partial or BINARY of such a message still gets the notice
+(imap_fetch.oversize_notice), as it does under ``block``.
+
+A server that sends less than the RFC822.SIZE it gave leaves the answer's literal short: the
+session ends (never a shorter message that looks whole).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from mailguard.errors import RemoteProtocolError
+from mailguard.protocols.imap.fetch import FetchRequest
+from mailguard.protocols.imap.fetch_response import parse_fetch_response
+from mailguard.protocols.imap.responses import Response
+from mailguard.proxy.imap_render import Record, render_around_content
+from mailguard.scan.rewrite import RESULT_HEADER
+
+if TYPE_CHECKING:
+    from mailguard.proxy.imap_fetch import FetchInterception
+
+__all__ = ["UNSCANNED_TAG", "WINDOW", "streamable", "stream_unscanned"]
+
+log = logging.getLogger("mailguard.proxy.imap")
+
+UNSCANNED_TAG = RESULT_HEADER.encode() + b': unscanned; reason="limit"\r\n'
+#: octets asked of the server at a time
+WINDOW = 4 * 1024 * 1024
+
+_WHOLE_MESSAGE = {"RFC822", "RFC822.PEEK"}
+
+
+def streamable(request: FetchRequest) -> bool:
+    """Whether every item asked for can be answered while the message streams through."""
+    content = 0
+    for att in request.atts:
+        if att.carries_content:
+            whole = att.name in _WHOLE_MESSAGE or (att.name in ("BODY", "BODY.PEEK") and att.section == b"")
+            if not whole or att.origin is not None:
+                return False
+            content += 1
+        elif att.name == "BINARY.SIZE":
+            return False  # the decoded size needs the whole message
+    return content <= 1
+
+
+async def stream_unscanned(fetch: "FetchInterception", record: Record, largest: int) -> None:
+    """Send the client its answer for ``record``, the message streamed through with our header;
+    ``largest``: the longest literal the session takes from the server."""
+    session = fetch.session
+    step = max(1, min(WINDOW, largest))
+    size = record.size + len(UNSCANNED_TAG)
+    head, tail, streamed = render_around_content(record, fetch.request, size)
+    session.send_client(head + (UNSCANNED_TAG if streamed else b""))
+    offset = 0
+    while streamed and offset < record.size:
+        window = await _window(fetch, record.uid, offset, min(step, record.size - offset))
+        if not window:
+            raise RemoteProtocolError(f"the server sent less of message UID {record.uid} than its "
+                                      f"RFC822.SIZE ({record.size}); closing")
+        window = window[: record.size - offset]
+        session.send_client(window)
+        await session.drain_client()
+        offset += len(window)
+    session.send_client(tail)
+    host = session.context.host
+    if host is not None:
+        host.count("unscanned")
+    (session.context.log or log).warning(
+        "message UID %d (%d bytes) over max-object-size: delivered unscanned", record.uid, record.size)
+
+
+async def _window(fetch: "FetchInterception", uid: int, offset: int, length: int) -> bytes:
+    """``length`` octets of message ``uid`` from ``offset``, as the server sends them."""
+    session = fetch.session
+    tag = session.new_tag()
+    key = b"BODY[]<%d>" % offset
+    found: list[bytes] = []
+
+    def on_window(response: Response) -> None:
+        if response.word == "FETCH":
+            data = parse_fetch_response(response)
+            item = next((i for i in data.items if i.key.upper() == key), None)
+            if data.uid == uid and item is not None:
+                found.append(item.value)
+                return
+        fetch.pass_on(response)
+
+    session.send_upstream(tag + b" UID FETCH %d (BODY.PEEK[]<%d.%d>)\r\n" % (uid, offset, length))
+    done = await fetch.collect(tag, on_window)
+    if done.word != "OK" or not found:
+        return b""
+    return found[0]

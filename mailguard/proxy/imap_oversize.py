@@ -8,10 +8,12 @@ server in windows of ``WINDOW`` octets (``BODY.PEEK[]<offset.length>``, each an 
 literal), each sent on before the next is asked for. Memory stays at one window whatever the
 message size, and no framing of ours ever holds a literal over its cap.
 
-Only the forms that ask for the whole message are streamed (BODY[], BODY.PEEK[], RFC822,
-RFC822.PEEK, with or without items that do not depend on its text, and RFC822.SIZE, which
-counts our header). A section, a partial or BINARY of such a message still gets the notice
-(imap_fetch.oversize_notice), as it does under ``block``.
+The forms that ask for the whole message are streamed: BODY[], BODY.PEEK[], RFC822,
+RFC822.PEEK, and the partials of BODY[] that Thunderbird and iOS fetch large messages with
+(``BODY.PEEK[]<o.l>``: octets of the tagged message, so our header is in the first ones), with or
+without items that do not depend on the text, and RFC822.SIZE, which counts our header. A section
+or BINARY of such a message still gets the notice (imap_fetch.oversize_notice), as it does under
+``block``.
 
 A server that sends less than the RFC822.SIZE it gave leaves the answer's literal short: the
 session ends (never a shorter message that looks whole).
@@ -48,8 +50,7 @@ def streamable(request: FetchRequest) -> bool:
     content = 0
     for att in request.atts:
         if att.carries_content:
-            whole = att.name in _WHOLE_MESSAGE or (att.name in ("BODY", "BODY.PEEK") and att.section == b"")
-            if not whole or att.origin is not None:
+            if not (att.name in _WHOLE_MESSAGE or (att.name in ("BODY", "BODY.PEEK") and att.section == b"")):
                 return False
             content += 1
         elif att.name == "BINARY.SIZE":
@@ -61,26 +62,45 @@ async def stream_unscanned(fetch: "FetchInterception", record: Record, largest: 
     """Send the client its answer for ``record``, the message streamed through with our header;
     ``largest``: the longest literal the session takes from the server."""
     session = fetch.session
-    step = max(1, min(WINDOW, largest))
-    size = record.size + len(UNSCANNED_TAG)
-    head, tail, streamed = render_around_content(record, fetch.request, size)
-    session.send_client(head + (UNSCANNED_TAG if streamed else b""))
-    offset = 0
-    while streamed and offset < record.size:
-        window = await _window(fetch, record.uid, offset, min(step, record.size - offset))
-        if not window:
-            raise RemoteProtocolError(f"the server sent less of message UID {record.uid} than its "
-                                      f"RFC822.SIZE ({record.size}); closing")
-        window = window[: record.size - offset]
-        session.send_client(window)
-        await session.drain_client()
-        offset += len(window)
+    total = record.size + len(UNSCANNED_TAG)
+    start, end = _asked_range(fetch.request, total)
+    head, tail, streamed = render_around_content(record, fetch.request, total, end - start)
+    session.send_client(head)
+    if streamed:
+        await _send_range(fetch, record, start, end, max(1, min(WINDOW, largest)))
     session.send_client(tail)
     host = session.context.host
     if host is not None:
         host.count("unscanned")
     (session.context.log or log).warning(
         "message UID %d (%d bytes) over max-object-size: delivered unscanned", record.uid, record.size)
+
+
+def _asked_range(request: FetchRequest, total: int) -> tuple[int, int]:
+    """Which octets of the tagged message (``total`` long) the client's text item asks for."""
+    att = next((a for a in request.atts if a.carries_content), None)
+    if att is None or att.origin is None:
+        return 0, total
+    start = min(att.origin, total)
+    return start, total if att.length is None else min(total, start + att.length)
+
+
+async def _send_range(fetch: "FetchInterception", record: Record, start: int, end: int, step: int) -> None:
+    """Octets ``start`` to ``end`` of our header followed by the message, window by window."""
+    session = fetch.session
+    tag_end = len(UNSCANNED_TAG)
+    if start < tag_end:
+        session.send_client(UNSCANNED_TAG[start:min(end, tag_end)])
+    offset, stop = max(start, tag_end) - tag_end, end - tag_end
+    while offset < stop:
+        window = await _window(fetch, record.uid, offset, min(step, stop - offset))
+        if not window:
+            raise RemoteProtocolError(f"the server sent less of message UID {record.uid} than its "
+                                      f"RFC822.SIZE ({record.size}); closing")
+        window = window[: stop - offset]
+        session.send_client(window)
+        await session.drain_client()
+        offset += len(window)
 
 
 async def _window(fetch: "FetchInterception", uid: int, offset: int, length: int) -> bytes:

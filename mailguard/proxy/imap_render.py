@@ -76,10 +76,11 @@ def render(record: Record, request: FetchRequest, tail: bytes = b"") -> bytes:
 _CONTENT_GOES_HERE = b"\0mailguard-streamed-content\0"
 
 
-def render_around_content(record: Record, request: FetchRequest, size: int) -> tuple[bytes, bytes, bool]:
+def render_around_content(record: Record, request: FetchRequest, size: int,
+                          content_size: int) -> tuple[bytes, bytes, bool]:
     """The answer for a message streamed through rather than held (imap_oversize.py):
-    ``(head, tail, streamed)``. ``head`` ends with the literal's ``{size}\r\n`` when the client
-    asked for the text (``streamed``); the text goes between head and tail. RFC822.SIZE is
+    ``(head, tail, streamed)``. ``head`` ends with the literal's ``{content_size}\r\n`` when the
+    client asked for text (``streamed``); the text goes between head and tail. RFC822.SIZE is
     ``size``; every other item is the server's."""
     items: list[tuple[bytes, bytes]] = []
     requested = {att.name for att in request.atts}
@@ -88,7 +89,7 @@ def render_around_content(record: Record, request: FetchRequest, size: int) -> t
         items.append((b"UID", b"%d" % record.uid))
     for att in request.atts:
         if att.carries_content:
-            items.append((att.response_name(), b"{%d}\r\n" % size + _CONTENT_GOES_HERE))
+            items.append((att.response_name(), b"{%d}\r\n" % content_size + _CONTENT_GOES_HERE))
             streamed = True
         elif att.name == "UID":
             items.append((b"UID", b"%d" % record.uid))

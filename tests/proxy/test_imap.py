@@ -560,6 +560,29 @@ def test_a_message_too_large_to_scan_is_delivered_tagged_unscanned_when_passing(
                                          for raw in server.received)
 
 
+def test_a_chunk_loop_over_a_message_too_large_to_scan_joins_to_the_tagged_message() -> None:
+    """Thunderbird and iOS fetch large messages as partials of BODY[]: octets of what we deliver."""
+    from mailguard.protocols.imap.limits import ImapLimits
+
+    server = MockImapServer([BIG])
+    chunks: list[bytes] = []
+
+    async def body(client: Client, context: ImapContext) -> None:
+        context.limits = ImapLimits(max_response_literal=4000, max_response_size=100_000)
+        await login_select(client)
+        offset = 0
+        while True:
+            answer = await client.command(b"c%d" % offset, b"UID FETCH 1 (UID BODY.PEEK[]<%d.3000>)" % offset)
+            chunk = _literal(answer, b"BODY[]<%d>" % offset)
+            chunks.append(chunk)
+            if len(chunk) < 3000:
+                return
+            offset += len(chunk)
+
+    run(run_case(server, body))
+    assert b"".join(chunks) == TAG + BIG and chunks[0].startswith(TAG)
+
+
 def test_a_section_of_a_message_too_large_to_scan_still_gets_the_notice() -> None:
     from mailguard.protocols.imap.limits import ImapLimits
 

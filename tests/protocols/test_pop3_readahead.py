@@ -6,6 +6,9 @@ read-ahead of a message whose size is not known starts with a LIST of its own.""
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from mailguard.protocols.pop3 import TOP_WHOLE_MESSAGE, Phase, Pop3Options
 from mailguard.protocols.pop3_events import ScanMessage, ScanResult
 from mailguard.protocols.pop3_framing import stuff
@@ -282,3 +285,38 @@ def test_read_ahead_is_off_unless_asked_for() -> None:
     s.take(ScanMessage)
     s.send(ScanResult(None))
     assert s.take_server() == b""
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lines=st.lists(st.sampled_from([b"", b".", b"..", b".x", b"x.", b"From .x", b"abc", b" ."]), max_size=12),
+    cuts=st.lists(st.integers(min_value=1, max_value=40), max_size=8),
+    client_early=st.booleans(),
+)
+def test_a_message_read_ahead_in_any_chunking_is_delivered_as_retr_would_deliver_it(
+    lines: list[bytes], cuts: list[int], client_early: bool
+) -> None:
+    message = b"".join(line + b"\r\n" for line in [b"H: v", b"", *lines])
+    s = Script(Pop3Options(read_ahead=1))
+    for line in (b"USER u\r\n", b"PASS p\r\n"):
+        s.client(line).server(b"+OK\r\n")
+    s.client(b"LIST\r\n").server(b"+OK\r\n1 %d\r\n2 %d\r\n.\r\n" % (len(ONE), len(message)))
+    s.take_client(), s.take_server()
+    retr_from_server(s, 1, ONE)
+    assert s.take_server() == top_ahead(2)
+    if client_early:
+        s.client(b"RETR 2\r\n")  # the client asks while the message is still arriving
+    wire = b"+OK\r\n" + stuff(message)
+    pos = 0
+    for cut in cuts:
+        if wire[pos:pos + cut]:  # b"" would say the server closed
+            s.server(wire[pos:pos + cut])
+        pos += cut
+    if wire[pos:]:
+        s.server(wire[pos:])
+    assert [m.message for m in s.take(ScanMessage)] == [message]  # type: ignore[attr-defined]
+    assert s.take_client() == b""
+    s.send(ScanResult(None))
+    if not client_early:
+        s.client(b"RETR 2\r\n")
+    assert s.take_client() == b"+OK %d octets\r\n" % len(message) + stuff(message)

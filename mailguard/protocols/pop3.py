@@ -249,17 +249,13 @@ class Pop3Proxy(MessageDelivery, ReadAhead, StlsSwitch):
         assert pending is not None
         is_message = pending.verb in ("RETR", "TOP")
         try:
-            block = self._server.take_block(
-                self.limits.max_message if is_message else self.limits.max_listing
-            )
+            block = self._server_block(self.limits.max_message if is_message else self.limits.max_listing)
         except LineTooLong as exc:
             if not is_message:
                 raise PeerError(Side.SERVER, str(exc)) from exc
             self._start_oversize(pending)
             return True
         if block is None:
-            if self._server_eof:
-                raise PeerError(Side.SERVER, "the server closed the connection in a multi-line answer")
             return False
         if is_message:
             self._original = unstuff(block) if self._server.block_stuffed else block
@@ -367,6 +363,14 @@ class Pop3Proxy(MessageDelivery, ReadAhead, StlsSwitch):
             return self._server.take_line(cap)
         except LineTooLong as exc:
             raise PeerError(Side.SERVER, f"the server sent a {exc}") from exc
+
+    def _server_block(self, cap: int) -> bytes | None:
+        """The server's multi-line body (``ReceiveBuffer.take_block``); None until it is whole.
+        A server that closes before it is whole is a PeerError; LineTooLong past ``cap``."""
+        block = self._server.take_block(cap)
+        if block is None and self._server_eof:
+            raise PeerError(Side.SERVER, "the server closed the connection in a multi-line answer")
+        return block
 
     def _reply_local(self, line: bytes) -> None:
         self._emit_client(line + CRLF)

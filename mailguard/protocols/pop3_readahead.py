@@ -159,8 +159,8 @@ class ReadAhead(_Base):
 
     # --- phases ------------------------------------------------------------------------------
 
-    def _our_answer(self) -> bool | None:
-        """Whether the server said +OK to our own command; None until its status line is whole."""
+    def _our_answer(self) -> bytes | None:
+        """The status line answering our own command (+OK or -ERR); None until it is whole."""
         line = self._server_line(self.limits.max_status_line)
         if line is None:
             if self._server_eof:
@@ -168,14 +168,13 @@ class ReadAhead(_Base):
             return None
         if not line.startswith((b"+OK", b"-ERR")):
             raise PeerError(Side.SERVER, "the server answered neither +OK nor -ERR")
-        self._ahead_status = line
-        return line.startswith(b"+OK")
+        return line
 
     def _on_ahead_size(self) -> bool:
-        ok = self._our_answer()
-        if ok is None:
+        line = self._our_answer()
+        if line is None:
             return False
-        if ok:
+        if line.startswith(b"+OK"):
             self.phase = Phase.AHEAD_LISTING
         else:
             self._ahead_ceiling = 0  # no listing, no sizes: no read-ahead in this session
@@ -184,12 +183,10 @@ class ReadAhead(_Base):
 
     def _on_ahead_listing(self) -> bool:
         try:
-            block = self._server.take_block(self.limits.max_listing)
+            block = self._server_block(self.limits.max_listing)
         except LineTooLong as exc:
             raise PeerError(Side.SERVER, str(exc)) from exc
         if block is None:
-            if self._server_eof:
-                raise PeerError(Side.SERVER, "the server closed the connection in a multi-line answer")
             return False
         self._note_sizes(block)
         self._listed = True
@@ -198,10 +195,11 @@ class ReadAhead(_Base):
         return True
 
     def _on_ahead_status(self) -> bool:
-        ok = self._our_answer()
-        if ok is None:
+        line = self._our_answer()
+        if line is None:
             return False
-        if ok:
+        if line.startswith(b"+OK"):
+            self._ahead_status = line
             self.phase = Phase.AHEAD_BODY
         else:
             self._ahead_ceiling = self._ahead_number  # no such message: stop reading ahead
@@ -210,13 +208,11 @@ class ReadAhead(_Base):
 
     def _on_ahead_body(self) -> bool:
         try:
-            block = self._server.take_block(min(self.limits.max_message, READ_AHEAD_MAX_MESSAGE + 64 * 1024))
+            block = self._server_block(min(self.limits.max_message, READ_AHEAD_MAX_MESSAGE + 64 * 1024))
         except LineTooLong:
             self.phase = Phase.AHEAD_DROP  # longer than LIST said: the client's RETR fetches it
             return True
         if block is None:
-            if self._server_eof:
-                raise PeerError(Side.SERVER, "the server closed the connection in a multi-line answer")
             return False
         original = unstuff(block) if self._server.block_stuffed else block
         if not _whole(original, self._list_sizes.get(self._ahead_number)):

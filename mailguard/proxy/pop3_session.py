@@ -173,18 +173,10 @@ async def _run(ctx: SessionContext, machine: Pop3Proxy, wait: Callable[[], Await
             except _RelayUntouched as exc:
                 # Both legs are between STLS and their handshakes: joined, they shake hands with
                 # each other, end to end, as if we were not there.
-                ctx.log.info("relayed untouched after STLS: %s", exc)
-                host.count("relayed")
-                upstream.detach()
-                client.detach()
-                await ctx.relay()
+                await _relay_from_here(ctx, f"relayed untouched after STLS: {exc}")
                 return
         elif isinstance(event, SwitchToRelay):
-            ctx.log.info("STLS without interception: relayed unscanned from here")
-            host.count("relayed")
-            upstream.detach()
-            client.detach()
-            await ctx.relay()
+            await _relay_from_here(ctx, "STLS without interception: relayed unscanned from here")
             return
         elif isinstance(event, Closed):
             if event.error:
@@ -224,6 +216,15 @@ async def _scanned(ctx: SessionContext, event: ScanMessage) -> ScanResult:
         # message stays on the server for a later try.
         return ScanResult(None, refusal="could not keep the original in quarantine, try later")
     return ScanResult(outcome.delivered)
+
+
+async def _relay_from_here(ctx: SessionContext, why: str) -> None:
+    """Hand both connections over to a byte relay until the session ends."""
+    ctx.log.info("%s", why)
+    ctx.host.count("relayed")
+    ctx.upstream.detach()
+    ctx.client.detach()
+    await ctx.relay()
 
 
 class _RelayUntouched(Exception):

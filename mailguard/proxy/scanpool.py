@@ -96,12 +96,24 @@ def _engine_for(policy: Policy):  # noqa: ANN202 - Engine is imported lazily
     return engine
 
 
+def _rewritten(raw: bytes, policy: Policy) -> tuple[Verdict, bytes]:
+    """The verdict on ``raw`` and what the client gets for it (the engine of this thread)."""
+    engine = _engine_for(policy)
+    verdict = engine.scan(raw)
+    return verdict, engine.apply(raw, verdict)
+
+
+def _keeps_original(raw: bytes, delivered: bytes, policy: Policy, quarantine_dir: str | None) -> bool:
+    """Whether the original goes to the quarantine: the client gets something else."""
+    return bool(policy.quarantine and quarantine_dir) and delivered != raw
+
+
 def _outcome(raw: bytes, verdict: Verdict, delivered: bytes, policy: Policy, quarantine_dir: str | None,
              source: str, started: float) -> ScanOutcome:
     changed = delivered != raw
     quarantine_id = None
     quarantine_error = ""
-    if changed and policy.quarantine and quarantine_dir:
+    if _keeps_original(raw, delivered, policy, quarantine_dir):
         try:
             from mailguard.quarantine import Quarantine
 
@@ -123,9 +135,8 @@ def _outcome(raw: bytes, verdict: Verdict, delivered: bytes, policy: Policy, qua
 def scan_message(raw: bytes, source: str, policy: Policy, quarantine_dir: str | None) -> ScanOutcome:
     """Scan, rewrite and quarantine one message (the worker's job)."""
     started = time.monotonic()
-    engine = _engine_for(policy)
-    verdict = engine.scan(raw)
-    return _outcome(raw, verdict, engine.apply(raw, verdict), policy, quarantine_dir, source, started)
+    verdict, delivered = _rewritten(raw, policy)
+    return _outcome(raw, verdict, delivered, policy, quarantine_dir, source, started)
 
 
 def settle_without_scan(raw: bytes, reason: Reason, detail: str, policy: Policy,
@@ -185,14 +196,12 @@ class ScanPool:
             # with no other session to stall, a small message is scanned right here.
             started = time.monotonic()
             try:
-                engine = _engine_for(policy)
-                verdict = engine.scan(raw)
-                delivered = engine.apply(raw, verdict)
+                verdict, delivered = _rewritten(raw, policy)
             except Exception as exc:  # noqa: BLE001 - same as a broken worker, below
                 log.error("scan failed for %s: %s", source, exc)
                 return settle_without_scan(raw, Reason.ENGINE_ERROR, f"{type(exc).__name__}: {exc}",
                                            policy, quarantine_dir, source)
-            if delivered is not raw and policy.quarantine and quarantine_dir:
+            if _keeps_original(raw, delivered, policy, quarantine_dir):
                 # Keeping the original writes and fsyncs files (~10 ms): not on the loop.
                 return await loop.run_in_executor(None, _outcome, raw, verdict, delivered, policy,
                                                   quarantine_dir, source, started)

@@ -7,6 +7,7 @@ the message went through unchanged and computed from the served bytes when it di
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mailguard.protocols.imap.bodystructure import body_structure, envelope
@@ -58,20 +59,8 @@ class Record:
 def render(record: Record, request: FetchRequest, tail: bytes = b"") -> bytes:
     """The client's FETCH answer for one message, items in the order the client asked for them,
     followed by ``tail`` (a completion line: one write, one copy of the message)."""
-    upstream = record.data
-    items: list[tuple[bytes, bytes]] = []
-    requested = {att.name for att in request.atts}
-    if request.uid and "UID" not in requested:
-        items.append((b"UID", b"%d" % record.uid))
-    for att in request.atts:
-        value = _value(record, att)
-        if value is not None:
-            items.append(value)
-    # Items the server added on its own (FLAGS after a change, MODSEQ with CHANGEDSINCE).
-    for item in upstream.items:
-        if item.name not in requested and item.name not in ("UID", "RFC822.SIZE") and not item.sectioned:
-            items.append((item.key, item.raw_value))
-    return build_fetch_response(upstream.number, items, tail)
+    return _answer(record, request, lambda att: _value(record, att), tail)
+
 
 _CONTENT_GOES_HERE = b"\0mailguard-streamed-content\0"
 
@@ -82,33 +71,46 @@ def render_around_content(record: Record, request: FetchRequest, size: int,
     ``(head, tail, streamed)``. ``head`` ends with the literal's ``{content_size}\r\n`` when the
     client asked for text (``streamed``); the text goes between head and tail. RFC822.SIZE is
     ``size``; every other item is the server's."""
+
+    def value(att: FetchAtt) -> tuple[bytes, bytes] | None:
+        if att.carries_content:
+            return (att.response_name(), b"{%d}\r\n" % content_size + _CONTENT_GOES_HERE)
+        if att.name == "UID":
+            return (b"UID", b"%d" % record.uid)
+        if att.name == "RFC822.SIZE":
+            return (b"RFC822.SIZE", b"%d" % size)
+        return _servers(record, att.name)
+
+    answer = _answer(record, request, value)
+    head, found, tail = answer.partition(_CONTENT_GOES_HERE)
+    return (head, tail, True) if found else (answer, b"", False)
+
+
+def _answer(record: Record, request: FetchRequest,
+            value: Callable[[FetchAtt], tuple[bytes, bytes] | None], tail: bytes = b"") -> bytes:
+    """A FETCH answer: UID first for UID FETCH, the items asked for as ``value`` gives them, then
+    the items the server added on its own (FLAGS after a change, MODSEQ with CHANGEDSINCE)."""
     items: list[tuple[bytes, bytes]] = []
     requested = {att.name for att in request.atts}
-    streamed = False
     if request.uid and "UID" not in requested:
         items.append((b"UID", b"%d" % record.uid))
     for att in request.atts:
-        if att.carries_content:
-            items.append((att.response_name(), b"{%d}\r\n" % content_size + _CONTENT_GOES_HERE))
-            streamed = True
-        elif att.name == "UID":
-            items.append((b"UID", b"%d" % record.uid))
-        elif att.name == "RFC822.SIZE":
-            items.append((b"RFC822.SIZE", b"%d" % size))
-        else:
-            found = next((i for i in record.data.items if i.name == att.name and not i.sectioned), None)
-            if found is not None:
-                items.append((found.key, found.raw_value))
+        found = value(att)
+        if found is not None:
+            items.append(found)
     for item in record.data.items:
         if item.name not in requested and item.name not in ("UID", "RFC822.SIZE") and not item.sectioned:
             items.append((item.key, item.raw_value))
-    answer = build_fetch_response(record.data.number, items)
-    head, _, tail = answer.partition(_CONTENT_GOES_HERE)
-    return (head, tail, True) if streamed else (answer, b"", False)
+    return build_fetch_response(record.data.number, items, tail)
+
+
+def _servers(record: Record, name: str) -> tuple[bytes, bytes] | None:
+    """The server's own answer for the item ``name``, as it gave it."""
+    found = next((item for item in record.data.items if item.name == name and not item.sectioned), None)
+    return None if found is None else (found.key, found.raw_value)
 
 
 def _value(record: Record, att: FetchAtt) -> tuple[bytes, bytes] | None:
-    upstream = record.data
     name = att.name
     if name == "UID":
         return (b"UID", b"%d" % record.uid)
@@ -125,10 +127,10 @@ def _value(record: Record, att: FetchAtt) -> tuple[bytes, bytes] | None:
         return (att.response_name(), b"%d" % len(part or b""))
     elif name == "RFC822.SIZE":
         return (b"RFC822.SIZE", b"%d" % len(record.served))
-    found = next((item for item in upstream.items if item.name == name and not item.sectioned), None)
+    found = _servers(record, name)
     if found is None and name in ("BODYSTRUCTURE", "BODY", "ENVELOPE") and record.served is not None:
         return (att.response_name(), _derived(record, att))
-    return None if found is None else (found.key, found.raw_value)
+    return found
 
 def _content(record: Record, att: FetchAtt) -> bytes:
     served = record.served

@@ -17,6 +17,14 @@ from mailguard.errors import StorageError
 from mailguard.files import ExchangeUnsupported, exchange_files, fsync_folder
 
 TEMP_MARK = ".mailguard-"   # temporary files are hidden and carry this, so readers skip them
+#: (inode, size, mtime in ns): tells whether a file is still the one that was read
+FileIdentity = tuple[int, int, int]
+
+
+def file_identity(info: os.stat_result) -> FileIdentity:
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
+
+
 #: why a message file was not rewritten when a mail client moved it meanwhile (a flag change)
 MOVED_AWAY = "renamed or removed by another program while it was rewritten; left unchanged"
 
@@ -37,35 +45,25 @@ class NewFile:
 
     def commit(self) -> None:
         """Make the new content the file's content, durably."""
-        self.stream.flush()
-        _copy_owner_and_mode(self.target, self.stream.fileno())
-        os.fsync(self.stream.fileno())
-        self.stream.close()
-        self.commit_renaming()
+        self._seal()
+        self._rename_into_place()
 
-    def commit_in_place_of(self, identity: tuple[int, int, int]) -> None:
-        """Like ``commit``, but only in place of the very file that was read: ``identity`` is its
-        (inode, size, mtime). A mail client may rename or replace a message file at any time (a
-        flag change renames a Maildir file); a plain rename over the old name would then leave
-        the client's copy beside ours. The names are swapped atomically instead, the file taken
-        out is checked, and anything unexpected is put back (StorageError, nothing changed).
+    def commit_in_place_of(self, identity: FileIdentity) -> None:
+        """Like ``commit``, but only in place of the very file that was read (``file_identity``).
+        A mail client may rename or replace a message file at any time (a flag change renames a
+        Maildir file); a plain rename over the old name would then leave the client's copy
+        beside ours. The names are swapped atomically instead, the file taken out is checked,
+        and anything unexpected is put back (StorageError, nothing changed).
         """
-        self.stream.flush()
         try:
-            _copy_owner_and_mode(self.target, self.stream.fileno())
-        except FileNotFoundError:
-            raise StorageError(MOVED_AWAY) from None
-        os.fsync(self.stream.fileno())
-        self.stream.close()
-        try:
+            self._seal()
             exchange_files(self.temp_path, self.target)
         except ExchangeUnsupported:
-            self.commit_renaming()
+            self._rename_into_place()
             return
         except FileNotFoundError:
             raise StorageError(MOVED_AWAY) from None
-        taken = os.stat(self.temp_path)
-        if (taken.st_ino, taken.st_size, taken.st_mtime_ns) != identity:
+        if file_identity(os.stat(self.temp_path)) != identity:
             exchange_files(self.temp_path, self.target)  # theirs back in place; ours is discarded
             raise StorageError("changed on disk while it was rewritten; left unchanged")
         os.unlink(self.temp_path)
@@ -73,24 +71,28 @@ class NewFile:
         if os.path.dirname(self.temp_path) != os.path.dirname(self.target):
             fsync_folder(os.path.dirname(self.temp_path) or ".")
 
-    def commit_renaming(self) -> None:
-        """The rename of ``commit`` (the stream is closed and synced already)."""
-        os.rename(self.temp_path, self.target)
-        fsync_folder(os.path.dirname(self.target) or ".")
-
     def commit_as(self, name: str) -> None:
         """Give the new content the new name ``name`` (beside ``target``), durably; ``target`` stays.
 
         link(2), not rename(2): an existing ``name`` is never overwritten (FileExistsError). The
         caller removes ``target`` afterwards, so a crash in between leaves both, never neither.
         """
+        self._seal()
+        os.link(self.temp_path, name)
+        fsync_folder(os.path.dirname(name) or ".")
+        os.unlink(self.temp_path)
+
+    def _seal(self) -> None:
+        """The new content complete on disk, with ``target``'s mode and owner (FileNotFoundError
+        when ``target`` is gone)."""
         self.stream.flush()
         _copy_owner_and_mode(self.target, self.stream.fileno())
         os.fsync(self.stream.fileno())
         self.stream.close()
-        os.link(self.temp_path, name)
-        fsync_folder(os.path.dirname(name) or ".")
-        os.unlink(self.temp_path)
+
+    def _rename_into_place(self) -> None:
+        os.rename(self.temp_path, self.target)
+        fsync_folder(os.path.dirname(self.target) or ".")
 
     def discard(self) -> None:
         if not self.stream.closed:
@@ -102,7 +104,7 @@ class NewFile:
 
 
 def replace_file(target: str, data: bytes, *, folder: str | None = None,
-                 identity: tuple[int, int, int] | None = None) -> None:
+                 identity: FileIdentity | None = None) -> None:
     """Atomically give ``target`` the content ``data`` (temp file in ``folder``, e.g. Maildir tmp/);
     with ``identity``, only in place of that very file (``NewFile.commit_in_place_of``)."""
     new = NewFile(target, folder=folder)

@@ -23,7 +23,7 @@ from typing import Callable
 
 from mailguard.errors import StorageError
 from mailguard.files import fsync_folder
-from mailguard.mailbox.atomic import MOVED_AWAY, TEMP_MARK, NewFile, replace_file
+from mailguard.mailbox.atomic import MOVED_AWAY, TEMP_MARK, NewFile, file_identity, replace_file
 from mailguard.scan.fromline import quote
 from mailguard.mailbox.locking import MboxLock
 from mailguard.processes import process_alive
@@ -132,7 +132,7 @@ def rewrite_message_file(result: MessageResult, keep: Keeper, protected: tuple[s
     refuse_protected(path, protected)
     with open(path, "rb") as stream:
         info = os.fstat(stream.fileno())
-        if result.identity != (info.st_ino, info.st_size, info.st_mtime_ns):
+        if result.identity != file_identity(info):
             raise StorageError("changed on disk while it was scanned; left unchanged")
         original = stream.read()
     data = splice_rewritten(original, result.rewritten)
@@ -183,8 +183,7 @@ def _replace_renamed(path: str, new_path: str, data: bytes, result: MessageResul
         new.discard()
         raise
     try:
-        still = os.stat(path)
-        if (still.st_ino, still.st_size, still.st_mtime_ns) != result.identity:
+        if file_identity(os.stat(path)) != result.identity:
             raise FileNotFoundError
         os.unlink(path)
     except FileNotFoundError:

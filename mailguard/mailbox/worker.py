@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Iterable, Protocol
 
+from mailguard.mailbox.atomic import file_identity
 from mailguard.mailbox.discover import MboxFile, MessageFile
 from mailguard.mailbox.headers import summary_fields
 from mailguard.mailbox.mbox import HEAD_SIZE, MboxMessage, NotAnMbox, read_mbox
@@ -175,7 +176,7 @@ class Worker:
             with open(item.path, "rb") as stream:
                 info = os.fstat(stream.fileno())
                 result.size = info.st_size
-                result.identity = (info.st_ino, info.st_size, info.st_mtime_ns)
+                result.identity = file_identity(info)
                 content: bytes | None = stream.read(self.max_size + 1)
                 head = content[:HEAD_SIZE]
                 if len(content) > self.max_size:

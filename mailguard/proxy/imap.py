@@ -29,7 +29,7 @@ from mailguard.proxy.imap_fetch import intercept_fetch
 from mailguard.proxy.imap_identity import SessionIdentity
 from mailguard.proxy.imap_readahead import ReadAhead
 from mailguard.proxy.imap_served import UPSTREAM_ANSWER_TIMEOUT, SessionMemory
-from mailguard.proxy.imap_starttls import ClientNamedTls, starttls_named_by_client
+from mailguard.proxy.imap_starttls import ClientNamedTls, check_starttls_answer, starttls_named_by_client
 from mailguard.proxy.imap_view import MailboxView
 
 log = logging.getLogger("mailguard.proxy.imap")
@@ -309,12 +309,8 @@ class ImapSession:
                 raise RemoteProtocolError("the server closed the connection during STARTTLS")
             if response.kind is Kind.TAGGED and response.tag == tag:
                 break
-        if response.word != "OK":
-            # Offered, then refused: never fall back to plaintext (DESIGN.md, pitfalls §4.4).
-            raise RemoteProtocolError("the server offered STARTTLS and then refused it")
-        if self.upstream.reader.buffered:  # our reader holds every byte received (conn.py keeps none)
-            # Response injection (pitfalls §4.2): bytes behind the OK were sent in plaintext.
-            raise RemoteProtocolError("the server sent data after its STARTTLS answer; refusing it")
+        # our reader holds every byte received (conn.py keeps none)
+        check_starttls_answer(response, bool(self.upstream.reader.buffered))
         assert self.context.upgrade_upstream is not None
         await self.context.upgrade_upstream(self.upstream.conn)
 

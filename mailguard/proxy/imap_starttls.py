@@ -31,7 +31,7 @@ from mailguard.proxy.upstream import upstream_certificate
 if TYPE_CHECKING:
     from mailguard.proxy.imap import ImapSession
 
-__all__ = ["ClientNamedTls", "starttls_named_by_client"]
+__all__ = ["ClientNamedTls", "check_starttls_answer", "starttls_named_by_client"]
 
 
 @dataclass(frozen=True)
@@ -51,12 +51,8 @@ class ClientNamedTls:
 async def starttls_named_by_client(session: "ImapSession", command: Command, named: ClientNamedTls) -> None:
     await session.readahead.settle()
     await session.wait_quiet()
-    answer = await _upstream_starttls(session)
-    if answer.word != "OK":
-        # Offered, then refused: never fall back to plaintext (DESIGN.md, pitfalls §4.4).
-        raise RemoteProtocolError("the server offered STARTTLS and then refused it")
-    if session.upstream.reader.buffered:
-        raise RemoteProtocolError("the server sent data after its STARTTLS answer; refusing it")
+    answer, more = await _upstream_starttls(session)
+    check_starttls_answer(answer, more or session.upstream.reader.buffered)
     client = session.client.conn
     client.set_reading(False)  # the ClientHello stays in the socket for the TLS layer
     session.send_client(command.tag + b" OK Begin TLS negotiation now\r\n")
@@ -74,8 +70,19 @@ async def starttls_named_by_client(session: "ImapSession", command: Command, nam
     await client.start_tls(context, server_side=True)
 
 
-async def _upstream_starttls(session: "ImapSession") -> Response:
-    """Our STARTTLS on the server leg, while the session's loops run: its tagged answer."""
+def check_starttls_answer(answer: Response, more: bool) -> None:
+    """Refuse what must not follow our STARTTLS upstream: a refusal after the server offered it
+    (never a fallback to plaintext: DESIGN.md, pitfalls §4.4), or ``more`` bytes behind its OK,
+    sent in plaintext where only the TLS handshake may come (response injection, §4.2)."""
+    if answer.word != "OK":
+        raise RemoteProtocolError("the server offered STARTTLS and then refused it")
+    if more:
+        raise RemoteProtocolError("the server sent data after its STARTTLS answer; refusing it")
+
+
+async def _upstream_starttls(session: "ImapSession") -> tuple[Response, bool]:
+    """Our STARTTLS on the server leg, while the session's loops run: its tagged answer, and
+    whether responses came behind it."""
     queue: asyncio.Queue[Response] = asyncio.Queue()
 
     async def divert(response: Response) -> None:
@@ -88,9 +95,7 @@ async def _upstream_starttls(session: "ImapSession") -> Response:
         while True:
             response = await next_answer(queue, session.context.answer_timeout)
             if response.kind is Kind.TAGGED and response.tag == tag:
-                if not queue.empty():
-                    raise RemoteProtocolError("the server sent data after its STARTTLS answer; refusing it")
-                return response
+                return response, not queue.empty()
             session.relay(response)
     finally:
         session.interceptor = None

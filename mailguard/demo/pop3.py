@@ -7,6 +7,7 @@ can show that the server still holds every message after the fetch.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from mailguard.demo.lines import serve_lines
 from mailguard.demo.mailbox import DemoMessage
@@ -77,18 +78,18 @@ class Pop3Session:
         return f"+OK {len(self.mailbox)} {total}\r\n".encode()
 
     def _list(self, argument: str) -> bytes:
-        if argument:
-            found = self._message(argument)
-            return f"+OK {found[0]} {len(found[1].raw)}\r\n".encode() if found else b"-ERR no such message\r\n"
-        lines = "".join(f"{n} {len(m.raw)}\r\n" for n, m in enumerate(self.mailbox, 1))
-        return f"+OK {len(self.mailbox)} messages\r\n{lines}.\r\n".encode()
+        return self._listing(argument, lambda message: len(message.raw), f"+OK {len(self.mailbox)} messages")
 
     def _uidl(self, argument: str) -> bytes:
+        return self._listing(argument, lambda message: message.uid, "+OK")
+
+    def _listing(self, argument: str, value: Callable[[DemoMessage], object], status: str) -> bytes:
+        """LIST and UIDL: one message's line, or every message's (RFC 1939 §5, §7)."""
         if argument:
             found = self._message(argument)
-            return f"+OK {found[0]} {found[1].uid}\r\n".encode() if found else b"-ERR no such message\r\n"
-        lines = "".join(f"{n} {m.uid}\r\n" for n, m in enumerate(self.mailbox, 1))
-        return f"+OK\r\n{lines}.\r\n".encode()
+            return f"+OK {found[0]} {value(found[1])}\r\n".encode() if found else b"-ERR no such message\r\n"
+        lines = "".join(f"{n} {value(message)}\r\n" for n, message in enumerate(self.mailbox, 1))
+        return f"{status}\r\n{lines}.\r\n".encode()
 
     def _retr(self, argument: str) -> bytes:
         found = self._message(argument)

@@ -108,16 +108,7 @@ def _raw_exchange(path: Path, payload: bytes) -> dict:
 
 
 def _answer_without_asking(path: Path) -> dict:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(10)
-        sock.connect(str(path))
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-    return json.loads(data)
+    return _raw_exchange(path, b"")  # connect, send nothing, read what the engine says
 
 
 def test_garbage_and_oversized_requests_get_an_error_answer(served, paths: Paths) -> None:

@@ -253,16 +253,25 @@ def _temporary_beside(path: Path) -> Path:
     return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
 
 
-def _write_temporary(path: Path, data: bytes) -> Path:
-    temporary = _temporary_beside(path)
+def _create_synced(path: Path, data: bytes) -> None:
+    """Create ``path`` (FileExistsError if it exists) holding ``data``, on disk; a file that
+    could not be written whole is removed again."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     try:
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+    except OSError:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def _write_temporary(path: Path, data: bytes) -> Path:
+    temporary = _temporary_beside(path)
+    try:
+        _create_synced(temporary, data)
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
         raise StorageError(f"cannot write {path}: {exc.strerror}") from None
     return temporary
 
@@ -286,18 +295,10 @@ def _write_new(path: Path, data: bytes) -> bool:
 
 def _write_exclusive(path: Path, data: bytes) -> bool:
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        _create_synced(path, data)
     except FileExistsError:
         return False
     except OSError as exc:
-        raise StorageError(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except OSError as exc:
-        path.unlink(missing_ok=True)
         raise StorageError(f"cannot write {path}: {exc.strerror}") from None
     fsync_folder(path.parent)
     return True

@@ -1,4 +1,5 @@
-"""Whether a process still runs: for stale lock files (mbox dotlocks, the engine's pid file)."""
+"""Processes: whether one still runs (stale lock files: mbox dotlocks, the engine's pid file), and
+workers that end with their parent (mailguard scan's pool, the engine's scan workers)."""
 
 from __future__ import annotations
 
@@ -25,3 +26,30 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True  # exists, owned by someone else
     return True
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int | None = None) -> None:
+    """Have the kernel kill this process when its parent dies (Linux; elsewhere nothing).
+
+    A pool worker otherwise outlives a ``mailguard scan`` killed with SIGKILL, waiting for
+    tasks forever. ``parent``: the pid the parent had; if it is already gone (it died before
+    the signal was asked for), exit now.
+    """
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            return
+    except (OSError, AttributeError):
+        return
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)

@@ -25,6 +25,7 @@ from mailguard.mailbox.headers import summary_fields
 from mailguard.mailbox.mbox import HEAD_SIZE, MboxMessage, NotAnMbox, read_mbox
 from mailguard.mailbox.results import MessageResult
 from mailguard.mailbox.sniff import Kind, sniff_bytes
+from mailguard.processes import die_with_parent
 
 if TYPE_CHECKING:
     from mailguard.scan.policy import Policy
@@ -284,31 +285,6 @@ def init_worker(factory: EngineFactory, policy: "Policy", rewrite: bool, parent:
     multiprocessing.util.Finalize(None, _worker.close, exitpriority=10)
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(parent: int | None = None) -> None:
-    """Have the kernel kill this process when its parent dies (Linux; elsewhere nothing).
-
-    A pool worker otherwise outlives a ``mailguard scan`` killed with SIGKILL, waiting for
-    tasks forever. ``parent``: the pid the parent had; if it is already gone (it died before
-    the signal was asked for), exit now.
-    """
-    import signal
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            return
-    except (OSError, AttributeError):
-        return
-    if parent is not None and os.getppid() != parent:
-        os._exit(1)
 
 
 def run_in_worker(task: Task) -> Outcome:

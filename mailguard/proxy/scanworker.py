@@ -18,28 +18,19 @@ when its parent dies, so no worker outlives the engine.
 
 from __future__ import annotations
 
-import ctypes
 import pickle
 import signal
 import struct
 import sys
 from typing import BinaryIO
 
+from mailguard.processes import die_with_parent
+
 __all__ = ["CONFIG", "REQUEST", "RESULT", "main"]
 
 CONFIG = struct.Struct("!I")
 REQUEST = struct.Struct("!IQ")
 RESULT = struct.Struct("!I")
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass  # not Linux: stdin's end-of-file still stops the worker once the engine is gone
-
 
 def _read_exactly(stream: BinaryIO, size: int) -> bytes | None:
     data = stream.read(size)
@@ -49,7 +40,7 @@ def _read_exactly(stream: BinaryIO, size: int) -> bytes | None:
 
 
 def main() -> int:
-    _die_with_parent()
+    die_with_parent()  # elsewhere than Linux, stdin's end-of-file still stops it with the engine
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the engine, which stops us
     from mailguard.proxy.scanpool import scan_message, settle_without_scan
     from mailguard.scan.verdict import Reason

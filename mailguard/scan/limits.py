@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mailguard.scan.verdict import Reason
+
+if TYPE_CHECKING:
+    from mailguard.scan.policy import Policy  # for annotations only: policy imports this module
 
 
 class ScanIncomplete(Exception):
@@ -33,7 +37,7 @@ class Budget:
     unpacked: int = field(default=0)
 
     @classmethod
-    def for_message(cls, policy: "Policy") -> "Budget":  # noqa: F821 - avoids an import cycle
+    def for_message(cls, policy: Policy) -> Budget:
         return cls(
             max_object_size=policy.max_object_size,
             max_member_size=policy.max_archive_file_size,

@@ -206,16 +206,16 @@ def _recover_hidden_fields(fields: list[Header]) -> bool:
     reads); the recovered fields are marked ``hidden``. Both readings are then scanned.
     """
     found = False
-    for field in list(fields):
-        if b"\r" not in field.value:
+    for header in list(fields):
+        if b"\r" not in header.value:
             continue
         found = True
-        visible, *rest = field.value.split(b"\r")
-        field.value = visible.rstrip(b" \t")
+        visible, *rest = header.value.split(b"\r")
+        header.value = visible.rstrip(b" \t")
         for piece in rest:
             if m := _FIELD_NAME.match(piece):
                 name = m.group(1).decode("ascii").lower()
-                fields.append(Header(name, field.start, field.end, piece[m.end():].strip(b" \t"), True))
+                fields.append(Header(name, header.start, header.end, piece[m.end():].strip(b" \t"), True))
     return found
 
 

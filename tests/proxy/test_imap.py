@@ -536,12 +536,10 @@ def _literal(answer: bytes, item: bytes) -> bytes:
     return answer[found.end() : found.end() + int(found.group(1))]
 
 
-@pytest.mark.parametrize("command", [b"FETCH 1:2 (RFC822.SIZE BODY.PEEK[])", b"UID FETCH 2 (RFC822.SIZE BODY.PEEK[])"],
-                         ids=["two-trips", "one-trip"])
-def test_a_message_too_large_to_scan_is_delivered_tagged_unscanned_when_passing(command: bytes) -> None:
+def _answer_holding_4000(server: MockImapServer, command: bytes) -> bytes:
+    """The answer to ``command`` through a session that holds literals of 4,000 octets at most."""
     from mailguard.protocols.imap.limits import ImapLimits
 
-    server = MockImapServer([SIMPLE, BIG])
     out = []
 
     async def body(client: Client, context: ImapContext) -> None:
@@ -550,7 +548,14 @@ def test_a_message_too_large_to_scan_is_delivered_tagged_unscanned_when_passing(
         out.append(await client.command(b"a", command))
 
     run(run_case(server, body))
-    answer = out[0]
+    return out[0]
+
+
+@pytest.mark.parametrize("command", [b"FETCH 1:2 (RFC822.SIZE BODY.PEEK[])", b"UID FETCH 2 (RFC822.SIZE BODY.PEEK[])"],
+                         ids=["two-trips", "one-trip"])
+def test_a_message_too_large_to_scan_is_delivered_tagged_unscanned_when_passing(command: bytes) -> None:
+    server = MockImapServer([SIMPLE, BIG])
+    answer = _answer_holding_4000(server, command)
     assert _literal(answer.split(b"* 2 FETCH")[1], b"BODY[]") == TAG + BIG  # whole, after our header
     assert re.search(rb"\* 2 FETCH \([^)]*RFC822.SIZE %d" % len(TAG + BIG), answer)  # the size it delivers
     assert answer.endswith(b"a OK FETCH completed\r\n") or answer.endswith(b"a OK UID FETCH completed\r\n")
@@ -584,33 +589,13 @@ def test_a_chunk_loop_over_a_message_too_large_to_scan_joins_to_the_tagged_messa
 
 
 def test_a_section_of_a_message_too_large_to_scan_still_gets_the_notice() -> None:
-    from mailguard.protocols.imap.limits import ImapLimits
-
-    server = MockImapServer([BIG])
-    out = []
-
-    async def body(client: Client, context: ImapContext) -> None:
-        context.limits = ImapLimits(max_response_literal=4000, max_response_size=100_000)
-        await login_select(client)
-        out.append(await client.command(b"a", b"FETCH 1 (BODY.PEEK[TEXT])"))
-
-    run(run_case(server, body))
-    assert b"x" * 100 not in out[0] and b"a OK" in out[0]
+    answer = _answer_holding_4000(MockImapServer([BIG]), b"FETCH 1 (BODY.PEEK[TEXT])")
+    assert b"x" * 100 not in answer and b"a OK" in answer
 
 
 def test_rfc822_of_a_message_too_large_to_scan_sets_seen_as_it_would() -> None:
-    from mailguard.protocols.imap.limits import ImapLimits
-
     server = MockImapServer([BIG])
-    out = []
-
-    async def body(client: Client, context: ImapContext) -> None:
-        context.limits = ImapLimits(max_response_literal=4000, max_response_size=100_000)
-        await login_select(client)
-        out.append(await client.command(b"a", b"FETCH 1 (RFC822)"))
-
-    run(run_case(server, body))
-    assert _literal(out[0], b"RFC822") == TAG + BIG
+    assert _literal(_answer_holding_4000(server, b"FETCH 1 (RFC822)"), b"RFC822") == TAG + BIG
     assert server.seen == {1}
 
 

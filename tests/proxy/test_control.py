@@ -97,7 +97,8 @@ def _raw_exchange(path: Path, payload: bytes) -> dict:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(10)
         sock.connect(str(path))
-        sock.sendall(payload)
+        if payload:  # even an empty send fails with EPIPE once a refusing engine has hung up
+            sock.sendall(payload)
         data = b""
         while not data.endswith(b"\n"):
             chunk = sock.recv(4096)

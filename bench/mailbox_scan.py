@@ -15,7 +15,10 @@ reaped worker processes too) is its own:
   of a 1 GB mbox and reports a tenth of the detections);
 - the mailbox layer alone (the engine replaced by a no-op), --jobs 1 and 2;
 - with ``--compare-tree DIR``: mailguard and the mailbox layer again from another source tree
-  (e.g. ``git archive`` of an earlier commit), so before/after figures share one run.
+  (e.g. ``git archive`` of an earlier commit), so before/after figures share one run;
+- the goal's ratio (``--jobs 2`` time over floor time) in ``--pairs`` back-to-back pairs, and
+  their median: on a shared machine one floor run can be 30% off, and a ratio taken from a
+  pair run seconds apart is far steadier than one from runs minutes apart.
 
 The file is generated into bench/out/ (git-ignored): messages with a base64 PDF-like
 attachment, one in ``INFECTED_EVERY`` carrying EICAR as an attachment.
@@ -29,6 +32,7 @@ import hashlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -155,6 +159,7 @@ def main() -> None:
                         help="also compare peak memory on a 50 MB and a 5 GB mbox")
     parser.add_argument("--big-mb", type=int, default=5120, help="size of the big mbox for the memory check")
     parser.add_argument("--compare-tree", help="also run mailguard from this source tree (before/after)")
+    parser.add_argument("--pairs", type=int, default=5, help="floor / --jobs 2 pairs for the goal's ratio")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     home = tempfile.mkdtemp(prefix="mailguard-bench-home-")
@@ -186,6 +191,15 @@ def main() -> None:
     clam = rows.get("clamscan --scan-mail --allmatch (same signature)")
     print(f"# mailguard --jobs 2 vs floor: {rows['floor']['MB/s'] / best:.2f}x slower; "
           + (f"vs clamscan: {best / clam['MB/s']:.2f}x its throughput" if clam else "clamscan missing"), flush=True)
+    ratios = []
+    for _ in range(args.pairs):
+        pair_floor = float(floor(path)["seconds"])
+        ratios.append(float(mailguard(path, 2, home)["seconds"]) / pair_floor)
+        print(json.dumps({"pair": len(ratios), "floor MB/s": round(size / 1e6 / pair_floor, 1),
+                          "--jobs 2 / floor": round(ratios[-1], 2)}), flush=True)
+    if ratios:
+        print(f"# --jobs 2 vs floor over {len(ratios)} pairs: median {statistics.median(ratios):.2f}x slower "
+              f"(range {min(ratios):.2f}-{max(ratios):.2f})", flush=True)
     if args.memory:
         for size_mb in (50, args.big_mb):
             memory_path = OUT / f"bench-{size_mb}.mbox"

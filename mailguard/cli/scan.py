@@ -92,9 +92,9 @@ def scan(
         # Only now that the engine is up: a set-up error leaves nothing (no half JSON) on stdout.
         render = _RENDERERS[chosen](quiet)
         with _progress(paths, own) as advance:
+            scanner.progress = advance
             for result in scanner.results():
                 render.result(result)
-                advance(result)
     render.finish(scanner.summary)
     for skipped in scanner.skipped_own:
         sys.stderr.write(f"mailguard: skipped {skipped.path}: {skipped.reason}\n")
@@ -133,9 +133,9 @@ class _progress:
         self.display = None
         self.flush: Callable[[], None] = lambda: None
 
-    def __enter__(self) -> Callable[["MessageResult"], None]:
+    def __enter__(self) -> Callable[["MessageResult"], None] | None:
         if not sys.stderr.isatty():
-            return lambda result: None
+            return None
         from rich.console import Console
         from rich.progress import (
             BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn,

@@ -4,8 +4,9 @@ A rewritten mbox is one new file, put in place at the end (rewrite.py). Until th
 says "changed" is a promise: if the rewrite is abandoned later (a quarantine or disk failure on a
 later message, a failed commit), the mailbox is left as it was, and a result already printed would
 say otherwise. So ``--action tag|clean`` holds an mbox's results until it is closed, and corrects
-the promises that did not hold before anyone sees them. (The progress display and the output
-then show an mbox being rewritten all at once, when it is done.)
+the promises that did not hold before anyone sees them. (The output then shows an mbox being
+rewritten all at once, when it is done; the progress display still moves as its messages are
+scanned: ``OfflineScan.progress`` is told of each result when it is held.)
 
 Memory stays bounded however large the mbox: past ``IN_MEMORY`` results they are pickled to a
 private temporary file (created 0600 and unlinked at once: results carry subjects and message ids).

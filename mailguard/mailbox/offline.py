@@ -17,7 +17,7 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator
 
 from mailguard.errors import MailguardError, ScanError, StorageError, UsageError
 from mailguard.mailbox.discover import STDIN, MboxFile, MessageFile, Problem, Skipped, Stdin, discover
@@ -72,6 +72,9 @@ class OfflineScan:
         self.policy = policy_for_action(policy, action) if self.rewrite else policy
         self.jobs = max(1, jobs)
         self.keep: Keeper = keep or (lambda raw, result: "")
+        # Told of every result once, as soon as it is known, even while it is held back
+        # until its mbox is rewritten (a progress display should move during a rewrite).
+        self.progress: Callable[[MessageResult], None] | None = None
         self.factory = engine_factory or default_engine
         self.stdin = stdin
         self.exclude = tuple(str(folder) for folder in exclude)
@@ -169,6 +172,7 @@ class OfflineScan:
         source = state.source
         index, line = state.next_index, state.next_line
         add = self.summary.add
+        progress = self.progress
         rewrite = self.rewrite
         try:
             for row in rows:
@@ -180,6 +184,8 @@ class OfflineScan:
                 line += row[2]
                 if rewrite and result.rewritten is not None:
                     self._write(result, state)
+                if progress is not None:
+                    progress(result)
                 if state.held is not None:
                     state.held.add(result)  # counted and shown once the mbox is closed
                     continue
@@ -193,7 +199,8 @@ class OfflineScan:
         if state.held is not None:
             held, state.held = state.held, None
             for result in held.release(committed):
-                yield self._count(result)
+                self.summary.add(result)  # its progress was told when it was held
+                yield result
 
     def _unsettled_rows(self, rows: list[MboxRow], task: MboxChunk) -> Iterator[MessageResult]:
         why = self._failed_mboxes[task.mailbox_no]
@@ -207,6 +214,8 @@ class OfflineScan:
 
     def _count(self, result: MessageResult) -> MessageResult:
         self.summary.add(result)
+        if self.progress is not None:
+            self.progress(result)
         return result
 
     def _write(self, result: MessageResult, state: _MboxState | None) -> None:

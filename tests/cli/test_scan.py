@@ -406,3 +406,44 @@ def test_killing_a_maildir_rewrite_leaves_each_message_old_or_new(tmp_path: Path
         assert os.listdir(root / "new") == []
         for name in originals:
             assert (root / name).read_bytes() in (originals[name], cleaned[name]), f"{name} is half-written"
+
+
+def _scan_with_stderr_on_a_terminal(*args: str) -> tuple[int, bytes, bytes]:
+    """Run ``mailguard scan`` with stderr on a pseudo-terminal (stdout piped): exit code,
+    stdout, and everything written to the terminal. Stdout is read only at the end: keep it
+    under a pipe's buffer (--quiet)."""
+    import pty
+
+    controller, terminal = pty.openpty()
+    try:
+        process = subprocess.Popen([MAILGUARD, "scan", *args], stdout=subprocess.PIPE, stderr=terminal,
+                                   env=dict(os.environ, TERM="xterm", COLUMNS="120"))
+        os.close(terminal)
+        terminal = -1
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: the last holder of the terminal has closed it
+                break
+            if not chunk:
+                break
+            shown += chunk
+        stdout = process.stdout.read() if process.stdout else b""
+        return process.wait(timeout=120), stdout, shown
+    finally:
+        if terminal != -1:
+            os.close(terminal)
+        os.close(controller)
+
+
+def test_a_progress_bar_on_a_terminal_and_none_when_piped(tmp_path: Path):
+    box = tmp_path / "box"
+    box.write_bytes(mbox_bytes([message(i) for i in range(200)] + [infected(200)]))
+    code, stdout, shown = _scan_with_stderr_on_a_terminal(str(box), "--format", "jsonl", "--quiet",
+                                                            "--action", "tag")
+    assert code == 1, shown
+    assert b"scanning" in shown and b"201 messages" in shown  # the bar, with its count of messages
+    assert json.loads(stdout.splitlines()[-1])["summary"]["messages"] == 201  # results still on stdout
+    piped = mailguard(str(box), "--format", "jsonl")
+    assert b"scanning" not in piped.stderr and b"messages" not in piped.stderr

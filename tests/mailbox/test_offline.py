@@ -341,3 +341,28 @@ def test_held_results_beyond_memory_come_back_in_order_from_the_spool(tmp_path, 
     assert [r.quarantine_id for r in results if r.changed] == ["Q0", "Q3", "Q6", "Q9"]
     assert summary.changed == 4 and summary.messages == 10
     assert EICAR not in box.read_bytes()
+
+
+@pytest.mark.parametrize("action", ["report", "tag"])
+def test_progress_is_told_of_every_result_once_and_moves_while_an_mbox_is_rewritten(mixed, action):
+    folder, _ = mixed
+    told: list[str] = []
+    yielded_when_told: list[int] = []
+    results = []
+    keep = (lambda raw, result: "Q") if action == "tag" else None
+    with OfflineScan([str(folder)], Policy(), jobs=2, action=action, keep=keep, engine_factory=EicarEngine) as run:
+        def progress(result):
+            told.append(result.where())
+            yielded_when_told.append(len(results))
+
+        run.progress = progress
+        for result in run.results():
+            results.append(result)
+    assert sorted(told) == sorted(r.where() for r in results)  # each result once, none twice
+    mbox_told = [n for where, n in zip(told, yielded_when_told) if where.startswith(str(folder / "a.mbox"))]
+    assert len(mbox_told) == 60
+    if action == "tag":
+        # Held until the new mbox is in place, yet told as they were scanned: all 60 before any came out.
+        assert set(mbox_told) == {0}
+    else:
+        assert mbox_told == sorted(mbox_told) and mbox_told[-1] == 59

@@ -1,5 +1,6 @@
-"""Processes: whether one still runs (stale lock files: mbox dotlocks, the engine's pid file), and
-workers that end with their parent (mailguard scan's pool, the engine's scan workers)."""
+"""Processes: whether one still runs (stale lock files: mbox dotlocks, the engine's pid file),
+workers that end with their parent (mailguard scan's pool, the engine's scan workers), and how
+many CPUs they can use."""
 
 from __future__ import annotations
 
@@ -26,6 +27,16 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True  # exists, owned by someone else
     return True
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: fewer than the machine has under ``taskset``, a
+    container's cpuset or systemd's ``CPUAffinity=`` (``os.cpu_count`` counts them all, and
+    more workers than CPUs only compete for them)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity on this system
+        return os.cpu_count() or 1
 
 
 _PR_SET_PDEATHSIG = 1

@@ -30,3 +30,12 @@ def test_a_zombie_is_not_alive():
         assert os.path.exists(f"/proc/{child.pid}")  # still there as a zombie
     finally:
         child.wait()
+
+
+def test_usable_cpus_counts_only_the_cpus_this_process_may_run_on():
+    # In a child, so this test's own affinity is left alone.
+    code = ("import os\nfrom mailguard.processes import usable_cpus\nbefore = usable_cpus()\n"
+            "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\nprint(before, usable_cpus())")
+    before, pinned = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                    timeout=60).stdout.split()
+    assert int(before) == len(os.sched_getaffinity(0)) and int(pinned) == 1

@@ -17,6 +17,7 @@ import typer
 
 from mailguard.cli import exitcodes
 from mailguard.cli.common import ConfigOption, open_settings
+from mailguard.processes import usable_cpus
 
 if TYPE_CHECKING:
     from mailguard.mailbox.results import MessageResult, Summary
@@ -62,7 +63,7 @@ def scan(
              "tag and clean lock the mailbox, keep the original of each changed message in the "
              "quarantine, and replace the mailbox atomically.")] = Action.report,
     jobs: Annotated[Optional[int], typer.Option(
-        "--jobs", "-j", min=1, show_default="number of CPUs",
+        "--jobs", "-j", min=1, show_default="the CPUs it may use",
         help="Scanning processes, each with its own engine. Results keep the input order.")] = None,
     quiet: Annotated[bool, typer.Option(
         "--quiet", "-q", help="Show only infected, unscanned and error results.")] = False,
@@ -84,7 +85,7 @@ def scan(
     # and the quarantine is never rewritten, whatever the paths given.
     quarantine_dir = str(settings_paths.quarantine_dir(settings))
     own = (str(settings_paths.state_dir), quarantine_dir)
-    scanner = OfflineScan(paths, policy, jobs=jobs or os.cpu_count() or 1, action=action.value,
+    scanner = OfflineScan(paths, policy, jobs=jobs or usable_cpus(), action=action.value,
                           exclude=own, protected=(quarantine_dir,))
     if action is not Action.report and policy.quarantine:
         scanner.keep = _quarantine_keeper(quarantine_dir)

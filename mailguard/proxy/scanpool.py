@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mailguard.processes import usable_cpus
 from mailguard.proxy.scanprocs import ProcessWorkers
 from mailguard.scan.policy import Policy
 from mailguard.scan.verdict import Incomplete, Reason, Verdict
@@ -76,7 +76,7 @@ def account(host: Any, log: Any, outcome: ScanOutcome, what: str, size: int) -> 
 
 def default_kind() -> str:
     """Processes when there is a second core for them to use, else threads."""
-    return "process" if (os.cpu_count() or 1) > 1 else "thread"
+    return "process" if usable_cpus() > 1 else "thread"
 
 
 # --- the worker side (runs in a pool thread or process) ----------------------------------------
@@ -158,7 +158,7 @@ class ScanPool:
     def __init__(self, policy: Policy, quarantine_dir: Path | None, *, workers: int | None = None,
                  kind: str | None = None) -> None:
         self.kind = kind or default_kind()
-        self.workers = workers or max(1, (os.cpu_count() or 1) - (1 if self.kind == "process" else 0))
+        self.workers = workers or max(1, usable_cpus() - (1 if self.kind == "process" else 0))
         self.policy = policy
         self.quarantine_dir = str(quarantine_dir) if quarantine_dir is not None else None
         self._executor = self._make_executor()

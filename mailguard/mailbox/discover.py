@@ -22,6 +22,8 @@ import stat
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
+from mailguard.mailbox import maildir
+from mailguard.mailbox.maildir import FOLLOW_RENAMES
 from mailguard.mailbox.sniff import Kind, is_maildir, is_mh_folder, sniff_file
 
 STDIN = "-"
@@ -56,6 +58,10 @@ class Skipped:
     path: str
     reason: str
     own: bool = False      # one of mailguard's own folders (quarantine, state): worth telling the user
+    vanished: bool = False  # a message file deleted meanwhile by a mail client (VANISHED): told too
+
+
+VANISHED = "deleted by another program before it could be read"
 
 
 @dataclass(frozen=True)
@@ -235,10 +241,21 @@ def _mh(folder: str, names: list[str], ancestors: frozenset[tuple[int, int]],
 
 
 def _message_file(source: str, path: str, location: dict[str, object], what: str) -> Item:
-    try:
-        info = os.stat(path)
-    except OSError as exc:
-        return Problem(source, path, f"{what}: {_explain(exc)}", location)
+    for attempt in range(FOLLOW_RENAMES + 1):
+        try:
+            info = os.stat(path)
+            break
+        except FileNotFoundError as exc:
+            if os.path.islink(path):
+                return Problem(source, path, f"{what}: {_explain(exc)}", location)  # a dangling symlink
+            # Gone since the folder was listed: renamed by a mail client (Maildir), or deleted.
+            moved = maildir.current_path(path) if location.get("format") == "maildir" else None
+            if moved is None or attempt == FOLLOW_RENAMES:
+                return Skipped(path, VANISHED, vanished=True)
+            path = moved
+            location = dict(location, file=maildir.location_file(moved))
+        except OSError as exc:
+            return Problem(source, path, f"{what}: {_explain(exc)}", location)
     if not stat.S_ISREG(info.st_mode):
         return Problem(source, path, f"{what}: not a regular file", location)
     return MessageFile(source, path, info.st_size, location)

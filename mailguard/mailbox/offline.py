@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator
 
 from mailguard.errors import MailguardError, ScanError, StorageError, UsageError
-from mailguard.mailbox.discover import STDIN, MboxFile, MessageFile, Problem, Skipped, Stdin, discover
+from mailguard.mailbox.discover import (
+    STDIN, VANISHED, MboxFile, MessageFile, Problem, Skipped, Stdin, discover,
+)
 from mailguard.mailbox.held import NOT_COMMITTED, HeldResults
 from mailguard.mailbox.mbox import HEAD_SIZE, MboxMessage, NotAnMbox, read_mbox
 from mailguard.mailbox.results import MessageResult, Summary
@@ -80,7 +82,9 @@ class OfflineScan:
         self.exclude = tuple(str(folder) for folder in exclude)
         self.protected = tuple(str(folder) for folder in protected)
         self.summary = Summary()
-        self.skipped_own: list[Skipped] = []  # mailguard's own folders met in the paths, not scanned
+        # Left alone and worth telling on stderr: mailguard's own folders met in the paths, and
+        # message files another program deleted before they could be read.
+        self.skipped_to_tell: list[Skipped] = []
         self._pool: ProcessPoolExecutor | None = None
         self._local: Worker | None = None
         self._mboxes: dict[int, _MboxState] = {}
@@ -135,6 +139,9 @@ class OfflineScan:
     def _settle(self, outcome: Outcome) -> Iterator[MessageResult]:
         task = outcome.task
         state = self._mboxes.get(getattr(task, "mailbox_no", -1))
+        for path in outcome.vanished:
+            self.summary.skipped += 1
+            self.skipped_to_tell.append(Skipped(path, VANISHED, vanished=True))
         for result in outcome.results:
             if self.rewrite and result.rewritten is not None:
                 self._write(result, state)
@@ -283,8 +290,8 @@ class OfflineScan:
                 batch = []
             if isinstance(item, Skipped):
                 self.summary.skipped += 1
-                if item.own:
-                    self.skipped_own.append(item)
+                if item.own or item.vanished:
+                    self.skipped_to_tell.append(item)
             elif isinstance(item, Problem):
                 yield Done((MessageResult(item.source, item.path, dict(item.location), error=item.reason),))
             elif isinstance(item, Stdin):

@@ -80,7 +80,7 @@ class Summary:
     bytes: int = 0
     seconds: float = 0.0
     changed: int = 0
-    skipped: int = 0          # files recognised as not mail (a client's index), left alone
+    skipped: int = 0          # files left alone: not mail (a client's index), or deleted before they were read
     write_errors: int = 0     # messages --action could not rewrite
 
     def add(self, result: MessageResult) -> None:

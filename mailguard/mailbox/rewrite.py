@@ -23,7 +23,9 @@ from typing import Callable
 
 from mailguard.errors import StorageError
 from mailguard.files import fsync_folder
-from mailguard.mailbox.atomic import MOVED_AWAY, TEMP_MARK, NewFile, file_identity, replace_file
+from mailguard.mailbox import maildir
+from mailguard.mailbox.atomic import TEMP_MARK, MovedAway, NewFile, file_identity, replace_file
+from mailguard.mailbox.maildir import FOLLOW_RENAMES
 from mailguard.scan.fromline import quote
 from mailguard.mailbox.locking import MboxLock
 from mailguard.processes import process_alive
@@ -126,17 +128,38 @@ def rewrite_message_file(result: MessageResult, keep: Keeper, protected: tuple[s
     """Replace one message file (Maildir, MH, .eml) with its rewritten version.
 
     ``protected``: folders (the quarantine) whose files are never rewritten (StorageError).
+    A Maildir file a mail client renamed meanwhile (a flag change) is followed to its new name,
+    and rewritten there if it is still the file that was scanned (same inode, size and mtime:
+    a rename changes none of them); otherwise it is left to the client (MovedAway).
     """
+    follow = result.location.get("format") == "maildir"
+    for attempt in range(FOLLOW_RENAMES + 1):
+        try:
+            _rewrite_message_file(result, keep, protected)
+            return
+        except MovedAway:
+            moved = maildir.current_path(result.file) if follow and attempt < FOLLOW_RENAMES else None
+            if moved is None:
+                raise
+            maildir.follow_rename(result, moved)
+
+
+def _rewrite_message_file(result: MessageResult, keep: Keeper, protected: tuple[str, ...]) -> None:
     assert result.rewritten is not None
     path = os.path.realpath(result.file)
     refuse_protected(path, protected)
-    with open(path, "rb") as stream:
+    try:
+        stream = open(path, "rb")
+    except FileNotFoundError:
+        raise MovedAway from None
+    with stream:
         info = os.fstat(stream.fileno())
         if result.identity != file_identity(info):
             raise StorageError("changed on disk while it was scanned; left unchanged")
         original = stream.read()
     data = splice_rewritten(original, result.rewritten)
-    result.quarantine_id = keep(original, result)
+    if not result.quarantine_id:  # once, even when the file is followed to a new name
+        result.quarantine_id = keep(original, result)
     folder = None
     renamed = None
     if result.location.get("format") == "maildir":
@@ -178,7 +201,7 @@ def _replace_renamed(path: str, new_path: str, data: bytes, result: MessageResul
         new.commit_as(new_path)
     except FileNotFoundError:  # the file to replace is gone: moved by a mail client
         new.discard()
-        raise StorageError(MOVED_AWAY) from None
+        raise MovedAway from None
     except BaseException:
         new.discard()
         raise
@@ -190,7 +213,7 @@ def _replace_renamed(path: str, new_path: str, data: bytes, result: MessageResul
         # Renamed (a flag change) or replaced by a mail client meanwhile: its file stands, ours goes.
         os.unlink(new_path)
         fsync_folder(os.path.dirname(new_path) or ".")
-        raise StorageError(MOVED_AWAY) from None
+        raise MovedAway from None
     fsync_folder(os.path.dirname(path) or ".")
     result.file = os.path.join(os.path.dirname(result.file), os.path.basename(new_path))
     where = result.location.get("file")

@@ -19,9 +19,11 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Iterable, Protocol
 
+from mailguard.mailbox import maildir
 from mailguard.mailbox.atomic import file_identity
 from mailguard.mailbox.discover import MboxFile, MessageFile
 from mailguard.mailbox.headers import summary_fields
+from mailguard.mailbox.maildir import FOLLOW_RENAMES
 from mailguard.mailbox.mbox import HEAD_SIZE, MboxMessage, NotAnMbox, read_mbox
 from mailguard.mailbox.results import MessageResult
 from mailguard.mailbox.sniff import Kind, sniff_bytes
@@ -94,6 +96,7 @@ class Outcome:
     results: list[MessageResult] = field(default_factory=list)  # files, problems, a single stdin message
     rows: list[MboxRow] = field(default_factory=list)           # mbox messages (MboxChunk, InlineMessages)
     failure: str = ""       # the task could not run to its end (the mbox vanished, an I/O error)
+    vanished: list[str] = field(default_factory=list)  # message files deleted by another program before read
 
 
 def row_result(source: str, path: str, row: MboxRow) -> MessageResult:
@@ -135,7 +138,14 @@ class Worker:
         if isinstance(task, MboxChunk):
             return self._mbox_chunk(task)
         if isinstance(task, FileBatch):
-            return Outcome(task, [self._file(item) for item in task.items])
+            outcome = Outcome(task)
+            for item in task.items:
+                result = self._file(item)
+                if result is None:
+                    outcome.vanished.append(item.path)
+                else:
+                    outcome.results.append(result)
+            return outcome
         if task.single:
             return Outcome(task, [self._single(task.source, message) for message in task.messages])
         outcome = Outcome(task)
@@ -170,21 +180,32 @@ class Worker:
         self._scan(result, message.content, message.head, message.problem)
         return result
 
-    def _file(self, item: MessageFile) -> MessageResult:
+    def _file(self, item: MessageFile) -> MessageResult | None:
+        """The result of one message file; None when another program deleted it before it was
+        read (a mail client expunging it while the scan runs: nothing is left to scan)."""
         result = MessageResult(source=item.source, file=item.path, location=dict(item.location), size=item.size)
-        what = "broken Maildir entry" if item.location.get("format") == "maildir" else "broken MH entry"
-        try:
-            with open(item.path, "rb") as stream:
-                info = os.fstat(stream.fileno())
-                result.size = info.st_size
-                result.identity = file_identity(info)
-                content: bytes | None = stream.read(self.max_size + 1)
-                head = content[:HEAD_SIZE]
-                if len(content) > self.max_size:
-                    content = None
-        except OSError as exc:
-            result.error = exc.strerror or str(exc)
-            return result
+        is_maildir = item.location.get("format") == "maildir"
+        what = "broken Maildir entry" if is_maildir else "broken MH entry"
+        for attempt in range(FOLLOW_RENAMES + 1):
+            try:
+                with open(result.file, "rb") as stream:
+                    info = os.fstat(stream.fileno())
+                    result.size = info.st_size
+                    result.identity = file_identity(info)
+                    content: bytes | None = stream.read(self.max_size + 1)
+                    head = content[:HEAD_SIZE]
+                    if len(content) > self.max_size:
+                        content = None
+                break
+            except FileNotFoundError:
+                # A client renamed it since it was listed (a flag change, new/ to cur/): follow it.
+                moved = maildir.current_path(result.file) if is_maildir and attempt < FOLLOW_RENAMES else None
+                if moved is None:
+                    return None
+                maildir.follow_rename(result, moved)
+            except OSError as exc:
+                result.error = exc.strerror or str(exc)
+                return result
         if not item.sniffed:
             kind = sniff_bytes(head, complete=content is not None)
             if kind is not Kind.MESSAGE:

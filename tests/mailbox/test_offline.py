@@ -138,20 +138,52 @@ def test_clean_rewrites_maildir_files_under_their_names(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["1:2,S", "1,S=999,W=999:2,S"], ids=["same-name", "size-fields"])
-def test_a_maildir_file_a_client_renames_during_the_rewrite_is_left_to_the_client(tmp_path, name):
-    """A flag change renames a Maildir file at any time: between our read and our rename, say.
-    The client's file must stand alone: no second, cleaned copy under the old name."""
+def test_a_maildir_file_a_client_renames_during_the_rewrite_is_cleaned_under_its_new_name(tmp_path, name):
+    """A flag change renames a Maildir file at any time: between our read and our swap, say.
+    The message is followed to its new name and cleaned there: no second copy under the old name."""
     root = make_maildir(tmp_path / "md", {f"cur/{name}": message(1, EICAR)})
+    flagged = name.replace(":2,S", ":2,RS")
 
     def client_renames(raw, result):  # called after the file was read and checked, before the swap
-        os.rename(root / "cur" / name, root / "cur" / "1:2,RS")
+        os.rename(root / "cur" / name, root / "cur" / flagged)
         return "Q"
 
     results, summary = scan([root], action="clean", keep=client_renames)
-    assert os.listdir(root / "cur") == ["1:2,RS"]
-    assert (root / "cur" / "1:2,RS").read_bytes() == message(1, EICAR)  # the client's, untouched
-    assert not results[0].changed and "by another program" in results[0].write_error
+    (now,) = os.listdir(root / "cur")
+    assert now.endswith(":2,RS") and now.split(",S=")[0] == flagged.split(",S=")[0]  # size fields corrected
+    assert EICAR not in (root / "cur" / now).read_bytes()
+    assert results[0].changed and results[0].file == str(root / "cur" / now) and not results[0].write_error
     assert os.listdir(root / "tmp") == []
+
+
+def test_a_maildir_file_a_client_deletes_during_the_rewrite_is_not_recreated(tmp_path):
+    root = make_maildir(tmp_path / "md", {"cur/1:2,S": message(1, EICAR)})
+
+    def client_deletes(raw, result):
+        os.unlink(root / "cur" / "1:2,S")
+        return "Q"
+
+    results, summary = scan([root], action="clean", keep=client_deletes)
+    assert os.listdir(root / "cur") == [] and os.listdir(root / "tmp") == []
+    assert not results[0].changed and "by another program" in results[0].write_error
+
+
+def test_maildir_files_renamed_or_deleted_after_listing_are_followed_or_skipped(tmp_path, monkeypatch):
+    """Between the folder listing and the read, a client flags one message and expunges another."""
+    root = make_maildir(tmp_path / "md", {"new/1": message(1, EICAR), "cur/2:2,S": message(2)})
+    listed = os.listdir
+
+    def listing_then_client(path):
+        names = listed(path)
+        if str(path).endswith("new") and (root / "new" / "1").exists():
+            os.rename(root / "new" / "1", root / "cur" / "1:2,S")  # seen by the client: new/ to cur/
+            os.unlink(root / "cur" / "2:2,S")                     # and the other one expunged
+        return names
+
+    monkeypatch.setattr(os, "listdir", listing_then_client)
+    results, summary = scan([root], jobs=1)
+    assert [(r.location["file"], r.status) for r in results] == [("cur/1:2,S", "infected")]
+    assert summary.skipped == 1 and summary.errors == 0
 
 
 def test_a_message_file_replaced_during_the_rewrite_is_put_back(tmp_path):

@@ -3,6 +3,7 @@ import os
 import pytest
 
 from mailguard.errors import StorageError
+from mailguard.mailbox.atomic import MovedAway
 from mailguard.mailbox.results import MessageResult
 from mailguard.mailbox.rewrite import rewrite_message_file
 from tests.mailbox.fixtures import make_maildir, message
@@ -35,14 +36,38 @@ def test_a_message_changed_since_the_scan_is_left_alone(tmp_path):
     assert path.read_bytes().endswith(b"appended by someone else\n")
 
 
-def test_a_renamed_message_is_not_recreated(tmp_path):
+def test_a_renamed_message_is_followed_to_its_new_name_and_rewritten_there(tmp_path):
     root = make_maildir(tmp_path / "md", {"cur/1:2,S": message(1)})
     path = root / "cur" / "1:2,S"
     result = scanned(path)
-    os.rename(path, root / "cur" / "1:2,ST")  # a client flagged it meanwhile
-    with pytest.raises(FileNotFoundError):
+    os.rename(path, root / "cur" / "1:2,ST")  # a client flagged it meanwhile: same file, new name
+    kept = []
+    rewrite_message_file(result, lambda raw, r: kept.append(raw) or "Q")
+    assert os.listdir(root / "cur") == ["1:2,ST"]  # not recreated under the old name
+    assert (root / "cur" / "1:2,ST").read_bytes() == b"new\n"
+    assert result.changed and result.file == str(root / "cur" / "1:2,ST") and result.location["file"] == "cur/1:2,ST"
+    assert kept == [message(1)]  # kept once
+
+
+def test_a_deleted_message_is_not_recreated(tmp_path):
+    root = make_maildir(tmp_path / "md", {"cur/1:2,S": message(1)})
+    path = root / "cur" / "1:2,S"
+    result = scanned(path)
+    os.unlink(path)  # a client expunged it meanwhile
+    with pytest.raises(MovedAway):
         rewrite_message_file(result, lambda raw, r: "Q")
-    assert os.listdir(root / "cur") == ["1:2,ST"]
+    assert os.listdir(root / "cur") == [] and os.listdir(root / "tmp") == []
+
+
+def test_a_renamed_message_that_also_changed_is_left_alone(tmp_path):
+    root = make_maildir(tmp_path / "md", {"cur/1:2,S": message(1)})
+    path = root / "cur" / "1:2,S"
+    result = scanned(path)
+    os.rename(path, root / "cur" / "1:2,ST")
+    (root / "cur" / "1:2,ST").write_bytes(message(1) + b"edited\n")
+    with pytest.raises(StorageError, match="changed on disk"):
+        rewrite_message_file(result, lambda raw, r: "Q")
+    assert (root / "cur" / "1:2,ST").read_bytes().endswith(b"edited\n")
 
 
 def test_a_file_in_the_quarantine_is_never_rewritten(tmp_path):

@@ -35,9 +35,11 @@ from pathlib import Path
 
 from tests.peers import free_port, free_ports
 
-__all__ = ["PASSWORD", "Dovecot", "free_port", "running_dovecot"]
+__all__ = ["MAILDIR", "MBOX", "PASSWORD", "Dovecot", "free_port", "running_dovecot"]
 
 PASSWORD = "pass"
+MAILDIR = "maildir:~/Maildir"  # the default ``mail_location``; ``MBOX`` keeps each user's INBOX in one mbox file
+MBOX = "mbox:~/mail:INBOX=~/inbox"
 
 PROCESS_LIMIT = 1200  # bench/imap.py: 1,000 IDLE sessions, one login (TLS) and one imap process each
 CLIENT_LIMIT = 4000  # default_client_limit: room for bench/pop3.py's 1,000 idle connections
@@ -79,6 +81,14 @@ class Dovecot:
         existing = len(list((box / "cur").iterdir())) + len(list((box / "new").iterdir()))
         for index, message in enumerate(messages, start=existing):
             (box / "cur" / f"{base}.M{index:08d}P1.mailguardtest:2,").write_bytes(message)
+        self.own(user)
+
+    def mbox(self, user: str) -> Path:
+        """The user's INBOX with ``mail_location=MBOX`` (and the folder for its other mailboxes)."""
+        return self.root / "home" / user / "inbox"
+
+    def own(self, user: str) -> None:
+        """Give the user's home to the mail user (files put there by a test)."""
         home = self.root / "home" / user
         for path in [home, *home.rglob("*")]:
             os.chown(path, self.mail_uid, self.mail_gid)
@@ -118,7 +128,7 @@ protocol {protocol} {{
 
 
 def _config(root: Path, dovecot: Dovecot, cert: Path, key: Path, *, tls: bool, high_performance_login: bool,
-            process_limit: int) -> str:
+            process_limit: int, mail_location: str) -> str:
     me = pwd.getpwuid(os.getuid()).pw_name
     users = "" if os.getuid() == 0 else f"default_internal_user = {me}\ndefault_login_user = {me}\n"
     uid, gid = dovecot.mail_uid, dovecot.mail_gid
@@ -134,7 +144,7 @@ ssl_key = <{key}
 ssl_min_protocol = TLSv1.2
 disable_plaintext_auth = no
 auth_mechanisms = plain login
-mail_location = maildir:~/Maildir
+mail_location = {mail_location}
 first_valid_uid = {uid}
 last_valid_uid = 0
 pop3_uidl_format = %08Xu%08Xv
@@ -168,7 +178,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def running_dovecot(tmp: Path, ca, *, tls: bool = True, high_performance_login: bool = False,  # type: ignore[no-untyped-def]
-                    process_limit: int = PROCESS_LIMIT) -> Iterator[Dovecot]:
+                    process_limit: int = PROCESS_LIMIT, mail_location: str = MAILDIR) -> Iterator[Dovecot]:
     """Start ``dovecot -F`` under a fresh folder (in ``tmp`` unless root) with a server
     certificate from the trustme CA ``ca``; stop it and, as root, remove its folder after.
     Several can run at once (bench/imap.py starts a TLS one and a ``tls=False`` one)."""
@@ -196,7 +206,7 @@ def running_dovecot(tmp: Path, ca, *, tls: bool = True, high_performance_login: 
         dovecot = Dovecot(root, imap, imaps if tls else 0, pop3, pop3s if tls else 0, ca_file, uid, gid)
         conf = root / "dovecot.conf"
         conf.write_text(_config(root, dovecot, cert, key, tls=tls, high_performance_login=high_performance_login,
-                                process_limit=process_limit))
+                                process_limit=process_limit, mail_location=mail_location))
         output = root / "dovecot.out"
         with open(output, "wb") as sink:
             process = subprocess.Popen([binary, "-F", "-c", str(conf)], stdout=sink, stderr=subprocess.STDOUT)

@@ -5,8 +5,10 @@ Three locks, all taken, in this order, because each program honours a different 
 1. The dotlock ``FILE.lock``, created with ``O_CREAT | O_EXCL`` (mutt, procmail, Dovecot's
    ``mbox_write_locks = dotlock``, the traditional MDAs; RFC 4155 §"Locking"). It holds our pid,
    so a lock left by a process that died (SIGKILL, power loss) is recognised as stale and
-   broken at once; a lock whose owner we cannot check is broken when it is older than
-   ``STALE_AFTER`` (mutt and Dovecot also break old dotlocks by age).
+   broken at once, and one whose owner still runs is never broken; a lock whose owner we
+   cannot check is broken when it is older than ``STALE_AFTER`` (mutt and Dovecot also break
+   old dotlocks by age). Only the very lock file judged stale is removed: a delivery agent
+   may have taken a fresh one in the meantime.
 2. ``flock(2)`` on the file (mutt with ``--with-flock``, Dovecot ``flock``).
 3. ``fcntl(2)`` record lock on the whole file (mutt's default, Dovecot's default ``fcntl``).
 """
@@ -18,6 +20,7 @@ import os
 import socket
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from mailguard.errors import StorageError
 from mailguard.processes import process_alive
@@ -87,20 +90,26 @@ class MboxLock:
             return
 
     def _break_if_stale(self) -> bool:
-        try:
-            with open(self.dotlock, "rb") as stream:
-                content = stream.read(256)
-                age = time.time() - os.fstat(stream.fileno()).st_mtime
-        except FileNotFoundError:
+        judged = _read_dotlock(self.dotlock)
+        if judged is None:
             return True  # released meanwhile: try again at once
-        except OSError:
-            return False
-        owner = _local_owner(content)
-        if (owner is not None and not process_alive(owner)) or age > STALE_AFTER:
-            try:
-                os.unlink(self.dotlock)
-            except FileNotFoundError:
-                pass
+        owner = _local_owner(judged.content)
+        # A live local owner keeps its lock however long it takes (a rewrite of a big mbox);
+        # age is the test only for a lock whose owner cannot be checked.
+        if owner is not None:
+            stale = not process_alive(owner)
+        else:
+            stale = time.time() - judged.mtime_ns / 1e9 > STALE_AFTER
+        if stale:
+            # Its owner may have released it meanwhile and another program (a delivery agent)
+            # taken a fresh one: unlinking by name would then break a live lock, and both would
+            # write the mailbox. Only the very file judged stale goes; the window left is from
+            # this check to the unlink, as in Dovecot's file-dotlock.
+            if _read_dotlock(self.dotlock) == judged:
+                try:
+                    os.unlink(self.dotlock)
+                except FileNotFoundError:
+                    pass
             return True
         return False
 
@@ -113,6 +122,34 @@ class MboxLock:
                 if time.monotonic() > deadline:
                     raise StorageError(f"{self.path}: another program holds its {what}") from None
                 time.sleep(_POLL)
+
+
+class _Dotlock(NamedTuple):
+    """One dotlock file as seen at one moment: equal only for the very same file, unchanged."""
+
+    device: int
+    inode: int
+    mtime_ns: int
+    ctime_ns: int
+    content: bytes
+
+
+def _read_dotlock(path: str) -> _Dotlock | None:
+    """The dotlock file at ``path``, or None when there is none. One that cannot be read is
+    judged by its age alone (empty content)."""
+    try:
+        with open(path, "rb") as stream:
+            info = os.fstat(stream.fileno())
+            content = stream.read(256)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        content = b""
+    return _Dotlock(info.st_dev, info.st_ino, info.st_mtime_ns, info.st_ctime_ns, content)
 
 
 def _local_owner(content: bytes) -> int | None:

@@ -75,3 +75,47 @@ def test_a_flock_held_elsewhere_makes_us_wait_then_give_up(box):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_stale_dotlock_replaced_by_a_live_one_meanwhile_is_not_broken(box, monkeypatch):
+    """The race that lost a delivery: the dead owner's dotlock is read, then that program's
+    lock is gone and another program (a delivery agent) takes a fresh one before we unlink.
+    Unlinking by name would remove the live lock: only the very file judged stale may go."""
+    from mailguard.mailbox import locking
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        with open(box + ".lock", "w") as stream:
+            stream.write(f"{dead.pid}\n")
+
+        def owner_gone_and_another_locks(pid):  # checked between our read and our unlink
+            if pid == dead.pid and open(box + ".lock").read() == f"{dead.pid}\n":
+                os.unlink(box + ".lock")
+                with open(box + ".lock", "x") as fresh:
+                    fresh.write(f"{live.pid}\n")
+            return pid == live.pid
+
+        monkeypatch.setattr(locking, "process_alive", owner_gone_and_another_locks)
+        with pytest.raises(StorageError, match="locked by another program"):
+            MboxLock(box, wait=0.3).acquire()
+        assert open(box + ".lock").read() == f"{live.pid}\n"  # the live lock stands
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_an_old_dotlock_of_a_live_local_process_is_not_broken(box):
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        with open(box + ".lock", "w") as stream:
+            stream.write(f"{holder.pid}\n")
+        old = time.time() - 3600
+        os.utime(box + ".lock", (old, old))  # an hour-long rewrite of a big mbox
+        with pytest.raises(StorageError, match="locked by another program"):
+            MboxLock(box, wait=0.3).acquire()
+        assert os.path.exists(box + ".lock")
+    finally:
+        holder.kill()
+        holder.wait()

@@ -11,6 +11,10 @@ Three locks, all taken, in this order, because each program honours a different 
    may have taken a fresh one in the meantime.
 2. ``flock(2)`` on the file (mutt with ``--with-flock``, Dovecot ``flock``).
 3. ``fcntl(2)`` record lock on the whole file (mutt's default, Dovecot's default ``fcntl``).
+   On Linux an open file description lock (``F_OFD_SETLK``): a classic record lock belongs to
+   the process and is dropped when the process closes *any* descriptor of the file, which the
+   in-process scan (``--jobs 1``) does after every range it reads. The two kinds conflict with
+   each other, so mutt's and Dovecot's classic locks wait for ours all the same.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import struct
+import sys
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -53,7 +59,7 @@ class MboxLock:
         try:
             self._fd = os.open(self.path, os.O_RDWR)
             self._retry(lambda: fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB), deadline, "flock")
-            self._retry(lambda: fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB), deadline, "fcntl lock")
+            self._retry(lambda: _fcntl_write_lock(self._fd), deadline, "fcntl lock")
         except BaseException:
             self.release()
             raise
@@ -132,6 +138,20 @@ class _Dotlock(NamedTuple):
     mtime_ns: int
     ctime_ns: int
     content: bytes
+
+
+# struct flock on 64-bit Linux: l_type, l_whence (short), l_start, l_len (off_t), l_pid (int), padded.
+_FLOCK = "=hh4xqqi4x"
+_OFD = sys.platform.startswith("linux") and hasattr(fcntl, "F_OFD_SETLK") and sys.maxsize > 2**32
+
+
+def _fcntl_write_lock(fd: int) -> None:
+    """A non-blocking fcntl write lock on the whole file (BlockingIOError or PermissionError
+    when another program holds one)."""
+    if _OFD:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
+    else:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def _read_dotlock(path: str) -> _Dotlock | None:

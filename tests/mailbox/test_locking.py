@@ -119,3 +119,25 @@ def test_an_old_dotlock_of_a_live_local_process_is_not_broken(box):
     finally:
         holder.kill()
         holder.wait()
+
+
+_PROBE = ("import fcntl, sys\nwith open(sys.argv[1], 'rb+') as f:\n    try:\n"
+          "        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n        print('free')\n"
+          "    except OSError:\n        print('held')\n")
+
+
+def _classic_fcntl_lock_free(path: str) -> bool:
+    """Whether another process (as mutt or Dovecot would) can take a classic fcntl write lock."""
+    answer = subprocess.run([sys.executable, "-c", _PROBE, path], capture_output=True, text=True, timeout=30)
+    return answer.stdout.strip() == "free"
+
+
+def test_the_fcntl_lock_survives_our_own_reads_of_the_mailbox(box):
+    """The in-process scan (--jobs 1) opens and closes the mbox for every range it reads; a
+    classic record lock would be dropped by the first close, so ours must be another kind."""
+    with MboxLock(box):
+        assert not _classic_fcntl_lock_free(box)
+        with open(box, "rb") as reader:
+            reader.read()
+        assert not _classic_fcntl_lock_free(box)
+    assert _classic_fcntl_lock_free(box)

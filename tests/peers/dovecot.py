@@ -2,9 +2,10 @@
 
 One configuration serves IMAP (STARTTLS, and IMAPS) and POP3 (STLS, and POP3S) with a server
 certificate from a test CA; any user logs in with ``PASSWORD``; mail lives in Maildirs under a
-temporary folder. As root, mail is owned by ``nobody`` (the folder is a fresh 0755 one outside
-pytest's 0700 temporary folders, which ``nobody`` cannot enter) and the login processes run as
-``dovenull``; as another user, everything runs as that user.
+temporary folder (with ``mail_location=MBOX``, in one mbox file per user). As root, mail is
+owned by ``nobody`` (the folder is a fresh 0755 one outside pytest's 0700 temporary folders,
+which ``nobody`` cannot enter) and the login processes run as ``dovenull``; as another user,
+everything runs as that user.
 
 Options, for the benches:
 
@@ -84,7 +85,7 @@ class Dovecot:
         self.own(user)
 
     def mbox(self, user: str) -> Path:
-        """The user's INBOX with ``mail_location=MBOX`` (and the folder for its other mailboxes)."""
+        """The user's INBOX file with ``mail_location=MBOX`` (its other mailboxes go in ``~/mail``)."""
         return self.root / "home" / user / "inbox"
 
     def own(self, user: str) -> None:

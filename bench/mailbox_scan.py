@@ -22,9 +22,9 @@ reaped worker processes too) is its own:
 
 The file is generated into bench/out/ (git-ignored). ``--mix`` says what it holds:
 
-- ``uniform`` (the default): 22 KB messages, each with a base64 PDF-like attachment of 16 KB,
-  one in ``INFECTED_EVERY`` carrying EICAR as an attachment. Per-message work sets the pace:
-  the hardest case for the floor ratio.
+- ``uniform`` (the default): 22 KB messages, each with a base64 PDF-like attachment of 16 KB
+  (``--attachment-kb``), one in ``INFECTED_EVERY`` carrying EICAR as an attachment. Per-message
+  work sets the pace: the hardest case for the floor ratio.
 - ``everyday``: bench/scan.py's small everyday mail (1-30 KB: text, text+HTML alternatives,
   a small attachment), about 1% infected (EICAR attached, or zipped).
 - ``attachments``: bench/scan.py's mix with big attachments (10 KB-10 MB, some zipped), 1% infected.
@@ -69,13 +69,13 @@ def _message(number: int, attachment: bytes, name: str) -> bytes:
 MIXES = ("uniform", "everyday", "attachments")
 
 
-def generate(path: Path, size: int, mix: str = "uniform") -> int:
+def generate(path: Path, size: int, mix: str = "uniform", attachment_kb: int = 16) -> int:
     """Write an mbox of at least ``size`` bytes; returns the number of infected messages."""
     if path.exists() and path.stat().st_size >= size:
         return _count_infected(path)
     if mix != "uniform":
         return _generate_from_corpus_mix(path, size, mix)
-    rng_block = hashlib.sha256(b"seed").digest() * 512  # 16 KiB of incompressible-looking bytes
+    rng_block = hashlib.sha256(b"seed").digest() * (32 * attachment_kb)  # incompressible-looking bytes
     infected = 0
     written = 0
     number = 0
@@ -118,13 +118,13 @@ def _generate_from_corpus_mix(path: Path, size: int, mix: str) -> int:
     return infected
 
 
-def _generate_apart(path: Path, size: int, mix: str = "uniform") -> int:
+def _generate_apart(path: Path, size: int, mix: str = "uniform", attachment_kb: int = 16) -> int:
     """``generate`` in a child process: building big messages would grow this process, and a
     child forked from it starts with that resident size counted in its own peak (ru_maxrss)."""
     import multiprocessing
 
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(generate, (path, size, mix))
+        return pool.apply(generate, (path, size, mix, attachment_kb))
 
 
 def _count_infected(path: Path) -> int:
@@ -206,13 +206,15 @@ def main() -> None:
     parser.add_argument("--big-mb", type=int, default=5120, help="size of the big mbox for the memory check")
     parser.add_argument("--compare-tree", help="also run mailguard from this source tree (before/after)")
     parser.add_argument("--mix", choices=MIXES, default="uniform", help="what the mbox holds (see above)")
+    parser.add_argument("--attachment-kb", type=int, default=16,
+                        help="uniform mix: the attachment's size, to see where per-message work stops setting the pace")
     parser.add_argument("--pairs", type=int, default=5, help="floor / --jobs 2 pairs for the goal's ratio")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     home = tempfile.mkdtemp(prefix="mailguard-bench-home-")
-    suffix = "" if args.mix == "uniform" else f"-{args.mix}"
+    suffix = f"-{args.mix}" if args.mix != "uniform" else f"-{args.attachment_kb}kb" if args.attachment_kb != 16 else ""
     path = OUT / f"bench-{args.size_mb}{suffix}.mbox"
-    infected = _generate_apart(path, args.size_mb << 20, args.mix)
+    infected = _generate_apart(path, args.size_mb << 20, args.mix, args.attachment_kb)
     size = path.stat().st_size
     messages = json.loads(path.with_suffix(".json").read_text())["messages"]
     print(f"# {path.name}: {size / 1e6:.0f} MB, {messages} messages, {infected} infected", flush=True)

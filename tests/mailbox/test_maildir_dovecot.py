@@ -111,7 +111,8 @@ def test_cleaning_a_served_maildir_while_flags_change_keeps_every_message_once(d
         assert run.returncode in (0, 1), run.stderr
         for line in run.stdout.splitlines()[:-1]:
             result = json.loads(line)
-            # A file the client renamed meanwhile is left to it, and said so; nothing else fails.
+            # A renamed file is followed; one still moving after FOLLOW_RENAMES renames is left
+            # to the client, and said so. Nothing else may fail.
             assert result["write_error"] in (None, f"not rewritten: {MOVED_AWAY}"), result
             assert result["error"] is None, result
     summary = json.loads(final.stdout.splitlines()[-1])["summary"]

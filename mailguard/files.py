@@ -10,6 +10,7 @@ Until the rename the old file is untouched.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -83,6 +84,22 @@ _RENAME_EXCHANGE = 2  # <linux/fs.h>
 _AT_FDCWD = -100
 
 
+def within(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or inside it (both already resolved with realpath)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+@functools.cache
+def _renameat2():  # type: ignore[no-untyped-def]
+    """libc's renameat2, looked up once (a rewrite swaps one file per changed message); None without it."""
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+
+
 def exchange_files(first: str, second: str) -> None:
     """Swap the files at ``first`` and ``second`` in one step (Linux renameat2 RENAME_EXCHANGE).
 
@@ -93,10 +110,9 @@ def exchange_files(first: str, second: str) -> None:
     """
     import ctypes
 
-    try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        raise ExchangeUnsupported(errno.ENOSYS, "renameat2 is not available") from None
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        raise ExchangeUnsupported(errno.ENOSYS, "renameat2 is not available")
     if renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
         return
     code = ctypes.get_errno()

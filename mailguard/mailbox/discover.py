@@ -22,8 +22,8 @@ import stat
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
+from mailguard.files import within
 from mailguard.mailbox import maildir
-from mailguard.mailbox.maildir import FOLLOW_RENAMES
 from mailguard.mailbox.sniff import Kind, is_maildir, is_mh_folder, sniff_file
 
 STDIN = "-"
@@ -58,10 +58,9 @@ class Skipped:
     path: str
     reason: str
     own: bool = False      # one of mailguard's own folders (quarantine, state): worth telling the user
-    vanished: bool = False  # a message file deleted meanwhile by a mail client (VANISHED): told too
 
 
-VANISHED = "deleted by another program before it could be read"
+VANISHED = "deleted by another program before it could be read"  # a reason also told the user
 
 
 @dataclass(frozen=True)
@@ -100,7 +99,7 @@ class _Excluded:
             return ""
         real = os.path.realpath(path)
         for folder in self.folders:
-            if real == folder or real.startswith(folder.rstrip(os.sep) + os.sep):
+            if within(real, folder):
                 return f"mailguard's own folder ({folder}: quarantine or state), never scanned"
         return ""
 
@@ -240,22 +239,21 @@ def _mh(folder: str, names: list[str], ancestors: frozenset[tuple[int, int]],
             yield from _folder(path, ancestors, excluded)
 
 
-def _message_file(source: str, path: str, location: dict[str, object], what: str) -> Item:
-    for attempt in range(FOLLOW_RENAMES + 1):
+def _message_file(source: str, listed: str, location: dict[str, object], what: str) -> Item:
+    # Gone since the folder was listed: renamed by a mail client (Maildir: followed), or deleted.
+    for path in maildir.renames(listed, location.get("format") == "maildir"):
+        if path != listed:
+            location = dict(location, file=maildir.location_file(path))
         try:
             info = os.stat(path)
             break
         except FileNotFoundError as exc:
             if os.path.islink(path):
                 return Problem(source, path, f"{what}: {_explain(exc)}", location)  # a dangling symlink
-            # Gone since the folder was listed: renamed by a mail client (Maildir), or deleted.
-            moved = maildir.current_path(path) if location.get("format") == "maildir" else None
-            if moved is None or attempt == FOLLOW_RENAMES:
-                return Skipped(path, VANISHED, vanished=True)
-            path = moved
-            location = dict(location, file=maildir.location_file(moved))
         except OSError as exc:
             return Problem(source, path, f"{what}: {_explain(exc)}", location)
+    else:
+        return Skipped(path, VANISHED)
     if not stat.S_ISREG(info.st_mode):
         return Problem(source, path, f"{what}: not a regular file", location)
     return MessageFile(source, path, info.st_size, location)

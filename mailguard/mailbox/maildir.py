@@ -10,6 +10,7 @@ colon. (Dovecot's ``,S=`` size fields sit before the colon; only a rewrite chang
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -40,6 +41,21 @@ def current_path(path: str) -> str | None:
             if candidate == unique or candidate.startswith(unique + ":"):
                 return os.path.join(folder, sub, candidate)
     return None
+
+
+def renames(path: str, follow: bool = True) -> Iterator[str]:
+    """``path``, then (with ``follow``) where its message is after each rename found, at most
+    ``FOLLOW_RENAMES`` times: a caller tries its work at each path in turn and stops at the first
+    that works (``for ... else``: the message is gone)."""
+    yield path
+    if not follow:
+        return
+    for _ in range(FOLLOW_RENAMES):
+        moved = current_path(path)
+        if moved is None:
+            return
+        path = moved
+        yield path
 
 
 def location_file(path: str) -> str:

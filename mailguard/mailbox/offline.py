@@ -140,8 +140,7 @@ class OfflineScan:
         task = outcome.task
         state = self._mboxes.get(getattr(task, "mailbox_no", -1))
         for path in outcome.vanished:
-            self.summary.skipped += 1
-            self.skipped_to_tell.append(Skipped(path, VANISHED, vanished=True))
+            self._skip(Skipped(path, VANISHED))
         for result in outcome.results:
             if self.rewrite and result.rewritten is not None:
                 self._write(result, state)
@@ -219,6 +218,11 @@ class OfflineScan:
             result.rewritten = None
             yield self._count(result)
 
+    def _skip(self, item: Skipped) -> None:
+        self.summary.skipped += 1
+        if item.own or item.reason == VANISHED:
+            self.skipped_to_tell.append(item)
+
     def _count(self, result: MessageResult) -> MessageResult:
         self.summary.add(result)
         if self.progress is not None:
@@ -289,9 +293,7 @@ class OfflineScan:
                 yield FileBatch(tuple(batch))
                 batch = []
             if isinstance(item, Skipped):
-                self.summary.skipped += 1
-                if item.own or item.vanished:
-                    self.skipped_to_tell.append(item)
+                self._skip(item)
             elif isinstance(item, Problem):
                 yield Done((MessageResult(item.source, item.path, dict(item.location), error=item.reason),))
             elif isinstance(item, Stdin):

@@ -22,10 +22,9 @@ import re
 from typing import Callable
 
 from mailguard.errors import StorageError
-from mailguard.files import fsync_folder
+from mailguard.files import fsync_folder, within
 from mailguard.mailbox import maildir
 from mailguard.mailbox.atomic import TEMP_MARK, MovedAway, NewFile, file_identity, replace_file
-from mailguard.mailbox.maildir import FOLLOW_RENAMES
 from mailguard.scan.fromline import quote
 from mailguard.mailbox.locking import MboxLock
 from mailguard.processes import process_alive
@@ -120,7 +119,7 @@ def refuse_protected(real_path: str, protected: tuple[str, ...]) -> None:
     """
     for folder in protected:
         folder = os.path.realpath(folder)
-        if real_path == folder or real_path.startswith(folder.rstrip(os.sep) + os.sep):
+        if within(real_path, folder):
             raise StorageError(f"in mailguard's quarantine folder ({folder}); never rewritten")
 
 
@@ -132,16 +131,15 @@ def rewrite_message_file(result: MessageResult, keep: Keeper, protected: tuple[s
     and rewritten there if it is still the file that was scanned (same inode, size and mtime:
     a rename changes none of them); otherwise it is left to the client (MovedAway).
     """
-    follow = result.location.get("format") == "maildir"
-    for attempt in range(FOLLOW_RENAMES + 1):
+    for path in maildir.renames(result.file, result.location.get("format") == "maildir"):
+        if path != result.file:
+            maildir.follow_rename(result, path)
         try:
             _rewrite_message_file(result, keep, protected)
             return
         except MovedAway:
-            moved = maildir.current_path(result.file) if follow and attempt < FOLLOW_RENAMES else None
-            if moved is None:
-                raise
-            maildir.follow_rename(result, moved)
+            continue
+    raise MovedAway
 
 
 def _rewrite_message_file(result: MessageResult, keep: Keeper, protected: tuple[str, ...]) -> None:
@@ -215,10 +213,7 @@ def _replace_renamed(path: str, new_path: str, data: bytes, result: MessageResul
         fsync_folder(os.path.dirname(new_path) or ".")
         raise MovedAway from None
     fsync_folder(os.path.dirname(path) or ".")
-    result.file = os.path.join(os.path.dirname(result.file), os.path.basename(new_path))
-    where = result.location.get("file")
-    if isinstance(where, str):
-        result.location["file"] = os.path.join(os.path.dirname(where), os.path.basename(new_path))
+    maildir.follow_rename(result, os.path.join(os.path.dirname(result.file), os.path.basename(new_path)))
 
 
 def _remove_dead_temp_files(folder: str) -> None:

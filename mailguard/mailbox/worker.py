@@ -23,7 +23,6 @@ from mailguard.mailbox import maildir
 from mailguard.mailbox.atomic import file_identity
 from mailguard.mailbox.discover import MboxFile, MessageFile
 from mailguard.mailbox.headers import summary_fields
-from mailguard.mailbox.maildir import FOLLOW_RENAMES
 from mailguard.mailbox.mbox import HEAD_SIZE, MboxMessage, NotAnMbox, read_mbox
 from mailguard.mailbox.results import MessageResult
 from mailguard.mailbox.sniff import Kind, sniff_bytes
@@ -186,9 +185,12 @@ class Worker:
         result = MessageResult(source=item.source, file=item.path, location=dict(item.location), size=item.size)
         is_maildir = item.location.get("format") == "maildir"
         what = "broken Maildir entry" if is_maildir else "broken MH entry"
-        for attempt in range(FOLLOW_RENAMES + 1):
+        # A client may have renamed it since it was listed (a flag change, new/ to cur/): followed.
+        for path in maildir.renames(item.path, is_maildir):
+            if path != result.file:
+                maildir.follow_rename(result, path)
             try:
-                with open(result.file, "rb") as stream:
+                with open(path, "rb") as stream:
                     info = os.fstat(stream.fileno())
                     result.size = info.st_size
                     result.identity = file_identity(info)
@@ -198,14 +200,12 @@ class Worker:
                         content = None
                 break
             except FileNotFoundError:
-                # A client renamed it since it was listed (a flag change, new/ to cur/): follow it.
-                moved = maildir.current_path(result.file) if is_maildir and attempt < FOLLOW_RENAMES else None
-                if moved is None:
-                    return None
-                maildir.follow_rename(result, moved)
+                continue
             except OSError as exc:
                 result.error = exc.strerror or str(exc)
                 return result
+        else:
+            return None
         if not item.sniffed:
             kind = sniff_bytes(head, complete=content is not None)
             if kind is not Kind.MESSAGE:

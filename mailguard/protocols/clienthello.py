@@ -19,7 +19,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-__all__ = ["MAX_CLIENT_HELLO", "Hello", "parse_client_hello"]
+__all__ = ["INCOMPLETE", "INVALID", "MAX_CLIENT_HELLO", "Hello", "parse_client_hello"]
 
 # A ClientHello with post-quantum key shares is ~2 KB; 16 KiB of handshake (one full record) is
 # far beyond any real one and bounds what we peek at.

@@ -54,10 +54,6 @@ class ReceiveBuffer:
     def feed(self, data: bytes) -> None:
         self._data += data
 
-    def peek(self, size: int) -> bytes:
-        """The first ``size`` bytes, left in the buffer."""
-        return bytes(self._data[:size])
-
     def clear(self) -> int:
         """Discard everything; return how many bytes were thrown away."""
         dropped = len(self._data)

@@ -37,7 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mailguard.protocols.pop3_commands import TOP_WHOLE_MESSAGE, Pending
+from mailguard.protocols.pop3_commands import TOP_WHOLE_MESSAGE, Pending, message_number
 from mailguard.protocols.pop3_events import PeerError, ScanMessage, ScanResult, SendToServer, Side
 from mailguard.protocols.pop3_framing import LineTooLong, unstuff
 from mailguard.protocols.pop3_states import Phase, State
@@ -62,7 +62,6 @@ READ_AHEAD_MAX_MESSAGE = 4 * 1024 * 1024
 class Ahead:
     """A message fetched ahead and scanned, waiting for the client to ask for it."""
 
-    number: int
     status: bytes          # the server's status line for the TOP that fetched it
     original: bytes        # de-stuffed
     wire: bytes            # as received (still stuffed)
@@ -131,8 +130,8 @@ class ReadAhead(_Base):
         """Sizes from a LIST answer: ``+OK n size`` or the lines of a scan listing."""
         for line in listing.split(b"\r\n"):
             words = line.removeprefix(b"+OK ").split(b" ")
-            if len(words) >= 2 and words[0].isdigit() and words[1].isdigit() and len(words[0]) <= 9:
-                self._list_sizes[int(words[0])] = int(words[1])
+            if len(words) >= 2 and (number := message_number(words[0])) is not None and words[1].isdigit():
+                self._list_sizes[number] = int(words[1])
 
     def _note_message_count(self, stat_line: bytes) -> None:
         """STAT said how many messages there are: never read ahead past the last."""
@@ -243,8 +242,7 @@ class ReadAhead(_Base):
             # The original could not be quarantined: not kept, and no fetching it again until
             # the client moves on (the client's own RETR tries again, and is refused if it fails).
             return
-        number = self._ahead_number
-        self._ahead[number] = Ahead(number, self._ahead_status, original, wire, result.message)
+        self._ahead[self._ahead_number] = Ahead(self._ahead_status, original, wire, result.message)
         self._maybe_read_ahead()
 
 

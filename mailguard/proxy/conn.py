@@ -69,6 +69,10 @@ class Conn(asyncio.Protocol):
         # (certificate-validity = allow): its names must not be copied into our leaves, and every
         # message delivered from this connection gets an ``X-MailGuard-TLS`` header naming them.
         self.certificate_problems: tuple[str, ...] = ()
+        # Set on a server leg known by address only (transparent mode): its STLS/STARTTLS is
+        # verified against the name the client gives, else refused with this reason
+        # (``upstream.require_client_name``).
+        self.client_name_only: str | None = None
         self.bytes_in = 0
         self.bytes_out = 0
         self.eof = False

@@ -44,7 +44,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mailguard.protocols.clienthello import MAX_CLIENT_HELLO, Hello, parse_client_hello
+from mailguard.protocols.clienthello import INCOMPLETE, INVALID, MAX_CLIENT_HELLO, Hello, parse_client_hello
 from mailguard.protocols.sniff import GREETING_TIMEOUT, GreetingSniffer, Kind
 from mailguard.proxy.conn import Conn
 from mailguard.proxy.relay import relay
@@ -253,7 +253,7 @@ async def peek_client_hello(client: Conn, timeout: float) -> Hello:
     assert client.transport is not None
     raw = client.transport.get_extra_info("socket")
     if raw is None:
-        return Hello(complete=True, valid=False)
+        return INVALID
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     # A duplicate descriptor: the transport's own socket object is not ours to read from.
@@ -265,15 +265,15 @@ async def peek_client_hello(client: Conn, timeout: float) -> Hello:
             except (BlockingIOError, InterruptedError):
                 data = None
             except OSError:
-                return Hello(complete=True, valid=False)
+                return INVALID
             if data == b"":
-                return Hello(complete=True, valid=False)
+                return INVALID
             if data:
                 hello = parse_client_hello(data)
                 if hello.complete or len(data) >= _PEEK_BYTES:
-                    return hello if hello.complete else Hello(complete=True, valid=False)
+                    return hello if hello.complete else INVALID
             if loop.time() >= deadline:
-                return Hello(complete=False)
+                return INCOMPLETE
             await asyncio.sleep(_PEEK_INTERVAL)
     finally:
         sock.close()

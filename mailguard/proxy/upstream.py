@@ -20,7 +20,6 @@ import asyncio
 import logging
 import socket
 import ssl
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -130,23 +129,20 @@ async def connect_upstream(
     return conn
 
 
-_CLIENT_NAME_ONLY: "weakref.WeakKeyDictionary[Conn, str]" = weakref.WeakKeyDictionary()
-
-
 def require_client_name(conn: Conn, reason: str) -> None:
     """``conn``'s server is known by address only: ``upgrade_upstream`` verifies it against a
     name the client gave (SNI), and is refused with ``reason`` otherwise."""
-    _CLIENT_NAME_ONLY[conn] = reason
+    conn.client_name_only = reason
 
 
 def needs_client_name(conn: Conn) -> bool:
-    return conn in _CLIENT_NAME_ONLY
+    return conn.client_name_only is not None
 
 
 async def upgrade_upstream(conn: Conn, host: str, tls: TlsKit, *, named_by_client: bool = False) -> None:
     """STLS on the server leg, verified like implicit TLS; ``host`` is the name to verify
     against, ``named_by_client`` when it is the client's SNI (see ``require_client_name``)."""
-    reason = _CLIENT_NAME_ONLY.get(conn)
+    reason = conn.client_name_only
     if reason is not None and not named_by_client:
         raise UpstreamRefused(reason)
     try:

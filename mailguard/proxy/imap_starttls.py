@@ -49,12 +49,13 @@ class ClientNamedTls:
 
 
 async def starttls_named_by_client(session: "ImapSession", command: Command, named: ClientNamedTls) -> None:
-    await session.readahead.settle()
-    await session.wait_quiet()
+    # Not another byte is read from the client until its TLS is up: its ClientHello stays in
+    # the socket for the TLS layer, and plaintext injected while the server answers our
+    # STARTTLS stays there too, where the TLS handshake refuses it (pitfalls §4.1).
+    client = session.client.conn
+    client.set_reading(False)
     answer, more = await _upstream_starttls(session)
     check_starttls_answer(answer, more or session.upstream.reader.buffered)
-    client = session.client.conn
-    client.set_reading(False)  # the ClientHello stays in the socket for the TLS layer
     session.send_client(command.tag + b" OK Begin TLS negotiation now\r\n")
     await client.drain()
     hello = await peek_client_hello(client, named.hello_timeout)

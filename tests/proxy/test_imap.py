@@ -766,3 +766,44 @@ def test_an_expunge_renumbers_what_is_answered_from_memory() -> None:
     served = out[0][second.end() : second.end() + int(second.group(1))]
     assert out[1].startswith(b"* 1 EXPUNGE\r\n")
     assert out[2] == b"* 1 FETCH (BODY[] {%d}\r\n" % len(served) + served + b")\r\nb OK FETCH completed\r\n"
+
+
+def test_plaintext_injected_while_our_upstream_starttls_is_answered_is_not_read_as_commands(tls_pair) -> None:  # type: ignore[no-untyped-def]
+    """Transparent mode: the server's STARTTLS waits for the client's, and its answer takes a
+    while. Plaintext injected in that wait (CVE-2011-0411 class) must stay where the TLS layer
+    sees it and refuses it, not be read as commands once the client's TLS is up."""
+    from mailguard.proxy.imap_starttls import ClientNamedTls
+
+    class SlowStarttls(MockImapServer):
+        async def _command(self, command, writer, machine):  # type: ignore[no-untyped-def]
+            if command.name == "STARTTLS":
+                await asyncio.sleep(0.5)
+            return await super()._command(command, writer, machine)
+
+    upstream_server, upstream_client, proxy_server, _ = tls_pair
+    server = SlowStarttls([SIMPLE], greeting=STARTTLS_GREETING, tls=upstream_server)
+    out: list[bytes] = []
+
+    async def upgrade(conn, name: str) -> None:  # type: ignore[no-untyped-def]
+        await conn.start_tls(upstream_client, server_side=False, server_hostname="localhost")
+
+    async def body(client: Client, context: ImapContext) -> None:
+        context.client_named_tls = ClientNamedTls(upgrade, lambda name, cert: proxy_server,
+                                                  lambda name: False, 5.0)
+        await client.reader.readline()
+        await client.send(b"a STARTTLS\r\n")
+        await asyncio.sleep(0.2)  # our STARTTLS is upstream, unanswered
+        await client.send(b"b NOOP\r\n")  # injected in plaintext
+        out.append(await client.reader.readline())
+        if out[0].startswith(b"a OK"):
+            sni_only = ssl.create_default_context()
+            sni_only.check_hostname, sni_only.verify_mode = False, ssl.CERT_NONE
+            try:
+                await client.writer.start_tls(sni_only, server_hostname="localhost")
+                out.append(await asyncio.wait_for(client.reader.read(1000), 3))
+            except (OSError, ssl.SSLError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+                pass
+
+    run(run_case(server, body, route_extra=starttls_route(tls_pair)))
+    assert not any(b"NOOP" in raw for raw in server.received)
+    assert not any(b"b OK" in answer for answer in out)

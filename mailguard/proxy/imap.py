@@ -45,6 +45,8 @@ class ScanOutcomeLike(Protocol):
     detections: tuple[str, ...]
     reasons: tuple[str, ...]
     delivered: bytes | None
+    error: str
+    quarantine_failed: bool
 
 
 class Scanner(Protocol):

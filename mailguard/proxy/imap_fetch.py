@@ -207,18 +207,18 @@ class FetchInterception:
         for record in records:
             if record.raw is not None and len(record.raw) <= self._largest:
                 await self._serve(record, record.raw)
-            elif (record.raw is not None or record.size > self._largest) and self._pass_oversize:
-                # Too large to hold, and on-scan-error = pass: streamed through, tagged
-                # unscanned (imap_oversize.py), once everything before it has gone out.
-                if batch:
-                    await self._fetch_and_scan(batch)
-                    batch, batch_size, held = [], 0, 0
-                record.raw = None
-                await self._flush_and_drain()
-                await stream_unscanned(self, record, self._largest)
-                record.resolved = record.streamed = True
-                continue
             elif record.raw is not None or record.size > self._largest:
+                if self._pass_oversize:
+                    # Too large to hold, and on-scan-error = pass: streamed through, tagged
+                    # unscanned (imap_oversize.py), once everything before it has gone out.
+                    if batch:
+                        await self._fetch_and_scan(batch)
+                        batch, batch_size, held = [], 0, 0
+                    record.raw = None
+                    await self._flush_and_drain()
+                    await stream_unscanned(self, record, self._largest)
+                    record.resolved = record.streamed = True
+                    continue
                 # Too large to hold and scan: a notice in its place, never the unscanned bytes
                 # and never an empty answer (pitfalls §2.6).
                 record.served, record.unchanged = tls_tagged(

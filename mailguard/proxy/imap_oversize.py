@@ -28,8 +28,8 @@ from mailguard.errors import RemoteProtocolError
 from mailguard.protocols.imap.fetch import FetchRequest
 from mailguard.protocols.imap.fetch_response import parse_fetch_response
 from mailguard.protocols.imap.responses import Response
+from mailguard.protocols.pop3_sizes import UNSCANNED_TAG  # the same header on both doors
 from mailguard.proxy.imap_render import Record, render_around_content
-from mailguard.scan.rewrite import RESULT_HEADER
 
 if TYPE_CHECKING:
     from mailguard.proxy.imap_fetch import FetchInterception
@@ -38,7 +38,6 @@ __all__ = ["UNSCANNED_TAG", "WINDOW", "streamable", "stream_unscanned"]
 
 log = logging.getLogger("mailguard.proxy.imap")
 
-UNSCANNED_TAG = RESULT_HEADER.encode() + b': unscanned; reason="limit"\r\n'
 #: octets asked of the server at a time
 WINDOW = 4 * 1024 * 1024
 

@@ -239,20 +239,14 @@ class ReadAhead:
         key = (session.mailbox, session.uidvalidity, uid)
         future = self.pending.get(key)
         try:
-            try:
-                served, unchanged = await scan_message(session, uid, raw, server_size)
-            except Withheld:
-                # Not served: the client's own FETCH asks again and is answered NO if it still fails.
-                if future is not None and not future.done():
-                    future.cancel()
-                return
+            served, unchanged = await scan_message(session, uid, raw, server_size)
             if future is not None and not future.done():
                 future.set_result((served, unchanged, server_size))
-        except BaseException:
-            if future is not None and not future.done():
-                future.cancel()
-            raise
+        except Withheld:
+            pass  # not served: the client's own FETCH asks again and is answered NO if it still fails
         finally:
+            if future is not None and not future.done():
+                future.cancel()  # no answer from here (withheld, failed, cancelled): the FETCH asks
             if self.pending.get(key) is future:
                 self.pending.pop(key, None)
 

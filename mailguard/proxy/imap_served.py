@@ -23,9 +23,10 @@ from mailguard.proxy.imap_cache import CacheRecord, cache_key
 from mailguard.proxy.imap_render import Record, render
 from mailguard.proxy.scanpool import account
 from mailguard.scan.rewrite import TLS_HEADER, add_header, tls_value
+from mailguard.scan.verdict import Reason
 
 if TYPE_CHECKING:
-    from mailguard.proxy.imap import ImapSession
+    from mailguard.proxy.imap import ImapSession, ScanOutcomeLike
 
 log = logging.getLogger("mailguard.proxy.imap")
 
@@ -181,12 +182,11 @@ class Withheld(Exception):
 
 
 #: why a scan may come out differently next time: such an outcome is not written to the cache
-TEMPORARY_REASONS = frozenset({"timeout", "engine-error"})
+TEMPORARY_REASONS = frozenset({Reason.TIMEOUT.value, Reason.ENGINE_ERROR.value})
 
 
-def _temporary(outcome: object) -> bool:
-    return getattr(outcome, "status", "") == "unscanned" and bool(
-        TEMPORARY_REASONS.intersection(getattr(outcome, "reasons", ())))
+def _temporary(outcome: "ScanOutcomeLike") -> bool:
+    return outcome.status == "unscanned" and not TEMPORARY_REASONS.isdisjoint(outcome.reasons)
 
 
 async def scan_message(session: "ImapSession", uid: int, raw: bytes, server_size: int | None) -> tuple[bytes, bool]:
@@ -211,8 +211,8 @@ async def scan_message(session: "ImapSession", uid: int, raw: bytes, server_size
         outcome = await session.context.scanner.scan(raw, source)
         if host is not None:
             account(host, session.context.log or log, outcome, f"message UID {uid}", len(raw))
-        if getattr(outcome, "quarantine_failed", False):
-            raise Withheld(getattr(outcome, "error", "") or "quarantine failed")
+        if outcome.quarantine_failed:
+            raise Withheld(outcome.error or "quarantine failed")
         served = outcome.delivered if outcome.delivered is not None else raw
         unchanged = outcome.delivered is None
         stats = session.context.stats

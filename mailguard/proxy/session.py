@@ -166,10 +166,8 @@ async def run_session(host: SessionHost, client: Conn, upstream_addr: tuple[str,
         try:
             upstream = await connect_upstream(upstream_host, upstream_port, mark=mark_upstream)
         except UpstreamRefused as exc:
-            session_log.warning("%s", exc)
-            host.count("errors")
             await _refuse_client(host, client, implicit, upstream_port, config, tls_name or upstream_host,
-                                 str(exc))
+                                 str(exc), session_log, str(exc))
             return
         server_ip = (upstream.peer() or ("",))[0]
         if config.excluded_ip(server_ip):
@@ -182,16 +180,14 @@ async def run_session(host: SessionHost, client: Conn, upstream_addr: tuple[str,
             if tls_name is None:
                 reason = (f"transparent mode: the client named no server (TLS SNI), and {upstream_host} "
                           "cannot be verified by address; add it to excluded-ips to let it through")
-                session_log.warning("refused: %s", reason)
-                host.count("errors")
-                await _refuse_client(host, client, implicit, upstream_port, config, upstream_host, reason)
+                await _refuse_client(host, client, implicit, upstream_port, config, upstream_host, reason,
+                                     session_log, f"refused: {reason}")
                 return
             try:
                 await upgrade_upstream(upstream, tls_name, host.tls)
             except UpstreamRefused as exc:
-                session_log.warning("%s", exc)
-                host.count("errors")
-                await _refuse_client(host, client, implicit, upstream_port, config, tls_name, str(exc))
+                await _refuse_client(host, client, implicit, upstream_port, config, tls_name, str(exc),
+                                     session_log, str(exc))
                 return
             context = host.tls.client_context([tls_name], upstream_certificate(upstream))
             try:
@@ -218,9 +214,7 @@ async def run_session(host: SessionHost, client: Conn, upstream_addr: tuple[str,
                    else "not a POP3 or IMAP greeting")
             session_log.warning("refused%s: %s", " (TLS intercepted)" if implicit else "", why)
             host.count("errors")
-            _tell_client(client, _protocol_of(implicit, upstream_port, config), why)
-            await client.drain()
-            await client.linger()  # the client may have spoken first: no RST over our answer
+            await _tell_client(client, _protocol_of(implicit, upstream_port, config), why)
         elif kind is Kind.OPAQUE:
             session_log.info("not a POP3 or IMAP greeting: relayed byte for byte")
             host.count("relayed")
@@ -300,28 +294,31 @@ def _why_untouched(config: "RunConfig", tls: TlsKit, client_ip: str, upstream_ho
 
 
 async def _refuse_client(host: SessionHost, client: Conn, implicit: str | None, port: int,
-                         config: "RunConfig", upstream_host: str, reason: str) -> None:
-    """Tell the client in its own protocol why there is no session (pitfalls §5.1)."""
+                         config: "RunConfig", upstream_host: str, reason: str, log: Any, logged: str) -> None:
+    """Log ``logged`` as a warning, count an error, and tell the client in its own protocol why
+    there is no session (pitfalls §5.1)."""
+    log.warning("%s", logged)
+    host.count("errors")
     if implicit and host.tls.can_intercept:
         try:
             await client.start_tls(host.tls.client_context([upstream_host], None), server_side=True,
                                    timeout=host.greeting_timeout)
         except (OSError, ConnectionError, asyncio.TimeoutError):
             return
-    _tell_client(client, _protocol_of(implicit, port, config), reason)
-    await client.drain()
-    await client.linger()
+    await _tell_client(client, _protocol_of(implicit, port, config), reason)
 
 
 def _protocol_of(implicit: str | None, port: int, config: "RunConfig") -> str | None:
     return implicit or next((p for p in ("pop3", "imap") if port in config.ports[p]), None)
 
 
-def _tell_client(client: Conn, protocol: str | None, reason: str) -> None:
+async def _tell_client(client: Conn, protocol: str | None, reason: str) -> None:
     if protocol in ("pop3", "pop3s"):
         client.write(b"-ERR [SYS/PERM] mailguard: " + reason.encode("utf-8", "replace") + b"\r\n")
     elif protocol in ("imap", "imaps"):
         client.write(b"* BYE [UNAVAILABLE] mailguard: " + reason.encode("utf-8", "replace") + b"\r\n")
+    await client.drain()
+    await client.linger()  # the client may have spoken first: no RST over our answer
 
 
 async def _sniff(client: Conn, upstream: Conn, timeout: float) -> tuple[Kind, str | None, bytes, bytes]:

@@ -229,10 +229,7 @@ def tag(raw: bytes, verdict: Verdict, policy: Policy) -> bytes:
         elif not _subject_starts_with(raw, subject.start, prefix):  # tagged twice: one prefix
             edits.append(_subject_edit(raw, subject.start, prefix, nl, eol))
     if insert:
-        at = block.end
-        if at > 0 and raw[at - 1] not in b"\r\n":  # the last field had no line ending
-            insert = nl + insert
-        edits.append((at, at, insert))
+        edits.append(_at_block_end(raw, block.end, insert, nl))
     return _splice(raw, edits)
 
 
@@ -251,12 +248,15 @@ def add_header(raw: bytes, name: str, value: str) -> bytes:
     eol = b"\r" if nl == b"\r" else b"\n"
     block = parse_header_block(raw, _header_start(raw, eol), len(raw), eol)
     edits = [(h.start, h.end, b"") for h in block.fields if h.name == name.lower() and not h.hidden]
-    insert = _folded(name, value, nl)
-    at = block.end
-    if at > 0 and raw[at - 1] not in b"\r\n":  # the last field had no line ending
-        insert = nl + insert
-    edits.append((at, at, insert))
+    edits.append(_at_block_end(raw, block.end, _folded(name, value, nl), nl))
     return _splice(raw, edits)
+
+
+def _at_block_end(raw: bytes, at: int, fields: bytes, nl: bytes) -> tuple[int, int, bytes]:
+    """The edit adding ``fields`` (whole, folded) at ``at``, the end of a header block."""
+    if at > 0 and raw[at - 1] not in b"\r\n":  # the last field had no line ending
+        fields = nl + fields
+    return (at, at, fields)
 
 
 def _render_subject_prefix(template: str, verdict: Verdict) -> str:
@@ -264,19 +264,21 @@ def _render_subject_prefix(template: str, verdict: Verdict) -> str:
     return template.replace("%DETECTIONNAME%", names).replace("%VIRUSNAME%", names)
 
 
+def _value_start(raw: bytes, after_colon: int) -> int:
+    """Where a field's value starts: past the blanks that follow its colon."""
+    while after_colon < len(raw) and raw[after_colon] in b" \t":
+        after_colon += 1
+    return after_colon
+
+
 def _subject_starts_with(raw: bytes, field_start: int, prefix: str) -> bool:
-    value_start = raw.index(b":", field_start) + 1
-    while value_start < len(raw) and raw[value_start] in b" \t":
-        value_start += 1
-    return raw.startswith(_header_text(prefix), value_start)
+    return raw.startswith(_header_text(prefix), _value_start(raw, raw.index(b":", field_start) + 1))
 
 
 def _subject_edit(raw: bytes, field_start: int, prefix: str, nl: bytes, eol: bytes) -> tuple[int, int, bytes]:
     """Insert ``prefix`` at the start of the Subject value; fold when the line would pass 998."""
     colon = raw.index(b":", field_start) + 1
-    value_start = colon
-    while value_start < len(raw) and raw[value_start] in b" \t":
-        value_start += 1
+    value_start = _value_start(raw, colon)
     line_end = raw.find(eol, value_start)
     first_line_len = (len(raw) if line_end == -1 else line_end) - field_start
     encoded = _header_text(prefix)

@@ -230,7 +230,8 @@ class ScanPool:
         )
 
     def close(self) -> None:
-        """Stop at once (no loop to wait in): threads finish on their own, workers are killed."""
+        """Stop at once (no loop to wait in): threads finish on their own, idle worker processes
+        are killed, and one busy with a message dies with the engine (``die_with_parent``)."""
         if isinstance(self._executor, ProcessWorkers):
             self._executor.kill()
         else:

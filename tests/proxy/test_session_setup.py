@@ -4,6 +4,7 @@ our own TLS leaf. Transparent mode is exercised on loopback with a faked origina
 
 from __future__ import annotations
 
+import contextlib
 import asyncio
 import ssl
 from collections.abc import Callable
@@ -68,21 +69,28 @@ def _no_sni_client(world: TlsWorld) -> ssl.SSLContext:
     return context
 
 
+@contextlib.asynccontextmanager
+async def _transparent_pop3s(world: TlsWorld, monkeypatch, **values):  # type: ignore[no-untyped-def]
+    """An implicit-TLS POP3 server whose certificate names NAME only, reached through the
+    transparent listener: (upstream, engine, the listener's port)."""
+    async with Pop3TestServer([infected_message(1)], tls=_name_only_upstream(world), implicit_tls=True) as up:
+        settings = {**world.values, EC + "protocols.pop3s.ports": [up.port], **values}
+        async with _Transparent(monkeypatch, ("127.0.0.1", up.port), settings) as server:
+            yield up, server, server.config.transparent_listen[1]
+
+
 def test_transparent_implicit_tls_uses_the_sni_name_for_a_name_only_certificate(tmp_path, monkeypatch) -> None:
     world = TlsWorld(tmp_path)
 
     async def scenario() -> None:
-        async with Pop3TestServer([infected_message(1)], tls=_name_only_upstream(world), implicit_tls=True) as up:
-            values = {**world.values, EC + "protocols.pop3s.ports": [up.port]}
-            async with _Transparent(monkeypatch, ("127.0.0.1", up.port), values) as server:
-                port = server.config.transparent_listen[1]
-                reader, writer = await asyncio.open_connection(
-                    "127.0.0.1", port, ssl=world.client_context, server_hostname=NAME)
-                leaf = writer.get_extra_info("ssl_object").getpeercert()
-                assert ("DNS", NAME) in leaf["subjectAltName"]
-                body = await _pop3_retr(reader, writer)
-                assert b"EICAR-STANDARD" not in body and b"X-MailGuard-Result: infected" in body
-                assert server.snapshot()["counters"]["messages_scanned"] == 1
+        async with _transparent_pop3s(world, monkeypatch) as (_, server, port):
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=world.client_context, server_hostname=NAME)
+            leaf = writer.get_extra_info("ssl_object").getpeercert()
+            assert ("DNS", NAME) in leaf["subjectAltName"]
+            body = await _pop3_retr(reader, writer)
+            assert b"EICAR-STANDARD" not in body and b"X-MailGuard-Result: infected" in body
+            assert server.snapshot()["counters"]["messages_scanned"] == 1
 
     run(scenario())
 
@@ -91,16 +99,13 @@ def test_transparent_implicit_tls_without_sni_is_refused_not_verified_by_ip(tmp_
     world = TlsWorld(tmp_path)
 
     async def scenario() -> None:
-        async with Pop3TestServer([infected_message(1)], tls=_name_only_upstream(world), implicit_tls=True) as up:
-            values = {**world.values, EC + "protocols.pop3s.ports": [up.port]}
-            async with _Transparent(monkeypatch, ("127.0.0.1", up.port), values) as server:
-                port = server.config.transparent_listen[1]
-                reader, writer = await asyncio.open_connection(
-                    "127.0.0.1", port, ssl=_no_sni_client(world), server_hostname="")
-                got = await _read_all(reader)
-                writer.close()
-                assert got.startswith(b"-ERR [SYS/PERM] mailguard: transparent mode: the client named no server")
-                assert up.log == []
+        async with _transparent_pop3s(world, monkeypatch) as (up, _, port):
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=_no_sni_client(world), server_hostname="")
+            got = await _read_all(reader)
+            writer.close()
+            assert got.startswith(b"-ERR [SYS/PERM] mailguard: transparent mode: the client named no server")
+            assert up.log == []
 
     run(scenario())
 
@@ -109,16 +114,13 @@ def test_transparent_sni_in_excluded_domains_is_relayed_untouched(tmp_path, monk
     world = TlsWorld(tmp_path)
 
     async def scenario() -> None:
-        async with Pop3TestServer([infected_message(1)], tls=_name_only_upstream(world), implicit_tls=True) as up:
-            values = {**world.values, EC + "protocols.pop3s.ports": [up.port],
-                      "web-and-email.ssl-tls.excluded-domains": ["*.example.test"]}
-            async with _Transparent(monkeypatch, ("127.0.0.1", up.port), values) as server:
-                port = server.config.transparent_listen[1]
-                direct = ssl.create_default_context(cafile=str(world.upstream_ca_file))
-                reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=direct, server_hostname=NAME)
-                body = await _pop3_retr(reader, writer)   # the real server's certificate, verified
-                assert b"EICAR-STANDARD" in body
-                assert server.snapshot()["counters"]["messages_scanned"] == 0
+        excluded = {"web-and-email.ssl-tls.excluded-domains": ["*.example.test"]}
+        async with _transparent_pop3s(world, monkeypatch, **excluded) as (_, server, port):
+            direct = ssl.create_default_context(cafile=str(world.upstream_ca_file))
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=direct, server_hostname=NAME)
+            body = await _pop3_retr(reader, writer)   # the real server's certificate, verified
+            assert b"EICAR-STANDARD" in body
+            assert server.snapshot()["counters"]["messages_scanned"] == 0
 
     run(scenario())
 

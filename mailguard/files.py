@@ -3,7 +3,7 @@
 Settings, key material, leaf caches and quarantine metadata all go through ``write_atomic``:
 a temp file in the same folder (so the rename stays on one file system), created 0600 by
 ``mkstemp`` and given its final mode before it appears (a key must never exist on disk with
-looser permissions, pitfalls §5.5), fsync, rename over the old name, fsync of the folder.
+looser permissions, docs/pitfalls.md#the-ca-key), fsync, rename over the old name, fsync of the folder.
 Until the rename the old file is untouched.
 """
 

@@ -1,6 +1,6 @@
 """The quarantine: the original of every message mailguard changed or replaced.
 
-DESIGN.md, "Lose nothing": whatever the filter did to a message, its original bytes are
+docs/architecture.md#lose-nothing: whatever the filter did to a message, its original bytes are
 kept here and can be restored byte for byte. Each entry is two files in one folder:
 
     20250401-3f2a9c0d1e4b.eml    the original message, exactly as received

@@ -81,8 +81,8 @@ class LazyGroup(TyperGroup):
         return command
 
     def invoke(self, ctx: Any) -> Any:
-        # The one place errors become exit codes (DESIGN.md, pattern 3). Exit code 1 means
-        # "threats found", so nothing else may end in it: not a bug, not a closed pipe.
+        # The one place errors become exit codes (docs/architecture.md#errors-say-who-broke-the-rules).
+        # Exit code 1 means "threats found", so nothing else may end in it: not a bug, not a closed pipe.
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, ClickException):

@@ -1,4 +1,4 @@
-"""Exit codes, for every command (SETTINGS.md): the one place they are decided."""
+"""Exit codes, for every command (docs/architecture.md#exit-codes): the one place they are decided."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """One scanned message (or one thing that could not be scanned), and the run's totals.
 
-``MessageResult.to_json()`` is the per-result object of ``scan --json`` (SETTINGS.md,
-"scan --json output"): the keys listed there are never dropped; the others are ours.
+``MessageResult.to_json()`` is the per-result object of ``scan --json``
+(docs/architecture.md#offline-scan-output): the keys listed there are never dropped; the others are ours.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ ERROR = "error"
 class MessageResult:
     source: str                              # the mailbox or file named by the user (or found in a folder)
     file: str                                # the file that holds the message
-    location: dict[str, object]              # where in the source (SETTINGS.md): mbox index/offset, or the file
+    location: dict[str, object]              # where in the source (see above): mbox index/offset, or the file
     size: int = 0                            # bytes of the message as stored
     message_id: str = ""
     subject: str = ""

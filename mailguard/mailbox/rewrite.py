@@ -2,7 +2,7 @@
 
 mbox: the mailbox is locked (locking.py) before it is read and stays locked until the new
 file has replaced it; the new file is the old one with the changed messages swapped in:
-every other byte is copied as it is (DESIGN.md: splice, never re-serialise). A mailbox in
+every other byte is copied as it is (docs/architecture.md#rewrite-by-splicing). A mailbox in
 which nothing changed is not written at all.
 
 Maildir, MH and single message files: each changed message is written to a new file

@@ -220,9 +220,10 @@ class Worker:
         result.verdict, result.error, result.rewritten = self._verdict(content, problem, head)
 
     def _header_rewrite(self, head: bytes, verdict: "Verdict") -> "bytes | HeaderSplice | None":
-        """The rewrite of a message too large to scan, made from its header block alone (SETTINGS.md:
-        unscanned messages are always tagged; on-scan-error = block treats them as infected, so clean
-        and replace both replace them by the notice, as nothing can be cleaned unscanned)."""
+        """The rewrite of a message too large to scan, made from its header block alone
+        (docs/architecture.md#what-a-scanned-message-looks-like: unscanned messages are always
+        tagged; on-scan-error = block treats them as infected, so clean and replace both replace
+        them by the notice, as nothing can be cleaned unscanned)."""
         from mailguard.scan.rewrite import replacement_message, tag
         from mailguard.scan.verdict import Status
 

@@ -1,4 +1,4 @@
-"""Where the settings file and the state folder live (SETTINGS.md, "Where settings and state live").
+"""Where the settings file and the state folder live (docs/settings.md#where-settings-and-state-live).
 
 Precedence for the settings file: ``--config FILE``, then ``MAILGUARD_CONFIG``, then
 ``MAILGUARD_HOME/config.toml``, then ``/etc/mailguard/config.toml`` for root, then

@@ -1,7 +1,7 @@
-"""The settings registry: every key of SETTINGS.md, its type, default and help, in one place.
+"""The settings registry: every key (docs/settings.md), its type, default and help, in one place.
 
 This one table drives validation, the ``config`` commands, ``--help``, the man page and
-the shell completions. Key names are public interface: rename nothing.
+the shell completions and docs/settings.md. Key names are public interface: rename nothing.
 """
 
 from __future__ import annotations

@@ -21,13 +21,14 @@ Theory of operation
 - TOP: the client's ``TOP n k`` goes upstream as ``TOP n TOP_WHOLE_MESSAGE``. RFC 1939 §7 makes
   a count larger than the body the entire message, so the scan always sees the whole message and
   the client gets the first k lines of the *rewritten* message, whose header matches what RETR
-  will deliver (pitfalls §3.2). We avoid an upstream RETR because servers such as Dovecot set
-  \\Seen on RETR, visible to IMAP clients of the same mailbox, and TOP leaves flags alone.
-- Sizes (pitfalls §3.3): a clean message passes byte for byte, so its sizes never change. For a
-  rewritten message the RETR status line's octet count is rewritten to what is delivered, and
-  LIST/STAT answers later in the session report the delivered size. A LIST issued before the
-  message was ever retrieved reports the server's size: knowing the rewritten size in advance
-  would mean downloading and scanning the whole mailbox at LIST time.
+  will deliver (docs/pitfalls.md#pop3-top-is-a-download). We avoid an upstream RETR because
+  servers such as Dovecot set \\Seen on RETR, visible to IMAP clients of the same mailbox, and TOP
+  leaves flags alone.
+- Sizes (docs/pitfalls.md#pop3-sizes-after-a-rewrite): a clean message passes byte for byte, so its
+  sizes never change. For a rewritten message the RETR status line's octet count is rewritten to
+  what is delivered, and LIST/STAT answers later in the session report the delivered size. A LIST
+  issued before the message was ever retrieved reports the server's size: knowing the rewritten size
+  in advance would mean downloading and scanning the whole mailbox at LIST time.
 - A message larger than ``max_message`` cannot be held for scanning: with ``on_oversize="pass"``
   it is streamed through with an ``X-MailGuard-Result: unscanned`` header put first, with
   ``"block"`` the client gets ``-ERR`` (the message stays on the server; a ``+OK`` notice would
@@ -36,7 +37,8 @@ Theory of operation
   next message itself and scan it while the client is still reading, then answer the client's
   RETR of it at once. It runs as a command of the proxy's own, so the one-at-a-time rule holds.
 - STLS (RFC 2595 §4): any byte the client sent after ``STLS`` CRLF, and any byte the server sent
-  after its ``+OK``, ends the session (command / response injection, pitfalls §4.1–4.2). The
+  after its ``+OK``, ends the session (command / response injection,
+  docs/pitfalls.md#command-injection-after-starttls). The
   upstream leg is switched first; only when it is up does the client get its ``+OK`` and switch.
   With TLS interception off (``TlsMode.RELAY``) the session becomes a byte relay instead.
 - The server dropping in the middle of an answer gives the client ``-ERR``; a message already
@@ -321,8 +323,8 @@ class Pop3Proxy(MessageDelivery, ReadAhead, StlsSwitch):
             self.phase = Phase.STATUS
             return
         if len(self._client):
-            # Command injection (CVE-2011-0411 class, pitfalls §4.1): what follows STLS in the
-            # same read would otherwise be executed as if it came over TLS.
+            # Command injection (CVE-2011-0411 class, docs/pitfalls.md#command-injection-after-starttls):
+            # what follows STLS in the same read would otherwise be executed as if it came over TLS.
             self._events.pop()
             self._pending = None
             raise PeerError(Side.CLIENT, "the client sent data after STLS")

@@ -1,7 +1,8 @@
 """Which POP3 capabilities and SASL mechanisms the client may see (RFC 2449, RFC 5034).
 
-An allow-list (pitfalls §1.7, §3.5): a capability the proxy cannot follow is removed, since an
-extension we do not know could change the framing under us.
+An allow-list (docs/pitfalls.md#capabilities-by-allow-list, docs/pitfalls.md#pop3-pipelining): a
+capability the proxy cannot follow is removed, since an extension we do not know could change the
+framing under us.
 
 - PIPELINING is removed: the proxy accepts pipelined commands but runs them one at a time, so
   advertising it would promise nothing and only invite bursts (RFC 2449 §6.6 lets a server omit it).

@@ -1,5 +1,6 @@
 """What the client receives for a RETR or TOP once the scan has spoken, and for a message
-too large to hold (RFC 1939 §7, pitfalls §3.2–3.3). A mixin of ``Pop3Proxy`` (pop3.py).
+too large to hold (RFC 1939 §7; docs/pitfalls.md#pop3-top-is-a-download and
+docs/pitfalls.md#pop3-sizes-after-a-rewrite). A mixin of ``Pop3Proxy`` (pop3.py).
 
 A clean message goes out as the very wire bytes the server sent. A rewritten one is re-stuffed
 and its RETR status line carries the delivered octet count; the size change is remembered for
@@ -56,9 +57,9 @@ class MessageDelivery(_Base):
 
     def _start_oversize(self, pending: Pending) -> None:
         if self.options.on_oversize == "block":
-            # Lose nothing (DESIGN.md): "-ERR", never a "+OK" notice in its place, so a client
-            # that deletes what it downloaded (fetchmail's default) leaves it on the server.
-            # The server's answer is drained, not delivered.
+            # Lose nothing (docs/architecture.md#lose-nothing): "-ERR", never a "+OK" notice in its place,
+            # so a client that deletes what it downloaded (fetchmail's default) leaves it on the server. The
+            # server's answer is drained, not delivered.
             self._emit_client(OVERSIZE_REFUSAL)
             self._events.append(MessageUnscanned(pending.number, "limit", blocked=True))
             self.phase = Phase.STREAM_DROP

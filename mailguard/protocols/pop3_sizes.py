@@ -2,7 +2,7 @@
 
 RFC 1939 §5: LIST and STAT report "the exact size of the message in octets". When the proxy has
 delivered a rewritten message, later LIST/STAT answers in the session report the delivered size
-(pitfalls §3.3).
+(docs/pitfalls.md#pop3-sizes-after-a-rewrite).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The STLS switch of the POP3 proxy machine (RFC 2595 §4; pitfalls §4.1–4.2).
+"""The STLS switch of the POP3 proxy machine (RFC 2595 §4;
+docs/pitfalls.md#command-injection-after-starttls, docs/pitfalls.md#response-injection-after-starttls).
 
 The upstream leg is switched first; only when it is up does the client get its ``+OK`` and
 switch. Any byte the client sent after ``STLS`` CRLF before its TLS handshake starts, and any
@@ -42,8 +43,8 @@ class StlsSwitch(_Base):
             self._command_done()
             return True
         if len(self._server):
-            # Response injection (pitfalls §4.2): bytes after +OK would be read as if they came
-            # over TLS.
+            # Response injection (docs/pitfalls.md#response-injection-after-starttls): bytes
+            # after +OK would be read as if they came over TLS.
             raise PeerError(Side.SERVER, "the server sent data after its +OK to STLS")
         self._status = line
         if self.options.tls is TlsMode.RELAY:

@@ -1,8 +1,8 @@
 """BODY, BODYSTRUCTURE and ENVELOPE computed from message bytes (RFC 9051 §7.5.2).
 
-Used for rewritten messages only: sizes and line counts must describe the bytes the
-client will get (pitfalls §2.5). Messages the engine left unchanged keep the server's
-own answers.
+Used for rewritten messages only: sizes and line counts must describe the bytes the client will
+get (docs/pitfalls.md#sizes-and-structure-after-a-rewrite). Messages the engine left unchanged
+keep the server's own answers.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Capabilities by allow-list (pitfalls §1.6-1.8).
+"""Capabilities by allow-list (docs/pitfalls.md#capabilities-by-allow-list).
 
 "Capabilities can introduce fundamental protocol changes" (duesee/imap-proxy): an
 extension we do not parse would let client and server leave our understanding of the

@@ -1,12 +1,12 @@
 """Client -> server: framing whole commands, sans I/O.
 
-The proxy answers a client's synchronising literal itself (``+``) and collects the
-whole command before anything goes upstream, as duesee/imap-proxy does (pitfalls
-§1.1): a FETCH is only understood once all of it is known, and our own caps replace
-the server's ``[TOOBIG]``. After ``IDLE`` or ``AUTHENTICATE`` the client's lines are
-continuation data, not commands (RFC 2177 §3, RFC 9051 §6.2.2), so ``DONE`` is never
-mistaken for a tag. After ``STARTTLS`` the reader pauses: whatever the client sent
-behind it is injection (RFC 9051 §6.2.1) and the session must look at ``buffered``.
+The proxy answers a client's synchronising literal itself (``+``) and collects the whole command
+before anything goes upstream, as duesee/imap-proxy does (docs/pitfalls.md#imap-literals): a
+FETCH is only understood once all of it is known, and our own caps replace the server's
+``[TOOBIG]``. After ``IDLE`` or ``AUTHENTICATE`` the client's lines are continuation data, not
+commands (RFC 2177 §3, RFC 9051 §6.2.2), so ``DONE`` is never mistaken for a tag. After
+``STARTTLS`` the reader pauses: whatever the client sent behind it is injection (RFC 9051
+§6.2.1) and the session must look at ``buffered``.
 """
 
 from __future__ import annotations

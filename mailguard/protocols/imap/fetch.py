@@ -1,8 +1,9 @@
 """FETCH requests: which data items a client asked for, and how each is echoed back.
 
-Every data item that carries or describes message bytes (pitfalls §2.1, §2.5) is
-recognised, case-insensitively, with its section spec kept exactly as the client wrote
-it, because clients match responses to requests by that string (pitfalls §2.3).
+Every data item that carries or describes message bytes
+(docs/pitfalls.md#every-item-that-carries-message-text) is recognised, case-insensitively,
+with its section spec kept exactly as the client wrote it, because clients match responses
+to requests by that string (docs/pitfalls.md#section-specs-echoed-verbatim).
 """
 
 from __future__ import annotations

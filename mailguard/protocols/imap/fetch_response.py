@@ -1,8 +1,8 @@
 """FETCH responses: split into data items, and built back (RFC 9051 §7.5.2).
 
-The msg-att list is tokenised completely, whatever the order of its items and however
-many literals it carries (pitfalls §1.5), so no body-bearing item can slip through
-behind another.
+The msg-att list is tokenised completely, whatever the order of its items and however many
+literals it carries (docs/pitfalls.md#several-literals-in-one-fetch), so no body-bearing item
+can slip through behind another.
 """
 
 from __future__ import annotations

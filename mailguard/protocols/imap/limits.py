@@ -1,9 +1,9 @@
-"""Named caps on every IMAP buffer (DESIGN.md, pattern 2).
+"""Named caps on every IMAP buffer (docs/architecture.md#every-buffer-has-a-cap).
 
-Literal sizes are attacker-controlled ``number64`` values (RFC 9051 §4.3; pitfalls
-§1.2): a peer that announces more than a cap is refused before a single byte of the
-literal is read, so a hostile client or a MitM'd server cannot make us buffer without
-bound.
+Literal sizes are attacker-controlled ``number64`` values (RFC 9051 §4.3;
+docs/pitfalls.md#imap-literal-sizes): a peer that announces more than a cap is refused before a
+single byte of the literal is read, so a hostile client or a MitM'd server cannot make us buffer
+without bound.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Server -> client: framing whole responses, sans I/O.
 
-The reader is a full response parser, not a request/response pairing (pitfalls §1.3):
+The reader is a full response parser, not a request/response pairing
+(docs/pitfalls.md#responses-at-any-time):
 tagged, untagged and continuation responses are recognised on their own, at any
 time, with every literal they carry, so unsolicited FETCH/EXISTS/EXPUNGE between a
 literal and a tagged OK are framed like any other response.

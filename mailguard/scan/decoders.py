@@ -1,14 +1,14 @@
 """Content-transfer decoders, lenient the way mail clients are lenient.
 
-Every decoder returns *every* plausible decoding of its input (usually exactly one), because
-a scanner that picks one interpretation where a client picks another lets content through
-unscanned (pitfalls §6.4, "union scanning"). All hot loops are in C: ``bytes.translate``,
+Every decoder returns *every* plausible decoding of its input (usually exactly one), because a
+scanner that picks one interpretation where a client picks another lets content through unscanned
+(docs/pitfalls.md#broken-base64, "union scanning"). All hot loops are in C: ``bytes.translate``,
 ``bytes.split``, ``binascii``.
 
-Text bodies can also carry files in pre-MIME encodings (uuencode, yEnc, BinHex 4.0), which
-clients still extract (pitfalls §6.5), and HTML carries files in ``data:`` URIs (RFC 2397),
-which a click saves: ``inline_blocks`` finds and decodes them. A text file that arrives as an
-attachment (a ``.uu``, ``.hqx``, ``.b64`` or ``.html`` file) is decoded the same way by the
+Text bodies can also carry files in pre-MIME encodings (uuencode, yEnc, BinHex 4.0), which clients
+still extract (docs/pitfalls.md#files-inside-text-bodies), and HTML carries files in ``data:`` URIs
+(RFC 2397), which a click saves: ``inline_blocks`` finds and decodes them. A text file that arrives
+as an attachment (a ``.uu``, ``.hqx``, ``.b64`` or ``.html`` file) is decoded the same way by the
 program that opens it: ``encoded_files``.
 """
 
@@ -50,7 +50,7 @@ def base64_decodings(data: bytes | memoryview, start: int = 0, end: int | None =
     """Every decoding of base64 ``data[start:end]`` a client might produce, the common one first.
 
     Garbage bytes are ignored (RFC 2045 §6.8). When ``=`` appears before the end of the
-    data, clients disagree (pitfalls §6.4): some stop at the first padding, some
+    data, clients disagree (docs/pitfalls.md#broken-base64): some stop at the first padding, some
     continue after it as one stream, some restart a new stream after each padding,
     and Thunderbird/Safari read a mid-stream ``=`` as ``A``. Each distinct result is
     returned so the caller scans all of them. The range lets a caller decode a part

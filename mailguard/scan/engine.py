@@ -52,7 +52,7 @@ class Engine:
         """The verdict for one message. Deterministic; never raises for any input.
 
         A failure of our own code is reported as ``unscanned`` (engine-error), never as
-        ``clean``: fail closed (pitfalls §6.9).
+        ``clean``: fail closed (docs/architecture.md#fail-closed).
         """
         run = _MessageScan(self, bytes(raw))
         try:
@@ -136,7 +136,8 @@ class _MessageScan:
         path = where.path(part.section)
         media_type = part.media_type
         if media_type == "message/partial":
-            # RFC 2046 §5.2.2: one fragment cannot be judged alone (pitfalls §6.8).
+            # RFC 2046 §5.2.2: one fragment cannot be judged alone
+            # (docs/pitfalls.md#fragmented-messages).
             self.incomplete.append(Incomplete(Reason.UNSUPPORTED, path, "message/partial"))
         if where.depth + part.message_depth > self.budget.max_nesting:
             self.incomplete.append(Incomplete(Reason.LIMIT, path, "attached messages nested too deep"))
@@ -184,7 +185,8 @@ class _MessageScan:
             self.scan_object(obj, members_under=f"{path}/{filenames[0]}" if filenames else path,
                              look_inside=look_inside, text_searched=text_searched or is_text)
         if not is_text:
-            return  # clients extract uuencode/yEnc/BinHex from text bodies only (pitfalls §6.5)
+            return  # clients extract uuencode/yEnc/BinHex from text bodies only
+                # (docs/pitfalls.md#files-inside-text-bodies)
         for block in inline_blocks(data, self.budget.max_object_size):
             name = block.name or block.encoding
             self.scan_object(ScanObject(block.data, f"{path}/{name}", (block.name,) if block.name else (),

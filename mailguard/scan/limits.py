@@ -3,7 +3,8 @@
 One ``Budget`` is made per message and handed down through the MIME walk and the
 archive readers, so a bomb hidden anywhere in a message draws on the same account
 (``threatsense.limits.*``). Exceeding it raises ``ScanIncomplete``; the engine turns
-that into an ``unscanned`` part, never into ``clean`` (pitfalls §6.9: fail closed).
+that into an ``unscanned`` part, never into ``clean`` (fail closed:
+docs/pitfalls.md#limits-bombs-and-missing-decoders).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The scan policy: the settings the engine needs, read once into plain fields.
 
-The engine never sees the settings store itself ("settings types only", DESIGN.md),
+The engine never sees the settings store itself (settings types only: docs/architecture.md#layers),
 which keeps it pure and lets tests build a policy in one line.
 """
 

@@ -1,8 +1,9 @@
 """What the client receives: tags, the subject prefix and ``response.action``, by splicing bytes.
 
-Never re-serialise (DESIGN.md pattern 6, pitfalls §6.12): every byte we do not mean to
-change keeps its place, so a clean message under the default settings comes back
-identical, and a cleaned one differs only in the infected part and the tags.
+Never re-serialise (docs/architecture.md#rewrite-by-splicing,
+docs/pitfalls.md#re-serialising-a-message): every byte we do not mean to change keeps its place, so
+a clean message under the default settings comes back identical, and a cleaned one differs only in
+the infected part and the tags.
 
 Guarantee: infected bytes never reach the client unless ``response.action = none``. When
 splicing one part out cannot promise that (the part sits under an ambiguous structure, a
@@ -26,7 +27,7 @@ MAX_LINE = 998               # RFC 5322 §2.1.1: a line MUST NOT exceed 998 char
 FOLD_AT = 78                 # RFC 5322 §2.1.1: SHOULD NOT exceed 78
 MAX_NAME_IN_NOTICE = 200     # characters of a detection or file name quoted in notices and headers
 MAX_NAME_IN_FIELD = 60       # characters of the original file name kept in the notice part's fields
-KEPT_ON_REPLACE = ("from", "to", "cc", "date", "subject", "message-id")  # SETTINGS.md response.action
+KEPT_ON_REPLACE = ("from", "to", "cc", "date", "subject", "message-id")  # docs/settings.md#response
 _CONTENT_FIELDS = ("content-type", "content-transfer-encoding", "content-disposition")
 
 
@@ -194,7 +195,7 @@ def _notice_lines(verdict: Verdict, section: str | None) -> list[str]:
 
 
 def result_value(verdict: Verdict) -> str:
-    """The ``X-MailGuard-Result`` value (SETTINGS.md, "What a scanned message looks like")."""
+    """The ``X-MailGuard-Result`` value (docs/architecture.md#what-a-scanned-message-looks-like)."""
     if verdict.status is Status.INFECTED:
         names = ", ".join(_ascii(n).replace('"', "'").replace("\\", "/") for n in verdict.detection_names)
         return f'infected; detections="{names}"'

@@ -11,7 +11,8 @@ SZDD, gzip/bzip2/xz streams, and archives inside programs (self-extractors). Doc
 TNEF (winmail.dat), OLE2 (Office 97-2003, .msg, VBA source, embedded objects), RTF
 objects, PDF streams. Known formats we cannot open (RAR, ARJ, ...) are UNSUPPORTED.
 
-Failure is never silent (pitfalls §6.9, §6.10):
+Failure is never silent (docs/pitfalls.md#limits-bombs-and-missing-decoders,
+docs/pitfalls.md#encrypted-archives):
 - a container nested too deep, or a bomb, raises ``ScanIncomplete(LIMIT)``;
 - an encrypted, corrupt or unsupported member raises ``ExpansionIncomplete`` once the
   other members are unpacked; its ``children`` are those, its ``part`` the member path,
@@ -87,9 +88,9 @@ _EMPTY = 256
 
 
 def capabilities() -> dict[str, bool]:
-    """Which formats this installation can unpack (pitfalls §6.9: check at start-up, do not
-    find out from a message). The optional ones depend on the ``archives`` extra; a format
-    listed False is reported unscanned ("unsupported"), never clean."""
+    """Which formats this installation can unpack (check at start-up, do not find out from a
+    message: docs/pitfalls.md#limits-bombs-and-missing-decoders). The optional ones depend on the
+    ``archives`` extra; a format listed False is reported unscanned ("unsupported"), never clean."""
     from importlib.util import find_spec
 
     found = {kind.name: True for kind in _KINDS if kind.name != "unsupported"}
@@ -118,7 +119,7 @@ def expand(obj: ScanObject, budget: Budget, policy: Policy, path: str | None = N
 
     A file that is two formats at once (a zip whose first kilobyte also holds a PDF header,
     which Acrobat opens as a PDF) is unpacked as each of them: the union, never a choice
-    the attacker made for us (pitfalls §6.1).
+    the attacker made for us (docs/pitfalls.md#boundary-tricks).
     """
     kinds = _find(obj.data, policy)
     if not kinds:

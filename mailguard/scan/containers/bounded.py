@@ -4,7 +4,8 @@ Every container reader hands its children to a ``Members`` collector and decompr
 through ``decompress``, which feeds the decompressor small slices of input and asks for
 at most ``OUTPUT_STEP`` bytes at a time (``max_length``). Each step is charged to the
 ``Budget`` before the next one runs, so a 42.zip or a single member that inflates 1000:1
-stops at the limit after a bounded amount of work and memory (pitfalls §6.9: fail closed).
+stops at the limit after a bounded amount of work and memory (fail closed:
+docs/pitfalls.md#limits-bombs-and-missing-decoders).
 """
 
 from __future__ import annotations

@@ -89,7 +89,7 @@ def _is_header_block(data: bytes) -> bool:
     Two regular expressions over the block, so a long header costs C time, not a Python loop.
     """
     head_end = min(len(data), MAX_HEADER_SCAN)
-    lf = data.find(b"\n", 0, head_end) != -1  # else CR-only mail (pitfalls §6.1)
+    lf = data.find(b"\n", 0, head_end) != -1  # else CR-only mail (docs/pitfalls.md#boundary-tricks)
     if lf:  # a header block ends at an empty line: LF LF or LF CR LF
         blank = min((i for i in (data.find(b"\n\n", 0, head_end), data.find(b"\n\r\n", 0, head_end)) if i != -1),
                     default=-1)

@@ -3,10 +3,12 @@
 ``zipfile`` reads the central directory (it knows zip64 and the many extra-field
 quirks); it never decompresses anything here. We find each member's data behind its
 local header and inflate it through ``bounded.decompress``, so neither a 42.zip nor a
-single 1000:1 member can outrun the message budget (pitfalls §6.9). Entries whose data
+single 1000:1 member can outrun the message budget (docs/pitfalls.md#limits-bombs-and-missing-decoders).
+Entries whose data
 overlap are the non-recursive bomb of Fifield (bamsoftware.com/hacks/zipbomb): refused
 as LIMIT before anything is inflated. Encrypted members (ZipCrypto and WinZip AES both
-set bit 0 of the flags, APPNOTE 4.4.4) are reported ENCRYPTED, never clean (§6.10).
+set bit 0 of the flags, APPNOTE 4.4.4) are reported ENCRYPTED, never clean
+(docs/pitfalls.md#encrypted-archives).
 """
 
 from __future__ import annotations
@@ -118,7 +120,8 @@ def _unpack_orphans(members: bounded.Members, data: bytes, budget: Budget, known
 
     Java's ZipInputStream and other streaming readers walk local headers and never read the
     central directory, so a file listed only there is real to them. We scan that view too
-    (pitfalls §6.1: union of interpretations); headers inside known member data are skipped.
+    (union of interpretations, docs/pitfalls.md#boundary-tricks); headers inside known member data are
+    skipped.
     """
     position = data.find(b"PK\x03\x04")
     while position >= 0:

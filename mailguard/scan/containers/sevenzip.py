@@ -5,7 +5,7 @@ exceed the limits are refused before anything is inflated; py7zr then decompress
 a writer we give it (``WriterFactory``), which charges every byte to the budget and
 raises as soon as a member passes the member cap, stopping py7zr mid-stream, so a 7z
 bomb costs bounded time and memory too. Encrypted archives (AES-256 coders, or an
-encrypted header that hides even the names) are ENCRYPTED (pitfalls §6.10).
+encrypted header that hides even the names) are ENCRYPTED (docs/pitfalls.md#encrypted-archives).
 """
 
 from __future__ import annotations

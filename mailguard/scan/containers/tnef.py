@@ -8,7 +8,7 @@ and OLE objects come as PR_ATTACH_DATA_OBJ, whose data (after a 16-byte interfac
 itself TNEF or the object: those become children too, and are expanded again by magic.
 
 We parse it ourselves (the format is small) so every length is checked against the data:
-a damaged TNEF is CORRUPT, never clean (pitfalls §6.7). Checksums are not enforced: the
+a damaged TNEF is CORRUPT, never clean (docs/pitfalls.md#tnef). Checksums are not enforced: the
 bytes are scanned whatever the checksum says, so a wrong one hides nothing.
 """
 

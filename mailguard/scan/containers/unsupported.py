@@ -1,6 +1,7 @@
 """Archive formats we recognise but cannot unpack: reported UNSUPPORTED, never clean.
 
-pitfalls §6.9: a distribution's ClamAV without its RAR module reported a compressed
+docs/pitfalls.md#limits-bombs-and-missing-decoders: a distribution's ClamAV without its RAR module
+reported a compressed
 EICAR as clean. An archive we cannot open must make the message ``unscanned`` (and so
 tagged, or blocked under ``on-scan-error = block``), not pass as if we had looked.
 Each format here is recognised by its magic bytes only.

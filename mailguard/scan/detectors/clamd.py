@@ -8,13 +8,14 @@ What we send: the message root only. clamd has its own MIME parser and archive r
 so the raw message is what it is built to scan, and sending every part we decoded as
 well would make clamd decode the same bytes several times over. Our own detectors still
 see every decoded part, so what our MIME walk finds by its lenient, union reading
-(pitfalls §6.1) is never lost; clamd adds its own reading of the raw message on top.
+(docs/pitfalls.md#boundary-tricks) is never lost; clamd adds its own reading of the raw message on top.
 
 clamd refuses a stream longer than its StreamMaxLength (25 MB by default): it answers
 ``INSTREAM size limit exceeded`` and closes the connection, possibly while we are still
 sending. That is a LIMIT (the message was not scanned by clamd), never clean. A clamd
 that is down, slow past the message's scan time or answers garbage raises
-DetectorFailed, so the message is unscanned, never clean (pitfalls §6.9).
+DetectorFailed, so the message is unscanned, never clean
+(docs/pitfalls.md#limits-bombs-and-missing-decoders).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 - Executable content by magic bytes, whatever the part claims to be: PE (``MZ`` and a
   ``PE\\0\\0`` header where ``e_lfanew`` points), ELF, Mach-O (thin and fat).
-- Script and executable attachments by any name a client could derive (pitfalls §6.3):
+- Script and executable attachments by any name a client could derive
+  (docs/pitfalls.md#hidden-file-names):
   Windows runs ``evil.js.`` and ``evil.js `` as ``.js`` (it drops trailing dots and
   spaces), so names are normalised that way before the extension is read. Shortcut
   (.lnk) files are also recognised by their header.

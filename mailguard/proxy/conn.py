@@ -1,10 +1,11 @@
 """One TCP (or TLS) connection as an asyncio Protocol that owns no read buffer.
 
-Why not ``asyncio.StreamReader``: at a STLS switch every byte received before it must be thrown
-away or refused, and some asyncio versions keep the StreamReader's buffered bytes across
-``start_tls`` (pitfalls §4.3, gh-142352). Here every received byte goes straight to the ``sink``
-callback, i.e. into the sans-I/O machine, which owns the only buffer and checks it at the
-switch. Until a sink is attached (while the greeting is sniffed), bytes wait in ``pending``.
+Why not ``asyncio.StreamReader``: at a STLS switch every byte received before it must be thrown away
+or refused, and some asyncio versions keep the StreamReader's buffered bytes across ``start_tls``
+(docs/pitfalls.md#the-asyncio-buffer-at-a-tls-switch, gh-142352). Here every received byte goes
+straight to the ``sink`` callback, i.e. into the sans-I/O machine, which owns the only buffer and
+checks it at the switch. Until a sink is attached (while the greeting is sniffed), bytes wait in
+``pending``.
 
 TCP_NODELAY is set on every connection: one-command-at-a-time protocols meeting Nagle's
 algorithm and delayed ACKs made a relay 54x slower (issue 6).

@@ -273,7 +273,8 @@ class ImapSession:
         if greeting.word == "BYE":
             self.send_client(greeting.raw)
             return False
-        # Pre-TLS text is untrusted (ALERT spoofing, pitfalls §4.5): only capabilities are used.
+        # Pre-TLS text is untrusted (ALERT spoofing, docs/pitfalls.md#text-before-tls): only
+        # capabilities are used.
         pre = caps.capabilities_in(greeting.raw) or await self._ask_capabilities()
         named = self.context.client_named_tls
         if caps.has(pre, "STARTTLS") and named is None:
@@ -391,8 +392,8 @@ class ImapSession:
             self.send_client(command.tag + b" BAD STARTTLS not available now\r\n")
             return
         if self.client.reader.buffered:
-            # Command injection (CVE-2011-0411 class, pitfalls §4.1): whatever followed
-            # STARTTLS in plaintext is refused with the connection.
+            # Command injection (CVE-2011-0411 class, docs/pitfalls.md#command-injection-after-starttls):
+            # whatever followed STARTTLS in plaintext is refused with the connection.
             raise RemoteProtocolError("data after STARTTLS before the TLS handshake; closing")
         if self.context.client_named_tls is not None:
             await starttls_named_by_client(self, command, self.context.client_named_tls)

@@ -1,10 +1,10 @@
 """The verdict and rewrite cache behind IMAP's promise that a message never changes.
 
-"The combination of mailbox name, UIDVALIDITY, and UID must refer to a single,
-immutable ... message ... RFC822.SIZE, envelope, body structure, and message texts
-... MUST never change" (RFC 9051 §2.3.1.1; pitfalls §2.7). So what a client was served
-for (server, user, mailbox, UIDVALIDITY, UID) is remembered in STATE/imap-cache/, even
-across restarts and signature updates: a re-fetch is served from here, unscanned.
+"The combination of mailbox name, UIDVALIDITY, and UID must refer to a single, immutable ... message
+... RFC822.SIZE, envelope, body structure, and message texts ... MUST never change" (RFC 9051
+§2.3.1.1; docs/pitfalls.md#messages-never-change). So what a client was served for (server, user,
+mailbox, UIDVALIDITY, UID) is remembered in STATE/imap-cache/, even across restarts and signature
+updates: a re-fetch is served from here, unscanned.
 
 Each entry is a small JSON record (verdict, hashes, sizes), and, for a message that was
 rewritten, the served bytes. Records are lines of one append-only log, ``records.log``
@@ -16,9 +16,9 @@ spares the dearest part of an entry, creating a file (bench/imap.py). Blob files
 messages written by earlier versions are removed at start. A rewritten message keeps its blob
 as long as its record lives (``max_records``, ``max_rewritten_bytes``); only a message whose
 record was evicted is scanned again. The last served bytes are also kept in memory
-(``max_memory_bytes``), for the chunk loops of Thunderbird and iOS (pitfalls §2.4). Records
-of older versions, one ``KEY.json`` file each, are still read. Files are 0600 in a 0700
-folder: messages are private mail.
+(``max_memory_bytes``), for the chunk loops of Thunderbird and iOS
+(docs/pitfalls.md#scan-before-release). Records of older versions, one ``KEY.json`` file each,
+are still read. Files are 0600 in a 0700 folder: messages are private mail.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from pathlib import Path
 
 DEFAULT_MAX_REWRITTEN_BYTES = 1024 * 1024 * 1024
 DEFAULT_MAX_RECORDS = 200_000
-#: blobs kept in memory as well, for the chunk loops of Thunderbird and iOS (pitfalls §2.4)
+#: blobs kept in memory as well, for the chunk loops of Thunderbird and iOS
+#: (docs/pitfalls.md#scan-before-release)
 DEFAULT_MAX_MEMORY_BYTES = 64 * 1024 * 1024
 LOG_NAME = "records.log"
 #: the log is rewritten when it has more than this many lines and most of them are dead
@@ -76,7 +77,8 @@ def sha256(data: bytes) -> str:
 
 
 def cache_key(server: str, user: str, mailbox: bytes, uidvalidity: int, uid: int) -> str:
-    """A strong hash of the identity (no 32-bit shortcuts: pitfalls §5.6)."""
+    """A strong hash of the identity (no 32-bit shortcuts:
+    docs/pitfalls.md#cache-keys-and-strong-hashes)."""
     parts = [server.encode(), user.encode(), mailbox, b"%d" % uidvalidity, b"%d" % uid]
     return hashlib.sha256(b"\0".join(len(p).to_bytes(4, "big") + p for p in parts)).hexdigest()
 

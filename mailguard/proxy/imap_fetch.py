@@ -6,11 +6,14 @@ BODYSTRUCTURE, BODY, ENVELOPE, BINARY.SIZE), the proxy
 1. asks the server for the same messages with every other item, plus UID and
    RFC822.SIZE (under the client's tag, so the server's own completion is relayed);
 2. fetches each message not in the cache whole, ``UID FETCH uids (BODY.PEEK[])``, in
-   batches of bounded size, leaving \\Seen as it was (pitfalls §2.4, §2.8);
-3. scans and rewrites it (or takes what was served before from the cache, §2.7);
+   batches of bounded size, leaving \\Seen as it was (docs/pitfalls.md#scan-before-release,
+   docs/pitfalls.md#the-seen-flag);
+3. scans and rewrites it (or takes what was served before from the cache,
+   docs/pitfalls.md#messages-never-change);
 4. answers every requested item from the served bytes: sections and partials cut from
    them, sizes and structures computed from them when the message changed, the section
-   spec echoed as the client wrote it (§2.2, §2.3, §2.5);
+   spec echoed as the client wrote it (docs/pitfalls.md#partial-fetches,
+   docs/pitfalls.md#section-specs-echoed-verbatim, docs/pitfalls.md#sizes-and-structure-after-a-rewrite);
 5. sets \\Seen with ``UID STORE`` when the client's form implies it.
 
 A message too large to hold is streamed through tagged unscanned when on-scan-error is
@@ -118,7 +121,8 @@ class FetchInterception:
                 await self._set_seen([r.uid for r in records])
             self._flush(final=True)
             if self.withheld:
-                # Lose nothing (DESIGN.md): without the original kept, the rewrite is not served.
+                # Lose nothing (docs/architecture.md#lose-nothing): without the original kept, the
+                # rewrite is not served.
                 self.session.send_client(self.tag + WITHHELD_COMPLETION)
             elif self.upstream_refused:
                 self.session.send_client(self.tag + REFUSED_COMPLETION)
@@ -220,7 +224,7 @@ class FetchInterception:
                     record.resolved = record.streamed = True
                     continue
                 # Too large to hold and scan: a notice in its place, never the unscanned bytes
-                # and never an empty answer (pitfalls §2.6).
+                # and never an empty answer (docs/pitfalls.md#never-answer-a-fetch-with-nothing).
                 record.served, record.unchanged = tls_tagged(
                     self.session, oversize_notice(record.uid, record.size, self._largest), False)
             elif self._from_caches(record):

@@ -1,8 +1,9 @@
 """Who and where: the user, the selected mailbox and its UIDVALIDITY, as the session goes.
 
-Together with the server they name a message for good (RFC 9051 §2.3.1.1), which is what the
-rewrite cache is keyed on (pitfalls §2.7). Learnt from the commands the client sends and the
-answers the server gives, never from our guesses: a value is None until the server confirmed it.
+Together with the server they name a message for good (RFC 9051 §2.3.1.1), which is what the rewrite
+cache is keyed on (docs/pitfalls.md#messages-never-change). Learnt from the commands the client
+sends and the answers the server gives, never from our guesses: a value is None until the server
+confirmed it.
 """
 
 from __future__ import annotations

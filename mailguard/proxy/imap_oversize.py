@@ -1,12 +1,12 @@
 """A message too large to scan, with ``response.on-scan-error = pass``: delivered, tagged unscanned.
 
-SETTINGS.md: a message that could not be fully scanned is delivered "tagged ``unscanned``" under
-``pass``. A message over max-object-size cannot even be held, so it is streamed: the client's
-answer announces the message's size plus our header, then gets the header
-(``X-MailGuard-Result: unscanned; reason="limit"``) and the message itself, fetched from the
-server in windows of ``WINDOW`` octets (``BODY.PEEK[]<offset.length>``, each an ordinary small
-literal), each sent on before the next is asked for. Memory stays at one window whatever the
-message size, and no framing of ours ever holds a literal over its cap.
+docs/settings.md#response: a message that could not be fully scanned is delivered tagged
+``unscanned`` under ``pass``. A message over max-object-size cannot even be held, so it is streamed:
+the client's answer announces the message's size plus our header, then gets the header
+(``X-MailGuard-Result: unscanned; reason="limit"``) and the message itself, fetched from the server
+in windows of ``WINDOW`` octets (``BODY.PEEK[]<offset.length>``, each an ordinary small literal),
+each sent on before the next is asked for. Memory stays at one window whatever the message size, and
+no framing of ours ever holds a literal over its cap.
 
 The forms that ask for the whole message are streamed: BODY[], BODY.PEEK[], RFC822,
 RFC822.PEEK, and the partials of BODY[] that Thunderbird and iOS fetch large messages with

@@ -2,7 +2,8 @@
 
 Content items are cut from the served message; sizes and structures are the server's when
 the message went through unchanged and computed from the served bytes when it did not
-(pitfalls §2.5); the section spec is echoed as the client wrote it (§2.3).
+(docs/pitfalls.md#sizes-and-structure-after-a-rewrite); the section spec is echoed as the client wrote it
+(docs/pitfalls.md#section-specs-echoed-verbatim).
 """
 
 from __future__ import annotations
@@ -171,7 +172,8 @@ def _derived(record: Record, att: FetchAtt) -> bytes:
 
 
 def _with_subject(raw_envelope: bytes, subject: bytes | None) -> bytes:
-    """The server's ENVELOPE with the subject of the served message (a tagged subject, §2.5)."""
+    """The server's ENVELOPE with the subject of the served message (a tagged subject,
+    docs/pitfalls.md#sizes-and-structure-after-a-rewrite)."""
     node = Lexer(raw_envelope).read_node()
     if node.kind is not NodeKind.LIST or len(node.items) < 2:
         return raw_envelope

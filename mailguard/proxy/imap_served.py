@@ -1,9 +1,10 @@
 """What a session holds and serves: scanned messages in memory, and FETCH answers from them.
 
-A message is scanned once per session (Thunderbird's chunk loop re-asks the same message
-dozens of times, pitfalls §2.4) and, with the rewrite cache, once for good (§2.7). A FETCH of
-a message held here, whose number and UID the server told us (imap_view.py), is answered
-without asking the server anything (issue 7, performance).
+A message is scanned once per session (Thunderbird's chunk loop re-asks the same message dozens of
+times, docs/pitfalls.md#scan-before-release) and, with the rewrite cache, once for good
+(docs/pitfalls.md#messages-never-change). A FETCH of a message held here, whose number and UID the
+server told us (imap_view.py), is answered without asking the server anything (issue 7,
+performance).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ log = logging.getLogger("mailguard.proxy.imap")
 
 #: how long we wait for the server's next response while one of our own commands (the body
 #: fetch of an intercepted FETCH, a read-ahead, a STORE) is unanswered: a few minutes, enough for
-#: a large literal on a slow link; then the client hears BYE rather than hanging (DESIGN.md)
+#: a large literal on a slow link; then the client hears BYE rather than hanging
+#: (docs/architecture.md#lose-nothing)
 UPSTREAM_ANSWER_TIMEOUT = 5 * 60.0
 
 
@@ -198,7 +200,8 @@ async def scan_message(session: "ImapSession", uid: int, raw: bytes, server_size
     key = cache_key(*identity, uid) if identity is not None and cache is not None else None
     cached = cache.record(key) if key is not None and cache is not None else None
     if cached is not None and cached.unchanged and hashlib.sha256(raw).hexdigest() == cached.original_sha256:
-        # Served unchanged before, and it is the same message: no rescan (§2.7).
+        # Served unchanged before, and it is the same message: no rescan
+        # (docs/pitfalls.md#messages-never-change).
         served, unchanged = raw, True
     else:
         host = session.context.host

@@ -51,7 +51,8 @@ class ClientNamedTls:
 async def starttls_named_by_client(session: "ImapSession", command: Command, named: ClientNamedTls) -> None:
     # Not another byte is read from the client until its TLS is up: its ClientHello stays in
     # the socket for the TLS layer, and plaintext injected while the server answers our
-    # STARTTLS stays there too, where the TLS handshake refuses it (pitfalls §4.1).
+    # STARTTLS stays there too, where the TLS handshake refuses it
+    # (docs/pitfalls.md#command-injection-after-starttls).
     client = session.client.conn
     client.set_reading(False)
     answer, more = await _upstream_starttls(session)
@@ -73,8 +74,10 @@ async def starttls_named_by_client(session: "ImapSession", command: Command, nam
 
 def check_starttls_answer(answer: Response, more: bool) -> None:
     """Refuse what must not follow our STARTTLS upstream: a refusal after the server offered it
-    (never a fallback to plaintext: DESIGN.md, pitfalls §4.4), or ``more`` bytes behind its OK,
-    sent in plaintext where only the TLS handshake may come (response injection, §4.2)."""
+    (never a fallback to plaintext: docs/architecture.md#tls-stance,
+    docs/pitfalls.md#starttls-stripping-and-preauth), or ``more`` bytes behind its OK, sent in
+    plaintext where only the TLS handshake may come
+    (docs/pitfalls.md#response-injection-after-starttls)."""
     if answer.word != "OK":
         raise RemoteProtocolError("the server offered STARTTLS and then refused it")
     if more:

@@ -212,8 +212,8 @@ async def _scanned(ctx: SessionContext, event: ScanMessage) -> ScanResult:
     outcome = await host.pool.scan(event.message, f"{ctx.source} {event.command} {event.number}")
     account(host, ctx.log, outcome, f"message {event.number}", len(event.message))
     if outcome.quarantine_failed:
-        # Lose nothing (DESIGN.md): without the original kept, the client gets an error and the
-        # message stays on the server for a later try.
+        # Lose nothing (docs/architecture.md#lose-nothing): without the original kept, the client gets an
+        # error and the message stays on the server for a later try.
         return ScanResult(None, refusal="could not keep the original in quarantine, try later")
     return ScanResult(outcome.delivered)
 

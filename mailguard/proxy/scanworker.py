@@ -62,7 +62,7 @@ def main() -> int:
         name = source.decode("utf-8", "replace")
         try:
             outcome = scan_message(message, name, policy, quarantine_dir)
-        except Exception as exc:  # noqa: BLE001 - our own bug: unscanned, never clean (DESIGN.md)
+        except Exception as exc:  # noqa: BLE001 - a bug of ours: unscanned (docs/architecture.md#fail-closed)
             outcome = settle_without_scan(message, Reason.ENGINE_ERROR, f"{type(exc).__name__}: {exc}",
                                           policy, quarantine_dir, name)
         payload = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)

@@ -296,7 +296,7 @@ def _why_untouched(config: "RunConfig", tls: TlsKit, client_ip: str, upstream_ho
 async def _refuse_client(host: SessionHost, client: Conn, implicit: str | None, port: int,
                          config: "RunConfig", upstream_host: str, reason: str, log: Any, logged: str) -> None:
     """Log ``logged`` as a warning, count an error, and tell the client in its own protocol why
-    there is no session (pitfalls §5.1)."""
+    there is no session (docs/pitfalls.md#verifying-the-server)."""
     log.warning("%s", logged)
     host.count("errors")
     if implicit and host.tls.can_intercept:

@@ -158,7 +158,8 @@ async def upgrade_upstream(conn: Conn, host: str, tls: TlsKit, *, named_by_clien
 
 def upstream_certificate(conn: Conn) -> bytes | None:
     """The server's certificate, for the names of our leaf; None when it failed a check, so a
-    certificate the policy merely tolerated never decides what our CA vouches for (pitfalls §5.1)."""
+    certificate the policy merely tolerated never decides what our CA vouches for
+    (docs/pitfalls.md#verifying-the-server)."""
     ssl_object = conn.ssl_object()
     if ssl_object is None or conn.certificate_problems:
         return None

@@ -1,10 +1,10 @@
 """The roots an upstream server's certificate must chain to.
 
-The system store plus ``ssl-tls.trusted-ca-file``, minus every mailguard CA: once ``ca install``
-put our CA into the system store, a server presenting a leaf we (or a thief of our key) minted
-would otherwise pass upstream validation (pitfalls §5.1: "never accept a chain that ends in
-mailguard's own CA"). Building one explicit list also lets the stdlib handshake (strict path)
-and the after-the-fact classification (permissive path) agree on what is trusted.
+The system store plus ``ssl-tls.trusted-ca-file``, minus every mailguard CA: once ``ca install`` put
+our CA into the system store, a server presenting a leaf we (or a thief of our key) minted would
+otherwise pass upstream validation (a chain that ends in one of our own CAs is never trusted:
+docs/pitfalls.md#verifying-the-server). Building one explicit list also lets the stdlib handshake
+(strict path) and the after-the-fact classification (permissive path) agree on what is trusted.
 """
 
 from __future__ import annotations

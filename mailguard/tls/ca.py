@@ -3,7 +3,7 @@
 Pure functions of their arguments (the clock is a parameter), so tests can mint CAs that expire
 tomorrow. Where the CA lives on disk is ``castore.py``; exporting it is ``export.py``.
 
-Security choices (pitfalls §5.5, §5.6):
+Security choices (docs/pitfalls.md#the-ca-key, docs/pitfalls.md#name-constraints):
 
 - every install makes its own key, here, from the OS random source; nothing is shipped;
 - the CA can only sign end-entity certificates (pathLen 0) and nothing but certificates and

@@ -11,7 +11,8 @@ Layout under the state folder (``STATE/ca``, mode 0700)::
 ``<id>`` is ``<UTC creation time>-<first 8 hex of the SHA-256 fingerprint>``. ``rotate`` makes a
 new CA and keeps the old folder with its certificate, so ``ca show`` and ``ca uninstall`` still
 know it while clients keep trusting it; the old key and leaves are destroyed, because nothing
-needs them any more and a key that is not there cannot leak (pitfalls §5.5).
+needs them any more and a key that is not there cannot leak
+(docs/pitfalls.md#the-ca-key).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Protocol versions and cipher suites, the same floor on both legs (pitfalls §5.2).
+"""Protocol versions and cipher suites, the same floor on both legs
+(docs/pitfalls.md#protocol-versions-and-ciphers).
 
 With ``ssl-tls.block-obsolete`` (the default): TLS 1.2 or newer, and for TLS 1.2 only ECDHE
 key exchange with AEAD ciphers (AES-GCM, ChaCha20-Poly1305) — no RSA key exchange, CBC, RC4,

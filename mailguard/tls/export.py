@@ -1,7 +1,8 @@
 """Exporting the CA certificate for clients to trust: PEM, DER or a certificate-only PKCS#12.
 
 Only the certificate ever leaves: these functions take an ``x509.Certificate``, not a
-``CertificateAuthority``, so the key is not even within reach (pitfalls §5.5).
+``CertificateAuthority``, so the key is not even within reach
+(docs/pitfalls.md#the-ca-key).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Leaf certificates: minting one (pure) and the two caches in front of minting.
 
-A leaf (pitfalls §5.7, §5.8):
+A leaf (docs/pitfalls.md#leaf-certificates, docs/pitfalls.md#cache-keys-and-strong-hashes):
 
 - has a fresh EC P-256 key of its own, never the CA's;
 - names exactly the hosts the client asked for (SNI or the configured upstream name), plus the

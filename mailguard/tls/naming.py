@@ -69,8 +69,9 @@ def normalise_names(names: Iterable[str]) -> list[str]:
 def name_set_key(names: Iterable[str]) -> str:
     """The leaf-cache key: SHA-256 over the full sorted name set.
 
-    Pitfalls §5.8: Kaspersky keyed its leaf cache on 32 bits of MD5 and served one host's
-    certificate for another. A full SHA-256 over every name makes a collision infeasible.
+    docs/pitfalls.md#cache-keys-and-strong-hashes: Kaspersky keyed its leaf cache on 32 bits of MD5
+    and served one host's certificate for another. A full SHA-256 over every name makes a collision
+    infeasible.
     """
     joined = "\n".join(sorted(set(names)))
     return hashlib.sha256(joined.encode("ascii")).hexdigest()

@@ -5,7 +5,8 @@ Fedora/RHEL: a ``.pem`` file in ``/etc/pki/ca-trust/source/anchors`` + ``update-
 
 Every install is recorded (``STATE/ca/trust-installs.json``: file, fingerprint, refresh
 root) before the store is refreshed, so ``uninstall`` removes precisely those files, even for
-CAs that were rotated away since — the Superfish root outlived its software (pitfalls §5.5).
+CAs that were rotated away since — the Superfish root outlived its software
+(docs/pitfalls.md#the-ca-key).
 
 ``MAILGUARD_TRUST_ROOT`` puts the whole store under another folder (for tests, images,
 chroots); the Debian refresh then runs with ``--sysroot``.

@@ -1,9 +1,10 @@
 """The upstream leg: the TLS context mailguard uses as a client of the real server.
 
-Strict by default and verified by the stdlib itself (DESIGN.md, security stance; pitfalls
-§5.1, §5.2): CERT_REQUIRED, host name checked against the *configured* upstream name (the
-engine passes it as ``server_hostname``), TLS 1.2 or newer with AEAD, forward-secret suites.
-Only when ``certificate-validity.*`` allows something does the handshake run unverified, and
+Strict by default and verified by the stdlib itself (docs/architecture.md#tls-stance;
+docs/pitfalls.md#verifying-the-server, docs/pitfalls.md#protocol-versions-and-ciphers):
+CERT_REQUIRED, host name checked against the *configured* upstream name (the engine passes it as
+``server_hostname``), TLS 1.2 or newer with AEAD, forward-secret suites. Only when
+``certificate-validity.*`` allows something does the handshake run unverified, and
 ``UpstreamTLS.judge`` then classifies the presented chain and applies the policy.
 """
 

@@ -1,6 +1,6 @@
 """What is wrong with an upstream server's certificate, and whether policy lets it through.
 
-SETTINGS.md splits certificate trouble in two, after ESET:
+The settings split certificate trouble in two, after ESET (docs/settings.md#ssl-tls):
 
 - ``certificate-validity.unverifiable``: the chain does not reach a trusted root
   (self-signed, unknown CA, or one of mailguard's own CAs);

@@ -1,7 +1,8 @@
 """The asyncio IMAP session: one client, one upstream server, the sans-I/O machines between.
 
 Commands are relayed as they come (pipelining kept) except those the proxy must own:
-STARTTLS (both legs, buffered bytes refused: RFC 9051 §6.2.1, pitfalls §4.1-4.3),
+STARTTLS (both legs, buffered bytes refused: RFC 9051 §6.2.1,
+docs/pitfalls.md#starttls-and-tls-switches),
 COMPRESS (refused: it would hide every later byte, RFC 4978), ENABLE (filtered),
 CAPABILITY and LOGIN before the client's TLS (answered from the pre-TLS view), and every
 FETCH that asks for message bytes or anything derived from them (imap_fetch.py). Those

@@ -1,4 +1,4 @@
-"""The layers of DESIGN.md: arrows point down only.
+"""The layers of docs/architecture.md#layers: arrows point down only.
 
 Each package may import only the packages below it (and the small shared modules), so
 protocols and scan stay pure and testable with plain bytes. Checked on the source, so an

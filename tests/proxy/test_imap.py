@@ -1,4 +1,5 @@
-"""The IMAP session against a scripted server: the pitfalls of protocol-pitfalls.md §1, §2 and §4."""
+"""The IMAP session against a scripted server: the traps of docs/pitfalls.md#imap and
+docs/pitfalls.md#starttls-and-tls-switches."""
 
 from __future__ import annotations
 
@@ -98,7 +99,7 @@ def run(coroutine: Awaitable[object]) -> object:
     return asyncio.run(coroutine)  # type: ignore[arg-type]
 
 
-# --- capabilities (§1.6-1.8) --------------------------------------------------------------------
+# --- capabilities (docs/pitfalls.md#capabilities-by-allow-list) ---------------------------------
 
 
 def test_capabilities_are_filtered_everywhere_and_compress_is_refused_locally() -> None:
@@ -131,7 +132,7 @@ def test_capabilities_are_filtered_everywhere_and_compress_is_refused_locally() 
     assert not any(b"COMPRESS" in raw or b"ENABLE" in raw for raw in server.received)
 
 
-# --- FETCH: unsolicited responses, pipelining, several literals (§1.3-1.5) ----------------------
+# --- FETCH: unsolicited responses, pipelining, several literals (docs/pitfalls.md#imap) ---------
 
 
 def test_unsolicited_responses_keep_their_place_around_an_intercepted_fetch() -> None:
@@ -202,7 +203,7 @@ def test_unsolicited_message_text_is_never_relayed() -> None:
     assert EICAR not in out[0] and out[0].endswith(b"n OK NOOP completed\r\n")
 
 
-# --- scan before release, sizes, \Seen (§2.1-2.8) -----------------------------------------------
+# --- scan before release, sizes, \Seen (docs/pitfalls.md#imap) ----------------------------------
 
 
 def test_chunked_fetch_of_an_infected_message_never_leaks_and_scans_once() -> None:
@@ -312,7 +313,7 @@ def test_a_cache_that_cannot_be_written_still_serves_the_scanned_message(tmp_pat
     assert context.stats.get("scanned") == 1
 
 
-# --- IDLE (§1.9) ------------------------------------------------------------------------------
+# --- IDLE (docs/pitfalls.md#idle-and-continuation-data) ---------------------------------------
 
 
 def test_idle_done_is_continuation_data_and_pushed_responses_arrive() -> None:
@@ -335,7 +336,7 @@ def test_idle_done_is_continuation_data_and_pushed_responses_arrive() -> None:
     assert b"DONE\r\n" in server.received
 
 
-# --- caps on what the server sends (§1.2) ------------------------------------------------------
+# --- caps on what the server sends (docs/pitfalls.md#imap-literal-sizes) -----------------------
 
 
 def test_an_absurd_literal_from_the_server_ends_the_session_with_bye() -> None:
@@ -350,7 +351,7 @@ def test_an_absurd_literal_from_the_server_ends_the_session_with_bye() -> None:
     assert out[0].startswith(b"* BYE ") and b"cap" in out[0]
 
 
-# --- STARTTLS and PREAUTH (§4.1-4.5) ------------------------------------------------------------
+# --- STARTTLS and PREAUTH (docs/pitfalls.md#starttls-and-tls-switches) --------------------------
 
 
 @pytest.fixture(scope="module")
@@ -635,7 +636,8 @@ def test_modifiers_and_section_specs_travel_as_written() -> None:
         out.append(await client.command(b"b", b"UID FETCH 1:* (FLAGS) (CHANGEDSINCE 5)"))
 
     run(run_case(server, body))
-    # Apple Mail matches answers by the section string: echoed byte for byte (pitfalls §2.3)
+    # Apple Mail matches answers by the section string: echoed byte for byte
+    # (docs/pitfalls.md#section-specs-echoed-verbatim)
     assert b"BODY[HEADER.FIELDS (date subject From x-priority)] {" in out[0]
     # the fields in the message's order, not the request's
     assert b"From: Alice <alice@example.com>\r\nSubject: hello\r\nDate: Mon, 1 Jan 2024 10:00:00 +0000\r\n\r\n" in out[0]

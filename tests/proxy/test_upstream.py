@@ -31,7 +31,7 @@ def test_a_verified_certificate_lends_its_names():
 
 def test_a_certificate_let_through_by_policy_lends_no_names():
     """certificate-validity = allow: the connection goes on, but an attacker's certificate must not
-    choose the names our CA signs for the client (pitfalls §5.1)."""
+    choose the names our CA signs for the client (docs/pitfalls.md#verifying-the-server)."""
     assert upstream_certificate(FakeLeg(FakeSSLObject(b"der"), ("wrong-host",))) is None
 
 

@@ -86,7 +86,8 @@ def _() -> bytes:
 
 @case("eicar_duplicate_cte_ghost", infected=EICAR_NAME, parts={"2"})
 def _() -> bytes:
-    # F-Secure's ghost.exe: base64 and quoted-printable both declared (pitfalls §6.2).
+    # F-Secure's ghost.exe: base64 and quoted-printable both declared
+    # (docs/pitfalls.md#conflicting-headers).
     return message([GREETING, part(b64_lines(EICAR), b'Content-Type: application/octet-stream; name="ghost.exe"\r\n'
                                    b"Content-Transfer-Encoding: quoted-printable\r\nContent-Transfer-Encoding: base64\r\n")])
 

@@ -2,14 +2,14 @@
 
 The lenient MIME walk: raw message bytes in, a tree of parts with byte offsets out.
 
-Offsets, not copies: rewriting splices on them (DESIGN.md pattern 6) and the IMAP layer
-numbers sections from the same tree (RFC 3501 §6.4.5: ``1``, ``2.1``, ``2.HEADER``).
+Offsets, not copies: rewriting splices on them (docs/architecture.md#rewrite-by-splicing) and the
+IMAP layer numbers sections from the same tree (RFC 3501 §6.4.5: ``1``, ``2.1``, ``2.HEADER``).
 
 Where clients disagree about structure (duplicate boundaries, delimiters only a lenient
 client accepts, bare CRs, a close delimiter followed by more parts...), every reading is
 kept: the primary one in ``Part.children``, the others in ``Part.alternates``, and the part
 is flagged ``ambiguous`` so a rewrite never trusts a byte range a client might read
-differently (pitfalls §6.1, "union scanning").
+differently (docs/pitfalls.md#boundary-tricks, "union scanning").
 
 Only ``bytes.find`` and ``re`` touch the bodies; the stdlib ``email`` package is not used
 (it is slow, and it re-serialises).
@@ -120,7 +120,7 @@ class Part:
 
 def parse_message(raw: bytes, *, email_files: bool = True) -> Part:
     """Walk ``raw`` into a tree. Never raises for any input; limits show up in ``problems``."""
-    eol = b"\n" if raw.find(b"\n") != -1 else b"\r"  # CR-only messages (pitfalls §6.1)
+    eol = b"\n" if raw.find(b"\n") != -1 else b"\r"  # CR-only messages (docs/pitfalls.md#boundary-tricks)
     walker = _Walker(email_files, len(raw))
     start = _skip_mbox_from_line(raw, eol)
     return walker.entity(raw, start, len(raw), "", is_message=True, depth=0, message_depth=0,
@@ -213,8 +213,8 @@ class _Walker:
         encodings = [e for e in part.encodings if e in ("base64", "quoted-printable")]
         if encodings:
             # RFC 2046 §5.2.1 allows only 7bit/8bit/binary here, yet clients decode base64 and
-            # quoted-printable messages (pitfalls §6.1): walk the decoded bytes, detached from
-            # the raw offsets. (The engine scans every decoding of the body as a file too.)
+            # quoted-printable messages (docs/pitfalls.md#attached-messages): walk the decoded bytes,
+            # detached from the raw offsets. (The engine scans every decoding of the body as a file too.)
             buf = decodings_for(encodings[0], part.body())[0]
             start, end, detached = 0, len(buf), True
             eol = b"\n" if buf.find(b"\n") != -1 else b"\r"

@@ -4,8 +4,8 @@ Header fields of a MIME entity: the field list, parameters, and every derivable 
 
 Lenient on purpose. Mail clients accept folded, duplicated, commented, RFC 2047-encoded and
 RFC 2231-split parameters, each in its own way; a scanner that reads a name or a boundary
-differently from the client can be steered around (pitfalls §6.1–6.3). So the functions here
-return *every* reading, and the caller decides (scan all of them, or treat as ambiguous).
+differently from the client can be steered around (docs/pitfalls.md#mime-and-content). So the functions
+here return *every* reading, and the caller decides (scan all of them, or treat as ambiguous).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import urllib.parse
 from dataclasses import dataclass
 
 # A header line is "name:" where name is printable US-ASCII without ":" (RFC 5322 §2.2).
-# Whitespace before the colon is tolerated: "Content-type :" is read by clients (pitfalls §6.1).
+# Whitespace before the colon is tolerated: "Content-type :" is read by clients
+# (docs/pitfalls.md#boundary-tricks).
 _FIELD_NAME = re.compile(rb"([!-9;-~]+)[ \t]*:")
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
 _BETWEEN_WORDS = re.compile(r"(\?=)\s+(=\?)")
@@ -35,7 +36,7 @@ class Header:
     start: int       # offset of the field's first byte
     end: int         # offset after the field's last line ending
     value: bytes     # unfolded value without the leading/trailing whitespace
-    hidden: bool = False  # recovered from behind a bare CR inside another field (pitfalls §6.1)
+    hidden: bool = False  # behind a bare CR in another field (docs/pitfalls.md#boundary-tricks)
 
     def text(self) -> str:
         return decode_header_bytes(self.value)
@@ -338,7 +339,7 @@ def describe_entity(fields: list[Header]) -> EntityInfo:
 
 
 def _names_from(value: str, param: str, stripped: list[tuple[str, str]] | None = None) -> list[str]:
-    """Every name a client could derive from one field (pitfalls §6.3).
+    """Every name a client could derive from one field (docs/pitfalls.md#hidden-file-names).
 
     ``stripped`` is the field's parameter list already parsed with comments removed.
     """

@@ -1,4 +1,4 @@
-"""The registry holds exactly the contract of SETTINGS.md, with its defaults."""
+"""The registry holds exactly the public contract of key names (docs/settings.md), with its defaults."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 EC = "web-and-email.email-client."
 
-# The contract (SETTINGS.md, "The tree"): key -> default, as a user would write it.
+# The contract (docs/settings.md): key -> default, as a user would write it. Keys are never renamed.
 CONTRACT = {
     "web-and-email.protocol-filtering.enabled": True,
     "web-and-email.protocol-filtering.mode": "explicit",

@@ -1,5 +1,6 @@
 """The upstream leg against real loopback TLS servers: every certificate-validity policy on a
-badssl-style set of certificates (pitfalls §5.1), and obsolete protocol versions (§5.2)."""
+badssl-style set of certificates (docs/pitfalls.md#verifying-the-server), and obsolete protocol versions
+(docs/pitfalls.md#protocol-versions-and-ciphers)."""
 
 from __future__ import annotations
 

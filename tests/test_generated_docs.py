@@ -1,4 +1,4 @@
-"""completions/ and man/ are generated from the app and the registry, and must not go stale."""
+"""completions/, man/ and docs/settings.md are generated from the app and the registry, and must not go stale."""
 
 from __future__ import annotations
 
@@ -60,3 +60,16 @@ def test_bash_completion_is_valid_and_completes(tmp_path):
              "_mailguard; echo \"${COMPREPLY[*]}\"")
     out = subprocess.run([bash, "-c", probe], capture_output=True, text=True, check=True).stdout.splitlines()
     assert out == ["--protocol", "web-and-email.ssl-tls.block-obsolete"]
+
+
+def test_settings_document_lists_every_key_with_type_and_default(rendered):
+    page = rendered["docs/settings.md"]
+    for key, setting in REGISTRY.items():
+        rows = [line for line in page.splitlines() if line.startswith(f"| `{key}` |")]
+        assert len(rows) == 1, f"{key} is not listed exactly once in docs/settings.md"
+        cells = [cell.strip() for cell in rows[0].strip("|").split(" | ")]
+        default = setting.format(setting.default)
+        assert cells[1] == setting.type.name
+        assert cells[2] == (f"`{default}`" if default else "(empty)")
+        for choice in getattr(setting.type, "choices", ()):
+            assert f"`{choice}`" in cells[3]

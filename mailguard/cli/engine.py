@@ -6,7 +6,9 @@ Decisions (issue 6):
 - ``reload`` with no engine running exits 2: what was asked (apply the settings to a running
   engine) could not be done; the settings apply at the next start anyway.
 - ``status`` exits 0 whether or not the engine runs; ``running`` (JSON) or the first line (text)
-  says which. It exits 2 only when an engine holds the pid lock but does not answer.
+  says which. It exits 2 when an engine holds the pid lock but does not answer, and when the
+  kernel's transparent-mode rules do not match the engine (``transparent.problem``: rules left
+  by a killed engine, or a running engine's rules gone; transparent_status.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from mailguard.cli import exitcodes
 from mailguard.cli.common import ConfigOption, JsonOption, note, open_settings, print_json, resolve
 from mailguard.errors import EngineError
 
@@ -56,9 +59,11 @@ def start(
 
 @app.command()
 def stop(config: ConfigOption = None) -> None:
-    """Stop the engine gracefully.
+    """Stop the engine gracefully, and remove its transparent-mode rules.
 
     Messages in flight are finished (or left intact on the server) before connections close.
+    In transparent mode the engine's nftables table goes with it, so mail connections go
+    direct again, unscanned; a table left by an engine that was killed is removed too.
     Not running is not an error: the command notes it and exits 0.
     """
     paths = resolve(config)
@@ -100,9 +105,15 @@ def reload(config: ConfigOption = None) -> None:
 def status(config: ConfigOption = None, json_: JsonOption = False) -> None:
     """Show whether the engine runs, with pid, uptime, listeners, protection, counters, rules.
 
+    The transparent-mode rules are read from the kernel (needs root), per address family:
+    scanned, blocked (no listener possible: mail ports refused), refused (rules without an
+    engine: after a crash) or unscanned. Exits 2 when they do not match the engine
+    (transparent.problem); 'mailguard start' or 'stop' puts that right.
+
     JSON keys: state (stopped, starting, running), running, pid, started_at, uptime (seconds),
     mode, protection ("on"/"off"), listeners, counters (connections, messages_scanned, infected,
-    unscanned, bytes, errors), transparent (installed, ruleset), config_file.
+    unscanned, bytes, errors), transparent (installed, ruleset, role, families, blocked,
+    problem), config_file.
     """
     paths, settings = open_settings(config)
     report = _status(paths, settings)
@@ -110,6 +121,11 @@ def status(config: ConfigOption = None, json_: JsonOption = False) -> None:
         print_json(report)
     else:
         _print_status(report)
+        _print_transparent(report)
+    problem = (report.get("transparent") or {}).get("problem")
+    if problem:
+        note(f"mailguard: {problem}")
+        raise typer.Exit(exitcodes.ERROR)
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -120,7 +136,9 @@ def _check_transparent_prerequisites(settings: Settings) -> None:
     if settings.get(_MODE) != "transparent":
         return
     from mailguard.proxy import transparent
+    from mailguard.proxy.transparent_plan import TransparentPlan
 
+    TransparentPlan.from_settings(settings)  # a listen address or role that cannot work
     if not transparent.has_net_admin():
         raise EngineError(
             "transparent mode needs root (or CAP_NET_ADMIN) to install its nftables rules; "
@@ -167,7 +185,9 @@ def _status(paths: Paths, settings: Settings) -> dict[str, Any]:
     except control.EngineNotRunningError:
         # The pid lock is taken first and the control socket opened last, once the listeners
         # (and transparent rules) are up: in between, the engine is starting.
-        return {**_stopped_report(paths, settings), "state": "starting", "running": True, "pid": pid}
+        report = {**_stopped_report(paths, settings), "state": "starting", "running": True, "pid": pid}
+        report["transparent"]["problem"] = ""  # half set up is what starting looks like
+        return report
     except EngineError as exc:
         raise EngineError(f"the engine (pid {pid}) runs but does not answer: {exc}") from exc
     return {"state": "running", **report}
@@ -185,9 +205,26 @@ def _stopped_report(paths: Paths, settings: Settings) -> dict[str, Any]:
         "protection": "on" if protection_on else "off",
         "listeners": [],
         "counters": {name: 0 for name in COUNTERS},
-        "transparent": {"installed": False, "ruleset": ""},
+        "transparent": _stopped_transparent(settings),
         "config_file": str(paths.config_file),
     }
+
+
+def _stopped_transparent(settings: Settings) -> dict[str, Any]:
+    """The kernel's rules with no engine running (a killed engine leaves them)."""
+    from mailguard.proxy.transparent_plan import ROLE_KEY
+    from mailguard.proxy.transparent_status import read_ruleset, transparent_section
+
+    mode = settings.get(_MODE)
+    if mode == "transparent":
+        ruleset, error = read_ruleset()
+    else:
+        from mailguard.proxy import transparent
+
+        # Explicit mode: look only where we may; a user without root has no table to worry about.
+        ruleset, error = read_ruleset() if transparent.has_net_admin() else ("", "")
+    return transparent_section(mode=mode, role=settings.get(ROLE_KEY) if mode == "transparent" else None,
+                               running=False, listening=set(), blocked={}, ruleset=ruleset, error=error)
 
 
 def _print_status(report: dict[str, Any]) -> None:
@@ -208,8 +245,19 @@ def _print_status(report: dict[str, Any]) -> None:
         typer.echo(f"  {_listener_text(listener)}")
     counters = report.get("counters") or {}
     typer.echo("counters: " + ", ".join(f"{name.replace('_', ' ')} {counters.get(name, 0)}" for name in COUNTERS))
-    rules = (report.get("transparent") or {}).get("ruleset", "")
-    typer.echo("transparent rules:" + ("\n" + rules.rstrip() if rules else " none"))
+
+
+def _print_transparent(report: dict[str, Any]) -> None:
+    """The transparent-mode section: what happens to IPv4 and IPv6 mail, then the rules."""
+    from mailguard.proxy.transparent_status import summary
+
+    section = report.get("transparent") or {}
+    if report.get("mode") != "transparent" and not section.get("installed"):
+        return
+    typer.echo(summary(section))
+    rules = section.get("ruleset", "")
+    if rules:
+        typer.echo(rules.rstrip())
 
 
 def _listener_text(listener: Any) -> str:

@@ -94,6 +94,7 @@ class Engine:
         self._started_at = time.time()
         self._started_monotonic = time.monotonic()
         self._rules_installed = False
+        self._blocked: dict[str, str] = {}
 
     async def run(self, ready: Callable[[], None]) -> None:
         """Start everything, call ``ready()``, serve until asked to stop, and clean up."""
@@ -194,8 +195,12 @@ class Engine:
             return
         from mailguard.proxy import transparent
 
-        await asyncio.to_thread(transparent.install, self.settings)
+        # A family the server could not listen in gets its mail ports blocked, not left open.
+        unlistened = dict(getattr(self._server, "unlistened", {}))
+        _, self._blocked = await asyncio.to_thread(transparent.install, self.settings, unlistened)
         self._rules_installed = True
+        for family, why in self._blocked.items():
+            log.warning("transparent mode: %s mail ports are blocked: %s", family, why)
 
     async def _remove_transparent_rules(self) -> None:
         import asyncio
@@ -211,17 +216,21 @@ class Engine:
             log.error("could not remove the transparent-mode rules: %s", exc)
 
     async def _transparent_status(self) -> dict[str, Any]:
+        """Read back from the kernel, not from memory (transparent_status.py)."""
         import asyncio
 
-        if not self._rules_installed:
-            return {"installed": False, "ruleset": ""}
-        from mailguard.proxy import transparent
+        from mailguard.proxy.transparent_plan import ROLE_KEY
+        from mailguard.proxy.transparent_status import read_ruleset, transparent_section
 
-        try:
-            ruleset = await asyncio.to_thread(transparent.current_ruleset)
-        except MailguardError as exc:
-            return {"installed": True, "ruleset": "", "error": str(exc)}
-        return {"installed": bool(ruleset), "ruleset": ruleset}
+        snapshot = self._server.snapshot() if self._server is not None else {}
+        listening = {"ipv6" if str(item.get("listen")).startswith("[") else "ipv4"
+                     for item in snapshot.get("listeners", [])
+                     if isinstance(item, dict) and item.get("kind") == "transparent"}
+        ruleset, error = await asyncio.to_thread(read_ruleset)
+        transparent = self._mode() == "transparent"
+        return transparent_section(
+            mode=self._mode(), role=self.settings.get(ROLE_KEY) if transparent else None, running=True,
+            listening=listening, blocked=self._blocked if transparent else {}, ruleset=ruleset, error=error)
 
     # Signals
 

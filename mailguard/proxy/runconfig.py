@@ -63,6 +63,8 @@ class RunConfig:
     excluded_domains: tuple[str, ...]
     policy: Policy
     quarantine_dir: Path | None
+    #: transparent mode's plan (transparent_plan.py); None in explicit mode
+    transparent: Any = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -70,9 +72,15 @@ class RunConfig:
         g = settings.get
         policy = Policy.from_settings(settings)
         quarantine_dir = paths.quarantine_dir(settings) if paths is not None else None
+        mode = g(_PF + "mode")
+        transparent = None
+        if mode == "transparent":  # refused here, so at start and on reload, when it cannot work
+            from mailguard.proxy.transparent_plan import TransparentPlan
+
+            transparent = TransparentPlan.from_settings(settings)
         return cls(
             settings=settings,
-            mode=g(_PF + "mode"),
+            mode=mode,
             routes=tuple(Route.parse(r) for r in g(_PF + "routes")),
             transparent_listen=parse_hostport(g(_PF + "transparent.listen")),
             filtering=g(_PF + "enabled"),
@@ -84,6 +92,7 @@ class RunConfig:
             excluded_domains=tuple(d.lower() for d in g(_TLS + "excluded-domains")),
             policy=policy,
             quarantine_dir=quarantine_dir,
+            transparent=transparent,
         )
 
     @property

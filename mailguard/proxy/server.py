@@ -62,6 +62,8 @@ class FilterServer(SessionHost):
         self._live: set[Conn] = set()
         self._session_number = 0
         self._started = False
+        #: transparent mode: address families without a listener here, and why (the rules block them)
+        self.unlistened: dict[str, str] = {}
 
     # --- SessionHost -------------------------------------------------------------------------
 
@@ -135,8 +137,11 @@ class FilterServer(SessionHost):
     # --- listeners ---------------------------------------------------------------------------
 
     def _wanted(self) -> dict[_ListenKey, tuple[str, int] | None]:
-        if self.config.mode == "transparent":
-            return {("transparent", self.config.transparent_listen): None}
+        if self.config.transparent is not None:  # one listener per address family
+            from mailguard.proxy.transparent_plan import FAMILIES
+
+            plan = self.config.transparent
+            return {("transparent", plan.address(family)): None for family in FAMILIES}
         wanted: dict[_ListenKey, tuple[str, int] | None] = {}
         for route in self.config.routes:
             key = ("route", route.listen)
@@ -150,16 +155,27 @@ class FilterServer(SessionHost):
         await self._close_listeners([key for key in self._listeners if key not in wanted])
         self._upstreams.update(wanted)  # a changed upstream applies to new connections at once
         loop = asyncio.get_running_loop()
+        self.unlistened = {}
         for key in wanted:
             if key in self._listeners:
                 continue
             host, port = key[1]
+            where: dict[str, Any] = {"host": host, "port": port, "reuse_address": True}
+            if key[0] == "transparent":
+                from mailguard.proxy.transparent_plan import family_of, listening_socket
+
+                sock = listening_socket(host, port, LISTEN_BACKLOG)
+                if isinstance(sock, str):  # this family cannot be listened in here: the rules block it
+                    self.unlistened[family_of(host)] = sock
+                    continue
+                where = {"sock": sock}
             try:
                 self._listeners[key] = await loop.create_server(
-                    self._protocol_factory(key), host, port, reuse_address=True, backlog=LISTEN_BACKLOG,
-                )
+                    self._protocol_factory(key), backlog=LISTEN_BACKLOG, **where)
             except OSError as exc:
                 raise EngineError(f"cannot listen on {_show(key[1])}: {exc.strerror or exc}") from exc
+        if wanted and not self._listeners:
+            raise EngineError("cannot listen at all: " + "; ".join(self.unlistened.values()))
 
     async def _close_listeners(self, keys: list[_ListenKey]) -> None:
         for key in keys:
@@ -181,16 +197,14 @@ class FilterServer(SessionHost):
         upstream = self._upstreams.get(key)
         mark = False
         if key[0] == "transparent":
-            from mailguard.proxy.transparent import original_destination
+            from mailguard.proxy.transparent import NotRedirected, redirected_destination
 
             try:
-                upstream = original_destination(conn.transport.get_extra_info("socket"))  # type: ignore[union-attr]
-            except OSError as exc:
-                log.warning("no original destination for a connection on %s: %s", _show(key[1]), exc)
-                conn.abort()
-                return
-            if upstream == key[1]:
-                log.warning("refused a connection made to the transparent listener itself")
+                upstream = redirected_destination(conn.transport.get_extra_info("socket"))  # type: ignore[union-attr]
+            except (OSError, NotRedirected) as exc:
+                log.warning("[#%d %s] refused: %s", self._session_number, _show(conn.peer() or ("?", 0)),
+                            exc if isinstance(exc, NotRedirected) else f"no original destination ({exc})")
+                self.count("errors")
                 conn.abort()
                 return
             mark = True

@@ -1,34 +1,25 @@
-"""Transparent mode (Linux): nftables rules that send mail connections to the engine.
+"""Transparent mode (Linux): the sockets' side of it, and running ``nft``.
 
-The engine installs a table of its own, ``inet mailguard``, and nothing else, so removing it
-(``nft delete table inet mailguard``) removes exactly what we added and leaves the administrator's
-firewall alone. The table is replaced atomically: one ``nft -f -`` transaction creates, deletes and
-re-creates it, so a reload never leaves a moment without rules or with two sets of them.
+What is redirected and where the engine listens: transparent_plan.py; the nftables table:
+transparent_rules.py. Here:
 
-Which traffic is redirected (the decision asked for in issue 6):
-
-- ``output`` hook, always: connections opened by programs on this host (the mail client on a
-  desktop, or any process in the network namespace the engine runs in) to the configured
-  imap/imaps/pop3/pop3s ports are redirected to ``transparent.listen``. Loopback destinations are
-  left alone: a local server is not "remote mail", and the explicit-mode listeners live there.
-- ``prerouting`` hook, only when ``transparent.listen`` is not a loopback address (e.g.
-  ``0.0.0.0:8143``): connections forwarded through this host (a router, containers, other
-  namespaces) are redirected too. nftables' ``redirect`` sends forwarded packets to the primary
-  address of the interface they arrived on, which a listener bound to 127.0.0.1 cannot accept
-  (route_localnet is off, and turning it on is a security hazard), so a loopback listener gets no
-  prerouting chain.
-- The engine's own upstream connections must not be redirected back to itself. They carry the
-  socket mark ``UPSTREAM_MARK`` (SO_MARK, set by ``create_upstream_socket`` /
-  ``mark_upstream_socket`` before connecting) and the first rule returns them. A uid exemption
-  would not do: the engine usually runs as root, and so may the user's own mail fetcher.
-
-The original destination of a redirected connection is read back with SO_ORIGINAL_DST
-(``original_destination``), for IPv4 and IPv6.
+- The engine's own upstream connections carry the socket mark ``UPSTREAM_MARK`` (SO_MARK, set by
+  ``create_upstream_socket`` / ``mark_upstream_socket`` before connecting), which the rules let
+  through, so they are not redirected back to the engine.
+- ``redirected_destination``: where a connection the listener accepted was going, read with
+  SO_ORIGINAL_DST (IPv4 and IPv6). A connection that was not redirected, made straight to the
+  listener on any of this host's addresses, is refused: relaying it would connect the engine to
+  itself, again and again. That is judged against the socket's real local address, not the
+  configured one (``0.0.0.0`` is nobody's destination).
+- ``install`` / ``remove`` / ``current_ruleset``: the table, through ``nft``. When the kernel
+  refuses the IPv6 half of the rules (no IPv6 NAT), the rules are installed again with IPv6's mail
+  ports blocked rather than failing or passing IPv6 mail unscanned.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import shutil
 import socket
 import struct
@@ -36,16 +27,18 @@ import subprocess
 from typing import TYPE_CHECKING
 
 from mailguard.errors import EngineError
+from mailguard.proxy.transparent_plan import TransparentPlan
+from mailguard.proxy.transparent_rules import TABLE, UPSTREAM_MARK, build_ruleset, removal_script
 
 if TYPE_CHECKING:
     from mailguard.settings import Settings
 
-TABLE = "inet mailguard"
-# "mg": the mark on the engine's upstream sockets. Any value works as long as nothing else on the
-# host uses it for policy routing; it is one constant so the rules and the sockets agree.
-UPSTREAM_MARK = 0x6D67
-# Before the kernel's own DNAT (-100 is "dstnat" in nft's names; numeric for older nft).
-_NAT_PRIORITY = -100
+__all__ = ["TABLE", "UPSTREAM_MARK", "NotRedirected", "create_upstream_socket", "current_ruleset",
+           "has_net_admin", "install", "mark_upstream_socket", "original_destination",
+           "redirected_destination", "remove"]
+
+log = logging.getLogger("mailguard.engine")
+
 NFT_TIMEOUT_SECONDS = 15.0
 
 # Linux constants the socket module does not export.
@@ -55,9 +48,9 @@ _SOL_IPV6 = getattr(socket, "SOL_IPV6", 41)
 _SO_MARK = getattr(socket, "SO_MARK", 36)
 _CAP_NET_ADMIN = 12
 
-_EC = "web-and-email.email-client.protocols."
-PORT_KEYS = tuple(_EC + f"{name}.ports" for name in ("imap", "imaps", "pop3", "pop3s"))
-LISTEN_KEY = "web-and-email.protocol-filtering.transparent.listen"
+
+class NotRedirected(EngineError):
+    """A connection reached the transparent listener without being redirected to it."""
 
 
 # --- the sockets' side --------------------------------------------------------------------------
@@ -104,94 +97,71 @@ def original_destination(sock: socket.socket) -> tuple[str, int]:
     return socket.inet_ntop(socket.AF_INET, raw[4:8]), port
 
 
-# --- the ruleset --------------------------------------------------------------------------------
+def redirected_destination(sock: socket.socket) -> tuple[str, int]:
+    """Where a connection the transparent listener accepted was going; ``NotRedirected`` when it
+    was made straight to the listener (on any local address), ``OSError`` when the kernel has no
+    record of it."""
+    destination = original_destination(sock)
+    local_host, local_port = sock.getsockname()[:2]
+    host, port = destination
+    # Without a redirect the "original" destination is simply where the client connected: this
+    # socket's own address. The port check with any local address also catches a connection
+    # redirected to the listener from another of this host's addresses.
+    if (_same_address(host, local_host) and port == local_port) or (port == local_port and _is_local(host)):
+        raise NotRedirected(f"a connection made to the engine's own listener ({_show(host, port)}) was refused")
+    return destination
 
 
-def parse_listen(value: str) -> tuple[str, int]:
-    """``127.0.0.1:8143``, ``[::1]:8143`` or ``0.0.0.0:8143`` -> (host, port)."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
-        raise EngineError(f"{LISTEN_KEY}: expected HOST:PORT, got {value!r}")
-    return host.strip("[]"), int(port)
-
-
-def redirected_ports(settings: Settings) -> list[int]:
-    ports: set[int] = set()
-    for key in PORT_KEYS:
-        ports.update(int(p) for p in settings.get(key))
-    return sorted(ports)
-
-
-def build_ruleset(listen: tuple[str, int], ports: list[int]) -> str:
-    """The nft script that (re)creates ``inet mailguard`` atomically."""
-    host, listen_port = listen
-    families = _families_for(host)
-    port_set = "{ " + ", ".join(str(p) for p in ports) + " }"
-    redirects = [
-        f"\t\tmeta nfproto {family} tcp dport {port_set} redirect to :{listen_port}" for family in families
-    ]
-    lines = [
-        # Creating then deleting makes the delete succeed whether or not the table existed; the
-        # whole script is one transaction, applied completely or not at all.
-        f"table {TABLE} {{}}",
-        f"delete table {TABLE}",
-        f"table {TABLE} {{",
-        "\tchain output {",
-        f"\t\ttype nat hook output priority {_NAT_PRIORITY}; policy accept;",
-        f"\t\tmeta mark {UPSTREAM_MARK:#x} return",
-        "\t\tip daddr 127.0.0.0/8 return",
-        "\t\tip6 daddr ::1 return",
-        *redirects,
-        "\t}",
-    ]
-    if not _is_loopback(host):
-        lines += [
-            "\tchain prerouting {",
-            f"\t\ttype nat hook prerouting priority {_NAT_PRIORITY}; policy accept;",
-            # Connections to this host's own addresses are not forwarded traffic.
-            "\t\tfib daddr type local return",
-            *redirects,
-            "\t}",
-        ]
-    lines.append("}")
-    return "\n".join(lines) + "\n"
-
-
-def _families_for(host: str) -> list[str]:
-    """Redirect only the address families the listener can accept: redirect rewrites IPv4 to
-    127.0.0.1 and IPv6 to ::1 (output hook), so an IPv4 listener must not get IPv6 traffic."""
+def _same_address(a: str, b: str) -> bool:
     try:
-        address = ipaddress.ip_address(host)
+        return ipaddress.ip_address(a.split("%", 1)[0]) == ipaddress.ip_address(b.split("%", 1)[0])
     except ValueError:
-        return ["ipv4", "ipv6"]  # a name: assume it resolves to both
-    if address.version == 4:
-        return ["ipv4"]
-    return ["ipv4", "ipv6"] if address.is_unspecified else ["ipv6"]
+        return a == b
 
 
-def _is_loopback(host: str) -> bool:
+def _is_local(host: str) -> bool:
+    """Whether ``host`` is one of this host's addresses: only those can be bound to."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, 0))
+    except OSError:
+        return False
+    return True
+
+
+def _show(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 # --- nft ----------------------------------------------------------------------------------------
 
 
-def install(settings: Settings) -> str:
-    """Install (or replace) the rules for these settings; returns the ruleset applied."""
-    ports = redirected_ports(settings)
-    if not ports:
-        raise EngineError("transparent mode: no imap/imaps/pop3/pop3s ports are configured")
-    ruleset = build_ruleset(parse_listen(settings.get(LISTEN_KEY)), ports)
-    _nft(["-f", "-"], stdin=ruleset)
-    return ruleset
+def install(settings: Settings, blocked: dict[str, str] | None = None) -> tuple[str, dict[str, str]]:
+    """Install (or replace) the rules for these settings, with the ``blocked`` families' mail
+    ports refused; returns the ruleset applied and the families blocked (with why)."""
+    plan = TransparentPlan.from_settings(settings)
+    blocked = dict(blocked or {})
+    ruleset = build_ruleset(plan, blocked)
+    try:
+        _nft(["-f", "-"], stdin=ruleset)
+    except EngineError as exc:
+        if "ipv6" in blocked or not has_net_admin():
+            raise
+        # A kernel without IPv6 NAT refuses the whole transaction: block IPv6 instead.
+        blocked["ipv6"] = f"the kernel refused the IPv6 redirect ({exc})"
+        ruleset = build_ruleset(plan, blocked)
+        try:
+            _nft(["-f", "-"], stdin=ruleset)
+        except EngineError:
+            raise exc from None
+        log.warning("IPv6 mail ports are blocked: %s", blocked["ipv6"])
+    return ruleset, blocked
 
 
 def remove() -> None:
     """Remove our table; nothing to remove is fine."""
-    _nft(["-f", "-"], stdin=f"table {TABLE} {{}}\ndelete table {TABLE}\n")
+    _nft(["-f", "-"], stdin=removal_script())
 
 
 def current_ruleset() -> str:

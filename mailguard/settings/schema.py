@@ -58,7 +58,13 @@ _SETTINGS = [
             "Explicit-mode listeners, LISTEN=UPSTREAM, e.g. 127.0.0.1:1993=imap.example.com:993. "
             "Implicit TLS is used when the upstream port is in the imaps or pop3s port list."),
     Setting("web-and-email.protocol-filtering.transparent.listen", HostPort(), "127.0.0.1:8143",
-            "Where redirected connections arrive in transparent mode."),
+            "Where redirected connections arrive in transparent mode: loopback (127.0.0.1, [::1]) or "
+            "every address (0.0.0.0, [::]), each in IPv4 and IPv6 alike; only redirected connections "
+            "may reach it."),
+    Setting("web-and-email.protocol-filtering.transparent.role", Enum(choices=("desktop", "gateway", "both")),
+            "desktop",
+            "Which connections transparent mode redirects: desktop = those this host opens, gateway = "
+            "those it forwards for other machines (needs transparent.listen on 0.0.0.0), both."),
     Setting("web-and-email.protocol-filtering.excluded-ips", AddressList(), [],
             "Traffic to or from these IPs, CIDR networks or A-B ranges is relayed without scanning."),
     Setting(_ec("protocols.enabled"), Bool(), True,

@@ -4,6 +4,7 @@ SO_ORIGINAL_DST, and (root) an unmodified client in a network namespace getting 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -15,11 +16,64 @@ import pytest
 
 from mailguard.errors import EngineError
 from mailguard.proxy import transparent
-from mailguard.proxy.transparent import UPSTREAM_MARK, build_ruleset, parse_listen, redirected_ports
+from mailguard.proxy.transparent_plan import TransparentPlan, listening_socket
+from mailguard.proxy.transparent_rules import UPSTREAM_MARK, build_ruleset, families_in
+from mailguard.proxy.transparent_status import summary, transparent_section
 from mailguard.settings import Settings
 from tests import peers
 
 EC = "web-and-email.email-client.protocols."
+PF = "web-and-email.protocol-filtering."
+
+
+def _plan(**values: str) -> TransparentPlan:
+    return TransparentPlan.from_settings(Settings.from_values({PF + k.replace("_", "."): v for k, v in values.items()}))
+
+
+# --- the plan: where the engine listens, what is redirected (no root) ----------------------------
+
+
+def test_the_default_plan_is_a_desktop_on_loopback_in_both_families() -> None:
+    plan = _plan()
+    assert (plan.role, plan.local, plan.forwarded) == ("desktop", True, False)
+    assert plan.mail_ports == (110, 143, 585, 993, 995)
+    assert [plan.address(f) for f in ("ipv4", "ipv6")] == [("127.0.0.1", 8143), ("::1", 8143)]
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:9000", "[::]:9000"])
+def test_every_address_in_either_spelling_means_both_families(listen: str) -> None:
+    plan = _plan(**{"transparent.listen": listen})
+    assert [plan.address(f) for f in ("ipv4", "ipv6")] == [("0.0.0.0", 9000), ("::", 9000)]
+
+
+@pytest.mark.parametrize("listen", ["[::1]:8143", "localhost:8143"])
+def test_loopback_in_either_spelling_means_both_families(listen: str) -> None:
+    assert [_plan(**{"transparent.listen": listen}).address(f)[0] for f in ("ipv4", "ipv6")] == ["127.0.0.1", "::1"]
+
+
+@pytest.mark.parametrize(("values", "said"), [
+    ({"transparent.listen": "192.0.2.7:8143"}, "never on one chosen address"),
+    ({"transparent.role": "gateway"}, "needs web-and-email.protocol-filtering.transparent.listen on every address"),
+    ({"transparent.role": "both", "transparent.listen": "[::1]:8143"}, "0.0.0.0:8143 or [::]:8143"),
+    ({"transparent.listen": "127.0.0.1:110"}, "port 110 is also a mail port"),
+])
+def test_plans_that_cannot_work_are_refused_with_the_fix(values: dict[str, str], said: str) -> None:
+    with pytest.raises(EngineError, match=re.escape(said)):
+        _plan(**values)
+
+
+def test_an_ipv6_listener_is_ipv6_only_on_purpose() -> None:
+    sock = listening_socket("::1", 0, 8)
+    if isinstance(sock, str):
+        pytest.skip(f"no IPv6 loopback here: {sock}")
+    with sock:
+        assert sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
+
+
+def test_a_taken_port_stops_the_start() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        with pytest.raises(EngineError, match="cannot listen on 127.0.0.1"):
+            listening_socket("127.0.0.1", taken.getsockname()[1], 8)
 
 
 # --- the ruleset (no root) ----------------------------------------------------------------------
@@ -30,58 +84,89 @@ def _rule_lines(ruleset: str, chain: str) -> list[str]:
     return [line.strip() for line in body.strip().splitlines()]
 
 
-def test_default_ports_are_redirected_to_the_listener_and_the_engine_is_exempt() -> None:
-    ports = redirected_ports(Settings.defaults())
-    assert ports == [110, 143, 585, 993, 995]
-    ruleset = build_ruleset(("127.0.0.1", 8143), ports)
+def test_a_desktop_redirects_its_own_connections_in_both_families_and_the_engine_is_exempt() -> None:
+    ruleset = build_ruleset(_plan())
     lines = _rule_lines(ruleset, "output")
     assert lines[0] == "type nat hook output priority -100; policy accept;"
     # The engine's own upstream connections return before any redirect.
     assert lines[1] == f"meta mark {UPSTREAM_MARK:#x} return"
-    assert lines[-1] == "meta nfproto ipv4 tcp dport { 110, 143, 585, 993, 995 } redirect to :8143"
-    assert lines.index(f"meta mark {UPSTREAM_MARK:#x} return") < lines.index(lines[-1])
-    # A loopback listener cannot take forwarded traffic: no prerouting chain.
-    assert "prerouting" not in ruleset
+    ports = "{ 110, 143, 585, 993, 995 }"
+    assert lines[-2:] == [
+        f'meta nfproto ipv4 tcp dport {ports} redirect to :8143 comment "mailguard redirect ipv4 desktop"',
+        f'meta nfproto ipv6 tcp dport {ports} redirect to :8143 comment "mailguard redirect ipv6 desktop"',
+    ]
+    assert "prerouting" not in ruleset and "reject" not in "".join(lines)
+    assert families_in(ruleset) == {"ipv4": {"desktop": "redirect"}, "ipv6": {"desktop": "redirect"}}
 
 
-def test_changed_port_lists_and_listener_are_followed() -> None:
-    settings = Settings.from_values(
-        {EC + "pop3.ports": "110, 1110", EC + "imaps.ports": "993",
-         "web-and-email.protocol-filtering.transparent.listen": "0.0.0.0:9000"}
-    )
-    ports = redirected_ports(settings)
-    assert ports == [110, 143, 993, 995, 1110]
-    ruleset = build_ruleset(parse_listen("0.0.0.0:9000"), ports)
-    redirect = "meta nfproto ipv4 tcp dport { 110, 143, 993, 995, 1110 } redirect to :9000"
-    assert redirect in _rule_lines(ruleset, "output")
-    prerouting = _rule_lines(ruleset, "prerouting")
-    assert prerouting[1] == "fib daddr type local return"
-    assert prerouting[-1] == redirect
+def test_the_listener_port_takes_redirected_connections_only() -> None:
+    assert _rule_lines(build_ruleset(_plan()), "listener")[1:] == [
+        "ct direction original tcp dport 8143 ct status dnat accept",
+        "ct direction original tcp dport 8143 reject with tcp reset",
+    ]
 
 
-@pytest.mark.parametrize(
-    ("listen", "families"),
-    [("127.0.0.1:8143", ["ipv4"]), ("[::1]:8143", ["ipv6"]), ("[::]:8143", ["ipv4", "ipv6"]),
-     ("localhost:8143", ["ipv4", "ipv6"])],
-)
-def test_only_families_the_listener_accepts_are_redirected(listen: str, families: list[str]) -> None:
-    ruleset = build_ruleset(parse_listen(listen), [110])
-    found = [line.split()[2] for line in _rule_lines(ruleset, "output") if "redirect" in line]
-    assert found == families
+@pytest.mark.parametrize(("role", "chains"), [
+    ("gateway", {"prerouting"}), ("both", {"output", "prerouting"}), ("desktop", {"output"})])
+def test_the_role_says_which_hooks_redirect(role: str, chains: set[str]) -> None:
+    ruleset = build_ruleset(_plan(**{"transparent.role": role, "transparent.listen": "0.0.0.0:9000"}))
+    found = {c for c in ("output", "prerouting") if f"chain {c} {{" in ruleset}
+    assert found == chains
+    if "prerouting" in chains:
+        prerouting = _rule_lines(ruleset, "prerouting")
+        assert prerouting[1] == "fib daddr type local return"  # this host's own addresses: not forwarded
+        assert [line.split()[2] for line in prerouting if "redirect to :9000" in line] == ["ipv4", "ipv6"]
+
+
+def test_a_family_without_a_listener_has_its_mail_ports_blocked_not_opened() -> None:
+    plan = _plan(**{"transparent.role": "both", "transparent.listen": "0.0.0.0:9000"})
+    ruleset = build_ruleset(plan, {"ipv6": "no ipv6 on this host"})
+    assert "meta nfproto ipv6" not in "".join(_rule_lines(ruleset, "output") + _rule_lines(ruleset, "prerouting"))
+    assert _rule_lines(ruleset, "block_output")[-1].startswith("meta nfproto ipv6 tcp dport { 110, 143, 585")
+    assert "counter reject with tcp reset" in _rule_lines(ruleset, "block_output")[-1]
+    assert "hook forward" in _rule_lines(ruleset, "block_forward")[0]
+    assert families_in(ruleset) == {"ipv4": {"desktop": "redirect", "gateway": "redirect"},
+                                    "ipv6": {"desktop": "block", "gateway": "block"}}
 
 
 def test_the_ruleset_replaces_our_table_atomically_and_touches_nothing_else() -> None:
-    ruleset = build_ruleset(("127.0.0.1", 8143), [110])
+    ruleset = build_ruleset(_plan())
     first_lines = ruleset.splitlines()[:3]
     assert first_lines == ["table inet mailguard {}", "delete table inet mailguard", "table inet mailguard {"]
     tables = [line for line in ruleset.splitlines() if line.startswith("table ") or " table " in line]
     assert all("inet mailguard" in line for line in tables)
 
 
-@pytest.mark.parametrize("bad", ["8143", "host:", "host:port"])
-def test_bad_listen_values_are_refused(bad: str) -> None:
-    with pytest.raises(EngineError, match="HOST:PORT"):
-        parse_listen(bad)
+def test_changed_port_lists_are_followed() -> None:
+    settings = Settings.from_values({EC + "pop3.ports": "110, 1110", EC + "imaps.ports": "993"})
+    assert TransparentPlan.from_settings(settings).mail_ports == (110, 143, 993, 995, 1110)
+
+
+# --- what status makes of the kernel's table (no root) ------------------------------------------
+
+
+def test_status_after_a_crash_says_mail_is_refused_and_calls_it_a_problem() -> None:
+    ruleset = build_ruleset(_plan())
+    section = transparent_section(mode="transparent", role="desktop", running=False, listening=set(),
+                                  blocked={}, ruleset=ruleset)
+    assert section["installed"] is True
+    assert section["families"] == {"ipv4": "refused", "ipv6": "refused"}
+    assert "no engine runs" in section["problem"] and "mailguard start" in section["problem"]
+
+
+def test_status_of_a_running_engine_whose_table_vanished_is_a_problem() -> None:
+    section = transparent_section(mode="transparent", role="desktop", running=True,
+                                  listening={"ipv4", "ipv6"}, blocked={}, ruleset="")
+    assert section["families"] == {"ipv4": "unscanned", "ipv6": "unscanned"}
+    assert "mail passes unscanned" in section["problem"]
+
+
+def test_status_says_which_families_are_protected() -> None:
+    blocked = {"ipv6": "no ipv6 on this host"}
+    section = transparent_section(mode="transparent", role="desktop", running=True, listening={"ipv4"},
+                                  blocked=blocked, ruleset=build_ruleset(_plan(), blocked))
+    assert (section["families"], section["problem"]) == ({"ipv4": "scanned", "ipv6": "blocked"}, "")
+    assert summary(section) == "transparent rules (role desktop): IPv4 scanned, IPv6 blocked (no ipv6 on this host)"
 
 
 def test_original_destination_of_a_socket_that_was_not_redirected_is_an_error() -> None:
@@ -153,7 +238,7 @@ def test_install_status_and_remove_in_a_namespace(netns) -> None:
         listed = transparent.current_ruleset()
         assert "redirect to :8143" in listed and "meta mark 0x00006d67 return" in listed, listed
         transparent.install(Settings.defaults())          # a reload replaces, never duplicates
-        assert transparent.current_ruleset().count("redirect to :8143") == 1
+        assert transparent.current_ruleset().count("redirect to :8143") == 2  # IPv4 and IPv6
         transparent.remove()
         assert transparent.current_ruleset() == ""
         transparent.remove()                               # removing twice is fine

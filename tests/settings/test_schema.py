@@ -13,6 +13,7 @@ CONTRACT = {
     "web-and-email.protocol-filtering.mode": "explicit",
     "web-and-email.protocol-filtering.routes": [],
     "web-and-email.protocol-filtering.transparent.listen": "127.0.0.1:8143",
+    "web-and-email.protocol-filtering.transparent.role": "desktop",
     "web-and-email.protocol-filtering.excluded-ips": [],
     EC + "protocols.enabled": True,
     EC + "protocols.imap.enabled": True,

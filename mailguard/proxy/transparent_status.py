@@ -1,0 +1,100 @@
+"""What transparent mode does to mail right now, from the kernel's own ruleset.
+
+``mailguard status`` must not take the engine's word for the rules: an engine killed with
+SIGKILL leaves its table behind (mail connections are then refused: fail closed), and a
+``nft flush ruleset`` removes it under a running engine (mail then passes unscanned). So the
+table is read back by name (``nft list table inet mailguard``) and judged together with
+whether an engine listens, per address family:
+
+- ``scanned``: redirected to a listening engine;
+- ``blocked``: the engine cannot listen in this family, so its mail ports are refused;
+- ``refused``: redirected, but no engine listens (after a crash): clients get "connection refused";
+- ``unscanned``: transparent mode, but no rule takes this family: mail goes around the engine.
+
+``problem`` says, in words, when the state is not what the settings ask for; ``status`` then
+exits non-zero. ``start`` repairs it (the table is replaced), and ``stop`` removes a leftover table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mailguard.errors import EngineError
+from mailguard.proxy.transparent_plan import FAMILIES
+from mailguard.proxy.transparent_rules import families_in
+
+__all__ = ["read_ruleset", "transparent_section"]
+
+
+def read_ruleset() -> tuple[str | None, str]:
+    """(the table as the kernel lists it, "" when absent; or None and why it cannot be read)."""
+    from mailguard.proxy import transparent
+
+    if not transparent.has_net_admin():
+        return None, "reading the nftables rules needs root (CAP_NET_ADMIN)"
+    try:
+        return transparent.current_ruleset(), ""
+    except EngineError as exc:
+        return None, str(exc)
+
+
+def transparent_section(*, mode: str, role: str | None, running: bool, listening: set[str],
+                        blocked: dict[str, str], ruleset: str | None, error: str = "") -> dict[str, Any]:
+    """The ``transparent`` part of ``mailguard status``."""
+    section: dict[str, Any] = {"installed": bool(ruleset), "ruleset": ruleset or "", "role": role,
+                               "families": {}, "blocked": dict(blocked), "problem": ""}
+    if ruleset is None:
+        section["installed"] = None  # unknown
+        section["error"] = error
+        return section
+    found = families_in(ruleset)
+    transparent = mode == "transparent"
+    for family in FAMILIES:
+        actions = set(found.get(family, {}).values())
+        if "block" in actions:
+            state = "blocked"
+        elif "redirect" in actions:
+            state = "scanned" if running and family in listening else "refused"
+        elif transparent and running:
+            state = "unscanned"
+        else:
+            continue
+        section["families"][family] = state
+    section["problem"] = _problem(transparent, running, section)
+    return section
+
+
+def _problem(transparent: bool, running: bool, section: dict[str, Any]) -> str:
+    if not transparent:
+        return ""
+    families = section["families"]
+    if not running and section["installed"]:
+        return ("the engine's nftables rules are in force but no engine runs: mail connections are refused; "
+                "'mailguard start' starts it again, 'mailguard stop' removes the rules")
+    if running and not section["installed"]:
+        return ("the engine's nftables table is missing: mail passes unscanned; "
+                "'mailguard restart' installs it again")
+    unscanned = [family for family, state in families.items() if state in ("unscanned", "refused")]
+    if running and unscanned:
+        return (f"{' and '.join(_name(f) for f in unscanned)} mail is not taken by the engine's rules; "
+                "'mailguard restart' installs them again")
+    return ""
+
+
+def summary(section: dict[str, Any]) -> str:
+    """One line for the text status: what happens to each family's mail."""
+    if section.get("installed") is None:
+        return f"transparent rules: unknown ({section.get('error', '')})"
+    families = section.get("families") or {}
+    if not families:
+        return "transparent rules: none"
+    parts = []
+    for family, state in families.items():
+        why = (section.get("blocked") or {}).get(family)
+        parts.append(f"{_name(family)} {state}" + (f" ({why})" if state == "blocked" and why else ""))
+    role = f" (role {section['role']})" if section.get("role") else ""
+    return f"transparent rules{role}: " + ", ".join(parts)
+
+
+def _name(family: str) -> str:
+    return {"ipv4": "IPv4", "ipv6": "IPv6"}.get(family, family)

@@ -17,6 +17,10 @@ Options, for the benches:
 - ``process_limit``: the limit on login and mail processes of each protocol (default 1,200:
   in the default login mode each TLS connection keeps its login process, which proxies the TLS,
   and bench/imap.py holds 1,000 IDLE sessions, one imap process each).
+
+For the transparent-mode tests, a "remote" server in a network namespace (tests/peers/netns.py):
+``netns`` runs it there, ``addresses`` are what it listens on (IPv4 and IPv6), ``ports`` are
+(imap, imaps, pop3, pop3s) instead of free ones, and ``names`` what its certificate names.
 """
 
 from __future__ import annotations
@@ -48,10 +52,18 @@ HIGH_PERFORMANCE_LOGIN_CLIENTS = 3000  # connections one login process serves in
 USERIP_CONNECTIONS = 2000  # every bench session logs in as the same user from 127.0.0.1
 
 
-def _wait_port(port: int, deadline: float) -> None:
+def _wait_port(port: int, deadline: float, address: str = "127.0.0.1", netns: str | None = None) -> None:
+    if netns is not None:
+        from tests.peers.netns import wait_listening
+
+        try:
+            wait_listening(netns, address, port, max(deadline - time.monotonic(), 0.1))
+            return
+        except OSError:
+            raise RuntimeError(f"dovecot did not listen on {port}") from None
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            with socket.create_connection((address, port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.05)
@@ -101,17 +113,17 @@ class Dovecot:
 
 
 def _login_service(protocol: str, plain_port: int, tls_port: int, tls: bool, high_performance: bool,
-                   process_limit: int) -> str:
+                   process_limit: int, listen: str = "127.0.0.1") -> str:
     mode = (f"  service_count = 0\n  client_limit = {HIGH_PERFORMANCE_LOGIN_CLIENTS}\n" if high_performance
             else f"  process_limit = {process_limit}\n")
     return f"""
 service {protocol}-login {{
   inet_listener {protocol} {{
-    address = 127.0.0.1
+    address = {listen}
     port = {plain_port}
   }}
   inet_listener {protocol}s {{
-    address = 127.0.0.1
+    address = {listen}
     # port 0: no implicit-TLS listener (a server without TLS at all)
     port = {tls_port if tls else 0}
     ssl = {"yes" if tls else "no"}
@@ -129,7 +141,7 @@ protocol {protocol} {{
 
 
 def _config(root: Path, dovecot: Dovecot, cert: Path, key: Path, *, tls: bool, high_performance_login: bool,
-            process_limit: int, mail_location: str) -> str:
+            process_limit: int, mail_location: str, listen: str = "127.0.0.1") -> str:
     me = pwd.getpwuid(os.getuid()).pw_name
     users = "" if os.getuid() == 0 else f"default_internal_user = {me}\ndefault_login_user = {me}\n"
     uid, gid = dovecot.mail_uid, dovecot.mail_gid
@@ -138,7 +150,7 @@ base_dir = {root}/run
 state_dir = {root}/state
 log_path = {root}/dovecot.log
 protocols = imap pop3
-listen = 127.0.0.1
+listen = {listen}
 ssl = {"yes" if tls else "no"}
 ssl_cert = <{cert}
 ssl_key = <{key}
@@ -163,7 +175,7 @@ service anvil {{
   chroot =
 }}
 """ + "".join(
-        _login_service(protocol, plain, implicit, tls, high_performance_login, process_limit)
+        _login_service(protocol, plain, implicit, tls, high_performance_login, process_limit, listen)
         for protocol, plain, implicit in (("imap", dovecot.imap_port, dovecot.imaps_port),
                                           ("pop3", dovecot.pop3_port, dovecot.pop3s_port)))
 
@@ -179,7 +191,9 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def running_dovecot(tmp: Path, ca, *, tls: bool = True, high_performance_login: bool = False,  # type: ignore[no-untyped-def]
-                    process_limit: int = PROCESS_LIMIT, mail_location: str = MAILDIR) -> Iterator[Dovecot]:
+                    process_limit: int = PROCESS_LIMIT, mail_location: str = MAILDIR, netns: str | None = None,
+                    addresses: tuple[str, ...] = ("127.0.0.1",), ports: tuple[int, int, int, int] | None = None,
+                    names: tuple[str, ...] = ("localhost", "127.0.0.1")) -> Iterator[Dovecot]:
     """Start ``dovecot -F`` under a fresh folder (in ``tmp`` unless root) with a server
     certificate from the trustme CA ``ca``; stop it and, as root, remove its folder after.
     Several can run at once (bench/imap.py starts a TLS one and a ``tls=False`` one)."""
@@ -197,26 +211,30 @@ def running_dovecot(tmp: Path, ca, *, tls: bool = True, high_performance_login: 
     try:
         for sub in ("run", "state", "home"):
             (root / sub).mkdir(parents=True, exist_ok=True, mode=0o755)
-        leaf = ca.issue_cert("localhost", "127.0.0.1")
+        leaf = ca.issue_cert(*names)
         cert, key = root / "cert.pem", root / "key.pem"
         cert.write_bytes(b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
         leaf.private_key_pem.write_to_path(str(key))
         ca_file = root / "ca.pem"
         ca.cert_pem.write_to_path(str(ca_file))
-        imap, imaps, pop3, pop3s = free_ports(4)
+        imap, imaps, pop3, pop3s = ports or free_ports(4)
         dovecot = Dovecot(root, imap, imaps if tls else 0, pop3, pop3s if tls else 0, ca_file, uid, gid)
         conf = root / "dovecot.conf"
         conf.write_text(_config(root, dovecot, cert, key, tls=tls, high_performance_login=high_performance_login,
-                                process_limit=process_limit, mail_location=mail_location))
+                                process_limit=process_limit, mail_location=mail_location,
+                                listen=", ".join(addresses)))
         output = root / "dovecot.out"
         with open(output, "wb") as sink:
-            process = subprocess.Popen([binary, "-F", "-c", str(conf)], stdout=sink, stderr=subprocess.STDOUT)
+            in_netns = ["ip", "netns", "exec", netns] if netns else []
+            process = subprocess.Popen([*in_netns, binary, "-F", "-c", str(conf)], stdout=sink,
+                                       stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 20
             try:
                 for port in (dovecot.imap_port, dovecot.imaps_port, dovecot.pop3_port, dovecot.pop3s_port):
                     if port:
-                        _wait_port(port, deadline)
+                        for address in addresses:
+                            _wait_port(port, deadline, address, netns)
             except RuntimeError as exc:
                 log = root / "dovecot.log"
                 said = output.read_text(errors="replace") + (log.read_text(errors="replace") if log.exists() else "")

@@ -467,7 +467,7 @@ def _start_remote(remote_ns: str, remote: str, folder) -> tuple[subprocess.Popen
     return server, remote_ca
 
 
-def _transparent_home(home, listen: str, remote_ca: str, env: dict[str, str]) -> str:
+def _transparent_home(home, listen: str, remote_ca: str, env: dict[str, str], role: str = "desktop") -> str:
     """Settings for transparent mode listening on ``listen`` and a CA; our CA's certificate file."""
     from mailguard.settings import Settings, save_settings
     from mailguard.tls.castore import CAStore
@@ -476,6 +476,7 @@ def _transparent_home(home, listen: str, remote_ca: str, env: dict[str, str]) ->
     save_settings(Settings.from_values({
         "web-and-email.protocol-filtering.mode": "transparent",
         "web-and-email.protocol-filtering.transparent.listen": listen,
+        "web-and-email.protocol-filtering.transparent.role": role,
         "web-and-email.ssl-tls.trusted-ca-file": remote_ca,
     }), home / "config.toml")
     subprocess.run([MAILGUARD, "ca", "init"], env=env, check=True, capture_output=True)
@@ -555,8 +556,8 @@ def test_unmodified_client_gets_scanned_mail_on_110_and_995(netns, tmp_path, rem
 @pytest.mark.root
 @pytest.mark.peer
 def test_a_gateway_scans_the_mail_it_forwards(netns, tmp_path) -> None:
-    """The engine on a router (listen 0.0.0.0): a client behind it, routed through it to the
-    server, gets scanned mail without knowing the engine exists (the prerouting chain)."""
+    """The engine on a router (role gateway, listen 0.0.0.0): a client behind it, routed through
+    it to the server, gets scanned mail without knowing the engine exists (the prerouting chain)."""
     from mailguard.demo.mailbox import sample_mailbox
 
     peers.require_root()
@@ -576,7 +577,7 @@ def test_a_gateway_scans_the_mail_it_forwards(netns, tmp_path) -> None:
     try:
         originals = [m.raw for m in sample_mailbox()]
         assert _fetch(client_ns, remote, 110) == originals  # routed through, unscanned: the control
-        mailguard_ca = _transparent_home(home, "0.0.0.0:8143", remote_ca, env)
+        mailguard_ca = _transparent_home(home, "0.0.0.0:8143", remote_ca, env, role="gateway")
         engine, status = _start_engine(router_ns, env)
         assert "chain prerouting" in status["transparent"]["ruleset"]
         for port, ca in ((110, None), (995, mailguard_ca)):

@@ -32,6 +32,7 @@ from mailguard.proxy.imap_readahead import ReadAhead
 from mailguard.proxy.imap_served import UPSTREAM_ANSWER_TIMEOUT, SessionMemory
 from mailguard.proxy.imap_starttls import ClientNamedTls, check_starttls_answer, starttls_named_by_client
 from mailguard.proxy.imap_view import MailboxView
+from mailguard.proxy.session import ClientTold
 
 log = logging.getLogger("mailguard.proxy.imap")
 
@@ -225,11 +226,13 @@ class ImapSession:
             self.upstream.conn.detach()
             await relay(self.client.conn, self.upstream.conn, client_early=switch.client_early,
                         server_early=switch.server_early, idle_timeout=self.context.idle_timeout)
+        except ClientTold as exc:
+            (self.context.log or log).warning("IMAP session refused: %s", exc)
         except MailguardError as exc:  # the peer broke the rules, or the upstream TLS was refused
-            log.warning("IMAP session ended: %s", exc)
+            (self.context.log or log).warning("IMAP session ended: %s", exc)
             self.send_client(b"* BYE " + str(exc).encode("ascii", "replace")[:200] + b"\r\n")
         except (ConnectionError, asyncio.TimeoutError, ssl.SSLError) as exc:
-            log.info("IMAP session ended: %s", exc)
+            (self.context.log or log).info("IMAP session ended: %s", exc)
         finally:
             for task in (upstream_task, client_task, stop_task):
                 if task is not None:

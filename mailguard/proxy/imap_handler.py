@@ -73,6 +73,7 @@ def imap_context(ctx: SessionContext) -> ImapContext:
                 client_context=lambda name, certificate: host.tls.client_context([name], certificate),
                 excluded=lambda name: host.config.excluded_domain(name, ctx.upstream_host),
                 hello_timeout=host.greeting_timeout,
+                host=host,
             )
     return context
 

@@ -18,14 +18,14 @@ import asyncio
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mailguard.errors import RemoteProtocolError
 from mailguard.protocols.imap.commands import Command
 from mailguard.protocols.imap.responses import Kind, Response
 from mailguard.proxy.conn import Conn
 from mailguard.proxy.imap_served import next_answer
-from mailguard.proxy.session import peek_client_hello
+from mailguard.proxy.session import ClientTold, peek_client_hello, refuse_over_tls
 from mailguard.proxy.upstream import upstream_certificate
 
 if TYPE_CHECKING:
@@ -46,6 +46,8 @@ class ClientNamedTls:
     excluded: Callable[[str], bool]
     #: how long the client may take to send its ClientHello
     hello_timeout: float
+    #: the session host, to refuse a client that names no server (session.refuse_over_tls)
+    host: Any = None
 
 
 async def starttls_named_by_client(session: "ImapSession", command: Command, named: ClientNamedTls) -> None:
@@ -61,8 +63,11 @@ async def starttls_named_by_client(session: "ImapSession", command: Command, nam
     await client.drain()
     hello = await peek_client_hello(client, named.hello_timeout)
     if not hello.server_name:
-        raise RemoteProtocolError("transparent mode: the client named no server (TLS SNI) after STARTTLS, "
-                                  "and the server cannot be verified by its address")
+        address = (session.upstream.conn.peer() or ("",))[0]
+        reason = ("transparent mode: the client named no server (TLS SNI) after STARTTLS, "
+                  f"and {address} cannot be verified by address")
+        await refuse_over_tls(named.host, client, "imap", address, reason)
+        raise ClientTold(reason)
     if named.excluded(hello.server_name):
         from mailguard.proxy.imap import SwitchToRelay
 

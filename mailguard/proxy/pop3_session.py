@@ -19,7 +19,7 @@ from mailguard.protocols.pop3_events import (
 )
 from mailguard.protocols.pop3_readahead import READ_AHEAD_DEPTH
 from mailguard.proxy.scanpool import account
-from mailguard.proxy.session import SessionContext, peek_client_hello
+from mailguard.proxy.session import SessionContext, peek_client_hello, refuse_over_tls
 from mailguard.proxy.upstream import UpstreamRefused, needs_client_name, upgrade_upstream, upstream_certificate
 from mailguard.scan.rewrite import TLS_HEADER, add_header, tls_value
 
@@ -269,8 +269,10 @@ async def _client_named_server(ctx: SessionContext, preface: bytes) -> str | Tls
     await ctx.client.drain()
     hello = await peek_client_hello(ctx.client, ctx.host.greeting_timeout)
     if not hello.server_name:
-        return TlsFailed(Side.CLIENT, "transparent mode: the client named no server (TLS SNI) after STLS, "
-                                      f"and {ctx.upstream_host} cannot be verified by address")
+        reason = ("transparent mode: the client named no server (TLS SNI) after STLS, "
+                  f"and {ctx.upstream_host} cannot be verified by address")
+        await refuse_over_tls(ctx.host, ctx.client, "pop3", ctx.upstream_host, reason)
+        return TlsFailed(Side.CLIENT, reason)
     if ctx.host.config.excluded_domain(hello.server_name, ctx.upstream_host):
         raise _RelayUntouched(f"excluded domain {hello.server_name}")
     try:

@@ -44,6 +44,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mailguard.errors import MailguardError
 from mailguard.protocols.clienthello import INCOMPLETE, INVALID, MAX_CLIENT_HELLO, Hello, parse_client_hello
 from mailguard.protocols.sniff import GREETING_TIMEOUT, GreetingSniffer, Kind
 from mailguard.proxy.conn import Conn
@@ -57,7 +58,8 @@ if TYPE_CHECKING:
     from mailguard.proxy.runconfig import RunConfig
     from mailguard.proxy.scanpool import ScanPool
 
-__all__ = ["PROTOCOL_HANDLERS", "Handler", "SessionContext", "SessionHost", "peek_client_hello", "run_session"]
+__all__ = ["PROTOCOL_HANDLERS", "ClientTold", "Handler", "SessionContext", "SessionHost", "peek_client_hello",
+           "refuse_over_tls", "run_session"]
 
 log = logging.getLogger("mailguard.proxy")
 
@@ -299,13 +301,32 @@ async def _refuse_client(host: SessionHost, client: Conn, implicit: str | None, 
     there is no session (docs/pitfalls.md#verifying-the-server)."""
     log.warning("%s", logged)
     host.count("errors")
+    protocol = _protocol_of(implicit, port, config)
     if implicit and host.tls.can_intercept:
-        try:
-            await client.start_tls(host.tls.client_context([upstream_host], None), server_side=True,
-                                   timeout=host.greeting_timeout)
-        except (OSError, ConnectionError, asyncio.TimeoutError):
-            return
-    await _tell_client(client, _protocol_of(implicit, port, config), reason)
+        await refuse_over_tls(host, client, protocol, upstream_host, reason)
+        return
+    await _tell_client(client, protocol, reason)
+
+
+class ClientTold(MailguardError):
+    """The session is refused and the client has been told why (``refuse_over_tls``)."""
+
+
+async def refuse_over_tls(host: SessionHost, client: Conn, protocol: str | None, name: str, reason: str) -> None:
+    """Refuse a client whose TLS handshake has begun, readably: finish the handshake with a leaf
+    for ``name`` (the name it asked for, or else the address it connected to), then send
+    ``-ERR`` / ``* BYE`` with ``reason`` inside TLS. A cleartext line in the middle of its
+    handshake reaches no user: the client reports "wrong version number" (docs/pitfalls.md).
+    The reason cannot come before the switch: the ClientHello, which names the server or not,
+    is only sent after the STLS/STARTTLS answer (RFC 2595 §4, RFC 9051 §6.2.1)."""
+    if not host.tls.can_intercept:
+        return
+    try:
+        await client.start_tls(host.tls.client_context([name], None), server_side=True,
+                               timeout=host.greeting_timeout)
+    except (OSError, ConnectionError, asyncio.TimeoutError):
+        return
+    await _tell_client(client, protocol, reason)
 
 
 def _protocol_of(implicit: str | None, port: int, config: "RunConfig") -> str | None:

@@ -529,8 +529,10 @@ def test_unmodified_client_gets_scanned_mail_on_110_and_995(netns, tmp_path, rem
         _assert_scanned(_fetch_imap(client_ns, remote, mailguard_ca), "imap")
         # Without SNI there is no name to verify the server against: refused, never checked by IP.
         _fetch(client_ns, remote, 995, mailguard_ca, name="", refused="the client named no server")
-        _fetch_imap(client_ns, remote, mailguard_ca, name="", refused="SSL")
-        _fetch(client_ns, remote, 110, mailguard_ca, name="", refused="SSL", stls=True)
+        # After STARTTLS/STLS too, and readably: inside TLS, as the client's next answer.
+        _fetch_imap(client_ns, remote, mailguard_ca, name="", refused="mailguard: transparent mode: the client named no server")
+        _fetch(client_ns, remote, 110, mailguard_ca, name="", stls=True,
+               refused="-ERR [SYS/PERM] mailguard: transparent mode: the client named no server")
         # A server the client names after STLS that is an excluded domain: the two legs are joined
         # and shake hands with each other, end to end (the client sees the server's own certificate).
         subprocess.run([MAILGUARD, "config", "set", "web-and-email.ssl-tls.excluded-domains", REMOTE_NAME],
@@ -541,7 +543,13 @@ def test_unmodified_client_gets_scanned_mail_on_110_and_995(netns, tmp_path, rem
         stopped = subprocess.run(["ip", "netns", "exec", client_ns, MAILGUARD, "stop"],
                                  env=env, capture_output=True, text=True, timeout=60)
         assert stopped.returncode == 0, stopped.stderr
-        engine.wait(30)
+        _, logged = engine.communicate(timeout=30)
+        # The refusals are in the log with the connection they concern: [#N client->server:port]
+        tag = r"\[#\d+ [0-9a-f.:]+:\d+->[0-9a-f.:]+:{port}\] "
+        assert re.search(tag.format(port=143) + "IMAP session refused: transparent mode: the client named no server",
+                         logged), logged[-3000:]
+        assert re.search(tag.format(port=110) + "POP3 session ended: TLS with the client failed: transparent mode: "
+                         "the client named no server", logged), logged[-3000:]
         listed = subprocess.run(["ip", "netns", "exec", client_ns, "nft", "list", "table", "inet", "mailguard"],
                                 capture_output=True, text=True)
         assert listed.returncode != 0  # the rules went with the engine

@@ -109,13 +109,11 @@ def list_(
     if json_:
         print_json(entries)
         return
-    for entry in entries:
+    for entry in entries:  # every line says where its value comes from, on a terminal or not
         setting = REGISTRY[entry["key"]]
         value = setting.format(settings.get(entry["key"]))
-        line = f"{entry['key']} = {value}"
-        if entry["origin"] == "file":
-            line += f"    (default: {setting.format(setting.default)})"
-        typer.echo(line)
+        typer.echo(f"{entry['key']} = {value}    (default: {setting.format(setting.default)}; "
+                   f"origin: {entry['origin']})")
 
 
 @app.command()

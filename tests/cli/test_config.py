@@ -87,9 +87,13 @@ def test_bad_values_are_refused_with_what_is_allowed(key, value, says, mailguard
 def test_list_and_changed_and_prefix():
     run("config", "set", "tools.log-files.level", "debug")
     everything = run("config", "list").stdout.splitlines()
-    assert len(everything) == 41
+    from mailguard.settings import REGISTRY
+
+    assert len(everything) == len(REGISTRY)
+    # Default and origin on every line, changed or not (the output here is not a terminal).
+    assert "tools.log-files.format = text    (default: text; origin: default)" in everything
     changed = run("config", "list", "--changed").stdout.splitlines()
-    assert changed == ["tools.log-files.level = debug    (default: info)"]
+    assert changed == ["tools.log-files.level = debug    (default: info; origin: file)"]
     tls = json.loads(run("config", "list", "web-and-email.ssl-tls.", "--json").stdout)
     assert {e["key"] for e in tls} == {
         "web-and-email.ssl-tls.enabled", "web-and-email.ssl-tls.block-obsolete",

@@ -126,6 +126,20 @@ def test_transparent_mode_without_root_is_refused_clearly(paths: Paths, monkeypa
     assert not paths.pid_file.exists()
 
 
+@pytest.mark.parametrize(("values", "said"), [
+    ({"transparent.listen": "192.0.2.7:8143"}, "use 127.0.0.1:8143 (desktop) or 0.0.0.0:8143 (every address)"),
+    ({"transparent.role": "gateway"}, "needs web-and-email.protocol-filtering.transparent.listen on every address"),
+])
+def test_transparent_settings_that_cannot_work_are_refused_at_start(paths: Paths, values: dict, said: str) -> None:
+    pf = "web-and-email.protocol-filtering."
+    save_settings(Settings.from_values({pf + "mode": "transparent", **{pf + k: v for k, v in values.items()}}),
+                  paths.config_file)
+    result = CliRunner().invoke(app, ["start"])
+    assert result.exit_code == 2
+    assert said in " ".join(result.output.split())
+    assert not paths.pid_file.exists()
+
+
 # --- with the engine ----------------------------------------------------------------------------
 
 

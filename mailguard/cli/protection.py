@@ -29,5 +29,9 @@ def enable(config: ConfigOption = None) -> None:
 
 @app.command()
 def disable(config: ConfigOption = None) -> None:
-    """Turn email protection off: mail is relayed unscanned, never blocked."""
+    """Turn email protection off: mail is relayed unscanned, never blocked.
+
+    TLS is no longer intercepted either: new connections are relayed as they are, so clients
+    see the server's own certificate. Transparent mode's rules stay in place.
+    """
     _set(False, config)

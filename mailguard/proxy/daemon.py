@@ -165,6 +165,10 @@ class Engine:
 
         try:
             settings = load_settings(self.paths.config_file)
+            if settings.get(_FILTERING + "mode") == "transparent":
+                from mailguard.proxy.transparent_plan import TransparentPlan
+
+                TransparentPlan.from_settings(settings)  # a role or listen address that cannot work
         except MailguardError as exc:
             log.error("reload refused, the settings in force stay: %s", exc)
             raise EngineError(f"reload refused, the settings in force stay: {exc}") from exc

@@ -12,7 +12,8 @@ whether an engine listens, per address family:
 - ``unscanned``: transparent mode, but no rule takes this family: mail goes around the engine.
 
 ``problem`` says, in words, when the state is not what the settings ask for; ``status`` then
-exits non-zero. ``start`` repairs it (the table is replaced), and ``stop`` removes a leftover table.
+exits non-zero. ``start`` (no engine) or ``reload`` (a running one) installs the table again,
+and ``stop`` removes a leftover one.
 """
 
 from __future__ import annotations
@@ -73,11 +74,11 @@ def _problem(transparent: bool, running: bool, section: dict[str, Any]) -> str:
                 "'mailguard start' starts it again, 'mailguard stop' removes the rules")
     if running and not section["installed"]:
         return ("the engine's nftables table is missing: mail passes unscanned; "
-                "'mailguard restart' installs it again")
+                "'mailguard reload' installs it again")
     unscanned = [family for family, state in families.items() if state in ("unscanned", "refused")]
     if running and unscanned:
         return (f"{' and '.join(_name(f) for f in unscanned)} mail is not taken by the engine's rules; "
-                "'mailguard restart' installs them again")
+                "'mailguard reload' installs them again")
     return ""
 
 

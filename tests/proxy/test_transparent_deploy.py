@@ -394,3 +394,16 @@ def test_a_family_the_engine_cannot_listen_in_is_blocked_not_passed(desktop: Wor
     with pytest.raises(ConnectionRefusedError):
         desktop.fetch("ipv6", "pop3", 110, "plain")
     _assert_scanned(desktop.fetch("ipv4", "pop3", 110, "plain"), "ipv4")
+
+
+def test_a_running_engine_whose_rules_were_flushed_is_a_problem_until_reload(desktop: World) -> None:
+    desktop.start()
+    subprocess.run(["ip", "netns", "exec", desktop.engine, "nft", "delete", "table", "inet", "mailguard"], check=True)
+    status = desktop.status(expect=2)  # read from the kernel, not from the engine's memory
+    assert status["running"] is True and status["transparent"]["installed"] is False
+    assert status["transparent"]["families"] == {"ipv4": "unscanned", "ipv6": "unscanned"}
+    assert "mail passes unscanned" in status["transparent"]["problem"]
+    reloaded = desktop.mailguard("reload")
+    assert reloaded.returncode == 0, reloaded.stderr
+    assert desktop.status()["transparent"]["families"] == {"ipv4": "scanned", "ipv6": "scanned"}
+    _assert_scanned(desktop.fetch("ipv6", "pop3", 995, "implicit"), "after reload")

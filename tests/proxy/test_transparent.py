@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -21,6 +20,7 @@ from mailguard.proxy.transparent_rules import UPSTREAM_MARK, build_ruleset, fami
 from mailguard.proxy.transparent_status import summary, transparent_section
 from mailguard.settings import Settings
 from tests import peers
+from tests.peers.netns import Namespaces, link
 
 EC = "web-and-email.email-client.protocols."
 PF = "web-and-email.protocol-filtering."
@@ -177,6 +177,23 @@ def test_original_destination_of_a_socket_that_was_not_redirected_is_an_error() 
             transparent.original_destination(accepted)
 
 
+def test_a_kernel_that_refuses_the_ipv6_redirect_gets_ipv6_blocked(monkeypatch: pytest.MonkeyPatch) -> None:
+    applied: list[str] = []
+
+    def nft(args: list[str], stdin: str | None = None) -> str:
+        if stdin and "redirect ipv6" in stdin:
+            raise EngineError("nft -f - failed: Error: Could not process rule: No such file or directory")
+        applied.append(stdin or "")
+        return ""
+
+    monkeypatch.setattr(transparent, "has_net_admin", lambda: True)
+    monkeypatch.setattr(transparent, "_nft", nft)
+    ruleset, blocked = transparent.install(Settings.defaults())
+    assert list(blocked) == ["ipv6"] and "kernel refused the IPv6 redirect" in blocked["ipv6"]
+    assert applied == [ruleset]
+    assert families_in(ruleset) == {"ipv4": {"desktop": "redirect"}, "ipv6": {"desktop": "block"}}
+
+
 def test_without_net_admin_the_error_says_root_is_needed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(transparent, "has_net_admin", lambda: False)
     with pytest.raises(EngineError, match="needs root"):
@@ -186,34 +203,14 @@ def test_without_net_admin_the_error_says_root_is_needed(monkeypatch: pytest.Mon
 # --- in a network namespace (root) --------------------------------------------------------------
 
 
-def _ns_name(role: str) -> str:
-    return f"mgt-{role}-{uuid.uuid4().hex[:8]}"
-
-
 @pytest.fixture
 def netns() -> Iterator[callable]:
     """Make network namespaces; every one is deleted at the end (with its nftables tables)."""
-    created: list[str] = []
-
-    def make(role: str) -> str:
-        name = _ns_name(role)
-        subprocess.run(["ip", "netns", "add", name], check=True)
-        created.append(name)
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        return name
-
+    made = Namespaces()
     try:
-        yield make
+        yield made.make
     finally:
-        for name in created:
-            subprocess.run(["ip", "netns", "pids", name], capture_output=True)
-            pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
-            for pid in pids:
-                try:
-                    os.kill(int(pid), 9)
-                except ProcessLookupError:
-                    pass
-            subprocess.run(["ip", "netns", "del", name], check=False)
+        made.close()
 
 
 def _in_ns(ns: str, code: str, **kwargs) -> subprocess.CompletedProcess:
@@ -409,22 +406,8 @@ def _run_client(client_ns: str, remote: str, script: str, args: list[str], refus
     return [m.encode("latin-1") for m in __import__("json").loads(result.stdout)]
 
 
-def _link(left_ns: str, left: list[str], right_ns: str, right: list[str]) -> None:
-    """A veth pair between two namespaces, with addresses (``ADDRESS/PREFIX``) on each end."""
-    tag = uuid.uuid4().hex[:8]
-    ends = ((left_ns, f"mga{tag}", left), (right_ns, f"mgb{tag}", right))
-    subprocess.run(["ip", "link", "add", ends[0][1], "type", "veth", "peer", "name", ends[1][1]], check=True)
-    for ns, device, addresses in ends:
-        subprocess.run(["ip", "link", "set", device, "netns", ns], check=True)
-        for address in addresses:
-            # nodad: an IPv6 address usable at once, without duplicate address detection's wait
-            nodad = ["nodad"] if ":" in address else []
-            subprocess.run(["ip", "-n", ns, "addr", "add", address, "dev", device, *nodad], check=True)
-        subprocess.run(["ip", "-n", ns, "link", "set", device, "up"], check=True)
-
-
 def _veth_pair(client_ns: str, remote_ns: str) -> None:
-    _link(client_ns, [f"{CLIENT_ADDRESS}/30", f"{CLIENT_ADDRESS6}/126"],
+    link(client_ns, [f"{CLIENT_ADDRESS}/30", f"{CLIENT_ADDRESS6}/126"],
           remote_ns, [f"{REMOTE_ADDRESS}/30", f"{REMOTE_ADDRESS6}/126"])
 
 
@@ -573,8 +556,8 @@ def test_a_gateway_scans_the_mail_it_forwards(netns, tmp_path) -> None:
     peers.require("ip")
     client_ns, router_ns, remote_ns = netns("client"), netns("router"), netns("remote")
     client, router_inside, router_outside, remote = "10.232.0.1", "10.232.0.2", "10.232.1.1", "10.232.1.2"
-    _link(client_ns, [f"{client}/30"], router_ns, [f"{router_inside}/30"])
-    _link(router_ns, [f"{router_outside}/30"], remote_ns, [f"{remote}/30"])
+    link(client_ns, [f"{client}/30"], router_ns, [f"{router_inside}/30"])
+    link(router_ns, [f"{router_outside}/30"], remote_ns, [f"{remote}/30"])
     subprocess.run(["ip", "-n", client_ns, "route", "add", "default", "via", router_inside], check=True)
     subprocess.run(["ip", "-n", remote_ns, "route", "add", "default", "via", router_outside], check=True)
     subprocess.run(["ip", "netns", "exec", router_ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True)

@@ -33,7 +33,7 @@ from mailguard.errors import EngineError
 if TYPE_CHECKING:
     from mailguard.settings import Settings
 
-__all__ = ["FAMILIES", "LISTEN_KEY", "ROLE_KEY", "TransparentPlan", "listening_socket"]
+__all__ = ["FAMILIES", "LISTEN_KEY", "PORT_KEYS", "ROLE_KEY", "TransparentPlan", "family_of", "listening_socket"]
 
 _PF = "web-and-email.protocol-filtering."
 LISTEN_KEY = _PF + "transparent.listen"

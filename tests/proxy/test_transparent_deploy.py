@@ -284,7 +284,7 @@ def test_a_gateway_scans_the_mail_it_forwards_over_ipv4_and_ipv6(gateway: World,
         _assert_fetchmail_scanned(gateway.fetchmail(family, tmp_path), (family, "fetchmail"))
 
 
-def _refused(address: str, port: int) -> str:
+def _outcome(address: str, port: int) -> str:
     """How a connection to ``address:port`` ends: "refused", "closed" (accepted, then closed with
     nothing said) or "open" (it stays up: something relays it)."""
     try:
@@ -304,9 +304,9 @@ def _refused(address: str, port: int) -> str:
 def test_connections_straight_to_the_listener_are_refused_and_the_engine_keeps_serving(gateway: World) -> None:
     gateway.start()
     from_router = ["127.0.0.1", "::1", *gateway.engine_addresses]
-    assert run_in(gateway.engine, lambda: {a: _refused(a, 8143) for a in from_router}) == dict.fromkeys(from_router, "refused")
+    assert run_in(gateway.engine, lambda: {a: _outcome(a, 8143) for a in from_router}) == dict.fromkeys(from_router, "refused")
     from_lan = gateway.engine_addresses
-    assert run_in(gateway.client, lambda: {a: _refused(a, 8143) for a in from_lan}) == dict.fromkeys(from_lan, "refused")
+    assert run_in(gateway.client, lambda: {a: _outcome(a, 8143) for a in from_lan}) == dict.fromkeys(from_lan, "refused")
     status = gateway.status()
     assert status["counters"]["connections"] == 0  # the kernel refused them: nothing looped
     for family in FAMILIES:
@@ -378,7 +378,7 @@ def test_every_address_in_either_spelling_serves_both_families(desktop: World, l
     for family in FAMILIES:
         _assert_scanned(desktop.fetch(family, "pop3", 110, "starttls"), (listen, family))
     # Every address, yet only redirected connections reach it.
-    outcome = run_in(desktop.client, lambda: {a: _refused(a, 8143) for a in desktop.engine_addresses})
+    outcome = run_in(desktop.client, lambda: {a: _outcome(a, 8143) for a in desktop.engine_addresses})
     assert outcome == dict.fromkeys(desktop.engine_addresses, "refused")
 
 
@@ -407,3 +407,17 @@ def test_a_running_engine_whose_rules_were_flushed_is_a_problem_until_reload(des
     assert reloaded.returncode == 0, reloaded.stderr
     assert desktop.status()["transparent"]["families"] == {"ipv4": "scanned", "ipv6": "scanned"}
     _assert_scanned(desktop.fetch("ipv6", "pop3", 995, "implicit"), "after reload")
+
+
+def test_role_both_applied_live_takes_the_gateways_own_mail_too(gateway: World) -> None:
+    gateway.start()
+    own = run_in(gateway.engine, _pop3, gateway.remote["ipv6"], 110, "plain", gateway.ca)
+    assert own == ORIGINALS  # role gateway: the gateway's own connections are its own business
+    gateway.configure(**{"transparent.role": "both"})  # a running engine applies it at once
+    status = gateway.status()
+    assert status["transparent"]["role"] == "both"
+    assert "chain output" in status["transparent"]["ruleset"] and "chain prerouting" in status["transparent"]["ruleset"]
+    for family in FAMILIES:
+        _assert_scanned(run_in(gateway.engine, _imap, gateway.remote[family], 143, "starttls", gateway.ca),
+                        ("own", family))
+        _assert_scanned(gateway.fetch(family, "imap", 993, "implicit"), ("forwarded", family))

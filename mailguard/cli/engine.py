@@ -216,13 +216,7 @@ def _stopped_transparent(settings: Settings) -> dict[str, Any]:
     from mailguard.proxy.transparent_status import read_ruleset, transparent_section
 
     mode = settings.get(_MODE)
-    if mode == "transparent":
-        ruleset, error = read_ruleset()
-    else:
-        from mailguard.proxy import transparent
-
-        # Explicit mode: look only where we may; a user without root has no table to worry about.
-        ruleset, error = read_ruleset() if transparent.has_net_admin() else ("", "")
+    ruleset, error = read_ruleset(required=mode == "transparent")
     return transparent_section(mode=mode, role=settings.get(ROLE_KEY) if mode == "transparent" else None,
                                running=False, listening=set(), blocked={}, ruleset=ruleset, error=error)
 

@@ -230,8 +230,8 @@ class Engine:
         listening = {"ipv6" if str(item.get("listen")).startswith("[") else "ipv4"
                      for item in snapshot.get("listeners", [])
                      if isinstance(item, dict) and item.get("kind") == "transparent"}
-        ruleset, error = await asyncio.to_thread(read_ruleset)
         transparent = self._mode() == "transparent"
+        ruleset, error = await asyncio.to_thread(read_ruleset, transparent)
         return transparent_section(
             mode=self._mode(), role=self.settings.get(ROLE_KEY) if transparent else None, running=True,
             listening=listening, blocked=self._blocked if transparent else {}, ruleset=ruleset, error=error)

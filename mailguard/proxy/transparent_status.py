@@ -27,16 +27,18 @@ from mailguard.proxy.transparent_rules import families_in
 __all__ = ["read_ruleset", "transparent_section"]
 
 
-def read_ruleset() -> tuple[str | None, str]:
-    """(the table as the kernel lists it, "" when absent; or None and why it cannot be read)."""
+def read_ruleset(required: bool = True) -> tuple[str | None, str]:
+    """(the table as the kernel lists it, "" when absent; or None and why it cannot be read).
+    Not ``required`` (explicit mode: only a leftover table would matter), a table that cannot be
+    read (no root, no nft) counts as none."""
     from mailguard.proxy import transparent
 
-    if not transparent.has_net_admin():
-        return None, "reading the nftables rules needs root (CAP_NET_ADMIN)"
     try:
+        if not transparent.has_net_admin():
+            raise EngineError("reading the nftables rules needs root (CAP_NET_ADMIN)")
         return transparent.current_ruleset(), ""
     except EngineError as exc:
-        return None, str(exc)
+        return ("", "") if not required else (None, str(exc))
 
 
 def transparent_section(*, mode: str, role: str | None, running: bool, listening: set[str],

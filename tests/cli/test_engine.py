@@ -140,6 +140,22 @@ def test_transparent_settings_that_cannot_work_are_refused_at_start(paths: Paths
     assert not paths.pid_file.exists()
 
 
+@pytest.mark.parametrize("mode", ["explicit", "transparent"])
+def test_status_without_root_does_not_guess_the_kernels_rules(paths: Paths, monkeypatch: pytest.MonkeyPatch,
+                                                               mode: str) -> None:
+    from mailguard.proxy import transparent
+
+    monkeypatch.setattr(transparent, "has_net_admin", lambda: False)
+    save_settings(Settings.from_values({"web-and-email.protocol-filtering.mode": mode}), paths.config_file)
+    result = CliRunner().invoke(app, ["status", "--json"])
+    assert result.exit_code == 0
+    section = json.loads(result.stdout)["transparent"]
+    if mode == "transparent":  # unknown, and said why, rather than "not installed"
+        assert section["installed"] is None and "needs root" in section["error"]
+    else:  # explicit mode: only a leftover table would matter, and none can be ours without root
+        assert section["installed"] is False and "error" not in section
+
+
 # --- with the engine ----------------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ import pytest
 import trustme
 
 from mailguard.demo.mailbox import EICAR, sample_mailbox
+from mailguard.processes import process_alive
 from tests import peers
 from tests.peers.dovecot import PASSWORD, Dovecot, running_dovecot
 from tests.peers.netns import Namespaces, link, run_in
@@ -353,6 +355,10 @@ def test_the_engine_refuses_a_connection_whose_destination_is_its_own_listener(n
 def test_after_sigkill_mail_is_refused_status_says_so_and_start_repairs(desktop: World) -> None:
     pid = desktop.start()["pid"]
     os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while process_alive(pid):  # the signal is delivered asynchronously; the engine is not our child
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     status = desktop.status(expect=2)  # rules without an engine: a problem, in the exit code too
     assert status["running"] is False and status["transparent"]["installed"] is True
     assert status["transparent"]["families"] == {"ipv4": "refused", "ipv6": "refused"}

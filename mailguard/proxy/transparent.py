@@ -105,9 +105,9 @@ def redirected_destination(sock: socket.socket) -> tuple[str, int]:
     local_host, local_port = sock.getsockname()[:2]
     host, port = destination
     # Without a redirect the "original" destination is simply where the client connected: this
-    # socket's own address. The port check with any local address also catches a connection
-    # redirected to the listener from another of this host's addresses.
-    if (_same_address(host, local_host) and port == local_port) or (port == local_port and _is_local(host)):
+    # socket's own address. Any of this host's addresses with the listener's port is the same
+    # listener (0.0.0.0 is reached on every one of them), so relaying there would loop.
+    if port == local_port and (_same_address(host, local_host) or _is_local(host)):
         raise NotRedirected(f"a connection made to the engine's own listener ({_show(host, port)}) was refused")
     return destination
 

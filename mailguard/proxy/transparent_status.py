@@ -77,10 +77,14 @@ def _problem(transparent: bool, running: bool, section: dict[str, Any]) -> str:
     if running and not section["installed"]:
         return ("the engine's nftables table is missing: mail passes unscanned; "
                 "'mailguard reload' installs it again")
-    unscanned = [family for family, state in families.items() if state in ("unscanned", "refused")]
+    unscanned = [_name(family) for family, state in families.items() if state == "unscanned"]
     if running and unscanned:
-        return (f"{' and '.join(_name(f) for f in unscanned)} mail is not taken by the engine's rules; "
-                "'mailguard reload' installs them again")
+        return (f"{' and '.join(unscanned)} mail passes unscanned: no rule of the engine takes it; "
+                "'mailguard reload' installs the rules again")
+    refused = [_name(family) for family, state in families.items() if state == "refused"]
+    if running and refused:
+        return (f"{' and '.join(refused)} mail is redirected to a listener the engine does not have; "
+                "'mailguard reload' installs the rules again")
     return ""
 
 

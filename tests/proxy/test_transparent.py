@@ -161,6 +161,14 @@ def test_status_of_a_running_engine_whose_table_vanished_is_a_problem() -> None:
     assert "mail passes unscanned" in section["problem"]
 
 
+def test_status_of_a_running_engine_missing_one_familys_rule_names_that_family() -> None:
+    ruleset = "\n".join(line for line in build_ruleset(_plan()).splitlines() if "redirect ipv6" not in line)
+    section = transparent_section(mode="transparent", role="desktop", running=True,
+                                  listening={"ipv4", "ipv6"}, blocked={}, ruleset=ruleset)
+    assert section["families"] == {"ipv4": "scanned", "ipv6": "unscanned"}
+    assert section["problem"].startswith("IPv6 mail passes unscanned")
+
+
 def test_status_says_which_families_are_protected() -> None:
     blocked = {"ipv6": "no ipv6 on this host"}
     section = transparent_section(mode="transparent", role="desktop", running=True, listening={"ipv4"},

@@ -316,7 +316,7 @@ async def refuse_over_tls(host: SessionHost, client: Conn, protocol: str | None,
     """Refuse a client whose TLS handshake has begun, readably: finish the handshake with a leaf
     for ``name`` (the name it asked for, or else the address it connected to), then send
     ``-ERR`` / ``* BYE`` with ``reason`` inside TLS. A cleartext line in the middle of its
-    handshake reaches no user: the client reports "wrong version number" (docs/pitfalls.md).
+    handshake reaches no user: the client reports "wrong version number".
     The reason cannot come before the switch: the ClientHello, which names the server or not,
     is only sent after the STLS/STARTTLS answer (RFC 2595 §4, RFC 9051 §6.2.1)."""
     if not host.tls.can_intercept:

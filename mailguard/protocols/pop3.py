@@ -54,10 +54,13 @@ from mailguard.protocols.pop3_capa import filter_capa, filter_mechanisms
 from mailguard.protocols.pop3_commands import TOP_WHOLE_MESSAGE, Pending, message_number, read_command
 from mailguard.protocols.pop3_delivery import MessageDelivery
 from mailguard.protocols.pop3_events import (
-    NEED_DATA, Closed, Event, NeedData, PeerError, ScanMessage, ScanResult, SendToClient,
+    NEED_DATA, Closed, Event, LinesDropped, NeedData, PeerError, ScanMessage, ScanResult, SendToClient,
     SendToServer, Side, TlsEstablished, TlsFailed,
 )
-from mailguard.protocols.pop3_framing import CRLF, LineTooLong, ReceiveBuffer, stuff, unstuff
+from mailguard.protocols.pop3_framing import (
+    CRLF, LineTooLong, ReceiveBuffer, StreamGuard, read_message, stuff, unstuff,
+)
+from mailguard.protocols.pop3_listing import read_listing
 from mailguard.protocols.pop3_readahead import ReadAhead
 from mailguard.protocols.pop3_sizes import rewrite_listing, rewrite_single_size
 from mailguard.protocols.pop3_stls import StlsSwitch
@@ -92,8 +95,10 @@ class Pop3Proxy(MessageDelivery, ReadAhead, StlsSwitch):
         self._events: deque[Event] = deque()
         self._pending: Pending | None = None
         self._status = b""
-        self._original = b""          # de-stuffed message being scanned
-        self._wire = b""              # its wire form, forwarded as is when unchanged
+        self._original = b""          # the message being scanned, as every client will read it
+        self._wire: bytes | None = b""  # its wire form, forwarded as is when unchanged; None: re-stuff
+        self._server_size = 0         # its size as the server sent it (for later LIST/STAT sizes)
+        self._guard = StreamGuard()   # checks an over-size message streamed through
         self._size_delta: dict[int, int] = {}
         self._deleted: set[int] = set()
         self._init_read_ahead()
@@ -199,13 +204,19 @@ class Pop3Proxy(MessageDelivery, ReadAhead, StlsSwitch):
             if self._server_eof:
                 raise PeerError(Side.SERVER, "the server closed before its greeting")
             return False
-        ok = line.startswith(b"+OK")
-        self._emit_client(line + CRLF)
-        self._transition("<greeting>", ok)
-        if self.state is State.CLOSED:
+        # Checked as leniently as clients check it: poplib takes any greeting that starts with
+        # "+" (RFC 1939 §4 says "+OK"), and the session is scanned whatever follows. The port
+        # decided that this is POP3 (proxy/session.py), never the greeting.
+        if line[:1] == b"+":
+            self._emit_client(line + CRLF)
+            self._transition("<greeting>", True)
+            self.phase = Phase.COMMAND
+        elif line.startswith(b"-ERR"):
+            self._emit_client(line + CRLF)
+            self._transition("<greeting>", False)
             self._close("the server refused the session in its greeting", error=True)
         else:
-            self.phase = Phase.COMMAND
+            raise PeerError(Side.SERVER, "the server's greeting is not a POP3 greeting")
         return True
 
     def _on_command(self) -> bool:
@@ -260,23 +271,32 @@ class Pop3Proxy(MessageDelivery, ReadAhead, StlsSwitch):
         if block is None:
             return False
         if is_message:
-            self._original = unstuff(block) if self._server.block_stuffed else block
-            self._wire = block
+            # What reaches the client is the very bytes of the message scanned, or that message
+            # re-stuffed; never a block a client could frame otherwise (read_message says why).
+            message, canonical = read_message(block, self._server.block_stuffed)
+            self._original = message
+            self._wire = block if canonical else None
+            self._server_size = len(message) if canonical else len(unstuff(block))
             self.phase = Phase.SCAN
-            self._events.append(ScanMessage(pending.number, self._original, pending.verb))
+            self._events.append(ScanMessage(pending.number, message, pending.verb))
             return True
-        if pending.verb == "CAPA":
-            lines = filter_capa(unstuff(block).split(CRLF)[:-1], stls_offered=self._stls_offered())
+        if pending.verb in ("CAPA", "AUTH"):
+            lines = read_message(block)[0].split(CRLF)[:-1]
+            if pending.verb == "CAPA":
+                lines = filter_capa(lines, stls_offered=self._stls_offered())
+            else:
+                lines = filter_mechanisms(lines)
             body = stuff(CRLF.join(lines) + CRLF) if lines else b".\r\n"
-        elif pending.verb == "AUTH":
-            names = filter_mechanisms(unstuff(block).split(CRLF)[:-1])
-            body = stuff(CRLF.join(names) + CRLF) if names else b".\r\n"
-        elif pending.verb == "LIST":
-            self._note_sizes(block)
-            self._listed = True
-            body = (rewrite_listing(block, self._size_delta) if self._size_delta else block) + b".\r\n"
-        else:
-            body = block + b".\r\n"
+        else:  # LIST or UIDL: the only other multi-line answers (pop3_commands.is_multiline)
+            listing, dropped = read_listing(pending.verb, block)
+            if dropped:
+                self._events.append(LinesDropped(pending.verb, dropped))
+            if pending.verb == "LIST":
+                self._note_sizes(listing)
+                self._listed = True
+                if self._size_delta:
+                    listing = rewrite_listing(listing, self._size_delta)
+            body = listing + b".\r\n"
         self._emit_client(self._status + CRLF + body)
         self._command_done()
         return True
@@ -297,6 +317,12 @@ class Pop3Proxy(MessageDelivery, ReadAhead, StlsSwitch):
     def _on_stream(self) -> bool:
         chunk, finished = self._server.take_stream_chunk()
         if chunk and self.phase is Phase.STREAM_PASS:
+            if not self._guard.passes(chunk):
+                # Too late to re-encode (part of it is out): ended, so the client holds an
+                # incomplete answer rather than one it frames otherwise (StreamGuard).
+                self._close("the server's over-size message has a line end or a dot line that clients "
+                            "read differently; the session is ended", error=True)
+                return True
             self._emit_client(chunk)
         if finished:
             self._command_done()
@@ -361,10 +387,15 @@ class Pop3Proxy(MessageDelivery, ReadAhead, StlsSwitch):
             raise PeerError(Side.CLIENT, f"the client sent a {exc}") from exc
 
     def _server_line(self, cap: int) -> bytes | None:
+        """One status line from the server. A CR or NUL inside is an error: a client that ends
+        lines at a bare CR would read two answers where the proxy read one."""
         try:
-            return self._server.take_line(cap)
+            line = self._server.take_line(cap)
         except LineTooLong as exc:
             raise PeerError(Side.SERVER, f"the server sent a {exc}") from exc
+        if line is not None and (b"\r" in line or b"\0" in line):
+            raise PeerError(Side.SERVER, "the server sent a CR or NUL inside a line")
+        return line
 
     def _server_block(self, cap: int) -> bytes | None:
         """The server's multi-line body (``ReceiveBuffer.take_block``); None until it is whole.

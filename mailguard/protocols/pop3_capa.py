@@ -16,6 +16,8 @@ framing under us.
 
 from __future__ import annotations
 
+import re
+
 __all__ = ["ALLOWED_CAPABILITIES", "ALLOWED_SASL", "filter_capa", "filter_mechanisms", "sasl_allowed"]
 
 ALLOWED_CAPABILITIES = frozenset({
@@ -28,6 +30,10 @@ ALLOWED_SASL = frozenset({
     "PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256", "SCRAM-SHA-512",
     "XOAUTH2", "OAUTHBEARER", "ANONYMOUS",
 })
+
+
+# A capability line is printable US-ASCII (RFC 2449 §6): anything else is dropped with the rest.
+_PRINTABLE = re.compile(rb"[\x20-\x7e]+")
 
 
 def sasl_allowed(mechanism: str) -> bool:
@@ -43,7 +49,7 @@ def filter_capa(lines: list[bytes], *, stls_offered: bool) -> list[bytes]:
     kept: list[bytes] = []
     for line in lines:
         words = line.split()
-        if not words:
+        if not words or not _PRINTABLE.fullmatch(line):
             continue
         name = words[0].decode("ascii", "replace").upper()
         if name not in ALLOWED_CAPABILITIES or (name == "STLS" and not stls_offered):

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from mailguard.protocols.pop3_commands import Pending
 from mailguard.protocols.pop3_events import MessageUnscanned
-from mailguard.protocols.pop3_framing import CRLF, cut_top, normalise_line_endings, stuff
+from mailguard.protocols.pop3_framing import CRLF, StreamGuard, cut_top, normalise_line_endings, stuff
 from mailguard.protocols.pop3_sizes import OVERSIZE_REFUSAL, UNSCANNED_TAG
 from mailguard.protocols.pop3_states import Phase
 
@@ -40,11 +40,11 @@ class MessageDelivery(_Base):
             delivered = original
         else:
             delivered = normalise_line_endings(message)
-            if len(delivered) != len(original):
-                self._size_delta[pending.number] = len(delivered) - len(original)
+        if len(delivered) != self._server_size:
+            self._size_delta[pending.number] = len(delivered) - self._server_size
         if pending.verb == "TOP":
             data = status + CRLF + stuff(cut_top(delivered, pending.top_lines))
-        elif delivered is original:
+        elif delivered is original and self._wire is not None:
             data = b"".join((status, CRLF, self._wire, b".\r\n"))  # one copy of the message
         else:
             data = _OCTETS.sub(lambda m: m.group(1) + b"%d" % len(delivered), status, count=1)
@@ -56,6 +56,7 @@ class MessageDelivery(_Base):
             self._retrieved(pending.number)
 
     def _start_oversize(self, pending: Pending) -> None:
+        self._guard = StreamGuard()
         if self.options.on_oversize == "block":
             # Lose nothing (docs/architecture.md#lose-nothing): "-ERR", never a "+OK" notice in its place,
             # so a client that deletes what it downloaded (fetchmail's default) leaves it on the server. The

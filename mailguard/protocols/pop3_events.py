@@ -3,7 +3,7 @@
 Out of ``Pop3Proxy.next_event()`` (the driver acts on them in order):
 ``SendToClient``, ``SendToServer``, ``ScanMessage`` (answer with ``ScanResult``), ``StartTls``
 (answer with ``TlsEstablished`` or ``TlsFailed``), ``SwitchToRelay``, ``MessageUnscanned``
-(for counters and logs), ``Closed``, or ``NEED_DATA``.
+(for counters and logs), ``LinesDropped`` (for logs), ``Closed``, or ``NEED_DATA``.
 
 Into ``Pop3Proxy.send()``: ``ScanResult``, ``TlsEstablished``, ``TlsFailed``.
 """
@@ -14,7 +14,7 @@ import enum
 from dataclasses import dataclass
 
 __all__ = [
-    "NEED_DATA", "Closed", "Event", "MessageUnscanned", "NeedData", "ScanMessage", "ScanResult",
+    "NEED_DATA", "Closed", "Event", "LinesDropped", "MessageUnscanned", "NeedData", "ScanMessage", "ScanResult",
     "SendToClient", "SendToServer", "Side", "StartTls", "SwitchToRelay", "TlsEstablished", "TlsFailed",
 ]
 
@@ -78,6 +78,14 @@ class MessageUnscanned:
 
 
 @dataclass(frozen=True, slots=True)
+class LinesDropped:
+    """Lines of a listing answer that were not what they should be were left out (pop3_listing)."""
+
+    command: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
 class StartTls:
     """Switch ``side`` to TLS now. Write ``preface`` to that side first, in the same step, with
     no await in between, so no byte from the peer can be read as plaintext after it."""
@@ -121,5 +129,6 @@ class TlsFailed:
 
 
 Event = (
-    SendToClient | SendToServer | ScanMessage | MessageUnscanned | StartTls | SwitchToRelay | Closed
+    SendToClient | SendToServer | ScanMessage | MessageUnscanned | LinesDropped | StartTls | SwitchToRelay
+    | Closed
 )

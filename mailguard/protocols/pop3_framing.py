@@ -12,7 +12,8 @@ import re
 from mailguard.errors import RemoteProtocolError
 
 __all__ = [
-    "LineTooLong", "ReceiveBuffer", "cut_top", "normalise_line_endings", "stuff", "unstuff",
+    "LineTooLong", "ReceiveBuffer", "StreamGuard", "cut_top", "normalise_line_endings", "read_message", "stuff",
+    "unstuff",
 ]
 
 CRLF = b"\r\n"
@@ -157,6 +158,66 @@ def unstuff(block: bytes) -> bytes:
     if body[:2] == b"..":
         body = body[1:]
     return body
+
+
+def read_message(block: bytes, stuffed: bool = True) -> tuple[bytes, bool]:
+    """The message a multi-line block (from ``take_block``) holds, and whether the block is
+    exactly that message's wire form.
+
+    Why this matters (RFC 1939 §3; docs/pitfalls.md): the proxy frames the server's answer on
+    CRLF "." CRLF, but clients do not all read lines alike. poplib splits on LF alone and ends the
+    answer at a line that is "." once CRLF, LF or a leading CR is stripped, so a bare-LF ``\n.\r\n``
+    ends the message for it and what follows becomes the answer to its next command; other
+    clients take a bare CR for a line end, or strip the dot of any line that starts with one (as
+    the RFC says) where poplib keeps ``.x`` as it is. When the block has a bare CR or LF, or a
+    line starting with one dot that is not a stuffed "..", the proxy does not pass it on: it
+    reads it once, here (every CR, LF or CRLF one line end; ".." loses one dot; ``.x`` and a lone
+    "." stay as they are), scans that, and sends that message re-stuffed with CRLF line ends,
+    which every client reads the same. Normalising rather than refusing: a server that stores
+    mail with bare LFs is sloppy, not hostile, and a refused message could never be fetched
+    through the proxy at all. The common, correct block is its own message's wire form and is
+    forwarded byte for byte (``True``). ``stuffed`` False (``ReceiveBuffer.block_stuffed``)
+    says no line of the block starts with a dot.
+    """
+    if block.count(CRLF) == block.count(b"\n") == block.count(b"\r"):
+        if not stuffed:
+            return block, True
+        if block.count(_DOT_LINE) == block.count(b"\r\n..") and (block[:1] != b"." or block[:2] == b".."):
+            return unstuff(block), True
+    text = block.replace(CRLF, b"\n").replace(b"\r", b"\n").replace(b"\n..", b"\n.")
+    if text[:2] == b"..":
+        text = text[1:]
+    return text.replace(b"\n", CRLF), False
+
+
+# In a multi-line answer passed on in pieces: a bare CR, a bare LF, or a line that starts with a
+# dot not followed by another (an unstuffed line, or a lone "." that is no terminator yet).
+_AMBIGUOUS = re.compile(rb"\r(?!\n)|(?<!\r)\n|\r\n\.(?![.\r])")
+
+
+class StreamGuard:
+    """Checks a multi-line answer too large to hold, piece by piece as it is passed on, for what
+    ``read_message`` would have to rewrite: anything a client could frame otherwise than the
+    proxy. Such an answer cannot be re-encoded once part of it is out, so the driver ends the
+    session instead (the client has part of the answer and no terminator: incomplete, never a
+    second answer smuggled into the first).
+
+    The pieces are consecutive (``take_stream_chunk``); the last bytes of each are kept so a
+    sequence cut between two pieces is seen whole.
+    """
+
+    def __init__(self) -> None:
+        # The answer starts a line (after its status line): as if CRLF came just before.
+        self._tail = b" \r\n"
+
+    def passes(self, piece: bytes) -> bool:
+        window = self._tail + piece
+        found = _AMBIGUOUS.search(window, 1)
+        # A CR or a line-start dot at the very end cannot be judged before the next byte.
+        if found is not None and not (found.end() == len(window) and found.group() != b"\n"):
+            return False
+        self._tail = window[-4:]
+        return True
 
 
 def normalise_line_endings(message: bytes) -> bytes:

@@ -39,7 +39,8 @@ from typing import TYPE_CHECKING
 
 from mailguard.protocols.pop3_commands import TOP_WHOLE_MESSAGE, Pending, message_number
 from mailguard.protocols.pop3_events import PeerError, ScanMessage, ScanResult, SendToServer, Side
-from mailguard.protocols.pop3_framing import LineTooLong, unstuff
+from mailguard.protocols.pop3_framing import LineTooLong, read_message
+from mailguard.protocols.pop3_listing import read_listing
 from mailguard.protocols.pop3_states import Phase, State
 
 if TYPE_CHECKING:
@@ -152,7 +153,7 @@ class ReadAhead(_Base):
         # changed message.
         size = self._list_sizes.get(pending.number, len(ahead.original))
         self._status = b"+OK %d octets" % size if pending.verb == "RETR" else ahead.status
-        self._original, self._wire = ahead.original, ahead.wire
+        self._original, self._wire, self._server_size = ahead.original, ahead.wire, len(ahead.original)
         self._deliver(ahead.delivered)
         return True
 
@@ -187,7 +188,7 @@ class ReadAhead(_Base):
             raise PeerError(Side.SERVER, str(exc)) from exc
         if block is None:
             return False
-        self._note_sizes(block)
+        self._note_sizes(read_listing("LIST", block)[0])
         self._listed = True
         self.phase = Phase.COMMAND
         self._maybe_read_ahead()  # now with the sizes
@@ -213,11 +214,12 @@ class ReadAhead(_Base):
             return True
         if block is None:
             return False
-        original = unstuff(block) if self._server.block_stuffed else block
-        if not _whole(original, self._list_sizes.get(self._ahead_number)):
+        original, canonical = read_message(block, self._server.block_stuffed)
+        if not canonical or not _whole(original, self._list_sizes.get(self._ahead_number)):
             # Not the whole message as RETR would give it (a server whose TOP caps the line count,
             # or whose sizes are counted otherwise): never served in place of RETR, where a
             # delete-after-download client would take it as the message. No read-ahead from here.
+            # Nor one that must be re-encoded (read_message): its size cannot be told from LIST's.
             self._ahead_ceiling = 0
             self.phase = Phase.COMMAND
             return True

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from mailguard.protocols.pop3 import Phase, Pop3Limits, Pop3Options, Pop3Proxy, TlsMode
 from mailguard.protocols.pop3_events import (
-    NEED_DATA, Closed, MessageUnscanned, ScanMessage, ScanResult, SendToClient, SendToServer, Side,
+    NEED_DATA, Closed, LinesDropped, MessageUnscanned, ScanMessage, ScanResult, SendToClient, SendToServer, Side,
     StartTls, SwitchToRelay, TlsEstablished, TlsFailed,
 )
 from mailguard.protocols.pop3_readahead import READ_AHEAD_DEPTH
@@ -167,6 +167,9 @@ async def _run(ctx: SessionContext, machine: Pop3Proxy, wait: Callable[[], Await
             host.count("unscanned")
             ctx.log.warning("message %d over max-object-size: %s unscanned", event.number,
                             "blocked" if event.blocked else "delivered")
+        elif isinstance(event, LinesDropped):
+            ctx.log.warning("%d line(s) of the server's %s answer were not listing lines: left out",
+                            event.count, event.command)
         elif isinstance(event, StartTls):
             try:
                 machine.send(await _start_tls(ctx, event))

@@ -29,7 +29,7 @@ app = typer.Typer(help="Start, stop and inspect the filtering engine.")
 _MODE = "web-and-email.protocol-filtering.mode"
 _FILTERING = "web-and-email.protocol-filtering.enabled"
 _PROTECTION = "web-and-email.email-client.protocols.enabled"
-COUNTERS = ("connections", "messages_scanned", "infected", "unscanned", "bytes", "errors")
+COUNTERS = ("connections", "messages_scanned", "infected", "unscanned", "bytes", "errors", "unrecognized")
 
 
 @app.command()
@@ -112,8 +112,8 @@ def status(config: ConfigOption = None, json_: JsonOption = False) -> None:
 
     JSON keys: state (stopped, starting, running), running, pid, started_at, uptime (seconds),
     mode, protection ("on"/"off"), listeners, counters (connections, messages_scanned, infected,
-    unscanned, bytes, errors), transparent (installed, ruleset, role, families, blocked,
-    problem), config_file.
+    unscanned, bytes, errors, unrecognized, and more), transparent (installed, ruleset, role,
+    families, blocked, problem), config_file.
     """
     paths, settings = open_settings(config)
     report = _status(paths, settings)

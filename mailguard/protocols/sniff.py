@@ -1,17 +1,18 @@
 """Which mail protocol a connection speaks, told from the server's greeting (sans-I/O).
 
-POP3 and IMAP servers speak first: a POP3 greeting is ``+OK`` (RFC 1939 §4), an IMAP one is
-``* OK``, ``* PREAUTH`` or ``* BYE`` (RFC 9051 §7.1). That lets the engine recognise the protocol
-on any port. Anything else (a client that speaks first, SMTP's ``220``, TLS, garbage, a greeting
-longer than ``MAX_GREETING_LINE`` or none within ``GREETING_TIMEOUT``) is ``Kind.OPAQUE``, and
-``reason`` says which: ``"greeting"`` (the server's first line is something else), ``"client"``
-(the client spoke first), ``"closed"`` (the server closed first) or ``"timeout"``.
+This decides only on ports in no protocol's port list (proxy/session.py): on the configured
+POP3/IMAP ports the protocol is known, and the greeting there is checked by the protocol's own
+handler, never used to decide whether to scan.
 
-What the engine does with it (proxy/session.py): a time-out is refused, never relayed (a mail
-server greets at once; a silent one must not turn a configured mail port into an unscanned
-tunnel), and so is anything but POP3/IMAP on a connection whose TLS we already terminated with our
-own leaf. Only a plain (not intercepted) connection whose server greets with something else or
-whose client speaks first is relayed byte for byte, unscanned.
+POP3 and IMAP servers speak first. The greeting is recognised as leniently as any client accepts
+it, because a session recognised too readily only meets a handler that refuses what it cannot
+follow, while one not recognised may end up relayed unscanned: every line starting with "+" is
+POP3 (poplib takes any "+" greeting, RFC 1939 §4 says "+OK"), and every line starting with "*",
+optional blanks and OK, PREAUTH or BYE in any case is IMAP (RFC 9051 §7.1; imaplib reads
+``* OK[CAPABILITY ...]`` as OK). Anything else is ``Kind.OPAQUE``, and ``reason`` says why:
+``"greeting"`` (the server's first line is something else, or longer than ``MAX_GREETING_LINE``),
+``"client"`` (the client spoke before a whole first line), ``"closed"`` (the server closed
+first) or ``"timeout"`` (nothing within ``GREETING_TIMEOUT``).
 
 The sniffer only looks; it keeps every byte it was given (``buffered``) so the chosen handler can
 be fed the greeting unchanged.
@@ -34,30 +35,32 @@ GREETING_TIMEOUT = 30.0
 class Kind(str, enum.Enum):
     POP3 = "pop3"
     IMAP = "imap"
-    #: Not a mail protocol we follow: relayed byte for byte.
+    #: Not a mail protocol we follow (protocol-filtering.unrecognized decides what happens).
     OPAQUE = "opaque"
 
 
-_IMAP_PREFIXES = (b"* OK", b"* PREAUTH", b"* BYE")
+_IMAP_WORDS = (b"OK", b"PREAUTH", b"BYE")
 
 
 def classify_greeting(line: bytes) -> Kind:
-    """The protocol a complete first server line (with or without its CRLF) belongs to."""
-    head = line.rstrip(b"\r\n")
-    if head[:3] == b"+OK" and (len(head) == 3 or head[3:4] == b" "):
+    """The protocol a complete first server line (with or without its line end) belongs to."""
+    if line[:1] == b"+":
         return Kind.POP3
-    upper = head.upper()
-    for prefix in _IMAP_PREFIXES:
-        # IMAP atoms are case-insensitive (RFC 9051 §9); the status word ends at SP or line end.
-        if upper.startswith(prefix) and (len(upper) == len(prefix) or upper[len(prefix)] == 0x20):
+    if line[:1] == b"*":
+        word = line[1:].lstrip(b" \t").upper()
+        if word.startswith(_IMAP_WORDS):
             return Kind.IMAP
     return Kind.OPAQUE
 
 
 def _could_become_greeting(prefix: bytes) -> bool:
-    """Whether more bytes could still turn ``prefix`` into a greeting we recognise."""
-    upper = prefix.upper()
-    return any(p.startswith(upper[: len(p)]) for p in (b"+OK", *_IMAP_PREFIXES))
+    """Whether more bytes could still turn ``prefix`` (no line end yet) into a greeting."""
+    if prefix[:1] in (b"", b"+"):
+        return True
+    if prefix[:1] != b"*":
+        return False
+    word = prefix[1:].lstrip(b" \t").upper()
+    return any(w.startswith(word) or word.startswith(w) for w in _IMAP_WORDS)
 
 
 class GreetingSniffer:
@@ -86,7 +89,7 @@ class GreetingSniffer:
         end = self._buffer.find(b"\n")
         if end >= 0:
             return self._decide(classify_greeting(bytes(self._buffer[: end + 1])), "greeting")
-        if len(self._buffer) > self.max_line or not _could_become_greeting(bytes(self._buffer[:16])):
+        if len(self._buffer) > self.max_line or not _could_become_greeting(bytes(self._buffer[:64])):
             return self._decide(Kind.OPAQUE, "greeting")
         return None
 

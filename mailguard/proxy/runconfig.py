@@ -59,6 +59,7 @@ class RunConfig:
     protocols: dict[str, bool]           # pop3/pop3s/imap/imaps .enabled
     ports: dict[str, tuple[int, ...]]    # pop3/pop3s/imap/imaps .ports
     ssl_enabled: bool
+    unrecognized: str                    # protocol-filtering.unrecognized: "block" or "relay"
     excluded_ranges: tuple[tuple[Any, Any], ...]
     excluded_domains: tuple[str, ...]
     policy: Policy
@@ -88,6 +89,7 @@ class RunConfig:
             protocols={p: g(_EC + f"protocols.{p}.enabled") for p in PROTOCOLS},
             ports={p: tuple(g(_EC + f"protocols.{p}.ports")) for p in PROTOCOLS},
             ssl_enabled=g(_TLS + "enabled"),
+            unrecognized=g(_PF + "unrecognized"),
             excluded_ranges=tuple(parse_address_range(a) for a in g(_PF + "excluded-ips")),
             excluded_domains=tuple(d.lower() for d in g(_TLS + "excluded-domains")),
             policy=policy,
@@ -106,6 +108,11 @@ class RunConfig:
             if port in self.ports[name]:
                 return name
         return None
+
+    def protocol_of_port(self, port: int) -> str | None:
+        """The protocol whose port list holds ``port`` (pop3, pop3s, imap, imaps), if any: on
+        those ports the protocol is known, not guessed from the greeting (proxy/session.py)."""
+        return next((name for name in PROTOCOLS if port in self.ports[name]), None)
 
     def excluded_ip(self, *addresses: str) -> bool:
         for text in addresses:

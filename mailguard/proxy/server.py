@@ -35,6 +35,9 @@ log = logging.getLogger("mailguard.proxy")
 COUNTERS = (
     "connections", "messages_scanned", "infected", "unscanned", "bytes", "errors",
     "relayed", "pop3_sessions", "bytes_scanned", "read_ahead",
+    # sessions on a port in no protocol list that were not recognised as POP3 or IMAP
+    # (protocol-filtering.unrecognized decides whether they were blocked or relayed)
+    "unrecognized",
 )
 # Pending connections the kernel queues per listener before we accept them.
 LISTEN_BACKLOG = 1024

@@ -22,13 +22,16 @@ In order:
    on a plaintext port the session is scanned, and a STLS/STARTTLS towards the server waits for
    the client's and is verified against the name the client asks for in the handshake that
    follows it (``upstream.require_client_name``; pop3_session.py, imap_starttls.py).
-4. The greeting is sniffed (protocols/sniff.py) and the session handed to the registered handler
-   for its protocol: ``PROTOCOL_HANDLERS["pop3"]``, ``PROTOCOL_HANDLERS["imap"]``; protocols
-   whose scanning is disabled are relayed byte for byte. No greeting within the greeting
-   time-out, or anything but POP3/IMAP after we terminated the client's TLS, is refused
-   (``-ERR`` / ``* BYE`` on a known port, then close), never relayed unscanned. Only a plain
-   connection whose server greets with something else, or whose client speaks first, is relayed
-   byte for byte.
+4. The protocol. On a port in a protocol's port list (the upstream port of a route, or the
+   original destination port in transparent mode) it is that protocol: the handler checks the
+   greeting as leniently as clients do, and the greeting never decides whether to scan. There no
+   greeting within the greeting time-out, a client that speaks before the server greets, or a
+   server that closes first is refused (``-ERR`` / ``* BYE``, then close), never relayed. On any
+   other port the greeting is sniffed (protocols/sniff.py, lenient too); a session it does not
+   recognise is blocked or relayed byte for byte as ``protocol-filtering.unrecognized`` says,
+   logged as a warning and counted (``unrecognized``). Then the session goes to the registered
+   handler for its protocol: ``PROTOCOL_HANDLERS["pop3"]``, ``PROTOCOL_HANDLERS["imap"]``;
+   protocols whose scanning is disabled are relayed byte for byte.
 
 ``PROTOCOL_HANDLERS`` is the dispatch point for the protocol engines: POP3 (pop3_session.py)
 and IMAP (imap_handler.py), each imported on first use.
@@ -205,22 +208,25 @@ async def run_session(host: SessionHost, client: Conn, upstream_addr: tuple[str,
                 "explicit mode, or excluded-ips"))
         name = tls_name or upstream_host
         kind, reason, greeting, client_early = await _sniff(client, upstream, host.greeting_timeout)
+        known = config.protocol_of_port(upstream_port)
+        if known is not None and reason in ("client", "closed", "timeout"):
+            # A port in a protocol's list: the protocol is known, and a session that does not
+            # follow it is refused (an error line in that protocol, then close), never relayed.
+            why = (f"no server greeting within {host.greeting_timeout:g}s" if reason == "timeout"
+                   else "the client spoke before the server greeted" if reason == "client"
+                   else "the server closed the connection before greeting")
+            session_log.warning("refused%s: %s", " (TLS intercepted)" if implicit else "", why)
+            host.count("errors")
+            await _tell_client(client, known, why)
+            return
+        if known is not None:
+            kind = Kind.POP3 if known.startswith("pop3") else Kind.IMAP
         ctx = SessionContext(host, config, client, upstream, name, upstream_port,
                              bool(implicit), greeting, client_early,
                              f"{kind.value}://{name}:{upstream_port}", session_log)
         protocol = kind.value + ("s" if implicit else "")
-        if kind is Kind.OPAQUE and (reason == "timeout" or (implicit and reason != "closed")):
-            # Never an unscanned tunnel on a port we were asked to watch, nor behind our own leaf.
-            why = (f"no server greeting within {host.greeting_timeout:g}s" if reason == "timeout"
-                   else "the client spoke before the server greeted" if reason == "client"
-                   else "not a POP3 or IMAP greeting")
-            session_log.warning("refused%s: %s", " (TLS intercepted)" if implicit else "", why)
-            host.count("errors")
-            await _tell_client(client, _protocol_of(implicit, upstream_port, config), why)
-        elif kind is Kind.OPAQUE:
-            session_log.info("not a POP3 or IMAP greeting: relayed byte for byte")
-            host.count("relayed")
-            await ctx.relay(client_early=client_early, server_early=greeting)
+        if kind is Kind.OPAQUE:
+            await _unrecognized(ctx, reason)
         elif not config.protocols.get(protocol, False):
             await relay_unscanned(ctx, f"{protocol.upper()} (scanning disabled)")
         else:
@@ -234,6 +240,27 @@ async def run_session(host: SessionHost, client: Conn, upstream_addr: tuple[str,
         client.close()
         if upstream is not None:
             upstream.close()
+
+
+async def _unrecognized(ctx: SessionContext, reason: str | None) -> None:
+    """A session on a port in no protocol's list whose protocol the greeting did not tell:
+    blocked or relayed as protocol-filtering.unrecognized says, and always said and counted,
+    since either way nothing of it is scanned."""
+    why = {"client": "the client spoke before the server greeted",
+           "timeout": f"no server greeting within {ctx.host.greeting_timeout:g}s",
+           "closed": "the server closed the connection before greeting"}.get(reason or "", "not a POP3 or IMAP greeting")
+    if reason == "closed":
+        ctx.log.info("%s", why)  # nothing was said: nothing to block or relay
+        return
+    ctx.host.count("unrecognized")
+    if ctx.config.unrecognized == "relay":
+        ctx.log.warning("unrecognized session (%s): relayed byte for byte, unscanned "
+                        "(protocol-filtering.unrecognized = relay)", why)
+        ctx.host.count("relayed")
+        await ctx.relay(client_early=ctx.client_early, server_early=ctx.greeting)
+    else:
+        ctx.log.warning("unrecognized session (%s): closed (protocol-filtering.unrecognized = block)", why)
+        await ctx.client.linger()
 
 
 # How much of the client's first flight is peeked at, and how often, while waiting for the

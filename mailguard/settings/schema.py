@@ -65,6 +65,12 @@ _SETTINGS = [
             "desktop",
             "Which connections transparent mode redirects: desktop = those this host opens, gateway = "
             "those it forwards for other machines (needs transparent.listen on 0.0.0.0), both."),
+    Setting("web-and-email.protocol-filtering.unrecognized", Enum(choices=("block", "relay")), "block",
+            "A connection on a port that is in no protocol's port list, whose server does not greet "
+            "as a POP3 or IMAP server (or whose client speaks first, or that stays silent): block = "
+            "close it, relay = pass its bytes unscanned. Either way it is logged as a warning and "
+            "counted (status: unrecognized). On the ports in the lists the protocol is known and a "
+            "session that does not follow it is refused, never relayed."),
     Setting("web-and-email.protocol-filtering.excluded-ips", AddressList(), [],
             "Traffic to or from these IPs, CIDR networks or A-B ranges is relayed without scanning."),
     Setting(_ec("protocols.enabled"), Bool(), True,
@@ -72,13 +78,15 @@ _SETTINGS = [
             "'mailguard enable' and 'mailguard disable' set it."),
     Setting(_ec("protocols.imap.enabled"), Bool(), True, "IMAP scanning."),
     Setting(_ec("protocols.imap.ports"), Ports(), [143],
-            "Plaintext IMAP ports taken in transparent mode; the protocol itself is recognised from the "
-            "server greeting on any port."),
+            "Plaintext IMAP ports: taken in transparent mode, and spoken as IMAP whatever the server's "
+            "greeting says; on ports in no list the protocol is recognised from the greeting."),
     Setting(_ec("protocols.imaps.enabled"), Bool(), True, "IMAPS scanning (needs ssl-tls.enabled)."),
     Setting(_ec("protocols.imaps.ports"), Ports(), [585, 993],
             "Implicit-TLS IMAP ports; TLS on other ports is not intercepted."),
     Setting(_ec("protocols.pop3.enabled"), Bool(), True, "POP3 scanning."),
-    Setting(_ec("protocols.pop3.ports"), Ports(), [110], "Plaintext POP3 ports taken in transparent mode."),
+    Setting(_ec("protocols.pop3.ports"), Ports(), [110],
+            "Plaintext POP3 ports: taken in transparent mode, and spoken as POP3 whatever the server's "
+            "greeting says."),
     Setting(_ec("protocols.pop3s.enabled"), Bool(), True, "POP3S scanning (needs ssl-tls.enabled)."),
     Setting(_ec("protocols.pop3s.ports"), Ports(), [995], "Implicit-TLS POP3 ports."),
     Setting(_ec("alerts.tag-received"), Enum(choices=("never", "infected", "all")), "infected",

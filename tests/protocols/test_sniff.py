@@ -1,4 +1,5 @@
-"""Greeting recognition: +OK is POP3, * OK / * PREAUTH is IMAP, anything else is relayed."""
+"""Greeting recognition on ports in no protocol's list, as lenient as clients: a "+" line is
+POP3, "*" with OK / PREAUTH / BYE is IMAP, anything else is unrecognised."""
 
 from __future__ import annotations
 
@@ -16,9 +17,17 @@ from mailguard.protocols.sniff import GreetingSniffer, Kind, classify_greeting
     (b"* PREAUTH IMAP4rev1 server logged in as Smith\r\n", Kind.IMAP),
     (b"* BYE Autologout; idle for too long\r\n", Kind.IMAP),
     (b"220 smtp.example.com ESMTP\r\n", Kind.OPAQUE),
-    (b"+OKAY\r\n", Kind.OPAQUE),
-    (b"* OKAY\r\n", Kind.OPAQUE),
+    # what poplib / imaplib accept as a greeting is recognised (the handler checks the rest)
+    (b"+OK<1.2@x>\r\n", Kind.POP3),
+    (b"+ok ready\r\n", Kind.POP3),
+    (b"+OKAY\r\n", Kind.POP3),
+    (b"+\r\n", Kind.POP3),
+    (b"* OK[CAPABILITY IMAP4rev1] hi\r\n", Kind.IMAP),
+    (b"*  ok\r\n", Kind.IMAP),
+    (b"* OKAY\r\n", Kind.IMAP),
+    (b"* NO go away\r\n", Kind.OPAQUE),
     (b"-ERR go away\r\n", Kind.OPAQUE),
+    (b"OK\r\n", Kind.OPAQUE),
     (b"\x16\x03\x01\x02\x00", Kind.OPAQUE),
 ])
 def test_classify(greeting: bytes, kind: Kind) -> None:
@@ -38,7 +47,10 @@ def test_needs_the_whole_first_line() -> None:
 
 def test_mismatch_is_decided_without_waiting_for_a_line() -> None:
     assert GreetingSniffer().receive_server(b"SSH-2.0-") is Kind.OPAQUE
+    assert GreetingSniffer().receive_server(b"* NO ") is Kind.OPAQUE
     assert GreetingSniffer().receive_server(b"* ") is None
+    assert GreetingSniffer().receive_server(b"* pre") is None
+    assert GreetingSniffer().receive_server(b"+OK<") is None
 
 
 def test_over_long_first_line_is_opaque() -> None:

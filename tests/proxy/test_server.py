@@ -119,7 +119,10 @@ async def _noop_stop(grace: float) -> None:
     return None
 
 
-def test_imap_and_unknown_protocols_are_relayed_byte_for_byte() -> None:
+UNRECOGNIZED = "web-and-email.protocol-filtering.unrecognized"
+
+
+def test_imap_with_scanning_off_and_unknown_protocols_when_asked_are_relayed_byte_for_byte() -> None:
     async def greeter(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(GREETING)
         writer.write(await reader.readline())  # echo one line
@@ -132,12 +135,14 @@ def test_imap_and_unknown_protocols_are_relayed_byte_for_byte() -> None:
             GREETING = greeting
             upstream = await asyncio.start_server(greeter, "127.0.0.1", 0)
             upstream_port = upstream.sockets[0].getsockname()[1]
-            async with filter_server(upstream_port, values={EC + "protocols.imap.enabled": False}) as (_, port):
+            values = {EC + "protocols.imap.enabled": False, UNRECOGNIZED: "relay"}
+            async with filter_server(upstream_port, values=values) as (server, port):
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
                 assert await reader.readline() == greeting
                 writer.write(b"a NOOP\r\n")
                 assert await reader.readline() == b"a NOOP\r\n"
                 writer.close()
+                assert server.snapshot()["counters"]["unrecognized"] == (greeting.startswith(b"220"))
             upstream.close()
 
     run(scenario())
@@ -146,23 +151,56 @@ def test_imap_and_unknown_protocols_are_relayed_byte_for_byte() -> None:
 GREETING = b""
 
 
-def test_client_speaking_first_gets_a_byte_relay() -> None:
+def _echo_server(greeting: bytes):  # noqa: ANN202
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(greeting)
         data = await reader.read(100)
         writer.write(b"echo:" + data)
         await writer.drain()
         writer.close()
+    return echo
 
+
+def test_client_speaking_first_gets_a_byte_relay_when_asked() -> None:
     async def scenario() -> None:
-        upstream = await asyncio.start_server(echo, "127.0.0.1", 0)
-        async with filter_server(upstream.sockets[0].getsockname()[1]) as (_, port):
+        upstream = await asyncio.start_server(_echo_server(b""), "127.0.0.1", 0)
+        async with filter_server(upstream.sockets[0].getsockname()[1], values={UNRECOGNIZED: "relay"}) as (server, port):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"GET / HTTP/1.0\r\n\r\n")
             assert await reader.read() == b"echo:GET / HTTP/1.0\r\n\r\n"
             writer.close()
+            counters = server.snapshot()["counters"]
+            assert counters["unrecognized"] == 1 and counters["relayed"] == 1
         upstream.close()
 
     run(scenario())
+
+
+def test_unrecognized_sessions_are_blocked_by_default_and_counted(caplog) -> None:
+    """On a port in no protocol list: a non-mail greeting, or a client that speaks first, gets
+    no relay: the connection is closed, logged as a warning and counted."""
+    async def scenario() -> None:
+        for greeting, first in ((b"220 smtp ready\r\n", b""), (b"", b"GET / HTTP/1.0\r\n\r\n")):
+            received: list[bytes] = []
+
+            async def recording(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                writer.write(greeting)
+                received.append(await reader.read(100))
+                writer.close()
+
+            upstream = await asyncio.start_server(recording, "127.0.0.1", 0)
+            async with filter_server(upstream.sockets[0].getsockname()[1]) as (server, port):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(first)
+                assert await reader.read() == b""
+                writer.close()
+                counters = server.snapshot()["counters"]
+                assert counters["unrecognized"] == 1 and counters["relayed"] == 0
+            upstream.close()
+            assert not any(received)
+    with caplog.at_level("WARNING", logger="mailguard.proxy"):
+        run(scenario())
+    assert sum("unrecognized session" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records) == 2
 
 
 def test_excluded_ip_is_relayed_without_scanning() -> None:

@@ -15,6 +15,7 @@ CONTRACT = {
     "web-and-email.protocol-filtering.transparent.listen": "127.0.0.1:8143",
     "web-and-email.protocol-filtering.transparent.role": "desktop",
     "web-and-email.protocol-filtering.excluded-ips": [],
+    "web-and-email.protocol-filtering.unrecognized": "block",
     EC + "protocols.enabled": True,
     EC + "protocols.imap.enabled": True,
     EC + "protocols.imap.ports": [143],

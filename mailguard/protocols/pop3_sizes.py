@@ -2,7 +2,8 @@
 
 RFC 1939 §5: LIST and STAT report "the exact size of the message in octets". When the proxy has
 delivered a rewritten message, later LIST/STAT answers in the session report the delivered size
-(docs/pitfalls.md#pop3-sizes-after-a-rewrite).
+(docs/pitfalls.md#pop3-sizes-after-a-rewrite). A size never goes below 0: the change is counted from what the server sent,
+and a server whose LIST understates a message would otherwise have a negative size listed.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ def rewrite_single_size(
     words = line.split(b" ")
     if verb == "STAT" and len(words) >= 3 and words[2].isdigit():
         extra = sum(d for n, d in delta.items() if n not in deleted)
-        words[2] = b"%d" % (int(words[2]) + extra)
+        words[2] = b"%d" % max(0, int(words[2]) + extra)
     elif verb == "LIST" and has_argument and len(words) >= 3 and words[1].isdigit():
         number = int(words[1])
         if number in delta and words[2].isdigit():
-            words[2] = b"%d" % (int(words[2]) + delta[number])
+            words[2] = b"%d" % max(0, int(words[2]) + delta[number])
     return b" ".join(words)
 
 
@@ -39,6 +40,6 @@ def rewrite_listing(block: bytes, delta: dict[int, int]) -> bytes:
         if len(words) >= 2 and words[0].isdigit() and words[1].isdigit():
             change = delta.get(int(words[0]))
             if change:
-                words[1] = b"%d" % (int(words[1]) + change)
+                words[1] = b"%d" % max(0, int(words[1]) + change)
                 lines[i] = b" ".join(words)
     return CRLF.join(lines)

@@ -160,6 +160,11 @@ def unstuff(block: bytes) -> bytes:
     return body
 
 
+_find_bare_cr = re.compile(rb"\r(?!\n)").search
+# A line starting with a dot that is not stuffed (the terminator is not part of a block).
+_find_unstuffed_dot = re.compile(rb"\r\n\.(?!\.)").search
+
+
 def read_message(block: bytes, stuffed: bool = True) -> tuple[bytes, bool]:
     """The message a multi-line block (from ``take_block``) holds, and whether the block is
     exactly that message's wire form.
@@ -179,10 +184,12 @@ def read_message(block: bytes, stuffed: bool = True) -> tuple[bytes, bool]:
     forwarded byte for byte (``True``). ``stuffed`` False (``ReceiveBuffer.block_stuffed``)
     says no line of the block starts with a dot.
     """
-    if block.count(CRLF) == block.count(b"\n") == block.count(b"\r"):
+    # As many CRs as LFs and every CR followed by an LF: every line ends with CRLF. Two byte
+    # counts and one search, each at memory speed (a count of CRLF pairs is slower than all three).
+    if block.count(b"\r") == block.count(b"\n") and _find_bare_cr(block) is None:
         if not stuffed:
             return block, True
-        if block.count(_DOT_LINE) == block.count(b"\r\n..") and (block[:1] != b"." or block[:2] == b".."):
+        if _find_unstuffed_dot(block) is None and (block[:1] != b"." or block[:2] == b".."):
             return unstuff(block), True
     text = block.replace(CRLF, b"\n").replace(b"\r", b"\n").replace(b"\n..", b"\n.")
     if text[:2] == b"..":

@@ -169,20 +169,21 @@ def read_message(block: bytes, stuffed: bool = True) -> tuple[bytes, bool]:
     """The message a multi-line block (from ``take_block``) holds, and whether the block is
     exactly that message's wire form.
 
-    Why this matters (RFC 1939 §3; docs/pitfalls.md): the proxy frames the server's answer on
-    CRLF "." CRLF, but clients do not all read lines alike. poplib splits on LF alone and ends the
-    answer at a line that is "." once CRLF, LF or a leading CR is stripped, so a bare-LF ``\n.\r\n``
-    ends the message for it and what follows becomes the answer to its next command; other
-    clients take a bare CR for a line end, or strip the dot of any line that starts with one (as
-    the RFC says) where poplib keeps ``.x`` as it is. When the block has a bare CR or LF, or a
-    line starting with one dot that is not a stuffed "..", the proxy does not pass it on: it
-    reads it once, here (every CR, LF or CRLF one line end; ".." loses one dot; ``.x`` and a lone
-    "." stay as they are), scans that, and sends that message re-stuffed with CRLF line ends,
-    which every client reads the same. Normalising rather than refusing: a server that stores
-    mail with bare LFs is sloppy, not hostile, and a refused message could never be fetched
-    through the proxy at all. The common, correct block is its own message's wire form and is
-    forwarded byte for byte (``True``). ``stuffed`` False (``ReceiveBuffer.block_stuffed``)
-    says no line of the block starts with a dot.
+    Why (RFC 1939 §3; docs/pitfalls.md#pop3-line-ends-and-dot-stuffing): the proxy frames the
+    server's answer on CRLF "." CRLF, but readers do not all split lines alike. poplib splits on
+    LF alone, strips a CR that starts a line, and ends the answer at a line that is then ".": a
+    bare-LF ``\n.\r\n`` ends the message for it, and what follows becomes the answer to its next
+    command. Other readers (Python's email package among them) also end lines at a bare CR, so a
+    header line can appear to them inside what the scanner read as one line. And a dot line that
+    is not stuffed is ``.x`` to poplib but ``x`` to a reader that follows the RFC. So a block with
+    a bare CR or LF, or with such a dot line, is not passed on: it is read once, here (every CR,
+    LF or CRLF one line end; ".." loses one dot; ``.x`` and a lone "." stay as they are), that
+    reading is what is scanned, and it goes out re-stuffed with CRLF line ends, which every reader
+    reads alike (``False``: re-encode). Normalised rather than refused: servers that keep mail
+    with bare LFs are sloppy, not hostile, and a refused message could never be fetched through
+    the proxy. The common, correct block is its own message's wire form and is forwarded byte
+    for byte (``True``). ``stuffed`` False (``ReceiveBuffer.block_stuffed``) says that no line of
+    the block starts with a dot.
     """
     # As many CRs as LFs and every CR followed by an LF: every line ends with CRLF. Two byte
     # counts and one search, each at memory speed (a count of CRLF pairs is slower than all three).

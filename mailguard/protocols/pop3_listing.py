@@ -1,4 +1,5 @@
-"""Which lines of a LIST or UIDL listing the client may see (RFC 1939 §5, §7).
+"""Which lines of a LIST or UIDL listing the client may see (RFC 1939 §5, §7;
+docs/pitfalls.md#pop3-listings).
 
 Listings are checked line by line, like CAPA (pop3_capa): a scan listing line is a message
 number, one space and a size, optionally followed by more text (RFC 1939 §5 "makes no

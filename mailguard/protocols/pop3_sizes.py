@@ -2,8 +2,9 @@
 
 RFC 1939 §5: LIST and STAT report "the exact size of the message in octets". When the proxy has
 delivered a rewritten message, later LIST/STAT answers in the session report the delivered size
-(docs/pitfalls.md#pop3-sizes-after-a-rewrite). A size never goes below 0: the change is counted from what the server sent,
-and a server whose LIST understates a message would otherwise have a negative size listed.
+(docs/pitfalls.md#pop3-sizes-after-a-rewrite). A size never goes below 0: the change is counted
+from what the server sent, and a server whose LIST understates a message would otherwise have a
+negative size listed.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 This decides only on ports in no protocol's port list (proxy/session.py): on the configured
 POP3/IMAP ports the protocol is known, and the greeting there is checked by the protocol's own
-handler, never used to decide whether to scan.
+handler, never used to decide whether to scan
+(docs/pitfalls.md#recognising-the-protocol-from-the-greeting).
 
 POP3 and IMAP servers speak first. The greeting is recognised as leniently as any client accepts
 it, because a session recognised too readily only meets a handler that refuses what it cannot

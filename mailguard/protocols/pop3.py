@@ -310,6 +310,10 @@ class Pop3Proxy(MessageDelivery, ReadAhead, StlsSwitch):
                 self._close("the client closed the connection during authentication", error=False)
                 return True
             return False
+        if b"\r" in line or b"\0" in line:
+            # As for commands (pop3_commands): a server ending lines at a bare CR would take
+            # what follows it for a command of its own.
+            raise PeerError(Side.CLIENT, "CR or NUL inside a SASL response")
         self._events.append(SendToServer(line + CRLF))
         self.phase = Phase.STATUS
         return True

@@ -163,3 +163,14 @@ def test_the_stream_guard_judges_alike_in_any_pieces(pieces: list[bytes], cuts: 
 
 def test_stuffed_wire_passes_the_stream_guard() -> None:
     assert StreamGuard().passes(stuff(b".a\r\n..b\r\n.\r\nc\r\n"))
+
+
+def test_a_sasl_response_with_a_cr_inside_never_reaches_the_server() -> None:
+    s = Script()
+    s.client(b"AUTH PLAIN\r\n")
+    assert s.take_server() == b"AUTH PLAIN\r\n"
+    s.server(b"+ \r\n")
+    s.take_client()
+    s.client(b"dGVzdA==\rRETR 1\r\n")
+    assert s.take_server() == b""
+    assert s.closed is not None and s.closed.error

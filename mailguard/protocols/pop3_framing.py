@@ -161,6 +161,7 @@ def unstuff(block: bytes) -> bytes:
 
 
 _find_bare_cr = re.compile(rb"\r(?!\n)").search
+_find_bare_lf = re.compile(rb"\n(?<!\r\n)").search
 # A line starting with a dot that is not stuffed (the terminator is not part of a block).
 _find_unstuffed_dot = re.compile(rb"\r\n\.(?!\.)").search
 
@@ -185,9 +186,9 @@ def read_message(block: bytes, stuffed: bool = True) -> tuple[bytes, bool]:
     for byte (``True``). ``stuffed`` False (``ReceiveBuffer.block_stuffed``) says that no line of
     the block starts with a dot.
     """
-    # As many CRs as LFs and every CR followed by an LF: every line ends with CRLF. Two byte
-    # counts and one search, each at memory speed (a count of CRLF pairs is slower than all three).
-    if block.count(b"\r") == block.count(b"\n") and _find_bare_cr(block) is None:
+    # No CR without an LF after it, no LF without a CR before it: two searches that stop at each
+    # CR or LF in C (bench/pop3.py: cheaper than counting CRs, LFs and CRLF pairs).
+    if _find_bare_cr(block) is None and _find_bare_lf(block) is None:
         if not stuffed:
             return block, True
         if _find_unstuffed_dot(block) is None and (block[:1] != b"." or block[:2] == b".."):

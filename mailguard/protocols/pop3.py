@@ -18,6 +18,14 @@ Theory of operation
 - Multi-line answers (RFC 1939 §3) are recognised from the command that asked for them.
   RETR and TOP answers are collected whole, de-stuffed and handed out as ``ScanMessage``; the
   driver answers with ``ScanResult`` and only then does any byte of the message go to the client.
+- Every answer reaches the client framed as every client library frames it
+  (docs/pitfalls.md#pop3-line-ends-and-dot-stuffing): an answer with a bare CR or LF, or a dot
+  line that is not stuffed, is read once (pop3_framing.read_message), that reading is what is
+  scanned, and it is delivered re-stuffed with CRLF line ends; status lines with a CR inside end
+  the session. LIST and UIDL lines are checked one by one and junk lines dropped (pop3_listing),
+  CAPA lines kept only when printable and allowed (pop3_capa). The greeting is checked as
+  leniently as clients check it ("+" opens the session): whether this is POP3, and so whether it
+  is scanned, was decided by the port (proxy/session.py).
 - TOP: the client's ``TOP n k`` goes upstream as ``TOP n TOP_WHOLE_MESSAGE``. RFC 1939 §7 makes
   a count larger than the body the entire message, so the scan always sees the whole message and
   the client gets the first k lines of the *rewritten* message, whose header matches what RETR

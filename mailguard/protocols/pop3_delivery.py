@@ -2,9 +2,11 @@
 too large to hold (RFC 1939 §7; docs/pitfalls.md#pop3-top-is-a-download and
 docs/pitfalls.md#pop3-sizes-after-a-rewrite). A mixin of ``Pop3Proxy`` (pop3.py).
 
-A clean message goes out as the very wire bytes the server sent. A rewritten one is re-stuffed
-and its RETR status line carries the delivered octet count; the size change is remembered for
-later LIST/STAT answers (pop3_sizes). A TOP gets the first lines of the *rewritten* message.
+A clean message goes out as the very wire bytes the server sent when they are the exact wire
+form of what was scanned (pop3_framing.read_message). Otherwise, and for a rewritten message, it
+is re-stuffed and its RETR status line carries the delivered octet count; the size change is
+remembered for later LIST/STAT answers (pop3_sizes). A TOP gets the first lines of the
+*rewritten* message.
 """
 
 from __future__ import annotations

@@ -146,3 +146,23 @@ def test_an_imap_client_that_speaks_first_gets_no_relay(protocol: str | None, re
     got = run(scenario())
     assert EICAR not in got
     assert got == refusal
+
+
+def test_on_a_pop3_port_the_greeting_does_not_choose_the_protocol() -> None:
+    """An IMAP greeting on a port in the pop3 list is a POP3 server that greets wrongly: the
+    client is told so, and nothing is relayed."""
+    answers = {b"RETR 1": b"+OK\r\n" + INFECTED + b".\r\n"}
+
+    async def scenario() -> bytes:
+        async with ScriptedPop3(answers, greeting=b"* OK IMAP4rev1 ready\r\n") as upstream, \
+                filter_server(upstream.port, values=_port_values("pop3", upstream.port)) as (server, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"USER u\r\nPASS p\r\nRETR 1\r\n")
+            got = await reader.read()
+            writer.close()
+            counters = server.snapshot()["counters"]
+            assert counters["relayed"] == 0 and counters["unrecognized"] == 0
+            return got
+
+    got = run(scenario())
+    assert got.startswith(b"-ERR") and b"not a POP3 greeting" in got and EICAR not in got

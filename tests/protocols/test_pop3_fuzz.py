@@ -7,7 +7,7 @@ from __future__ import annotations
 from tests.protocols.pop3_fuzz import fuzz_one
 
 SEED = 20261207
-INPUTS = 1500
+INPUTS = 1000
 
 
 def test_fixed_seed_sessions_keep_every_rule() -> None:

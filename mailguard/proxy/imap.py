@@ -21,7 +21,10 @@ from typing import Any, Protocol
 
 from mailguard.errors import MailguardError, RemoteProtocolError
 from mailguard.protocols.imap import capabilities as caps
+from mailguard.protocols.imap.allowlist import SessionStates, mechanism_refusal, refusal
 from mailguard.protocols.imap.commands import Command, CommandReader, ContinuationData, Reply
+from mailguard.protocols.imap.fetch_filter import AskedItems, filter_fetch
+from mailguard.protocols.imap.fetch_response import parse_fetch_response
 from mailguard.protocols.imap.limits import DEFAULT_LIMITS, ImapLimits
 from mailguard.protocols.imap.responses import NEED_DATA, Kind, Response, ResponseReader
 from mailguard.proxy.conn import Conn
@@ -167,6 +170,10 @@ class ImapSession:
         self.view = MailboxView()
         self._select_tag: bytes | None = None
         self.readahead = ReadAhead(self)
+        #: the states the session may be in, for the allow-list of commands (allowlist.py)
+        self.states = SessionStates()
+        #: the items the relayed FETCH commands in flight asked for (fetch_filter.py)
+        self.asked = AskedItems()
 
     # --- helpers used by the FETCH interception -----------------------------------------------
 
@@ -262,6 +269,7 @@ class ImapSession:
         if self.context.implicit_tls or self.context.upgrade_upstream is None:
             if greeting.word == "PREAUTH":
                 self.identity.on_response(greeting)
+                self.states.preauthenticated()
                 if not self.context.implicit_tls:
                     # RFC 9051 §7.1.4: PREAUTH on a cleartext connection cannot be told from an
                     # attacker skipping STARTTLS. Without TLS interception we have no TLS to
@@ -340,7 +348,14 @@ class ImapSession:
         if name not in ("FETCH", "UID FETCH"):
             # Our read-ahead's commands first (a FETCH we may answer from memory need not wait).
             await self.readahead.settle()
-        if name == "STARTTLS":
+        refused = None if name == "COMPRESS" else refusal(name, self.states.possible())
+        if refused is None and name == "AUTHENTICATE":
+            refused = mechanism_refusal(command.args)
+        if refused is not None:
+            # Default deny: what we do not understand never reaches the server (allowlist.py).
+            (self.context.log or log).warning("refused the client command %s", name[:40])
+            self.refuse(command, refused)
+        elif name == "STARTTLS":
             await self.wait_quiet()
             await self._client_starttls(command)
         elif name == "COMPRESS":
@@ -362,12 +377,20 @@ class ImapSession:
             await intercept_fetch(self, command)
         else:
             self.identity.on_command(command)
+            self.states.sent(command.tag, name)
             if name in ("SELECT", "EXAMINE"):
                 self.view.reset(selecting=True)
                 self._select_tag = command.tag
             elif name in ("CLOSE", "UNSELECT"):
                 self.view.reset()
             self.forward(command.tag, command.raw)
+
+    def refuse(self, command: Command, text: bytes) -> None:
+        """Answer ``command`` ourselves with ``text``; the command reader goes on as after any answer."""
+        if command.name == "STARTTLS":
+            self.client.reader.resume()
+        self.client.reader.command_completed(command.tag)  # IDLE, AUTHENTICATE: no continuation
+        self.send_client(command.tag + b" " + text)
 
     def forward(self, tag: bytes, raw: bytes) -> None:
         self.outstanding.add(tag)
@@ -435,18 +458,18 @@ class ImapSession:
         if response.kind is Kind.CONTINUATION:
             return response.raw
         if response.word == "FETCH":
-            from mailguard.protocols.imap.fetch_response import parse_fetch_response
-
+            # Every client FETCH of text is intercepted: what comes here is unsolicited or the
+            # answer to a relayed metadata FETCH, and carries nothing else (fetch_filter.py).
             data = parse_fetch_response(response)
-            if data.carries_content:
-                # Message text nobody asked us for (every client FETCH of text is
-                # intercepted): never pass unscanned bytes on.
-                log.warning("dropped an unsolicited FETCH response carrying message text")
-                return b""
+            filtered = filter_fetch(data, response.raw, self.asked.names)
+            if filtered.dropped:
+                (self.context.log or log).warning(
+                    "dropped FETCH items nobody asked for from message %d: %s", data.number,
+                    b" ".join(filtered.dropped).decode("ascii", "replace")[:200])
             uid = data.uid
-            if uid is not None:
+            if uid is not None and filtered.raw is not None:
                 self.view.learn(data.number, uid)
-            return response.raw
+            return filtered.raw or b""
         if response.word in ("CAPABILITY", "OK", "NO", "BAD", "PREAUTH", "BYE"):
             return caps.rewrite_capabilities(response.raw, self.remove_caps)
         return response.raw
@@ -464,6 +487,8 @@ class ImapSession:
             self.view.selected(response.word == "OK")
             self._select_tag = None
         self.client.reader.command_completed(response.tag)
+        self.states.completed(response.tag, response.word == "OK")
+        self.asked.done(response.tag)
         self.outstanding.discard(response.tag)
         if not self.outstanding:
             self._quiet.set()

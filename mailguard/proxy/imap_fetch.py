@@ -30,6 +30,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from mailguard.errors import RemoteProtocolError
+from mailguard.protocols.imap.allowlist import fetch_refusal
 from mailguard.protocols.imap.commands import Command
 from mailguard.protocols.imap.fetch import FetchRequest, SequenceSet, format_uid_set, parse_fetch
 from mailguard.protocols.imap.fetch_response import FetchData, parse_fetch_response
@@ -62,8 +63,14 @@ async def intercept_fetch(session: "ImapSession", command: Command) -> None:
         # Fail closed: a FETCH we cannot read might carry message text past us.
         session.send_client(command.tag + b" BAD " + str(exc).encode("ascii", "replace")[:120] + b"\r\n")
         return
+    refused = fetch_refusal(request)
+    if refused is not None:
+        (session.context.log or log).warning("refused a client FETCH: %s", refused.decode("ascii", "replace").strip())
+        session.send_client(command.tag + b" " + refused)
+        return
     if not request.needs_message:
         await session.readahead.settle()
+        session.asked.add(command.tag, frozenset(att.name for att in request.atts))
         session.forward(command.tag, command.raw)
         return
     await session.wait_quiet()
@@ -211,23 +218,23 @@ class FetchInterception:
         for record in records:
             if record.raw is not None and len(record.raw) <= self._largest:
                 await self._serve(record, record.raw)
-            elif record.raw is not None or record.size > self._largest:
-                if self._pass_oversize:
-                    # Too large to hold, and on-scan-error = pass: streamed through, tagged
-                    # unscanned (imap_oversize.py), once everything before it has gone out.
-                    if batch:
-                        await self._fetch_and_scan(batch)
-                        batch, batch_size, held = [], 0, 0
-                    record.raw = None
-                    await self._flush_and_drain()
-                    await stream_unscanned(self, record, self._largest)
-                    record.resolved = record.streamed = True
-                    continue
-                # Too large to hold and scan: a notice in its place, never the unscanned bytes
-                # and never an empty answer (docs/pitfalls.md#never-answer-a-fetch-with-nothing).
-                record.served, record.unchanged = tls_tagged(
-                    self.session, oversize_notice(record.uid, record.size, self._largest), False)
-            elif self._from_caches(record):
+            elif record.raw is not None:
+                # More octets arrived than we can hold: too large to scan, whatever was claimed.
+                if batch:
+                    await self._fetch_and_scan(batch)
+                    batch, batch_size, held = [], 0, 0
+                record.raw = None
+                await self._too_large(record)
+                continue
+            elif record.size > self._largest and not self._from_caches(record):
+                # The server's RFC822.SIZE is a claim, a hint for buffering only: the octets that
+                # arrive decide (at most one more than we scan is asked for, alone).
+                if batch:
+                    await self._fetch_and_scan(batch)
+                    batch, batch_size, held = [], 0, 0
+                await self._fetch_and_scan([record])
+                continue
+            elif record.served is not None or self._from_caches(record):
                 held += len(record.served or b"")
             else:
                 batch.append(record)
@@ -301,7 +308,11 @@ class FetchInterception:
                     return
             self.pass_on(response)
 
-        self.session.send_upstream(tag + b" UID FETCH " + format_uid_set(list(wanted)) + b" (UID BODY.PEEK[])\r\n")
+        # A message claimed larger than we scan is asked for one octet more than that: what
+        # arrives says whether it is (``_too_large``), never the claim.
+        window = b"<0.%d>" % (self._largest + 1) if any(r.size > self._largest for r in batch) else b""
+        self.session.send_upstream(tag + b" UID FETCH " + format_uid_set(list(wanted)) + b" (UID BODY.PEEK[]"
+                                   + window + b")\r\n")
         done = await self.collect(tag, on_body)
         refused = done.word != "OK"
         if refused:
@@ -311,6 +322,9 @@ class FetchInterception:
             self.upstream_refused = True
         for record in batch:
             raw = bodies.pop(record.uid, None)
+            if raw is not None and len(raw) > self._largest:
+                await self._too_large(record)
+                continue
             if raw is not None:
                 await self._serve(record, raw)
             elif refused:
@@ -318,6 +332,24 @@ class FetchInterception:
             # else: expunged meanwhile, answered with NIL items, never with nothing
             record.resolved = True
             await self._flush_and_drain()
+
+    async def _too_large(self, record: Record) -> None:
+        """Answer ``record``, whose octets are more than we can hold and scan."""
+        if self._pass_oversize and record.size > self._largest:
+            # on-scan-error = pass: streamed through, tagged unscanned (imap_oversize.py), once
+            # everything before it has gone out. Only when the server's size said so too: the
+            # literal announced to the client is that size.
+            await self._flush_and_drain()
+            await stream_unscanned(self, record, self._largest)
+            record.resolved = record.streamed = True
+            return
+        # A notice in its place, never the unscanned bytes and never an empty answer
+        # (docs/pitfalls.md#never-answer-a-fetch-with-nothing); also for a server whose size
+        # claim the octets contradict.
+        record.served, record.unchanged = tls_tagged(
+            self.session, oversize_notice(record.uid, max(record.size, self._largest + 1), self._largest), False)
+        record.resolved = True
+        await self._flush_and_drain()
 
     async def _serve(self, record: Record, raw: bytes) -> None:
         try:
@@ -374,5 +406,6 @@ def _first_window(data: FetchData) -> bytes | None:
 
 
 def _whole_body(data: FetchData) -> bytes | None:
-    item = next((i for i in data.items if i.name == "BODY" and i.key.upper() == b"BODY[]"), None)
+    """``BODY[]``, or the ``BODY[]<0>`` window asked for a message claimed too large."""
+    item = next((i for i in data.items if i.name == "BODY" and i.key.upper() in (b"BODY[]", b"BODY[]<0>")), None)
     return None if item is None else item.value

@@ -19,11 +19,12 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from mailguard.errors import RemoteProtocolError
 from mailguard.protocols.imap.fetch import format_uid_set
 from mailguard.protocols.imap.fetch_response import parse_fetch_response
 from mailguard.protocols.imap.responses import Kind, Response
 from mailguard.proxy.imap_cache import cache_key
-from mailguard.proxy.imap_served import UpstreamSilent, Withheld, next_answer, scan_message, tls_tagged
+from mailguard.proxy.imap_served import Withheld, next_answer, scan_message, tls_tagged
 
 if TYPE_CHECKING:
     from mailguard.proxy.imap import ImapSession
@@ -140,7 +141,7 @@ class ReadAhead:
         session.interceptor = self._divert
         try:
             await self._read(first, last)
-        except UpstreamSilent as exc:
+        except RemoteProtocolError as exc:  # UpstreamSilent, or a response we cannot read
             # Nobody awaits this task's result: end the session here, as ImapSession.run would.
             log.warning("IMAP session ended: %s", exc)
             session.send_client(b"* BYE " + str(exc).encode("ascii", "replace") + b"\r\n")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from mailguard.protocols.imap.bodystructure import body_structure, envelope
 from mailguard.protocols.imap.encode import literal, nstring
 from mailguard.protocols.imap.fetch import FetchAtt, FetchRequest
+from mailguard.protocols.imap.fetch_filter import SHAPES, well_formed
 from mailguard.protocols.imap.fetch_response import FetchData, build_fetch_response
 from mailguard.protocols.imap.lexer import Lexer, NodeKind
 from mailguard.protocols.imap.sections import apply_partial, cut_binary, cut_section, parse_section
@@ -90,7 +91,8 @@ def render_around_content(record: Record, request: FetchRequest, size: int,
 def _answer(record: Record, request: FetchRequest,
             value: Callable[[FetchAtt], tuple[bytes, bytes] | None], tail: bytes = b"") -> bytes:
     """A FETCH answer: UID first for UID FETCH, the items asked for as ``value`` gives them, then
-    the items the server added on its own (FLAGS after a change, MODSEQ with CHANGEDSINCE)."""
+    the items the server may add on its own (FLAGS after a change, MODSEQ with CHANGEDSINCE);
+    nothing else the server sent (fetch_filter.py)."""
     items: list[tuple[bytes, bytes]] = []
     requested = {att.name for att in request.atts}
     if request.uid and "UID" not in requested:
@@ -99,16 +101,26 @@ def _answer(record: Record, request: FetchRequest,
         found = value(att)
         if found is not None:
             items.append(found)
+    added: set[str] = set()
     for item in record.data.items:
-        if item.name not in requested and item.name not in ("UID", "RFC822.SIZE") and not item.sectioned:
+        if item.name in ("FLAGS", "MODSEQ") and item.name not in requested | added and well_formed(item):
+            added.add(item.name)
             items.append((item.key, item.raw_value))
     return build_fetch_response(record.data.number, items, tail)
 
 
 def _servers(record: Record, name: str) -> tuple[bytes, bytes] | None:
-    """The server's own answer for the item ``name``, as it gave it."""
-    found = next((item for item in record.data.items if item.name == name and not item.sectioned), None)
-    return None if found is None else (found.key, found.raw_value)
+    """The server's own answer for the metadata item ``name``, as it gave it, if it has the shape
+    its grammar gives it; ENVELOPE, BODY and BODYSTRUCTURE must at least be lists."""
+    for item in record.data.items:
+        if item.name != name or item.sectioned:
+            continue
+        if item.name in SHAPES:
+            if well_formed(item):
+                return (item.key, item.raw_value)
+        elif item.name in ("ENVELOPE", "BODY", "BODYSTRUCTURE") and item.raw_value.startswith(b"("):
+            return (item.key, item.raw_value)
+    return None
 
 
 def _value(record: Record, att: FetchAtt) -> tuple[bytes, bytes] | None:

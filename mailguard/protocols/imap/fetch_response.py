@@ -58,8 +58,11 @@ class FetchData:
 
 
 def parse_fetch_response(response: Response) -> FetchData:
-    if response.word != "FETCH" or response.number is None:
+    if response.word != "FETCH":
         raise ValueError("not a FETCH response")
+    if response.number is None:
+        # RFC 9051 §7.5.2: "* nz-number FETCH"; without one nobody knows which message it is
+        raise RemoteProtocolError(f"FETCH response without a message number {response.raw[:80]!r}")
     raw = response.raw
     start = raw[:64].upper().find(b"FETCH") + len(b"FETCH")  # not raw.upper(): raw holds the message
     lexer = Lexer(raw, start)

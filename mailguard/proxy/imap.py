@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from mailguard.errors import MailguardError, RemoteProtocolError
 from mailguard.protocols.imap import capabilities as caps
-from mailguard.protocols.imap.allowlist import SessionStates, mechanism_refusal, refusal
+from mailguard.protocols.imap.allowlist import SessionStates, mechanism_refusal, refusal, unknown_response
 from mailguard.protocols.imap.commands import Command, CommandReader, ContinuationData, Reply
 from mailguard.protocols.imap.fetch_filter import AskedItems, filter_fetch
 from mailguard.protocols.imap.fetch_response import parse_fetch_response
@@ -457,6 +457,10 @@ class ImapSession:
         self.observe(response)
         if response.kind is Kind.CONTINUATION:
             return response.raw
+        if response.kind is Kind.UNTAGGED and unknown_response(response.word):
+            # Default deny: an answer to no command we let through (allowlist.py).
+            (self.context.log or log).warning("dropped an unknown untagged response %r", response.raw[:40])
+            return b""
         if response.word == "FETCH":
             # Every client FETCH of text is intercepted: what comes here is unsolicited or the
             # answer to a relayed metadata FETCH, and carries nothing else (fetch_filter.py).

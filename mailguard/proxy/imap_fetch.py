@@ -35,6 +35,7 @@ from mailguard.protocols.imap.commands import Command
 from mailguard.protocols.imap.fetch import FetchRequest, SequenceSet, format_uid_set, parse_fetch
 from mailguard.protocols.imap.fetch_response import FetchData, parse_fetch_response
 from mailguard.protocols.imap.responses import Kind, Response
+from mailguard.protocols.imap.sizes import Handling, fetch_window, handling
 from mailguard.proxy.imap_cache import cache_key
 from mailguard.proxy.imap_oversize import stream_unscanned, streamable
 from mailguard.proxy.imap_render import Record, render
@@ -216,19 +217,20 @@ class FetchInterception:
         batch_size = held = 0
         limit = self.session.context.batch_bytes
         for record in records:
-            if record.raw is not None and len(record.raw) <= self._largest:
-                await self._serve(record, record.raw)
-            elif record.raw is not None:
+            how = None if record.raw is None else self._handling(record, record.raw)
+            if how is Handling.SCAN:
+                await self._serve(record, record.raw)  # type: ignore[arg-type]
+            elif how is not None:
                 # More octets arrived than we can hold: too large to scan, whatever was claimed.
                 if batch:
                     await self._fetch_and_scan(batch)
                     batch, batch_size, held = [], 0, 0
                 record.raw = None
-                await self._too_large(record)
+                await self._too_large(record, how)
                 continue
-            elif record.size > self._largest and not self._from_caches(record):
+            elif fetch_window(record.server_size, self._largest) and not self._from_caches(record):
                 # The server's RFC822.SIZE is a claim, a hint for buffering only: the octets that
-                # arrive decide (at most one more than we scan is asked for, alone).
+                # arrive decide (sizes.py); such a message is fetched alone.
                 if batch:
                     await self._fetch_and_scan(batch)
                     batch, batch_size, held = [], 0, 0
@@ -309,10 +311,11 @@ class FetchInterception:
             self.pass_on(response)
 
         # A message claimed larger than we scan is asked for one octet more than that: what
-        # arrives says whether it is (``_too_large``), never the claim.
-        window = b"<0.%d>" % (self._largest + 1) if any(r.size > self._largest for r in batch) else b""
+        # arrives says whether it is (sizes.py), never the claim.
+        window = max((fetch_window(r.server_size, self._largest) or 0) for r in batch)
+        partial = b"<0.%d>" % window if window else b""
         self.session.send_upstream(tag + b" UID FETCH " + format_uid_set(list(wanted)) + b" (UID BODY.PEEK[]"
-                                   + window + b")\r\n")
+                                   + partial + b")\r\n")
         done = await self.collect(tag, on_body)
         refused = done.word != "OK"
         if refused:
@@ -322,8 +325,9 @@ class FetchInterception:
             self.upstream_refused = True
         for record in batch:
             raw = bodies.pop(record.uid, None)
-            if raw is not None and len(raw) > self._largest:
-                await self._too_large(record)
+            how = None if raw is None else self._handling(record, raw)
+            if how is not None and how is not Handling.SCAN:
+                await self._too_large(record, how)
                 continue
             if raw is not None:
                 await self._serve(record, raw)
@@ -333,12 +337,14 @@ class FetchInterception:
             record.resolved = True
             await self._flush_and_drain()
 
-    async def _too_large(self, record: Record) -> None:
+    def _handling(self, record: Record, raw: bytes) -> Handling:
+        return handling(record.server_size, len(raw), self._largest, may_stream=self._pass_oversize)
+
+    async def _too_large(self, record: Record, how: Handling) -> None:
         """Answer ``record``, whose octets are more than we can hold and scan."""
-        if self._pass_oversize and record.size > self._largest:
+        if how is Handling.STREAM:
             # on-scan-error = pass: streamed through, tagged unscanned (imap_oversize.py), once
-            # everything before it has gone out. Only when the server's size said so too: the
-            # literal announced to the client is that size.
+            # everything before it has gone out; the literal announced is the server's size.
             await self._flush_and_drain()
             await stream_unscanned(self, record, self._largest)
             record.resolved = record.streamed = True

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from mailguard.protocols.imap.bodystructure import body_structure, envelope
 from mailguard.protocols.imap.encode import literal, nstring
 from mailguard.protocols.imap.fetch import FetchAtt, FetchRequest
-from mailguard.protocols.imap.fetch_filter import SHAPES, well_formed
+from mailguard.protocols.imap.fetch_filter import server_additions, server_value
 from mailguard.protocols.imap.fetch_response import FetchData, build_fetch_response
 from mailguard.protocols.imap.lexer import Lexer, NodeKind
 from mailguard.protocols.imap.sections import apply_partial, cut_binary, cut_section, parse_section
@@ -101,26 +101,15 @@ def _answer(record: Record, request: FetchRequest,
         found = value(att)
         if found is not None:
             items.append(found)
-    added: set[str] = set()
-    for item in record.data.items:
-        if item.name in ("FLAGS", "MODSEQ") and item.name not in requested | added and well_formed(item):
-            added.add(item.name)
-            items.append((item.key, item.raw_value))
+    for item in server_additions(record.data, frozenset(requested)):
+        items.append((item.key, item.raw_value))
     return build_fetch_response(record.data.number, items, tail)
 
 
 def _servers(record: Record, name: str) -> tuple[bytes, bytes] | None:
-    """The server's own answer for the metadata item ``name``, as it gave it, if it has the shape
-    its grammar gives it; ENVELOPE, BODY and BODYSTRUCTURE must at least be lists."""
-    for item in record.data.items:
-        if item.name != name or item.sectioned:
-            continue
-        if item.name in SHAPES:
-            if well_formed(item):
-                return (item.key, item.raw_value)
-        elif item.name in ("ENVELOPE", "BODY", "BODYSTRUCTURE") and item.raw_value.startswith(b"("):
-            return (item.key, item.raw_value)
-    return None
+    """The server's own answer for the item ``name``, as it gave it, if it may be passed on."""
+    found = server_value(record.data, name)
+    return None if found is None else (found.key, found.raw_value)
 
 
 def _value(record: Record, att: FetchAtt) -> tuple[bytes, bytes] | None:

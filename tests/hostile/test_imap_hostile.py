@@ -126,6 +126,18 @@ def test_a_fetch_response_without_a_number_ends_the_session_with_bye() -> None:
     assert b"without a message number" in seen  # a BYE saying why, not a dropped connection
 
 
+@pytest.mark.parametrize("pushed", [
+    b"* X-EVIL " + literal(INFECTED) + b"\r\n",
+    b'* URLFETCH "imap://alice@127.0.0.1/INBOX/;uid=1" ' + literal(INFECTED) + b"\r\n",
+    b"* 1 X-EVIL " + literal(INFECTED) + b"\r\n",
+], ids=["unknown", "URLFETCH", "numbered unknown"])
+def test_unknown_untagged_responses_are_dropped(pushed: bytes) -> None:
+    script = Script(before=[(rb"^NOOP", pushed)])
+    seen, _ = _through_engine([clean_message(1)], script, lambda client, seen: seen.append(client.noop()))
+    assert VIRUS not in seen
+    assert b"NOOP completed" in seen
+
+
 # --- 2. items the server adds to an answer the proxy renders, or relays ---------------------------
 
 EXTRAS = {

@@ -810,3 +810,26 @@ def test_plaintext_injected_while_our_upstream_starttls_is_answered_is_not_read_
     run(run_case(server, body, route_extra=starttls_route(tls_pair)))
     assert not any(b"NOOP" in raw for raw in server.received)
     assert not any(b"b OK" in answer for answer in out)
+
+
+# --- default deny: the allow-list of commands per state (allowlist.py) ---------------------------
+
+
+def test_pipelined_login_select_fetch_pass_and_commands_out_of_state_or_unknown_never_reach_the_server() -> None:
+    server = MockImapServer([SIMPLE])
+    out = []
+
+    async def body(client: Client, _: ImapContext) -> None:
+        await client.reader.readline()
+        out.append(await client.command(b"a", b"FETCH 1 (FLAGS)"))  # nothing selected, not even logged in
+        await client.send(b"b LOGIN alice pass\r\nc SELECT INBOX\r\nd FETCH 1 (UID FLAGS)\r\n")
+        out.append(await client.until(b"d"))
+        out.append(await client.command(b"e", b"XYZZY"))
+        out.append(await client.command(b"f", b"LOGIN again please"))
+
+    run(run_case(server, body))
+    assert out[0] == b"a BAD FETCH is not valid in this state\r\n"
+    assert b"b OK" in out[1] and b"c OK" in out[1] and b"* 1 FETCH (UID 1 FLAGS ())\r\nd OK" in out[1]
+    assert out[2] == b"e BAD Command not available through this proxy\r\n"
+    assert out[3] == b"f BAD LOGIN is not valid in this state\r\n"
+    assert not any(raw.startswith((b"a ", b"e ", b"f ")) for raw in server.received)

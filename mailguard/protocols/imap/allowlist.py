@@ -182,3 +182,21 @@ def fetch_refusal(request: FetchRequest) -> bytes | None:
     if not _MODIFIERS.match(request.modifiers):
         return b"BAD FETCH modifier not available through this proxy\r\n"
     return None
+
+
+#: untagged responses a server may send (RFC 9051 §7, and the extensions' of the offered
+#: capabilities); any other is dropped before the client sees it: a client library keeps
+#: whatever literal it carries for the application
+RESPONSES = frozenset({
+    "OK", "NO", "BAD", "BYE", "PREAUTH", "CAPABILITY", "ENABLED", "LIST", "LSUB", "NAMESPACE",
+    "STATUS", "ESEARCH", "SEARCH", "FLAGS", "EXISTS", "RECENT", "EXPUNGE", "FETCH",
+    "ID",                                             # RFC 2971
+    "QUOTA", "QUOTAROOT",                             # RFC 9208
+    "ACL", "LISTRIGHTS", "MYRIGHTS",                  # RFC 4314
+    "SORT", "THREAD",                                 # RFC 5256
+})
+
+
+def unknown_response(word: str) -> bool:
+    """An untagged response ``word`` that no command we let through asks for."""
+    return word not in RESPONSES

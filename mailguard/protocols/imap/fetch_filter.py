@@ -87,3 +87,36 @@ class AskedItems:
 
     def _update(self) -> None:
         self.names = frozenset().union(*self._by_tag.values())
+
+
+#: what a server may add, unasked, to an answer the proxy renders: FLAGS when the fetch set
+#: \Seen (RFC 9051 §6.4.5), MODSEQ with CHANGEDSINCE (RFC 7162 §3.1.4.1); UID the proxy writes
+ADDED = ("FLAGS", "MODSEQ")
+#: metadata derived from the message that the server's answer may give for a message served
+#: unchanged (its bytes are the scanned copy's); they must at least be lists
+_STRUCTURES = frozenset({"ENVELOPE", "BODY", "BODYSTRUCTURE"})
+
+
+def server_value(data: FetchData, name: str) -> DataItem | None:
+    """The server's own item ``name`` in ``data``, when it is metadata in its grammar's shape, or a
+    structure (ENVELOPE, BODY, BODYSTRUCTURE) that is a list; None: the proxy computes it or says NIL."""
+    for item in data.items:
+        if item.name != name or item.sectioned:
+            continue
+        if name in SHAPES:
+            if well_formed(item):
+                return item
+        elif name in _STRUCTURES and item.raw_value.startswith(b"("):
+            return item
+    return None
+
+
+def server_additions(data: FetchData, requested: frozenset[str]) -> list[DataItem]:
+    """The items of ``ADDED`` the server put in ``data`` and the client did not ask for, once each,
+    in the server's order."""
+    found: list[DataItem] = []
+    for item in data.items:
+        if item.name in ADDED and item.name not in requested and all(f.name != item.name for f in found):
+            if server_value(data, item.name) is item:
+                found.append(item)
+    return found

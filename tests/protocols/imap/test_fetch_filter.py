@@ -69,3 +69,28 @@ def test_a_fetch_response_without_a_number_is_a_protocol_error() -> None:
     reader.receive_data(b"* FETCH (UID 1 FLAGS ())\r\n")
     with pytest.raises(RemoteProtocolError, match="without a message number"):
         parse_fetch_response(reader.next_event())  # type: ignore[arg-type]
+
+
+def _data(raw: bytes):  # type: ignore[no-untyped-def]
+    reader = ResponseReader()
+    reader.receive_data(raw)
+    return parse_fetch_response(reader.next_event())  # type: ignore[arg-type]
+
+
+def test_a_rendered_answer_takes_only_flags_and_modseq_from_the_server_once_each() -> None:
+    from mailguard.protocols.imap.fetch_filter import server_additions
+
+    data = _data(b"* 1 FETCH (MODSEQ (5) X-EVIL " + _literal(TEXT) + b" RFC822.TEXT " + _literal(TEXT)
+                 + b" FLAGS " + _literal(b"(x)") + b" FLAGS (\\Seen) FLAGS (\\Deleted))\r\n")
+    assert [(i.key, i.raw_value) for i in server_additions(data, frozenset())] == [
+        (b"MODSEQ", b"(5)"), (b"FLAGS", b"(\\Seen)")]
+    assert [i.key for i in server_additions(data, frozenset({"FLAGS"}))] == [b"MODSEQ"]
+
+
+def test_the_servers_metadata_is_taken_only_in_its_shape() -> None:
+    from mailguard.protocols.imap.fetch_filter import server_value
+
+    data = _data(b'* 1 FETCH (INTERNALDATE ' + _literal(TEXT) + b' ENVELOPE ' + _literal(TEXT)
+                 + b' BODYSTRUCTURE ("text" "plain" NIL NIL NIL "7bit" 5 1))\r\n')
+    assert server_value(data, "INTERNALDATE") is None and server_value(data, "ENVELOPE") is None
+    assert server_value(data, "BODYSTRUCTURE").raw_value.startswith(b'("text"')  # type: ignore[union-attr]

@@ -1,5 +1,7 @@
 """The asyncio IMAP session: one client, one upstream server, the sans-I/O machines between.
 
+Default deny both ways (protocols/imap/gate.py): a command goes on only when it is on the
+allow-list of the session's state, a server response only with what a client may be handed.
 Commands are relayed as they come (pipelining kept) except those the proxy must own:
 STARTTLS (both legs, buffered bytes refused: RFC 9051 §6.2.1,
 docs/pitfalls.md#starttls-and-tls-switches),
@@ -21,10 +23,8 @@ from typing import Any, Protocol
 
 from mailguard.errors import MailguardError, RemoteProtocolError
 from mailguard.protocols.imap import capabilities as caps
-from mailguard.protocols.imap.allowlist import SessionStates, mechanism_refusal, refusal, unknown_response
 from mailguard.protocols.imap.commands import Command, CommandReader, ContinuationData, Reply
-from mailguard.protocols.imap.fetch_filter import AskedItems, filter_fetch
-from mailguard.protocols.imap.fetch_response import parse_fetch_response
+from mailguard.protocols.imap.gate import Gate
 from mailguard.protocols.imap.limits import DEFAULT_LIMITS, ImapLimits
 from mailguard.protocols.imap.responses import NEED_DATA, Kind, Response, ResponseReader
 from mailguard.proxy.conn import Conn
@@ -170,10 +170,8 @@ class ImapSession:
         self.view = MailboxView()
         self._select_tag: bytes | None = None
         self.readahead = ReadAhead(self)
-        #: the states the session may be in, for the allow-list of commands (allowlist.py)
-        self.states = SessionStates()
-        #: the items the relayed FETCH commands in flight asked for (fetch_filter.py)
-        self.asked = AskedItems()
+        #: what may pass, either way (default deny: gate.py)
+        self.gate = Gate()
 
     # --- helpers used by the FETCH interception -----------------------------------------------
 
@@ -269,7 +267,7 @@ class ImapSession:
         if self.context.implicit_tls or self.context.upgrade_upstream is None:
             if greeting.word == "PREAUTH":
                 self.identity.on_response(greeting)
-                self.states.preauthenticated()
+                self.gate.preauthenticated()
                 if not self.context.implicit_tls:
                     # RFC 9051 §7.1.4: PREAUTH on a cleartext connection cannot be told from an
                     # attacker skipping STARTTLS. Without TLS interception we have no TLS to
@@ -348,19 +346,14 @@ class ImapSession:
         if name not in ("FETCH", "UID FETCH"):
             # Our read-ahead's commands first (a FETCH we may answer from memory need not wait).
             await self.readahead.settle()
-        refused = None if name == "COMPRESS" else refusal(name, self.states.possible())
-        if refused is None and name == "AUTHENTICATE":
-            refused = mechanism_refusal(command.args)
+        refused = self.gate.refusal(command)
         if refused is not None:
-            # Default deny: what we do not understand never reaches the server (allowlist.py).
+            # Default deny: what we do not understand never reaches the server (gate.py).
             (self.context.log or log).warning("refused the client command %s", name[:40])
             self.refuse(command, refused)
         elif name == "STARTTLS":
             await self.wait_quiet()
             await self._client_starttls(command)
-        elif name == "COMPRESS":
-            # RFC 4978: after COMPRESS every byte would be deflated past our parser.
-            self.send_client(command.tag + b" NO COMPRESS is not available through this proxy\r\n")
         elif name == "CAPABILITY" and self.offer_starttls and not self.client_tls_active and not self.identity.authenticated:
             # The upstream is TLS already; the client still sees the pre-TLS view until it
             # does STARTTLS with us (RFC 9051 §6.2.1: capabilities change with TLS).
@@ -377,7 +370,7 @@ class ImapSession:
             await intercept_fetch(self, command)
         else:
             self.identity.on_command(command)
-            self.states.sent(command.tag, name)
+            self.gate.sent(command)
             if name in ("SELECT", "EXAMINE"):
                 self.view.reset(selecting=True)
                 self._select_tag = command.tag
@@ -455,28 +448,20 @@ class ImapSession:
     def filter_response(self, response: Response) -> bytes:
         """The bytes the client gets for a response not part of an intercepted FETCH."""
         self.observe(response)
-        if response.kind is Kind.CONTINUATION:
-            return response.raw
-        if response.kind is Kind.UNTAGGED and unknown_response(response.word):
-            # Default deny: an answer to no command we let through (allowlist.py).
-            (self.context.log or log).warning("dropped an unknown untagged response %r", response.raw[:40])
-            return b""
-        if response.word == "FETCH":
-            # Every client FETCH of text is intercepted: what comes here is unsolicited or the
-            # answer to a relayed metadata FETCH, and carries nothing else (fetch_filter.py).
-            data = parse_fetch_response(response)
-            filtered = filter_fetch(data, response.raw, self.asked.names)
-            if filtered.dropped:
-                (self.context.log or log).warning(
-                    "dropped FETCH items nobody asked for from message %d: %s", data.number,
-                    b" ".join(filtered.dropped).decode("ascii", "replace")[:200])
-            uid = data.uid
-            if uid is not None and filtered.raw is not None:
-                self.view.learn(data.number, uid)
-            return filtered.raw or b""
+        # Every client FETCH of text is intercepted: FETCH data here is unsolicited or answers a
+        # relayed metadata FETCH, and carries nothing else; unknown responses carry nothing.
+        passed = self.gate.response(response)
+        if passed.dropped:
+            (self.context.log or log).warning(
+                "dropped from a server response nobody asked for: %s",
+                b" ".join(passed.dropped).decode("ascii", "replace")[:200])
+        if passed.fetch is not None and passed.fetch.uid is not None:
+            self.view.learn(passed.fetch.number, passed.fetch.uid)
+        if response.kind is Kind.CONTINUATION or response.word == "FETCH" or not passed.raw:
+            return passed.raw
         if response.word in ("CAPABILITY", "OK", "NO", "BAD", "PREAUTH", "BYE"):
-            return caps.rewrite_capabilities(response.raw, self.remove_caps)
-        return response.raw
+            return caps.rewrite_capabilities(passed.raw, self.remove_caps)
+        return passed.raw
 
     def observe(self, response: Response) -> None:
         self.identity.on_response(response)
@@ -491,8 +476,6 @@ class ImapSession:
             self.view.selected(response.word == "OK")
             self._select_tag = None
         self.client.reader.command_completed(response.tag)
-        self.states.completed(response.tag, response.word == "OK")
-        self.asked.done(response.tag)
         self.outstanding.discard(response.tag)
         if not self.outstanding:
             self._quiet.set()

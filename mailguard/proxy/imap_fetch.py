@@ -30,7 +30,6 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from mailguard.errors import RemoteProtocolError
-from mailguard.protocols.imap.allowlist import fetch_refusal
 from mailguard.protocols.imap.commands import Command
 from mailguard.protocols.imap.fetch import FetchRequest, SequenceSet, format_uid_set, parse_fetch
 from mailguard.protocols.imap.fetch_response import FetchData, parse_fetch_response
@@ -64,14 +63,14 @@ async def intercept_fetch(session: "ImapSession", command: Command) -> None:
         # Fail closed: a FETCH we cannot read might carry message text past us.
         session.send_client(command.tag + b" BAD " + str(exc).encode("ascii", "replace")[:120] + b"\r\n")
         return
-    refused = fetch_refusal(request)
+    refused = session.gate.fetch_refusal(request)
     if refused is not None:
         (session.context.log or log).warning("refused a client FETCH: %s", refused.decode("ascii", "replace").strip())
         session.send_client(command.tag + b" " + refused)
         return
     if not request.needs_message:
         await session.readahead.settle()
-        session.asked.add(command.tag, frozenset(att.name for att in request.atts))
+        session.gate.relayed_fetch(command.tag, request)
         session.forward(command.tag, command.raw)
         return
     await session.wait_quiet()

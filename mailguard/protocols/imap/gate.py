@@ -1,0 +1,84 @@
+"""The default-deny gate of one IMAP session, both directions, sans I/O.
+
+Client to server: a command goes on only when it is on the allow-list of a state the session may
+be in (allowlist.py), with a SASL mechanism we offer and, for FETCH, only items and modifiers we
+know. Server to client: an untagged response goes on only when some command we let through could
+have asked for it, and FETCH data only with the items a client may be handed (fetch_filter.py).
+The session's driver (proxy/imap.py) feeds it commands and responses and sends what it says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mailguard.protocols.imap.allowlist import (
+    SessionStates, fetch_refusal, mechanism_refusal, refusal, unknown_response,
+)
+from mailguard.protocols.imap.commands import Command
+from mailguard.protocols.imap.fetch import FetchRequest
+from mailguard.protocols.imap.fetch_filter import AskedItems, filter_fetch
+from mailguard.protocols.imap.fetch_response import FetchData, parse_fetch_response
+from mailguard.protocols.imap.responses import Kind, Response
+
+#: RFC 4978: after COMPRESS every byte would be deflated past our parser
+COMPRESS_REFUSAL = b"NO COMPRESS is not available through this proxy\r\n"
+
+
+@dataclass(frozen=True)
+class Passed:
+    """What the client gets of a response (``raw``, maybe empty), what was dropped from it, and
+    the FETCH data it held (for the mailbox view), if any."""
+
+    raw: bytes
+    dropped: tuple[bytes, ...] = ()
+    fetch: FetchData | None = None
+
+
+class Gate:
+    def __init__(self) -> None:
+        self.states = SessionStates()
+        self.asked = AskedItems()
+
+    # --- client -> server -------------------------------------------------------------------------
+
+    def refusal(self, command: Command) -> bytes | None:
+        """The answer (after the tag) that refuses ``command``, or None when it may go on."""
+        if command.name == "COMPRESS":
+            return COMPRESS_REFUSAL
+        refused = refusal(command.name, self.states.possible())
+        if refused is None and command.name == "AUTHENTICATE":
+            refused = mechanism_refusal(command.args)
+        return refused
+
+    def fetch_refusal(self, request: FetchRequest) -> bytes | None:
+        return fetch_refusal(request)
+
+    def sent(self, command: Command) -> None:
+        """``command`` went to the server as the client wrote it."""
+        self.states.sent(command.tag, command.name)
+
+    def relayed_fetch(self, tag: bytes, request: FetchRequest) -> None:
+        """A FETCH of metadata only went to the server as it is: its items may come back."""
+        self.asked.add(tag, frozenset(att.name for att in request.atts))
+
+    def preauthenticated(self) -> None:
+        self.states.preauthenticated()
+
+    # --- server -> client -------------------------------------------------------------------------
+
+    def response(self, response: Response) -> Passed:
+        """What of a server response, not part of a FETCH the proxy answers, reaches the client."""
+        if response.kind is Kind.TAGGED:
+            assert response.tag is not None
+            self.states.completed(response.tag, response.word == "OK")
+            self.asked.done(response.tag)
+            return Passed(response.raw)
+        if response.kind is Kind.CONTINUATION:
+            return Passed(response.raw)
+        if unknown_response(response.word):
+            return Passed(b"", (response.raw[:40],))
+        if response.word != "FETCH":
+            return Passed(response.raw)
+        data = parse_fetch_response(response)  # RemoteProtocolError without a message number
+        filtered = filter_fetch(data, response.raw, self.asked.names)
+        return Passed(filtered.raw or b"", filtered.dropped, data if filtered.raw is not None else None)

@@ -1,8 +1,9 @@
 """Answering one message of a client's FETCH from the bytes we serve (RFC 9051 §7.5.2).
 
-Content items are cut from the served message; sizes and structures are the server's when
-the message went through unchanged and computed from the served bytes when it did not
-(docs/pitfalls.md#sizes-and-structure-after-a-rewrite); the section spec is echoed as the client wrote it
+Content items are cut from the served message; structures (BODYSTRUCTURE, BODY, ENVELOPE) are
+computed from it, and RFC822.SIZE too when the message changed
+(docs/pitfalls.md#sizes-and-structure-after-a-rewrite); of the server's answer only metadata in its
+grammar's shape is used (fetch_filter.py); the section spec is echoed as the client wrote it
 (docs/pitfalls.md#section-specs-echoed-verbatim).
 """
 
@@ -12,11 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mailguard.protocols.imap.bodystructure import body_structure, envelope
-from mailguard.protocols.imap.encode import literal, nstring
+from mailguard.protocols.imap.encode import literal
 from mailguard.protocols.imap.fetch import FetchAtt, FetchRequest
 from mailguard.protocols.imap.fetch_filter import server_additions, server_value
 from mailguard.protocols.imap.fetch_response import FetchData, build_fetch_response
-from mailguard.protocols.imap.lexer import Lexer, NodeKind
 from mailguard.protocols.imap.sections import apply_partial, cut_binary, cut_section, parse_section
 from mailguard.protocols.imap.structure import Entity, parse_message
 
@@ -122,17 +122,20 @@ def _value(record: Record, att: FetchAtt) -> tuple[bytes, bytes] | None:
             return (att.response_name(), b"NIL")
     elif att.carries_content:
         return (att.response_name(), _content(record, att))
-    elif name in ("RFC822.SIZE", "BODYSTRUCTURE", "BODY", "ENVELOPE") and not record.unchanged:
+    elif name in ("BODYSTRUCTURE", "BODY", "ENVELOPE"):
+        # Derived from the message: computed from the scanned copy, never taken from the server,
+        # whose strings could carry anything (docs/pitfalls.md#every-item-that-carries-message-text);
+        # for a message served unchanged it is what an honest server says
+        # (tests/proxy/test_imap_dovecot.py).
+        return (att.response_name(), _derived(record, att))
+    elif name == "RFC822.SIZE" and not record.unchanged:
         return (att.response_name(), _derived(record, att))
     elif name == "BINARY.SIZE":
         part = cut_binary(record.served, record.root, parse_section(att.section or b""))
         return (att.response_name(), b"%d" % len(part or b""))
     elif name == "RFC822.SIZE":
         return (b"RFC822.SIZE", b"%d" % len(record.served))
-    found = _servers(record, name)
-    if found is None and name in ("BODYSTRUCTURE", "BODY", "ENVELOPE") and record.served is not None:
-        return (att.response_name(), _derived(record, att))
-    return found
+    return _servers(record, name)
 
 def _content(record: Record, att: FetchAtt) -> bytes:
     served = record.served
@@ -165,18 +168,5 @@ def _derived(record: Record, att: FetchAtt) -> bytes:
     if att.name == "BODY":
         return body_structure(served, extensible=False)
     if att.name == "ENVELOPE":
-        found = record.data.get("ENVELOPE")
-        if found is None:
-            return envelope(served, record.root)
-        return _with_subject(found.raw_value, record.root.field(b"subject"))
+        return envelope(served, record.root)
     return b"%d" % len(served)
-
-
-def _with_subject(raw_envelope: bytes, subject: bytes | None) -> bytes:
-    """The server's ENVELOPE with the subject of the served message (a tagged subject,
-    docs/pitfalls.md#sizes-and-structure-after-a-rewrite)."""
-    node = Lexer(raw_envelope).read_node()
-    if node.kind is not NodeKind.LIST or len(node.items) < 2:
-        return raw_envelope
-    second = node.items[1]
-    return raw_envelope[: second.start] + nstring(subject) + raw_envelope[second.end :]

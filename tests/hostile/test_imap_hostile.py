@@ -166,6 +166,23 @@ def test_items_added_to_a_metadata_answer_are_dropped(extra: str, items: str) ->
     assert b"FLAGS ()" in seen
 
 
+STRUCTURES = {
+    "ENVELOPE literal": b"ENVELOPE (NIL " + literal(INFECTED) + b" NIL NIL NIL NIL NIL NIL NIL NIL)",
+    "ENVELOPE quoted": b'ENVELOPE (NIL "' + INFECTED.split(b"\r\n")[-3].replace(b"\\", b"\\\\")
+                       + b'" NIL NIL NIL NIL NIL NIL NIL NIL)',
+    "BODYSTRUCTURE": b'BODYSTRUCTURE ("text" "plain" NIL NIL ' + literal(INFECTED) + b' "7bit" 5 1 NIL NIL NIL NIL)',
+}
+
+
+@pytest.mark.parametrize("structure", STRUCTURES)
+def test_structures_come_from_the_scanned_copy_not_the_server(structure: str) -> None:
+    script = Script(fetch_extra=STRUCTURES[structure])
+    seen, _ = _through_engine([clean_message(1)], script,
+                              lambda client, seen: seen.append(client.fetch("1", "(ENVELOPE BODYSTRUCTURE)")))
+    assert VIRUS not in seen
+    assert b'"clean 1"' in seen  # the subject of the message itself
+
+
 # --- 4. a lie in RFC822.SIZE ---------------------------------------------------------------------
 
 

@@ -268,7 +268,8 @@ def test_sizes_structure_and_envelope_describe_the_served_message() -> None:
     assert int(re.search(rb"RFC822.SIZE (\d+)", first).group(1)) == len(served)
     subject = re.search(rb"\r\nSubject: ([^\r\n]*)", served).group(1)
     assert subject.startswith(b"[detection ")
-    assert b'ENVELOPE (NIL "' + subject + b'" NIL' in first
+    # computed from the served message, not the server's ("original subject", no From)
+    assert b'ENVELOPE (NIL "' + subject + b'" ((NIL NIL "x" "example.com"))' in first
     assert b"Subject: " + subject + b"\r\n\r\n" in first
     part2 = re.search(rb"BODY\[2\] \{(\d+)\}\r\n", second)
     part2_bytes = second[part2.end() : part2.end() + int(part2.group(1))]

@@ -51,6 +51,9 @@ WITHHELD_COMPLETION = b" NO [UNAVAILABLE] mailguard: could not keep the original
 #: the client's FETCH completion when the server answered NO to our fetch of the message text
 REFUSED_COMPLETION = b" NO [UNAVAILABLE] mailguard: the server did not send the message, try later\r\n"
 
+#: items the proxy computes itself: not asked of the server in the first round trip
+COMPUTED = frozenset({"UID", "RFC822.SIZE", "BINARY.SIZE", "BODYSTRUCTURE", "BODY", "ENVELOPE"})
+
 #: a UID FETCH of this many UIDs (not cached) gets its body in the same round trip; one, so
 #: at most one message is held before its scan, as with the batches of the two-trip path
 MAX_UIDS_IN_ONE_TRIP = 1
@@ -165,8 +168,8 @@ class FetchInterception:
             # and it never costs more memory than that (the size is not known yet).
             items.append(b"BODY.PEEK[]<0.%d>" % (self._largest + 1))
         for att in self.request.atts:
-            if att.carries_content or att.name in ("UID", "RFC822.SIZE", "BINARY.SIZE"):
-                continue
+            if att.carries_content or att.name in COMPUTED:
+                continue  # answered from the scanned copy (imap_render.py)
             if att.raw.upper() not in (item.upper() for item in items):
                 items.append(att.raw)
         verb = b"UID FETCH" if self.request.uid else b"FETCH"

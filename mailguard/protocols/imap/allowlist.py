@@ -103,6 +103,9 @@ FETCH_ITEMS = frozenset({
 #: the items that take a section, and those of them that need one
 _SECTIONED = frozenset({"BODY", "BODY.PEEK", "BINARY", "BINARY.PEEK", "BINARY.SIZE"})
 _SECTION_NEEDED = frozenset({"BODY.PEEK", "BINARY", "BINARY.PEEK", "BINARY.SIZE"})
+_SEQ_NUMBER = rb"(?:[1-9][0-9]{0,9}|\*)"
+_SEQ_RANGE = _SEQ_NUMBER + rb"(?::" + _SEQ_NUMBER + rb")?"
+_SEQUENCE_SET = re.compile(rb"^" + _SEQ_RANGE + rb"(?:," + _SEQ_RANGE + rb")*$")
 #: the only FETCH modifier of an offered extension: CONDSTORE's (RFC 7162 §3.1.4.1)
 _MODIFIERS = re.compile(rb"^(?:\((?i:CHANGEDSINCE) [0-9]{1,20}\))?$")
 
@@ -172,6 +175,9 @@ def mechanism_refusal(args: bytes) -> bytes | None:
 
 def fetch_refusal(request: FetchRequest) -> bytes | None:
     """Why a FETCH may not go on: an item or modifier the proxy does not know, or malformed."""
+    if not _SEQUENCE_SET.match(request.sequence_set):
+        # RFC 9051 §9 sequence-set; "$" (SEARCHRES, RFC 5182) is not offered
+        return b"BAD FETCH needs a sequence set of numbers\r\n"
     for att in request.atts:
         if att.name not in FETCH_ITEMS:
             return b"BAD FETCH item " + att.raw[:60] + b" not available through this proxy\r\n"

@@ -6,7 +6,9 @@ session, so only the ones named here reach the client. COMPRESS would hide every
 later byte (RFC 4978); ``*-PLUS`` SASL mechanisms bind to the TLS channel we
 terminate; mechanisms with a security layer (GSSAPI, DIGEST-MD5) would encrypt past
 us; PREVIEW, UTF8=ACCEPT, NOTIFY, QRESYNC and vendor extensions change syntax or
-carry message text in forms this proxy does not rewrite.
+carry message text in forms this proxy does not rewrite; SEARCHRES would let ``$`` stand for a
+sequence set in a FETCH the proxy answers itself (RFC 5182), so it is not offered either. Every
+command an offered capability enables is on the allow-list (allowlist.CAPABILITY_COMMANDS).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ ALLOWED = frozenset(
         "IMAP4REV1", "IMAP4REV2", "LITERAL+", "LITERAL-", "IDLE", "UIDPLUS", "MOVE", "ENABLE",
         "CONDSTORE", "SPECIAL-USE", "CREATE-SPECIAL-USE", "NAMESPACE", "ID", "SASL-IR",
         "STARTTLS", "LOGINDISABLED", "CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "UNSELECT",
-        "ESEARCH", "SEARCHRES", "SORT", "ESORT", "WITHIN", "QUOTA", "QUOTA=RES-STORAGE",
+        "ESEARCH", "SORT", "ESORT", "WITHIN", "QUOTA", "QUOTA=RES-STORAGE",
         "QUOTA=RES-MESSAGE", "STATUS=SIZE", "MULTIAPPEND", "LOGIN-REFERRALS", "MAILBOX-REFERRALS",
         "BINARY", "OBJECTID", "SAVEDATE", "I18NLEVEL=1", "ACL", "RIGHTS=TEKX", "MULTISEARCH",
         "CONTEXT=SEARCH", "CONTEXT=SORT", "LIST-MYRIGHTS", "NO_ATOMIC_RENAME", "THREAD=REFERENCES",

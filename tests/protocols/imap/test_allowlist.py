@@ -25,7 +25,7 @@ def test_every_offered_capability_enables_only_commands_we_understand() -> None:
         assert commands <= KNOWN_COMMANDS, (capability, commands - KNOWN_COMMANDS)
 
 
-@pytest.mark.parametrize("capability", ["PREVIEW", "URLAUTH", "URLAUTH=BINARY", "NOTIFY", "COMPRESS=DEFLATE",
+@pytest.mark.parametrize("capability", ["PREVIEW", "URLAUTH", "SEARCHRES", "URLAUTH=BINARY", "NOTIFY", "COMPRESS=DEFLATE",
                                         "METADATA", "X-GM-EXT-1", "XLIST", "CATENATE", "QRESYNC"])
 def test_capabilities_of_commands_we_refuse_are_not_offered(capability: str) -> None:
     assert not caps.allowed(capability)
@@ -82,7 +82,8 @@ def test_mechanisms_with_a_security_layer_or_channel_binding_are_refused() -> No
 @pytest.mark.parametrize("text", [
     b"FETCH 1 (PREVIEW)", b"FETCH 1 (PREVIEW (LAZY))", b"UID FETCH 1 (X-EVIL)", b"FETCH 1 (BODY.PEEK)",
     b"FETCH 1 (BINARY)", b"FETCH 1 (FLAGS[1])", b"FETCH 1 (RFC822<0.10>)", b"FETCH 1 (UID) (VANISHED)",
-    b"FETCH 1 (UID) (CHANGEDSINCE 1 X-MORE)", b"FETCH 1 X-GM-MSGID",
+    b"FETCH 1 (UID) (CHANGEDSINCE 1 X-MORE)", b"FETCH 1 X-GM-MSGID", b"FETCH $ (BODY.PEEK[])",
+    b"UID FETCH 0 (FLAGS)", b"FETCH 1:x (FLAGS)", b"FETCH 1,,2 (FLAGS)",
 ])
 def test_fetch_items_and_modifiers_we_do_not_know_are_refused(text: bytes) -> None:
     try:
@@ -96,7 +97,7 @@ def test_fetch_items_and_modifiers_we_do_not_know_are_refused(text: bytes) -> No
     b"FETCH 1:* ALL", b"FETCH 1 FULL", b"UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE)",
     b"UID FETCH 1 (BODY.PEEK[HEADER.FIELDS (From Subject)]<0.100> BODY[1.MIME] BINARY.PEEK[1]<0.10>)",
     b"FETCH 1 (RFC822 RFC822.HEADER RFC822.TEXT BINARY.SIZE[1] BODY MODSEQ EMAILID THREADID SAVEDATE)",
-    b"UID FETCH 1:* (FLAGS) (CHANGEDSINCE 12345)",
+    b"UID FETCH 1:* (FLAGS) (CHANGEDSINCE 12345)", b"FETCH 4:2,7,9:*,* (FLAGS)",
 ])
 def test_fetch_items_of_rfc_9051_and_the_offered_extensions_pass(text: bytes) -> None:
     assert fetch_refusal(_request(text)) is None

@@ -335,6 +335,10 @@ class ImapSession:
             if isinstance(event, Reply):
                 self.send_client(event.data)
             elif isinstance(event, ContinuationData):
+                if not self.gate.continuation_allowed(event):
+                    # Not DONE, not a SASL response: maybe a command slipped past the allow-list.
+                    raise RemoteProtocolError("the client sent something other than DONE or a SASL "
+                                              "response after a continuation request")
                 self.identity.on_auth_line(event)
                 self.send_upstream(event.raw)
             else:

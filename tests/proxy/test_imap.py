@@ -834,3 +834,20 @@ def test_pipelined_login_select_fetch_pass_and_commands_out_of_state_or_unknown_
     assert out[2] == b"e BAD Command not available through this proxy\r\n"
     assert out[3] == b"f BAD LOGIN is not valid in this state\r\n"
     assert not any(raw.startswith((b"a ", b"e ", b"f ")) for raw in server.received)
+
+
+def test_a_command_sent_instead_of_done_during_idle_never_reaches_the_server() -> None:
+    server = MockImapServer([SIMPLE])
+    out = []
+
+    async def body(client: Client, _: ImapContext) -> None:
+        await login_select(client)
+        await client.send(b"i IDLE\r\n")
+        out.append(await client.reader.readline())
+        await client.send(b"x URLFETCH imap://alice@127.0.0.1/INBOX/;uid=1\r\n")
+        out.append(await client.reader.read())  # until the proxy closes
+
+    run(run_case(server, body))
+    assert out[0].startswith(b"+ ")
+    assert out[1].startswith(b"* BYE") and b"DONE" in out[1]
+    assert not any(b"URLFETCH" in raw for raw in server.received)

@@ -9,12 +9,13 @@ The session's driver (proxy/imap.py) feeds it commands and responses and sends w
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from mailguard.protocols.imap.allowlist import (
     SessionStates, fetch_refusal, mechanism_refusal, refusal, unknown_response,
 )
-from mailguard.protocols.imap.commands import Command
+from mailguard.protocols.imap.commands import Command, ContinuationData
 from mailguard.protocols.imap.fetch import FetchRequest
 from mailguard.protocols.imap.fetch_filter import AskedItems, filter_fetch
 from mailguard.protocols.imap.fetch_response import FetchData, parse_fetch_response
@@ -22,6 +23,14 @@ from mailguard.protocols.imap.responses import Kind, Response
 
 #: RFC 4978: after COMPRESS every byte would be deflated past our parser
 COMPRESS_REFUSAL = b"NO COMPRESS is not available through this proxy\r\n"
+
+#: what a client may send after a continuation request: IDLE's DONE (RFC 2177 §3), a SASL
+#: response in base64 or "*" to cancel (RFC 9051 §6.2.2); anything else could be a command
+#: slipped past the allow-list to a lenient server
+_CONTINUATIONS = {
+    "IDLE": re.compile(rb"(?i:DONE)\r?\n\Z"),
+    "AUTHENTICATE": re.compile(rb"(?:[A-Za-z0-9+/]*={0,2}|\*)\r?\n\Z"),
+}
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,8 @@ class Gate:
     def __init__(self) -> None:
         self.states = SessionStates()
         self.asked = AskedItems()
+        #: tag of an IDLE or AUTHENTICATE in progress -> its name
+        self._continuing: dict[bytes, str] = {}
 
     # --- client -> server -------------------------------------------------------------------------
 
@@ -56,6 +67,13 @@ class Gate:
     def sent(self, command: Command) -> None:
         """``command`` went to the server as the client wrote it."""
         self.states.sent(command.tag, command.name)
+        if command.name in _CONTINUATIONS:
+            self._continuing[command.tag] = command.name
+
+    def continuation_allowed(self, event: ContinuationData) -> bool:
+        """Whether a line the client sent after a continuation request may go on."""
+        name = self._continuing.get(event.tag)
+        return name is not None and _CONTINUATIONS[name].match(event.raw) is not None
 
     def relayed_fetch(self, tag: bytes, request: FetchRequest) -> None:
         """A FETCH of metadata only went to the server as it is: its items may come back."""
@@ -72,6 +90,7 @@ class Gate:
             assert response.tag is not None
             self.states.completed(response.tag, response.word == "OK")
             self.asked.done(response.tag)
+            self._continuing.pop(response.tag, None)
             return Passed(response.raw)
         if response.kind is Kind.CONTINUATION:
             return Passed(response.raw)

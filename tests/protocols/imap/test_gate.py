@@ -80,3 +80,20 @@ def test_a_preauth_session_starts_authenticated() -> None:
     (select,) = _commands(b"1 SELECT INBOX\r\n")
     gate.preauthenticated()
     assert gate.refusal(select) is None
+
+
+def test_after_idle_only_done_and_after_authenticate_only_sasl_lines_pass() -> None:
+    from mailguard.protocols.imap.commands import ContinuationData
+
+    gate = Gate()
+    (authenticate,) = _commands(b"1 AUTHENTICATE PLAIN\r\n")
+    gate.sent(authenticate)
+    assert gate.continuation_allowed(ContinuationData(b"AGFsaWNlAHB3\r\n", b"1"))
+    assert gate.continuation_allowed(ContinuationData(b"*\r\n", b"1"))
+    assert not gate.continuation_allowed(ContinuationData(b"2 URLFETCH imap://x\r\n", b"1"))
+    gate.response(_responses(b"1 OK done\r\n")[0])
+    (idle,) = _commands(b"3 IDLE\r\n")
+    gate.sent(idle)
+    assert gate.continuation_allowed(ContinuationData(b"done\r\n", b"3"))
+    assert not gate.continuation_allowed(ContinuationData(b"4 URLFETCH imap://x\r\n", b"3"))
+    assert not gate.continuation_allowed(ContinuationData(b"DONE\r\n", b"1"))  # 1 is over

@@ -1,8 +1,8 @@
 """Sizes a server claims are hints for buffering; the octets that arrive decide (sans I/O).
 
-RFC822.SIZE is the server's word. Taken as the truth, a small message claimed huge would be
-passed on as "too large to scan" without a scan (docs/pitfalls.md); claimed small and sent huge,
-it would be held beyond our caps. So a message is fetched with at most one octet more than we
+RFC822.SIZE is the server's word (docs/pitfalls.md#claimed-sizes-are-hints). Taken as the truth,
+a small message claimed huge would be passed on as "too large to scan" without a scan; claimed
+small and sent huge, it would be held beyond our caps. So a message is fetched with at most one octet more than we
 scan (``fetch_window``), and what came decides how it is answered (``handling``).
 """
 

@@ -89,8 +89,15 @@ CAPABILITY_COMMANDS: dict[str, frozenset[str]] = {
     "CONTEXT=SEARCH": frozenset({"CANCELUPDATE"}),
     "CONTEXT=SORT": frozenset({"CANCELUPDATE"}),
     "STARTTLS": frozenset({"STARTTLS"}),
-    # The others change arguments or answers of the commands above, and enable no command.
 }
+#: the offered capabilities that enable no command: they change arguments or answers of the
+#: commands above (every one in capabilities.ALLOWED is in one of the two tables)
+CAPABILITY_ARGUMENTS = frozenset({
+    "LITERAL+", "LITERAL-", "CONDSTORE", "SPECIAL-USE", "CREATE-SPECIAL-USE", "SASL-IR",
+    "LOGINDISABLED", "CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "WITHIN",
+    "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE", "STATUS=SIZE", "MULTIAPPEND", "LOGIN-REFERRALS",
+    "BINARY", "OBJECTID", "SAVEDATE", "I18NLEVEL=1", "RIGHTS=TEKX", "LIST-MYRIGHTS", "NO_ATOMIC_RENAME",
+})
 
 #: FETCH data items a client may ask for (RFC 9051 §6.4.5; MODSEQ: RFC 7162 §3.1.4; EMAILID,
 #: THREADID: RFC 8474 §5; SAVEDATE: RFC 8514 §4.3); PREVIEW (RFC 8970) is not among them: it is

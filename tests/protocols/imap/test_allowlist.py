@@ -19,6 +19,13 @@ def _request(text: bytes):  # type: ignore[no-untyped-def]
     return parse_fetch(reader.next_event())  # type: ignore[arg-type]
 
 
+def test_every_offered_capability_is_accounted_for() -> None:
+    from mailguard.protocols.imap.allowlist import CAPABILITY_ARGUMENTS
+
+    assert caps.ALLOWED == set(CAPABILITY_COMMANDS) | CAPABILITY_ARGUMENTS
+    assert not set(CAPABILITY_COMMANDS) & CAPABILITY_ARGUMENTS
+
+
 def test_every_offered_capability_enables_only_commands_we_understand() -> None:
     for capability, commands in CAPABILITY_COMMANDS.items():
         assert caps.allowed(capability), capability

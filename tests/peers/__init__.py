@@ -23,6 +23,8 @@ PACKAGES = {
     "ip": "iproute2",
     "openssl": "openssl",
     "7z": "p7zip-full",
+    "xz": "xz-utils",
+    "zstd": "zstd",
     "certutil": "libnss3-tools",
 }
 

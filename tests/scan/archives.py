@@ -60,6 +60,24 @@ def xz(data: bytes) -> bytes:
     return lzma.compress(data)
 
 
+def lzma_alone(data: bytes, **options: int) -> bytes:
+    """The legacy ``.lzma`` format (``lzma``, ``xz --format=lzma``): 13-byte header, size unknown."""
+    if options:
+        return lzma.compress(data, format=lzma.FORMAT_ALONE, filters=[{"id": lzma.FILTER_LZMA1, **options}])
+    return lzma.compress(data, format=lzma.FORMAT_ALONE)
+
+
+def lzip(data: bytes, dict_size: int = 1 << 16) -> bytes:
+    """One lzip member, built from its specification: header, LZMA data with end marker, trailer."""
+    import struct
+    import zlib
+
+    packed = lzma.compress(data, format=lzma.FORMAT_RAW, filters=[
+        {"id": lzma.FILTER_LZMA1, "dict_size": dict_size, "lc": 3, "lp": 0, "pb": 2}])
+    header = b"LZIP\x01" + bytes([dict_size.bit_length() - 1])  # a power of two: no fraction bits
+    return header + packed + struct.pack("<IQQ", zlib.crc32(data), len(data), len(header) + len(packed) + 20)
+
+
 def make_7z(files: dict[str, bytes], password: str | None = None, header_encryption: bool = False) -> bytes:
     import py7zr
 

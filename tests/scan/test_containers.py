@@ -20,7 +20,7 @@ from mailguard.scan.policy import Policy
 from mailguard.scan.verdict import Reason
 from tests.peers import require, require_clamav_testfiles
 from tests.scan.archives import (
-    EICAR, bz, gz, make_7z, make_cab, make_cpio, make_iso, make_ole, make_pdf, make_rtf, make_tar, make_tnef,
+    EICAR, bz, gz, lzip, lzma_alone, make_7z, make_cab, make_cpio, make_iso, make_ole, make_pdf, make_rtf, make_tar, make_tnef,
     make_zip, ole1_object, ole_package, overlapping_zip, pe_stub, vba_container, walk, xz, zeros_deflated,
     zip_with_raw_member, zipcrypto_zip,
 )
@@ -61,7 +61,7 @@ def test_archives_off_leaves_archives_but_not_tnef():
 def test_capabilities_name_every_kind():
     found = capabilities()
     assert {"zip", "7z", "tar", "cpio", "cab", "iso9660", "szdd", "self-extractor", "gzip", "bzip2", "xz",
-            "tnef", "ole2", "rtf", "pdf", "zip-deflate64"} == {name for name in found if name not in unsupported.FORMATS}
+            "lzip", "lzma", "tnef", "ole2", "rtf", "pdf", "zip-deflate64"} == {name for name in found if name not in unsupported.FORMATS}
     assert found["zip"] and found["tnef"] and not found["RAR"]
 
 
@@ -72,6 +72,12 @@ def test_capabilities_name_every_kind():
     (bytes(7) + b"**ACE**" + bytes(40), "ACE"),
     (b"\x00\x00-lh5-" + bytes(40), "LZH"),
     (b"ITSF\x03\x00\x00\x00" + bytes(40), "CHM"),
+    (b"\x28\xb5\x2f\xfd" + bytes(40), "zstd"),
+    (b"\x50\x2a\x4d\x18\x04\x00\x00\x00abcd\x28\xb5\x2f\xfd" + bytes(40), "zstd"),  # a skippable frame first
+    (b"\x04\x22\x4d\x18" + bytes(40), "lz4"),
+    (b"\x1f\x9d\x90" + bytes(40), "compress"),
+    (b"\x1f\x1e" + bytes(40), "pack"),
+    (b"\x89LZO\x00\r\n\x1a\n" + bytes(40), "lzop"),
 ])
 def test_known_but_unsupported_archives_are_unscanned_never_clean(data, name):
     with pytest.raises(ScanIncomplete) as caught:
@@ -267,6 +273,73 @@ def test_cpio(tmp_path, fmt):
 
 def test_binary_that_only_starts_like_old_cpio_is_not_one():
     assert kind_of(b"\xc7\x71" + bytes(range(200)), Policy()) is None
+
+
+def test_lzma_alone_is_opened_by_content_whatever_its_name():
+    """The legacy .lzma format has no magic number: found by its header and a trial decoding."""
+    for data in (lzma_alone(EICAR), lzma_alone(EICAR, dict_size=3 << 20, lc=0, lp=2, pb=0)):
+        assert kind_of(data, Policy()) == "lzma"
+        assert [(c.path, c.data) for c in children(data, path="2/notes.txt", name="notes.txt")] == [
+            ("2/notes.txt/data", EICAR)]
+    assert [c.names for c in children(lzma_alone(EICAR), name="eicar.com.lzma")] == [("eicar.com",)]
+
+
+def test_lzma_alone_with_the_size_in_its_header_and_no_end_marker():
+    import lzma
+
+    packed = lzma.compress(EICAR, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA1, "dict_size": 1 << 16}])
+    # 7-Zip's LzmaUtil writes the size and, with it known, may leave the end marker out; liblzma's
+    # raw encoder always writes one, which a decoder given the size then does not need to read.
+    data = struct.pack("<BIQ", 0x5D, 1 << 16, len(EICAR)) + packed
+    assert [c.data for c in children(data)] == [EICAR]
+
+
+@pytest.mark.parametrize("data", [
+    bytes(64),                                                        # zeros: dictionary size 0
+    b"\x5d" + bytes(30),                                             # the same
+    struct.pack("<BIQ", 0x5D, 1 << 16, 1 << 40) + bytes(30),           # a size liblzma calls "not LZMA"
+    struct.pack("<BIQ", 0x5D, 3 << 16 | 1, 2**64 - 1) + bytes(30),     # no dictionary size xz writes
+    struct.pack("<BIQ", 0xE1, 1 << 16, 2**64 - 1) + bytes(30),         # properties past 224
+    struct.pack("<BIQ", 0x5D, 1 << 16, 2**64 - 1) + b"\x01" + bytes(30),  # the range coder starts with 0
+    struct.pack("<BIQ", 0x5D, 1 << 16, 2**64 - 1) + b"\x00\xff" * 40,  # a header, then what decodes to nothing
+])
+def test_data_that_only_looks_like_an_lzma_header_is_no_container(data):
+    assert kind_of(data, Policy()) is None
+
+
+def test_lzma_alone_bombs_and_damage_are_unscanned_never_clean():
+    bomb = lzma_alone(bytes(8 * MIB))
+    with pytest.raises(ScanIncomplete) as caught:
+        children(bomb, Policy(max_archive_file_size=MIB))
+    assert caught.value.reason is Reason.LIMIT
+    with pytest.raises(ScanIncomplete) as caught:
+        children(lzma_alone(EICAR * 50)[:-8])  # the end marker cut off
+    assert caught.value.reason is Reason.CORRUPT
+    huge_dictionary = bytearray(lzma_alone(b"x"))
+    huge_dictionary[1:5] = struct.pack("<I", 1 << 30)
+    with pytest.raises(ScanIncomplete) as caught:
+        children(bytes(huge_dictionary), Policy(max_archive_file_size=MIB))
+    assert caught.value.reason is Reason.LIMIT
+
+
+def test_lzip_members_are_all_opened():
+    assert kind_of(lzip(EICAR), Policy()) == "lzip"
+    assert [(c.names, c.data) for c in children(lzip(EICAR), name="eicar.com.lz")] == [(("eicar.com",), EICAR)]
+    assert children(lzip(b"first ") + lzip(b"second", 1 << 20))[0].data == b"first second"
+    with pytest.raises(ScanIncomplete) as caught:
+        children(lzip(bytes(8 * MIB)), Policy(max_archive_file_size=MIB))
+    assert caught.value.reason is Reason.LIMIT
+    with pytest.raises(ScanIncomplete) as caught:
+        children(lzip(EICAR)[:-30])
+    assert caught.value.reason is Reason.CORRUPT
+
+
+@pytest.mark.peer
+def test_lzma_made_by_xz_is_opened(tmp_path):
+    (tmp_path / "eicar.com").write_bytes(EICAR)
+    subprocess.run([require("xz"), "--format=lzma", "-k", str(tmp_path / "eicar.com")], check=True)
+    data = (tmp_path / "eicar.com.lzma").read_bytes()
+    assert [(c.names, c.data) for c in children(data, name="eicar.com.lzma")] == [(("eicar.com",), EICAR)]
 
 
 def test_concatenated_streams_are_all_unpacked():
@@ -504,7 +577,8 @@ def test_unsupported_zip_method_is_unsupported():
 
 MAGICS = [b"PK\x03\x04", b"PK\x05\x06", b"7z\xbc\xaf\x27\x1c", b"\x1f\x8b\x08", b"BZh91AY&SY",
           b"\xfd7zXZ\x00", b"\x78\x9f\x3e\x22", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", b"{\\rtf1{\\*\\objdata ",
-          b"%PDF-1.7\n1 0 obj << /Filter /FlateDecode >> stream\n", b"MSCF\x00\x00\x00\x00", b"070701", b"070707"]
+          b"%PDF-1.7\n1 0 obj << /Filter /FlateDecode >> stream\n", b"MSCF\x00\x00\x00\x00", b"070701", b"070707",
+          b"LZIP\x01\x10", b"\x5d\x00\x00\x01\x00" + b"\xff" * 8 + b"\x00"]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -753,6 +827,9 @@ _MARKS = [(0, magic) for magic in MAGICS] + [
     (2, b"-lh5-"), (0, b"ITSF\x03\x00\x00\x00"), (20, b"\xdc\xa7\xc4\xfd"), (0, b"SIT!"), (0, b"StuffIt "),
     (32769, b"BEA01"), (32769, b"CD001"), (0, b"MSWIM\x00\x00\x00"), (0, b"conectix"), (0, b"vhdxfile"),
     (510, b"\x55\xaa"), (54, b"FAT12"), (82, b"FAT32"), (0, b"\x28\xb5\x2f\xfd"), (0, b"\x04\x22\x4d\x18"),
+    (0, b"\x02\x21\x4c\x18"), (0, b"\x5a\x2a\x4d\x18"), (0, b"\x1f\x9d\x90"), (0, b"\x1f\x1e"),
+    (0, b"\x89LZO\x00\r\n\x1a\n"), (0, b"LZIP\x01\x10"), (0, b"\x5d\x00\x00\x01\x00" + b"\xff" * 8 + b"\x00"),
+    (0, b"\x5d\x00\x00\x01\x00\x20" + bytes(7) + b"\x00\x2a"),
     (257, b"ustar"), (0, b"%PDF-1"), (700, b"%PDF-2"), (1018, b"%PDF-3"), (1019, b"%PDF-4"), (3, b"%PDF-x"),
 ]
 
@@ -816,7 +893,8 @@ def test_every_kind_with_first_bytes_names_its_magic():
     samples = {"tnef": b"\x78\x9f\x3e\x22", "ole2": b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(600),
                "rtf": b"{\\rtf1", "zip": b"PK\x05\x06", "7z": b"7z\xbc\xaf\x27\x1c", "gzip": b"\x1f\x8b\x08",
                "bzip2": b"BZh91AY&SY", "xz": b"\xfd7zXZ\x00", "cpio": b"070707", "cab": b"MSCF" + bytes(60),
-               "szdd": b"SZDD\x88\xf0\x27\x33A" + bytes(20), "self-extractor": pe_stub()}
+               "szdd": b"SZDD\x88\xf0\x27\x33A" + bytes(20), "self-extractor": pe_stub(),
+               "lzip": lzip(b"x"), "lzma": lzma_alone(b"x")}
     for kind in containers._KINDS:
         if kind.first_bytes is not None:
             assert kind.recognise(samples[kind.name]), kind.name

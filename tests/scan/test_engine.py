@@ -10,6 +10,7 @@ from mailguard.scan.detectors.base import DetectorFailed, ScanObject
 from mailguard.scan.engine import Engine
 from mailguard.scan.policy import Policy
 from mailguard.scan.verdict import Finding, Reason, Status
+from tests.scan.archives import lzip, lzma_alone
 from tests.scan.corpus import GREETING, attachment, message, nested, single
 from tests.scan.reference_detector import EICAR, EICAR_NAME, ReferenceDetector
 
@@ -157,3 +158,17 @@ def test_scan_object_fields_are_the_ones_the_engine_copies() -> None:
     assert obj == ScanObject(b"x", "2", ("a.zip",), "application/zip", True, 3)
     with pytest.raises(dataclasses.FrozenInstanceError):
         obj.path = "3"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("packed,name", [(lzma_alone, "notes.txt"), (lzip, "data.bin")])
+def test_single_compressed_streams_are_opened_whatever_the_attachment_is_called(packed, name) -> None:
+    raw = message([GREETING, attachment(packed(EICAR), name)])
+    verdict = _engine().scan(raw)
+    assert verdict.status is Status.INFECTED
+    assert verdict.findings[0].part == f"2/{name}/data"
+
+
+def test_a_compressed_stream_that_cannot_be_opened_is_unscanned_not_clean() -> None:
+    zstd_frame = bytes.fromhex("28b52ffd0458") + bytes(30)  # zstd: recognised, no decoder here
+    verdict = _engine().scan(message([GREETING, attachment(zstd_frame, "notes.txt")]))
+    assert verdict.status is Status.UNSCANNED and verdict.incomplete[0].reason is Reason.UNSUPPORTED

@@ -7,7 +7,7 @@ level deeper. The engine calls it again on each child, so nesting (zip in tar in
 a walk the engine owns, while every byte unpacked anywhere draws on one ``Budget``.
 
 Archives: zip (zip64, and what only local headers list), 7z, tar, cpio, cab, ISO 9660,
-SZDD, gzip/bzip2/xz streams, and archives inside programs (self-extractors). Documents:
+SZDD, gzip/bzip2/xz/lzip/LZMA-alone streams, and archives inside programs (self-extractors). Documents:
 TNEF (winmail.dat), OLE2 (Office 97-2003, .msg, VBA source, embedded objects), RTF
 objects, PDF streams. Known formats we cannot open (RAR, ARJ, ...) are UNSUPPORTED.
 
@@ -61,6 +61,8 @@ _KINDS = (
     _Kind("gzip", streams.is_gzip, streams.unpack_gzip, True, streams.GZIP_MAGIC[:1]),
     _Kind("bzip2", streams.is_bzip2, streams.unpack_bzip2, True, b"B"),
     _Kind("xz", streams.is_xz, streams.unpack_xz, True, streams.XZ_MAGIC[:1]),
+    _Kind("lzip", streams.is_lzip, streams.unpack_lzip, True, streams.LZIP_MAGIC[:1]),
+    _Kind("lzma", streams.is_lzma_alone, streams.unpack_lzma_alone, True, streams.LZMA_FIRST_BYTES),
     _Kind("tar", tar.recognise, tar.unpack, True, None),
     _Kind("cpio", cpio.recognise, cpio.unpack, True, cpio.FIRST_BYTES),
     _Kind("cab", cab.recognise, cab.unpack, True, cab.MAGIC[:1]),
@@ -75,7 +77,7 @@ def _by_first_byte(kinds: tuple[_Kind, ...]) -> tuple[tuple[_Kind, ...], ...]:
     """For each first byte (and, last, for empty data): the kinds that could recognise it, in order.
 
     Every object of every message is asked what it is; most are text or images, which no
-    magic fits, so one table look-up spares them most of the sixteen tests.
+    magic fits, so one table look-up spares them most of the tests.
     """
     table = [tuple(k for k in kinds if k.first_bytes is None or byte in k.first_bytes) for byte in range(256)]
     table.append(tuple(k for k in kinds if k.first_bytes is None))

@@ -154,6 +154,61 @@ def xz_decompressor(budget: Budget) -> Callable[[], Decompressor]:
     return lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=memlimit)
 
 
+def lzma_alone_decompressor(budget: Budget) -> Callable[[], Decompressor]:
+    """The legacy ``.lzma`` format; its header names the dictionary size, limited as for xz."""
+    memlimit = max(member_cap(budget), 16 * 1024 * 1024)
+    return lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE, memlimit=memlimit)
+
+
+def lzip_decompressor(budget: Budget) -> Callable[[], Decompressor]:
+    memlimit = max(member_cap(budget), 16 * 1024 * 1024)
+    return lambda: LzipDecompressor(memlimit)
+
+
+class LzipDecompressor:
+    """One lzip member with the bz2/lzma interface: its 6-byte header, then raw LZMA data.
+
+    The lzip format fixes the LZMA properties (lc=3, lp=0, pb=2) and ends the data with an end
+    marker, so liblzma's raw LZMA1 decoder reads it; the header gives the dictionary size.
+    """
+
+    _HEADER = 6
+
+    def __init__(self, memlimit: int) -> None:
+        self._memlimit = memlimit
+        self._header = b""
+        self._d: lzma.LZMADecompressor | None = None
+
+    @property
+    def eof(self) -> bool:
+        return self._d is not None and self._d.eof
+
+    @property
+    def needs_input(self) -> bool:
+        return self._d is None or self._d.needs_input
+
+    @property
+    def unused_data(self) -> bytes:
+        return self._d.unused_data if self._d is not None else b""
+
+    def decompress(self, data: bytes, max_length: int = -1) -> bytes:
+        if self._d is None:
+            self._header += data
+            if len(self._header) < self._HEADER:
+                return b""
+            data, coded = self._header[self._HEADER:], self._header[5]
+            # lzip: dictionary size = 2^(bits 4-0) minus (bits 7-5) sixteenths of it, 4 KiB to 512 MiB.
+            base = 1 << (coded & 0x1F)
+            dict_size = base - (base // 16) * (coded >> 5)
+            if not 4096 <= dict_size <= 512 * 1024 * 1024:
+                raise lzma.LZMAError("invalid lzip dictionary size")
+            if dict_size > self._memlimit:
+                raise lzma.LZMAError(f"memory limit: lzip dictionary of {dict_size} bytes")
+            self._d = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[
+                {"id": lzma.FILTER_LZMA1, "dict_size": dict_size, "lc": 3, "lp": 0, "pb": 2}])
+        return self._d.decompress(data, max_length)
+
+
 class Members:
     """Collects the children of one container, and the first member that could not be unpacked.
 

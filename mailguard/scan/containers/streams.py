@@ -1,13 +1,21 @@
-"""Single compressed streams: gzip (RFC 1952), bzip2 and xz, each giving one child.
+"""Single compressed streams: gzip (RFC 1952), bzip2, xz, lzip and LZMA-alone, each giving one child.
 
 A file may hold several streams back to back (``cat a.gz b.gz``); gunzip, bunzip2 and
 unxz output them all, so the child is their concatenation. The child is named after
 the gzip FNAME field when there is one, else after the parent's name without its
 compression suffix (``report.tgz`` -> ``report.tar``), else ``data``.
+
+Every one is recognised by its bytes, never by its name or declared type: a ``.lzma`` sent
+as ``report.txt`` is still opened. LZMA-alone (the format of ``lzma`` and ``xz --format=lzma``)
+has no magic number, so it is recognised by a header that liblzma's own format detection
+would accept plus a trial decoding of its start (see ``is_lzma_alone``). Compressed formats
+we recognise but cannot open (zstd, lz4, Unix compress) are in unsupported.py: unscanned,
+never clean (docs/pitfalls.md#limits-bombs-and-missing-decoders).
 """
 
 from __future__ import annotations
 
+import lzma
 import struct
 from collections.abc import Callable
 
@@ -17,6 +25,7 @@ from mailguard.scan.limits import Budget
 
 GZIP_MAGIC = b"\x1f\x8b\x08"               # RFC 1952 §2.3.1: ID1 ID2 and CM=8 (deflate)
 XZ_MAGIC = b"\xfd7zXZ\x00"
+LZIP_MAGIC = b"LZIP\x01"                   # lzip format: "LZIP", version 1
 _BZIP2_BLOCK_MAGICS = (b"\x31\x41\x59\x26\x53\x59", b"\x17\x72\x45\x38\x50\x90")  # block, end of stream
 
 # RFC 1952 §2.3.1 FLG bits
@@ -24,9 +33,23 @@ _FEXTRA, _FNAME = 0x04, 0x08
 _MAX_GZIP_NAME = 1024
 
 _SUFFIXES = {
-    ".tgz": ".tar", ".taz": ".tar", ".tbz": ".tar", ".tbz2": ".tar", ".txz": ".tar",
-    ".gz": "", ".z": "", ".bz2": "", ".bz": "", ".xz": "",
+    ".tgz": ".tar", ".taz": ".tar", ".tbz": ".tar", ".tbz2": ".tar", ".txz": ".tar", ".tlz": ".tar",
+    ".gz": "", ".z": "", ".bz2": "", ".bz": "", ".xz": "", ".lzma": "", ".lz": "",
 }
+
+# LZMA-alone header (13 bytes): properties byte ((pb * 5 + lp) * 9 + lc, so below 225), dictionary
+# size (uint32 LE), uncompressed size (uint64 LE, all ones when unknown and an end marker is used).
+_LZMA_ALONE_HEADER = 13
+_LZMA_MAX_PROPERTIES = 9 * 5 * 5
+LZMA_FIRST_BYTES = bytes(range(_LZMA_MAX_PROPERTIES))  # its first byte is the properties byte
+_LZMA_UNKNOWN_SIZE = 0xFFFF_FFFF_FFFF_FFFF
+_LZMA_MAX_KNOWN_SIZE = 1 << 38   # liblzma's detection refuses larger sizes as "not LZMA" (256 GiB)
+_LZMA_TRIAL_INPUT = 4096         # compressed bytes decoded to confirm a header is one
+_LZMA_TRIAL_OUTPUT = 4096
+_LZMA_TRIAL_MEMLIMIT = 64 * 1024 * 1024
+# lzip member: 6-byte header, LZMA data (lc=3, lp=0, pb=2) ending in an end marker, 20-byte trailer
+# (CRC32, data size, member size).
+_LZIP_HEADER, _LZIP_TRAILER = 6, 20
 
 
 def is_gzip(data: bytes) -> bool:
@@ -39,6 +62,38 @@ def is_bzip2(data: bytes) -> bool:
 
 def is_xz(data: bytes) -> bool:
     return data[:6] == XZ_MAGIC
+
+
+def is_lzma_alone(data: bytes) -> bool:
+    """A legacy ``.lzma`` stream: a header liblzma's format detection accepts, and a start that decodes.
+
+    The header checks are the ones ``xz`` uses to tell an LZMA-alone file from other data: a
+    dictionary size of 2^n or 2^n + 2^(n-1) (or all ones), an uncompressed size that is unknown
+    or below 256 GiB; and the range coder's first byte is always 0. Without a magic number that
+    still lets through a few binaries full of zeros, so the first kilobytes are decoded too: what
+    liblzma cannot decode is no LZMA, and must not make a message unscanned as "corrupt".
+    """
+    if len(data) <= _LZMA_ALONE_HEADER or data[_LZMA_ALONE_HEADER] != 0 or data[0] >= _LZMA_MAX_PROPERTIES:
+        return False
+    dict_size, size = struct.unpack_from("<IQ", data, 1)
+    if size != _LZMA_UNKNOWN_SIZE and size >= _LZMA_MAX_KNOWN_SIZE:
+        return False
+    if dict_size != 0xFFFF_FFFF:
+        top = 1 << (dict_size.bit_length() - 1) if dict_size else 0
+        if not top or dict_size not in (top, top | top >> 1):
+            return False
+    try:
+        trial = lzma.LZMADecompressor(lzma.FORMAT_ALONE, memlimit=_LZMA_TRIAL_MEMLIMIT)
+        trial.decompress(data[:_LZMA_ALONE_HEADER + _LZMA_TRIAL_INPUT], _LZMA_TRIAL_OUTPUT)
+    except lzma.LZMAError as exc:
+        # A dictionary larger than the trial allows is still an LZMA header: the real
+        # decoding (bounded.lzma_alone_decompressor) decides, and names a bomb a LIMIT.
+        return "memory" in str(exc).lower()
+    return True
+
+
+def is_lzip(data: bytes) -> bool:
+    return data[:5] == LZIP_MAGIC and len(data) > _LZIP_HEADER
 
 
 def unpack_gzip(members: bounded.Members, data: bytes, budget: Budget) -> None:
@@ -58,6 +113,26 @@ def unpack_xz(members: bounded.Members, data: bytes, budget: Budget) -> None:
     members.count()
     members.unpack(_stripped_name(members.parent), lambda: bounded.decompress(
         bounded.xz_decompressor(budget), data, budget, next_stream=_xz_after_padding))
+
+
+def unpack_lzma_alone(members: bounded.Members, data: bytes, budget: Budget) -> None:
+    # One stream per file: ``lzma -d`` stops at the end of the first (trailing bytes are still
+    # scanned as part of the file itself).
+    members.count()
+    members.unpack(_stripped_name(members.parent), lambda: bounded.decompress(
+        bounded.lzma_alone_decompressor(budget), data, budget))
+
+
+def unpack_lzip(members: bounded.Members, data: bytes, budget: Budget) -> None:
+    members.count()
+    members.unpack(_stripped_name(members.parent), lambda: bounded.decompress(
+        bounded.lzip_decompressor(budget), data, budget, next_stream=_next_lzip_member))
+
+
+def _next_lzip_member(rest: bytes) -> bytes | None:
+    # After a member's end marker: its trailer, then maybe another member (``cat a.lz b.lz``).
+    following = rest[_LZIP_TRAILER:]
+    return following if is_lzip(following) else None
 
 
 def _starting(is_stream: Callable[[bytes], bool]) -> Callable[[bytes], bytes | None]:

@@ -30,8 +30,13 @@ FORMATS: dict[str, Callable[[bytes], bool]] = {
     "virtual disk (VHD/VHDX)": lambda d: d[:8] in (b"conectix", b"vhdxfile"),
     "FAT disk image": lambda d: d[510:512] == b"\x55\xaa" and (d[54:59] in (b"FAT12", b"FAT16")
                                                               or d[82:87] == b"FAT32"),
-    "zstd stream": lambda d: d[:4] == b"\x28\xb5\x2f\xfd",
-    "lz4 frame": lambda d: d[:4] == b"\x04\x22\x4d\x18",
+    # zstd and lz4 frames, and the skippable frames both formats may start with (zstd -d skips them).
+    "zstd stream": lambda d: d[:4] == b"\x28\xb5\x2f\xfd" or (d[1:4] == b"\x2a\x4d\x18" and 0x50 <= d[0] <= 0x5F),
+    "lz4 frame": lambda d: d[:4] in (b"\x04\x22\x4d\x18", b"\x02\x21\x4c\x18"),  # current and legacy
+    # The old Unix compressors, which gzip -d still opens: compress (LZW, .Z) and pack (Huffman, .z).
+    "Unix compress (.Z)": lambda d: d[:2] == b"\x1f\x9d" and len(d) > 3,
+    "pack (.z)": lambda d: d[:2] == b"\x1f\x1e" and len(d) > 6,
+    "lzop": lambda d: d[:9] == b"\x89LZO\x00\r\n\x1a\n",
 }
 
 
@@ -39,7 +44,7 @@ FORMATS: dict[str, Callable[[bytes], bool]] = {
 # one cheap question each format needs the answer yes to: its first byte, when it is
 # tested at the start of the file; else the bytes at its offset (ACE, LZH, ZOO, FAT), or
 # the size that reaches it (UDF). test_containers checks this against the list.
-_FIRST_BYTES = frozenset(b"R`ISMcv(\x04")
+_FIRST_BYTES = frozenset(b"R`ISMcv(\x04\x02\x1f\x89" + bytes(range(0x50, 0x60)))
 _UDF_END = 32774
 
 

@@ -1,0 +1,63 @@
+"""``mailguard scan`` on .eml files whose payload hides in a format that once passed as clean:
+compressed single streams (LZMA-alone, lzip, zstd) and a multipart without a boundary.
+
+Each file is made by a real tool where one is at hand (``xz --format=lzma``, ``zstd``), and is
+attached under a harmless name and type: formats are recognised by their bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.cli.test_scan import mailguard
+from tests.peers import require
+from tests.scan.archives import EICAR, lzip
+
+
+def attachment_message(payload: bytes, name: str = "notes.txt", media_type: str = "text/plain") -> bytes:
+    encoded = base64.encodebytes(payload)
+    return (b"From: sender@example.org\r\nTo: user@example.org\r\nSubject: report\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n"
+            b"--b1\r\nContent-Type: text/plain\r\n\r\nSee the attachment.\r\n"
+            b"--b1\r\nContent-Type: " + media_type.encode() + b"; name=\"" + name.encode() + b"\"\r\n"
+            b"Content-Disposition: attachment; filename=\"" + name.encode() + b"\"\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n" + encoded.replace(b"\n", b"\r\n") + b"--b1--\r\n")
+
+
+def scan_one(tmp_path: Path, raw: bytes) -> tuple[int, dict]:
+    path = tmp_path / "message.eml"
+    path.write_bytes(raw)
+    run = mailguard(str(path), "--format", "jsonl")
+    return run.returncode, json.loads(run.stdout.decode().splitlines()[0])
+
+
+def compressed_by(tmp_path: Path, *command: str) -> bytes:
+    source = tmp_path / "eicar.com"
+    source.write_bytes(EICAR)
+    return subprocess.run([*command, "-c", str(source)], check=True, capture_output=True).stdout
+
+
+@pytest.mark.peer
+def test_an_lzma_alone_attachment_is_opened(tmp_path: Path):
+    packed = compressed_by(tmp_path, require("xz"), "--format=lzma")
+    code, result = scan_one(tmp_path, attachment_message(packed))
+    assert (code, result["verdict"]) == (1, "infected"), result
+    assert result["detections"][0]["part"].startswith("2/notes.txt/")
+
+
+def test_an_lzip_attachment_is_opened(tmp_path: Path):
+    code, result = scan_one(tmp_path, attachment_message(lzip(EICAR), "data.bin", "application/octet-stream"))
+    assert (code, result["verdict"]) == (1, "infected"), result
+
+
+@pytest.mark.peer
+def test_a_zstd_attachment_is_unscanned_never_clean(tmp_path: Path):
+    packed = compressed_by(tmp_path, require("zstd"), "-q")
+    code, result = scan_one(tmp_path, attachment_message(packed))
+    assert (code, result["verdict"]) == (3, "unscanned"), result
+    assert result["unscanned"][0]["reason"] == "unsupported"

@@ -189,6 +189,20 @@ class _Walker:
             readings = [r for r in dict.fromkeys(tuple(r) for r in readings) if r]
         media_type = part.media_type
         is_multipart = media_type.startswith("multipart/")
+        guessed = False
+        if not part.info.boundaries:
+            # RFC 2046 §5.1.1 makes the boundary parameter mandatory. Without one, strict parsers
+            # (Python's email package, mutt) split nothing: the body is one part, shown as text,
+            # and is scanned so (the part stays a leaf). Lenient ones split it anyway (mpack's
+            # munpack at every line starting "--"), so the readings with the boundaries of the
+            # first few delimiter-like lines are scanned too, as alternates
+            # (docs/pitfalls.md#multipart-without-a-boundary).
+            for boundary in _delimiter_like_lines(part.source, part.body_start, part.body_end, part.eol):
+                readings.extend(_delimiter_readings(part.source, part.body_start, part.body_end, boundary, part.eol))
+            readings = [r for r in dict.fromkeys(tuple(r) for r in readings) if r]
+            guessed = bool(readings)
+            if guessed:
+                part.ambiguous.append("multipart without a boundary parameter, read with guessed boundaries")
         if readings and boundary_without_delimiters:
             # A client that picks the boundary with no delimiter shows the whole body as text.
             part.ambiguous.append("a boundary candidate has no delimiter line")
@@ -206,7 +220,7 @@ class _Walker:
         prefix = part.number
         child_type = "message/rfc822" if media_type == "multipart/digest" else "text/plain"
         for index, reading in enumerate(readings):
-            target = part.children if index == 0 and is_multipart else part.alternates
+            target = part.children if index == 0 and is_multipart and not guessed else part.alternates
             alt_prefix = prefix if target is part.children else _alt_number(prefix, len(part.alternates) + 1)
             segments, preamble, epilogue = _segments(reading, part.body_start, part.body_end)
             if target is part.children:
@@ -242,6 +256,28 @@ class _Walker:
         self.count += 1
         return Part(number, False, part.source, part.body_start, part.body_start, part.body_start, part.body_end,
                     [], describe_entity([]), part.eol, part.message_depth, detached=part.detached, parent=part)
+
+
+# RFC 2046 §5.1.1 bchars: a boundary is 1 to 70 of them, not ending in a space.
+_BCHARS = frozenset(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'()+_,-./:=? ")
+_MAX_BOUNDARY = 70
+
+
+def _delimiter_like_lines(buf: bytes, start: int, end: int, eol: bytes) -> list[bytes]:
+    """The boundaries a client guessing one could take: the first few distinct lines ``--`` +
+    1-70 bchars (a close delimiter ``--b--`` of one already found is not another)."""
+    found: list[bytes] = []
+    pos = start
+    while len(found) < MAX_BOUNDARY_READINGS and (i := buf.find(b"--", pos, end)) != -1:
+        pos = i + 2
+        if i != start and buf[i - 1] not in b"\r\n":
+            continue
+        line_end = buf.find(eol, pos, end)
+        candidate = buf[pos:end if line_end == -1 else line_end].rstrip(b" \t\r")
+        if (0 < len(candidate) <= _MAX_BOUNDARY and _BCHARS.issuperset(candidate) and candidate not in found
+                and not (candidate.endswith(b"--") and candidate[:-2] in found)):
+            found.append(candidate)
+    return found
 
 
 def _alt_number(prefix: str, index: int) -> str:

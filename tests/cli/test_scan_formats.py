@@ -61,3 +61,19 @@ def test_a_zstd_attachment_is_unscanned_never_clean(tmp_path: Path):
     code, result = scan_one(tmp_path, attachment_message(packed))
     assert (code, result["verdict"]) == (3, "unscanned"), result
     assert result["unscanned"][0]["reason"] == "unsupported"
+
+
+def test_a_multipart_without_a_boundary_is_scanned_as_a_guessing_client_splits_it(tmp_path: Path):
+    encoded = base64.encodebytes(EICAR).replace(b"\n", b"\r\n")
+    raw = (b"From: sender@example.org\r\nTo: user@example.org\r\nSubject: report\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed\r\n\r\n"
+           b"--b1\r\nContent-Type: text/plain\r\n\r\nSee the attachment.\r\n"
+           b"--b1\r\nContent-Type: application/octet-stream; name=\"eicar.com\"\r\n"
+           b"Content-Transfer-Encoding: base64\r\n\r\n" + encoded + b"--b1--\r\n")
+    code, result = scan_one(tmp_path, raw)
+    assert (code, result["verdict"]) == (1, "infected"), result
+    # --action clean removes it (the whole message is replaced: its structure is a guess)
+    path = tmp_path / "message.eml"
+    assert mailguard(str(path), "--action", "clean").returncode == 1
+    assert encoded not in path.read_bytes()
+    assert mailguard(str(path)).returncode == 0

@@ -17,6 +17,7 @@ Only ``bytes.find`` and ``re`` touch the bodies; the stdlib ``email`` package is
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -175,6 +176,17 @@ class _Walker:
             boundary_without_delimiters |= not found
             readings.extend(found)
         readings = [r for r in dict.fromkeys(tuple(r) for r in readings) if r]
+        guessed = False
+        if not part.info.boundaries:
+            # No boundary parameter: also the readings a client guessing one would make
+            # (docs/pitfalls.md#multipart-without-a-boundary).
+            body = part.source[part.body_start:part.body_end]
+            for boundary in _guessed_boundaries(body, part.eol):
+                readings.extend(_delimiter_readings(part.source, part.body_start, part.body_end, boundary, part.eol))
+            readings = [r for r in dict.fromkeys(tuple(r) for r in readings) if r]
+            guessed = bool(readings)
+            if guessed:
+                part.ambiguous.append("multipart without a boundary parameter, read with guessed boundaries")
         if readings and boundary_without_delimiters:
             # A client that picks the boundary with no delimiter shows the whole body as text.
             part.ambiguous.append("a boundary candidate has no delimiter line")
@@ -192,7 +204,7 @@ class _Walker:
         prefix = part.number
         child_type = "message/rfc822" if part.media_type == "multipart/digest" else "text/plain"
         for index, reading in enumerate(readings):
-            target = part.children if index == 0 and part.is_multipart else part.alternates
+            target = part.children if index == 0 and part.is_multipart and not guessed else part.alternates
             alt_prefix = prefix if target is part.children else _alt_number(prefix, len(part.alternates) + 1)
             segments, preamble, epilogue = _segments(reading, part.body_start, part.body_end)
             if target is part.children:
@@ -228,6 +240,20 @@ class _Walker:
         self.count += 1
         return Part(number, False, part.source, part.body_start, part.body_start, part.body_start, part.body_end,
                     [], describe_entity([]), part.eol, part.message_depth, detached=part.detached, parent=part)
+
+
+def _guessed_boundaries(body: bytes, eol: bytes) -> list[bytes]:
+    """Lines ``--`` + 1-70 RFC 2046 bchars, first few distinct, a close of one found not counted."""
+    found: list[bytes] = []
+    for match in re.finditer(rb"(?<![^\r\n])--", body):
+        end = body.find(eol, match.end())
+        line = body[match.end():len(body) if end == -1 else end].rstrip(b" \t\r")
+        if (re.fullmatch(rb"[0-9A-Za-z'()+_,\-./:=? ]{1,70}", line) and line not in found
+                and not (line.endswith(b"--") and line[:-2] in found)):
+            found.append(line)
+            if len(found) == MAX_BOUNDARY_READINGS:
+                break
+    return found
 
 
 def _alt_number(prefix: str, index: int) -> str:

@@ -172,3 +172,24 @@ def test_a_compressed_stream_that_cannot_be_opened_is_unscanned_not_clean() -> N
     zstd_frame = bytes.fromhex("28b52ffd0458") + bytes(30)  # zstd: recognised, no decoder here
     verdict = _engine().scan(message([GREETING, attachment(zstd_frame, "notes.txt")]))
     assert verdict.status is Status.UNSCANNED and verdict.incomplete[0].reason is Reason.UNSUPPORTED
+
+
+def _without_boundary(body: bytes, *fields: bytes) -> bytes:
+    return b"".join([b"From: a@example.org\r\nSubject: x\r\nMIME-Version: 1.0\r\n",
+                     b"Content-Type: multipart/mixed\r\n", *fields, b"\r\n", body])
+
+
+def test_a_multipart_without_a_boundary_is_scanned_as_its_leaves_would_be_read() -> None:
+    import base64
+
+    hidden = attachment(EICAR, "eicar.com")  # base64: the raw message does not show the signature
+    verdict = _engine().scan(_without_boundary(b"--b1\r\n" + GREETING + b"\r\n--b1\r\n" + hidden + b"\r\n--b1--\r\n"))
+    assert verdict.status is Status.INFECTED and verdict.findings[0].part == "alt1.2"
+    # the body as one part, decoded per its own (forbidden) transfer encoding
+    encoded = _without_boundary(base64.encodebytes(EICAR), b"Content-Transfer-Encoding: base64\r\n")
+    assert _engine().scan(encoded).findings[0].part == "1"
+    # shown as text by the clients that split nothing: files encoded inside text are found
+    uuencoded = b"begin 644 eicar.com\r\n" + b"".join(
+        __import__("binascii").b2a_uu(EICAR[i:i + 45]).replace(b"\n", b"\r\n") for i in range(0, len(EICAR), 45))
+    verdict = _engine().scan(_without_boundary(uuencoded + b"`\r\nend\r\n"))
+    assert verdict.status is Status.INFECTED and verdict.findings[0].part == "1/eicar.com"

@@ -84,6 +84,27 @@ def test_strict_and_lenient_delimiters() -> None:
     assert tree.ambiguous and tree.alternates[0].number == "alt1.1"
 
 
+def test_a_multipart_without_a_boundary_is_one_leaf_plus_the_readings_a_guessing_client_makes() -> None:
+    # RFC 2046 §5.1.1: the boundary parameter is mandatory (docs/pitfalls.md#multipart-without-a-boundary).
+    body = (b"-----BEGIN PGP MESSAGE----- is a decoy\r\n--decoy\r\nnot a part\r\n"
+            b"--real\r\nContent-Type: text/plain\r\n\r\nA\r\n--real\r\n\r\nB\r\n--real--\r\n")
+    raw = b"Subject: x\r\nContent-Type: multipart/mixed\r\n\r\n" + body
+    tree = parse_message(raw)
+    assert not tree.children and bytes(tree.body()) == body  # what strict clients show: one part
+    assert tree.ambiguous
+    # one reading per delimiter-like line: each runs to the end but the last, which splits A and B
+    readings = {p.section: bytes(p.body()) for p in tree.alternates}
+    assert readings == {"alt1.1": body[body.index(b"--decoy"):], "alt2.1": body[body.index(b"not a"):],
+                        "alt3.1": b"A", "alt3.2": b"B"}
+    assert {p.section for p in tree.leaves()} == {"1", "alt1.1", "alt2.1", "alt3.1", "alt3.2"}
+
+
+def test_a_multipart_without_a_boundary_or_any_delimiter_like_line_is_one_leaf() -> None:
+    for body in (b"just text\r\n-- \r\nsignature\r\n", b"--" + b"x" * 71 + b"\r\n", b"a\r\nb--c\r\n"):
+        tree = parse_message(b"Content-Type: multipart/mixed\r\n\r\n" + body)
+        assert not tree.children and not tree.alternates and not tree.ambiguous
+
+
 def test_encoded_message_rfc822_is_walked_detached() -> None:
     import base64
     inner = single(b"secret", b"Content-Type: text/plain\r\n")

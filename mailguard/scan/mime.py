@@ -194,11 +194,12 @@ class _Walker:
             # RFC 2046 §5.1.1 makes the boundary parameter mandatory. Without one, strict parsers
             # (Python's email package, mutt) split nothing: the body is one part, shown as text,
             # and is scanned so (the part stays a leaf). Lenient ones split it anyway (mpack's
-            # munpack at every line starting "--"), so the readings with the boundaries of the
-            # first few delimiter-like lines are scanned too, as alternates
+            # munpack at every line starting "--"), so that reading, and the readings with the
+            # boundaries of the first few delimiter-like lines, are scanned too, as alternates
             # (docs/pitfalls.md#multipart-without-a-boundary).
             for boundary in _delimiter_like_lines(part.source, part.body_start, part.body_end, part.eol):
                 readings.extend(_delimiter_readings(part.source, part.body_start, part.body_end, boundary, part.eol))
+            readings.append(_dash_lines(part.source, part.body_start, part.body_end, part.eol))
             readings = [r for r in dict.fromkeys(tuple(r) for r in readings) if r]
             guessed = bool(readings)
             if guessed:
@@ -268,7 +269,7 @@ def _delimiter_like_lines(buf: bytes, start: int, end: int, eol: bytes) -> list[
     1-70 bchars (a close delimiter ``--b--`` of one already found is not another)."""
     found: list[bytes] = []
     pos = start
-    while len(found) < MAX_BOUNDARY_READINGS and (i := buf.find(b"--", pos, end)) != -1:
+    while len(found) < MAX_BOUNDARY_READINGS - 1 and (i := buf.find(b"--", pos, end)) != -1:
         pos = i + 2
         if i != start and buf[i - 1] not in b"\r\n":
             continue
@@ -277,6 +278,27 @@ def _delimiter_like_lines(buf: bytes, start: int, end: int, eol: bytes) -> list[
         if (0 < len(candidate) <= _MAX_BOUNDARY and _BCHARS.issuperset(candidate) and candidate not in found
                 and not (candidate.endswith(b"--") and candidate[:-2] in found)):
             found.append(candidate)
+    return found
+
+
+def _dash_lines(buf: bytes, start: int, end: int, eol: bytes) -> list[_Delimiter]:
+    """Every line starting ``--`` as a delimiter: how munpack splits a multipart without a boundary.
+
+    Whatever boundary a client guesses, its delimiter lines are among these, so an attachment
+    (base64 has no such lines) is one of this reading's parts however many decoys come first.
+    """
+    found: list[_Delimiter] = []
+    pos = start
+    while (i := buf.find(b"--", pos, end)) != -1:
+        pos = i + 2
+        if i != start and buf[i - 1] not in b"\r\n":
+            continue
+        # The line ending before it belongs to the delimiter (RFC 2046 §5.1.1).
+        line_start = i if i == start else i - 2 if buf[i - 1] == 0x0A and i - 1 > start and buf[i - 2] == 0x0D else i - 1
+        line_end = buf.find(eol, pos, end)
+        content = end if line_end == -1 else line_end + 1
+        found.append((line_start, content, False))
+        pos = content
     return found
 
 

@@ -183,6 +183,7 @@ class _Walker:
             body = part.source[part.body_start:part.body_end]
             for boundary in _guessed_boundaries(body, part.eol):
                 readings.extend(_delimiter_readings(part.source, part.body_start, part.body_end, boundary, part.eol))
+            readings.append(_every_dash_line(part.source, part.body_start, part.body_end, part.eol))
             readings = [r for r in dict.fromkeys(tuple(r) for r in readings) if r]
             guessed = bool(readings)
             if guessed:
@@ -251,9 +252,30 @@ def _guessed_boundaries(body: bytes, eol: bytes) -> list[bytes]:
         if (re.fullmatch(rb"[0-9A-Za-z'()+_,\-./:=? ]{1,70}", line) and line not in found
                 and not (line.endswith(b"--") and line[:-2] in found)):
             found.append(line)
-            if len(found) == MAX_BOUNDARY_READINGS:
+            if len(found) == MAX_BOUNDARY_READINGS - 1:
                 break
     return found
+
+
+def _every_dash_line(buf: bytes, start: int, end: int, eol: bytes) -> list[tuple[int, int, bool]]:
+    """Each line starting "--" as a (line start with the line end before it, content start, False)."""
+    found = []
+    pos = start
+    while True:
+        i = buf.find(b"--", pos, end)
+        if i == -1:
+            return found
+        pos = i + 2
+        if i > start and buf[i - 1] not in (0x0A, 0x0D):
+            continue
+        line_start = i
+        if i > start:
+            line_start = i - 1
+            if buf[i - 1] == 0x0A and i - 2 >= start and buf[i - 2] == 0x0D:
+                line_start = i - 2
+        line_end = buf.find(eol, pos, end)
+        pos = end if line_end == -1 else line_end + 1
+        found.append((line_start, pos, False))
 
 
 def _alt_number(prefix: str, index: int) -> str:

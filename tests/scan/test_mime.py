@@ -92,17 +92,28 @@ def test_a_multipart_without_a_boundary_is_one_leaf_plus_the_readings_a_guessing
     tree = parse_message(raw)
     assert not tree.children and bytes(tree.body()) == body  # what strict clients show: one part
     assert tree.ambiguous
-    # one reading per delimiter-like line: each runs to the end but the last, which splits A and B
+    # one reading per delimiter-like line (each runs to the end but the last, which splits A and B),
+    # and munpack's: every line starting "--" is a delimiter
     readings = {p.section: bytes(p.body()) for p in tree.alternates}
     assert readings == {"alt1.1": body[body.index(b"--decoy"):], "alt2.1": body[body.index(b"not a"):],
-                        "alt3.1": b"A", "alt3.2": b"B"}
-    assert {p.section for p in tree.leaves()} == {"1", "alt1.1", "alt2.1", "alt3.1", "alt3.2"}
+                        "alt3.1": b"A", "alt3.2": b"B",
+                        "alt5.1": b"", "alt5.2": b"not a part", "alt5.3": b"A", "alt5.4": b"B", "alt5.5": b""}
+    assert {p.section for p in tree.leaves()} == {"1", *readings}
 
 
-def test_a_multipart_without_a_boundary_or_any_delimiter_like_line_is_one_leaf() -> None:
-    for body in (b"just text\r\n-- \r\nsignature\r\n", b"--" + b"x" * 71 + b"\r\n", b"a\r\nb--c\r\n"):
+def test_decoy_lines_do_not_hide_the_parts_of_a_multipart_without_a_boundary() -> None:
+    body = b"".join(b"--decoy%d\r\n" % n for n in range(10)) + b"--real\r\nContent-Type: x/y\r\n\r\nA\r\n--real--\r\n"
+    tree = parse_message(b"Content-Type: multipart/mixed\r\n\r\n" + body)
+    assert b"A" in [bytes(p.body()) for p in tree.alternates]
+
+
+def test_a_multipart_without_a_boundary_or_any_line_starting_with_dashes_is_one_leaf() -> None:
+    for body in (b"just text\r\n", b"a\r\nb--c\r\n", b" --x\r\n"):
         tree = parse_message(b"Content-Type: multipart/mixed\r\n\r\n" + body)
         assert not tree.children and not tree.alternates and not tree.ambiguous
+    # no boundary a client could guess ("-- ", 71 characters), but munpack still splits there
+    tree = parse_message(b"Content-Type: multipart/mixed\r\n\r\ntext\r\n-- \r\n--" + b"x" * 71 + b"\r\nsig\r\n")
+    assert not tree.children and [bytes(p.body()) for p in tree.alternates] == [b"", b"sig\r\n"]  # "text": preamble
 
 
 def test_encoded_message_rfc822_is_walked_detached() -> None:

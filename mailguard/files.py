@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -82,6 +83,88 @@ class ExchangeUnsupported(OSError):
 
 _RENAME_EXCHANGE = 2  # <linux/fs.h>
 _AT_FDCWD = -100
+
+
+# Symbolic links followed while checking a path before it is called a loop (Linux's limit).
+_MAX_SYMLINKS = 40
+
+
+def folder_owner_problem(path: Path, *, check_own_mode: bool = True) -> str | None:
+    """Why a user other than ours (or root) could rename, replace or fill ``path``, or None.
+
+    The usual secure-folder checks (OpenSSH's StrictModes, systemd-tmpfiles' safe transitions),
+    on the path as the kernel resolves it:
+    - every symbolic link met on the way is owned by us or root (its owner could re-point it);
+    - every folder on the way is owned by us or root and writable by no one else, unless it is
+      sticky (in /tmp only an entry's owner may rename or delete it);
+    - the folder itself is ours, and writable by no one else (not checked without
+      ``check_own_mode``: for a caller about to make it private).
+    Only what exists is checked: folders created later are ours.
+    """
+    me = os.geteuid()
+    trusted = {0, me}
+    current: Path | None = Path("/")
+    pending = list(Path(os.getcwd(), path).parts[1:])
+    links = 0
+    passed: list[tuple[Path, os.stat_result]] = []
+    while pending:
+        name = pending.pop(0)
+        if name in ("", "."):
+            continue
+        if name == "..":
+            current = current.parent  # physical parent: ``current`` is already resolved
+            continue
+        candidate = current / name
+        try:
+            info = os.lstat(candidate)
+        except FileNotFoundError:
+            current = None  # created later, by us: what leads to it must still be safe
+            break
+        except OSError as exc:
+            return f"{candidate} cannot be examined: {exc.strerror}"
+        if stat.S_ISLNK(info.st_mode):
+            if info.st_uid not in trusted:
+                return f"the symbolic link {candidate} is owned by {_user(info.st_uid)}"
+            links += 1
+            if links > _MAX_SYMLINKS:
+                return f"too many symbolic links resolving {path}"
+            target = os.readlink(candidate)
+            if os.path.isabs(target):
+                current = Path("/")
+            pending[:0] = Path(target).parts[1:] if os.path.isabs(target) else Path(target).parts
+            continue
+        if not stat.S_ISDIR(info.st_mode):
+            return f"{candidate} is not a folder"
+        passed.append((candidate, info))
+        current = candidate
+    for folder, info in passed:
+        if folder == current:
+            continue  # the folder itself: checked below
+        if info.st_uid not in trusted:
+            return f"the folder {folder} on its way is owned by {_user(info.st_uid)}"
+        if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
+            return f"the folder {folder} on its way can be changed by {_whom(info)}"
+    if current is None:
+        return None
+    info = os.stat(current)
+    if info.st_uid != me:
+        return f"it is owned by {_user(info.st_uid)}, not by the user mailguard runs as ({_user(me)})"
+    if check_own_mode and info.st_mode & 0o022:
+        return f"it can be changed by {_whom(info)}"
+    return None
+
+
+def _whom(info: os.stat_result) -> str:
+    return f"{'others' if info.st_mode & 0o002 else 'its group'} (mode {stat.S_IMODE(info.st_mode):04o})"
+
+
+def _user(uid: int) -> str:
+    try:
+        import pwd
+
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
 
 
 def within(path: str, folder: str) -> bool:

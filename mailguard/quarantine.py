@@ -8,7 +8,9 @@ kept here and can be restored byte for byte. Each entry is two files in one fold
 
 The id is the UTC date and the first 12 hex digits of the message's SHA-256, so it is
 short, sorts by day, and the same message kept twice on one day is kept once. The folder
-is 0700 and the files 0600 (mail is private). Files are written to a temporary name,
+is 0700 and the files 0600 (mail is private), and a folder another user could change (its
+owner, a folder on its way, a symbolic link to it) is refused: that user could rename or delete
+the originals (``check``). Files are written to a temporary name,
 fsynced, and linked into place, so a crash leaves either no entry or a whole one; the
 metadata is written last, so an entry is listed only once its message is safely stored.
 """
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mailguard.errors import StorageError, UsageError
-from mailguard.files import fsync_folder, write_atomic
+from mailguard.files import folder_owner_problem, fsync_folder, write_atomic
 
 if TYPE_CHECKING:
     from mailguard.scan.verdict import Verdict
@@ -47,6 +49,10 @@ FILE_MODE = 0o600
 
 class QuarantineNotFound(StorageError):
     """No entry has the id (or id prefix) asked for."""
+
+
+class UnsafeQuarantine(StorageError):
+    """The quarantine folder could be changed by a user other than the one mailguard runs as."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,18 @@ class Quarantine:
 
     def __init__(self, folder: Path | str) -> None:
         self.folder = Path(folder)
+
+    def check(self) -> None:
+        """Refuse (UnsafeQuarantine) a folder another user could change, as far as it exists.
+
+        Called before a command reads the quarantine or an engine or rewrite starts using it,
+        so the refusal comes at once with a reason, and by every ``add``.
+        """
+        self._refuse(folder_owner_problem(self.folder))
+
+    def prepare(self) -> None:
+        """Create the folder if needed and make it private; refuse one another user could change."""
+        self._prepare_folder()
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -202,12 +220,23 @@ class Quarantine:
             raise StorageError(f"cannot read quarantine entry {entry_id}: {exc}") from None
 
     def _prepare_folder(self) -> None:
+        # Ownership first: as root, chmod would succeed on another user's folder, who would
+        # still own it (and so could rename or delete what it holds).
+        self._refuse(folder_owner_problem(self.folder, check_own_mode=False))
         try:
             self.folder.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
             if self.folder.stat().st_mode & 0o077:
                 os.chmod(self.folder, FOLDER_MODE)
         except OSError as exc:
             raise StorageError(f"cannot prepare the quarantine folder {self.folder}: {exc.strerror}") from None
+        self._refuse(folder_owner_problem(self.folder))
+
+    def _refuse(self, problem: str | None) -> None:
+        if problem is not None:
+            raise UnsafeQuarantine(
+                f"refusing the quarantine folder {self.folder}: {problem}, so another user could rename or "
+                "delete the originals kept there. Give it to the user mailguard runs as (chown, chmod go-w), "
+                "or set tools.quarantine.path to a folder of that user's own")
 
 
 def headers_of(raw: bytes) -> list[tuple[str, str]]:

@@ -161,3 +161,87 @@ def test_headers_of_unfolds_decodes_and_stops_at_the_body():
         ("Message-ID", "<1@example.org>")]
     assert headers_of(b"Subject: only headers") == [("Subject", "only headers")]
     assert headers_of(b"Subject: bare LF\n\nX-Not: a header\n") == [("Subject", "bare LF")]
+
+
+# -- a folder another user could change is refused (the engine's user alone may touch the originals) --
+
+NOBODY = 65534
+
+
+def _owned_by_nobody(path, mode=0o755):
+    path.mkdir(parents=True, exist_ok=True)
+    os.chown(path, NOBODY, NOBODY)
+    os.chmod(path, mode)
+    return path
+
+
+@pytest.fixture
+def as_root():
+    from tests.peers import require_root
+
+    require_root()
+
+
+def test_a_folder_owned_by_another_user_is_refused_not_chmodded(tmp_path, as_root):
+    from mailguard.quarantine import UnsafeQuarantine
+
+    folder = _owned_by_nobody(tmp_path / "q")
+    with pytest.raises(UnsafeQuarantine) as refused:
+        Quarantine(folder).add(MESSAGE, INFECTED, "test")
+    assert "owned by nobody (uid 65534)" in str(refused.value) and str(folder) in str(refused.value)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755 and folder.stat().st_uid == NOBODY
+    assert list(folder.iterdir()) == []
+    with pytest.raises(UnsafeQuarantine):
+        Quarantine(folder).check()
+
+
+def test_a_folder_inside_another_users_folder_is_refused(tmp_path, as_root):
+    from mailguard.quarantine import UnsafeQuarantine
+
+    theirs = _owned_by_nobody(tmp_path / "theirs", 0o700)
+    with pytest.raises(UnsafeQuarantine, match="on its way is owned by nobody"):
+        Quarantine(theirs / "q").add(MESSAGE, INFECTED, "test")
+    assert not (theirs / "q").exists()
+
+
+def test_a_symbolic_link_owned_by_another_user_is_refused(tmp_path, as_root):
+    from mailguard.quarantine import UnsafeQuarantine
+
+    ours = tmp_path / "q"
+    ours.mkdir(mode=0o700)
+    link = tmp_path / "link"
+    link.symlink_to(ours)
+    assert Quarantine(link).add(MESSAGE, INFECTED, "test")  # our own link to our own folder
+    os.lchown(link, NOBODY, NOBODY)  # nobody could now point it anywhere
+    with pytest.raises(UnsafeQuarantine, match=f"symbolic link {link} is owned by nobody"):
+        Quarantine(link / ".").check()
+    with pytest.raises(UnsafeQuarantine):
+        Quarantine(link).add(MESSAGE, INFECTED, "again")
+
+
+def test_a_folder_on_the_way_that_others_may_change_is_refused_unless_sticky(tmp_path):
+    from mailguard.quarantine import UnsafeQuarantine
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    with pytest.raises(UnsafeQuarantine, match="can be changed by others"):
+        Quarantine(shared / "q").add(MESSAGE, INFECTED, "test")
+    os.chmod(shared, 0o1777)  # like /tmp: only an entry's owner may rename or delete it
+    Quarantine(shared / "q").add(MESSAGE, INFECTED, "test")
+    os.chmod(shared, 0o775)
+    with pytest.raises(UnsafeQuarantine, match="can be changed by its group"):
+        Quarantine(shared / "q").check()
+
+
+def test_an_own_folder_others_may_change_is_tightened_when_used_and_refused_when_only_read(tmp_path):
+    from mailguard.quarantine import UnsafeQuarantine
+
+    folder = tmp_path / "q"
+    folder.mkdir()
+    os.chmod(folder, 0o777)
+    with pytest.raises(UnsafeQuarantine, match="can be changed by others"):
+        Quarantine(folder).check()
+    Quarantine(folder).prepare()
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    Quarantine(folder).check()

@@ -50,6 +50,7 @@ def start(
 
     paths, settings = open_settings(config)
     _check_transparent_prerequisites(settings)
+    _check_quarantine(paths, settings)
     if foreground:
         daemon.run_foreground(paths, settings)
         return
@@ -77,6 +78,7 @@ def restart(config: ConfigOption = None) -> None:
 
     paths, settings = open_settings(config)  # a broken settings file must not stop a working engine
     _check_transparent_prerequisites(settings)
+    _check_quarantine(paths, settings)
     _stop(paths)
     pid = daemon.start_detached(paths, settings)
     note(f"mailguard: engine started (pid {pid}, {settings.get(_MODE)} mode); log: {paths.log_file}")
@@ -144,6 +146,16 @@ def _check_transparent_prerequisites(settings: Settings) -> None:
             "transparent mode needs root (or CAP_NET_ADMIN) to install its nftables rules; "
             "run 'mailguard start' as root, or set web-and-email.protocol-filtering.mode to explicit"
         )
+
+
+def _check_quarantine(paths: Paths, settings: Settings) -> None:
+    """A quarantine folder another user could change is refused before the engine starts
+    (its every ``add`` refuses it too, so a message is then withheld, never kept there)."""
+    if not settings.get("web-and-email.email-client.response.quarantine"):
+        return
+    from mailguard.quarantine import Quarantine
+
+    Quarantine(paths.quarantine_dir(settings)).prepare()
 
 
 def _stop(paths: Paths) -> None:

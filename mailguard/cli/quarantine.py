@@ -26,7 +26,9 @@ def _quarantine(config):  # noqa: ANN001, ANN202 - the Path option type and Quar
     from mailguard.quarantine import Quarantine
 
     paths, settings = open_settings(config)
-    return Quarantine(paths.quarantine_dir(settings))
+    quarantine = Quarantine(paths.quarantine_dir(settings))
+    quarantine.check()
+    return quarantine
 
 
 @app.command(name="list")

@@ -116,6 +116,7 @@ def _quarantine_keeper(folder: "os.PathLike[str]") -> Callable[[bytes, "MessageR
                         "without keeping originals, set web-and-email.email-client.response.quarantine "
                         "to false") from None
     quarantine = Quarantine(folder)
+    quarantine.prepare()
 
     def keep(raw: bytes, result: "MessageResult") -> str:
         return quarantine.add(raw, result.verdict, result.where())

@@ -245,3 +245,17 @@ def test_an_own_folder_others_may_change_is_tightened_when_used_and_refused_when
     Quarantine(folder).prepare()
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     Quarantine(folder).check()
+
+
+def test_an_engine_whose_quarantine_became_another_users_withholds_the_rewrite(tmp_path, as_root):
+    # The engine checked the folder at start; one chown later, every add refuses it, and the
+    # session then delivers nothing (docs/architecture.md: the original must be kept first).
+    from mailguard.proxy.scanpool import scan_message
+    from mailguard.scan.policy import Policy
+    from tests.scan.reference_detector import EICAR
+
+    folder = _owned_by_nobody(tmp_path / "q", 0o700)
+    raw = b"From: a@example.org\r\nSubject: x\r\n\r\n" + EICAR + b"\r\n"
+    outcome = scan_message(raw, "test", Policy(), str(folder))
+    assert outcome.status == "infected" and outcome.quarantine_failed and "owned by nobody" in outcome.error
+    assert list(folder.iterdir()) == []

@@ -294,7 +294,9 @@ def _dash_lines(buf: bytes, start: int, end: int, eol: bytes) -> list[_Delimiter
         if i != start and buf[i - 1] not in b"\r\n":
             continue
         # The line ending before it belongs to the delimiter (RFC 2046 §5.1.1).
-        line_start = i if i == start else i - 2 if buf[i - 1] == 0x0A and i - 1 > start and buf[i - 2] == 0x0D else i - 1
+        line_start = i
+        if i != start:
+            line_start = i - 2 if buf[i - 1] == 0x0A and i - 1 > start and buf[i - 2] == 0x0D else i - 1
         line_end = buf.find(eol, pos, end)
         content = end if line_end == -1 else line_end + 1
         found.append((line_start, content, False))

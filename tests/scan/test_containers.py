@@ -20,8 +20,8 @@ from mailguard.scan.policy import Policy
 from mailguard.scan.verdict import Reason
 from tests.peers import require, require_clamav_testfiles
 from tests.scan.archives import (
-    EICAR, bz, gz, lzip, lzma_alone, make_7z, make_cab, make_cpio, make_iso, make_ole, make_pdf, make_rtf, make_tar, make_tnef,
-    make_zip, ole1_object, ole_package, overlapping_zip, pe_stub, vba_container, walk, xz, zeros_deflated,
+    EICAR, bz, gz, lzip, lzma_alone, make_7z, make_cab, make_cpio, make_iso, make_ole, make_pdf, make_rtf, make_tar,
+    make_tnef, make_zip, ole1_object, ole_package, overlapping_zip, pe_stub, vba_container, walk, xz, zeros_deflated,
     zip_with_raw_member, zipcrypto_zip,
 )
 
@@ -61,7 +61,8 @@ def test_archives_off_leaves_archives_but_not_tnef():
 def test_capabilities_name_every_kind():
     found = capabilities()
     assert {"zip", "7z", "tar", "cpio", "cab", "iso9660", "szdd", "self-extractor", "gzip", "bzip2", "xz",
-            "lzip", "lzma", "tnef", "ole2", "rtf", "pdf", "zip-deflate64"} == {name for name in found if name not in unsupported.FORMATS}
+            "lzip", "lzma", "tnef", "ole2", "rtf", "pdf", "zip-deflate64"} == {
+               name for name in found if name not in unsupported.FORMATS}
     assert found["zip"] and found["tnef"] and not found["RAR"]
 
 
@@ -282,6 +283,16 @@ def test_lzma_alone_is_opened_by_content_whatever_its_name():
         assert [(c.path, c.data) for c in children(data, path="2/notes.txt", name="notes.txt")] == [
             ("2/notes.txt/data", EICAR)]
     assert [c.names for c in children(lzma_alone(EICAR), name="eicar.com.lzma")] == [("eicar.com",)]
+
+
+def test_lzma_alone_with_a_dictionary_size_only_unlzma_accepts_is_opened_when_so_named():
+    data = bytearray(lzma_alone(EICAR))
+    data[1:5] = struct.pack("<I", (1 << 16) + 1)  # xz's detection refuses it; unlzma and 7-Zip do not
+    assert kind_of(bytes(data), Policy()) is None
+    assert [(c.names, c.data) for c in children(bytes(data), name="eicar.com.lzma")] == [(("eicar.com",), EICAR)]
+    assert expand(obj(bytes(data), name="notes.txt"), Budget.for_message(Policy()), Policy()) is None
+    elf = b"\x7fELF\x02\x01\x01" + bytes(9) + bytes(range(256)) * 4  # a header that would otherwise pass
+    assert expand(obj(elf, name="x.lzma"), Budget.for_message(Policy()), Policy()) is None
 
 
 def test_lzma_alone_with_the_size_in_its_header_and_no_end_marker():

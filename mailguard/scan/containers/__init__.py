@@ -1,7 +1,8 @@
 """Containers: what is inside archives, documents and programs, under the message budget.
 
 ``expand(obj, budget, policy)`` is the one entry point. It recognises a container by its
-magic bytes, never by its name (a zip renamed ``invoice.pdf`` is still a zip), and returns
+magic bytes, never by its name alone (a zip renamed ``invoice.pdf`` is still a zip; a name
+only widens what LZMA-alone, which has no magic, may look like), and returns
 the direct children: ``obj.path + "/" + member_name``, ``names=(member_name,)``, one
 level deeper. The engine calls it again on each child, so nesting (zip in tar in gzip) is
 a walk the engine owns, while every byte unpacked anywhere draws on one ``Budget``.
@@ -73,6 +74,9 @@ _KINDS = (
 )
 
 
+_LZMA = next(kind for kind in _KINDS if kind.name == "lzma")
+
+
 def _by_first_byte(kinds: tuple[_Kind, ...]) -> tuple[tuple[_Kind, ...], ...]:
     """For each first byte (and, last, for empty data): the kinds that could recognise it, in order.
 
@@ -124,6 +128,9 @@ def expand(obj: ScanObject, budget: Budget, policy: Policy, path: str | None = N
     the attacker made for us (docs/pitfalls.md#boundary-tricks).
     """
     kinds = _find(obj.data, policy)
+    if not kinds and policy.archives and streams.named_lzma(obj):
+        # A header only unlzma accepts: recognised by its name too (streams.is_lzma_alone).
+        kinds = [_LZMA] if streams.is_lzma_alone(obj.data, any_dictionary=True) else []
     if not kinds:
         return None
     if path is not None and path != obj.path:

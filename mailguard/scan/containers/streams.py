@@ -8,7 +8,8 @@ compression suffix (``report.tgz`` -> ``report.tar``), else ``data``.
 Every one is recognised by its bytes, never by its name or declared type: a ``.lzma`` sent
 as ``report.txt`` is still opened. LZMA-alone (the format of ``lzma`` and ``xz --format=lzma``)
 has no magic number, so it is recognised by a header that liblzma's own format detection
-would accept plus a trial decoding of its start (see ``is_lzma_alone``). Compressed formats
+would accept plus a trial decoding of its start (see ``is_lzma_alone``); its name counts only
+to accept a header that detection would not (``unlzma`` opens a ``.lzma`` whatever it says). Compressed formats
 we recognise but cannot open (zstd, lz4, Unix compress) are in unsupported.py: unscanned,
 never clean (docs/pitfalls.md#limits-bombs-and-missing-decoders).
 """
@@ -64,7 +65,7 @@ def is_xz(data: bytes) -> bool:
     return data[:6] == XZ_MAGIC
 
 
-def is_lzma_alone(data: bytes) -> bool:
+def is_lzma_alone(data: bytes, *, any_dictionary: bool = False) -> bool:
     """A legacy ``.lzma`` stream: a header liblzma's format detection accepts, and a start that decodes.
 
     The header checks are the ones ``xz`` uses to tell an LZMA-alone file from other data: a
@@ -72,13 +73,16 @@ def is_lzma_alone(data: bytes) -> bool:
     or below 256 GiB; and the range coder's first byte is always 0. Without a magic number that
     still lets through a few binaries full of zeros, so the first kilobytes are decoded too: what
     liblzma cannot decode is no LZMA, and must not make a message unscanned as "corrupt".
+
+    ``any_dictionary``: for a file named ``.lzma``, which ``unlzma`` and 7-Zip open whatever its
+    dictionary size (the check that size passes is what keeps every ELF program out otherwise).
     """
     if len(data) <= _LZMA_ALONE_HEADER or data[_LZMA_ALONE_HEADER] != 0 or data[0] >= _LZMA_MAX_PROPERTIES:
         return False
     dict_size, size = struct.unpack_from("<IQ", data, 1)
     if size != _LZMA_UNKNOWN_SIZE and size >= _LZMA_MAX_KNOWN_SIZE:
         return False
-    if dict_size != 0xFFFF_FFFF:
+    if dict_size != 0xFFFF_FFFF and not any_dictionary:
         top = 1 << (dict_size.bit_length() - 1) if dict_size else 0
         if not top or dict_size not in (top, top | top >> 1):
             return False
@@ -90,6 +94,11 @@ def is_lzma_alone(data: bytes) -> bool:
         # decoding (bounded.lzma_alone_decompressor) decides, and names a bomb a LIMIT.
         return "memory" in str(exc).lower()
     return True
+
+
+def named_lzma(obj: ScanObject) -> bool:
+    """Whether a file name of ``obj`` says LZMA-alone (``.lzma``, ``.tlz``)."""
+    return any(name.lower().endswith((".lzma", ".tlz")) for name in obj.names)
 
 
 def is_lzip(data: bytes) -> bool:

@@ -13,7 +13,7 @@ if [ "$(id -u)" = 0 ]; then
         python3-venv ca-certificates openssl \
         dovecot-imapd dovecot-pop3d fetchmail \
         clamav clamav-daemon clamav-testfiles \
-        socat nftables iproute2 p7zip-full libnss3-tools genisoimage procps xz-utils zstd
+        socat nftables iproute2 p7zip-full libnss3-tools genisoimage procps xz-utils zstd lzip
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -1,7 +1,7 @@
 """``mailguard scan`` on .eml files whose payload hides in a format that once passed as clean:
 compressed single streams (LZMA-alone, lzip, zstd) and a multipart without a boundary.
 
-Each file is made by a real tool where one is at hand (``xz --format=lzma``, ``zstd``), and is
+Each file is made by a real tool (``xz --format=lzma``, ``lzip``, ``zstd``), and is
 attached under a harmless name and type: formats are recognised by their bytes.
 """
 
@@ -16,7 +16,7 @@ import pytest
 
 from tests.cli.test_scan import mailguard
 from tests.peers import require
-from tests.scan.archives import EICAR, lzip
+from tests.scan.archives import EICAR
 
 
 def attachment_message(payload: bytes, name: str = "notes.txt", media_type: str = "text/plain") -> bytes:
@@ -50,8 +50,10 @@ def test_an_lzma_alone_attachment_is_opened(tmp_path: Path):
     assert result["detections"][0]["part"].startswith("2/notes.txt/")
 
 
+@pytest.mark.peer
 def test_an_lzip_attachment_is_opened(tmp_path: Path):
-    code, result = scan_one(tmp_path, attachment_message(lzip(EICAR), "data.bin", "application/octet-stream"))
+    packed = compressed_by(tmp_path, require("lzip"))
+    code, result = scan_one(tmp_path, attachment_message(packed, "data.bin", "application/octet-stream"))
     assert (code, result["verdict"]) == (1, "infected"), result
 
 

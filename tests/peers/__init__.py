@@ -25,6 +25,7 @@ PACKAGES = {
     "7z": "p7zip-full",
     "xz": "xz-utils",
     "zstd": "zstd",
+    "lzip": "lzip",
     "certutil": "libnss3-tools",
 }
 

@@ -346,6 +346,21 @@ def test_lzip_members_are_all_opened():
 
 
 @pytest.mark.peer
+def test_lzip_made_by_lzip_is_opened_member_by_member(tmp_path):
+    big = bytes(range(256)) * 2000 + EICAR
+    (tmp_path / "eicar.com").write_bytes(EICAR)
+    (tmp_path / "big").write_bytes(big)
+    # -b: a member per 100 KiB, so one file holds several, as lzip writes long input
+    subprocess.run([require("lzip"), "-k", "-9", str(tmp_path / "eicar.com")], check=True)
+    subprocess.run([require("lzip"), "-k", "-0", "-b", "100KiB", str(tmp_path / "big")], check=True)
+    data = (tmp_path / "eicar.com.lz").read_bytes()
+    assert [(c.names, c.data) for c in children(data, name="eicar.com.lz")] == [(("eicar.com",), EICAR)]
+    members = (tmp_path / "big.lz").read_bytes()
+    assert members.count(b"LZIP\x01") > 1
+    assert [c.data for c in children(members)] == [big]
+
+
+@pytest.mark.peer
 def test_lzma_made_by_xz_is_opened(tmp_path):
     (tmp_path / "eicar.com").write_bytes(EICAR)
     subprocess.run([require("xz"), "--format=lzma", "-k", str(tmp_path / "eicar.com")], check=True)

@@ -169,6 +169,10 @@ class Engine:
                 from mailguard.proxy.transparent_plan import TransparentPlan
 
                 TransparentPlan.from_settings(settings)  # a role or listen address that cannot work
+            if settings.get("web-and-email.email-client.response.quarantine"):
+                from mailguard.quarantine import Quarantine
+
+                Quarantine(self.paths.quarantine_dir(settings)).prepare()  # one another user could change
         except MailguardError as exc:
             log.error("reload refused, the settings in force stay: %s", exc)
             raise EngineError(f"reload refused, the settings in force stay: {exc}") from exc

@@ -7,6 +7,7 @@ having changed nothing. Creating a folder owned by ``nobody`` needs root (CI run
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -86,5 +87,23 @@ def test_start_refuses_it_and_starts_nothing(mailguard_home: Path, theirs: Path,
         run = mailguard("start", *(["--foreground"] if foreground else []))
         assert refused(run, theirs), (run.returncode, run.stderr)
         assert not (mailguard_home / "mailguard.pid").exists() and unchanged(theirs)
+    finally:
+        mailguard("stop")
+
+
+def test_reload_refuses_it_and_the_engine_keeps_its_settings(tmp_path: Path, mailguard_home: Path):
+    require_root()
+    mailguard_home.mkdir(parents=True, exist_ok=True)
+    try:
+        started = mailguard("start")
+        assert started.returncode == 0, started.stderr
+        folder = tmp_path / "theirs"
+        folder.mkdir()
+        os.chown(folder, NOBODY, NOBODY)
+        (mailguard_home / "config.toml").write_text(f'[tools.quarantine]\npath = "{folder}"\n')
+        run = mailguard("reload")
+        assert run.returncode == 2 and "reload refused" in run.stderr and "owned by nobody" in run.stderr
+        assert json.loads(mailguard("status", "--json").stdout)["running"] is True
+        assert folder.stat().st_uid == NOBODY and not list(folder.iterdir())
     finally:
         mailguard("stop")

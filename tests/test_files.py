@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
 from mailguard.errors import StorageError
-from mailguard.files import PRIVATE_FILE_MODE, PUBLIC_FILE_MODE, fsync_folder, private_dir, write_atomic
+from mailguard.files import (PRIVATE_FILE_MODE, PUBLIC_FILE_MODE, folder_owner_problem, fsync_folder, private_dir,
+                             write_atomic)
 
 
 def mode(path) -> int:
@@ -64,3 +66,31 @@ def test_exchange_files_swaps_two_names_and_refuses_a_missing_one(tmp_path):
     with pytest.raises(FileNotFoundError):
         exchange_files(str(first), str(second))
     assert first.read_bytes() == b"2"  # nothing moved
+
+
+# -- folder_owner_problem: the secure-folder checks, on the path as the kernel resolves it --
+
+def test_an_own_private_folder_has_no_problem_however_it_is_named(tmp_path, monkeypatch):
+    (tmp_path / "q").mkdir(mode=0o700)
+    (tmp_path / "link").symlink_to("q")
+    monkeypatch.chdir(tmp_path)
+    for name in ("q", "./q/", str(tmp_path / "q"), "link", str(tmp_path / "link/../q"), "not/yet/there"):
+        assert folder_owner_problem(Path(name)) is None, name
+
+
+def test_dot_dot_after_a_symbolic_link_is_its_targets_parent(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b" / "c").mkdir(parents=True)
+    os.chmod(tmp_path / "b", 0o775)
+    (tmp_path / "a" / "link").symlink_to(tmp_path / "b" / "c")
+    # Lexically a/link/.. is a; the kernel goes to b, which its group may change.
+    assert "can be changed by its group" in folder_owner_problem(tmp_path / "a" / "link" / "..")
+    assert "on its way can be changed by its group" in folder_owner_problem(tmp_path / "a" / "link")
+
+
+def test_loops_and_files_are_problems_not_errors(tmp_path):
+    (tmp_path / "one").symlink_to("two")
+    (tmp_path / "two").symlink_to("one")
+    assert "too many symbolic links" in folder_owner_problem(tmp_path / "one")
+    (tmp_path / "file").write_bytes(b"")
+    assert "is not a folder" in folder_owner_problem(tmp_path / "file" / "q")

@@ -10,9 +10,9 @@ The id is the UTC date and the first 12 hex digits of the message's SHA-256, so 
 short, sorts by day, and the same message kept twice on one day is kept once. The folder
 is 0700 and the files 0600 (mail is private), and a folder another user could change (its
 owner, a folder on its way, a symbolic link to it) is refused: that user could rename or delete
-the originals (``check``). Files are written to a temporary name,
-fsynced, and linked into place, so a crash leaves either no entry or a whole one; the
-metadata is written last, so an entry is listed only once its message is safely stored.
+the originals (``check``). Files are written to a temporary name, fsynced, and linked into
+place, so a crash leaves either no entry or a whole one; the metadata is written last, so an
+entry is listed only once its message is safely stored.
 """
 
 from __future__ import annotations

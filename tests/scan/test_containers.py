@@ -951,3 +951,10 @@ def test_pdf_marker_check_gives_what_the_object_walk_gives(pieces):
             return exc.reason, exc.detail, members._count
 
     assert outcome(pdf.unpack) == outcome(pdf._unpack_objects)
+
+
+def test_a_binary_whose_header_only_asks_for_a_huge_dictionary_is_no_lzma():
+    # A header that passes every check, naming a 1 GiB dictionary, then bytes that do not decode:
+    # tried with a small dictionary, found no LZMA, so not "unscanned" for a dictionary too large.
+    data = struct.pack("<BIQ", 0x5D, 1 << 30, 2**64 - 1) + b"\x00" + bytes(range(256)) * 8
+    assert kind_of(data, Policy()) is None

@@ -8,9 +8,10 @@ level deeper. The engine calls it again on each child, so nesting (zip in tar in
 a walk the engine owns, while every byte unpacked anywhere draws on one ``Budget``.
 
 Archives: zip (zip64, and what only local headers list), 7z, tar, cpio, cab, ISO 9660,
-SZDD, gzip/bzip2/xz/lzip/LZMA-alone streams, and archives inside programs (self-extractors). Documents:
-TNEF (winmail.dat), OLE2 (Office 97-2003, .msg, VBA source, embedded objects), RTF
-objects, PDF streams. Known formats we cannot open (RAR, ARJ, ...) are UNSUPPORTED.
+SZDD, gzip/bzip2/xz/lzip/LZMA-alone streams, and archives inside programs
+(self-extractors). Documents: TNEF (winmail.dat), OLE2 (Office 97-2003, .msg, VBA source,
+embedded objects), RTF objects, PDF streams. Known formats we cannot open (RAR, ARJ, zstd,
+...) are UNSUPPORTED.
 
 Failure is never silent (docs/pitfalls.md#limits-bombs-and-missing-decoders,
 docs/pitfalls.md#encrypted-archives):

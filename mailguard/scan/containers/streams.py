@@ -9,9 +9,9 @@ Every one is recognised by its bytes, never by its name or declared type: a ``.l
 as ``report.txt`` is still opened. LZMA-alone (the format of ``lzma`` and ``xz --format=lzma``)
 has no magic number, so it is recognised by a header that liblzma's own format detection
 would accept plus a trial decoding of its start (see ``is_lzma_alone``); its name counts only
-to accept a header that detection would not (``unlzma`` opens a ``.lzma`` whatever it says). Compressed formats
-we recognise but cannot open (zstd, lz4, Unix compress) are in unsupported.py: unscanned,
-never clean (docs/pitfalls.md#limits-bombs-and-missing-decoders).
+to accept a header that detection would not (``unlzma`` opens a ``.lzma`` whatever it says).
+Compressed formats we recognise but cannot open (zstd, lz4, lzop, Unix compress) are in
+unsupported.py: unscanned, never clean (docs/pitfalls.md#limits-bombs-and-missing-decoders).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ _LZMA_UNKNOWN_SIZE = 0xFFFF_FFFF_FFFF_FFFF
 _LZMA_MAX_KNOWN_SIZE = 1 << 38   # liblzma's detection refuses larger sizes as "not LZMA" (256 GiB)
 _LZMA_TRIAL_INPUT = 4096         # compressed bytes decoded to confirm a header is one
 _LZMA_TRIAL_OUTPUT = 4096
-_LZMA_TRIAL_MEMLIMIT = 64 * 1024 * 1024
+_LZMA_TRIAL_DICTIONARY = 64 * 1024  # more than the trial's output
 # lzip member: 6-byte header, LZMA data (lc=3, lp=0, pb=2) ending in an end marker, 20-byte trailer
 # (CRC32, data size, member size).
 _LZIP_HEADER, _LZIP_TRAILER = 6, 20
@@ -86,13 +86,15 @@ def is_lzma_alone(data: bytes, *, any_dictionary: bool = False) -> bool:
         top = 1 << (dict_size.bit_length() - 1) if dict_size else 0
         if not top or dict_size not in (top, top | top >> 1):
             return False
+    # The first kilobytes of output reach back no further than themselves, so the trial needs
+    # no more dictionary than that: a header asking for gigabytes is tried all the same (the
+    # real decoding, bounded.lzma_alone_decompressor, then names such a stream a LIMIT).
+    header = data[:1] + struct.pack("<I", min(dict_size, _LZMA_TRIAL_DICTIONARY)) + data[5:_LZMA_ALONE_HEADER]
+    trial = header + data[_LZMA_ALONE_HEADER:_LZMA_ALONE_HEADER + _LZMA_TRIAL_INPUT]
     try:
-        trial = lzma.LZMADecompressor(lzma.FORMAT_ALONE, memlimit=_LZMA_TRIAL_MEMLIMIT)
-        trial.decompress(data[:_LZMA_ALONE_HEADER + _LZMA_TRIAL_INPUT], _LZMA_TRIAL_OUTPUT)
-    except lzma.LZMAError as exc:
-        # A dictionary larger than the trial allows is still an LZMA header: the real
-        # decoding (bounded.lzma_alone_decompressor) decides, and names a bomb a LIMIT.
-        return "memory" in str(exc).lower()
+        lzma.LZMADecompressor(lzma.FORMAT_ALONE).decompress(trial, _LZMA_TRIAL_OUTPUT)
+    except lzma.LZMAError:
+        return False
     return True
 
 

@@ -335,7 +335,8 @@ def test_fetchmail_through_the_proxy(dovecot: Dovecot, proxy: ProxyThread, ca, t
     home = tmp_path / "home"
     home.mkdir()
     result = subprocess.run(
-        [fetchmail, "-f", str(rc), "-N", "--nosyslog", "--idfile", str(tmp_path / "ids")],
+        [fetchmail, "-f", str(rc), "-N", "--nosyslog", "--idfile", str(tmp_path / "ids"),
+         "--pidfile", str(tmp_path / "fetchmail.pid")],
         capture_output=True, timeout=60, env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode in (0, 1), result.stderr  # 1: no new mail is not an error here

@@ -95,7 +95,8 @@ def test_dovecot_through_mailguard_with_fetchmail(tmp_path) -> None:
                 )
                 rc.chmod(0o600)
                 result = await asyncio.to_thread(
-                    subprocess.run, [fetchmail, "-f", str(rc), "--nodetach", "--nosyslog", "-s"],
+                    subprocess.run, [fetchmail, "-f", str(rc), "--nodetach", "--nosyslog", "-s",
+                                      "--pidfile", str(tmp_path / "fetchmail.pid")],
                     capture_output=True, text=True, timeout=60,
                     env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
                 )

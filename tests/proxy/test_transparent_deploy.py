@@ -160,7 +160,7 @@ class World:
             f'  mda "/bin/sh -c \'cat > {out}/msg.$$$$; mv {out}/msg.$$$$ {out}/got-$(ls {out} | wc -l)\'"\n')
         rc.chmod(0o600)
         done = subprocess.run(["ip", "netns", "exec", self.client, fetchmail, "-f", str(rc), "--nodetach",
-                               "--nosyslog", "-s", "--idfile", str(out / "ids")],
+                               "--nosyslog", "-s", "--idfile", str(out / "ids"), "--pidfile", str(out / "fetchmail.pid")],
                               capture_output=True, text=True, timeout=90,
                               env={"HOME": str(out), "PATH": "/usr/bin:/bin"})
         assert done.returncode == 0, done.stdout + done.stderr

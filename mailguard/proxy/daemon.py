@@ -108,12 +108,16 @@ class Engine:
         lock.acquire()
         control = ControlServer(self.paths.control_socket, self.handle_command)
         try:
+            # Stop signals are caught before anything can be seen from outside (the control
+            # socket), so a SIGTERM/SIGINT sent as soon as the engine looks started always stops
+            # it cleanly; one that comes during start-up stops it once started.
+            self._install_stop_signal_handlers()
             server = self._server_factory(self.settings, self.paths)
             await server.start()
             self._server = server  # only a started server is stopped below
             await self._apply_transparent_rules()
             await control.start()
-            self._install_signal_handlers()
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_reload_signal)
             log.info("engine started (pid %d, mode %s)", os.getpid(), self._mode())
             ready()
             await self._stopping.wait()
@@ -242,13 +246,12 @@ class Engine:
 
     # Signals
 
-    def _install_signal_handlers(self) -> None:
+    def _install_stop_signal_handlers(self) -> None:
         import asyncio
 
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self._on_stop_signal, "SIGINT")
-        loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
 
     def _remove_signal_handlers(self) -> None:
         import asyncio

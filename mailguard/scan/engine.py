@@ -61,7 +61,7 @@ class Engine:
             run.incomplete.append(Incomplete(exc.reason, "", exc.detail))
         except Exception as exc:  # noqa: BLE001 - see docstring
             run.incomplete.append(Incomplete(Reason.ENGINE_ERROR, "", f"{type(exc).__name__}: {exc}"))
-        verdict = Verdict.build(run.findings, run.incomplete)
+        verdict = Verdict.build(run.findings, run.incomplete, self.policy.generation)
         verdict.stats.update(bytes=len(raw), objects=run.objects, scanned_bytes=run.scanned_bytes)
         return verdict
 

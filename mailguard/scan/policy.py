@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from mailguard.settings.schema import OUTLOOK_BLOCKED_TYPES
+
 if TYPE_CHECKING:
     from mailguard.settings import Settings
 
@@ -21,6 +23,8 @@ class Policy:
     archives: bool = True
     email_files: bool = True
     heuristics: bool = True
+    # attachment types blocked by policy, whatever their content (detectors/blocked_types.py)
+    blocked_attachment_types: tuple[str, ...] = OUTLOOK_BLOCKED_TYPES
     # threatsense.limits.*
     max_object_size: int = 100 * 1024 * 1024
     max_scan_time: float = 60.0
@@ -36,8 +40,14 @@ class Policy:
     # detectors
     signature_paths: tuple[str, ...] = ()
     yara_rules: tuple[str, ...] = ()
-    clamd_enabled: bool = False
+    # True, False, or "auto" until detectors/sources.prepare has looked for clamd
+    clamd_enabled: bool | str = False
     clamd_address: str = "unix:/var/run/clamav/clamd.ctl"
+    # The signature generation the detectors are built from (detectors/sources.py): a digest of
+    # every signature source. Part of equality, so scan workers rebuild their engines when it moves.
+    generation: str = ""
+    rescan_after_update: bool = True
+    signatures_max_age: float = 3 * 86400.0
     extra: dict[str, object] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -47,6 +57,8 @@ class Policy:
             archives=g(_EC + "threatsense.objects.archives"),
             email_files=g(_EC + "threatsense.objects.email-files"),
             heuristics=g(_EC + "threatsense.options.heuristics"),
+            blocked_attachment_types=tuple(dict.fromkeys(
+                t.strip().lstrip(".").lower() for t in g(_EC + "threatsense.options.blocked-attachment-types"))),
             max_object_size=g(_EC + "threatsense.limits.max-object-size"),
             max_scan_time=g(_EC + "threatsense.limits.max-scan-time"),
             archive_nesting_level=g(_EC + "threatsense.limits.archive-nesting-level"),
@@ -61,4 +73,6 @@ class Policy:
             yara_rules=tuple(g("detection-engine.yara.rules")),
             clamd_enabled=g("detection-engine.clamd.enabled"),
             clamd_address=g("detection-engine.clamd.address"),
+            rescan_after_update=g("detection-engine.rescan-after-update"),
+            signatures_max_age=g("detection-engine.signatures.max-age"),
         )

@@ -36,9 +36,7 @@ def apply(raw: bytes, verdict: Verdict, policy: Policy, *, rescan: Callable[[byt
 
     ``rescan`` (the engine's ``scan``) checks a cleaned message before it is let through.
     """
-    blocked = verdict.status is Status.INFECTED or (
-        verdict.status is Status.UNSCANNED and policy.on_scan_error == "block"
-    )
+    blocked = verdict.acted_on or (verdict.status is Status.UNSCANNED and policy.on_scan_error == "block")
     out = raw
     if blocked and policy.action == "replace":
         out = replacement_message(raw, verdict)
@@ -58,7 +56,7 @@ def _cleaned_or_replaced(raw: bytes, verdict: Verdict, policy: Policy,
         return replacement_message(raw, verdict)
     cleaned = _splice(raw, [edit for part in targets for edit in _clean_part_edits(raw, part, verdict)])
     check = rescan(cleaned)
-    if check.status is Status.INFECTED or (check.status is Status.UNSCANNED and policy.on_scan_error == "block"):
+    if check.acted_on or (check.status is Status.UNSCANNED and policy.on_scan_error == "block"):
         return replacement_message(raw, verdict)
     return cleaned
 
@@ -177,16 +175,18 @@ def _notice_lines(verdict: Verdict, section: str | None) -> list[str]:
         top = path.split("/", 1)[0]
         return section is None or top == section or top.startswith(section + ".") or not path
 
-    names = sorted({f.name for f in verdict.findings if inside(f.part)})
+    names = sorted({f.name for f in verdict.findings if inside(f.part) and not f.is_policy})
+    blocked = sorted({f.name for f in verdict.findings if inside(f.part) and f.is_policy})
     reasons = sorted({i.reason.value for i in verdict.incomplete if inside(i.part)})
     lines = ["This part was removed by mailguard." if section is not None else "This message was replaced by mailguard."]
-    listed = ", ".join(_ascii(n) for n in names)
-    if names and len(listed) <= FOLD_AT - 25:
-        lines.append("It contains malware: " + listed + ".")
-    elif names:  # one name per line keeps every line short (RFC 5322 §2.1.1)
-        lines.append("It contains malware:")
-        lines.extend("  " + _ascii(n) for n in names)
-    elif reasons:
+    for what, listing in (("It contains malware", names), ("Its file type is blocked by policy", blocked)):
+        listed = ", ".join(_ascii(n) for n in listing)
+        if listing and len(listed) <= FOLD_AT - len(what) - 3:
+            lines.append(f"{what}: {listed}.")
+        elif listing:  # one name per line keeps every line short (RFC 5322 §2.1.1)
+            lines.append(f"{what}:")
+            lines.extend("  " + _ascii(n) for n in listing)
+    if reasons and not (names or blocked):
         lines.append("It could not be scanned (" + ", ".join(reasons) + ") and policy blocks such content.")
     return lines
 
@@ -196,20 +196,28 @@ def _notice_lines(verdict: Verdict, section: str | None) -> list[str]:
 
 def result_value(verdict: Verdict) -> str:
     """The ``X-MailGuard-Result`` value (docs/architecture.md#what-a-scanned-message-looks-like)."""
-    if verdict.status is Status.INFECTED:
-        names = ", ".join(_ascii(n).replace('"', "'").replace("\\", "/") for n in verdict.detection_names)
-        return f'infected; detections="{names}"'
+    if verdict.acted_on:
+        # Policy findings apart from detections: ``blocked; policy="Policy.BlockedAttachment.EXE"``,
+        # or ``infected; detections="…"; policy="…"`` when a message has both.
+        value = "infected; detections=" + _quoted(verdict.detection_names) if verdict.detection_names else "blocked"
+        if verdict.policy_names:
+            value += "; policy=" + _quoted(verdict.policy_names)
+        return value
     if verdict.status is Status.UNSCANNED:
         return f'unscanned; reason="{", ".join(verdict.reasons)}"'
     return "clean"
 
 
+def _quoted(names: list[str]) -> str:
+    return '"' + ", ".join(_ascii(n).replace('"', "'").replace("\\", "/") for n in names) + '"'
+
+
 def tag(raw: bytes, verdict: Verdict, policy: Policy) -> bytes:
     """Add the result header and the subject prefix as the policy asks; else return ``raw`` itself."""
     want_tag = verdict.status is Status.UNSCANNED or policy.tag_received == "all" or (
-        policy.tag_received == "infected" and verdict.status is Status.INFECTED
+        policy.tag_received == "infected" and verdict.acted_on
     )
-    want_subject = verdict.status is Status.INFECTED and policy.subject_received
+    want_subject = verdict.acted_on and policy.subject_received
     if not (want_tag or want_subject):
         return raw
     nl = _newline(raw, 0)
@@ -261,7 +269,7 @@ def _at_block_end(raw: bytes, at: int, fields: bytes, nl: bytes) -> tuple[int, i
 
 
 def _render_subject_prefix(template: str, verdict: Verdict) -> str:
-    names = ", ".join(verdict.detection_names)
+    names = ", ".join(verdict.finding_names)
     return template.replace("%DETECTIONNAME%", names).replace("%VIRUSNAME%", names)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from mailguard.settings.types import (
     AddressList,
     Bool,
+    BoolOrAuto,
     Duration,
     Enum,
     HostPort,
@@ -41,6 +42,22 @@ class Setting:
 
     def format(self, value: Any) -> str:
         return self.type.format(value)
+
+
+# Outlook's level-1 list ("Blocked attachments in Outlook", Microsoft support): file types that
+# run code when opened, which Outlook never lets a user open from mail. Lower case, no dot.
+OUTLOOK_BLOCKED_TYPES = (
+    "ade", "adp", "app", "appcontent-ms", "application", "appref-ms", "asp", "aspx", "asx", "bas", "bat",
+    "bgi", "cab", "cdxml", "cer", "chm", "cmd", "cnt", "com", "cpl", "crt", "csh", "der", "diagcab", "exe",
+    "fxp", "gadget", "grp", "hlp", "hpj", "hta", "htc", "inf", "ins", "isp", "its", "jar", "jnlp", "js",
+    "jse", "ksh", "lnk", "mad", "maf", "mag", "mam", "maq", "mar", "mas", "mat", "mau", "mav", "maw", "mcf",
+    "mda", "mdb", "mde", "mdt", "mdw", "mdz", "msc", "msh", "msh1", "msh1xml", "msh2", "msh2xml", "mshxml",
+    "msi", "msp", "mst", "msu", "ops", "osd", "pcd", "pif", "pl", "plg", "prf", "prg", "printerexport",
+    "ps1", "ps1xml", "ps2", "ps2xml", "psc1", "psc2", "psd1", "psdm1", "pssc", "pst", "py", "pyc", "pyo",
+    "pyw", "pyz", "pyzw", "reg", "scf", "scr", "sct", "settingcontent-ms", "shb", "shs", "theme", "tmp",
+    "udl", "url", "vb", "vbe", "vbp", "vbs", "vhd", "vhdx", "vsmacros", "vsw", "webpnp", "website", "ws",
+    "wsb", "wsc", "wsf", "wsh", "xbap", "xll", "xnk",
+)
 
 
 def _ec(suffix: str) -> str:
@@ -107,7 +124,11 @@ _SETTINGS = [
     Setting(_ec("threatsense.objects.email-files"), Bool(), True,
             "Look inside attached messages (message/rfc822, .eml)."),
     Setting(_ec("threatsense.options.heuristics"), Bool(), True,
-            "Flag executable or script attachments, double extensions and Office macros."),
+            "Flag executable content (PE, ELF, Mach-O, shortcuts), double extensions and Office macros."),
+    Setting(_ec("threatsense.options.blocked-attachment-types"), StrList(), list(OUTLOOK_BLOCKED_TYPES),
+            "File extensions (without the dot) blocked by policy whatever the content, reported as "
+            "Policy.BlockedAttachment.EXT, apart from detections. Default: Outlook's level-1 list; empty: "
+            "block no attachment by its name."),
     Setting(_ec("threatsense.limits.max-object-size"), Size(), 100 * 1024**2,
             "Larger objects are not scanned (verdict unscanned)."),
     Setting(_ec("threatsense.limits.max-scan-time"), Duration(), 60.0, "Scan time limit per message."),
@@ -135,9 +156,18 @@ _SETTINGS = [
             "EICAR signature."),
     Setting("detection-engine.yara.rules", PathList(), [],
             "YARA rule files or folders (needs the 'yara' extra: pip install mailguard[yara])."),
-    Setting("detection-engine.clamd.enabled", Bool(), False, "Also ask a running clamd."),
+    Setting("detection-engine.clamd.enabled", BoolOrAuto(), "auto",
+            "Also ask a running clamd (ClamAV's daemon, with freshclam's signatures). auto: when its socket "
+            "answers at start or reload (at clamd.address, or where Debian, Fedora and Arch put it), "
+            "else run without it and say so."),
     Setting("detection-engine.clamd.address", ValueType(), "unix:/var/run/clamav/clamd.ctl",
-            "clamd's socket: unix:PATH or tcp:HOST:PORT."),
+            "clamd's socket: unix:PATH or tcp:HOST:PORT. Left at the default, auto also looks at "
+            "/run/clamd.scan/clamd.sock (Fedora)."),
+    Setting("detection-engine.signatures.max-age", Duration(), 3 * 86400.0,
+            "'mailguard status' warns when the newest signatures are older than this."),
+    Setting("detection-engine.rescan-after-update", Bool(), True,
+            "Repeat scan after update: a message fetched again over IMAP after the signatures changed "
+            "is scanned again instead of served from the verdict cache."),
     Setting("tools.quarantine.path", PathValue(), "",
             "Quarantine folder; empty means STATE/quarantine."),
     Setting("tools.log-files.level", Enum(choices=("debug", "info", "warning", "error")), "info",

@@ -22,8 +22,8 @@ _SIZE_UNITS = {
     "g": 1024**3, "gb": 1024**3, "gib": 1024**3,
 }
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
-_DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
+_DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 
 
 def _split_list(value: Any) -> list[str]:
@@ -77,6 +77,28 @@ class Bool(ValueType):
 
     def format(self, value: bool) -> str:
         return "true" if value else "false"
+
+
+@dataclass(frozen=True)
+class BoolOrAuto(ValueType):
+    """A switch with a third position, ``auto``: on when what it needs is there (a bool type's
+    values keep working, so a file written for the plain switch stays valid)."""
+
+    name: str = "auto|bool"
+
+    def parse(self, value: Any) -> bool | str:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        try:
+            return Bool().parse(value)
+        except ValueError:
+            raise ValueError("expected auto, or true/false, yes/no, on/off, 1/0") from None
+
+    def format(self, value: bool | str) -> str:
+        return value if isinstance(value, str) else Bool().format(value)
+
+    def describe(self) -> str:
+        return "auto or bool"
 
 
 @dataclass(frozen=True)
@@ -151,12 +173,14 @@ class Duration(ValueType):
         elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
             seconds = float(m[1]) * _DURATION_UNITS[m[2]]
         else:
-            raise ValueError("expected seconds or a duration such as 30s, 5m")
+            raise ValueError("expected seconds or a duration such as 30s, 5m, 3d")
         if seconds <= 0:
             raise ValueError("must be more than 0 seconds")
         return seconds
 
     def format(self, value: float) -> str:
+        if value % 86400 == 0 and value >= 86400:
+            return f"{int(value // 86400)}d"
         if value % 60 == 0 and value >= 60:
             return f"{int(value // 60)}m"
         return f"{int(value)}s" if value == int(value) else f"{value}s"

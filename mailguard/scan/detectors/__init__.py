@@ -30,8 +30,20 @@ def build_detectors(policy: Policy) -> list[Detector]:
         from mailguard.scan.detectors.heuristics import HeuristicsDetector
 
         detectors.append(HeuristicsDetector())
-    if policy.clamd_enabled:
+    if policy.blocked_attachment_types:
+        from mailguard.scan.detectors.blocked_types import BlockedTypesDetector
+
+        detectors.append(BlockedTypesDetector(policy.blocked_attachment_types))
+    address = policy.clamd_address
+    if policy.clamd_enabled == "auto":
+        # Not resolved by sources.prepare (which the engine and `mailguard scan` call once for all
+        # their workers): look now.
+        from mailguard.scan.detectors.clamd import locate
+
+        located = locate(address)
+        address = located[0] if located is not None else ""
+    if policy.clamd_enabled is True or (policy.clamd_enabled == "auto" and address):
         from mailguard.scan.detectors.clamd import ClamdDetector
 
-        detectors.append(ClamdDetector(policy.clamd_address, policy.max_scan_time))
+        detectors.append(ClamdDetector(address, policy.max_scan_time))
     return detectors

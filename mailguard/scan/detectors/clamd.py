@@ -16,6 +16,15 @@ sending. That is a LIMIT (the message was not scanned by clamd), never clean. A 
 that is down, slow past the message's scan time or answers garbage raises
 DetectorFailed, so the message is unscanned, never clean
 (docs/pitfalls.md#limits-bombs-and-missing-decoders).
+
+Every scan opens its own connection, so a clamd that is restarted (a package upgrade, a
+crash) is used again by the next message without anything to reconnect; messages scanned
+while it is away are unscanned and follow ``response.on-scan-error``.
+
+``VERSION`` (clamd(8)) answers ``ClamAV 1.0.7/27480/Sun Dec  6 09:25:03 2026``: the engine's
+version, then the number and date of the newest database it loaded (absent when it runs from
+unofficial databases only). ``locate`` uses it to find a clamd that answers, ``version`` to show
+it in ``mailguard status`` and to tell when its signatures changed (sources.py).
 """
 
 from __future__ import annotations
@@ -23,6 +32,8 @@ from __future__ import annotations
 import socket
 import struct
 import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from mailguard.errors import ScanError
 from mailguard.scan.detectors.base import DetectorFailed, ScanObject
@@ -35,6 +46,79 @@ CHUNK_SIZE = 256 * 1024
 # Longest reply we read; clamd's are a line with a signature name.
 MAX_REPLY = 64 * 1024
 _SIZE_LIMIT_REPLY = "INSTREAM size limit exceeded"
+#: Where distributions put clamd's socket: Debian and Ubuntu (/var/run is /run there), Arch, and
+#: Fedora's clamd@scan. The setting's default stands for all of them (``candidates``).
+DEFAULT_ADDRESS = "unix:/var/run/clamav/clamd.ctl"
+DISTRIBUTION_ADDRESSES = ("unix:/run/clamav/clamd.ctl", "unix:/run/clamd.scan/clamd.sock")
+#: How long ``locate`` and ``version`` wait for a clamd: it answers VERSION at once when it runs
+#: (a clamd loading its databases does not answer at all, which is "not found" for now).
+PROBE_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class ClamdVersion:
+    """clamd's answer to VERSION, taken apart."""
+
+    text: str                      # the whole answer, e.g. "ClamAV 1.0.7/27480/Sun Dec  6 09:25:03 2026"
+    engine: str                    # "ClamAV 1.0.7"
+    database: int | None = None    # 27480: the daily database's version
+    database_date: datetime | None = None  # when that database was built (UTC)
+
+    @classmethod
+    def parse(cls, text: str) -> "ClamdVersion":
+        engine, _, rest = text.strip().partition("/")
+        number, _, date = rest.partition("/")
+        when = None
+        try:
+            # clamd prints the date with ctime(3), in UTC for official databases
+            when = datetime.strptime(" ".join(date.split()), "%a %b %d %H:%M:%S %Y").replace(tzinfo=timezone.utc)
+        except ValueError:
+            pass
+        return cls(text.strip(), engine.strip(), int(number) if number.strip().isdigit() else None, when)
+
+
+def candidates(address: str) -> tuple[str, ...]:
+    """The addresses to look for clamd at: the one configured, and when it is the default, the
+    other places distributions use."""
+    if address != DEFAULT_ADDRESS:
+        return (address,)
+    return (address, *(a for a in DISTRIBUTION_ADDRESSES if a != address))
+
+
+def command(address: str, word: bytes, timeout: float = PROBE_TIMEOUT) -> str:
+    """One clamd command (``PING``, ``VERSION``) and its one-line answer; OSError when none."""
+    family, sockaddr = parse_address(address)
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(sockaddr)  # type: ignore[arg-type]
+        sock.sendall(b"z" + word + b"\x00")
+        reply = bytearray()
+        while b"\x00" not in reply and len(reply) < MAX_REPLY:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    text = bytes(reply).split(b"\x00", 1)[0].decode("utf-8", "replace").strip()
+    if not text:
+        raise OSError(f"clamd at {address} closed the connection without an answer")
+    return text
+
+
+def version(address: str, timeout: float = PROBE_TIMEOUT) -> ClamdVersion | None:
+    """clamd's VERSION at ``address``, or None when nothing answers there."""
+    try:
+        return ClamdVersion.parse(command(address, b"VERSION", timeout))
+    except (OSError, ScanError):
+        return None
+
+
+def locate(address: str, timeout: float = PROBE_TIMEOUT) -> tuple[str, ClamdVersion] | None:
+    """The first of ``candidates(address)`` where a clamd answers, with its version."""
+    for candidate in candidates(address):
+        found = version(candidate, timeout)
+        if found is not None:
+            return candidate, found
+    return None
 
 
 def parse_address(address: str) -> tuple[int, object]:

@@ -2,17 +2,18 @@
 
 - Executable content by magic bytes, whatever the part claims to be: PE (``MZ`` and a
   ``PE\\0\\0`` header where ``e_lfanew`` points), ELF, Mach-O (thin and fat).
-- Script and executable attachments by any name a client could derive
-  (docs/pitfalls.md#hidden-file-names):
-  Windows runs ``evil.js.`` and ``evil.js `` as ``.js`` (it drops trailing dots and
-  spaces), so names are normalised that way before the extension is read. Shortcut
-  (.lnk) files are also recognised by their header.
+- Shortcut (.lnk) files by their header, whatever their name.
 - Double extensions: a harmless-looking extension followed by a dangerous one
   (``invoice.pdf.exe``, also ``invoice.pdf      .exe``), and names that use Unicode
   bidirectional controls to show a different extension than the real one
   (``invoice<RLO>fdp.exe`` displays as ``invoiceexe.pdf``).
 - Office files with macros: OOXML whose zip holds ``vbaProject.bin``; OLE2 documents
   with a ``VBA`` storage or ``_VBA_PROJECT`` stream ([MS-OVBA] 2.2).
+
+Names are read as Windows opens them (docs/pitfalls.md#hidden-file-names): it runs ``evil.js.`` and ``evil.js ``
+as ``.js`` (it drops trailing dots and spaces), so names are normalised that way before the
+extension is read. An attachment merely *named* like a program (``almost.com``) is no
+finding here: blocking such names is a policy (blocked_types.py), not a detection.
 
 A plain PDF named report.pdf, or a text file named eicar.txt, gives nothing.
 """
@@ -157,14 +158,7 @@ class HeuristicsDetector:
             names.add("Heuristics.Script.LNK")
         for file_name in obj.names:
             visible = windows_name(file_name)
-            ext = _extension(visible)
-            if ext not in DANGEROUS_EXTENSIONS:
-                continue  # nor a double extension, which needs a dangerous one last
-            if ext in SCRIPT_EXTENSIONS:
-                names.add(f"Heuristics.Script.{ext.upper()}")
-            else:
-                names.add(f"Heuristics.Executable.{ext.upper()}")
-            if _is_double_extension(visible, ext):
+            if _is_double_extension(visible, _extension(visible)):
                 names.add(DOUBLE_EXTENSION)
         if has_office_macros(data):
             names.add(OFFICE_MACRO)

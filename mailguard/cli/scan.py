@@ -38,7 +38,7 @@ class Action(str, enum.Enum):
     clean = "clean"
 
 
-_QUIET_SHOWS = {"infected", "unscanned", "error"}
+_QUIET_SHOWS = {"infected", "blocked", "unscanned", "error"}
 # json.dumps(..., sort_keys=True) builds a new encoder at each call; one made once writes the same text.
 _to_json = json.JSONEncoder(sort_keys=True).encode
 
@@ -76,10 +76,12 @@ def scan(
     over errors, and errors over unscanned.
     """
     from mailguard.mailbox.offline import OfflineScan
+    from mailguard.scan.detectors.sources import prepare
     from mailguard.scan.policy import Policy
 
     settings_paths, settings = open_settings(config)
-    policy = Policy.from_settings(settings)
+    # clamd looked for once (auto), every signature source hashed: the summary names them.
+    policy, inventory = prepare(Policy.from_settings(settings))
     chosen = Format.json if json_ else format_
     # Our own folders are never scanned (the quarantined originals would be "cleaned" in place)
     # and the quarantine is never rewritten, whatever the paths given.
@@ -96,13 +98,25 @@ def scan(
             scanner.progress = advance
             for result in scanner.results():
                 render.result(result)
+    scanner.summary.detection = _detection_summary(inventory, policy)
     render.finish(scanner.summary)
+    for warning in inventory.warnings(policy.signatures_max_age):
+        sys.stderr.write(f"mailguard: warning: {warning}\n")
     for skipped in scanner.skipped_to_tell:
         sys.stderr.write(f"mailguard: skipped {skipped.path}: {skipped.reason}\n")
     summary = scanner.summary
-    code = exitcodes.for_scan(summary.infected, summary.errors + summary.write_errors, summary.unscanned)
+    # A message blocked by policy is a threat to the exit code, as it is to the mail client.
+    code = exitcodes.for_scan(summary.infected + summary.blocked, summary.errors + summary.write_errors,
+                              summary.unscanned)
     if code != exitcodes.OK:
         raise typer.Exit(code)
+
+
+def _detection_summary(inventory, policy) -> dict[str, object]:  # noqa: ANN001
+    """The summary's ``detection``: what the verdicts were made with (reports/reproducible)."""
+    report = inventory.to_json(policy.signatures_max_age)
+    keep = ("engine_version", "generation", "detectors", "sources", "clamd", "newest_signatures", "warnings")
+    return {key: report[key] for key in keep}
 
 
 def _quarantine_keeper(folder: "os.PathLike[str]") -> Callable[[bytes, "MessageResult"], str]:
@@ -246,7 +260,8 @@ class _Sarif(_Renderer):
 class _Table(_Renderer):
     """One line per result as it comes, then a summary table: Rich, coloured only on a terminal."""
 
-    STYLES = {"clean": "green", "infected": "bold red", "unscanned": "yellow", "error": "bold magenta"}
+    STYLES = {"clean": "green", "infected": "bold red", "blocked": "red", "unscanned": "yellow",
+              "error": "bold magenta"}
 
     def __init__(self, quiet: bool) -> None:
         super().__init__(quiet)
@@ -290,7 +305,9 @@ class _Table(_Renderer):
 
         counts = summary.to_json()
         line = Text(f"{summary.messages} messages: ")
-        for name in ("clean", "infected", "unscanned", "errors"):
+        for name in ("clean", "infected", "blocked", "unscanned", "errors"):
+            if name == "blocked" and not counts[name]:
+                continue
             style = self.STYLES.get(name.rstrip("s"), "") if counts[name] else ""
             line.append(f"{counts[name]} {name}", style=style)
             line.append(", ")
@@ -299,6 +316,22 @@ class _Table(_Renderer):
             if counts[name]:
                 line.append(f", {counts[name]} {name.replace('_', ' ')}")
         self.console.print(line)
+        if summary.detection:
+            self.console.print(Text(_detection_line(summary.detection), style="dim"))
+
+
+def _detection_line(detection: dict) -> str:  # type: ignore[type-arg]
+    """One line naming what the verdicts were made with: detectors, signatures, clamd."""
+    shown = []
+    for row in detection.get("detectors") or []:
+        count = row.get("signatures")
+        shown.append(row["name"] + (f" {count}" if count is not None and row["name"] != "eicar" else ""))
+    clamd = detection.get("clamd") or {}
+    if clamd.get("version"):
+        shown.append(f"clamd {clamd['version']}" + (f" database {clamd['database_version']}"
+                                                    if clamd.get("database_version") else ""))
+    return (f"detection: mailguard {detection.get('engine_version')}, generation {detection.get('generation')}: "
+            + ", ".join(shown))
 
 
 def _details(result: "MessageResult") -> str:
@@ -306,7 +339,8 @@ def _details(result: "MessageResult") -> str:
     if result.error:
         parts.append(result.error)
     if result.verdict is not None:
-        parts += [f"{f.name} in {f.part or 'message'}" for f in result.verdict.findings]
+        parts += [f"{f.name} in {f.part or 'message'}" + (" (policy)" if f.is_policy else "")
+                  for f in result.verdict.findings]
         if not result.verdict.findings:
             parts += [f"{i.reason.value} in {i.part or 'message'}" for i in result.verdict.incomplete]
     if result.changed:

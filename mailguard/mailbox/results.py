@@ -56,8 +56,14 @@ class MessageResult:
             "subject": self.subject,
             "size": self.size,
             "verdict": self.status,
+            # Malware only; attachment types blocked by policy are listed apart (verdict "blocked"
+            # when they are all there is).
             "detections": [
-                {"name": f.name, "part": f.part, "detector": f.detector} for f in (verdict.findings if verdict else ())
+                {"name": f.name, "part": f.part, "detector": f.detector}
+                for f in (verdict.findings if verdict else ()) if not f.is_policy
+            ],
+            "policy": [
+                {"name": f.name, "part": f.part} for f in (verdict.findings if verdict else ()) if f.is_policy
             ],
             "unscanned": [
                 {"reason": i.reason.value, "part": i.part, "detail": i.detail}
@@ -75,6 +81,7 @@ class Summary:
     messages: int = 0
     clean: int = 0
     infected: int = 0
+    blocked: int = 0          # only attachment types blocked by policy (no malware found)
     unscanned: int = 0
     errors: int = 0
     bytes: int = 0
@@ -82,6 +89,9 @@ class Summary:
     changed: int = 0
     skipped: int = 0          # files left alone: not mail (a client's index), or deleted before they were read
     write_errors: int = 0     # messages --action could not rewrite
+    # What the verdicts were made with (detectors/sources.py: engine version, each signature
+    # source with its version or content hash), so a report can be reproduced and compared.
+    detection: dict[str, object] | None = None
 
     def add(self, result: MessageResult) -> None:
         self.messages += 1
@@ -97,7 +107,7 @@ class Summary:
     def to_json(self) -> dict[str, object]:
         return {
             "messages": self.messages, "clean": self.clean, "infected": self.infected,
-            "unscanned": self.unscanned, "errors": self.errors, "bytes": self.bytes,
+            "blocked": self.blocked, "unscanned": self.unscanned, "errors": self.errors, "bytes": self.bytes,
             "seconds": round(self.seconds, 3), "changed": self.changed, "write_errors": self.write_errors,
-            "skipped": self.skipped,
+            "skipped": self.skipped, "detection": self.detection,
         }

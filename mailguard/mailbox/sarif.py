@@ -7,6 +7,12 @@ byte length and first line (§3.30: a region may give both, consistently); the M
 archive member is a logical location (§3.33). Messages that could not be scanned are
 warnings under their own rule; files that could not be read are tool execution
 notifications (§3.58), and make ``executionSuccessful`` false.
+
+Attachment types blocked by policy are results too, but of rules whose ``properties.kind`` is
+``policy`` (detections say ``detection``), at level ``warning``: no malware was found in them.
+What the verdicts were made with is in the log, so a run can be reproduced and compared: the
+driver is mailguard at its version (§3.19.2), and each signature source is a tool extension
+(§3.18.3) with its version (clamd's) or the SHA-256 of its content (files).
 """
 
 from __future__ import annotations
@@ -45,19 +51,28 @@ class SarifBuilder:
         if result.verdict is None:
             return
         for finding in result.verdict.findings:
+            if finding.is_policy:
+                self.results.append(self._result(
+                    result, finding.name, "warning", finding.part,
+                    f"{_describe(result)}, part {finding.part or '(whole message)'}: attachment type blocked by "
+                    f"policy ({finding.name}; threatsense.options.blocked-attachment-types)",
+                    f"Attachment type blocked by policy whatever its content ({finding.name})", kind="policy"))
+                continue
             self.results.append(self._result(
                 result, finding.name, "error", finding.part,
                 f"{finding.name} found in {_describe(result)}, part {finding.part or '(whole message)'} "
                 f"(detector: {finding.detector})",
-                f"Malware or unwanted content detected as {finding.name}"))
+                f"Malware or unwanted content detected as {finding.name}", detector=finding.detector))
         for missed in result.verdict.incomplete if not result.verdict.findings else ():
             detail = f": {missed.detail}" if missed.detail else ""
             self.results.append(self._result(
                 result, UNSCANNED_RULE, "warning", missed.part,
                 f"{_describe(result)} could not be fully scanned ({missed.reason.value}{detail})",
-                "A message or part could not be scanned (limit, encryption, time-out, engine error)"))
+                "A message or part could not be scanned (limit, encryption, time-out, engine error)",
+                kind="unscanned"))
 
     def log(self, summary: Summary) -> dict[str, object]:
+        detection = summary.detection
         return {
             "$schema": SCHEMA,
             "version": VERSION,
@@ -67,7 +82,8 @@ class SarifBuilder:
                     "version": __version__,
                     "semanticVersion": __version__,
                     "rules": list(self.rules.values()),
-                }},
+                    **({"properties": {"detectionGeneration": detection.get("generation")}} if detection else {}),
+                }, **({"extensions": _extensions(detection)} if detection else {})},
                 "originalUriBaseIds": {SRCROOT: {"uri": self.root.as_uri() + "/"}},
                 "invocations": [{
                     "executionSuccessful": summary.errors == 0 and summary.write_errors == 0,
@@ -78,24 +94,28 @@ class SarifBuilder:
             }],
         }
 
-    def _rule_index(self, rule_id: str, description: str) -> int:
+    def _rule_index(self, rule_id: str, description: str, kind: str, detector: str) -> int:
         if rule_id not in self.rules:
+            properties: dict[str, object] = {"kind": kind}
+            if detector:
+                properties["detector"] = detector
             self.rules[rule_id] = {
                 "id": rule_id,
                 "name": rule_id,
                 "shortDescription": {"text": description},
-                "defaultConfiguration": {"level": "warning" if rule_id == UNSCANNED_RULE else "error"},
+                "defaultConfiguration": {"level": "error" if kind == "detection" else "warning"},
+                "properties": properties,
             }
         return list(self.rules).index(rule_id)
 
     def _result(self, result: MessageResult, rule_id: str, level: str, part: str, text: str,
-                description: str) -> dict[str, object]:
+                description: str, *, kind: str = "detection", detector: str = "") -> dict[str, object]:
         fingerprint = hashlib.sha256(
             "\0".join([result.file, str(result.location.get("index", "")), result.message_id, rule_id, part])
             .encode("utf-8", "replace")).hexdigest()
         return {
             "ruleId": rule_id,
-            "ruleIndex": self._rule_index(rule_id, description),
+            "ruleIndex": self._rule_index(rule_id, description, kind, detector),
             "level": level,
             "message": {"text": text},
             "locations": [self._location(result, part)],
@@ -131,6 +151,26 @@ class SarifBuilder:
         except ValueError:
             return {"uri": path.as_uri()}
         return {"uri": quote(relative.as_posix()), "uriBaseId": SRCROOT}
+
+
+def _extensions(detection: dict[str, object]) -> list[dict[str, object]]:
+    """Each signature source as a SARIF tool extension: its name, and its version (clamd's
+    VERSION, mailguard's for the built-in signature) or the SHA-256 of its content."""
+    extensions = []
+    for source in detection.get("sources") or []:  # type: ignore[union-attr]
+        version = str(source.get("version") or "")
+        component: dict[str, object] = {"name": f"{source['detector']}:{source['name']}",
+                                        "properties": {"detector": source["detector"],
+                                                       "signatures": source.get("signatures"),
+                                                       "updated": source.get("updated")}}
+        if version.startswith("sha256:"):
+            component["properties"]["sha256"] = version.removeprefix("sha256:")  # type: ignore[index]
+        elif version:
+            component["version"] = version
+        if source["detector"] != "clamd" and not version.startswith("sha256:"):
+            component["semanticVersion"] = version
+        extensions.append(component)
+    return extensions
 
 
 def _describe(result: MessageResult) -> str:

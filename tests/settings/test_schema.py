@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mailguard.settings import REGISTRY, Settings, lookup
+from mailguard.settings.schema import OUTLOOK_BLOCKED_TYPES
 import pytest
 
 EC = "web-and-email.email-client."
@@ -34,6 +35,7 @@ CONTRACT = {
     EC + "threatsense.objects.archives": True,
     EC + "threatsense.objects.email-files": True,
     EC + "threatsense.options.heuristics": True,
+    EC + "threatsense.options.blocked-attachment-types": list(OUTLOOK_BLOCKED_TYPES),  # issue 14
     EC + "threatsense.limits.max-object-size": "100MB",
     EC + "threatsense.limits.max-scan-time": "60s",
     EC + "threatsense.limits.archive-nesting-level": 10,
@@ -47,8 +49,10 @@ CONTRACT = {
     "web-and-email.ssl-tls.root-certificate.name-constraints": [],
     "detection-engine.signatures.paths": [],
     "detection-engine.yara.rules": [],
-    "detection-engine.clamd.enabled": False,
+    "detection-engine.clamd.enabled": "auto",  # issue 14: used when its socket answers
     "detection-engine.clamd.address": "unix:/var/run/clamav/clamd.ctl",
+    "detection-engine.signatures.max-age": "3d",  # issue 14
+    "detection-engine.rescan-after-update": True,  # issue 14
     "tools.quarantine.path": "",
     "tools.log-files.level": "info",
     "tools.log-files.format": "text",

@@ -47,7 +47,7 @@ def test_size_round_trip(number):
     assert size.parse(size.to_toml(number)) == number
 
 
-@pytest.mark.parametrize("text,expected", [("30", 30.0), ("30s", 30.0), ("5m", 300.0), ("1h", 3600.0), (7, 7.0)])
+@pytest.mark.parametrize("text,expected", [("30", 30.0), ("30s", 30.0), ("5m", 300.0), ("1h", 3600.0), ("3d", 259200.0), (7, 7.0)])
 def test_duration(text, expected):
     assert Duration().parse(text) == expected
 
@@ -57,7 +57,7 @@ def test_duration_round_trip(seconds):
     assert Duration().parse(Duration().format(float(seconds))) == seconds
 
 
-@pytest.mark.parametrize("text", ["0", "-5s", "5d", "soon"])
+@pytest.mark.parametrize("text", ["0", "-5s", "5w", "soon"])
 def test_duration_rejects(text):
     with pytest.raises(ValueError):
         Duration().parse(text)
@@ -128,3 +128,19 @@ def test_address_list():
     for bad in ["10.0.0.300", "10.0.0.9-10.0.0.1", "10.0.0.1-::1", "host.example"]:
         with pytest.raises(ValueError):
             AddressList().parse(bad)
+
+
+@pytest.mark.parametrize("text,expected", [("auto", "auto"), (" AUTO ", "auto"), ("on", True), ("false", False),
+                                           (True, True), (False, False)])
+def test_bool_or_auto(text, expected):
+    from mailguard.settings.types import BoolOrAuto
+
+    assert BoolOrAuto().parse(text) == expected
+    assert BoolOrAuto().parse(BoolOrAuto().format(expected)) == expected
+
+
+def test_bool_or_auto_rejects():
+    from mailguard.settings.types import BoolOrAuto
+
+    with pytest.raises(ValueError, match="expected auto"):
+        BoolOrAuto().parse("maybe")

@@ -17,9 +17,10 @@ from tests.peers import require_clamav_testfiles
 from tests.scan.archives import EICAR, gz, make_7z, make_ole, make_tar, make_tnef, make_zip, ole_package, zipcrypto_zip
 
 
-def test_defaults_are_eicar_and_heuristics():
-    assert [d.name for d in build_detectors(Policy())] == ["eicar", "heuristics"]
-    assert [d.name for d in build_detectors(Policy(heuristics=False))] == ["eicar"]
+def test_defaults_are_eicar_heuristics_and_the_attachment_policy():
+    assert [d.name for d in build_detectors(Policy())] == ["eicar", "heuristics", "policy"]
+    assert [d.name for d in build_detectors(Policy(heuristics=False))] == ["eicar", "policy"]
+    assert [d.name for d in build_detectors(Policy(heuristics=False, blocked_attachment_types=()))] == ["eicar"]
 
 
 def test_every_detector(tmp_path):
@@ -28,7 +29,7 @@ def test_every_detector(tmp_path):
     (tmp_path / "r.yar").write_text('rule r { strings: $a = "abc" condition: $a }')
     policy = Policy(signature_paths=(str(tmp_path / "a.ndb"),), yara_rules=(str(tmp_path / "r.yar"),),
                     clamd_enabled=True, clamd_address="unix:/nowhere")
-    assert [d.name for d in build_detectors(policy)] == ["eicar", "clamav-db", "yara", "heuristics", "clamd"]
+    assert [d.name for d in build_detectors(policy)] == ["eicar", "clamav-db", "yara", "heuristics", "policy", "clamd"]
 
 
 def test_a_bad_database_fails_at_build_time(tmp_path):
@@ -55,7 +56,7 @@ def mail(name: str, data: bytes, content_type: str = "application/octet-stream")
      "2/report.doc/[1]Ole10Native/e.com"),
 ])
 def test_engine_finds_eicar_in_containers(name, data, part):
-    engine = Engine(Policy(heuristics=False))
+    engine = Engine(Policy(heuristics=False, blocked_attachment_types=()))
     verdict = engine.scan(mail(name, data))
     assert verdict.status is Status.INFECTED
     assert [(f.name, f.part) for f in verdict.findings] == [("Eicar-Test-Signature", part)]
@@ -63,12 +64,12 @@ def test_engine_finds_eicar_in_containers(name, data, part):
 
 def test_engine_7z():
     pytest.importorskip("py7zr")
-    verdict = Engine(Policy(heuristics=False)).scan(mail("e.7z", make_7z({"eicar.com": EICAR})))
+    verdict = Engine(Policy(heuristics=False, blocked_attachment_types=())).scan(mail("e.7z", make_7z({"eicar.com": EICAR})))
     assert [(f.name, f.part) for f in verdict.findings] == [("Eicar-Test-Signature", "2/e.7z/eicar.com")]
 
 
 def test_engine_encrypted_is_unscanned_but_infected_wins():
-    engine = Engine(Policy(heuristics=False))
+    engine = Engine(Policy(heuristics=False, blocked_attachment_types=()))
     verdict = engine.scan(mail("secret.zip", zipcrypto_zip("eicar.com", EICAR, b"pw")))
     assert (verdict.status, verdict.reasons) == (Status.UNSCANNED, [Reason.ENCRYPTED.value])
     both = make_tar({"plain.zip": make_zip({"eicar.com": EICAR}), "secret.zip": zipcrypto_zip("x", b"y", b"pw")})

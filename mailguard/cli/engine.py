@@ -29,7 +29,8 @@ app = typer.Typer(help="Start, stop and inspect the filtering engine.")
 _MODE = "web-and-email.protocol-filtering.mode"
 _FILTERING = "web-and-email.protocol-filtering.enabled"
 _PROTECTION = "web-and-email.email-client.protocols.enabled"
-COUNTERS = ("connections", "messages_scanned", "infected", "unscanned", "bytes", "errors", "unrecognized")
+COUNTERS = ("connections", "messages_scanned", "infected", "blocked", "unscanned", "bytes", "errors",
+            "unrecognized")
 
 
 @app.command()

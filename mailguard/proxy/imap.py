@@ -28,7 +28,7 @@ from mailguard.protocols.imap.gate import Gate
 from mailguard.protocols.imap.limits import DEFAULT_LIMITS, ImapLimits
 from mailguard.protocols.imap.responses import NEED_DATA, Kind, Response, ResponseReader
 from mailguard.proxy.conn import Conn
-from mailguard.proxy.imap_cache import RewriteCache
+from mailguard.proxy.imap_cache import RewriteCache, host_generation
 from mailguard.proxy.imap_fetch import intercept_fetch
 from mailguard.proxy.imap_identity import SessionIdentity
 from mailguard.proxy.imap_readahead import ReadAhead
@@ -52,6 +52,7 @@ class ScanOutcomeLike(Protocol):
     delivered: bytes | None
     error: str
     quarantine_failed: bool
+    generation: str
 
 
 class Scanner(Protocol):
@@ -165,7 +166,8 @@ class ImapSession:
         self.remove_caps: frozenset[str] = frozenset()
         self.identity = SessionIdentity()
         #: what this session served lately (a chunk loop costs one scan, even without the cache)
-        self.memory = SessionMemory()
+        self.memory = SessionMemory(generation=host_generation(context.host) if context.host is not None
+                                    else lambda: None)
         #: message number -> UID of the selected mailbox, as the server told it
         self.view = MailboxView()
         self._select_tag: bytes | None = None

@@ -1,10 +1,26 @@
 """The verdict and rewrite cache behind IMAP's promise that a message never changes.
 
-"The combination of mailbox name, UIDVALIDITY, and UID must refer to a single, immutable ... message
-... RFC822.SIZE, envelope, body structure, and message texts ... MUST never change" (RFC 9051
-§2.3.1.1; docs/pitfalls.md#messages-never-change). So what a client was served for (server, user,
-mailbox, UIDVALIDITY, UID) is remembered in STATE/imap-cache/, even across restarts and signature
-updates: a re-fetch is served from here, unscanned.
+"The combination of mailbox name, UIDVALIDITY, and UID must refer to a single,
+immutable ... message ... RFC822.SIZE, envelope, body structure, and message texts
+... MUST never change" (RFC 9051 §2.3.1.1;
+docs/pitfalls.md#messages-never-change). So what a client was served
+for (server, user, mailbox, UIDVALIDITY, UID) is remembered in STATE/imap-cache/, even
+across restarts: a re-fetch is served from here, unscanned.
+
+Repeat scan after update (``detection-engine.rescan-after-update``, on by default): each record
+carries the signature generation its verdict was made with (scan/detectors/sources.py). A record
+of another generation than the engine's is not served as it is: the message is fetched and
+scanned again, and then (``served_before``)
+
+- the new scan finds nothing the old one did not: the client gets exactly what it got before,
+  byte for byte (the immutability rule above), and the record moves to the new generation;
+- it finds something new (signatures that were not there before): the client gets the new
+  verdict's form (the part removed, or a notice, per response.action), and the original goes
+  to the quarantine. Here the immutability rule yields: malware is never served as it was. A
+  client that kept its own copy of the message keeps it (we cannot reach it); one that fetches
+  it again, in whole or in part, gets the cleaned form;
+- it could not complete (clamd down, a time-out): the earlier verdict stands, and the next fetch
+  tries again.
 
 Each entry is a small JSON record (verdict, hashes, sizes), and, for a message that was
 rewritten, the served bytes. Records are lines of one append-only log, ``records.log``
@@ -28,8 +44,10 @@ import json
 import os
 import threading
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 
 DEFAULT_MAX_REWRITTEN_BYTES = 1024 * 1024 * 1024
@@ -51,6 +69,8 @@ class CacheRecord:
     original_size: int
     served_sha256: str
     served_size: int
+    #: the signatures the verdict was made with; "" in records of earlier versions
+    generation: str = ""
 
     @property
     def unchanged(self) -> bool:
@@ -58,7 +78,7 @@ class CacheRecord:
 
     @classmethod
     def build(cls, status: str, detections: list[str], reasons: list[str], original: bytes,
-              served: bytes) -> "CacheRecord":
+              served: bytes, generation: str = "") -> "CacheRecord":
         original_hash = sha256(original)
         return cls(
             status=status,
@@ -69,11 +89,22 @@ class CacheRecord:
             # served unchanged: one hash of 100 KB, not two (it is most of the cost of an entry)
             served_sha256=original_hash if served is original else sha256(served),
             served_size=len(served),
+            generation=generation,
         )
 
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def host_generation(host: Any) -> Callable[[], str | None]:
+    """The generation records are judged by: the one ``host`` (the running engine) scans with
+    now, or None (never stale) when rescan-after-update is off or the generation unknown."""
+    def current() -> str | None:
+        # A host without a scan policy (a test's stand-in) has no generation to compare.
+        policy = getattr(host.config, "policy", None)
+        return policy.generation if policy is not None and policy.rescan_after_update and policy.generation else None
+    return current
 
 
 def cache_key(server: str, user: str, mailbox: bytes, uidvalidity: int, uid: int) -> str:
@@ -115,6 +146,9 @@ class RewriteCache:
         self._load_inventory()
         self._log = os.open(self._log_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         self._log_end = os.fstat(self._log).st_size
+        #: the signature generation records must have to be served as they are (None: any);
+        #: ``follow`` ties it to the running engine
+        self.current_generation: Callable[[], str | None] = lambda: None
         if self._log_lines > COMPACT_MIN_LINES and self._log_lines > 2 * len(self._offsets):
             self._compact()
 
@@ -157,7 +191,42 @@ class RewriteCache:
     def _path(self, key: str, kind: str) -> Path:
         return self.directory / key[:2] / f"{key}.{kind}"
 
+    def follow(self, host: Any) -> None:
+        """Judge records by the generation of the engine ``host`` (see ``host_generation``)."""
+        self.current_generation = host_generation(host)
+
     def record(self, key: str) -> CacheRecord | None:
+        """The record for ``key`` when it may be served as it is (None after an update: the
+        message is scanned again, and ``served_before`` decides what the client gets)."""
+        found = self._record(key)
+        if found is not None:
+            current = self.current_generation()
+            if current is not None and found.generation != current:
+                return None
+        return found
+
+    def served_before(self, key: str, raw: bytes, findings: Iterable[str]) -> bytes | None:
+        """After an update, what the client was served for ``raw`` before, when the new scan's
+        ``findings`` hold nothing the earlier verdict did not (see the module docstring); None when
+        the client gets the new verdict's form (or there was no earlier record, or it is gone)."""
+        earlier = self._record(key)
+        current = self.current_generation()
+        if earlier is None or current is None or earlier.generation == current:
+            return None
+        if sha256(raw) != earlier.original_sha256 or not set(findings) <= set(earlier.detections):
+            return None
+        return raw if earlier.unchanged else self.blob(key, earlier)
+
+    def restamp(self, key: str, generation: str) -> None:
+        """Move ``key``'s record to ``generation``: a rescan confirmed what it says."""
+        earlier = self._record(key)
+        if earlier is None or earlier.generation == generation:
+            return
+        line = key.encode() + b" " + json.dumps(asdict(replace(earlier, generation=generation))).encode() + b"\n"
+        with self._lock:
+            self._append(key, line)
+
+    def _record(self, key: str) -> CacheRecord | None:
         if key not in self._records:
             # Every record this process may read is in the inventory (read at start, kept by
             # put): a new message costs no failed open, which is slow on some file systems.

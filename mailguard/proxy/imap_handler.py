@@ -43,10 +43,13 @@ def imap_context(ctx: SessionContext) -> ImapContext:
         max_append_literal=largest,
         max_command_size=largest + _RESPONSE_SLACK,
     )
+    cache = _cache_for(state_dir)
+    if cache is not None:
+        cache.follow(host)  # records of earlier signatures are scanned again (imap_cache.py)
     context = ImapContext(
         scanner=host.pool,
         server_id=f"{ctx.upstream_host}:{ctx.upstream_port}",
-        cache=_cache_for(state_dir),
+        cache=cache,
         limits=limits,
         implicit_tls=ctx.implicit_tls,
         on_oversize=config.policy.on_scan_error,

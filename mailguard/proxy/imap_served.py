@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mailguard.errors import RemoteProtocolError
@@ -66,12 +67,24 @@ class SessionMemory:
     Each entry is (served bytes, unchanged, the server's RFC822.SIZE when it told us): with the
     size a FETCH of UID, RFC822.SIZE and body items is answered without asking the server."""
 
-    def __init__(self, max_bytes: int = SESSION_MEMORY_BYTES) -> None:
+    def __init__(self, max_bytes: int = SESSION_MEMORY_BYTES,
+                 generation: Callable[[], str | None] = lambda: None) -> None:
         self.max_bytes = max_bytes
         self._items: OrderedDict[MemoryKey, tuple[bytes, bool, int | None]] = OrderedDict()
         self._bytes = 0
+        # After a signature update what a session holds is forgotten, so a message fetched
+        # again is judged by the rewrite cache's rules for rescans (imap_cache.py).
+        self._generation = generation
+        self._held_for = generation()
+
+    def _current(self) -> None:
+        now = self._generation()
+        if now != self._held_for:
+            self.clear()
+            self._held_for = now
 
     def get(self, key: MemoryKey) -> tuple[bytes, bool, int | None] | None:
+        self._current()
         found = self._items.get(key)
         if found is not None:
             self._items.move_to_end(key)
@@ -82,6 +95,7 @@ class SessionMemory:
         self._bytes = 0
 
     def __contains__(self, key: MemoryKey) -> bool:
+        self._current()
         return key in self._items
 
     def put(self, key: MemoryKey, served: bytes, unchanged: bool, server_size: int | None = None) -> None:
@@ -220,14 +234,21 @@ async def scan_message(session: "ImapSession", uid: int, raw: bytes, server_size
         unchanged = outcome.delivered is None
         stats = session.context.stats
         stats["scanned"] = stats.get("scanned", 0) + 1
-        if key is not None and cache is not None and not _temporary(outcome):
+        # Scanned again after a signature update: nothing new found means what was served before
+        # (imap_cache.py, "Repeat scan after update").
+        before = cache.served_before(key, raw, outcome.detections) if key is not None and cache is not None else None
+        if before is not None:
+            served, unchanged = before, before is raw
+            if not _temporary(outcome):
+                cache.restamp(key, outcome.generation)  # type: ignore[arg-type, union-attr]
+        elif key is not None and cache is not None and not _temporary(outcome):
             # On the loop: a record is a SHA-256 of the message (~60 µs for 100 KB) and one
             # appended line, plus a file for a rewritten message; handing it to a thread cost
             # more than that (bench/imap.py). A time-out or engine error is not kept: a later
             # fetch scans again.
             try:
                 cache.put(key, CacheRecord.build(outcome.status, list(outcome.detections),
-                                                 list(outcome.reasons), raw, served), served)
+                                                 list(outcome.reasons), raw, served, outcome.generation), served)
             except OSError as exc:
                 # Served all the same: without the record a later fetch scans the message again
                 # (same engine, same rewrite), which is slower, not less safe.

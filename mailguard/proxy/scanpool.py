@@ -45,14 +45,15 @@ INLINE_MAX = 256 * 1024
 
 @dataclass(frozen=True)
 class ScanOutcome:
-    status: str                      # clean | infected | unscanned
-    detections: tuple[str, ...]
+    status: str                      # clean | infected | blocked | unscanned
+    detections: tuple[str, ...]      # every finding's name, detections and policy alike
     reasons: tuple[str, ...]
     delivered: bytes | None          # None: the client gets the original unchanged
     quarantine_id: str | None = None
     seconds: float = 0.0
     error: str = ""                  # why the pool could not give a proper outcome
     quarantine_failed: bool = False  # the original could not be kept: do not deliver the rewrite
+    generation: str = ""             # the signatures it was made with (scan/detectors/sources.py)
 
 
 def account(host: Any, log: Any, outcome: ScanOutcome, what: str, size: int) -> None:
@@ -63,6 +64,10 @@ def account(host: Any, log: Any, outcome: ScanOutcome, what: str, size: int) -> 
     if outcome.status == "infected":
         host.count("infected")
         log.warning("%s infected: %s%s", what, ", ".join(outcome.detections),
+                    f" (quarantine {outcome.quarantine_id})" if outcome.quarantine_id else "")
+    elif outcome.status == "blocked":
+        host.count("blocked")
+        log.warning("%s blocked by policy: %s%s", what, ", ".join(outcome.detections),
                     f" (quarantine {outcome.quarantine_id})" if outcome.quarantine_id else "")
     elif outcome.status == "unscanned":
         host.count("unscanned")
@@ -122,13 +127,14 @@ def _outcome(raw: bytes, verdict: Verdict, delivered: bytes, policy: Policy, qua
             quarantine_error = f"quarantine: {type(exc).__name__}: {exc}"
     return ScanOutcome(
         status=verdict.status.value,
-        detections=tuple(verdict.detection_names),
+        detections=tuple(verdict.finding_names),
         reasons=tuple(verdict.reasons),
         delivered=delivered if changed else None,
         quarantine_id=quarantine_id,
         seconds=time.monotonic() - started,
         error=quarantine_error,
         quarantine_failed=bool(quarantine_error),
+        generation=verdict.generation,
     )
 
 

@@ -20,12 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 from mailguard.errors import EngineError
 from mailguard.proxy.conn import Conn
+from mailguard.proxy.detection import DetectionWatch, with_policy
 from mailguard.proxy.runconfig import RunConfig
 from mailguard.proxy.scanpool import ScanPool
 from mailguard.proxy.session import IDLE_TIMEOUT, SessionHost, run_session
 from mailguard.proxy.upstream import TlsKit
 
 if TYPE_CHECKING:
+    from mailguard.scan.policy import Policy
     from mailguard.settings import Paths, Settings
 
 __all__ = ["COUNTERS", "FilterServer"]
@@ -33,7 +35,7 @@ __all__ = ["COUNTERS", "FilterServer"]
 log = logging.getLogger("mailguard.proxy")
 
 COUNTERS = (
-    "connections", "messages_scanned", "infected", "unscanned", "bytes", "errors",
+    "connections", "messages_scanned", "infected", "blocked", "unscanned", "bytes", "errors",
     "relayed", "pop3_sessions", "bytes_scanned", "read_ahead",
     # sessions on a port in no protocol list that were not recognised as POP3 or IMAP
     # (protocol-filtering.unrecognized decides whether they were blocked or relayed)
@@ -84,6 +86,8 @@ class FilterServer(SessionHost):
             raise EngineError("the filtering engine is already started")
         self.draining = asyncio.Event()
         self.tls = await asyncio.to_thread(TlsKit.from_config, self.config, self._state_dir)
+        self.detection = DetectionWatch(self._signatures_updated)
+        self.config = with_policy(self.config, await self.detection.settle(self.config.policy))
         self.pool = ScanPool(self.config.policy, self.config.quarantine_dir,
                              kind=self._pool_kind, workers=self._pool_workers)
         self.pool.loop_is_idle = lambda: len(self._sessions) <= 1
@@ -94,6 +98,7 @@ class FilterServer(SessionHost):
             self.pool.close()
             raise
         self._started = True
+        self.detection.start()
         log.info("filtering engine listening on %s (pool: %d %s workers)",
                  ", ".join(_show(k[1]) for k in self._listeners) or "nothing", self.pool.workers,
                  self.pool.kind)
@@ -101,12 +106,19 @@ class FilterServer(SessionHost):
     async def reload(self, settings: "Settings") -> None:
         config = RunConfig.from_settings(settings, self.paths)
         tls = await asyncio.to_thread(TlsKit.from_config, config, self._state_dir)
+        config = with_policy(config, await self.detection.settle(config.policy))
         self.config, self.tls = config, tls
         self.pool.update(config.policy, config.quarantine_dir)
         await self._sync_listeners()
         log.info("filtering engine reloaded: protection %s", self._protection())
 
+    def _signatures_updated(self, policy: "Policy") -> None:
+        """New signatures while running (proxy/detection.py): new scans use them."""
+        self.config = with_policy(self.config, policy)
+        self.pool.update(policy, self.config.quarantine_dir)
+
     async def stop(self, grace: float) -> None:
+        await self.detection.stop()
         await self._close_listeners(list(self._listeners))
         self.draining.set()
         if self._sessions:
@@ -132,6 +144,7 @@ class FilterServer(SessionHost):
             "active_sessions": len(self._sessions),
             "pool": {"kind": self.pool.kind, "workers": self.pool.workers} if self._started else None,
             "counters": counters,
+            "detection": self.detection.status() if self._started else None,
         }
 
     def _protection(self) -> str:

@@ -115,8 +115,10 @@ def status(config: ConfigOption = None, json_: JsonOption = False) -> None:
 
     JSON keys: state (stopped, starting, running), running, pid, started_at, uptime (seconds),
     mode, protection ("on"/"off"), listeners, counters (connections, messages_scanned, infected,
-    unscanned, bytes, errors, unrecognized, and more), transparent (installed, ruleset, role,
-    families, blocked, problem), config_file.
+    blocked, unscanned, bytes, errors, unrecognized, and more), transparent (installed, ruleset, role,
+    families, blocked, problem), config_file, detection (detectors, sources with versions or hashes,
+    clamd's state and version, newest signatures, warnings: of the running engine, or what a start
+    would use).
     """
     paths, settings = open_settings(config)
     report = _status(paths, settings)
@@ -125,6 +127,7 @@ def status(config: ConfigOption = None, json_: JsonOption = False) -> None:
     else:
         _print_status(report)
         _print_transparent(report)
+        _print_detection(report)
     problem = (report.get("transparent") or {}).get("problem")
     if problem:
         note(f"mailguard: {problem}")
@@ -220,6 +223,7 @@ def _stopped_report(paths: Paths, settings: Settings) -> dict[str, Any]:
         "counters": {name: 0 for name in COUNTERS},
         "transparent": _stopped_transparent(settings),
         "config_file": str(paths.config_file),
+        "detection": _detection_preview(settings),
     }
 
 
@@ -232,6 +236,20 @@ def _stopped_transparent(settings: Settings) -> dict[str, Any]:
     ruleset, error = read_ruleset(required=mode == "transparent")
     return transparent_section(mode=mode, role=settings.get(ROLE_KEY) if mode == "transparent" else None,
                                running=False, listening=set(), blocked={}, ruleset=ruleset, error=error)
+
+
+def _detection_preview(settings: Settings) -> dict[str, Any] | None:
+    """What an engine started now would detect with (clamd looked for, signature files read)."""
+    from mailguard.errors import MailguardError
+    from mailguard.scan.detectors.sources import prepare
+    from mailguard.scan.policy import Policy
+
+    try:
+        policy, inventory = prepare(Policy.from_settings(settings))
+    except (MailguardError, OSError) as exc:
+        note(f"mailguard: cannot tell what the engine would detect with: {exc}")
+        return None
+    return inventory.to_json(policy.signatures_max_age)
 
 
 def _print_status(report: dict[str, Any]) -> None:
@@ -265,6 +283,52 @@ def _print_transparent(report: dict[str, Any]) -> None:
     rules = section.get("ruleset", "")
     if rules:
         typer.echo(rules.rstrip())
+
+
+def _print_detection(report: dict[str, Any]) -> None:
+    """The detection section: detectors, their signatures and sources, clamd, freshness, warnings
+    (of the running engine, or what a start would use)."""
+    detection = report.get("detection")
+    if not detection:
+        return
+    title = "detection" if report.get("state") == "running" else "detection (at the next start)"
+    typer.echo(f"{title}: mailguard {detection.get('engine_version')}, signature generation "
+               f"{detection.get('generation')}")
+    sources = detection.get("sources") or []
+    for row in detection.get("detectors") or []:
+        name, count = row.get("name"), row.get("signatures")
+        if name == "eicar":
+            typer.echo("  eicar: the built-in EICAR test signature")
+        elif name == "heuristics":
+            typer.echo("  heuristics: on")
+        elif name == "policy":
+            typer.echo(f"  policy: {count} blocked attachment types")
+        elif name == "clamd":
+            continue  # below, with its version
+        else:
+            unit = "rules" if name == "yara" else "signatures"
+            typer.echo(f"  {name}: {count} {unit}")
+            for source in sources:
+                if source.get("detector") == name and source.get("name") != "built-in":
+                    when = f", {source['updated']}" if source.get("updated") else ""
+                    version = source.get("version") or source.get("problem") or ""
+                    typer.echo(f"    {source.get('name')} ({version[:23]}{when})")
+    clamd = detection.get("clamd") or {}
+    state = clamd.get("state")
+    if state in ("in use", "in use, not answering"):
+        version = clamd.get("version") or "version unknown"
+        database = (f", database {clamd['database_version']} of {clamd.get('database_date')}"
+                    if clamd.get("database_version") else "")
+        typer.echo(f"  clamd: {state} at {clamd.get('address')} ({version}{database})")
+    elif state == "not found":
+        typer.echo(f"  clamd: not found (looked at {', '.join(clamd.get('looked_at') or [])})")
+    else:
+        typer.echo("  clamd: off")
+    newest = detection.get("newest_signatures")
+    if newest:
+        typer.echo(f"  newest signatures: {newest} ({_duration(detection.get('signatures_age_seconds') or 0)} old)")
+    for warning in detection.get("warnings") or []:
+        typer.echo(f"  warning: {warning}")
 
 
 def _listener_text(listener: Any) -> str:

@@ -270,6 +270,7 @@ class RewriteCache:
             # The served bytes first, then the record that vouches for them (its hash).
             self._write(self._path(key, "rewritten"), served)
         line = key.encode() + b" " + json.dumps(asdict(record)).encode() + b"\n"
+        self._forget(key)  # a record replaced after an update: its old bytes must not be served
         self._remember(key, served)
         with self._lock:
             self._append(key, line)
@@ -279,6 +280,12 @@ class RewriteCache:
                 self._rewritten_bytes += len(served) - self._rewritten.pop(key, 0)
                 self._rewritten[key] = len(served)
             self._evict()
+
+    def _forget(self, key: str) -> None:
+        with self._lock:
+            dropped = self._memory.pop(key, None)
+            if dropped is not None:
+                self._memory_bytes -= len(dropped)
 
     def _remember(self, key: str, data: bytes) -> None:
         if len(data) > self.max_memory_bytes:

@@ -18,6 +18,7 @@ PACKAGES = {
     "fetchmail": "fetchmail",
     "clamd": "clamav-daemon",
     "clamscan": "clamav",
+    "sigtool": "clamav",
     "socat": "socat",
     "nft": "nftables",
     "ip": "iproute2",

@@ -125,3 +125,43 @@ def test_records_of_the_one_file_format_are_still_read(tmp_path: Path) -> None:
     (tmp_path / key[:2] / f"{key}.json").write_text(json.dumps(asdict(record)))
     cache = RewriteCache(tmp_path, max_memory_bytes=0)
     assert cache.record(key) == record and cache.blob(key, record) == b"served"
+
+
+def _following(cache: RewriteCache, generation: list[str]) -> None:
+    cache.current_generation = lambda: generation[0] or None
+
+
+def test_after_an_update_records_are_not_served_as_they_are(tmp_path: Path) -> None:
+    cache = RewriteCache(tmp_path)
+    generation = ["g1"]
+    _following(cache, generation)
+    key = cache_key("s", "u", b"INBOX", 1, 1)
+    record = CacheRecord.build("clean", [], [], b"original", b"original", "g1")
+    cache.put(key, record, b"original")
+    assert cache.record(key) == record
+    generation[0] = "g2"
+    assert cache.record(key) is None  # scanned again
+    # nothing new found: what was served before, and the record moves to the new generation
+    assert cache.served_before(key, b"original", []) == b"original"
+    cache.restamp(key, "g2")
+    assert cache.record(key).generation == "g2"
+    assert RewriteCache(tmp_path).record(key).generation == "g2"  # kept in the log
+    generation[0] = ""  # rescan-after-update off: any generation is served
+    assert cache.record(key) is not None
+
+
+def test_after_an_update_a_new_finding_is_served_in_its_new_form_and_nothing_new_keeps_the_old(tmp_path: Path) -> None:
+    cache = RewriteCache(tmp_path)
+    generation = ["g1"]
+    _following(cache, generation)
+    key = cache_key("s", "u", b"INBOX", 1, 1)
+    cache.put(key, CacheRecord.build("infected", ["A"], [], b"original", b"cleaned of A", "g1"), b"cleaned of A")
+    generation[0] = "g2"
+    assert cache.served_before(key, b"original", ["A"]) == b"cleaned of A"  # byte for byte as before
+    assert cache.served_before(key, b"original", []) == b"cleaned of A"     # a detection dropped: still
+    assert cache.served_before(key, b"original", ["A", "B"]) is None        # something new: the new form
+    assert cache.served_before(key, b"another message", ["A"]) is None      # not the message recorded
+    cache.put(key, CacheRecord.build("infected", ["A", "B"], [], b"original", b"cleaned of A and B", "g2"),
+              b"cleaned of A and B")
+    record = cache.record(key)
+    assert cache.blob(key, record) == b"cleaned of A and B"  # never the bytes of the replaced record

@@ -57,6 +57,24 @@ def start(
         return
     pid = daemon.start_detached(paths, settings)
     note(f"mailguard: engine started (pid {pid}, {settings.get(_MODE)} mode); log: {paths.log_file}")
+    _note_detection(paths)
+
+
+def _note_detection(paths: Paths) -> None:
+    """Say at start what the engine detects with when it is weak: clamd not found, old or only
+    built-in signatures (the log and ``status`` say it too)."""
+    from mailguard.proxy import control
+
+    try:
+        detection = control.request(paths, "status").get("detection") or {}
+    except EngineError:
+        return
+    clamd = detection.get("clamd") or {}
+    if clamd.get("state") == "not found":
+        note(f"mailguard: clamd not found (looked at {', '.join(clamd.get('looked_at') or [])}): "
+             "scanning without it")
+    for warning in detection.get("warnings") or []:
+        note(f"mailguard: warning: {warning}")
 
 
 @app.command()
@@ -83,6 +101,7 @@ def restart(config: ConfigOption = None) -> None:
     _stop(paths)
     pid = daemon.start_detached(paths, settings)
     note(f"mailguard: engine started (pid {pid}, {settings.get(_MODE)} mode); log: {paths.log_file}")
+    _note_detection(paths)
 
 
 @app.command()

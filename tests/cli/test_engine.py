@@ -291,3 +291,20 @@ def test_foreground_logs_to_stderr_and_stops_on_sigterm(paths: Paths, engine: di
     messages = [json.loads(line)["message"] for line in stderr.decode().splitlines() if line.startswith("{")]
     assert any(m.startswith("engine started") for m in messages) and "engine stopped" in messages
     assert not paths.log_file.exists()
+
+
+def test_start_says_when_clamd_is_not_found_and_status_and_log_say_it_too(paths: Paths, engine: dict) -> None:
+    absent = f"unix:{paths.state_dir / 'no-clamd.sock'}"
+    settings = load_settings(paths.config_file)
+    save_settings(Settings.from_values({**{ROUTES: settings.get(ROUTES)},
+                                        "detection-engine.clamd.address": absent}), paths.config_file)
+    started = mailguard("start")
+    assert started.returncode == 0, started.stderr
+    assert f"clamd not found (looked at {absent}): scanning without it" in started.stderr
+    assert "warning: only the built-in EICAR test signature" in started.stderr
+    detection = status()["detection"]
+    assert detection["clamd"]["state"] == "not found" and detection["generation"]
+    assert "clamd: not found" in mailguard("status").stdout
+    assert mailguard("stop").returncode == 0
+    log = paths.log_file.read_text()
+    assert f"clamd not found (looked at {absent})" in log and "only the built-in EICAR" in log

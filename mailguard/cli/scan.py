@@ -100,8 +100,6 @@ def scan(
                 render.result(result)
     scanner.summary.detection = _detection_summary(inventory, policy)
     render.finish(scanner.summary)
-    for warning in inventory.warnings(policy.signatures_max_age):
-        sys.stderr.write(f"mailguard: warning: {warning}\n")
     for skipped in scanner.skipped_to_tell:
         sys.stderr.write(f"mailguard: skipped {skipped.path}: {skipped.reason}\n")
     summary = scanner.summary
@@ -318,6 +316,8 @@ class _Table(_Renderer):
         self.console.print(line)
         if summary.detection:
             self.console.print(Text(_detection_line(summary.detection), style="dim"))
+            for warning in summary.detection.get("warnings") or []:  # type: ignore[union-attr]
+                self.console.print(Text(f"warning: {warning}", style="yellow"))
 
 
 def _detection_line(detection: dict) -> str:  # type: ignore[type-arg]

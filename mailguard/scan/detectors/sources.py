@@ -52,6 +52,8 @@ class Source:
     signatures: int | None = None  # signatures (or YARA rules) it holds, when known
     updated: datetime | None = None  # file modification time, clamd's database date
     problem: str = ""              # why it could not be read
+    # (device, inode, size, mtime in ns) of a file when read: unchanged, it is not read again
+    stamp: tuple[int, ...] = field(default=(), compare=False, repr=False)
 
     def to_json(self) -> dict[str, object]:
         return {"detector": self.detector, "name": self.name, "version": self.version,
@@ -163,9 +165,10 @@ def prepare(policy: Policy, previous: Inventory | None = None) -> tuple[Policy, 
         policy = replace(policy, clamd_enabled=True, clamd_address=found.address)
     else:
         policy = replace(policy, clamd_enabled=False)
+    known = {(s.detector, s.name): s for s in previous.sources} if previous is not None else {}
     sources = (Source("eicar", BUILT_IN, __version__, 1),
-               *_files("clamav-db", _signature_files(policy.signature_paths), _count_signatures),
-               *_files("yara", _rule_files(policy.yara_rules), lambda data: len(_YARA_RULE.findall(data))))
+               *_files("clamav-db", _signature_files(policy.signature_paths), _count_signatures, known),
+               *_files("yara", _rule_files(policy.yara_rules), lambda data: len(_YARA_RULE.findall(data)), known))
     if found.in_use and found.version is not None:
         v = found.version
         sources += (Source("clamd", found.address, v.text, None, v.database_date),)
@@ -226,20 +229,28 @@ def _listed(paths: tuple[str, ...], extensions: set[str], any_file: bool = False
     return files
 
 
-def _files(detector: str, files: list[tuple[Path, str]], count) -> list[Source]:  # noqa: ANN001
+def _files(detector: str, files: list[tuple[Path, str]], count, known: dict) -> list[Source]:  # noqa: ANN001
+    """A source per file; one whose stamp is that of ``known`` (the last look) is not read again:
+    the engine looks every minute, and signature files may be large."""
     sources = []
     for path, problem in files:
         if problem:
             sources.append(Source(detector, str(path), "", None, None, problem))
             continue
         try:
+            info = os.stat(path)
+            stamp = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+            before = known.get((detector, str(path)))
+            if before is not None and before.stamp == stamp:
+                sources.append(before)
+                continue
             data = path.read_bytes()
-            modified = datetime.fromtimestamp(os.stat(path).st_mtime, timezone.utc)
         except OSError as exc:
             sources.append(Source(detector, str(path), "", None, None, f"cannot read: {exc.strerror}"))
             continue
+        modified = datetime.fromtimestamp(info.st_mtime, timezone.utc)
         sources.append(Source(detector, str(path), "sha256:" + hashlib.sha256(data).hexdigest(), count(data),
-                              modified))
+                              modified, stamp=stamp))
     return sources
 
 

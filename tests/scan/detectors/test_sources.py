@@ -78,3 +78,18 @@ def test_missing_sources_are_problems_not_crashes(tmp_path):
     (source,) = [s for s in inventory.sources if s.detector == "clamav-db"]
     assert source.problem == "no such file or folder"
     assert any("gone.hdb: no such file or folder" in w for w in inventory.warnings(3 * DAY))
+
+
+def test_a_look_while_running_reads_only_files_that_changed(tmp_path, monkeypatch):
+    signatures = tmp_path / "a.ndb"
+    signatures.write_text("Test.C:0:*:414243\n")
+    base = Policy(signature_paths=(str(signatures),))
+    _, first = prepare(base)
+    read = []
+    original = type(signatures).read_bytes
+    monkeypatch.setattr(type(signatures), "read_bytes", lambda self: read.append(self) or original(self))
+    _, second = prepare(base, first)
+    assert read == [] and second.generation == first.generation
+    signatures.write_text("Test.C:0:*:414243\nTest.D:0:*:444546\n")  # a new size, whatever the clock
+    _, third = prepare(base, second)
+    assert read == [signatures] and third.generation != first.generation

@@ -14,6 +14,7 @@ a running engine.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import socket
@@ -24,9 +25,10 @@ from tests.peers import require
 
 
 class Clamd:
-    """One clamd on ``folder/clamd.sock``; ``start``, ``stop``; a context manager that stops it."""
+    """One clamd on ``folder/clamd.sock`` (and, with ``tcp``, on a loopback port: ``tcp_address``);
+    ``start``, ``stop``; a context manager that stops it. ``settings``: more clamd.conf lines."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, tcp: bool = False, settings: str = "") -> None:
         self.program = require("clamd")
         self.folder = folder
         self.database = folder / "db"
@@ -36,8 +38,16 @@ class Clamd:
         self.config = folder / "clamd.conf"
         self.config.write_text(
             f"LocalSocket {self.socket_path}\nDatabaseDirectory {self.database}\nForeground yes\n"
-            f"LogFile {folder / 'clamd.log'}\nLogTime yes\nSelfCheck 3600\n")
+            f"LogFile {folder / 'clamd.log'}\nLogTime yes\nSelfCheck 3600\n{settings}")
         self._process: subprocess.Popen[bytes] | None = None
+        self.tcp_port = 0
+        if tcp:
+            with socket.socket() as probe:  # a port of our own, bound again at each start
+                probe.bind(("127.0.0.1", 0))
+                self.tcp_port = probe.getsockname()[1]
+            with self.config.open("a") as config:
+                config.write(f"TCPSocket {self.tcp_port}\nTCPAddr 127.0.0.1\n")
+        self.tcp_address = f"tcp:127.0.0.1:{self.tcp_port}"
 
     def write_ndb(self, signatures: dict[str, bytes], name: str = "mailguard-test.ndb") -> None:
         """Body signatures NAME -> bytes, matched anywhere in any file."""
@@ -64,25 +74,35 @@ class Clamd:
         assert self._process is None, "already running"
         if self.socket_path.exists():
             self.socket_path.unlink()
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listeners = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)]
         try:
-            listener.bind(str(self.socket_path))
-            listener.listen(64)
-            fd = listener.fileno()
+            listeners[0].bind(str(self.socket_path))
+            if self.tcp_port:
+                listeners.append(socket.socket())
+                listeners[1].setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                listeners[1].bind(("127.0.0.1", self.tcp_port))
+            for listener in listeners:
+                listener.listen(64)
+            # Above every fd the child is given, so moving them to 3, 4 overwrites none of them.
+            fds = [os.dup(listener.fileno()) for listener in listeners]
+            moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in fds]
+            for fd in fds:
+                os.close(fd)
 
-            def as_systemd_would() -> None:  # in the child, before exec: the socket is fd 3
-                if fd == 3:
-                    os.set_inheritable(3, True)
-                else:
-                    os.dup2(fd, 3)  # inheritable, and close_fds=False leaves it open across exec
-                os.environ["LISTEN_FDS"] = "1"
+            def as_systemd_would() -> None:  # in the child, before exec: the sockets are fd 3, 4
+                for number, fd in enumerate(moved, 3):
+                    os.dup2(fd, number)  # inheritable; close_fds=False leaves it open across exec
+                os.environ["LISTEN_FDS"] = str(len(moved))
                 os.environ["LISTEN_PID"] = str(os.getpid())
 
             self._process = subprocess.Popen([self.program, "-c", str(self.config)], close_fds=False,
                                              preexec_fn=as_systemd_would, stdin=subprocess.DEVNULL,
                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for fd in moved:
+                os.close(fd)
         finally:
-            listener.close()  # clamd holds it now
+            for listener in listeners:
+                listener.close()  # clamd holds them now
 
     def stop(self) -> None:
         process, self._process = self._process, None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import socket
-import subprocess
 import threading
 import time
 
@@ -15,7 +14,7 @@ from mailguard.scan.detectors.base import DetectorFailed, ScanObject
 from mailguard.scan.detectors.clamd import ClamdDetector, parse_address
 from mailguard.scan.limits import ScanIncomplete
 from mailguard.scan.verdict import Finding, Reason
-from tests.peers import require
+from tests.peers.clamd import Clamd
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 CUSTOM = b"mailguard custom test payload 7f3a"
@@ -30,53 +29,12 @@ def mail(attachment: bytes, name: str = "file.bin") -> bytes:
             b"Content-Disposition: attachment; filename=\"" + name.encode() + b"\"\r\n\r\n" + body + b"--b1--\r\n")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def clamd(tmp_path_factory):
-    program = require("clamd")
-    folder = tmp_path_factory.mktemp("clamd")
-    database = folder / "db"
-    database.mkdir()
-    (database / "mailguard-test.ndb").write_text(
-        f"Test.Eicar:0:*:{EICAR.hex()}\nTest.Custom:0:*:{CUSTOM.hex()}\n")
-    socket_path = folder / "clamd.sock"
-    port = free_port()
-    (folder / "clamd.conf").write_text(
-        f"LocalSocket {socket_path}\nTCPSocket {port}\nTCPAddr 127.0.0.1\nDatabaseDirectory {database}\n"
-        f"Foreground yes\nLogFile {folder / 'clamd.log'}\nStreamMaxLength {STREAM_MAX}\n")
-    process = subprocess.Popen([program, "-c", str(folder / "clamd.conf")],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while not _answers(socket_path):
-            if process.poll() is not None or time.monotonic() > deadline:
-                log = (folder / "clamd.log").read_text() if (folder / "clamd.log").exists() else ""
-                pytest.fail(f"clamd did not start: {log[-2000:]}")
-            time.sleep(0.05)
-        yield {"unix": f"unix:{socket_path}", "tcp": f"tcp:127.0.0.1:{port}"}
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _answers(path) -> bool:
-    try:
-        with socket.socket(socket.AF_UNIX) as probe:
-            probe.settimeout(1)
-            probe.connect(str(path))
-            probe.sendall(b"zPING\x00")
-            return probe.recv(16).startswith(b"PONG")
-    except OSError:
-        return False
+    server = Clamd(tmp_path_factory.mktemp("clamd"), tcp=True, settings=f"StreamMaxLength {STREAM_MAX}\n")
+    server.write_ndb({"Test.Eicar": EICAR, "Test.Custom": CUSTOM})
+    with server:  # socket-activated: connections wait in the backlog until it is ready
+        yield {"unix": server.address, "tcp": server.tcp_address}
 
 
 def root(data: bytes) -> ScanObject:

@@ -83,8 +83,16 @@ def test_auto_without_a_clamd_runs_without_it_and_says_so(tmp_path, caplog) -> N
     assert detection["clamd"]["state"] == CLAMD_NOT_FOUND
     assert any("only the built-in EICAR" in w for w in detection["warnings"])
     assert any(f"clamd not found (looked at {absent.address})" in r.getMessage() for r in caplog.records)
-    off = CliRunner().invoke(app, ["status"], env={})
-    assert "clamd: not found" in off.stdout
+    runner = CliRunner()
+    assert runner.invoke(app, ["config", "set", "detection-engine.clamd.address", absent.address]).exit_code == 0
+    assert f"clamd: not found (looked at {absent.address})" in runner.invoke(app, ["status"]).stdout
+
+
+def test_clamd_switched_off_is_not_asked_even_when_it_answers(clamd) -> None:  # type: ignore[no-untyped-def]
+    policy, inventory = prepare(Policy(clamd_enabled=False, clamd_address=clamd.address))
+    assert policy.clamd_enabled is False and inventory.clamd.state == "off"
+    assert Engine(policy).scan(message(DAILY)).status is Status.CLEAN
+    assert not any(s.detector == "clamd" for s in inventory.sources)
 
 
 @pytest.mark.parametrize("on_scan_error", ["pass", "block"])

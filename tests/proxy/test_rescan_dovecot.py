@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import imaplib
 
@@ -13,6 +14,7 @@ import trustme
 
 from mailguard.quarantine import Quarantine
 from tests.peers import require
+from tests.peers.clamd import Clamd
 from tests.peers.dovecot import PASSWORD, running_dovecot
 from tests.proxy.harness import EC, TlsWorld, clean_message, filter_server, run
 
@@ -50,10 +52,12 @@ def fetch(client: imaplib.IMAP4, uid: int) -> bytes:
     return body
 
 
-@pytest.mark.parametrize("update", ["noticed-while-running", "reload"])
+@pytest.mark.parametrize("update", ["noticed-while-running", "reload", "clamd-database"])
 def test_a_message_served_clean_is_scanned_again_after_an_update(tmp_path, update: str) -> None:
     require("dovecot")
     world = TlsWorld(tmp_path)
+    clamd = Clamd(tmp_path / "clamd")
+    clamd.write_daily({"Test.Other": b"something else entirely"}, version=27001)
     signatures = tmp_path / "signatures"
     signatures.mkdir()
     database = signatures / "local.hdb"
@@ -62,7 +66,8 @@ def test_a_message_served_clean_is_scanned_again_after_an_update(tmp_path, updat
         dovecot.deliver("alice", [VICTIM, CLEAN])
         values = {"web-and-email.ssl-tls.trusted-ca-file": str(dovecot.ca_file),
                   "detection-engine.signatures.paths": [str(signatures)],
-                  "detection-engine.clamd.enabled": False}
+                  "detection-engine.clamd.enabled": update == "clamd-database",
+                  "detection-engine.clamd.address": clamd.address}
 
         async def scenario():  # type: ignore[no-untyped-def]
             async with filter_server(dovecot.imap_port, values=values) as (server, port):
@@ -70,8 +75,14 @@ def test_a_message_served_clean_is_scanned_again_after_an_update(tmp_path, updat
                 first = [await asyncio.to_thread(fetch, client, uid) for uid in (1, 2)]
                 generation = server.config.policy.generation
                 # The update: the signatures learn the attachment (as freshclam or a rule feed would).
-                database.write_text(database.read_text()
-                                    + f"{hashlib.md5(PAYLOAD).hexdigest()}:{len(PAYLOAD)}:Local.Figures\n")
+                if update == "clamd-database":  # freshclam's next daily, and clamd restarted with it
+                    clamd.write_daily({"Test.Other": b"something else entirely", "Local.Figures": PAYLOAD},
+                                      version=27002)
+                    clamd.stop()
+                    clamd.start()
+                else:
+                    database.write_text(database.read_text()
+                                        + f"{hashlib.md5(PAYLOAD).hexdigest()}:{len(PAYLOAD)}:Local.Figures\n")
                 if update == "reload":
                     await server.reload(server.config.settings)
                 else:
@@ -85,13 +96,19 @@ def test_a_message_served_clean_is_scanned_again_after_an_update(tmp_path, updat
                 await asyncio.to_thread(client.logout)
                 return first, second, third, server.config.quarantine_dir, server.snapshot()
 
-        first, second, third, quarantine_dir, snapshot = run(scenario(), timeout=150)
+        with clamd if update == "clamd-database" else contextlib.nullcontext():
+            first, second, third, quarantine_dir, snapshot = run(scenario(), timeout=150)
     assert first == [VICTIM, CLEAN]  # clean under the first signatures: byte for byte
     infected = second[0]
     # Never served as it was: the attachment is replaced by a notice (response.action = clean) ...
     assert PAYLOAD not in infected and base64.b64encode(PAYLOAD[:60]) not in infected
-    assert b'X-MailGuard-Result: infected; detections="Local.Figures"' in infected
-    assert b"This part was removed by mailguard." in infected and b"see attachment" in infected
+    if update == "clamd-database":
+        # clamd judges the whole message: it is replaced by a notice (rewrite.py)
+        assert b'X-MailGuard-Result: infected; detections="Local.Figures' in infected
+        assert b"This message was replaced by mailguard." in infected
+    else:
+        assert b'X-MailGuard-Result: infected; detections="Local.Figures"' in infected
+        assert b"This part was removed by mailguard." in infected and b"see attachment" in infected
     # ... the message with nothing new keeps its bytes (RFC 9051 §2.3.1.1) ...
     assert second[1] == CLEAN
     # ... and a new session gets what the last one got, from the rewrite cache.

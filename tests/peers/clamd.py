@@ -53,6 +53,10 @@ class Clamd:
         """Body signatures NAME -> bytes, matched anywhere in any file."""
         (self.database / name).write_text("".join(f"{n}:0:*:{data.hex()}\n" for n, data in signatures.items()))
 
+    def write_database(self, name: str, text: str) -> None:
+        """Any database clamd reads from its folder, by file name (``local.hdb``: MD5:size:Name)."""
+        (self.database / name).write_text(text)
+
     def write_daily(self, signatures: dict[str, bytes], version: int) -> None:
         """An unsigned daily database (``daily.cud``) of version ``version``, built now by sigtool."""
         sigtool = require("sigtool")

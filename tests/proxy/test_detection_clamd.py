@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import logging
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -16,7 +18,7 @@ from mailguard.scan.detectors.sources import CLAMD_DOWN, CLAMD_IN_USE, CLAMD_NOT
 from mailguard.scan.engine import Engine
 from mailguard.scan.policy import Policy
 from mailguard.scan.verdict import Status
-from tests.peers import free_port
+from tests.peers import free_port, require_clamav_testfiles
 from tests.peers.clamd import Clamd
 from tests.proxy.harness import EC, filter_server, run
 
@@ -149,3 +151,26 @@ def test_a_new_clamd_database_is_an_update(clamd) -> None:  # type: ignore[no-un
     assert new_generation != generation
     assert second.status == "infected" and second.generation == new_generation
     assert snapshot["detection"]["clamd"]["database_version"] == 27002
+
+
+@pytest.mark.parametrize("name", ["clam.arj", "clam.chm", "clam.impl.zip", "clam.sis"])
+def test_clamd_found_by_default_catches_what_the_built_in_engine_cannot(tmp_path, name: str) -> None:
+    """Debian's test files that our own readers name unscanned or miss, with the same signature
+    (clam.exe's hash) given to both engines."""
+    folder = require_clamav_testfiles()
+    clam = (Path(folder) / "clam.exe").read_bytes()
+    line = f"{hashlib.md5(clam).hexdigest()}:{len(clam)}:ClamAV-Test-File\n"
+    signatures = tmp_path / "local.hdb"
+    signatures.write_text(line)
+    mail = message((Path(folder) / name).read_bytes())
+    alone = Engine(Policy(signature_paths=(str(signatures),), clamd_enabled=False)).scan(mail)
+    assert alone.status is not Status.INFECTED
+    clamd = Clamd(tmp_path / "clamd")
+    clamd.write_database("local.hdb", line)
+    with clamd:
+        policy, _ = prepare(Policy(signature_paths=(str(signatures),), clamd_address=clamd.address,
+                                   clamd_enabled="auto"))
+        verdict = Engine(policy).scan(mail)
+    assert verdict.status is Status.INFECTED, clamd.log()
+    assert {(f.name.removesuffix(".UNOFFICIAL"), f.detector) for f in verdict.findings} == {
+        ("ClamAV-Test-File", "clamd")}

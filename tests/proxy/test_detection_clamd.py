@@ -174,3 +174,23 @@ def test_clamd_found_by_default_catches_what_the_built_in_engine_cannot(tmp_path
     assert verdict.status is Status.INFECTED, clamd.log()
     assert {(f.name.removesuffix(".UNOFFICIAL"), f.detector) for f in verdict.findings} == {
         ("ClamAV-Test-File", "clamd")}
+
+
+def test_scan_reports_name_clamd_and_its_database(clamd, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "daily.eml").write_bytes(message(DAILY))
+    runner = CliRunner()
+    assert runner.invoke(app, ["config", "set", "detection-engine.clamd.address", clamd.address]).exit_code == 0
+    run = runner.invoke(app, ["scan", "--json", "--jobs", "1", str(tmp_path / "daily.eml")])
+    assert run.exit_code == 1, run.output
+    document = json.loads(run.stdout)
+    (result,) = document["results"]
+    assert [(d["name"].removesuffix(".UNOFFICIAL"), d["detector"]) for d in result["detections"]] == [
+        ("Test.Daily", "clamd")]
+    detection = document["summary"]["detection"]
+    assert detection["clamd"]["database_version"] == 27001
+    (source,) = [s for s in detection["sources"] if s["detector"] == "clamd"]
+    assert source["name"] == clamd.address and "/27001/" in source["version"]
+    sarif = json.loads(runner.invoke(app, ["scan", "--format", "sarif", "--jobs", "1",
+                                           str(tmp_path / "daily.eml")]).stdout)
+    (extension,) = [e for e in sarif["runs"][0]["tool"]["extensions"] if e["name"].startswith("clamd:")]
+    assert "/27001/" in extension["version"]

@@ -70,8 +70,9 @@ class ClamdVersion:
         number, _, date = rest.partition("/")
         when = None
         try:
-            # clamd prints the date with ctime(3), in UTC for official databases
-            when = datetime.strptime(" ".join(date.split()), "%a %b %d %H:%M:%S %Y").replace(tzinfo=timezone.utc)
+            # clamd prints the database's build time with ctime(3): in its local time, which is
+            # ours (it answers on this machine's socket); astimezone reads a naive time as local.
+            when = datetime.strptime(" ".join(date.split()), "%a %b %d %H:%M:%S %Y").astimezone(timezone.utc)
         except ValueError:
             pass
         return cls(text.strip(), engine.strip(), int(number) if number.strip().isdigit() else None, when)

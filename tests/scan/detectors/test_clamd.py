@@ -161,3 +161,26 @@ def test_finding_shape():
     assert detector._findings("stream: Win.Test.EICAR_HDB-1 FOUND", "") == [
         Finding("Win.Test.EICAR_HDB-1", "clamd", "")]
     assert detector._findings("stream: OK", "") == []
+
+
+def test_version_answers_taken_apart(monkeypatch):
+    import time as clock
+    from datetime import datetime, timezone
+
+    from mailguard.scan.detectors.clamd import ClamdVersion, candidates
+
+    monkeypatch.setenv("TZ", "UTC")
+    clock.tzset()
+    try:
+        official = ClamdVersion.parse("ClamAV 1.0.7/27480/Sun Dec  6 09:25:03 2026\n")
+    finally:
+        monkeypatch.undo()
+        clock.tzset()
+    assert (official.engine, official.database) == ("ClamAV 1.0.7", 27480)
+    assert official.database_date == datetime(2026, 12, 6, 9, 25, 3, tzinfo=timezone.utc)
+    unofficial = ClamdVersion.parse("ClamAV 1.4.6")  # unofficial databases only: no database version
+    assert (unofficial.engine, unofficial.database, unofficial.database_date) == ("ClamAV 1.4.6", None, None)
+    # the default address stands for the distributions' places; a set one for itself alone
+    assert candidates("unix:/var/run/clamav/clamd.ctl") == (
+        "unix:/var/run/clamav/clamd.ctl", "unix:/run/clamav/clamd.ctl", "unix:/run/clamd.scan/clamd.sock")
+    assert candidates("tcp:127.0.0.1:3310") == ("tcp:127.0.0.1:3310",)

@@ -34,6 +34,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import ssl
 import statistics
 import subprocess
@@ -123,6 +124,16 @@ def start_engine(values: dict[str, object], pool: str, log: Path) -> subprocess.
                                 env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
 
 
+def profiler(pid: int, name: str) -> subprocess.Popen[bytes]:
+    """py-spy sampling ``pid`` and its workers until interrupted (``pip install py-spy``)."""
+    sampler = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid),
+                                "--subprocesses", "--rate", "250", "--format", "raw", "--nonblocking",
+                                "--output", str(OUT / f"live-profile-{name}.txt")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached before the fetch starts
+    return sampler
+
+
 # --- the mailbox ---------------------------------------------------------------------------------
 
 def stock(mailbox: Path, count: int, seed: int, mbox: Path) -> tuple[int, int, int]:
@@ -175,6 +186,9 @@ def main() -> None:
     parser.add_argument("--pool", choices=["thread", "process"], default=None)
     parser.add_argument("--only", help="comma-separated path names to run (e.g. imap_mailguard,imap_refetch)")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
+    parser.add_argument("--profile", action="store_true",
+                        help="sample the engine and its workers with py-spy during each mailguard path "
+                             "(collapsed stacks in bench/out/live-profile-PATH.txt)")
     args = parser.parse_args()
 
     import trustme
@@ -261,9 +275,14 @@ def main() -> None:
                                                "imap_direct": [], "imap_mailguard": []}
             for r in rounds:
                 for name, run in paths.items():
+                    through_engine = name.endswith("_mailguard") or name == "imap_refetch"
+                    sampler = profiler(engine.pid, name) if args.profile and through_engine else None
                     before = tree_cpu_seconds(engine.pid)
                     seconds, octets = run(r)  # type: ignore[operator]
                     cpu[name].append(tree_cpu_seconds(engine.pid) - before)
+                    if sampler is not None:
+                        sampler.send_signal(signal.SIGINT)
+                        sampler.wait()
                     speed[name].append(octets / seconds / 1e6)
                     print(f"round {r} {name}: {speed[name][-1]:.1f} MB/s, engine CPU {cpu[name][-1]:.2f} s",
                           file=sys.stderr, flush=True)

@@ -50,7 +50,8 @@ from bench.pop3 import Client as Pop3Client  # noqa: E402
 from bench.pop3 import ENGINE, make_message, tree_cpu_seconds  # noqa: E402
 from bench.realmail import count_for, generate, mbox_entry  # noqa: E402
 
-OUT = Path(__file__).resolve().parent / "out"
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
 LATENCY_MESSAGES = 100  # single 100 KB fetches per round for the latency figure
 
 
@@ -116,18 +117,19 @@ def imap_latencies(port: int, user: str, count: int) -> list[float]:
     return times
 
 
-def start_engine(values: dict[str, object], pool: str, log: Path) -> subprocess.Popen[str]:
-    """The engine in its own process (bench/pop3.py's), its log to ``log`` rather than the screen."""
+def start_engine(values: dict[str, object], pool: str, log: Path, tree: Path, home: Path) -> subprocess.Popen[str]:
+    """The engine of source tree ``tree`` in its own process (bench/pop3.py's), its state in
+    ``home``, its log to ``log`` rather than the screen."""
     with open(log, "w") as sink:
         return subprocess.Popen([sys.executable, "-c", ENGINE, json.dumps(values), pool], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=sink, text=True,
-                                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+                                stdout=subprocess.PIPE, stderr=sink, text=True, cwd=tree,
+                                env={**os.environ, "PYTHONPATH": str(tree), "MAILGUARD_HOME": str(home)})
 
 
 def profiler(pid: int, name: str) -> subprocess.Popen[bytes]:
     """py-spy sampling ``pid`` and its workers until interrupted (``pip install py-spy``)."""
     sampler = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid),
-                                "--subprocesses", "--rate", "250", "--format", "raw", "--nonblocking",
+                                "--subprocesses", "--rate", "1000", "--format", "raw", "--nonblocking",
                                 "--output", str(OUT / f"live-profile-{name}.txt")],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)  # attached before the fetch starts
@@ -186,6 +188,9 @@ def main() -> None:
     parser.add_argument("--pool", choices=["thread", "process"], default=None)
     parser.add_argument("--only", help="comma-separated path names to run (e.g. imap_mailguard,imap_refetch)")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
+    parser.add_argument("--compare-tree", type=Path,
+                        help="also run every mailguard path through an engine from this source tree "
+                             "(e.g. `git archive` of an earlier commit): before/after in the same run")
     parser.add_argument("--profile", action="store_true",
                         help="sample the engine and its workers with py-spy during each mailguard path "
                              "(collapsed stacks in bench/out/live-profile-PATH.txt)")
@@ -201,6 +206,8 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="mailguard-bench-live-"))
     os.environ["MAILGUARD_HOME"] = str(home)
     client_context = ssl.create_default_context(cafile=str(CAStore(home).init().cert_path))
+    before_home = home / "before"
+    before_context = ssl.create_default_context(cafile=str(CAStore(before_home).init().cert_path))
     OUT.mkdir(exist_ok=True)
     mbox = OUT / f"live-{count}-seed{args.seed}.mbox"
     load_before = os.getloadavg()
@@ -210,7 +217,7 @@ def main() -> None:
         messages, total, infected = stock(plain_dovecot.maildir("bench"), count, args.seed, mbox)
         print(f"# mailbox: {messages} messages, {total / 1e6:.1f} MB, {infected} infected; "
               f"mbox {mbox.stat().st_size / 1e6:.1f} MB", file=sys.stderr, flush=True)
-        users = ["bench"] + [f"first{r}" for r in rounds]
+        users = ["bench"] + [f"first{r}" for r in rounds] + ([f"before{r}" for r in rounds] if args.compare_tree else [])
         for dovecot in (plain_dovecot, tls_dovecot):
             for user in users:
                 if (dovecot, user) != (plain_dovecot, "bench"):
@@ -220,24 +227,35 @@ def main() -> None:
         for r in rounds:
             plain_dovecot.deliver(f"latency{r}", single)
         pop3_port, pop3s_port, imap_port, imaps_port, pop3_socat, imap_socat = free_ports(6)
-        engine = start_engine({
-            "web-and-email.protocol-filtering.routes": [
-                f"127.0.0.1:{pop3_port}=127.0.0.1:{plain_dovecot.pop3_port}",
-                f"127.0.0.1:{pop3s_port}=localhost:{tls_dovecot.pop3s_port}",
-                f"127.0.0.1:{imap_port}=localhost:{plain_dovecot.imap_port}",
-                f"127.0.0.1:{imaps_port}=localhost:{tls_dovecot.imaps_port}",
-            ],
-            "web-and-email.email-client.protocols.pop3s.ports": [tls_dovecot.pop3s_port],
-            "web-and-email.email-client.protocols.imaps.ports": [tls_dovecot.imaps_port],
-            "web-and-email.ssl-tls.trusted-ca-file": str(tls_dovecot.ca_file),
-        }, args.pool or "", OUT / "live-engine.log")
+        before_ports = free_ports(4)
+
+        def settings(pop3: int, pop3s: int, imap: int, imaps: int) -> dict[str, object]:
+            return {
+                "web-and-email.protocol-filtering.routes": [
+                    f"127.0.0.1:{pop3}=127.0.0.1:{plain_dovecot.pop3_port}",
+                    f"127.0.0.1:{pop3s}=localhost:{tls_dovecot.pop3s_port}",
+                    f"127.0.0.1:{imap}=localhost:{plain_dovecot.imap_port}",
+                    f"127.0.0.1:{imaps}=localhost:{tls_dovecot.imaps_port}",
+                ],
+                "web-and-email.email-client.protocols.pop3s.ports": [tls_dovecot.pop3s_port],
+                "web-and-email.email-client.protocols.imaps.ports": [tls_dovecot.imaps_port],
+                "web-and-email.ssl-tls.trusted-ca-file": str(tls_dovecot.ca_file),
+            }
+
+        engine = start_engine(settings(pop3_port, pop3s_port, imap_port, imaps_port), args.pool or "",
+                              OUT / "live-engine.log", ROOT, home)
+        engines = {"": engine}
+        if args.compare_tree:
+            engines["@before"] = start_engine(settings(*before_ports), args.pool or "", OUT / "live-engine-before.log",
+                                              args.compare_tree.resolve(), before_home)
         # nodelay on both legs and 64 KB buffers, as mailguard and the bench clients have
         socats = [subprocess.Popen(["socat", "-b", "65536", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,nodelay",
                                     f"TCP:127.0.0.1:{target},nodelay"])
                   for port, target in ((pop3_socat, plain_dovecot.pop3_port), (imap_socat, plain_dovecot.imap_port))]
         direct_tls = ssl.create_default_context(cafile=str(tls_dovecot.ca_file))
         try:
-            assert engine.stdout is not None and engine.stdout.readline().strip() == "ready"
+            for started in engines.values():
+                assert started.stdout is not None and started.stdout.readline().strip() == "ready"
             # Dovecot indexes each mailbox on first access, the page cache fills: not charged to a path
             for dovecot, warmed in ((plain_dovecot, users + [f"latency{r}" for r in rounds]), (tls_dovecot, users)):
                 for user in warmed:
@@ -249,6 +267,8 @@ def main() -> None:
             imap_fetch_all(plain_dovecot.imap_port, "bench", None)
             # the engine's scan workers start (and warm up) on a few messages
             pop3_latencies(pop3_port, "latency1", 5)
+            if args.compare_tree:
+                pop3_latencies(before_ports[0], "latency1", 5)
 
             paths: dict[str, object] = {
                 "pop3_direct": lambda r: pop3_fetch_all(plain_dovecot.pop3_port, "bench", None),
@@ -263,9 +283,19 @@ def main() -> None:
                 "imaps_direct": lambda r: imap_fetch_all(tls_dovecot.imaps_port, "bench", direct_tls),
                 "imaps_mailguard": lambda r: imap_fetch_all(imaps_port, f"first{r}", client_context),
             }
+            if args.compare_tree:
+                b_pop3, b_pop3s, b_imap, b_imaps = before_ports
+                paths.update({
+                    "pop3_mailguard@before": lambda r: pop3_fetch_all(b_pop3, "bench", None),
+                    "pop3s_mailguard@before": lambda r: pop3_fetch_all(b_pop3s, "bench", before_context),
+                    "imap_mailguard@before": lambda r: imap_fetch_all(b_imap, f"before{r}", None),
+                    "imap_refetch@before": lambda r: imap_fetch_all(b_imap, f"before{r}", None),
+                    "imaps_mailguard@before": lambda r: imap_fetch_all(b_imaps, f"before{r}", before_context),
+                })
             only = set(args.only.split(",")) if args.only else None
             if only:
-                paths = {name: run for name, run in paths.items() if name in only or name.endswith("_direct")}
+                paths = {name: run for name, run in paths.items()
+                         if name.split("@")[0] in only or name.endswith("_direct")}
             speed: dict[str, list[float]] = {name: [] for name in paths}
             cpu: dict[str, list[float]] = {name: [] for name in paths}
             offline: dict[str, list[float]] = {"mb_s": [], "cpu": [], "net_mb_s": [], "net_cpu": []}
@@ -275,11 +305,12 @@ def main() -> None:
                                                "imap_direct": [], "imap_mailguard": []}
             for r in rounds:
                 for name, run in paths.items():
-                    through_engine = name.endswith("_mailguard") or name == "imap_refetch"
-                    sampler = profiler(engine.pid, name) if args.profile and through_engine else None
-                    before = tree_cpu_seconds(engine.pid)
+                    pid = engines["@before" if name.endswith("@before") else ""].pid
+                    through_engine = "_mailguard" in name or "imap_refetch" in name
+                    sampler = profiler(pid, name) if args.profile and through_engine else None
+                    before = tree_cpu_seconds(pid)
                     seconds, octets = run(r)  # type: ignore[operator]
-                    cpu[name].append(tree_cpu_seconds(engine.pid) - before)
+                    cpu[name].append(tree_cpu_seconds(pid) - before)
                     if sampler is not None:
                         sampler.send_signal(signal.SIGINT)
                         sampler.wait()
@@ -304,10 +335,11 @@ def main() -> None:
             for socat in socats:
                 socat.terminate()
                 socat.wait()
-            try:
-                engine.communicate("", timeout=60)
-            except subprocess.TimeoutExpired:
-                engine.kill()
+            for started in engines.values():
+                try:
+                    started.communicate("", timeout=60)
+                except subprocess.TimeoutExpired:
+                    started.kill()
     shutil.rmtree(home, ignore_errors=True)
     report(args, messages, total, infected, speed, cpu, offline, latency, load_before)
 
@@ -342,6 +374,13 @@ def report(args: argparse.Namespace, messages: int, total: int, infected: int, s
         print(f"| `mailguard scan --jobs 2`, one mbox | {statistics.median(offline['mb_s']):.0f} "
               f"(net of start-up {scan_mb_s:.0f}) | — | {statistics.median(offline['cpu']) / gigabytes:.1f} s "
               f"(net of start-up {scan_cpu:.1f} s) |")
+    if any(name.endswith("@before") for name in mb_s):
+        print("\nbefore (--compare-tree) -> after, same run:\n")
+        print("| path | MB/s before | MB/s after | engine CPU per GB before | after |\n|---|---|---|---|---|")
+        for label, name in rows:
+            if name + "@before" in mb_s:
+                print(f"| {label} | {mb_s[name + '@before']:.0f} | {mb_s[name]:.0f} | "
+                      f"{cpu_gb[name + '@before']:.1f} s | {cpu_gb[name]:.1f} s |")
     print()
     for proto in ("pop3", "imap"):
         if latency[f"{proto}_mailguard"]:

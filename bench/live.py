@@ -7,9 +7,11 @@ with EICAR in various places). Two Dovecots serve it, one plaintext only (so a p
 mailguard is plain on both legs: mailguard upgrades any server that offers STARTTLS) and one with
 POP3S/IMAPS. Minimal clients fetch the whole mailbox:
 
-- POP3: ``RETR 1..N`` one after another; directly, through a ``socat`` relay, through mailguard;
-  POP3S directly and through mailguard (TLS intercepted);
-- IMAP: one ``FETCH 1:* (BODY.PEEK[])``; directly, through ``socat``, through mailguard for the
+- POP3: ``RETR 1..N`` one after another; directly, through a ``socat`` relay, through mailguard's
+  own byte relay (protocol filtering off: its event loop and sockets alone, the floor under the
+  filtered path's CPU), through mailguard; POP3S directly and through mailguard (TLS intercepted);
+- IMAP: one ``FETCH 1:* (BODY.PEEK[])``; directly, through ``socat`` and mailguard's byte relay,
+  through mailguard for the
   first time (a user whose messages mailguard has never seen), and again (its verdict cache);
   IMAPS directly and through mailguard, first fetch;
 - ``mailguard scan --jobs 2`` of the same messages as one mbox, in a child process whose CPU
@@ -228,6 +230,7 @@ def main() -> None:
             plain_dovecot.deliver(f"latency{r}", single)
         pop3_port, pop3s_port, imap_port, imaps_port, pop3_socat, imap_socat = free_ports(6)
         before_ports = free_ports(4)
+        relay_pop3, relay_imap = free_ports(2)
 
         def settings(pop3: int, pop3s: int, imap: int, imaps: int) -> dict[str, object]:
             return {
@@ -245,6 +248,14 @@ def main() -> None:
         engine = start_engine(settings(pop3_port, pop3s_port, imap_port, imaps_port), args.pool or "",
                               OUT / "live-engine.log", ROOT, home)
         engines = {"": engine}
+        # The engine's own byte relay (protocol filtering off): its event loop and sockets with no
+        # framing and no scanning, the floor under any filtered path's CPU on this machine.
+        engines["@relay"] = start_engine({
+            "web-and-email.protocol-filtering.enabled": False,
+            "web-and-email.protocol-filtering.routes": [
+                f"127.0.0.1:{relay_pop3}=127.0.0.1:{plain_dovecot.pop3_port}",
+                f"127.0.0.1:{relay_imap}=127.0.0.1:{plain_dovecot.imap_port}"],
+        }, args.pool or "", OUT / "live-engine-relay.log", ROOT, home / "relay")
         if args.compare_tree:
             engines["@before"] = start_engine(settings(*before_ports), args.pool or "", OUT / "live-engine-before.log",
                                               args.compare_tree.resolve(), before_home)
@@ -273,11 +284,13 @@ def main() -> None:
             paths: dict[str, object] = {
                 "pop3_direct": lambda r: pop3_fetch_all(plain_dovecot.pop3_port, "bench", None),
                 "pop3_socat": lambda r: pop3_fetch_all(pop3_socat, "bench", None),
+                "pop3_relay": lambda r: pop3_fetch_all(relay_pop3, "bench", None),
                 "pop3_mailguard": lambda r: pop3_fetch_all(pop3_port, "bench", None),
                 "pop3s_direct": lambda r: pop3_fetch_all(tls_dovecot.pop3s_port, "bench", direct_tls),
                 "pop3s_mailguard": lambda r: pop3_fetch_all(pop3s_port, "bench", client_context),
                 "imap_direct": lambda r: imap_fetch_all(plain_dovecot.imap_port, "bench", None),
                 "imap_socat": lambda r: imap_fetch_all(imap_socat, "bench", None),
+                "imap_relay": lambda r: imap_fetch_all(relay_imap, "bench", None),
                 "imap_mailguard": lambda r: imap_fetch_all(imap_port, f"first{r}", None),
                 "imap_refetch": lambda r: imap_fetch_all(imap_port, f"first{r}", None),
                 "imaps_direct": lambda r: imap_fetch_all(tls_dovecot.imaps_port, "bench", direct_tls),
@@ -305,7 +318,7 @@ def main() -> None:
                                                "imap_direct": [], "imap_mailguard": []}
             for r in rounds:
                 for name, run in paths.items():
-                    pid = engines["@before" if name.endswith("@before") else ""].pid
+                    pid = engines["@before" if name.endswith("@before") else "@relay" if "_relay" in name else ""].pid
                     through_engine = "_mailguard" in name or "imap_refetch" in name
                     sampler = profiler(pid, name) if args.profile and through_engine else None
                     before = tree_cpu_seconds(pid)
@@ -351,9 +364,11 @@ def report(args: argparse.Namespace, messages: int, total: int, infected: int, s
     mb_s = {name: statistics.median(values) for name, values in speed.items()}
     cpu_gb = {name: statistics.median(values) / gigabytes for name, values in cpu.items()}
     base = {"pop3": "pop3_direct", "pop3s": "pop3s_direct", "imap": "imap_direct", "imaps": "imaps_direct"}
-    rows = [("POP3 direct", "pop3_direct"), ("POP3 socat relay", "pop3_socat"), ("POP3 through mailguard", "pop3_mailguard"),
+    rows = [("POP3 direct", "pop3_direct"), ("POP3 socat relay", "pop3_socat"),
+            ("POP3 mailguard's byte relay (filtering off)", "pop3_relay"), ("POP3 through mailguard", "pop3_mailguard"),
             ("POP3S direct", "pop3s_direct"), ("POP3S through mailguard", "pop3s_mailguard"),
             ("IMAP direct", "imap_direct"), ("IMAP socat relay", "imap_socat"),
+            ("IMAP mailguard's byte relay (filtering off)", "imap_relay"),
             ("IMAP through mailguard, first fetch", "imap_mailguard"),
             ("IMAP through mailguard, re-fetch (verdict cache)", "imap_refetch"),
             ("IMAPS direct", "imaps_direct"), ("IMAPS through mailguard, first fetch", "imaps_mailguard")]

@@ -140,13 +140,19 @@ def profiler(pid: int, name: str) -> subprocess.Popen[bytes]:
 
 # --- the mailbox ---------------------------------------------------------------------------------
 
-def stock(mailbox: Path, count: int, seed: int, mbox: Path) -> tuple[int, int, int]:
-    """Write the generated messages into ``mailbox`` (a Maildir) and ``mbox``; (messages, bytes, infected)."""
+def stock(mailbox: Path, count: int, seed: int, mbox: Path, sizes: tuple[int, int] | None = None) -> tuple[int, int, int]:
+    """Write the generated messages (those of ``sizes``, a KB range, if given) into ``mailbox`` (a
+    Maildir) and ``mbox``; (messages, bytes, infected)."""
     for sub in ("cur", "new", "tmp"):
         (mailbox / sub).mkdir(parents=True, exist_ok=True)
     total = infected = 0
+    mails = generate(count, seed)
+    if sizes is not None:
+        mails = (mail for mail in mails if sizes[0] * 1024 <= len(mail.raw) < sizes[1] * 1024)
+    count = 0
     with open(mbox, "wb") as stream:
-        for index, mail in enumerate(generate(count, seed)):
+        for index, mail in enumerate(mails):
+            count += 1
             (mailbox / "cur" / f"1700000000.M{index:08d}P1.bench:2,").write_bytes(mail.raw)
             stream.write(mbox_entry(mail.raw))
             total += len(mail.raw)
@@ -187,6 +193,8 @@ def main() -> None:
     size.add_argument("--messages", type=int)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--sizes", help="only the messages of this size class, in KB: MIN:MAX (e.g. 0:16); "
+                                        "--megabytes/--messages still size the mailbox they are taken from")
     parser.add_argument("--pool", choices=["thread", "process"], default=None)
     parser.add_argument("--only", help="comma-separated path names to run (e.g. imap_mailguard,imap_refetch)")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
@@ -211,12 +219,13 @@ def main() -> None:
     before_home = home / "before"
     before_context = ssl.create_default_context(cafile=str(CAStore(before_home).init().cert_path))
     OUT.mkdir(exist_ok=True)
-    mbox = OUT / f"live-{count}-seed{args.seed}.mbox"
+    sizes = tuple(int(kb) for kb in args.sizes.split(":")) if args.sizes else None
+    mbox = OUT / f"live-{count}-seed{args.seed}{'-' + args.sizes.replace(':', '-') if sizes else ''}.mbox"
     load_before = os.getloadavg()
     ca = trustme.CA()
     rounds = range(1, args.rounds + 1)
     with running_dovecot(home, ca) as tls_dovecot, running_dovecot(home, ca, tls=False) as plain_dovecot:
-        messages, total, infected = stock(plain_dovecot.maildir("bench"), count, args.seed, mbox)
+        messages, total, infected = stock(plain_dovecot.maildir("bench"), count, args.seed, mbox, sizes)  # type: ignore[arg-type]
         print(f"# mailbox: {messages} messages, {total / 1e6:.1f} MB, {infected} infected; "
               f"mbox {mbox.stat().st_size / 1e6:.1f} MB", file=sys.stderr, flush=True)
         users = ["bench"] + [f"first{r}" for r in rounds] + ([f"before{r}" for r in rounds] if args.compare_tree else [])
@@ -373,6 +382,7 @@ def report(args: argparse.Namespace, messages: int, total: int, infected: int, s
             ("IMAP through mailguard, re-fetch (verdict cache)", "imap_refetch"),
             ("IMAPS direct", "imaps_direct"), ("IMAPS through mailguard, first fetch", "imaps_mailguard")]
     print(f"\nmailbox: {messages} messages, {total / 1e6:.1f} MB, {infected} infected; seed {args.seed}; "
+          f"{'sizes ' + args.sizes + ' KB; ' if args.sizes else ''}"
           f"medians of {args.rounds} rounds; load average before {load_before[0]:.1f}, after {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} CPUs\n")
     print("| path | MB/s | × direct | engine CPU per GB |\n|---|---|---|---|")

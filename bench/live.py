@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.imap import Client as ImapClient  # noqa: E402
 from bench.pop3 import Client as Pop3Client  # noqa: E402
-from bench.pop3 import ENGINE, make_message, tree_cpu_seconds  # noqa: E402
+from bench.pop3 import ENGINE, make_message  # noqa: E402
 from bench.realmail import count_for, generate, mbox_entry  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,6 +128,23 @@ def start_engine(values: dict[str, object], pool: str, log: Path, tree: Path, ho
                                 env={**os.environ, "PYTHONPATH": str(tree), "MAILGUARD_HOME": str(home)})
 
 
+def tree_cpu(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of ``pid`` and every descendant (the engine and its scan
+    workers). System time is the kernel's share: socket and pipe copies, TCP on loopback."""
+    user = system = 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        user, system = int(fields[11]) / ticks, int(fields[12]) / ticks
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                child_user, child_system = tree_cpu(int(child))
+                user, system = user + child_user, system + child_system
+    except (OSError, ValueError):
+        pass  # a process that ended meanwhile
+    return user, system
+
+
 def profiler(pid: int, name: str) -> subprocess.Popen[bytes]:
     """py-spy sampling ``pid`` and its workers until interrupted (``pip install py-spy``)."""
     sampler = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid),
@@ -146,9 +163,7 @@ def stock(mailbox: Path, count: int, seed: int, mbox: Path, sizes: tuple[int, in
     for sub in ("cur", "new", "tmp"):
         (mailbox / sub).mkdir(parents=True, exist_ok=True)
     total = infected = 0
-    mails = generate(count, seed)
-    if sizes is not None:
-        mails = (mail for mail in mails if sizes[0] * 1024 <= len(mail.raw) < sizes[1] * 1024)
+    mails = generate(count, seed, sizes)
     count = 0
     with open(mbox, "wb") as stream:
         for index, mail in enumerate(mails):
@@ -193,8 +208,8 @@ def main() -> None:
     size.add_argument("--messages", type=int)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--sizes", help="only the messages of this size class, in KB: MIN:MAX (e.g. 0:16); "
-                                        "--megabytes/--messages still size the mailbox they are taken from")
+    parser.add_argument("--sizes", help="only the messages of this size class, in KB: MIN:MAX (e.g. 0:16), "
+                                        "taken from the mailbox --megabytes/--messages would make")
     parser.add_argument("--pool", choices=["thread", "process"], default=None)
     parser.add_argument("--only", help="comma-separated path names to run (e.g. imap_mailguard,imap_refetch)")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
@@ -320,6 +335,7 @@ def main() -> None:
                          if name.split("@")[0] in only or name.endswith("_direct")}
             speed: dict[str, list[float]] = {name: [] for name in paths}
             cpu: dict[str, list[float]] = {name: [] for name in paths}
+            system: dict[str, list[float]] = {name: [] for name in paths}
             offline: dict[str, list[float]] = {"mb_s": [], "cpu": [], "net_mb_s": [], "net_cpu": []}
             tiny = OUT / "live-one.mbox"
             tiny.write_bytes(mbox_entry(single[0]))
@@ -330,9 +346,11 @@ def main() -> None:
                     pid = engines["@before" if name.endswith("@before") else "@relay" if "_relay" in name else ""].pid
                     through_engine = "_mailguard" in name or "imap_refetch" in name
                     sampler = profiler(pid, name) if args.profile and through_engine else None
-                    before = tree_cpu_seconds(pid)
+                    before = tree_cpu(pid)
                     seconds, octets = run(r)  # type: ignore[operator]
-                    cpu[name].append(tree_cpu_seconds(pid) - before)
+                    after = tree_cpu(pid)
+                    cpu[name].append(after[0] + after[1] - before[0] - before[1])
+                    system[name].append(after[1] - before[1])
                     if sampler is not None:
                         sampler.send_signal(signal.SIGINT)
                         sampler.wait()
@@ -363,15 +381,17 @@ def main() -> None:
                 except subprocess.TimeoutExpired:
                     started.kill()
     shutil.rmtree(home, ignore_errors=True)
-    report(args, messages, total, infected, speed, cpu, offline, latency, load_before)
+    report(args, messages, total, infected, speed, cpu, system, offline, latency, load_before)
 
 
 def report(args: argparse.Namespace, messages: int, total: int, infected: int, speed: dict[str, list[float]],
-           cpu: dict[str, list[float]], offline: dict[str, list[float]], latency: dict[str, list[float]],
+           cpu: dict[str, list[float]], system: dict[str, list[float]], offline: dict[str, list[float]],
+           latency: dict[str, list[float]],
            load_before: tuple[float, float, float]) -> None:
     gigabytes = total / 1e9
     mb_s = {name: statistics.median(values) for name, values in speed.items()}
     cpu_gb = {name: statistics.median(values) / gigabytes for name, values in cpu.items()}
+    system_gb = {name: statistics.median(values) / gigabytes for name, values in system.items()}
     base = {"pop3": "pop3_direct", "pop3s": "pop3s_direct", "imap": "imap_direct", "imaps": "imaps_direct"}
     rows = [("POP3 direct", "pop3_direct"), ("POP3 socat relay", "pop3_socat"),
             ("POP3 mailguard's byte relay (filtering off)", "pop3_relay"), ("POP3 through mailguard", "pop3_mailguard"),
@@ -385,13 +405,13 @@ def report(args: argparse.Namespace, messages: int, total: int, infected: int, s
           f"{'sizes ' + args.sizes + ' KB; ' if args.sizes else ''}"
           f"medians of {args.rounds} rounds; load average before {load_before[0]:.1f}, after {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} CPUs\n")
-    print("| path | MB/s | × direct | engine CPU per GB |\n|---|---|---|---|")
+    print("| path | MB/s | × direct | engine CPU per GB (of it, kernel) |\n|---|---|---|---|")
     for label, name in rows:
         if name not in mb_s:
             continue
         direct = base[name.split("_")[0]] if not name.startswith("imap_refetch") else "imap_direct"
         ratio = mb_s[name] / mb_s[direct]
-        engine = "—" if name.endswith(("_direct", "_socat")) else f"{cpu_gb[name]:.1f} s"
+        engine = "—" if name.endswith(("_direct", "_socat")) else f"{cpu_gb[name]:.1f} s ({system_gb[name]:.1f} s)"
         print(f"| {label} | {mb_s[name]:.0f} | {ratio:.2f} | {engine} |")
     scan_mb_s = scan_cpu = None
     if offline["mb_s"]:
@@ -426,7 +446,7 @@ def report(args: argparse.Namespace, messages: int, total: int, infected: int, s
         if name in mb_s:
             print(f"  {name} / direct: {mb_s[name] / mb_s[base[name.split('_')[0]]]:.2f} (goal >= {goal})")
     if args.json:
-        args.json.write_text(json.dumps({"speed": speed, "cpu": cpu, "offline": offline, "bytes": total,
+        args.json.write_text(json.dumps({"speed": speed, "cpu": cpu, "system": system, "offline": offline, "bytes": total,
                                          "latency_p50": {k: statistics.median(v) for k, v in latency.items() if v}}))
 
 

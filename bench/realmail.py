@@ -118,10 +118,14 @@ def _message(rng: random.Random, index: int, size: int, infected: bool) -> bytes
     return _multipart(head, index, [text, *parts])
 
 
-def generate(count: int, seed: int = 1) -> Iterator[Mail]:
-    """The mailbox's messages in order, one at a time (a 1 GB mailbox is never all in memory)."""
+def generate(count: int, seed: int = 1, kb: tuple[float, float] | None = None) -> Iterator[Mail]:
+    """The mailbox's messages in order, one at a time (a 1 GB mailbox is never all in memory);
+    with ``kb``, only those whose drawn size is in [low, high) KB (one size class, the same
+    messages as in the whole mailbox)."""
     sizes = message_sizes(count, seed)
     for index, size in enumerate(sizes):
+        if kb is not None and not kb[0] * 1024 <= size < kb[1] * 1024:
+            continue
         rng = random.Random(f"{seed}/{index}")
         infected = index % INFECTED_EVERY == INFECTED_EVERY // 2
         yield Mail(_message(rng, index, size, infected), infected)

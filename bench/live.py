@@ -252,6 +252,7 @@ def main() -> None:
         single = [make_message(n, 100 * 1024, False) for n in range(1, LATENCY_MESSAGES + 1)]
         for r in rounds:
             plain_dovecot.deliver(f"latency{r}", single)
+        plain_dovecot.deliver("warmup", single[:10])
         pop3_port, pop3s_port, imap_port, imaps_port, pop3_socat, imap_socat = free_ports(6)
         before_ports = free_ports(4)
         relay_pop3, relay_imap = free_ports(2)
@@ -292,7 +293,8 @@ def main() -> None:
             for started in engines.values():
                 assert started.stdout is not None and started.stdout.readline().strip() == "ready"
             # Dovecot indexes each mailbox on first access, the page cache fills: not charged to a path
-            for dovecot, warmed in ((plain_dovecot, users + [f"latency{r}" for r in rounds]), (tls_dovecot, users)):
+            for dovecot, warmed in ((plain_dovecot, users + [f"latency{r}" for r in rounds] + ["warmup"]),
+                                    (tls_dovecot, users)):
                 for user in warmed:
                     client = ImapClient(dovecot.imap_port, None, implicit=False)
                     client.command(b"LOGIN " + user.encode() + b" pass")
@@ -300,10 +302,10 @@ def main() -> None:
                     client.command(b"FETCH 1:* (RFC822.SIZE)")
                     client.command(b"LOGOUT")
             imap_fetch_all(plain_dovecot.imap_port, "bench", None)
-            # the engine's scan workers start (and warm up) on a few messages
-            pop3_latencies(pop3_port, "latency1", 5)
-            if args.compare_tree:
-                pop3_latencies(before_ports[0], "latency1", 5)
+            # the engines load their POP3 and IMAP code and start their scan workers on a few messages
+            for pop3, imap in ((pop3_port, imap_port), *([before_ports[0::2]] if args.compare_tree else [])):
+                pop3_latencies(pop3, "warmup", 10)
+                imap_fetch_all(imap, "warmup", None)
 
             paths: dict[str, object] = {
                 "pop3_direct": lambda r: pop3_fetch_all(plain_dovecot.pop3_port, "bench", None),

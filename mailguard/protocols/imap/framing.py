@@ -9,15 +9,27 @@ exactly ``n`` octets, and the command or response continues on the bytes after t
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mailguard.errors import RemoteProtocolError
 
 # RFC 7888 §3: the receiver "MUST check the end of every received line" for
-# "{" number ["+"] "}" CRLF; RFC 9051 adds literal8 ("~" before the brace). number64
-# has at most 19 digits; 20 digits are read so an absurd size is refused by the cap,
-# not misread as text.
-_LITERAL_AT_END = re.compile(rb"(~?)\{([0-9]{1,20})(\+?)\}\r?\n\Z")
+# "{" number ["+"] "}" CRLF; RFC 3516 adds literal8 ("~" before the brace). Every digit is
+# taken, however many: imaplib's ".*{(?P<size>\d+)}$" reads "{000…0005}" as five octets, so
+# a reader that stopped at 20 digits would frame that line differently from it.
+_LITERAL_AT_END = re.compile(rb"(~?)\{([0-9]+)(\+?)\}\r?\n\Z")
+
+# number64 has at most 19 digits (RFC 9051 §9); a longer count (leading zeros aside) is
+# bigger than any cap, and is not handed to int(), which refuses more than 4300 digits.
+_MAX_DIGITS = 20
+TOO_BIG = 10**_MAX_DIGITS
+
+# IMAP data up to a literal announcement (RFC 9051 §9): SP and parentheses, quoted strings
+# with their escapes, bracketed sections (which may hold quoted strings), and atoms. Every
+# alternative starts with its own byte and every quantifier is possessive, so matching a
+# hostile 4 MiB line is one pass with no backtracking.
+_QUOTED = rb'"(?:[^"\\\r\n]|\\[^\r\n])*+"'
+_DATA = re.compile(rb"(?:[ ()]|" + _QUOTED + rb"|\[(?:[^\]\"\r\n]|" + _QUOTED + rb")*+\]|[^ ()\"\[\r\n]++)*+")
 
 
 @dataclass(frozen=True)
@@ -27,16 +39,34 @@ class LiteralMarker:
     sync: bool
     #: literal8 (``~{n}``): may carry NUL octets (RFC 3516)
     binary: bool
+    #: where the announcement (its "~" or "{") starts in the line
+    at: int = field(default=0, compare=False)
 
 
 def literal_at_end(line: bytes) -> LiteralMarker | None:
-    """The literal a line announces at its end, or None."""
+    """The literal a line announces at its end, or None; wherever it stands (see ``starts_a_string``)."""
     if not line.endswith(b"}\r\n") and not line.endswith(b"}\n"):
         return None
     match = _LITERAL_AT_END.search(line)
     if match is None:
         return None
-    return LiteralMarker(size=int(match.group(2)), sync=not match.group(3), binary=bool(match.group(1)))
+    digits = match.group(2).lstrip(b"0") or b"0"
+    size = int(digits) if len(digits) <= _MAX_DIGITS else TOO_BIG
+    return LiteralMarker(size=size, sync=not match.group(3), binary=bool(match.group(1)), at=match.start())
+
+
+def starts_a_string(line: bytes, marker: LiteralMarker) -> bool:
+    """Whether the announcement at the end of ``line`` stands where a string may start
+    (RFC 9051 §9: after SP or "(", outside any quoted string or section).
+
+    "x{5}", an open quoted string ending in "{5}", or "{5}" inside "BODY[HEADER.FIELDS (" is no
+    literal to a reader that follows the grammar, but imaplib and RFC 7888 §3's "check the end
+    of every line" read one; a line that readers can frame two ways is refused. (The grammar
+    allows a literal as a header field name inside a section; no server sends one, so that
+    too is refused rather than framed.)
+    """
+    prefix = line[: marker.at]
+    return prefix[-1:] in (b" ", b"(") and _DATA.fullmatch(prefix) is not None
 
 
 class ReceiveBuffer:

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from mailguard.errors import RemoteProtocolError
-from mailguard.protocols.imap.framing import PieceFramer, literal_at_end
+from mailguard.protocols.imap.framing import LiteralMarker, PieceFramer, literal_at_end, starts_a_string
 from mailguard.protocols.imap.limits import DEFAULT_LIMITS, ImapLimits
 
 
@@ -26,8 +26,36 @@ class Kind(enum.Enum):
 
 STATUS_WORDS = frozenset({"OK", "NO", "BAD", "BYE", "PREAUTH"})
 
-# "* 12 FETCH", "* OK", "a1 OK", "+ go ahead"
-_HEAD = re.compile(rb"^(\*|\+|[^\s(){%*\"\\\]]+)(?: ([0-9]+))?(?: ?([A-Za-z][A-Za-z0-9.\-]*))?")
+# Responses whose grammar holds no string, so no literal (RFC 9051 §9: resp-text is text and
+# response codes, continue-req is resp-text or base64, capability-data and enable-data are
+# atoms, the rest numbers and flags). A line of theirs that ends in "{n}" is one line to a
+# reader that follows the grammar and a literal to imaplib (its _get_response checks the end
+# of every untagged line): it cannot be framed so that both agree, and ends the session.
+TEXT_ONLY_WORDS = STATUS_WORDS | {"CAPABILITY", "ENABLED", "EXISTS", "RECENT", "EXPUNGE", "SEARCH", "SORT", "FLAGS"}
+
+# message-data and the counts of mailbox-data carry a message number; "* FETCH (...)" without
+# one is nothing a client can use, and a status response never has one.
+_NUMBERED = frozenset({"FETCH", "EXPUNGE", "EXISTS", "RECENT"})
+_NONZERO = frozenset({"FETCH", "EXPUNGE"})  # nz-number
+
+# "* 12 FETCH ", "* OK", "a1 OK ". The response name is an atom followed by SP or the line end
+# (RFC 9051 §9); a message number is an nz-number (at most ten digits: a number that does not
+# fit 32 bits is refused here, before anything converts it). A tag is 1*<ASTRING-CHAR except "+">.
+_UNTAGGED = re.compile(rb"\* (?:([0-9]{1,10}) )?([A-Za-z][A-Za-z0-9.\-]*)(?= |\r\n)")
+_TAGGED = re.compile(rb"([\x21\x23\x24\x26\x27\x2c-\x5b\x5d-\x7a\x7c-\x7e]+) ([A-Za-z]+)(?= |\r\n)")
+# The names imaplib can read a literal after: its Untagged_response and Untagged_status
+# patterns take "[A-Z-]+" up to a space; "* Ok-x {5}" is "O" and no literal to it.
+_LITERAL_NAME = re.compile(rb"[A-Z][A-Z\-]*")
+
+
+@dataclass(frozen=True)
+class Head:
+    kind: Kind
+    tag: bytes | None
+    word: str
+    number: int | None
+    #: the grammar lets this response carry literals, and every reader sees where they start
+    literals: bool
 
 
 @dataclass(frozen=True)
@@ -41,6 +69,8 @@ class Response:
     word: str
     #: the message number of "* n EXISTS|EXPUNGE|FETCH|RECENT"
     number: int | None
+    #: where each literal's octets lie in ``raw``: (start, end)
+    literals: tuple[tuple[int, int], ...] = ()
 
     @property
     def is_status(self) -> bool:
@@ -48,20 +78,44 @@ class Response:
 
 
 def parse_head(first_line: bytes) -> tuple[Kind, bytes | None, str, int | None]:
-    match = _HEAD.match(first_line)
+    """Kind, tag, word and number of a response's first line."""
+    head = read_head(first_line)
+    return head.kind, head.tag, head.word, head.number
+
+
+def read_head(first_line: bytes) -> Head:
+    if first_line[:1] == b"+":
+        # continue-req; imaplib takes any line that starts with "+" as one
+        return Head(Kind.CONTINUATION, None, "", None, literals=False)
+    if first_line[:1] == b"*":
+        match = _UNTAGGED.match(first_line)
+        if match is None:
+            raise RemoteProtocolError(f"malformed untagged response {first_line[:80]!r}")
+        digits, name = match.group(1), match.group(2)
+        word = name.decode("ascii").upper()
+        number = int(digits) if digits is not None else None
+        if word in _NUMBERED and (number is None or (number == 0 and word in _NONZERO)):
+            raise RemoteProtocolError(f"{word} response without a message number: {first_line[:80]!r}")
+        if word in STATUS_WORDS and number is not None:
+            raise RemoteProtocolError(f"status response with a number: {first_line[:80]!r}")
+        literals = word not in TEXT_ONLY_WORDS and _LITERAL_NAME.fullmatch(name) is not None
+        return Head(Kind.UNTAGGED, None, word, number, literals)
+    match = _TAGGED.match(first_line)
     if match is None:
         raise RemoteProtocolError(f"malformed response line {first_line[:80]!r}")
-    lead, number, word = match.group(1), match.group(2), match.group(3)
-    if lead == b"+":
-        return Kind.CONTINUATION, None, "", None
-    kind = Kind.UNTAGGED if lead == b"*" else Kind.TAGGED
-    if kind is Kind.TAGGED and number is not None:
-        # a tagged response never carries a number; "a1 5 OK" is nonsense
-        raise RemoteProtocolError(f"malformed tagged response {first_line[:80]!r}")
-    name = word.decode("ascii").upper() if word else ""
-    if kind is Kind.TAGGED and name not in ("OK", "NO", "BAD"):
+    word = match.group(2).decode("ascii").upper()
+    if word not in ("OK", "NO", "BAD"):
         raise RemoteProtocolError(f"tagged response is not OK/NO/BAD: {first_line[:80]!r}")
-    return kind, None if kind is Kind.UNTAGGED else lead, name, int(number) if number else None
+    return Head(Kind.TAGGED, match.group(1), word, None, literals=False)
+
+
+def check_line(line: bytes) -> None:
+    """A response line outside literals: CRLF at its end and nowhere else, no NUL (RFC 9051 §9:
+    TEXT-CHAR, ATOM-CHAR and quoted strings exclude CR, LF and NUL). imaplib refuses a line
+    without CRLF, but another client may end a line at a bare LF or CR, or a C string at NUL,
+    where the proxy would not: such a line can be framed two ways."""
+    if not line.endswith(b"\r\n") or line.count(b"\r") != 1 or b"\0" in line:
+        raise RemoteProtocolError(f"bare CR, bare LF or NUL in a response line {line[:80]!r}")
 
 
 class NeedData(enum.Enum):
@@ -76,9 +130,12 @@ class ResponseReader(PieceFramer):
 
     ``receive_data(b"")`` signals EOF; after it ``next_event`` raises if a response
     was cut off, else returns NEED_DATA forever (the session sees the close itself).
+    A response that cannot be framed the way every client would frame it raises
+    ``RemoteProtocolError``: the session ends rather than pass on bytes clients may read
+    differently from the proxy.
     """
 
-    _head: tuple[Kind, bytes | None, str, int | None] | None  # kind, tag, word, number
+    _head: Head | None
 
     def __init__(self, limits: ImapLimits = DEFAULT_LIMITS) -> None:
         self.limits = limits
@@ -96,25 +153,34 @@ class ResponseReader(PieceFramer):
             line = self._buffer.take_line(self.limits.max_response_line, "server response line")
             if line is None:
                 return self._need_data()
+            check_line(line)
             if self._head is None:
-                self._head = parse_head(line)
+                self._head = read_head(line)
             self._append(line)
-            kind, _, word, _ = self._head
-            # Status responses and continuation requests carry text, never a literal:
-            # "* OK [ALERT] send {5}" must not make us wait for five octets.
-            if kind is not Kind.CONTINUATION and word not in STATUS_WORDS:
-                marker = literal_at_end(line)
-                if marker is not None:
-                    if marker.size > self.limits.max_response_literal:
-                        raise RemoteProtocolError(
-                            f"server announced a {marker.size}-byte literal, more than the "
-                            f"{self.limits.max_response_literal}-byte cap"
-                        )
-                    # Servers never send a non-synchronising literal (RFC 7888 §3); the octet
-                    # count is what frames it either way, so it is read the same.
-                    self._literal_left = marker.size
-                    continue
-            return self._finish()
+            marker = literal_at_end(line)
+            if marker is None:
+                return self._finish()
+            self._check_literal(line, marker)
+            self._literal_left = marker.size
+            self._literals.append((self._size, self._size + marker.size))
+
+    def _check_literal(self, line: bytes, marker: LiteralMarker) -> None:
+        assert self._head is not None
+        if not self._head.literals:
+            raise RemoteProtocolError(
+                f"a literal announced where the grammar allows none (RFC 9051 §9): {line[:80]!r}"
+            )
+        if not marker.sync:
+            # RFC 7888 §3: only clients send non-synchronising literals; imaplib reads "{n+}" as
+            # text, a lenient reader as a literal.
+            raise RemoteProtocolError(f"a non-synchronising literal from the server: {line[:80]!r}")
+        if not starts_a_string(line, marker):
+            raise RemoteProtocolError(f"a literal announced where no string can start: {line[:80]!r}")
+        if marker.size > self.limits.max_response_literal:
+            raise RemoteProtocolError(
+                f"server announced a {marker.size}-byte literal, more than the "
+                f"{self.limits.max_response_literal}-byte cap"
+            )
 
     def _append(self, piece: bytes) -> None:
         self._size += len(piece)
@@ -128,8 +194,14 @@ class ResponseReader(PieceFramer):
         return NEED_DATA
 
     def _finish(self) -> Response:
-        assert self._head is not None
-        kind, tag, word, number = self._head
+        head = self._head
+        assert head is not None
         raw = b"".join(self._pieces)
+        literals = tuple(self._literals)
         self._reset()
-        return Response(raw=raw, kind=kind, tag=tag, word=word, number=number)
+        return Response(raw=raw, kind=head.kind, tag=head.tag, word=head.word, number=head.number,
+                        literals=literals)
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._literals: list[tuple[int, int]] = []

@@ -49,9 +49,104 @@ def test_a_literal_holding_crlf_and_a_fake_tagged_line_is_not_split() -> None:
     assert events[1].raw == b"a1 OK real\r\n"
 
 
-def test_continuation_and_status_text_never_announce_literals() -> None:
-    events = read_all(b"+ send {5}\r\n* OK [ALERT] see {5}\r\na OK done\r\n")
-    assert [e.kind for e in events] == [Kind.CONTINUATION, Kind.UNTAGGED, Kind.TAGGED]
+MESSAGE = b"Subject: x\r\n\r\nX5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*\r\n"
+
+
+def refused(data: bytes, limits: ImapLimits = ImapLimits()) -> str:
+    """The error of a stream the reader must refuse, fed whole and byte by byte."""
+    messages = []
+    for chunk in (0, 1):
+        with pytest.raises(RemoteProtocolError) as error:
+            read_all(data, chunk, limits)
+        messages.append(str(error.value))
+    return messages[0]
+
+
+def test_a_literal_announced_in_a_status_response_ends_the_session() -> None:
+    # imaplib reads "* OK {K}" as a literal of K octets and the FETCH inside it as data of the
+    # OK, then hands the BODY[] that follows to its caller; a reader of the grammar reads one
+    # line of text. The two cannot both be served: the stream is refused.
+    hidden = b"* 1 FETCH (BODY[] {%d}\r\n" % len(MESSAGE)
+    data = b"* OK {%d}\r\n" % len(hidden) + hidden + MESSAGE + b")\r\n* OK done\r\n"
+    assert "grammar allows none" in refused(data)
+
+
+@pytest.mark.parametrize("line", [
+    b"* OK [ALERT] see {5}\r\n", b"* NO {5}\r\n", b"* BAD {5}\r\n", b"* BYE {5}\r\n",
+    b"* PREAUTH {5}\r\n", b"* ok {5}\r\n", b"a1 OK {5}\r\n", b"a1 NO [ALERT] {5}\r\n", b"+ {5}\r\n",
+    b"+ send ~{5}\r\n", b"* CAPABILITY IMAP4rev1 {5}\r\n", b"* 3 EXISTS {5}\r\n", b"* 2 EXPUNGE {5}\r\n",
+    b"* SEARCH 1 2 {5}\r\n", b"* FLAGS (\\Seen {5}\r\n",
+])
+def test_text_only_responses_never_announce_literals(line: bytes) -> None:
+    assert "grammar allows none" in refused(line + b"hello\r\na OK done\r\n")
+
+
+@pytest.mark.parametrize("line", [
+    b"* 1 FETCH (BODY[] x{5}\r\n",  # not after SP or "(": no string starts there
+    b"* 1 FETCH (BODY[]{5}\r\n",
+    b"* 1 FETCH (X-EVIL \"open {5}\r\n",  # inside a quoted string
+    b"* 1 FETCH (X-EVIL \"esc\\\" {5}\r\n",
+    b"* 1 FETCH (BODY[HEADER.FIELDS ({5}\r\n",  # inside a section
+    b"* 1 FETCH (BODY[] ~~{5}\r\n",
+])
+def test_a_literal_where_no_string_starts_ends_the_session(line: bytes) -> None:
+    assert "no string can start" in refused(line + b"hello)\r\n")
+
+
+def test_a_literal_right_after_a_literal_ends_the_session() -> None:
+    assert "no string can start" in refused(b"* 1 FETCH (X {3}\r\nabc{5}\r\nhello)\r\n")
+
+
+def test_a_non_synchronising_literal_from_the_server_ends_the_session() -> None:
+    # imaplib reads "{5+}" as text, an RFC 7888 reader as a literal
+    assert "non-synchronising" in refused(b"* 1 FETCH (BODY[] {5+}\r\nhello)\r\n")
+
+
+@pytest.mark.parametrize("name", [b"Ok-x", b"FETCH1", b"X.Y", b"x-evil"])
+def test_a_literal_after_a_name_imaplib_reads_otherwise_ends_the_session(name: bytes) -> None:
+    # imaplib's "[A-Z-]+" takes "O" of "Ok-x" and "FETCH" of "FETCH1", and then no literal
+    refused(b"* " + name + b" {5}\r\nhello\r\n")
+
+
+@pytest.mark.parametrize("stream, literals", [
+    (b"* X-EVIL {5}\r\nhello\r\n", [b"hello"]),
+    (b"* 4 X-EVIL (A ~{3}\r\nabc B {0}\r\n)\r\n", [b"abc", b""]),
+    (b"* METADATA INBOX (/private/comment {5}\r\nhello)\r\n", [b"hello"]),
+    (b"* LIST () \"/\" {4}\r\nx\r\ny\r\n", [b"x\r\ny"]),
+    (b"* 1 FETCH (BODY[HEADER.FIELDS (\"A]\" B)] {2}\r\nhi X (\"q\\\"\" {1}\r\n!))\r\n", [b"hi", b"!"]),
+    # every digit counts: imaplib reads five octets here
+    (b"* 1 FETCH (BODY[] {0000000000000000000000005}\r\nhello)\r\n", [b"hello"]),
+])
+def test_literals_wherever_a_string_may_start(stream: bytes, literals: list[bytes]) -> None:
+    for chunk in (0, 1):
+        [response] = read_all(stream + b"a OK x\r\n", chunk)[:1]
+        assert response.raw == stream
+        assert [response.raw[a:b] for a, b in response.literals] == literals
+
+
+@pytest.mark.parametrize("line", [
+    b"* OK hi\n", b"* OK hi\rthere\r\n", b"* OK hi\0\r\n", b"a OK\r\r\n",
+    b"* 1 FETCH (BODY[] {5}\nhello)\r\n", b"* 1 FETCH (BODY[] {5}\r\nhello)\n",
+])
+def test_bare_cr_bare_lf_and_nul_outside_literals_end_the_session(line: bytes) -> None:
+    assert "bare CR" in refused(line + b"a OK x\r\n")
+
+
+@pytest.mark.parametrize("line", [
+    b"* " + b"9" * 5000 + b" EXISTS\r\n",  # int() refuses more than 4300 digits
+    b"* 12345678901 FETCH (FLAGS ())\r\n",
+    b"* FETCH (FLAGS ())\r\n", b"* 0 FETCH (FLAGS ())\r\n", b"* EXISTS\r\n", b"* 3 OK hi\r\n",
+    b"*  OK hi\r\n", b"*OK hi\r\n", b"* OK[ALERT] hi\r\n", b"a1 5 OK hi\r\n", b"\r\n",
+])
+def test_malformed_heads_end_the_session(line: bytes) -> None:
+    refused(line)
+
+
+def test_continuations_and_status_responses_are_one_line() -> None:
+    events = read_all(b"+\r\n+ idling\r\n* OK [ALERT] a {b} c\r\n* ok hi\r\n* BYE\r\na OK done\r\n")
+    assert [(e.kind, e.word) for e in events] == [
+        (Kind.CONTINUATION, ""), (Kind.CONTINUATION, ""), (Kind.UNTAGGED, "OK"), (Kind.UNTAGGED, "OK"),
+        (Kind.UNTAGGED, "BYE"), (Kind.TAGGED, "OK")]
 
 
 def test_an_oversize_literal_is_refused_before_its_bytes_arrive() -> None:

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 
 from mailguard.errors import RemoteProtocolError
-from mailguard.protocols.imap.framing import PieceFramer, literal_at_end
+from mailguard.protocols.imap.framing import PieceFramer, literal_at_end, starts_a_string
 from mailguard.protocols.imap.limits import DEFAULT_LIMITS, ImapLimits
 from mailguard.protocols.imap.responses import NEED_DATA, NeedData
 
@@ -133,6 +133,9 @@ class CommandReader(PieceFramer):
                 if self._discarding:
                     return self._refuse(sync=False)
                 return self._finish()
+            if not starts_a_string(line, marker):
+                # The proxy and the server would frame the rest of the stream differently.
+                raise RemoteProtocolError(f"a literal announced where no string can start: {line[:80]!r}")
             cap = self._literal_cap()
             if marker.size > cap or (not self._discarding and self._size + marker.size > self.limits.max_command_size):
                 if marker.sync:

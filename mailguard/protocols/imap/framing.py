@@ -29,7 +29,10 @@ TOO_BIG = 10**_MAX_DIGITS
 # alternative starts with its own byte and every quantifier is possessive, so matching a
 # hostile 4 MiB line is one pass with no backtracking.
 _QUOTED = rb'"(?:[^"\\\r\n]|\\[^\r\n])*+"'
-_DATA = re.compile(rb"(?:[ ()]|" + _QUOTED + rb"|\[(?:[^\]\"\r\n]|" + _QUOTED + rb")*+\]|[^ ()\"\[\r\n]++)*+")
+_SECTION = rb"\[(?:[^\]\"\r\n]|" + _QUOTED + rb")*+\]"
+_DATA = re.compile(rb"(?:[ ()]|" + _QUOTED + rb"|" + _SECTION + rb"|[^ ()\"\[\r\n]++)*+")
+#: a bracketed section, the quoted strings inside it included ("BODY[HEADER.FIELDS (\"]\")]")
+SECTION = re.compile(_SECTION)
 
 
 @dataclass(frozen=True)

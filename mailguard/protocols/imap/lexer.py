@@ -12,6 +12,7 @@ import enum
 from dataclasses import dataclass, field
 
 from mailguard.errors import RemoteProtocolError
+from mailguard.protocols.imap.framing import SECTION
 
 _ATOM_STOP = frozenset(b" ()\r\n\"{")
 _LITERAL_HEAD = b"{~"
@@ -106,6 +107,8 @@ class Lexer:
                 raise RemoteProtocolError("unterminated quoted string")
             char = self.data[self.pos]
             if char == 0x5C:  # backslash escapes " and \ (RFC 9051 §4.3)
+                if self.pos + 1 >= len(self.data):
+                    raise RemoteProtocolError("unterminated quoted string")
                 out.append(self.data[self.pos + 1])
                 self.pos += 2
                 continue
@@ -142,12 +145,11 @@ class Lexer:
         data = self.data
         while self.pos < len(data):
             char = data[self.pos]
-            if char == 0x5B:  # "[": a section runs to its "]", spaces and lists included
-                close = data.find(b"]", self.pos)
-                newline = data.find(b"\n", self.pos)
-                if close < 0 or (0 <= newline < close):
+            if char == 0x5B:  # "[": a section runs to its "]", spaces, lists and quoted strings included
+                section = SECTION.match(data, self.pos)
+                if section is None:
                     raise RemoteProtocolError("unterminated section")
-                self.pos = close + 1
+                self.pos = section.end()
                 continue
             if char in _ATOM_STOP:
                 break

@@ -125,3 +125,29 @@ def test_eof_in_the_middle_of_a_literal() -> None:
     reader.receive_data(b"")
     with pytest.raises(RemoteProtocolError):
         reader.next_event()
+
+
+@pytest.mark.parametrize("line", [
+    b"a LOGIN x{5+}\r\n",  # no string starts after "x": a grammar-following server reads no literal
+    b"a LOGIN \"open {5+}\r\n",  # inside a quoted string
+    b"a FETCH 1 BODY[HEADER.FIELDS ({5+}\r\n",  # inside a section
+    b"a LOGIN u {3+}\r\nabc{5+}\r\n",  # right after a literal
+])
+def test_a_literal_where_no_string_starts_ends_the_session(line: bytes) -> None:
+    reader = CommandReader()
+    reader.receive_data(line + b"hello\r\n")
+    with pytest.raises(RemoteProtocolError, match="no string can start"):
+        while reader.next_event() is not NEED_DATA:
+            pass
+
+
+def test_every_digit_of_a_literal_count_counts() -> None:
+    raw = b"a LOGIN {0000000000000000000000005+}\r\nhello pw\r\n"
+    [command] = drain(CommandReader(), raw)
+    assert command.raw == raw
+
+
+def test_a_literal8_and_its_flags_in_append() -> None:
+    raw = b"a APPEND INBOX (\\Seen) ~{3+}\r\n\0\1\2\r\n"
+    [command] = drain(CommandReader(), raw)
+    assert command.raw == raw and command.name == "APPEND"

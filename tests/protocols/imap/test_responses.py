@@ -186,3 +186,11 @@ def test_discard_buffered_drops_a_partial_line() -> None:
     assert reader.buffered > 0
     assert reader.discard_buffered() == b"* CAPABILITY IMAP4rev1 AUTH=PLAI"
     assert reader.buffered == 0
+
+
+def test_the_lexer_reads_sections_as_the_framing_does() -> None:
+    from mailguard.protocols.imap.lexer import Lexer
+
+    [response] = read_all(b'* 1 FETCH (BODY[HEADER.FIELDS ("A]" B)] {2}\r\nhi)\r\n')
+    items = Lexer(response.raw, response.raw.index(b"(")).read_node().items
+    assert [item.value for item in items] == [b'BODY[HEADER.FIELDS ("A]" B)]', b"hi"]

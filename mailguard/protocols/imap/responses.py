@@ -39,9 +39,10 @@ _NUMBERED = frozenset({"FETCH", "EXPUNGE", "EXISTS", "RECENT"})
 _NONZERO = frozenset({"FETCH", "EXPUNGE"})  # nz-number
 
 # "* 12 FETCH ", "* OK", "a1 OK ". The response name is an atom followed by SP or the line end
-# (RFC 9051 §9); a message number is an nz-number (at most ten digits: a number that does not
+# (RFC 9051 §9), of letters and "-" as every response name is: imaplib reads "[A-Z-]+" of it
+# and would name "* 1 FETCH.X" a FETCH; a message number is an nz-number (at most ten digits: a number that does not
 # fit 32 bits is refused here, before anything converts it). A tag is 1*<ASTRING-CHAR except "+">.
-_UNTAGGED = re.compile(rb"\* (?:([0-9]{1,10}) )?([A-Za-z][A-Za-z0-9.\-]*)(?= |\r\n)")
+_UNTAGGED = re.compile(rb"\* (?:([0-9]{1,10}) )?([A-Za-z][A-Za-z\-]*)(?= |\r\n)")
 _TAGGED = re.compile(rb"([\x21\x23\x24\x26\x27\x2c-\x5b\x5d-\x7a\x7c-\x7e]+) ([A-Za-z]+)(?= |\r\n)")
 # The names imaplib can read a literal after: its Untagged_response and Untagged_status
 # patterns take "[A-Z-]+" up to a space; "* Ok-x {5}" is "O" and no literal to it.

@@ -1,0 +1,29 @@
+"""bench/fuzz_imap.py with a fixed seed: the framing never crashes, hangs, depends on how the bytes
+are split, or frames a response otherwise than imaplib does (issue 11, "Proof")."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+from mailguard.protocols.imap.responses import Kind
+
+_PATH = Path(__file__).resolve().parents[3] / "bench" / "fuzz_imap.py"
+_SPEC = importlib.util.spec_from_file_location("fuzz_imap", _PATH)
+fuzz_imap = importlib.util.module_from_spec(_SPEC)
+sys.modules["fuzz_imap"] = fuzz_imap
+_SPEC.loader.exec_module(fuzz_imap)
+
+
+def test_imaplib_reads_a_literal_after_status_text() -> None:
+    # what the proxy must not disagree with: imaplib takes "* OK {3}" as announcing three octets
+    responses, gave_up = fuzz_imap.ImaplibReader().frame(b"* OK {3}\r\nabc\r\n* 2 EXISTS\r\n", [])
+    assert responses == [(0, 15, Kind.UNTAGGED, "OK", ((10, 13),)), (15, 27, Kind.UNTAGGED, "EXISTS", ())]
+    assert gave_up is None
+
+
+def test_a_fixed_seed_finds_no_crash_no_hang_and_no_disagreement() -> None:
+    stats = fuzz_imap.fuzz(seed=20261207, count=4000)
+    assert stats["failures"] == 0
+    # the differential check did compare: responses and literals imaplib read as the proxy did
+    assert stats["imaplib_agreed_responses"] > 1000 and stats["imaplib_agreed_literals"] > 300
+    assert stats["commands"] == 1000 and stats["refused"] > 0

@@ -36,8 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mailguard.errors import RemoteProtocolError  # noqa: E402
 from mailguard.protocols.imap.commands import CommandReader, ReaderState  # noqa: E402
+from mailguard.protocols.imap.fetch_response import parse_fetch_response  # noqa: E402
+from mailguard.protocols.imap.lexer import Lexer  # noqa: E402
 from mailguard.protocols.imap.limits import ImapLimits  # noqa: E402
-from mailguard.protocols.imap.responses import NEED_DATA, Kind, ResponseReader  # noqa: E402
+from mailguard.protocols.imap.responses import NEED_DATA, Kind, Response, ResponseReader  # noqa: E402
 
 SMALL = ImapLimits(max_response_line=600, max_response_literal=900, max_response_size=3000,
                    max_command_line=600, max_command_literal=900, max_append_literal=1500,
@@ -316,6 +318,8 @@ def check_responses(data: bytes, rng: random.Random, imap: ImaplibReader, tags: 
     split = run_reader(lambda: ResponseReader(limits), data, random_cuts(rng, len(data)))
     if split.events != whole.events or split.error != whole.error:
         raise Failure("split feeding frames differently from whole feeding")
+    for response in whole.events:
+        check_parsers(response)
     if limits is SMALL:
         return whole
     ours, at = [], 0
@@ -338,6 +342,32 @@ def check_responses(data: bytes, rng: random.Random, imap: ImaplibReader, tags: 
         if start != mine[0] or literals != mine[4][: len(literals)]:
             raise Failure(f"imaplib read other literals before giving up: proxy {mine}, imaplib {gave_up}")
     return whole
+
+
+def check_parsers(response: Response) -> None:
+    """What reads a framed response again agrees with the framing: the lexer finds the very
+    literals the framing counted, and the FETCH parser ends in data or RemoteProtocolError."""
+    if response.literals:
+        lexer = Lexer(response.raw, response.raw.index(b" ", 2))
+        try:
+            nodes = lexer.read_until_end()
+        except RemoteProtocolError:
+            pass
+        else:
+            found = []
+            stack = list(reversed(nodes))
+            while stack:
+                node = stack.pop()
+                if node.literal:
+                    found.append((node.end - len(node.value), node.end))
+                stack.extend(reversed(node.items))
+            if lexer.pos + 2 == len(response.raw) and found != list(response.literals):
+                raise Failure(f"the lexer reads literals {found}, the framing {response.literals}")
+    if response.word == "FETCH":
+        try:
+            parse_fetch_response(response)
+        except RemoteProtocolError:
+            pass
 
 
 def command_stream(rng: random.Random) -> bytes:

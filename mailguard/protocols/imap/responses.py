@@ -5,6 +5,16 @@ The reader is a full response parser, not a request/response pairing
 tagged, untagged and continuation responses are recognised on their own, at any
 time, with every literal they carry, so unsolicited FETCH/EXISTS/EXPUNGE between a
 literal and a tagged OK are framed like any other response.
+
+Every client must end each response where the proxy does, or bytes the proxy passed as
+one thing reach the client as another (``* OK {K}`` ahead of a FETCH: imaplib reads a
+literal where the grammar has text, and hands the FETCH inside it to its caller). So a
+literal is framed only where the grammar of RFC 9051 §9 lets a string start, in a
+response that may carry one, announced as imaplib and RFC 7888 §3 both read it
+(``{n}`` or ``~{n}`` after SP or "(", outside quoted strings and sections, at the end
+of a CRLF line). Every other line that ends in a literal announcement, and every line
+with a bare CR, LF or NUL outside a literal, is refused: the session ends
+(bench/fuzz_imap.py checks this against imaplib's own reading).
 """
 
 from __future__ import annotations

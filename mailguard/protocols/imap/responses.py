@@ -22,6 +22,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from mailguard.errors import RemoteProtocolError
 from mailguard.protocols.imap.framing import LiteralMarker, PieceFramer, literal_at_end, starts_a_string
@@ -54,13 +55,9 @@ _NONZERO = frozenset({"FETCH", "EXPUNGE"})  # nz-number
 # fit 32 bits is refused here, before anything converts it). A tag is 1*<ASTRING-CHAR except "+">.
 _UNTAGGED = re.compile(rb"\* (?:([0-9]{1,10}) )?([A-Za-z][A-Za-z\-]*)(?= |\r\n)")
 _TAGGED = re.compile(rb"([\x21\x23\x24\x26\x27\x2c-\x5b\x5d-\x7a\x7c-\x7e]+) ([A-Za-z]+)(?= |\r\n)")
-# The names imaplib can read a literal after: its Untagged_response and Untagged_status
-# patterns take "[A-Z-]+" up to a space; "* Ok-x {5}" is "O" and no literal to it.
-_LITERAL_NAME = re.compile(rb"[A-Z][A-Z\-]*")
 
 
-@dataclass(frozen=True)
-class Head:
+class Head(NamedTuple):  # a tuple: one is built per response, and cheaply
     kind: Kind
     tag: bytes | None
     word: str
@@ -88,6 +85,25 @@ class Response:
         return self.word in STATUS_WORDS
 
 
+def _name(name: bytes) -> tuple[str, bool, str | None]:
+    """What a response name says: the word, whether literals may follow, and its number:
+    "" none needed, "n" a number, "nz" a non-zero one, None no number allowed."""
+    word = name.decode("ascii").upper()
+    # imaplib's Untagged_response and Untagged_status take "[A-Z-]+" of the name, up to a
+    # space: "* Ok-x {5}" is "O" to it, and no literal; so only upper-case names carry literals
+    literals = name.isupper() and word not in TEXT_ONLY_WORDS
+    numbered = "nz" if word in _NONZERO else "n" if word in _NUMBERED else None if word in STATUS_WORDS else ""
+    known = (word, literals, numbered)
+    if len(_NAMES) < 256:  # the names servers send are few; a hostile one's are not kept
+        _NAMES[name] = known
+    return known
+
+
+_NAMES: dict[bytes, tuple[str, bool, str | None]] = {}
+
+_CONTINUATION = Head(Kind.CONTINUATION, None, "", None, False)
+
+
 def parse_head(first_line: bytes) -> tuple[Kind, bytes | None, str, int | None]:
     """Kind, tag, word and number of a response's first line."""
     head = read_head(first_line)
@@ -97,19 +113,23 @@ def parse_head(first_line: bytes) -> tuple[Kind, bytes | None, str, int | None]:
 def read_head(first_line: bytes) -> Head:
     if first_line[:1] == b"+":
         # continue-req; imaplib takes any line that starts with "+" as one
-        return Head(Kind.CONTINUATION, None, "", None, literals=False)
+        return _CONTINUATION
     if first_line[:1] == b"*":
         match = _UNTAGGED.match(first_line)
         if match is None:
             raise RemoteProtocolError(f"malformed untagged response {first_line[:80]!r}")
-        digits, name = match.group(1), match.group(2)
-        word = name.decode("ascii").upper()
-        number = int(digits) if digits is not None else None
-        if word in _NUMBERED and (number is None or (number == 0 and word in _NONZERO)):
-            raise RemoteProtocolError(f"{word} response without a message number: {first_line[:80]!r}")
-        if word in STATUS_WORDS and number is not None:
-            raise RemoteProtocolError(f"status response with a number: {first_line[:80]!r}")
-        literals = word not in TEXT_ONLY_WORDS and _LITERAL_NAME.fullmatch(name) is not None
+        digits, name = match.group(1, 2)
+        known = _NAMES.get(name)
+        if known is None:
+            known = _name(name)
+        word, literals, numbered = known
+        if digits is None:
+            if numbered:
+                raise RemoteProtocolError(f"{word} response without a message number: {first_line[:80]!r}")
+            return Head(Kind.UNTAGGED, None, word, None, literals)
+        number = int(digits)
+        if numbered is None or (number == 0 and numbered == "nz"):
+            raise RemoteProtocolError(f"{word} response with a number of {number}: {first_line[:80]!r}")
         return Head(Kind.UNTAGGED, None, word, number, literals)
     match = _TAGGED.match(first_line)
     if match is None:
@@ -117,7 +137,7 @@ def read_head(first_line: bytes) -> Head:
     word = match.group(2).decode("ascii").upper()
     if word not in ("OK", "NO", "BAD"):
         raise RemoteProtocolError(f"tagged response is not OK/NO/BAD: {first_line[:80]!r}")
-    return Head(Kind.TAGGED, match.group(1), word, None, literals=False)
+    return Head(Kind.TAGGED, match.group(1), word, None, False)
 
 
 def check_line(line: bytes) -> None:
@@ -208,7 +228,7 @@ class ResponseReader(PieceFramer):
         head = self._head
         assert head is not None
         raw = b"".join(self._pieces)
-        literals = tuple(self._literals)
+        literals = tuple(self._literals) if self._literals else ()
         self._reset()
         return Response(raw=raw, kind=head.kind, tag=head.tag, word=head.word, number=head.number,
                         literals=literals)

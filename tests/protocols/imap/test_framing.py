@@ -1,4 +1,7 @@
-from mailguard.protocols.imap.framing import LiteralMarker, ReceiveBuffer, literal_at_end
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mailguard.protocols.imap.framing import _DATA, LiteralMarker, ReceiveBuffer, literal_at_end, starts_a_string
 
 import pytest
 
@@ -36,3 +39,31 @@ def test_a_line_trickling_in_byte_by_byte() -> None:
     buffer.feed(b"\r\nb")
     assert buffer.take_line(100, "line") == b"a NOOP\r\n"
     assert buffer.take(10) == b"b"
+
+
+@pytest.mark.parametrize("line, starts", [
+    (b"* 1 FETCH (BODY[] {5}\r\n", True),
+    (b"* 1 FETCH (X {5}\r\n", True),
+    (b"* 1 FETCH (X-EVIL x{5}\r\n", False),
+    (b"* 1 FETCH (BODY[HEADER.FIELDS ({5}\r\n", False),
+    (b"* 1 FETCH (BODY[HEADER.FIELDS (A)] {5}\r\n", True),
+    (b'* 1 FETCH (BODY[HEADER.FIELDS ("]" {5}\r\n', False),
+    (b'* 1 FETCH (X "a]" BODY[] {5}\r\n', True),
+    (b'* 1 FETCH (X "a {5}\r\n', False),
+    (b'* 1 FETCH (X "a\\" {5}\r\n', False),
+    (b'* 1 FETCH (X "a\\\\" {5}\r\n', True),
+])
+def test_where_a_string_can_start(line: bytes, starts: bool) -> None:
+    marker = literal_at_end(line)
+    assert marker is not None and starts_a_string(line, marker) is starts
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([b" ", b"(", b")", b"[", b"]", b"a", b"{", b"}", b"~", b"\\"]), max_size=30))
+def test_the_quick_test_agrees_with_the_grammar(pieces: list[bytes]) -> None:
+    # without a quoted string, two searches decide what the pattern of the grammar decides
+    line = b"".join(pieces) + b"{5}\r\n"
+    marker = literal_at_end(line)
+    assert marker is not None
+    prefix = line[: marker.at]
+    assert starts_a_string(line, marker) == (_DATA.fullmatch(prefix) is not None and prefix[-1:] in (b" ", b"("))

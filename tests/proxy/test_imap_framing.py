@@ -51,7 +51,14 @@ def serving(server: MockImapServer) -> Iterator[None]:
     try:
         yield
     finally:
-        loop.call_soon_threadsafe(listener.close)
+        async def stop() -> None:
+            listener.close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+            await asyncio.sleep(0)
+
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()

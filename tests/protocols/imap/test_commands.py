@@ -151,3 +151,17 @@ def test_a_literal8_and_its_flags_in_append() -> None:
     raw = b"a APPEND INBOX (\\Seen) ~{3+}\r\n\0\1\2\r\n"
     [command] = drain(CommandReader(), raw)
     assert command.raw == raw and command.name == "APPEND"
+
+
+@pytest.mark.parametrize("data", [b"a NOOP\rb UID FETCH 1 BODY[]\r\n", b"a LOGIN u p\0\r\n", b"a NOOP\r\r\n",
+                                  b"a IDLE\r\nDO\rNE\r\n"])
+def test_bare_cr_and_nul_in_a_command_line_end_the_session(data: bytes) -> None:
+    reader = CommandReader()
+    reader.receive_data(data)
+    with pytest.raises(RemoteProtocolError, match="bare CR"):
+        while reader.next_event() is not NEED_DATA:
+            pass
+
+
+def test_a_bare_lf_ends_a_command_line() -> None:
+    assert [e.name for e in drain(CommandReader(), b"a NOOP\nb NOOP\r\n")] == ["NOOP", "NOOP"]

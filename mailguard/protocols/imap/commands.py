@@ -70,7 +70,7 @@ ClientEvent = Command | ContinuationData | Reply
 _LITERAL_GO_AHEAD = b"+ Ready for literal data\r\n"
 
 
-def check_line(line: bytes) -> None:
+def check_command_line(line: bytes) -> None:
     """A client line outside literals holds no CR but the one before its LF, and no NUL
     (RFC 9051 §9). A server that ends lines at a bare CR would read two commands where the
     proxy judged one. (A bare LF ends a line for the proxy as it does for Dovecot.)"""
@@ -108,7 +108,7 @@ class CommandReader(PieceFramer):
                 line = self._buffer.take_line(self.limits.max_continuation_line, "continuation line")
                 if line is None:
                     return self._need_data()
-                check_line(line)
+                check_command_line(line)
                 assert self.continuation_tag is not None
                 event = ContinuationData(raw=line, tag=self.continuation_tag)
                 if self._continuation_once:
@@ -125,7 +125,7 @@ class CommandReader(PieceFramer):
             line = self._buffer.take_line(self.limits.max_command_line, "command line")
             if line is None:
                 return self._need_data()
-            check_line(line)
+            check_command_line(line)
             if self._head is None:
                 if not line.strip():
                     continue  # a stray empty line between commands is harmless

@@ -140,7 +140,7 @@ def read_head(first_line: bytes) -> Head:
     return Head(Kind.TAGGED, match.group(1), word, None, False)
 
 
-def check_line(line: bytes) -> None:
+def check_response_line(line: bytes) -> None:
     """A response line outside literals: CRLF at its end and nowhere else, no NUL (RFC 9051 §9:
     TEXT-CHAR, ATOM-CHAR and quoted strings exclude CR, LF and NUL). imaplib refuses a line
     without CRLF, but another client may end a line at a bare LF or CR, or a C string at NUL,
@@ -184,7 +184,7 @@ class ResponseReader(PieceFramer):
             line = self._buffer.take_line(self.limits.max_response_line, "server response line")
             if line is None:
                 return self._need_data()
-            check_line(line)
+            check_response_line(line)
             if self._head is None:
                 self._head = read_head(line)
             self._append(line)

@@ -51,9 +51,11 @@ _NONZERO = frozenset({"FETCH", "EXPUNGE"})  # nz-number
 
 # "* 12 FETCH ", "* OK", "a1 OK ". The response name is an atom followed by SP or the line end
 # (RFC 9051 §9), of letters and "-" as every response name is: imaplib reads "[A-Z-]+" of it
-# and would name "* 1 FETCH.X" a FETCH; a message number is an nz-number (at most ten digits: a number that does not
-# fit 32 bits is refused here, before anything converts it). A tag is 1*<ASTRING-CHAR except "+">.
-_UNTAGGED = re.compile(rb"\* (?:([0-9]{1,10}) )?([A-Za-z][A-Za-z\-]*)(?= |\r\n)")
+# and would name "* 1 FETCH.X" a FETCH. A status word may also be followed by "[": clients
+# accept "* OK[CAPABILITY ...]" (docs/pitfalls.md#recognising-the-protocol-from-the-greeting).
+# A message number is an nz-number (at most ten digits: a number that does not fit 32 bits is
+# refused here, before anything converts it). A tag is 1*<ASTRING-CHAR except "+">.
+_UNTAGGED = re.compile(rb"\* (?:([0-9]{1,10}) )?([A-Za-z][A-Za-z\-]*)(?= |\r\n|(\[))")
 _TAGGED = re.compile(rb"([\x21\x23\x24\x26\x27\x2c-\x5b\x5d-\x7a\x7c-\x7e]+) ([A-Za-z]+)(?= |\r\n)")
 
 
@@ -118,11 +120,14 @@ def read_head(first_line: bytes) -> Head:
         match = _UNTAGGED.match(first_line)
         if match is None:
             raise RemoteProtocolError(f"malformed untagged response {first_line[:80]!r}")
-        digits, name = match.group(1, 2)
+        digits, name, bracket = match.group(1, 2, 3)
         known = _NAMES.get(name)
         if known is None:
             known = _name(name)
         word, literals, numbered = known
+        if bracket and word not in STATUS_WORDS:
+            # "* 1 FETCH[..." is a FETCH without data to imaplib, with items to a lenient reader
+            raise RemoteProtocolError(f"malformed untagged response {first_line[:80]!r}")
         if digits is None:
             if numbered:
                 raise RemoteProtocolError(f"{word} response without a message number: {first_line[:80]!r}")

@@ -136,17 +136,18 @@ def test_bare_cr_bare_lf_and_nul_outside_literals_end_the_session(line: bytes) -
     b"* " + b"9" * 5000 + b" EXISTS\r\n",  # int() refuses more than 4300 digits
     b"* 12345678901 FETCH (FLAGS ())\r\n",
     b"* FETCH (FLAGS ())\r\n", b"* 0 FETCH (FLAGS ())\r\n", b"* EXISTS\r\n", b"* 3 OK hi\r\n",
-    b"*  OK hi\r\n", b"*OK hi\r\n", b"* OK[ALERT] hi\r\n", b"a1 5 OK hi\r\n", b"\r\n",
+    b"*  OK hi\r\n", b"*OK hi\r\n", b"* 1 FETCH[x] (UID 1)\r\n", b"a1 5 OK hi\r\n", b"\r\n",
 ])
 def test_malformed_heads_end_the_session(line: bytes) -> None:
     refused(line)
 
 
 def test_continuations_and_status_responses_are_one_line() -> None:
-    events = read_all(b"+\r\n+ idling\r\n* OK [ALERT] a {b} c\r\n* ok hi\r\n* BYE\r\na OK done\r\n")
+    events = read_all(b"+\r\n+ idling\r\n* OK [ALERT] a {b} c\r\n* ok hi\r\n* BYE\r\n"
+                      b"* OK[CAPABILITY IMAP4rev1] hi\r\na OK done\r\n")
     assert [(e.kind, e.word) for e in events] == [
         (Kind.CONTINUATION, ""), (Kind.CONTINUATION, ""), (Kind.UNTAGGED, "OK"), (Kind.UNTAGGED, "OK"),
-        (Kind.UNTAGGED, "BYE"), (Kind.TAGGED, "OK")]
+        (Kind.UNTAGGED, "BYE"), (Kind.UNTAGGED, "OK"), (Kind.TAGGED, "OK")]
 
 
 def test_an_oversize_literal_is_refused_before_its_bytes_arrive() -> None:

@@ -198,7 +198,9 @@ class Gen:
             return b"* " + self.number() + self.pick(b" EXISTS", b" EXPUNGE", b" RECENT") + b"\r\n"
         if r == 7:
             code = self.pick(b"", b"[ALERT] ", b"[UIDNEXT 4] ", b"[PERMANENTFLAGS (\\Seen \\*)] ")
-            return b"* " + self.pick(b"OK", b"NO", b"BAD", b"BYE", b"PREAUTH") + b" " + code + self.text() + b"\r\n"
+            gap = b" " if not code or self.r.random() < 0.8 else b""  # "* OK[ALERT]" is accepted too
+            name = self.pick(b"OK", b"NO", b"BAD", b"BYE", b"PREAUTH", b"FETCH", b"X-EVIL")
+            return b"* " + name + gap + code + self.text() + b"\r\n"
         if r == 8:
             return tag + b" " + self.pick(b"OK", b"NO", b"BAD") + b" " + self.text() + b"\r\n"
         if r == 9:

@@ -106,11 +106,10 @@ def fetch_items(client: imaplib.IMAP4, uid: int, items: str) -> dict[bytes, byte
     status, data = client.uid("FETCH", str(uid), items)
     assert status == "OK", data
     raw = b"* "
-    for piece in data:
-        if isinstance(piece, tuple):
-            raw += piece[0] + b"\r\n" + piece[1]
-        else:
-            raw += piece
+    for index, piece in enumerate(data):
+        if index and not isinstance(data[index - 1], tuple):
+            break  # a second FETCH response (the answer's \Seen, sent apart): the answer is whole
+        raw += piece[0] + b"\r\n" + piece[1] if isinstance(piece, tuple) else piece
     reader = ResponseReader()
     reader.receive_data(raw.replace(b" (", b" FETCH (", 1) + b"\r\n")  # imaplib drops the word FETCH
     found = {}

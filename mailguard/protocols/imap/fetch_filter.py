@@ -56,13 +56,12 @@ class Filtered:
     dropped: tuple[bytes, ...]
 
 
-def filter_fetch(data: FetchData, raw: bytes, asked: frozenset[str] = frozenset()) -> Filtered:
-    """``raw`` (the response ``data`` was read from) with only the items allowed: UID, FLAGS, MODSEQ
-    and the metadata items of ``asked``. Unchanged bytes when nothing is dropped."""
+def filter_fetch(data: FetchData, asked: frozenset[str] = frozenset()) -> Filtered:
+    """The FETCH response ``data`` with only the items allowed: UID, FLAGS, MODSEQ and the metadata
+    items of ``asked``. Always built anew from the items kept, never the server's bytes: only what
+    was judged goes on, whatever else the server's line held."""
     allowed = UNSOLICITED | (asked & METADATA)
     kept = [item for item in data.items if item.name in allowed and well_formed(item)]
-    if len(kept) == len(data.items):
-        return Filtered(raw, ())
     dropped = tuple(item.key[:40] for item in data.items if not (item.name in allowed and well_formed(item)))
     if not kept:
         return Filtered(None, dropped)

@@ -69,6 +69,10 @@ def parse_fetch_response(response: Response) -> FetchData:
     listed = lexer.read_node()
     if listed.kind is not NodeKind.LIST or len(listed.items) % 2:
         raise RemoteProtocolError(f"malformed FETCH response {raw[:80]!r}")
+    if raw[lexer.pos :].lstrip(b" ") not in (b"\r\n", b"\n"):
+        # RFC 9051 §7.5.2: the msg-att list ends the response. Anything after it (a literal
+        # above all) is no item the proxy judged, and a client would keep it as message data.
+        raise RemoteProtocolError(f"data after the FETCH list in {raw[:80]!r}")
     items = []
     for key, value in zip(listed.items[::2], listed.items[1::2]):
         if key.kind is not NodeKind.ATOM:

@@ -99,5 +99,5 @@ class Gate:
         if response.word != "FETCH":
             return Passed(response.raw)
         data = parse_fetch_response(response)  # RemoteProtocolError without a message number
-        filtered = filter_fetch(data, response.raw, self.asked.names)
+        filtered = filter_fetch(data, self.asked.names)
         return Passed(filtered.raw or b"", filtered.dropped, data if filtered.raw is not None else None)

@@ -16,7 +16,7 @@ def _filter(raw: bytes, asked: frozenset[str] = frozenset()):  # type: ignore[no
     reader = ResponseReader()
     reader.receive_data(raw)
     response = reader.next_event()
-    return filter_fetch(parse_fetch_response(response), response.raw, asked)  # type: ignore[arg-type]
+    return filter_fetch(parse_fetch_response(response), asked)  # type: ignore[arg-type]
 
 
 def _literal(data: bytes) -> bytes:
@@ -62,6 +62,23 @@ def test_the_items_a_relayed_fetch_asked_for_pass_while_it_is_in_flight() -> Non
     assert found.raw == b'* 1 FETCH (FLAGS () INTERNALDATE "17-Jul-1996 02:44:25 -0700")\r\n'
     asked.done(b"a")
     assert _filter(raw, asked.names).raw == b"* 1 FETCH (FLAGS ())\r\n"
+
+
+@pytest.mark.parametrize("after", [
+    b" " + _literal(TEXT) + b"\r\n", b" ~" + _literal(TEXT) + b"\r\n", b" X\r\n", b" (BODY[] x)\r\n", b"x\r\n",
+])
+def test_data_after_the_fetch_list_is_a_protocol_error(after: bytes) -> None:
+    # the list ends the response (RFC 9051 §7.5.2); imaplib would keep a literal after it as
+    # the message data of an unscanned message
+    reader = ResponseReader()
+    reader.receive_data(b"* 1 FETCH (UID 1)" + after)
+    with pytest.raises(RemoteProtocolError, match="after the FETCH list"):
+        parse_fetch_response(reader.next_event())  # type: ignore[arg-type]
+
+
+def test_what_passes_is_built_from_the_items_kept_not_the_servers_line() -> None:
+    found = _filter(b"* 3 FETCH (UID 7  FLAGS (\\Seen))   \r\n")
+    assert found.raw == b"* 3 FETCH (UID 7 FLAGS (\\Seen))\r\n" and not found.dropped
 
 
 def test_a_fetch_response_without_a_number_is_a_protocol_error() -> None:

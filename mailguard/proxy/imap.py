@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from mailguard.errors import MailguardError, RemoteProtocolError
 from mailguard.protocols.imap import capabilities as caps
 from mailguard.protocols.imap.commands import Command, CommandReader, ContinuationData, Reply
-from mailguard.protocols.imap.gate import Gate
+from mailguard.protocols.imap.gate import Gate, check_framing
 from mailguard.protocols.imap.limits import DEFAULT_LIMITS, ImapLimits
 from mailguard.protocols.imap.responses import NEED_DATA, Kind, Response, ResponseReader
 from mailguard.proxy.conn import Conn
@@ -266,6 +266,7 @@ class ImapSession:
             return False
         if greeting.kind is not Kind.UNTAGGED or greeting.word not in ("OK", "PREAUTH", "BYE"):
             raise RemoteProtocolError("the server did not greet with OK, PREAUTH or BYE")
+        check_framing(greeting)  # imaplib reads a literal after a greeting ending in "{n}"
         if self.context.implicit_tls or self.context.upgrade_upstream is None:
             if greeting.word == "PREAUTH":
                 self.identity.on_response(greeting)

@@ -10,7 +10,8 @@ says what else to send, and when:
 - ``in_idle``: bytes pushed once IDLE's continuation request has gone out;
 - ``fetch_extra``: items added to every FETCH response the server sends, e.g. ``X-EVIL {n}...``;
 - ``claimed_size``: the RFC822.SIZE it claims, whatever the message's real size;
-- ``answers``: (pattern, bytes) — the whole answer to a matching command (``%(tag)s`` is the tag).
+- ``answers``: (pattern, bytes) — the whole answer to a matching command (``%(tag)s`` is the tag);
+- ``greeting``: the bytes it greets with instead of its OK.
 
 Every command it receives is kept in ``received``, so a test can say what never reached it.
 """
@@ -38,6 +39,7 @@ class Script:
     claimed_size: int | None = None
     answers: list[tuple[bytes, bytes]] = field(default_factory=list)
     capabilities: bytes = b"IMAP4rev1 LITERAL+ IDLE UIDPLUS PREVIEW URLAUTH AUTH=PLAIN"
+    greeting: bytes | None = None
 
 
 class ScriptedImapServer:
@@ -70,7 +72,8 @@ class ScriptedImapServer:
         assert task is not None
         self._tasks.add(task)
         machine = CommandReader()
-        writer.write(b"* OK [CAPABILITY " + self.script.capabilities + b"] scripted server ready\r\n")
+        greeting = self.script.greeting
+        writer.write(greeting or b"* OK [CAPABILITY " + self.script.capabilities + b"] scripted server ready\r\n")
         try:
             while True:
                 event = machine.next_event()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import imaplib
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -136,6 +137,52 @@ def test_unknown_untagged_responses_are_dropped(pushed: bytes) -> None:
     seen, _ = _through_engine([clean_message(1)], script, lambda client, seen: seen.append(client.noop()))
     assert VIRUS not in seen
     assert b"NOOP completed" in seen
+
+
+# --- 1b. literals imaplib frames otherwise than a reader of the grammar ---------------------------
+
+_INNER = b"\r\n* 1 FETCH (RFC822 " + literal(INFECTED) + b")\r\n* OK z"
+_LIST = b'* LIST () "/" ' + literal(_INNER)
+#: imaplib reads a literal after any untagged line ending in "{n}" (Lib/imaplib.py, _get_response):
+#: here the LIST's head, after which it takes the FETCH inside the LIST's literal for a response
+STATUS_LITERAL = b"* OK hi {%d}\r\n" % (len(_LIST) - len(_INNER)) + _LIST + b"\r\n"
+FRAMINGS = {
+    "after the FETCH list": b"* 1 FETCH (UID 1) " + literal(INFECTED) + b"\r\n",
+    "in a status response": STATUS_LITERAL,
+    "non-synchronising": b'* LIST () "/" {%d+}\r\n' % len(_INNER[2:]) + _INNER[2:] + b"\r\n",
+}
+
+
+def _noop_then_fetch(client: imaplib.IMAP4, seen: list[Any]) -> None:
+    seen.append(client.noop())
+    seen.append(client.fetch("1", "(RFC822)"))
+
+
+@pytest.mark.parametrize("pushed", FRAMINGS)
+def test_a_literal_clients_frame_otherwise_never_reaches_them(pushed: str) -> None:
+    script = Script(before=[(rb"^NOOP", FRAMINGS[pushed])])
+    seen, _ = _through_engine([clean_message(1)], script, _noop_then_fetch)
+    assert VIRUS not in seen
+    assert b"BYE" in seen  # the session ended, saying why
+
+
+def test_a_greeting_ending_in_a_literal_marker_ends_the_session() -> None:
+    async def scenario() -> bytes:
+        async with ScriptedImapServer([clean_message(1)], Script(greeting=STATUS_LITERAL)) as server:
+            async with filter_server(server.port) as (_, port):
+                return await asyncio.to_thread(_greeting_seen, port)
+
+    seen = run(scenario())
+    assert VIRUS not in seen
+    assert seen.startswith(b"* BYE")
+
+
+def _greeting_seen(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
 
 
 # --- 2. items the server adds to an answer the proxy renders, or relays ---------------------------

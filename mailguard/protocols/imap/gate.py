@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from mailguard.errors import RemoteProtocolError
 from mailguard.protocols.imap.allowlist import (
     SessionStates, fetch_refusal, mechanism_refusal, refusal, unknown_response,
 )
@@ -19,7 +20,8 @@ from mailguard.protocols.imap.commands import Command, ContinuationData
 from mailguard.protocols.imap.fetch import FetchRequest
 from mailguard.protocols.imap.fetch_filter import AskedItems, filter_fetch
 from mailguard.protocols.imap.fetch_response import FetchData, parse_fetch_response
-from mailguard.protocols.imap.responses import Kind, Response
+from mailguard.protocols.imap.framing import literal_at_end
+from mailguard.protocols.imap.responses import STATUS_WORDS, Kind, Response
 
 #: RFC 4978: after COMPRESS every byte would be deflated past our parser
 COMPRESS_REFUSAL = b"NO COMPRESS is not available through this proxy\r\n"
@@ -31,6 +33,33 @@ _CONTINUATIONS = {
     "IDLE": re.compile(rb"(?i:DONE)\r?\n\Z"),
     "AUTHENTICATE": re.compile(rb"(?:[A-Za-z0-9+/]*={0,2}|\*)\r?\n\Z"),
 }
+
+#: a literal announcement at a line's end as any client could read one: imaplib takes
+#: ".*{digits}" at the end of every untagged line, however many digits (Lib/imaplib.py,
+#: _get_response); other readers take "{n+}" too (RFC 7888 §3)
+_ANNOUNCED = re.compile(rb"\{[0-9]+\+?\}\r?\n\Z")
+
+
+def check_framing(response: Response) -> None:
+    """Raise RemoteProtocolError unless every client frames the untagged ``response`` as the proxy
+    did, literal for literal (docs/pitfalls.md#responses-at-any-time).
+
+    A status response (the greeting too) carries text, never a literal, yet imaplib reads one
+    after any untagged line ending in "{n}": the bytes the proxy passed as text would reach the
+    application as data. A non-synchronising literal is never the server's to send (RFC 7888
+    §3) and imaplib does not read one; literal8 belongs in BINARY FETCH data only (RFC 3516 §4.2).
+    Either way the proxy and the client would disagree on where the next response starts."""
+    raw, status = response.raw, response.word in STATUS_WORDS
+    pos = 0
+    while pos < len(raw):
+        end = raw.find(b"\n", pos) + 1 or len(raw)
+        line = raw[pos:end]
+        if _ANNOUNCED.search(line) is None:
+            return
+        marker = literal_at_end(line)
+        if status or marker is None or not marker.sync or marker.binary or not line.endswith(b"\r\n"):
+            raise RemoteProtocolError(f"a literal clients would frame differently: {line[:80]!r}")
+        pos = end + marker.size
 
 
 @dataclass(frozen=True)
@@ -97,6 +126,7 @@ class Gate:
         if unknown_response(response.word):
             return Passed(b"", (response.raw[:40],))
         if response.word != "FETCH":
+            check_framing(response)
             return Passed(response.raw)
         data = parse_fetch_response(response)  # RemoteProtocolError without a message number
         filtered = filter_fetch(data, self.asked.names)

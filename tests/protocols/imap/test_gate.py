@@ -9,7 +9,7 @@ from mailguard.errors import RemoteProtocolError
 from mailguard.protocols.imap.commands import Command, CommandReader, Reply
 from mailguard.protocols.imap.fetch import parse_fetch
 from mailguard.protocols.imap.gate import Gate
-from mailguard.protocols.imap.responses import NEED_DATA, Response, ResponseReader
+from mailguard.protocols.imap.responses import NEED_DATA, Kind, Response, ResponseReader
 
 TEXT = b"From: a\r\n\r\nX5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*\r\n"
 LITERAL = b"{%d}\r\n" % len(TEXT) + TEXT
@@ -97,3 +97,34 @@ def test_after_idle_only_done_and_after_authenticate_only_sasl_lines_pass() -> N
     assert gate.continuation_allowed(ContinuationData(b"done\r\n", b"3"))
     assert not gate.continuation_allowed(ContinuationData(b"4 URLFETCH imap://x\r\n", b"3"))
     assert not gate.continuation_allowed(ContinuationData(b"DONE\r\n", b"1"))  # 1 is over
+
+
+def _untagged(raw: bytes) -> Response:
+    # built by hand, not read: what the gate does must not depend on what the reader lets through
+    word = raw.split(b" ")[1].decode()
+    return Response(raw=raw, kind=Kind.UNTAGGED, tag=None, word=word.upper(), number=None)
+
+
+_INNER = b"\r\n* 1 FETCH (RFC822 " + LITERAL + b")\r\n* OK z"
+_LIST = b'* LIST () "/" {%d}\r\n' % len(_INNER) + _INNER + b"\r\n"
+
+
+@pytest.mark.parametrize("raw", [
+    b"* OK hi {%d}\r\n" % (len(_LIST) - len(_INNER) - 2),  # imaplib reads the LIST's head as a literal
+    b"* BYE {5}\r\n", b"* PREAUTH [CAPABILITY IMAP4rev1] {0}\r\n", b"* NO {5+}\r\n", b"* BAD ~{5}\r\n",
+    b"* OK {00000000000000000000005}\r\n",
+    b'* LIST () "/" {%d+}\r\n' % len(_INNER) + _INNER + b"\r\n",  # imaplib reads "{n+}" as text
+    b'* LIST () "/" ~{%d}\r\n' % len(_INNER) + _INNER + b"\r\n",
+    b'* STATUS {3}\r\nbox (MESSAGES 1) {5+}\r\n',
+    b'* ID ("name" {5}\nabcde)\r\n',
+])
+def test_a_literal_clients_would_frame_differently_ends_the_session(raw: bytes) -> None:
+    with pytest.raises(RemoteProtocolError, match="frame differently"):
+        Gate().response(_untagged(raw))
+
+
+@pytest.mark.parametrize("raw", [
+    _LIST, b"* OK [ALERT] text\r\n", b'* STATUS {3}\r\nbox (MESSAGES 1)\r\n', b"* OK {5} is not at the end\r\n",
+])
+def test_literals_every_client_frames_alike_pass(raw: bytes) -> None:
+    assert Gate().response(_untagged(raw)).raw == raw

@@ -123,6 +123,9 @@ class Gate:
             return Passed(response.raw)
         if response.kind is Kind.CONTINUATION:
             return Passed(response.raw)
+        if response.word == "BYE":
+            # RFC 9051 §7.1.5: the server is closing the connection; nothing more may go to it
+            self.states.bye()
         if unknown_response(response.word):
             return Passed(b"", (response.raw[:40],))
         if response.word != "FETCH":

@@ -128,3 +128,11 @@ def test_a_literal_clients_would_frame_differently_ends_the_session(raw: bytes) 
 ])
 def test_literals_every_client_frames_alike_pass(raw: bytes) -> None:
     assert Gate().response(_untagged(raw)).raw == raw
+
+
+def test_after_an_untagged_bye_no_command_goes_on() -> None:
+    gate = Gate()
+    (noop,) = _commands(b"1 NOOP\r\n")
+    assert gate.refusal(noop) is None
+    assert gate.response(_untagged(b"* BYE shutting down\r\n")).raw == b"* BYE shutting down\r\n"
+    assert gate.refusal(noop) is not None

@@ -211,5 +211,6 @@ RESPONSES = frozenset({
 
 
 def unknown_response(word: str) -> bool:
-    """An untagged response ``word`` that no command we let through asks for."""
+    """An untagged response ``word`` that no command on the allow-list asks for (whether or not
+    one is in flight)."""
     return word not in RESPONSES

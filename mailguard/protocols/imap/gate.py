@@ -2,8 +2,10 @@
 
 Client to server: a command goes on only when it is on the allow-list of a state the session may
 be in (allowlist.py), with a SASL mechanism we offer and, for FETCH, only items and modifiers we
-know. Server to client: an untagged response goes on only when some command we let through could
-have asked for it, and FETCH data only with the items a client may be handed (fetch_filter.py).
+know. Server to client: an untagged response goes on only when it is of a kind that some command
+on the allow-list asks for (allowlist.RESPONSES, whatever is in flight: RFC 9051 §7 lets a server
+send most of them at any time), framed as every client frames it, and FETCH data only with the
+items a client may be handed (fetch_filter.py).
 The session's driver (proxy/imap.py) feeds it commands and responses and sends what it says.
 """
 

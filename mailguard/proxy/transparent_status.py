@@ -26,6 +26,9 @@ from mailguard.proxy.transparent_rules import families_in
 
 __all__ = ["read_ruleset", "transparent_section"]
 
+#: the rules each transparent.role needs, named as the table's comments name them
+_ROLES = {"desktop": ("desktop",), "gateway": ("gateway",), "both": ("desktop", "gateway")}
+
 
 def read_ruleset(required: bool = True) -> tuple[str | None, str]:
     """(the table as the kernel lists it, "" when absent; or None and why it cannot be read).
@@ -52,9 +55,15 @@ def transparent_section(*, mode: str, role: str | None, running: bool, listening
         return section
     found = families_in(ruleset)
     transparent = mode == "transparent"
+    expected = _ROLES.get(role or "", ()) if transparent else ()
     for family in FAMILIES:
-        actions = set(found.get(family, {}).values())
-        if "block" in actions:
+        rules = found.get(family, {})
+        # Each role the plan asks for is judged on its own: with role "both", a prerouting rule
+        # left behind does nothing for the connections of the output hook whose rule is gone.
+        actions = {rules.get(each) for each in expected} if expected else set(rules.values())
+        if None in actions and transparent and running:
+            state = "unscanned"
+        elif "block" in actions:
             state = "blocked"
         elif "redirect" in actions:
             state = "scanned" if running and family in listening else "refused"

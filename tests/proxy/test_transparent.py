@@ -169,6 +169,16 @@ def test_status_of_a_running_engine_missing_one_familys_rule_names_that_family()
     assert section["problem"].startswith("IPv6 mail passes unscanned")
 
 
+@pytest.mark.parametrize("gone", ["desktop", "gateway"])
+def test_status_with_role_both_judges_each_roles_rule(gone: str) -> None:
+    plan = _plan(transparent_role="both", transparent_listen="0.0.0.0:8143")
+    ruleset = "\n".join(line for line in build_ruleset(plan).splitlines() if f"redirect ipv4 {gone}" not in line)
+    section = transparent_section(mode="transparent", role="both", running=True,
+                                  listening={"ipv4", "ipv6"}, blocked={}, ruleset=ruleset)
+    assert section["families"] == {"ipv4": "unscanned", "ipv6": "scanned"}
+    assert section["problem"].startswith("IPv4 mail passes unscanned")
+
+
 def test_status_says_which_families_are_protected() -> None:
     blocked = {"ipv6": "no ipv6 on this host"}
     section = transparent_section(mode="transparent", role="desktop", running=True, listening={"ipv4"},

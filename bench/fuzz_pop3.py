@@ -12,15 +12,34 @@ input that showed it; exits 1 if there was any.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 import traceback
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.protocols.pop3_fuzz import FuzzFailure, fuzz_one  # noqa: E402
+from tests.protocols.pop3_fuzz import HANG_SECONDS, FuzzFailure, fuzz_one  # noqa: E402
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """A hang inside one event (the fuzzer bounds the events) becomes a FuzzFailure. Here, not
+    in the fuzzer: under pytest the alarm is pytest-timeout's."""
+    def expired(*_: object) -> None:
+        raise FuzzFailure(f"hang: no result within {seconds:g}s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def input_seed(seed: int, index: int) -> int:
@@ -40,7 +59,8 @@ def main() -> int:
     start = time.perf_counter()
     for index in range(args.first, args.first + args.count):
         try:
-            fuzz_one(input_seed(args.seed, index))
+            with deadline(HANG_SECONDS):
+                fuzz_one(input_seed(args.seed, index))
         except FuzzFailure as exc:
             kind = "hang" if str(exc).startswith("hang") else "rule broken: " + str(exc).split(":")[0]
             kinds[kind] += 1

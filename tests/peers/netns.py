@@ -54,17 +54,29 @@ def link(left_ns: str, left: list[str], right_ns: str, right: list[str]) -> None
     tag = uuid.uuid4().hex[:8]
     ends = ((left_ns, f"mga{tag}", left), (right_ns, f"mgb{tag}", right))
     subprocess.run(["ip", "link", "add", ends[0][1], "type", "veth", "peer", "name", ends[1][1]], check=True)
-    for ns, device, addresses in ends:
-        subprocess.run(["ip", "link", "set", device, "netns", ns], check=True)
-        for address in addresses:
-            # nodad: an IPv6 address usable at once, without duplicate address detection's wait
-            nodad = ["nodad"] if ":" in address else []
-            subprocess.run(["ip", "-n", ns, "addr", "add", address, "dev", device, *nodad], check=True)
-        subprocess.run(["ip", "-n", ns, "link", "set", device, "up"], check=True)
+    try:
+        for ns, device, addresses in ends:
+            subprocess.run(["ip", "link", "set", device, "netns", ns], check=True)
+            for address in addresses:
+                # nodad: an IPv6 address usable at once, without duplicate address detection's wait
+                nodad = ["nodad"] if ":" in address else []
+                subprocess.run(["ip", "-n", ns, "addr", "add", address, "dev", device, *nodad], check=True)
+            subprocess.run(["ip", "-n", ns, "link", "set", device, "up"], check=True)
+    except BaseException:
+        # An end still in the root namespace would outlive the test (the namespaces' deletion
+        # takes only the ends moved into them); deleting either end deletes the pair.
+        for _, device, _ in ends:
+            subprocess.run(["ip", "link", "del", device], check=False, capture_output=True)
+        raise
 
 
 def run_in(ns: str, function: Callable[..., T], *args: Any, timeout: float = 120.0) -> T:
-    """``function(*args)`` in a thread that entered ``ns`` (only that thread changes namespace)."""
+    """``function(*args)`` in a thread that entered ``ns`` (only that thread changes namespace).
+
+    A thread cannot be stopped: after ``timeout`` the caller gets a TimeoutError and the thread
+    runs on until ``function`` returns. It cannot leak out of ``ns`` (it never leaves it, and
+    every socket it opens lives there) nor keep the test run alive (a daemon thread), so every
+    function given here must end by itself: the clients and probes used set socket timeouts."""
     answer: queue.Queue[tuple[bool, Any]] = queue.Queue()
 
     def body() -> None:
@@ -80,8 +92,12 @@ def run_in(ns: str, function: Callable[..., T], *args: Any, timeout: float = 120
         except BaseException as exc:  # handed to the caller
             answer.put((False, exc))
 
-    threading.Thread(target=body, daemon=True).start()
-    ok, value = answer.get(timeout=timeout)
+    threading.Thread(target=body, daemon=True, name=f"in {ns}").start()
+    try:
+        ok, value = answer.get(timeout=timeout)
+    except queue.Empty:
+        name = getattr(function, "__name__", repr(function))
+        raise TimeoutError(f"{name} in {ns}: no result within {timeout:g}s") from None
     if not ok:
         raise value
     return value

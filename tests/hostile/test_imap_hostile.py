@@ -268,3 +268,36 @@ def test_a_command_the_proxy_does_not_know_never_reaches_the_server() -> None:
                                    lambda client, seen: seen.append(client._simple_command("XYZZY")))
     assert b"not available through this proxy" in seen
     assert not server.reached(b"XYZZY")
+
+
+# --- 8. a client line a server could split otherwise than the proxy -------------------------------
+
+
+def _raw_session(port: int, line: bytes) -> bytes:
+    """Log in with plain bytes, send ``line``, and read until the proxy closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"1 LOGIN alice secret\r\n")
+        received = b""
+        while b"1 OK" not in received:
+            chunk = sock.recv(65536)
+            assert chunk, received
+            received += chunk
+        sock.sendall(line + b"2 LOGOUT\r\n")
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+@pytest.mark.parametrize("line", [b"a NOOP\rb COMPRESS DEFLATE\r\n", b"a NOOP\0b COMPRESS DEFLATE\r\n"],
+                         ids=["bare CR", "NUL"])
+def test_a_bare_cr_or_nul_in_a_command_line_never_reaches_the_server(line: bytes) -> None:
+    # a server that ends a line at a bare CR (or a C string at NUL) would read a second
+    # command the proxy never judged (RFC 9051 §9: CRLF ends a line, NUL is no CHAR)
+    async def scenario() -> tuple[bytes, ScriptedImapServer]:
+        async with ScriptedImapServer([clean_message(1)], Script()) as server:
+            async with filter_server(server.port) as (_, port):
+                return await asyncio.to_thread(_raw_session, port, line), server
+
+    seen, server = run(scenario())
+    assert b"BYE" in seen
+    assert not server.reached(b"COMPRESS") and not server.reached(b"NOOP")

@@ -108,6 +108,9 @@ class Pop3Proxy(MessageDelivery, ReadAhead, StlsSwitch):
         self._server_size = 0         # its size as the server sent it (for later LIST/STAT sizes)
         self._guard = StreamGuard()   # checks an over-size message streamed through
         self._size_delta: dict[int, int] = {}
+        #: bytes of the current over-size answer streamed or drained so far (``max_stream``)
+        self.streamed = 0
+        self.stream_overrun = False
         self._deleted: set[int] = set()
         self._init_read_ahead()
         self._step_for = {
@@ -328,6 +331,13 @@ class Pop3Proxy(MessageDelivery, ReadAhead, StlsSwitch):
 
     def _on_stream(self) -> bool:
         chunk, finished = self._server.take_stream_chunk()
+        self.streamed += len(chunk)
+        if self.streamed > self.limits.max_stream and not finished:
+            # Past every limit: ended, not passed on forever. Streaming: the client has part of
+            # the message and no dot, so it knows the answer is incomplete.
+            self.stream_overrun = True
+            self._close(f"the server's answer passed {self.limits.max_stream} bytes", error=True)
+            return True
         if chunk and self.phase is Phase.STREAM_PASS:
             if not self._guard.passes(chunk):
                 # Too late to re-encode (part of it is out): ended, so the client holds an

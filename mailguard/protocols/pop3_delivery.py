@@ -59,6 +59,7 @@ class MessageDelivery(_Base):
 
     def _start_oversize(self, pending: Pending) -> None:
         self._guard = StreamGuard()
+        self.streamed = 0
         if self.options.on_oversize == "block":
             # Lose nothing (docs/architecture.md#lose-nothing): "-ERR", never a "+OK" notice in its place,
             # so a client that deletes what it downloaded (fetchmail's default) leaves it on the server. The

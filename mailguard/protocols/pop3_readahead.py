@@ -210,6 +210,7 @@ class ReadAhead(_Base):
         try:
             block = self._server_block(min(self.limits.max_message, READ_AHEAD_MAX_MESSAGE + 64 * 1024))
         except LineTooLong:
+            self.streamed = 0
             self.phase = Phase.AHEAD_DROP  # longer than LIST said: the client's RETR fetches it
             return True
         if block is None:
@@ -229,7 +230,11 @@ class ReadAhead(_Base):
         return True
 
     def _on_ahead_drop(self) -> bool:
-        _, finished = self._server.take_stream_chunk()
+        chunk, finished = self._server.take_stream_chunk()
+        self.streamed += len(chunk)
+        if self.streamed > self.limits.max_stream and not finished:
+            self.stream_overrun = True
+            raise PeerError(Side.SERVER, f"the server's answer passed {self.limits.max_stream} bytes")
         if finished:
             self.phase = Phase.COMMAND
             return True

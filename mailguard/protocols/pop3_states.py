@@ -28,6 +28,9 @@ class Pop3Limits:
     max_client_backlog: int = 64 * 1024
     # Server bytes held while nothing is expected from it, or while streaming.
     max_server_backlog: int = 256 * 1024
+    # A message over max_message is streamed (or drained) up to this size, then the session
+    # ends: an answer that never ends must not be passed on forever (limits.max-message-size).
+    max_stream: int = 1024**3
 
 
 class TlsMode(str, enum.Enum):

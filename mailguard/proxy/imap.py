@@ -174,6 +174,8 @@ class ImapSession:
         self.readahead = ReadAhead(self)
         #: what may pass, either way (default deny: gate.py)
         self.gate = Gate()
+        #: handed over to a byte relay (STARTTLS not intercepted)
+        self.relayed = False
 
     # --- helpers used by the FETCH interception -----------------------------------------------
 
@@ -226,6 +228,8 @@ class ImapSession:
                 task.result()
         except SwitchToRelay as switch:
             from mailguard.proxy.relay import relay
+
+            self.relayed = True
 
             if upstream_task is not None:
                 upstream_task.cancel()

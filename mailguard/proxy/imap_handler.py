@@ -85,4 +85,5 @@ async def handle_imap(ctx: SessionContext) -> None:
     ctx.host.count("imap_sessions")
     session = ImapSession(ctx.client, ctx.upstream, imap_context(ctx), client_early=ctx.client_early,
                           upstream_early=ctx.greeting)
+    ctx.authenticated = lambda: session.identity.authenticated or session.relayed
     await session.run()

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from mailguard.protocols.pop3 import Phase, Pop3Limits, Pop3Options, Pop3Proxy, TlsMode
+from mailguard.protocols.pop3 import Phase, Pop3Limits, Pop3Options, Pop3Proxy, State, TlsMode
 from mailguard.protocols.pop3_events import (
     NEED_DATA, Closed, LinesDropped, MessageUnscanned, ScanMessage, ScanResult, SendToClient, SendToServer, Side,
     StartTls, SwitchToRelay, TlsEstablished, TlsFailed,
 )
 from mailguard.protocols.pop3_readahead import READ_AHEAD_DEPTH
+from mailguard.proxy.conn import Conn
 from mailguard.proxy.scanpool import account
 from mailguard.proxy.session import SessionContext, peek_client_hello, refuse_over_tls
 from mailguard.proxy.upstream import UpstreamRefused, needs_client_name, upgrade_upstream, upstream_certificate
@@ -26,6 +27,13 @@ from mailguard.scan.rewrite import TLS_HEADER, add_header, tls_value
 __all__ = ["handle_pop3", "pop3_options"]
 
 _AUTOLOGOUT = b"-ERR [SYS/TEMP] mailguard: idle for too long, closing\r\n"
+_SERVER_SILENT = b"-ERR [SYS/TEMP] mailguard: the server stopped answering, closing\r\n"
+# Phases in which an answer from the server is due or half received: silence there longer than
+# limits.server-timeout ends the session (a server cannot hold a client forever mid-answer).
+_ANSWER_DUE = frozenset({
+    Phase.STATUS, Phase.BODY, Phase.STREAM_PASS, Phase.STREAM_DROP, Phase.STLS_REPLY,
+    Phase.AHEAD_SIZE, Phase.AHEAD_LISTING, Phase.AHEAD_STATUS, Phase.AHEAD_BODY, Phase.AHEAD_DROP,
+})
 _STOPPING = b"-ERR [SYS/TEMP] mailguard is stopping, try again shortly\r\n"
 
 
@@ -39,22 +47,28 @@ def pop3_options(ctx: SessionContext) -> Pop3Options:
         # No CA to mint leaves: STLS is handed to a relay rather than stripped, so the client's
         # choice of TLS stands (stripping it would be a downgrade); the session goes unscanned.
         tls = TlsMode.RELAY
-    policy = config.policy
+    policy, limits = config.policy, config.limits
     return Pop3Options(
         tls=tls, implicit_tls=ctx.implicit_tls, on_oversize=policy.on_scan_error,
         read_ahead=READ_AHEAD_DEPTH,
-        limits=Pop3Limits(max_message=policy.max_object_size),
+        limits=Pop3Limits(max_message=policy.max_object_size, max_server_backlog=limits.max_session_buffer,
+                          max_stream=max(limits.max_message_size, policy.max_object_size)),
     )
 
 
 async def handle_pop3(ctx: SessionContext) -> None:
     machine = Pop3Proxy(pop3_options(ctx))
     host, client, upstream = ctx.host, ctx.client, ctx.upstream
+    ctx.authenticated = lambda: machine.state is State.TRANSACTION
     wakeup = _Wakeup(host.idle_timeout)
 
-    def sink(side: Side):  # noqa: ANN202
+    def sink(side: Side, conn: Conn):  # noqa: ANN202
         def receive(data: bytes) -> None:
             machine.receive_data(side, data)
+            # Backpressure at once, not at the next NEED_DATA: while the loop waits for the
+            # client to drain a streamed answer, the server must not fill memory behind it.
+            if data and not machine.wants_data(side):
+                conn.set_reading(False)
             wakeup.heard()
         return receive
 
@@ -62,7 +76,7 @@ async def handle_pop3(ctx: SessionContext) -> None:
         if data:  # b"" would mean end of stream
             machine.receive_data(side, data)
     for side, conn in ((Side.CLIENT, client), (Side.SERVER, upstream)):
-        early = conn.attach(sink(side))
+        early = conn.attach(sink(side, conn))
         if early:
             machine.receive_data(side, early)
         if conn.eof:
@@ -92,6 +106,7 @@ class _Wakeup:
         self.idle_timeout = idle_timeout
         self.last_heard = self.loop.time()
         self.waiter: asyncio.Future[bool] | None = None
+        self.limit = idle_timeout
         self.timer = self.loop.call_later(idle_timeout, self._check_idle)
 
     def heard(self) -> None:
@@ -104,19 +119,25 @@ class _Wakeup:
 
     def _check_idle(self) -> None:
         now = self.loop.time()
-        quiet_until = self.last_heard + self.idle_timeout
+        quiet_until = self.last_heard + self.limit
         if self.waiter is None:
-            next_check = now + self.idle_timeout  # busy, so not idle
+            next_check = now + self.limit  # busy, so not idle
         elif now < quiet_until:
             next_check = quiet_until  # heard from lately: look again when it could be idle
         else:
             self.wake(False)
-            next_check = now + self.idle_timeout
+            next_check = now + self.limit
         self.timer = self.loop.call_at(next_check, self._check_idle)
 
-    async def wait(self) -> bool:
+    async def wait(self, limit: float | None = None) -> bool:
+        """``limit``: a shorter quiet time for this wait than the idle time-out (the server's
+        answer is due); the timer is brought forward only when it would fire too late."""
         # Idle counts from the start of the wait, as a timer per wait would.
-        self.last_heard = self.loop.time()
+        self.last_heard = now = self.loop.time()
+        self.limit = limit or self.idle_timeout
+        if self.timer.when() > now + self.limit:
+            self.timer.cancel()
+            self.timer = self.loop.call_at(now + self.limit, self._check_idle)
         self.waiter = self.loop.create_future()
         try:
             return await self.waiter
@@ -127,7 +148,7 @@ class _Wakeup:
         self.timer.cancel()
 
 
-async def _run(ctx: SessionContext, machine: Pop3Proxy, wait: Callable[[], Awaitable[bool]]) -> None:
+async def _run(ctx: SessionContext, machine: Pop3Proxy, wait: Callable[[float | None], Awaitable[bool]]) -> None:
     host, client, upstream = ctx.host, ctx.client, ctx.upstream
     host.count("pop3_sessions")
     settings = host.config
@@ -146,9 +167,17 @@ async def _run(ctx: SessionContext, machine: Pop3Proxy, wait: Callable[[], Await
                 client.write(_STOPPING)
                 await client.drain()
                 return
-            if not await wait():
-                ctx.log.info("idle time-out")
-                client.write(_AUTOLOGOUT)
+            answer_due = machine.phase in _ANSWER_DUE
+            if not await wait(settings.limits.server_timeout if answer_due else None):
+                if answer_due:
+                    ctx.log.warning("the server was silent for %gs in an answer (limits.server-timeout)",
+                                    settings.limits.server_timeout)
+                    host.count("timed_out")
+                    # Mid-message the client has part of it and no dot: it knows it is incomplete.
+                    client.write(b"" if machine.phase is Phase.STREAM_PASS else _SERVER_SILENT)
+                else:
+                    ctx.log.info("idle time-out")
+                    client.write(_AUTOLOGOUT)
                 await client.drain()
                 return
             continue
@@ -182,6 +211,8 @@ async def _run(ctx: SessionContext, machine: Pop3Proxy, wait: Callable[[], Await
             await _relay_from_here(ctx, "STLS without interception: relayed unscanned from here")
             return
         elif isinstance(event, Closed):
+            if machine.stream_overrun:
+                host.count("oversized")
             if event.error:
                 host.count("errors")
                 ctx.log.warning("POP3 session ended: %s", event.reason)

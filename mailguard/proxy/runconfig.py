@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mailguard.proxy.limits import SessionLimits
 from mailguard.scan.policy import Policy
 from mailguard.settings.types import parse_address_range, parse_hostport
 
@@ -66,6 +67,7 @@ class RunConfig:
     quarantine_dir: Path | None
     #: transparent mode's plan (transparent_plan.py); None in explicit mode
     transparent: Any = None
+    limits: SessionLimits = field(default_factory=SessionLimits)
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -95,6 +97,7 @@ class RunConfig:
             policy=policy,
             quarantine_dir=quarantine_dir,
             transparent=transparent,
+            limits=SessionLimits.from_settings(settings),
         )
 
     @property

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 from mailguard.errors import EngineError
 from mailguard.proxy.conn import Conn
 from mailguard.proxy.detection import DetectionWatch, with_policy
+from mailguard.proxy.limits import Admission
 from mailguard.proxy.runconfig import RunConfig
 from mailguard.proxy.scanpool import ScanPool
-from mailguard.proxy.session import IDLE_TIMEOUT, SessionHost, run_session
+from mailguard.proxy.session import IDLE_TIMEOUT, SessionHost, refuse_at_limit, run_session
 from mailguard.proxy.upstream import TlsKit
 
 if TYPE_CHECKING:
@@ -40,7 +41,13 @@ COUNTERS = (
     # sessions on a port in no protocol list that were not recognised as POP3 or IMAP
     # (protocol-filtering.unrecognized decides whether they were blocked or relayed)
     "unrecognized",
+    # limits.* (proxy/limits.py): connections refused at a session cap; sessions ended by a
+    # time-out (login, server); sessions ended because an answer passed limits.max-message-size
+    "refused", "timed_out", "oversized",
 )
+# Refusals being told to their clients at once; past this a refused connection is just closed,
+# so a flood costs no more than this many small tasks.
+MAX_REFUSING = 64
 # Pending connections the kernel queues per listener before we accept them.
 LISTEN_BACKLOG = 1024
 
@@ -65,6 +72,8 @@ class FilterServer(SessionHost):
         self._upstreams: dict[_ListenKey, tuple[str, int] | None] = {}
         self._sessions: set[asyncio.Task[None]] = set()
         self._live: set[Conn] = set()
+        self._admission = Admission()
+        self._refusing: set[asyncio.Task[None]] = set()
         self._session_number = 0
         self._started = False
         #: transparent mode: address families without a listener here, and why (the rules block them)
@@ -120,6 +129,8 @@ class FilterServer(SessionHost):
     async def stop(self, grace: float) -> None:
         await self.detection.stop()
         await self._close_listeners(list(self._listeners))
+        for refusing in list(self._refusing):
+            refusing.cancel()
         self.draining.set()
         if self._sessions:
             _, pending = await asyncio.wait(set(self._sessions), timeout=grace)
@@ -142,6 +153,8 @@ class FilterServer(SessionHost):
             ],
             "protection": self._protection(),
             "active_sessions": len(self._sessions),
+            "limits": {"max_sessions": self.config.limits.max_sessions,
+                       "max_sessions_per_client": self.config.limits.max_sessions_per_client},
             "pool": {"kind": self.pool.kind, "workers": self.pool.workers} if self._started else None,
             "counters": counters,
             "detection": self.detection.status() if self._started else None,
@@ -227,6 +240,12 @@ class FilterServer(SessionHost):
         if upstream is None:
             conn.abort()
             return
+        address = (conn.peer() or ("?", 0))[0]
+        refusal = self._admission.refusal(self.config.limits, address)
+        if refusal is not None:
+            self._refuse(conn, upstream, refusal, transparent=mark)
+            return
+        self._admission.enter(address)
         self._live.add(conn)
         task = asyncio.get_running_loop().create_task(
             run_session(self, conn, upstream, self._session_number, mark_upstream=mark),
@@ -235,9 +254,23 @@ class FilterServer(SessionHost):
         self._sessions.add(task)
 
         def finished(task: asyncio.Task[None]) -> None:
+            self._admission.leave(address)
             self._sessions.discard(task)
             self._live.discard(conn)
             self.counters["bytes"] += conn.bytes_in + conn.bytes_out
 
         task.add_done_callback(finished)
 
+
+    def _refuse(self, conn: Conn, upstream: tuple[str, int], reason: str, *, transparent: bool) -> None:
+        self.count("refused")
+        reported = self._admission.should_log_refusal()
+        if reported:
+            log.warning("refused %d connection%s: %s", reported, "" if reported == 1 else "s", reason)
+        if len(self._refusing) >= MAX_REFUSING:
+            conn.abort()
+            return
+        task = asyncio.get_running_loop().create_task(
+            refuse_at_limit(self, conn, upstream, reason, transparent=transparent))
+        self._refusing.add(task)
+        task.add_done_callback(self._refusing.discard)

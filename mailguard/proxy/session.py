@@ -51,6 +51,7 @@ from mailguard.errors import MailguardError
 from mailguard.protocols.clienthello import INCOMPLETE, INVALID, MAX_CLIENT_HELLO, Hello, parse_client_hello
 from mailguard.protocols.sniff import GREETING_TIMEOUT, GreetingSniffer, Kind
 from mailguard.proxy.conn import Conn
+from mailguard.proxy.limits import refusal_line
 from mailguard.proxy.relay import relay
 from mailguard.proxy.upstream import (
     TlsKit, UpstreamRefused, connect_upstream, require_client_name, upgrade_upstream,
@@ -61,8 +62,10 @@ if TYPE_CHECKING:
     from mailguard.proxy.runconfig import RunConfig
     from mailguard.proxy.scanpool import ScanPool
 
-__all__ = ["PROTOCOL_HANDLERS", "ClientTold", "Handler", "SessionContext", "SessionHost", "peek_client_hello",
-           "refuse_over_tls", "run_session"]
+__all__ = [
+    "PROTOCOL_HANDLERS", "ClientTold", "Handler", "SessionContext", "SessionHost", "peek_client_hello",
+    "refuse_at_limit", "refuse_over_tls", "run_session",
+]
 
 log = logging.getLogger("mailguard.proxy")
 
@@ -101,8 +104,12 @@ class SessionContext:
     client_early: bytes
     source: str
     log: logging.LoggerAdapter = field(repr=False, default=None)  # type: ignore[assignment]
+    #: set by the protocol handler: whether the client has logged in (limits.login-timeout)
+    authenticated: Callable[[], bool] = field(repr=False, default=lambda: False)
 
     def relay(self, *, client_early: bytes = b"", server_early: bytes = b"") -> Awaitable[None]:
+        # What passes a byte relay is not ours to judge: no login time-out from here on.
+        self.authenticated = lambda: True
         return relay(self.client, self.upstream, client_early=client_early,
                      server_early=server_early, idle_timeout=self.host.idle_timeout)
 
@@ -230,7 +237,7 @@ async def run_session(host: SessionHost, client: Conn, upstream_addr: tuple[str,
         elif not config.protocols.get(protocol, False):
             await relay_unscanned(ctx, f"{protocol.upper()} (scanning disabled)")
         else:
-            await PROTOCOL_HANDLERS[kind.value](ctx)
+            await _until_logged_in(ctx, protocol, PROTOCOL_HANDLERS[kind.value](ctx))
     except asyncio.CancelledError:
         raise
     except Exception:  # noqa: BLE001 - one session's bug must not take the server down
@@ -261,6 +268,28 @@ async def _unrecognized(ctx: SessionContext, reason: str | None) -> None:
     else:
         ctx.log.warning("unrecognized session (%s): closed (protocol-filtering.unrecognized = block)", why)
         await ctx.client.linger()
+
+
+async def _until_logged_in(ctx: SessionContext, protocol: str, handling: Awaitable[None]) -> None:
+    """Run the handler; a client not logged in ``limits.login-timeout`` after it connected is
+    told (``-ERR [SYS/TEMP]`` / ``* BYE [UNAVAILABLE]``) and the session ended, so a client that
+    connects and idles holds a session slot for that long, not for the 30-minute idle time-out.
+    The answer goes between two whole answers of the handler: each is one write."""
+    task = asyncio.ensure_future(handling)
+    limit = ctx.config.limits.login_timeout
+    try:
+        done, _ = await asyncio.wait({task}, timeout=limit)
+        if not done and not ctx.authenticated():
+            ctx.log.info("not logged in within %gs (limits.login-timeout): closing", limit)
+            ctx.host.count("timed_out")
+            ctx.client.write(refusal_line(protocol, f"not logged in within {limit:g}s, closing"))
+            task.cancel()
+            await asyncio.wait({task})
+            await ctx.client.drain()
+            return
+        await task
+    finally:
+        task.cancel()
 
 
 # How much of the client's first flight is peeked at, and how often, while waiting for the
@@ -354,6 +383,32 @@ async def refuse_over_tls(host: SessionHost, client: Conn, protocol: str | None,
     except (OSError, ConnectionError, asyncio.TimeoutError):
         return
     await _tell_client(client, protocol, reason)
+
+
+async def refuse_at_limit(host: SessionHost, client: Conn, upstream: tuple[str, int], reason: str,
+                          *, transparent: bool) -> None:
+    """Tell a client refused at a session limit why, in the protocol of the port it came for
+    (``-ERR [SYS/TEMP]`` / ``* BYE [UNAVAILABLE]``: try again later), then close. The server is
+    never contacted: that is what the limit spares it. On an implicit-TLS port the answer needs
+    our TLS first; transparent mode knows no name for a leaf there, so the client is just closed."""
+    config = host.config
+    name, port = upstream
+    implicit = config.implicit_tls_protocol(port)
+    try:
+        if implicit:
+            if transparent or not host.tls.can_intercept:
+                return
+            await client.start_tls(host.tls.client_context([name], None), server_side=True,
+                                   timeout=host.greeting_timeout)
+        line = refusal_line(_protocol_of(implicit, port, config), reason)
+        if line:
+            client.write(line)
+            await client.drain()
+            await client.linger()
+    except (OSError, ConnectionError, asyncio.TimeoutError):
+        pass
+    finally:
+        client.close()
 
 
 def _protocol_of(implicit: str | None, port: int, config: "RunConfig") -> str | None:

@@ -58,6 +58,7 @@ OUTLOOK_BLOCKED_TYPES = (
     "udl", "url", "vb", "vbe", "vbp", "vbs", "vhd", "vhdx", "vsmacros", "vsw", "webpnp", "website", "ws",
     "wsb", "wsc", "wsf", "wsh", "xbap", "xll", "xnk",
 )
+_LIMITS = "web-and-email.protocol-filtering.limits."
 
 
 def _ec(suffix: str) -> str:
@@ -90,6 +91,26 @@ _SETTINGS = [
             "session that does not follow it is refused, never relayed."),
     Setting("web-and-email.protocol-filtering.excluded-ips", AddressList(), [],
             "Traffic to or from these IPs, CIDR networks or A-B ranges is relayed without scanning."),
+    # Limits on what sessions may cost (docs/settings.md): defaults a desktop and a small-office
+    # gateway both live with; what happens at each is logged and counted in `status --json`.
+    Setting(_LIMITS + "max-sessions", Int(minimum=1, maximum=1_000_000), 1000,
+            "Most sessions open at once; a client over it is refused (POP3 -ERR [SYS/TEMP], IMAP "
+            "* BYE [UNAVAILABLE]) and counted as refused."),
+    Setting(_LIMITS + "max-sessions-per-client", Int(minimum=1, maximum=1_000_000), 100,
+            "Most sessions open at once from one client address; refused as max-sessions."),
+    Setting(_LIMITS + "login-timeout", Duration(), 120.0,
+            "A client that has not logged in this long after connecting is told and disconnected "
+            "(counted as timed out)."),
+    Setting(_LIMITS + "server-timeout", Duration(), 120.0,
+            "A server silent this long in the middle of an answer, or while an answer is due, ends the "
+            "session; the client is told where the protocol allows (counted as timed out)."),
+    Setting(_LIMITS + "max-session-buffer", Size(minimum=16 * 1024), 256 * 1024,
+            "Bytes one session reads from a peer ahead of the other peer taking them, per direction; "
+            "reading stops there until the other side catches up. A message held whole for scanning is "
+            "bounded by threatsense.limits.max-object-size instead."),
+    Setting(_LIMITS + "max-message-size", Size(), 1024**3,
+            "Largest message passed on at all: one over max-object-size is streamed unscanned (or "
+            "refused) up to this size; an answer past it ends the session."),
     Setting(_ec("protocols.enabled"), Bool(), True,
             "Email protection by protocol filtering. Off: mail is relayed unscanned, never blocked. "
             "'mailguard enable' and 'mailguard disable' set it."),

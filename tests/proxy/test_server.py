@@ -38,7 +38,10 @@ def test_a_thousand_concurrent_sessions() -> None:
     message = clean_message(1)
 
     async def scenario() -> None:
-        async with Pop3TestServer([message]) as upstream, filter_server(upstream.port) as (server, port):
+        async with Pop3TestServer([message]) as upstream, filter_server(upstream.port, values={
+            # every client here is 127.0.0.1
+            "web-and-email.protocol-filtering.limits.max-sessions-per-client": 1000,
+        }) as (server, port):
             results = await asyncio.gather(*(_pop3_fetch(port) for _ in range(1000)), return_exceptions=True)
             failures = [r for r in results if isinstance(r, BaseException)]
             assert not failures, failures[:3]

@@ -1,0 +1,293 @@
+"""protocol-filtering.limits.*: session caps, time-outs, backpressure and answers past every limit.
+
+Each test waits on an event (a line read, a connection closed, the engine pausing a leg), with
+generous time-outs only as a safety net; memory is measured as bytes the engine has read from
+one peer and not yet handed to the kernel for the other, never by time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from mailguard.proxy import session as session_module
+from mailguard.proxy.conn import Conn
+from tests.proxy.harness import EC, filter_server, run
+from tests.proxy.pop3server import Pop3TestServer
+
+LIMITS = "web-and-email.protocol-filtering.limits."
+MiB = 1024 * 1024
+
+pytestmark = pytest.mark.integration
+
+
+@contextlib.asynccontextmanager
+async def scripted_server(serve: Callable[[asyncio.StreamReader, asyncio.StreamWriter], object]
+                          ) -> AsyncIterator[int]:
+    """A loopback server running ``serve(reader, writer)`` per connection; yields its port."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        tasks.add(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            await serve(reader, writer)  # type: ignore[misc]
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(session, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for task in tasks:
+            task.cancel()
+
+
+async def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A server that never greets: a session to it stays in its greeting wait."""
+    await reader.read()
+
+
+class EndlessRetr:
+    """A POP3 server whose RETR answer is ``total`` bytes of lines (None: never ends)."""
+
+    def __init__(self, total: int | None = None) -> None:
+        self.total = total
+        self.sent = 0
+        self.finished = asyncio.Event()
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"+OK endless POP3 ready\r\n")
+        while line := await reader.readline():
+            verb = line.split()[0].upper() if line.split() else b""
+            if verb != b"RETR":
+                writer.write(b"+OK\r\n" if verb != b"QUIT" else b"+OK bye\r\n")
+                continue
+            writer.write(b"+OK message follows\r\nSubject: endless\r\n\r\n")
+            block = b"x" * 1022 + b"\r\n"
+            chunk = block * 64
+            while self.total is None or self.sent < self.total:
+                writer.write(chunk)
+                self.sent += len(chunk)
+                await writer.drain()
+            writer.write(b".\r\n")
+            await writer.drain()
+            self.finished.set()
+
+
+async def _read_line(reader: asyncio.StreamReader) -> bytes:
+    return await asyncio.wait_for(reader.readline(), 30)
+
+
+async def _login(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    assert (await _read_line(reader)).startswith(b"+OK")
+    writer.write(b"USER u\r\nPASS p\r\n")
+    assert (await _read_line(reader)).startswith(b"+OK")
+    assert (await _read_line(reader)).startswith(b"+OK")
+
+
+# --- session caps ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("protocol, answer", [
+    ("pop3", b"-ERR [SYS/TEMP] mailguard: too many sessions"),
+    ("imap", b"* BYE [UNAVAILABLE] mailguard: too many sessions"),
+])
+@pytest.mark.parametrize("limit", ["max-sessions", "max-sessions-per-client"])
+def test_a_client_over_a_session_cap_is_refused_in_its_protocol(protocol: str, answer: bytes, limit: str) -> None:
+    async def scenario() -> None:
+        async with scripted_server(_silent) as upstream, filter_server(upstream, values={
+            LIMITS + limit: 1, EC + f"protocols.{protocol}.ports": [upstream],
+        }) as (server, port):
+            _, first = await asyncio.open_connection("127.0.0.1", port)
+            while server.snapshot()["active_sessions"] < 1:  # the first session is admitted
+                await asyncio.sleep(0.01)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            line = await _read_line(reader)
+            assert line.startswith(answer), line
+            assert await asyncio.wait_for(reader.read(), 30) == b""  # then closed
+            counters = server.snapshot()["counters"]
+            assert counters["refused"] == 1 and server.snapshot()["active_sessions"] == 1
+            first.close()
+            writer.close()
+
+    run(scenario())
+
+
+def test_a_refused_client_does_not_reach_the_server() -> None:
+    accepted = 0
+
+    async def counting(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        await reader.read()
+
+    async def scenario() -> None:
+        async with scripted_server(counting) as upstream, filter_server(upstream, values={
+            LIMITS + "max-sessions": 1, EC + "protocols.pop3.ports": [upstream],
+        }) as (server, port):
+            _, first = await asyncio.open_connection("127.0.0.1", port)
+            while accepted < 1:
+                await asyncio.sleep(0.01)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            assert (await _read_line(reader)).startswith(b"-ERR [SYS/TEMP]")
+            assert await asyncio.wait_for(reader.read(), 30) == b""
+            assert accepted == 1
+            first.close()
+            writer.close()
+
+    run(scenario())
+
+
+# --- time-outs -------------------------------------------------------------------------------
+
+def test_a_pop3_client_that_never_logs_in_is_told_and_closed() -> None:
+    async def scenario() -> None:
+        async with Pop3TestServer([b"Subject: x\r\n\r\nx\r\n"]) as upstream, filter_server(
+            upstream.port, values={LIMITS + "login-timeout": 0.5}
+        ) as (server, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            assert (await _read_line(reader)).startswith(b"+OK")
+            line = await _read_line(reader)  # sending nothing
+            assert line.startswith(b"-ERR [SYS/TEMP] mailguard: not logged in within 0.5s"), line
+            assert await asyncio.wait_for(reader.read(), 30) == b""
+            assert server.snapshot()["counters"]["timed_out"] == 1
+            writer.close()
+
+    run(scenario())
+
+
+def test_a_logged_in_pop3_client_is_not_timed_out_by_the_login_limit() -> None:
+    async def scenario() -> None:
+        async with Pop3TestServer([b"Subject: x\r\n\r\nx\r\n"]) as upstream, filter_server(
+            upstream.port, values={LIMITS + "login-timeout": 0.3, LIMITS + "server-timeout": 0.3}
+        ) as (server, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            await _login(reader, writer)
+            # Past both limits (a client may think for a while): the session is still served.
+            await asyncio.sleep(1.0)
+            writer.write(b"STAT\r\n")
+            assert (await _read_line(reader)).startswith(b"+OK 1 ")
+            assert server.snapshot()["counters"]["timed_out"] == 0
+            writer.close()
+
+    run(scenario())
+
+
+async def _imap_greeter(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"* OK [CAPABILITY IMAP4rev1] test IMAP ready\r\n")
+    await reader.read()
+
+
+def test_an_imap_client_that_never_logs_in_gets_bye_unavailable() -> None:
+    async def scenario() -> None:
+        async with scripted_server(_imap_greeter) as upstream, filter_server(
+            upstream, values={LIMITS + "login-timeout": 0.5}
+        ) as (server, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            assert (await _read_line(reader)).startswith(b"* OK")
+            line = await _read_line(reader)
+            assert line.startswith(b"* BYE [UNAVAILABLE] mailguard: not logged in within 0.5s"), line
+            assert await asyncio.wait_for(reader.read(), 30) == b""
+            assert server.snapshot()["counters"]["timed_out"] == 1
+            writer.close()
+
+    run(scenario())
+
+
+def test_a_pop3_server_silent_in_an_answer_ends_the_session() -> None:
+    async def stalls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"+OK ready\r\n")
+        while line := await reader.readline():
+            if line.upper().startswith(b"RETR"):
+                writer.write(b"+OK message follows\r\nSubject: half\r\n")  # and nothing more
+            else:
+                writer.write(b"+OK\r\n")
+
+    async def scenario() -> None:
+        async with scripted_server(stalls) as upstream, filter_server(
+            upstream, values={LIMITS + "server-timeout": 0.5}
+        ) as (server, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            await _login(reader, writer)
+            writer.write(b"RETR 1\r\n")
+            line = await _read_line(reader)
+            assert line.startswith(b"-ERR [SYS/TEMP] mailguard: the server stopped answering"), line
+            assert await asyncio.wait_for(reader.read(), 30) == b""
+            assert server.snapshot()["counters"]["timed_out"] == 1
+            writer.close()
+
+    run(scenario())
+
+
+# --- backpressure and answers past every limit --------------------------------------------------
+
+@contextlib.contextmanager
+def upstream_legs(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[Conn]]:
+    """The engine's server-side connections, as sessions open them."""
+    legs: list[Conn] = []
+    original = session_module.connect_upstream
+
+    async def recording(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        conn = await original(*args, **kwargs)
+        legs.append(conn)
+        return conn
+
+    monkeypatch.setattr(session_module, "connect_upstream", recording)
+    yield legs
+
+
+def test_a_slow_reader_of_a_streamed_answer_keeps_the_engine_buffer_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A message over max-object-size is streamed; a client that stops reading must stop the
+    engine reading the server, not make it hold the difference (issue: 220 MB/s of growth)."""
+    endless = EndlessRetr(total=256 * MiB)
+
+    async def scenario() -> None:
+        with upstream_legs(monkeypatch) as legs:
+            async with scripted_server(endless) as upstream, filter_server(upstream, values={
+                EC + "threatsense.limits.max-object-size": 64 * 1024,
+            }) as (server, port):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=64 * 1024)
+                await _login(reader, writer)
+                writer.write(b"RETR 1\r\n")
+                assert (await _read_line(reader)).startswith(b"+OK")
+                # The client reads no more. Wait for the engine to stop reading the server, or
+                # for the server to have sent everything (what an unbounded engine lets it do).
+                [leg] = legs
+                (client_leg,) = server._live
+                for _ in range(6000):
+                    if not leg.transport.is_reading() or endless.finished.is_set():  # type: ignore[union-attr]
+                        break
+                    await asyncio.sleep(0.01)
+                held = leg.bytes_in - (client_leg.bytes_out - client_leg.transport.get_write_buffer_size())  # type: ignore[union-attr]
+                assert not endless.finished.is_set()
+                assert held < 2 * MiB, f"the engine holds {held} bytes for a client that does not read"
+                writer.close()
+
+    run(scenario(), timeout=120)
+
+
+def test_an_answer_that_never_ends_ends_the_session() -> None:
+    endless = EndlessRetr(total=None)
+
+    async def scenario() -> None:
+        async with scripted_server(endless) as upstream, filter_server(upstream, values={
+            EC + "threatsense.limits.max-object-size": 64 * 1024, LIMITS + "max-message-size": 4 * MiB,
+        }) as (server, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            await _login(reader, writer)
+            writer.write(b"RETR 1\r\n")
+            assert (await _read_line(reader)).startswith(b"+OK")
+            received = 0
+            while chunk := await asyncio.wait_for(reader.read(1 << 20), 30):
+                received += len(chunk)
+                assert received < 8 * MiB, "the answer is still being passed on"
+            assert received <= 4 * MiB + 64 * 1024
+            assert server.snapshot()["counters"]["oversized"] == 1
+            writer.close()
+
+    run(scenario(), timeout=120)

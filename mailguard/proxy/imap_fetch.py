@@ -198,6 +198,15 @@ class FetchInterception:
             in_set = uid in self.sequence if self.request.uid and uid is not None else data.number in self.sequence
             body = _first_window(data) if self.bodies_at_once else None
             expected = data.carries_content == (body is not None)
+            if self.bodies_at_once and data.carries_content and body is None:
+                # Text, but not the <0.N> window we asked for: a server that ignores partials
+                # (RFC 9051 §6.4.5) answers with BODY[] whole, and dropping it as unsolicited
+                # ended the client's FETCH OK with no data. Those bytes are not what we asked
+                # for and are not used; the message is fetched again in the plain form
+                # (BODY.PEEK[], the two-trip path) and scanned as any other.
+                (self.session.context.log or log).warning(
+                    "the server answered our BODY.PEEK[]<0.N> with another form; fetching the message whole")
+                expected, self.bodies_at_once = True, False
             if uid is not None:
                 self.session.view.learn(data.number, uid)
             if uid is not None and in_set and expected:

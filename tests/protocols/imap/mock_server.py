@@ -34,6 +34,8 @@ class MockImapServer:
     tls: ssl.SSLContext | None = None
     #: answer FETCH items in the reverse of the requested order
     reverse_items: bool = False
+    #: answer BODY[]<o.l> with the whole BODY[], as a server that ignores partials does
+    ignore_partial: bool = False
     seen: set[int] = field(default_factory=set)
     received: list[bytes] = field(default_factory=list)
     port: int = 0
@@ -135,7 +137,7 @@ class MockImapServer:
                 elif att.name == "BODYSTRUCTURE":
                     items.append(b'BODYSTRUCTURE ("text" "plain" NIL NIL NIL "7bit" %d 1 NIL NIL NIL NIL)' % len(message))
                 elif att.name in ("BODY.PEEK", "BODY") and att.section == b"":
-                    if att.origin is not None and att.length is not None:
+                    if att.origin is not None and att.length is not None and not self.ignore_partial:
                         window = message[att.origin : att.origin + att.length]
                         items.append(b"BODY[]<%d> {%d}\r\n" % (att.origin, len(window)) + window)
                     else:

@@ -23,7 +23,9 @@ from typing import Any, Protocol
 
 from mailguard.errors import MailguardError, RemoteProtocolError
 from mailguard.protocols.imap import capabilities as caps
-from mailguard.protocols.imap.commands import Command, CommandReader, ContinuationData, Reply
+from mailguard.protocols.imap.commands import (
+    AppendPart, Command, CommandReader, ContinuationData, LiteralChunk, Reply,
+)
 from mailguard.protocols.imap.gate import Gate, check_framing
 from mailguard.protocols.imap.limits import DEFAULT_LIMITS, ImapLimits
 from mailguard.protocols.imap.responses import NEED_DATA, Kind, Response, ResponseReader
@@ -94,6 +96,10 @@ class ImapContext:
     host: Any = None
     #: the session's logger (engine sessions name the session in each line)
     log: Any = None
+    #: unframed bytes a side may hold before we stop reading it (limits.max-session-buffer)
+    read_high_water: int = READ_HIGH_WATER
+    #: a server silent this long in the middle of a response ends the session (limits.server-timeout)
+    server_timeout: float | None = None
 
 
 class SwitchToRelay(Exception):
@@ -108,9 +114,13 @@ class SwitchToRelay(Exception):
 class Side:
     """A connection whose bytes feed a sans-I/O reader; ``next_event`` awaits the next event."""
 
-    def __init__(self, conn: Conn, reader: CommandReader | ResponseReader, early: bytes = b"") -> None:
+    def __init__(self, conn: Conn, reader: CommandReader | ResponseReader, early: bytes = b"",
+                 high_water: int = READ_HIGH_WATER, partial_timeout: float | None = None) -> None:
         self.conn = conn
         self.reader = reader
+        self.high_water = high_water
+        #: silence allowed while part of an item is buffered, when ``next_event`` has no time-out
+        self.partial_timeout = partial_timeout
         self.eof = False
         self._ready = asyncio.Event()
         # b"" means end of stream to the readers: only real bytes are fed here.
@@ -126,7 +136,7 @@ class Side:
                 return
             self.eof = True
         self.reader.receive_data(data)
-        if self.reader.unframed > READ_HIGH_WATER:
+        if self.reader.unframed > self.high_water:
             self.conn.set_reading(False)
         self._ready.set()
 
@@ -140,7 +150,10 @@ class Side:
                 return None
             self.conn.set_reading(True)
             self._ready.clear()
-            await asyncio.wait_for(self._ready.wait(), timeout)
+            wait = timeout
+            if wait is None and self.reader.buffered:
+                wait = self.partial_timeout
+            await asyncio.wait_for(self._ready.wait(), wait)
 
     def write(self, data: bytes) -> None:
         self.conn.write(data)
@@ -150,8 +163,9 @@ class ImapSession:
     def __init__(self, client: Conn, upstream: Conn, context: ImapContext, *, client_early: bytes = b"",
                  upstream_early: bytes = b"") -> None:
         self.context = context
-        self.client = Side(client, CommandReader(context.limits), client_early)
-        self.upstream = Side(upstream, ResponseReader(context.limits), upstream_early)
+        self.client = Side(client, CommandReader(context.limits), client_early, context.read_high_water)
+        self.upstream = Side(upstream, ResponseReader(context.limits), upstream_early, context.read_high_water,
+                             context.server_timeout)
         #: tags forwarded upstream and not yet completed
         self.outstanding: set[bytes] = set()
         self._quiet = asyncio.Event()
@@ -348,6 +362,10 @@ class ImapSession:
                                               "response after a continuation request")
                 self.identity.on_auth_line(event)
                 self.send_upstream(event.raw)
+            elif isinstance(event, LiteralChunk):
+                self.send_upstream(event.data)  # the drain below is the backpressure
+            elif isinstance(event, AppendPart):
+                await self._append_part(event)
             else:
                 await self._on_command(event)
             await self.upstream.conn.drain()
@@ -396,6 +414,63 @@ class ImapSession:
         self.client.reader.command_completed(command.tag)  # IDLE, AUTHENTICATE: no continuation
         self.send_client(command.tag + b" " + text)
 
+    async def _append_part(self, part: AppendPart) -> None:
+        """An upload (APPEND) streamed to the server as the client sends it, never held whole.
+
+        What is scanned on upload: nothing. An APPEND is the user's own mail going to the user's
+        own mailbox (Sent, Drafts, a copy moved in from elsewhere); default deny
+        (docs/architecture.md#default-deny) is about what reaches the client unscanned, and
+        whatever is uploaded is scanned like any other message when a client fetches it back."""
+        if part.first:
+            command = Command(raw=part.data, tag=part.tag, name="APPEND",
+                              args_at=part.data.upper().find(b" APPEND") + len(b" APPEND"))
+            refused = self.gate.refusal(command)
+            if refused is not None:
+                (self.context.log or log).warning("refused the client command APPEND")
+                if part.literal is not None and not part.literal.sync:
+                    # Its literal is on its way and would be read as commands: ended instead.
+                    raise RemoteProtocolError("APPEND refused, with its literal already sent; closing")
+                self.client.reader.literal_refused()
+                self.refuse(command, refused)
+                return
+            await self.readahead.settle()
+            await self.wait_quiet()
+            self.gate.sent(command)
+            self.outstanding.add(part.tag)
+            self._quiet.clear()
+        self.send_upstream(part.data)
+        if part.literal is None or not part.literal.sync:
+            return
+        # A synchronising literal (RFC 9051 §4.3): the client waits for "+", and so must we,
+        # from the server, before passing it on; a tagged answer instead (NO [TOOBIG], say)
+        # is relayed and the client sends no literal.
+        refused = await self._server_continuation(part.tag)
+        if refused:
+            self.client.reader.literal_refused()
+        else:
+            self.send_client(b"+ Ready for literal data\r\n")
+
+    async def _server_continuation(self, tag: bytes) -> bool:
+        """Wait for the server's "+" to our literal (not relayed: the client gets ours); True
+        when ``tag`` was answered instead. Other responses pass on as they come."""
+        answered: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+        async def watch(response: Response) -> None:
+            if not answered.done():
+                if response.kind is Kind.CONTINUATION:
+                    answered.set_result(False)
+                    return
+                if response.kind is Kind.TAGGED and response.tag == tag:
+                    answered.set_result(True)
+            self.relay(response)
+            await self.client.conn.drain()
+
+        self.interceptor = watch
+        try:
+            return await asyncio.wait_for(answered, self.context.answer_timeout)
+        finally:
+            self.interceptor = None
+
     def forward(self, tag: bytes, raw: bytes) -> None:
         self.outstanding.add(tag)
         self._quiet.clear()
@@ -440,7 +515,15 @@ class ImapSession:
 
     async def _upstream_loop(self) -> None:
         while True:
-            response = await self.upstream.next_event(None)
+            try:
+                response = await self.upstream.next_event(None)
+            except asyncio.TimeoutError:
+                # Silent in the middle of a response (limits.server-timeout): the client is
+                # told with BYE rather than left waiting (RFC 5530 §3, UNAVAILABLE).
+                if self.context.host is not None:
+                    self.context.host.count("timed_out")
+                raise RemoteProtocolError(f"[UNAVAILABLE] the server stopped in the middle of a response "
+                                          f"for {self.upstream.partial_timeout:g}s") from None
             if response is None:
                 return
             if self.interceptor is not None:

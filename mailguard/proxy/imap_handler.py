@@ -37,10 +37,12 @@ def imap_context(ctx: SessionContext) -> ImapContext:
     paths = getattr(host, "paths", None)
     state_dir = getattr(paths, "state_dir", None)
     largest = config.policy.max_object_size
+    session_limits = config.limits
     limits = ImapLimits(
         max_response_literal=largest + _RESPONSE_SLACK,
         max_response_size=largest + 2 * _RESPONSE_SLACK,
-        max_append_literal=largest,
+        # An upload is streamed, not held (commands.py): its cap is what may pass at all.
+        max_append_literal=max(largest, session_limits.max_message_size),
         max_command_size=largest + _RESPONSE_SLACK,
     )
     cache = _cache_for(state_dir)
@@ -57,6 +59,8 @@ def imap_context(ctx: SessionContext) -> ImapContext:
         draining=host.draining,
         host=host,
         log=ctx.log,
+        read_high_water=session_limits.max_session_buffer,
+        server_timeout=session_limits.server_timeout,
     )
     if config.ssl_enabled and host.tls.can_intercept and not ctx.implicit_tls:
         from mailguard.proxy.upstream import needs_client_name, upgrade_upstream

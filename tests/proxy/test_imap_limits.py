@@ -30,3 +30,44 @@ def test_a_server_ignoring_the_partial_of_a_single_uid_fetch_still_serves_the_sc
         assert message in answer
     else:
         assert b"EICAR-STANDARD" not in answer and b"X-MailGuard-Result: infected" in answer
+
+
+# --- uploads: APPEND streamed to the server, never held whole --------------------------------------
+
+UPLOAD = b"From: me@example.org\r\nSubject: saved\r\n\r\n" + b"y" * 3_000_000 + b"\r\n"
+
+
+@pytest.mark.parametrize("marker", [b"{%d}", b"{%d+}"])
+def test_an_append_reaches_the_server_byte_for_byte(marker: bytes) -> None:
+    server = MockImapServer([SIMPLE])
+    out: list[bytes] = []
+
+    async def body(client: Client, _: ImapContext) -> None:
+        await login_select(client)
+        await client.send(b"a APPEND Sent (\\Seen) " + marker % len(UPLOAD) + b"\r\n")
+        if marker == b"{%d}":
+            out.append(await client.reader.readline())  # the "+", given once the server gave one
+        await client.send(UPLOAD + b"\r\n")
+        out.append(await client.until(b"a"))
+        out.append(await client.command(b"b", b"NOOP"))
+
+    run(run_case(server, body))
+    expected = b"a APPEND Sent (\\Seen) " + marker % len(UPLOAD) + b"\r\n" + UPLOAD + b"\r\n"
+    assert expected in server.received
+    assert out[-2].startswith(b"a OK [APPENDUID") and b"b OK" in out[-1]
+    if marker == b"{%d}":
+        assert out[0].startswith(b"+ ")
+
+
+def test_an_append_the_server_refuses_before_the_literal_is_answered_and_not_sent() -> None:
+    server = MockImapServer([SIMPLE], append_refusal=b"NO [TOOBIG] over quota\r\n")
+    out: list[bytes] = []
+
+    async def body(client: Client, _: ImapContext) -> None:
+        await login_select(client)
+        out.append(await client.command(b"a", b"APPEND Sent {%d}" % len(UPLOAD)))
+        out.append(await client.command(b"b", b"NOOP"))
+
+    run(run_case(server, body))
+    assert out[0] == b"a NO [TOOBIG] over quota\r\n"
+    assert b"b OK" in out[1]

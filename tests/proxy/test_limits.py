@@ -291,3 +291,87 @@ def test_an_answer_that_never_ends_ends_the_session() -> None:
             writer.close()
 
     run(scenario(), timeout=120)
+
+
+class StalledAppend:
+    """An IMAP server that says "+" to an APPEND literal and then reads no more."""
+
+    def __init__(self) -> None:
+        self.stalled = asyncio.Event()
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"* OK [CAPABILITY IMAP4rev1] ready\r\n")
+        while line := await reader.readline():
+            tag, _, rest = line.partition(b" ")
+            if rest.upper().startswith(b"APPEND"):
+                writer.write(b"+ go ahead\r\n")
+                await writer.drain()
+                self.stalled.set()
+                await asyncio.Event().wait()  # never reads the literal
+            writer.write(tag + b" OK done\r\n")
+
+
+def test_an_append_of_a_large_literal_keeps_the_engine_buffer_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upload is streamed: when the server stops taking it, the engine stops reading the
+    client, rather than holding the message (three 59 MB uploads raised RSS by 149 MB)."""
+    server_side = StalledAppend()
+    size = 64 * MiB
+
+    async def scenario() -> None:
+        with upstream_legs(monkeypatch) as legs:
+            async with scripted_server(server_side) as upstream, filter_server(upstream) as (server, port):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                assert (await _read_line(reader)).startswith(b"* OK")
+                writer.write(b"a LOGIN u p\r\n")
+                assert (await _read_line(reader)).startswith(b"a OK")
+                writer.write(b"b APPEND Sent {%d}\r\n" % size)
+                assert (await _read_line(reader)).startswith(b"+ ")
+
+                async def upload() -> None:
+                    chunk = b"z" * MiB
+                    for _ in range(size // MiB):
+                        writer.write(chunk)
+                        await writer.drain()
+
+                uploading = asyncio.ensure_future(upload())
+                [leg] = legs
+                (client_leg,) = server._live
+                for _ in range(6000):
+                    if not client_leg.transport.is_reading() or uploading.done():  # type: ignore[union-attr]
+                        break
+                    await asyncio.sleep(0.01)
+                held = client_leg.bytes_in - (leg.bytes_out - leg.transport.get_write_buffer_size())  # type: ignore[union-attr]
+                assert not uploading.done(), "the whole upload was taken while the server read none of it"
+                assert held < 3 * MiB, f"the engine holds {held} bytes of an upload"
+                uploading.cancel()
+                writer.close()
+
+    run(scenario(), timeout=120)
+
+
+def test_an_imap_server_silent_in_the_middle_of_a_response_ends_the_session_with_bye() -> None:
+    async def stalls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"* OK [CAPABILITY IMAP4rev1] ready\r\n")
+        while line := await reader.readline():
+            tag, _, rest = line.partition(b" ")
+            if rest.upper().startswith(b"LIST"):
+                writer.write(b'* LIST () "/" {20}\r\nIN')  # and nothing more
+            else:
+                writer.write(tag + b" OK done\r\n")
+
+    async def scenario() -> None:
+        async with scripted_server(stalls) as upstream, filter_server(
+            upstream, values={LIMITS + "server-timeout": 0.5}
+        ) as (server, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            assert (await _read_line(reader)).startswith(b"* OK")
+            writer.write(b"a LOGIN u p\r\n")
+            assert (await _read_line(reader)).startswith(b"a OK")
+            writer.write(b'b LIST "" "*"\r\n')
+            line = await _read_line(reader)
+            assert line.startswith(b"* BYE [UNAVAILABLE] the server stopped in the middle of a response"), line
+            assert await asyncio.wait_for(reader.read(), 30) == b""
+            assert server.snapshot()["counters"]["timed_out"] == 1
+            writer.close()
+
+    run(scenario())

@@ -7,6 +7,13 @@ FETCH is only understood once all of it is known, and our own caps replace the s
 commands (RFC 2177 §3, RFC 9051 §6.2.2), so ``DONE`` is never mistaken for a tag. After
 ``STARTTLS`` the reader pauses: whatever the client sent behind it is injection (RFC 9051
 §6.2.1) and the session must look at ``buffered``.
+
+APPEND is the exception to collecting whole commands: its literal is the message being
+uploaded, as large as ``max_append_literal``, and nothing in it changes what the command
+means. It is handed out as it comes (``AppendPart`` up to each literal announcement, then
+``LiteralChunk``s), so the session streams it to the server and memory stays at what is
+buffered, not the message. The session, not the reader, answers a synchronising literal's
+``+`` then: only once the server has said ``+`` to it (RFC 9051 §7.5).
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import re
 from dataclasses import dataclass
 
 from mailguard.errors import RemoteProtocolError
-from mailguard.protocols.imap.framing import PieceFramer, literal_at_end, starts_a_string
+from mailguard.protocols.imap.framing import LiteralMarker, PieceFramer, literal_at_end, starts_a_string
 from mailguard.protocols.imap.limits import DEFAULT_LIMITS, ImapLimits
 from mailguard.protocols.imap.responses import NEED_DATA, NeedData
 
@@ -65,7 +72,27 @@ class Reply:
     ends_tag: bytes | None = None
 
 
-ClientEvent = Command | ContinuationData | Reply
+@dataclass(frozen=True)
+class AppendPart:
+    """Bytes of an APPEND, up to a literal announcement (``literal``) or to its end (None)."""
+
+    tag: bytes
+    data: bytes
+    #: the literal announced at the end of ``data``: ``LiteralChunk``s of it follow
+    literal: LiteralMarker | None
+    #: the first part of this command
+    first: bool
+
+
+@dataclass(frozen=True)
+class LiteralChunk:
+    """Octets of an APPEND literal, as they arrived."""
+
+    tag: bytes
+    data: bytes
+
+
+ClientEvent = Command | ContinuationData | Reply | AppendPart | LiteralChunk
 
 _LITERAL_GO_AHEAD = b"+ Ready for literal data\r\n"
 
@@ -119,6 +146,9 @@ class CommandReader(PieceFramer):
                 if not chunk:
                     return self._need_data()
                 self._literal_left -= len(chunk)
+                if self._streaming:
+                    assert self._head is not None
+                    return LiteralChunk(self._head[0], chunk)
                 if not self._discarding:
                     self._append(chunk)
                 continue
@@ -143,10 +173,20 @@ class CommandReader(PieceFramer):
             if marker is None:
                 if self._discarding:
                     return self._refuse(sync=False)
+                if self._streaming:
+                    return self._append_part(None)
                 return self._finish()
             if not starts_a_string(line, marker):
                 # The proxy and the server would frame the rest of the stream differently.
                 raise RemoteProtocolError(f"a literal announced where no string can start: {line[:80]!r}")
+            if self._head[1] == "APPEND" and not self._discarding:
+                if marker.size <= self.limits.max_append_literal:
+                    self._literal_left = marker.size
+                    return self._append_part(marker)
+                if self._streaming:
+                    # Part of this APPEND is at the server already: no NO can take it back.
+                    raise RemoteProtocolError(f"APPEND literal of {marker.size} bytes is over "
+                                              f"{self.limits.max_append_literal}")
             cap = self._literal_cap()
             if marker.size > cap or (not self._discarding and self._size + marker.size > self.limits.max_command_size):
                 if marker.sync:
@@ -163,6 +203,21 @@ class CommandReader(PieceFramer):
         if self._head[1] == "APPEND":
             return self.limits.max_append_literal
         return self.limits.max_command_literal
+
+    def _append_part(self, literal: LiteralMarker | None) -> AppendPart:
+        assert self._head is not None
+        tag = self._head[0]
+        part = AppendPart(tag, b"".join(self._pieces), literal, first=not self._streaming)
+        self._pieces, self._size = [], 0
+        self._streaming = literal is not None
+        if literal is None:
+            self._reset()
+        return part
+
+    def literal_refused(self) -> None:
+        """The server answered a streamed APPEND's synchronising literal with its tagged result
+        instead of ``+``: the client sends no literal, and the command is over."""
+        self._reset()
 
     def _append(self, piece: bytes) -> None:
         self._size += len(piece)
@@ -198,3 +253,5 @@ class CommandReader(PieceFramer):
         super()._reset()
         #: the command is refused: its remaining bytes are read and dropped (RFC 7888 §4)
         self._discarding = False
+        #: an APPEND being handed out as it comes (AppendPart, LiteralChunk)
+        self._streaming = False

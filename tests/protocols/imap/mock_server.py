@@ -12,7 +12,9 @@ import asyncio
 import ssl
 from dataclasses import dataclass, field
 
-from mailguard.protocols.imap.commands import Command, CommandReader, ContinuationData, Reply
+from mailguard.protocols.imap.commands import (
+    AppendPart, Command, CommandReader, ContinuationData, LiteralChunk, Reply,
+)
 from mailguard.protocols.imap.fetch import SequenceSet, parse_fetch
 from mailguard.protocols.imap.responses import NEED_DATA
 
@@ -36,6 +38,9 @@ class MockImapServer:
     reverse_items: bool = False
     #: answer BODY[]<o.l> with the whole BODY[], as a server that ignores partials does
     ignore_partial: bool = False
+    #: the answer (after the tag) to an APPEND's synchronising literal instead of "+"
+    append_refusal: bytes = b""
+    _appending: bytes = b""
     seen: set[int] = field(default_factory=set)
     received: list[bytes] = field(default_factory=list)
     port: int = 0
@@ -63,6 +68,10 @@ class MockImapServer:
                 if isinstance(event, Reply):
                     writer.write(event.data)
                     continue
+                if isinstance(event, (AppendPart, LiteralChunk)):
+                    if not await self._append(event, writer, machine):
+                        return
+                    continue
                 self.received.append(event.raw)
                 if isinstance(event, ContinuationData):
                     if event.raw.strip().upper() == b"DONE":
@@ -77,6 +86,27 @@ class MockImapServer:
                 await writer.drain()
         finally:
             writer.close()
+
+    async def _append(self, event: AppendPart | LiteralChunk, writer: asyncio.StreamWriter,
+                      machine: CommandReader) -> bool:
+        """APPEND, as the reader hands it out: "+" to each synchronising literal (or the
+        ``append_refusal`` instead of the first), the whole command kept in ``received``."""
+        self._appending += event.data
+        if isinstance(event, LiteralChunk) or event.literal is not None:
+            if isinstance(event, AppendPart) and event.literal is not None and event.literal.sync:
+                if self.append_refusal and event.first:
+                    writer.write(event.tag + b" " + self.append_refusal)
+                    machine.literal_refused()
+                    self._appending = b""
+                else:
+                    writer.write(b"+ go ahead\r\n")
+                await writer.drain()
+            return True
+        self.received.append(self._appending)
+        self._appending = b""
+        writer.write(event.tag + b" OK [APPENDUID 42 99] APPEND completed\r\n")
+        await writer.drain()
+        return True
 
     async def _command(self, command: Command, writer: asyncio.StreamWriter, machine: CommandReader) -> bool:
         tag, name = command.tag, command.name

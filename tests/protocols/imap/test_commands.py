@@ -2,9 +2,11 @@ import pytest
 
 from mailguard.errors import RemoteProtocolError
 from mailguard.protocols.imap.commands import (
+    AppendPart,
     Command,
     CommandReader,
     ContinuationData,
+    LiteralChunk,
     ReaderState,
     Reply,
 )
@@ -40,8 +42,27 @@ def test_synchronising_literal_gets_a_local_continuation() -> None:
 def test_literal_containing_a_command_is_data() -> None:
     payload = b"x\r\nA002 LOGOUT\r\n"
     raw = b"A001 APPEND INBOX {%d+}\r\n" % len(payload) + payload + b"\r\n"
-    [command] = drain(CommandReader(), raw + b"A003 NOOP\r\n")[:1]
-    assert command.raw == raw and command.name == "APPEND"
+    events = drain(CommandReader(), raw + b"A003 NOOP\r\n")
+    # An APPEND is handed out as it comes; its pieces join to the command, the literal stays data.
+    streamed = [e for e in events if isinstance(e, (AppendPart, LiteralChunk))]
+    assert b"".join(e.data for e in streamed) == raw
+    assert streamed[0].first and streamed[-1].literal is None
+    assert [e.name for e in events if isinstance(e, Command)] == ["NOOP"]
+
+
+def test_an_append_literal_is_handed_out_as_it_comes_not_held() -> None:
+    reader = CommandReader()
+    [head] = drain(reader, b"a APPEND Sent (\\Seen) {10000000}\r\n")
+    assert head == AppendPart(b"a", b"a APPEND Sent (\\Seen) {10000000}\r\n", head.literal, first=True)
+    assert head.literal is not None and head.literal.sync and head.literal.size == 10_000_000
+    for _ in range(10):
+        [chunk] = drain(reader, b"x" * 1_000_000)
+        assert chunk == LiteralChunk(b"a", b"x" * 1_000_000)
+        assert reader.buffered == 0  # nothing of the message is kept
+    [end] = drain(reader, b"\r\n")
+    assert end == AppendPart(b"a", b"\r\n", None, first=False)
+    [command] = drain(reader, b"b NOOP\r\n")
+    assert command.name == "NOOP"
 
 
 def test_oversize_synchronising_literal_is_refused_with_toobig() -> None:

@@ -15,10 +15,12 @@ import pytest
 
 from mailguard.proxy import session as session_module
 from mailguard.proxy.conn import Conn
-from tests.proxy.harness import EC, filter_server, run
+from mailguard.settings import Settings
+from tests.proxy.harness import EC, filter_server, free_port, run
 from tests.proxy.pop3server import Pop3TestServer
 
 LIMITS = "web-and-email.protocol-filtering.limits."
+ROUTES = "web-and-email.protocol-filtering.routes"
 MiB = 1024 * 1024
 
 pytestmark = pytest.mark.integration
@@ -375,3 +377,41 @@ def test_an_imap_server_silent_in_the_middle_of_a_response_ends_the_session_with
             writer.close()
 
     run(scenario())
+
+
+def test_stop_ends_sessions_in_any_state_within_its_grace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A session streaming to a client that does not read, one that never logged in and one
+    waiting for a server that never greets: ``stop`` closes them all within its grace."""
+    endless = EndlessRetr(total=None)
+
+    async def scenario() -> None:
+        with upstream_legs(monkeypatch) as legs:
+            async with scripted_server(endless) as upstream, scripted_server(_silent) as silent, filter_server(
+                upstream, values={EC + "threatsense.limits.max-object-size": 64 * 1024}
+            ) as (server, port):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=64 * 1024)
+                await _login(reader, writer)
+                writer.write(b"RETR 1\r\n")
+                assert (await _read_line(reader)).startswith(b"+OK")
+                idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port)
+                assert (await _read_line(idle_reader)).startswith(b"+OK")
+                for _ in range(6000):  # the streaming session is held up by its client
+                    if not legs[0].transport.is_reading():  # type: ignore[union-attr]
+                        break
+                    await asyncio.sleep(0.01)
+                await server.reload(Settings.from_values({
+                    ROUTES: [f"127.0.0.1:{port}=127.0.0.1:{upstream}",
+                             f"127.0.0.1:{(other := free_port())}=127.0.0.1:{silent}"],
+                    EC + "threatsense.limits.max-object-size": 64 * 1024,
+                }))
+                _, greeting_writer = await asyncio.open_connection("127.0.0.1", other)
+                while server.snapshot()["active_sessions"] < 3:
+                    await asyncio.sleep(0.01)
+                await asyncio.wait_for(server.stop(grace=0.5), 20)
+                assert server.snapshot()["active_sessions"] == 0
+                # the session waiting for a command is told, then closed
+                assert (await asyncio.wait_for(idle_reader.read(), 30)).startswith(b"-ERR [SYS/TEMP] mailguard is stopping")
+                for w in (writer, idle_writer, greeting_writer):
+                    w.close()
+
+    run(scenario(), timeout=120)

@@ -261,7 +261,6 @@ class FilterServer(SessionHost):
 
         task.add_done_callback(finished)
 
-
     def _refuse(self, conn: Conn, upstream: tuple[str, int], reason: str, *, transparent: bool) -> None:
         self.count("refused")
         reported = self._admission.should_log_refusal()

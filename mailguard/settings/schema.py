@@ -99,8 +99,8 @@ _SETTINGS = [
     Setting(_LIMITS + "max-sessions-per-client", Int(minimum=1, maximum=1_000_000), 100,
             "Most sessions open at once from one client address; refused as max-sessions."),
     Setting(_LIMITS + "login-timeout", Duration(), 120.0,
-            "A client that has not logged in this long after connecting is told and disconnected "
-            "(counted as timed out)."),
+            "A client that has not logged in this long after the server greeted it is told and "
+            "disconnected (counted as timed out)."),
     Setting(_LIMITS + "server-timeout", Duration(), 120.0,
             "A server silent this long in the middle of an answer, or while an answer is due, ends the "
             "session; the client is told where the protocol allows (counted as timed out)."),

@@ -77,7 +77,8 @@ def _check(message: bytes, phase: Phase) -> None:
         raise ValueError("a message came back short")
 
 
-async def _pop3(target: Target, user: str, deadline: float, think: float, phase: Phase) -> None:
+async def _pop3(target: Target, user: str, deadline: float, think: float, first: float,
+                phase: Phase) -> None:
     reader, writer = await _open(target)
     try:
         async def command(line: bytes) -> bytes:
@@ -92,6 +93,7 @@ async def _pop3(target: Target, user: str, deadline: float, think: float, phase:
         await command(b"USER " + user.encode())
         await command(b"PASS " + PASSWORD.encode())
         count = int((await command(b"STAT")).split()[1])
+        await asyncio.sleep(min(first, max(0.0, deadline - time.monotonic())))
         while time.monotonic() < deadline:
             started = time.perf_counter()
             await command(b"RETR %d" % random.randint(1, count))
@@ -106,7 +108,8 @@ async def _pop3(target: Target, user: str, deadline: float, think: float, phase:
         writer.close()
 
 
-async def _imap(target: Target, user: str, deadline: float, think: float, phase: Phase) -> None:
+async def _imap(target: Target, user: str, deadline: float, think: float, first: float,
+                phase: Phase) -> None:
     reader, writer = await _open(target)
     tag = 0
 
@@ -135,6 +138,7 @@ async def _imap(target: Target, user: str, deadline: float, think: float, phase:
         await command(b"LOGIN " + user.encode() + b" " + PASSWORD.encode())
         selected = await command(b"SELECT INBOX")
         count = next(int(line.split()[1]) for line in selected if line.endswith(b" EXISTS\r\n"))
+        await asyncio.sleep(min(first, max(0.0, deadline - time.monotonic())))
         while time.monotonic() < deadline:
             started = time.perf_counter()
             answer = await command(b"UID FETCH %d (UID BODY.PEEK[])" % random.randint(1, count))
@@ -157,11 +161,12 @@ async def _run_phase(phase: Phase, targets: list[Target], sessions: int, ramp: f
         await asyncio.sleep(ramp * index / sessions)
         target = targets[index % len(targets)]
         user = f"bench{index % USERS}"
-        # The first fetch at a random point of the think time, so fetches spread evenly.
-        await asyncio.sleep(random.uniform(0, think))
+        # Logged in at once; the first fetch at a random point of the think time, so fetches
+        # spread evenly.
+        first = random.uniform(0, think)
         try:
             session = _pop3 if target.protocol == "pop3" else _imap
-            await session(target, user, deadline, think, phase)
+            await session(target, user, deadline, think, first, phase)
         except Exception as exc:  # noqa: BLE001 - counted and reported, the goal is none
             kind = f"{target.protocol}{'s' if target.context else ''}: {type(exc).__name__}: {str(exc)[:80]}"
             phase.errors[kind] += 1
@@ -196,6 +201,7 @@ def main() -> None:
     parser.add_argument("--think", type=float, default=5.0, help="seconds between a session's fetches")
     parser.add_argument("--message-kb", type=int, default=100)
     parser.add_argument("--pool", choices=["thread", "process"], default=None)
+    parser.add_argument("--mix", default="pop3,pop3s,imap,imaps", help="the kinds of session, shared out in turn")
     args = parser.parse_args()
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -213,6 +219,7 @@ def main() -> None:
     stored = CAStore(home).init()
     through = ssl.create_default_context(cafile=str(stored.cert_path))
     results: dict[str, object] = {"sessions": args.sessions, "seconds": args.seconds, "think": args.think,
+                                  "mix": args.mix,
                                   "message_kb": args.message_kb, "nofile": hard}
     # One process per session and protocol in Dovecot: room for all of them in one protocol.
     with running_dovecot(home, trustme.CA(), high_performance_login=True,
@@ -239,10 +246,15 @@ def main() -> None:
         engine = start_engine(values, args.pool or "")
         try:
             assert engine.stdout is not None and engine.stdout.readline().strip() == "ready"
-            direct = [Target("pop3", dovecot.pop3_port, None), Target("pop3", dovecot.pop3s_port, direct_tls),
-                      Target("imap", dovecot.imap_port, None), Target("imap", dovecot.imaps_port, direct_tls)]
-            proxied = [Target("pop3", pop3, None), Target("pop3", pop3s, through),
-                       Target("imap", imap, None), Target("imap", imaps, through)]
+            kinds = args.mix.split(",")
+            direct_all = {"pop3": Target("pop3", dovecot.pop3_port, None),
+                          "pop3s": Target("pop3", dovecot.pop3s_port, direct_tls),
+                          "imap": Target("imap", dovecot.imap_port, None),
+                          "imaps": Target("imap", dovecot.imaps_port, direct_tls)}
+            proxied_all = {"pop3": Target("pop3", pop3, None), "pop3s": Target("pop3", pop3s, through),
+                           "imap": Target("imap", imap, None), "imaps": Target("imap", imaps, through)}
+            direct = [direct_all[kind] for kind in kinds]
+            proxied = [proxied_all[kind] for kind in kinds]
             # Warm both paths (Dovecot's caches, the engine's scan workers) with a few sessions.
             asyncio.run(_run_phase(Phase("warm"), direct + proxied, 8, 0.0, 1.0, 0.2))
             phases = {}

@@ -265,7 +265,7 @@ class ImapSession:
             self.readahead.close()
             # The session and its read-ahead refer to each other: free the messages now, not
             # when the garbage collector finds the cycle (bench/imap.py measures the RSS after).
-            self.memory.clear()
+            self.memory.close()
             self.client.conn.close()
             self.upstream.conn.close()
 

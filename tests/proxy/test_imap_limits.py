@@ -71,3 +71,26 @@ def test_an_append_the_server_refuses_before_the_literal_is_answered_and_not_sen
     run(run_case(server, body))
     assert out[0] == b"a NO [TOOBIG] over quota\r\n"
     assert b"b OK" in out[1]
+
+
+# --- what sessions keep of served messages is bounded engine-wide ------------------------------------
+
+def test_a_thousand_sessions_keep_no_more_served_messages_than_one_may() -> None:
+    """Each session kept up to 64 MB of messages it served (for chunk loops): a thousand clients
+    fetching many messages made that 64 GB. Their shares now add up to the engine's budget."""
+    from mailguard.proxy.imap_served import ENGINE_MEMORY_BYTES, SESSION_MEMORY_BYTES, SessionMemory
+
+    alone = SessionMemory()
+    assert alone.max_bytes == SESSION_MEMORY_BYTES  # one session keeps what it always could
+    message = b"m" * 100_000
+    memories = [alone] + [SessionMemory() for _ in range(999)]
+    for memory in memories:
+        for uid in range(20):
+            memory.put((b"INBOX", 1, uid), message, True)
+    kept = sum(memory._bytes for memory in memories)
+    assert kept <= ENGINE_MEMORY_BYTES, f"{kept} bytes kept by 1,000 sessions"
+    for memory in memories[1:]:
+        memory.close()
+    alone.put((b"INBOX", 1, 99), message, True)
+    assert alone.max_bytes == SESSION_MEMORY_BYTES and (b"INBOX", 1, 99) in alone
+    alone.close()

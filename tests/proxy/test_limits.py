@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
+from pathlib import Path
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -16,7 +18,7 @@ import pytest
 from mailguard.proxy import session as session_module
 from mailguard.proxy.conn import Conn
 from mailguard.settings import Settings
-from tests.proxy.harness import EC, filter_server, free_port, run
+from tests.proxy.harness import EC, TlsWorld, filter_server, free_port, run
 from tests.proxy.pop3server import Pop3TestServer
 
 LIMITS = "web-and-email.protocol-filtering.limits."
@@ -27,9 +29,10 @@ pytestmark = pytest.mark.integration
 
 
 @contextlib.asynccontextmanager
-async def scripted_server(serve: Callable[[asyncio.StreamReader, asyncio.StreamWriter], object]
-                          ) -> AsyncIterator[int]:
-    """A loopback server running ``serve(reader, writer)`` per connection; yields its port."""
+async def scripted_server(serve: Callable[[asyncio.StreamReader, asyncio.StreamWriter], object],
+                          tls: ssl.SSLContext | None = None) -> AsyncIterator[int]:
+    """A loopback server running ``serve(reader, writer)`` per connection (implicit TLS with
+    ``tls``); yields its port."""
     tasks: set[asyncio.Task[None]] = set()
 
     async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -41,7 +44,7 @@ async def scripted_server(serve: Callable[[asyncio.StreamReader, asyncio.StreamW
         finally:
             writer.close()
 
-    server = await asyncio.start_server(session, "127.0.0.1", 0)
+    server = await asyncio.start_server(session, "127.0.0.1", 0, ssl=tls)
     try:
         yield server.sockets[0].getsockname()[1]
     finally:
@@ -259,6 +262,37 @@ def test_a_slow_reader_of_a_streamed_answer_keeps_the_engine_buffer_bounded(monk
                 assert (await _read_line(reader)).startswith(b"+OK")
                 # The client reads no more. Wait for the engine to stop reading the server, or
                 # for the server to have sent everything (what an unbounded engine lets it do).
+                [leg] = legs
+                (client_leg,) = server._live
+                for _ in range(6000):
+                    if not leg.transport.is_reading() or endless.finished.is_set():  # type: ignore[union-attr]
+                        break
+                    await asyncio.sleep(0.01)
+                held = leg.bytes_in - (client_leg.bytes_out - client_leg.transport.get_write_buffer_size())  # type: ignore[union-attr]
+                assert not endless.finished.is_set()
+                assert held < 2 * MiB, f"the engine holds {held} bytes for a client that does not read"
+                writer.close()
+
+    run(scenario(), timeout=120)
+
+
+def test_a_slow_reader_over_tls_on_both_legs_keeps_the_engine_buffer_bounded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same through POP3S intercepted: TLS legs pause as plain ones do."""
+    world = TlsWorld(tmp_path)
+    endless = EndlessRetr(total=256 * MiB)
+
+    async def scenario() -> None:
+        with upstream_legs(monkeypatch) as legs:
+            async with scripted_server(endless, world.server_context) as upstream, filter_server(upstream, values={
+                **world.values, EC + "protocols.pop3s.ports": [upstream],
+                EC + "threatsense.limits.max-object-size": 64 * 1024,
+            }) as (server, port):
+                reader, writer = await asyncio.open_connection(
+                    "127.0.0.1", port, ssl=world.client_context, server_hostname="127.0.0.1", limit=64 * 1024)
+                await _login(reader, writer)
+                writer.write(b"RETR 1\r\n")
+                assert (await _read_line(reader)).startswith(b"+OK")
                 [leg] = legs
                 (client_leg,) = server._live
                 for _ in range(6000):

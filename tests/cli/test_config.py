@@ -92,6 +92,8 @@ def test_list_and_changed_and_prefix():
     assert len(everything) == len(REGISTRY)
     # Default and origin on every line, changed or not (the output here is not a terminal).
     assert "tools.log-files.format = text    (default: text; origin: default)" in everything
+    assert ("web-and-email.protocol-filtering.limits.max-sessions = 1000    (default: 1000; origin: default)"
+            in everything)
     changed = run("config", "list", "--changed").stdout.splitlines()
     assert changed == ["tools.log-files.level = debug    (default: info; origin: file)"]
     tls = json.loads(run("config", "list", "web-and-email.ssl-tls.", "--json").stdout)

@@ -13,7 +13,9 @@ algorithm and delayed ACKs made a relay 54x slower (issue 6).
 TLS read buffer: asyncio's SSLProtocol allocates (and zero-fills) a 256 KiB read buffer per
 connection, 512 KiB per intercepted session with both legs on TLS, which made 1,000 idle POP3S
 sessions cost ~576 KB each (bench/pop3.py). ``fit_tls_buffer`` brings it down to
-``TLS_READ_BUFFER`` once TLS is up; reads of that size still carry a 100 KB message in two.
+``TLS_READ_BUFFER`` once TLS is up: one TLS record (16 KiB at most, RFC 8446 §5.1) per read.
+64 KiB cost 1,000 mixed sessions (1,250 TLS legs) ~60 MB more for no throughput bench/load.py
+could see.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ __all__ = ["TLS_READ_BUFFER", "Conn", "fit_tls_buffer", "set_nodelay"]
 
 Sink = Callable[[bytes], None]
 
-TLS_READ_BUFFER = 64 * 1024
+TLS_READ_BUFFER = 16 * 1024
 
 # How long, and how much, ``Conn.linger`` reads and throws away before a close on error.
 LINGER_SECONDS = 1.0

@@ -134,10 +134,10 @@ def status(config: ConfigOption = None, json_: JsonOption = False) -> None:
 
     JSON keys: state (stopped, starting, running), running, pid, started_at, uptime (seconds),
     mode, protection ("on"/"off"), listeners, counters (connections, messages_scanned, infected,
-    blocked, unscanned, bytes, errors, unrecognized, and more), transparent (installed, ruleset, role,
-    families, blocked, problem), config_file, detection (detectors, sources with versions or hashes,
-    clamd's state and version, newest signatures, warnings: of the running engine, or what a start
-    would use).
+    blocked, unscanned, bytes, errors, unrecognized; refused, timed_out and oversized for the
+    protocol-filtering.limits; and more), transparent (installed, ruleset, role, families, blocked,
+    problem), config_file, detection (detectors, sources with versions or hashes, clamd's state and
+    version, newest signatures, warnings: of the running engine, or what a start would use).
     """
     paths, settings = open_settings(config)
     report = _status(paths, settings)

@@ -7,6 +7,7 @@ log line says which limit, and ``status --json`` counts it (``refused``, ``timed
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from mailguard.settings import Settings
 
-__all__ = ["Admission", "SessionLimits", "refusal_line"]
+__all__ = ["MESSAGES_IN_FLIGHT", "Admission", "FetchSlot", "SessionLimits", "refusal_line"]
 
 _KEY = "web-and-email.protocol-filtering.limits."
 
@@ -94,3 +95,32 @@ class Admission:
         self._logged_at = now
         count, self._refused_since_log = self._refused_since_log, 0
         return count
+
+
+#: messages the engine fetches from servers and scans at once, across all sessions. When the
+#: scanners fall behind, sessions wait before asking their server for the next message instead of
+#: each holding one (or two, with read-ahead) in memory while it waits for a scan: under 1,000
+#: busy sessions that queue was most of the engine's memory (bench/load.py). Enough that slow
+#: servers far away do not serialise the sessions of a small office.
+MESSAGES_IN_FLIGHT = 64
+
+
+class FetchSlot:
+    """One session's place among the engine's ``MESSAGES_IN_FLIGHT``: taken before a message is
+    asked of the server, given back once it is scanned (never held while the client reads it,
+    so a client that does not read holds no place)."""
+
+    def __init__(self, slots: asyncio.Semaphore | None) -> None:
+        self._slots = slots
+        self._held = False
+
+    async def take(self) -> None:
+        if self._slots is not None and not self._held:
+            await self._slots.acquire()
+            self._held = True
+
+    def give_back(self) -> None:
+        if self._held:
+            assert self._slots is not None
+            self._held = False
+            self._slots.release()

@@ -19,6 +19,7 @@ from mailguard.protocols.pop3_events import (
 )
 from mailguard.protocols.pop3_readahead import READ_AHEAD_DEPTH
 from mailguard.proxy.conn import Conn
+from mailguard.proxy.limits import FetchSlot
 from mailguard.proxy.scanpool import account
 from mailguard.proxy.session import SessionContext, peek_client_hello, refuse_over_tls
 from mailguard.proxy.upstream import UpstreamRefused, needs_client_name, upgrade_upstream, upstream_certificate
@@ -149,8 +150,23 @@ class _Wakeup:
 
 
 async def _run(ctx: SessionContext, machine: Pop3Proxy, wait: Callable[[float | None], Awaitable[bool]]) -> None:
+    ctx.host.count("pop3_sessions")
+    slot = FetchSlot(ctx.host.fetch_slots)
+    try:
+        await _drive(ctx, machine, wait, slot)
+    finally:
+        slot.give_back()
+
+
+def _fetches_message(command: bytes) -> bool:
+    """A RETR or TOP (the client's or our read-ahead's): its answer is a message to hold and scan."""
+    verb = command[:5].upper()
+    return verb.startswith(b"RETR ") or verb.startswith(b"TOP ")
+
+
+async def _drive(ctx: SessionContext, machine: Pop3Proxy, wait: Callable[[float | None], Awaitable[bool]],
+                 slot: FetchSlot) -> None:
     host, client, upstream = ctx.host, ctx.client, ctx.upstream
-    host.count("pop3_sessions")
     settings = host.config
     served_ahead = 0
     while True:
@@ -161,6 +177,8 @@ async def _run(ctx: SessionContext, machine: Pop3Proxy, wait: Callable[[float | 
             machine.drop_read_ahead()
         event = machine.next_event()
         if event is NEED_DATA:
+            if machine.phase is Phase.COMMAND:
+                slot.give_back()  # an answer without a message (-ERR) ended the fetch
             client.set_reading(machine.wants_data(Side.CLIENT))
             upstream.set_reading(machine.wants_data(Side.SERVER))
             if host.draining.is_set() and machine.phase is Phase.COMMAND:
@@ -188,11 +206,16 @@ async def _run(ctx: SessionContext, machine: Pop3Proxy, wait: Callable[[float | 
             client.write(event.data)
             await client.drain()
         elif isinstance(event, SendToServer):
+            if _fetches_message(event.data):
+                await slot.take()  # while the scanners are behind, the message stays at the server
             upstream.write(event.data)
             await upstream.drain()
         elif isinstance(event, ScanMessage):
-            machine.send(await _scan(ctx, event))
+            result = await _scan(ctx, event)
+            slot.give_back()
+            machine.send(result)
         elif isinstance(event, MessageUnscanned):
+            slot.give_back()  # streamed, not held
             host.count("unscanned")
             ctx.log.warning("message %d over max-object-size: %s unscanned", event.number,
                             "blocked" if event.blocked else "delivered")

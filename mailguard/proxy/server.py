@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from mailguard.errors import EngineError
 from mailguard.proxy.conn import Conn
 from mailguard.proxy.detection import DetectionWatch, with_policy
-from mailguard.proxy.limits import Admission
+from mailguard.proxy.limits import MESSAGES_IN_FLIGHT, Admission
 from mailguard.proxy.runconfig import RunConfig
 from mailguard.proxy.scanpool import ScanPool
 from mailguard.proxy.session import IDLE_TIMEOUT, SessionHost, refuse_at_limit, run_session
@@ -94,6 +94,7 @@ class FilterServer(SessionHost):
         if self._started:
             raise EngineError("the filtering engine is already started")
         self.draining = asyncio.Event()
+        self.fetch_slots = asyncio.Semaphore(MESSAGES_IN_FLIGHT)
         self.tls = await asyncio.to_thread(TlsKit.from_config, self.config, self._state_dir)
         self.detection = DetectionWatch(self._signatures_updated)
         self.config = with_policy(self.config, await self.detection.settle(self.config.policy))

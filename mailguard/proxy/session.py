@@ -83,6 +83,8 @@ class SessionHost:
     idle_timeout: float = IDLE_TIMEOUT
     greeting_timeout: float = GREETING_TIMEOUT
     draining: asyncio.Event
+    #: places for messages being fetched and scanned (limits.MESSAGES_IN_FLIGHT); None: no limit
+    fetch_slots: asyncio.Semaphore | None = None
 
     def count(self, name: str, amount: int = 1) -> None:
         raise NotImplementedError

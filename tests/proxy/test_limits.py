@@ -169,12 +169,15 @@ def test_a_pop3_client_that_never_logs_in_is_told_and_closed() -> None:
 def test_a_logged_in_pop3_client_is_not_timed_out_by_the_login_limit() -> None:
     async def scenario() -> None:
         async with Pop3TestServer([b"Subject: x\r\n\r\nx\r\n"]) as upstream, filter_server(
-            upstream.port, values={LIMITS + "login-timeout": 0.3, LIMITS + "server-timeout": 0.3}
+            upstream.port, values={LIMITS + "login-timeout": 3, LIMITS + "server-timeout": 3}
         ) as (server, port):
+            loop = asyncio.get_running_loop()
+            connected = loop.time()
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             await _login(reader, writer)
-            # Past both limits (a client may think for a while): the session is still served.
-            await asyncio.sleep(1.0)
+            # Past both limits (a client may think for a while), the session is still served. Not
+            # a synchronisation: nothing is waited for but the limits' passing.
+            await asyncio.sleep(max(0.0, connected + 4.0 - loop.time()))
             writer.write(b"STAT\r\n")
             assert (await _read_line(reader)).startswith(b"+OK 1 ")
             assert server.snapshot()["counters"]["timed_out"] == 0
@@ -449,3 +452,67 @@ def test_stop_ends_sessions_in_any_state_within_its_grace(monkeypatch: pytest.Mo
                     w.close()
 
     run(scenario(), timeout=120)
+
+
+class HeldRetr:
+    """A POP3 server that sends half of the first RETR answer it gets and waits for ``finish``;
+    records (connection, command) in the order commands arrive."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, bytes]] = []
+        self.finish = asyncio.Event()
+        self.held = asyncio.Event()
+        self.connections = 0
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        me = self.connections
+        message = b"Subject: held\r\n\r\n" + b"line\r\n" * 1000
+        writer.write(b"+OK ready\r\n")
+        while line := await reader.readline():
+            verb = line.split(b" ")[0].strip().upper()
+            self.seen.append((me, verb))
+            if verb == b"RETR":
+                writer.write(b"+OK\r\n" + message[:100])
+                if not self.held.is_set():
+                    self.held.set()
+                    await writer.drain()
+                    await self.finish.wait()
+                writer.write(message[100:] + b".\r\n")
+                self.seen.append((me, b"<sent>"))
+            elif verb == b"LIST":  # one message: nothing to read ahead
+                writer.write(b"+OK\r\n1 %d\r\n.\r\n" % len(message))
+            else:
+                writer.write(b"+OK\r\n")
+
+
+def test_no_message_is_asked_of_a_server_while_the_engine_holds_as_many_as_it_may() -> None:
+    """With every place for a message in flight taken, a session waits before its RETR goes
+    upstream: a queue of sessions waiting for the scanners holds no messages in memory."""
+    server_side = HeldRetr()
+
+    async def scenario() -> None:
+        async with scripted_server(server_side) as upstream, filter_server(upstream) as (server, port):
+            server.fetch_slots = asyncio.Semaphore(1)
+            first_reader, first = await asyncio.open_connection("127.0.0.1", port)
+            await _login(first_reader, first)
+            first.write(b"RETR 1\r\n")
+            await asyncio.wait_for(server_side.held.wait(), 30)
+            second_reader, second = await asyncio.open_connection("127.0.0.1", port)
+            await _login(second_reader, second)
+            second.write(b"RETR 1\r\n")
+            # The second session waits for the place, or (an engine without one) its RETR arrives.
+            for _ in range(3000):
+                if server.fetch_slots._waiters or (2, b"RETR") in server_side.seen:  # type: ignore[attr-defined]
+                    break
+                await asyncio.sleep(0.01)
+            assert (2, b"RETR") not in server_side.seen
+            server_side.finish.set()
+            for reader in (first_reader, second_reader):
+                assert (await _read_line(reader)).startswith(b"+OK")
+                assert (await asyncio.wait_for(reader.readuntil(b"\r\n.\r\n"), 30)).endswith(b"line\r\n.\r\n")
+            assert server_side.seen.index((1, b"<sent>")) < server_side.seen.index((2, b"RETR"))
+            first.close()
+            second.close()
+
+    run(scenario())

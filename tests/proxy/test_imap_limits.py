@@ -94,3 +94,24 @@ def test_a_thousand_sessions_keep_no_more_served_messages_than_one_may() -> None
     alone.put((b"INBOX", 1, 99), message, True)
     assert alone.max_bytes == SESSION_MEMORY_BYTES and (b"INBOX", 1, 99) in alone
     alone.close()
+
+
+def test_an_append_before_login_is_refused_by_the_proxy_and_its_literal_never_read_as_commands() -> None:
+    """APPEND is handed out in parts, but its first part still passes the allow-list: before
+    LOGIN it is refused (its synchronising literal never asked for); with its literal already
+    sent (non-synchronising) the session ends rather than read the literal as commands."""
+    server = MockImapServer([SIMPLE])
+    out: list[bytes] = []
+
+    async def body(client: Client, _: ImapContext) -> None:
+        await client.reader.readline()
+        out.append(await client.command(b"a", b"APPEND INBOX {5}"))
+        out.append(await client.command(b"b", b"NOOP"))
+        await client.send(b"c APPEND INBOX {13+}\r\nd LOGOUT\r\n\r\n\r\n")
+        out.append(await client.until(b"c"))
+
+    run(run_case(server, body))
+    assert out[0].startswith(b"a BAD APPEND is not valid in this state")
+    assert b"b OK" in out[1]
+    assert b"* BYE" in out[2] and b"d OK" not in out[2]
+    assert not any(line.startswith(b"a APPEND") or line.startswith(b"c APPEND") for line in server.received)

@@ -293,7 +293,46 @@ def test_lzma_alone_with_a_dictionary_size_only_unlzma_accepts_is_opened_when_so
     assert [(c.names, c.data) for c in children(bytes(data), name="eicar.com.lzma")] == [(("eicar.com",), EICAR)]
     assert expand(obj(bytes(data), name="notes.txt"), Budget.for_message(Policy()), Policy()) is None
     elf = b"\x7fELF\x02\x01\x01" + bytes(9) + bytes(range(256)) * 4  # a header that would otherwise pass
-    assert expand(obj(elf, name="x.lzma"), Budget.for_message(Policy()), Policy()) is None
+    with pytest.raises(ExpansionIncomplete) as caught:  # not decoded as LZMA, and not passed as clean
+        children(elf, name="x.lzma")
+    assert (caught.value.reason, caught.value.children) == (Reason.CORRUPT, [])
+
+
+def _unopened(data: bytes, name: str) -> Reason:
+    with pytest.raises(ExpansionIncomplete) as caught:
+        children(data, path="2/" + name, name=name)
+    assert (caught.value.part, caught.value.children) == ("2/" + name, [])
+    return caught.value.reason
+
+
+def test_a_file_named_lzma_that_liblzma_cannot_decode_is_unscanned_never_clean():
+    damaged = bytearray(lzma_alone(EICAR * 20))
+    damaged[13:40] = b"\xff" * 27  # the range coder's first byte is no longer 0
+    assert expand(obj(bytes(damaged), name="notes.txt"), Budget.for_message(Policy()), Policy()) is None
+    for name in ("bad.lzma", "BAD.TLZ"):
+        assert _unopened(bytes(damaged), name) is Reason.CORRUPT
+    # The LZMA SDK and 7-Zip allow lc up to 8; liblzma stops at lc + lp = 4.
+    lc8 = struct.pack("<BIQ", 2 * 45 + 8, 1 << 16, len(EICAR)) + bytes(1) + bytes(range(1, 64))
+    assert _unopened(lc8, "x.lzma") is Reason.UNSUPPORTED
+    assert _unopened(b"", "empty.lzma") is Reason.CORRUPT
+
+
+@pytest.mark.parametrize("name, data", [
+    ("a.gz", b"\x1f\x8b\x09" + bytes(20)),             # a method gzip does not know
+    ("a.tgz", b"garbage"),
+    ("a.bz2", b"BZh9" + bytes(20)),                    # no block magic
+    ("a.xz", b"\xfd7zXY\x00" + bytes(20)),
+    ("a.lz", b"LZIP\x02" + bytes(20)),                  # a version lzip does not know
+    ("a.zst", b"\x28\xb5\x2f\xfe" + bytes(20)),
+    ("a.tar.Z", b"\x1f\x9d"),                          # too short to be recognised by its bytes
+    ("a.lz4", b"\x04\x22\x4d"),
+    ("a.lzo", b"\x89LZO"),
+])
+def test_a_file_named_as_compressed_that_cannot_be_opened_is_unscanned(name, data):
+    assert expand(obj(data, name="a.bin"), Budget.for_message(Policy()), Policy()) is None
+    assert _unopened(data, name) is Reason.CORRUPT
+    policy = Policy(archives=False)  # archives not looked into: nothing to report
+    assert expand(obj(data, name=name), Budget.for_message(policy), policy) is None
 
 
 def test_lzma_alone_with_the_size_in_its_header_and_no_end_marker():

@@ -2,7 +2,8 @@
 
 ``expand(obj, budget, policy)`` is the one entry point. It recognises a container by its
 magic bytes, never by its name alone (a zip renamed ``invoice.pdf`` is still a zip; a name
-only widens what LZMA-alone, which has no magic, may look like), and returns
+only widens what LZMA-alone, which has no magic, may look like, and makes a file named as a
+compressed stream that nothing here opens unscanned), and returns
 the direct children: ``obj.path + "/" + member_name``, ``names=(member_name,)``, one
 level deeper. The engine calls it again on each child, so nesting (zip in tar in gzip) is
 a walk the engine owns, while every byte unpacked anywhere draws on one ``Budget``.
@@ -76,6 +77,8 @@ _KINDS = (
 
 
 _LZMA = next(kind for kind in _KINDS if kind.name == "lzma")
+# What a file named as a compressed stream is when no kind recognises it (see ``expand``).
+_UNOPENED = _Kind("unopened", lambda data: False, streams.unpack_unopened, True, None)
 
 
 def _by_first_byte(kinds: tuple[_Kind, ...]) -> tuple[tuple[_Kind, ...], ...]:
@@ -129,9 +132,11 @@ def expand(obj: ScanObject, budget: Budget, policy: Policy, path: str | None = N
     the attacker made for us (docs/pitfalls.md#boundary-tricks).
     """
     kinds = _find(obj.data, policy)
-    if not kinds and policy.archives and streams.named_lzma(obj):
+    if not kinds and policy.archives and streams.named_compressed(obj):
         # A header only unlzma accepts: recognised by its name too (streams.is_lzma_alone).
-        kinds = [_LZMA] if streams.is_lzma_alone(obj.data, any_dictionary=True) else []
+        # Else a name that says compressed on bytes we cannot open: unscanned, never nothing.
+        lzma_named = streams.named_lzma(obj) and streams.is_lzma_alone(obj.data, any_dictionary=True)
+        kinds = [_LZMA] if lzma_named else [_UNOPENED]
     if not kinds:
         return None
     if path is not None and path != obj.path:

@@ -12,6 +12,10 @@ would accept plus a trial decoding of its start (see ``is_lzma_alone``); its nam
 to accept a header that detection would not (``unlzma`` opens a ``.lzma`` whatever it says).
 Compressed formats we recognise but cannot open (zstd, lz4, lzop, Unix compress) are in
 unsupported.py: unscanned, never clean (docs/pitfalls.md#limits-bombs-and-missing-decoders).
+A file whose name says it is one compressed stream (``.lzma``, ``.gz``, ``.zst``, ``.Z``...) but that
+no decoder here opens is unscanned too (``unpack_unopened``): damaged, or a variant liblzma cannot
+decode (LZMA with lc + lp > 4, which the LZMA SDK and 7-Zip write), the program its name points
+to would still open or try it, so it must not pass as a plain file we looked at.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from collections.abc import Callable
 
 from mailguard.scan.containers import bounded
 from mailguard.scan.detectors.base import ScanObject
-from mailguard.scan.limits import Budget
+from mailguard.scan.limits import Budget, ScanIncomplete
+from mailguard.scan.verdict import Reason
 
 GZIP_MAGIC = b"\x1f\x8b\x08"               # RFC 1952 §2.3.1: ID1 ID2 and CM=8 (deflate)
 XZ_MAGIC = b"\xfd7zXZ\x00"
@@ -37,6 +42,9 @@ _SUFFIXES = {
     ".tgz": ".tar", ".taz": ".tar", ".tbz": ".tar", ".tbz2": ".tar", ".txz": ".tar", ".tlz": ".tar",
     ".gz": "", ".z": "", ".bz2": "", ".bz": "", ".xz": "", ".lzma": "", ".lz": "",
 }
+# Names of single compressed streams, opened here or listed in unsupported.py (compared lower-cased,
+# so ".z" is both pack's ``.z`` and compress's ``.Z``).
+_COMPRESSED_SUFFIXES = (*_SUFFIXES, ".zst", ".tzst", ".lz4", ".lzo", ".tzo")
 
 # LZMA-alone header (13 bytes): properties byte ((pb * 5 + lp) * 9 + lc, so below 225), dictionary
 # size (uint32 LE), uncompressed size (uint64 LE, all ones when unknown and an end marker is used).
@@ -77,15 +85,9 @@ def is_lzma_alone(data: bytes, *, any_dictionary: bool = False) -> bool:
     ``any_dictionary``: for a file named ``.lzma``, which ``unlzma`` and 7-Zip open whatever its
     dictionary size (the check that size passes is what keeps every ELF program out otherwise).
     """
-    if len(data) <= _LZMA_ALONE_HEADER or data[_LZMA_ALONE_HEADER] != 0 or data[0] >= _LZMA_MAX_PROPERTIES:
+    if data[:1] and data[0] >= _LZMA_MAX_PROPERTIES or not _lzma_alone_header(data, any_dictionary):
         return False
-    dict_size, size = struct.unpack_from("<IQ", data, 1)
-    if size != _LZMA_UNKNOWN_SIZE and size >= _LZMA_MAX_KNOWN_SIZE:
-        return False
-    if dict_size != 0xFFFF_FFFF and not any_dictionary:
-        top = 1 << (dict_size.bit_length() - 1) if dict_size else 0
-        if not top or dict_size not in (top, top | top >> 1):
-            return False
+    dict_size = struct.unpack_from("<I", data, 1)[0]
     # The first kilobytes of output reach back no further than themselves, so the trial needs
     # no more dictionary than that: a header asking for gigabytes is tried all the same (the
     # real decoding, bounded.lzma_alone_decompressor, then names such a stream a LIMIT).
@@ -98,9 +100,38 @@ def is_lzma_alone(data: bytes, *, any_dictionary: bool = False) -> bool:
     return True
 
 
+def _lzma_alone_header(data: bytes, any_dictionary: bool) -> bool:
+    """The checks of ``is_lzma_alone`` on everything but the properties byte."""
+    if len(data) <= _LZMA_ALONE_HEADER or data[_LZMA_ALONE_HEADER] != 0:
+        return False
+    dict_size, size = struct.unpack_from("<IQ", data, 1)
+    if size != _LZMA_UNKNOWN_SIZE and size >= _LZMA_MAX_KNOWN_SIZE:
+        return False
+    if dict_size != 0xFFFF_FFFF and not any_dictionary:
+        top = 1 << (dict_size.bit_length() - 1) if dict_size else 0
+        if not top or dict_size not in (top, top | top >> 1):
+            return False
+    return True
+
+
 def named_lzma(obj: ScanObject) -> bool:
     """Whether a file name of ``obj`` says LZMA-alone (``.lzma``, ``.tlz``)."""
     return any(name.lower().endswith((".lzma", ".tlz")) for name in obj.names)
+
+
+def named_compressed(obj: ScanObject) -> bool:
+    """Whether a file name of ``obj`` says it is one compressed stream (``.gz``, ``.lzma``, ``.zst``...)."""
+    return any(name.lower().endswith(_COMPRESSED_SUFFIXES) for name in obj.names)
+
+
+def unpack_unopened(members: bounded.Members, data: bytes, budget: Budget) -> None:
+    """A file named as a compressed stream that no decoder recognised: unscanned, never clean."""
+    name = next(name for name in members.parent.names if name.lower().endswith(_COMPRESSED_SUFFIXES))
+    if named_lzma(members.parent) and data[:1] and data[0] < _LZMA_MAX_PROPERTIES and _lzma_alone_header(data, False):
+        pb_lp, lc = divmod(data[0], 9)
+        if lc + pb_lp % 5 > 4:  # liblzma's limit (LZMA_LCLP_MAX); the LZMA SDK allows lc up to 8
+            raise ScanIncomplete(Reason.UNSUPPORTED, f"{name}: LZMA with lc + lp > 4 cannot be decoded by liblzma")
+    raise ScanIncomplete(Reason.CORRUPT, f"{name}: named as a compressed file, but no stream we can decode")
 
 
 def is_lzip(data: bytes) -> bool:

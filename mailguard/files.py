@@ -23,10 +23,31 @@ PUBLIC_FILE_MODE = 0o644
 PRIVATE_DIR_MODE = 0o700
 
 
+def make_private_folders(path: Path) -> None:
+    """Create ``path`` and every missing folder above it, each private (0700) whatever the umask.
+
+    ``mkdir(parents=True)`` gives the folders above the process umask (0775 under 002, the
+    Debian and Ubuntu default), which ``folder_owner_problem`` then rightly refuses: a folder
+    we create must never be more open than one we would accept. Folders that already exist
+    are left as they are (the caller checks them).
+    """
+    missing: list[Path] = []
+    level = path
+    while not os.path.lexists(level) and level != level.parent:
+        missing.append(level)
+        level = level.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=PRIVATE_DIR_MODE)
+        except FileExistsError:
+            continue  # made meanwhile by another process: not ours to change, the caller's check judges it
+        os.chmod(folder, PRIVATE_DIR_MODE)  # mkdir's mode is masked by the umask
+
+
 def private_dir(path: Path) -> Path:
     """Create ``path`` (and parents) and make sure only the owner can enter it."""
     try:
-        path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+        make_private_folders(path)
         os.chmod(path, PRIVATE_DIR_MODE)
     except OSError as exc:
         raise StorageError(f"cannot create folder {path}: {exc.strerror or exc}") from None

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mailguard.errors import StorageError, UsageError
-from mailguard.files import folder_owner_problem, fsync_folder, write_atomic
+from mailguard.files import folder_owner_problem, fsync_folder, make_private_folders, write_atomic
 
 if TYPE_CHECKING:
     from mailguard.scan.verdict import Verdict
@@ -224,7 +224,7 @@ class Quarantine:
         # still own it (and so could rename or delete what it holds).
         self._refuse(folder_owner_problem(self.folder, check_own_mode=False))
         try:
-            self.folder.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+            make_private_folders(self.folder)  # not mkdir(parents=True): see make_private_folders
             if self.folder.stat().st_mode & 0o077:
                 os.chmod(self.folder, FOLDER_MODE)
         except OSError as exc:

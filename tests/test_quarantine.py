@@ -234,6 +234,39 @@ def test_a_folder_on_the_way_that_others_may_change_is_refused_unless_sticky(tmp
         Quarantine(shared / "q").check()
 
 
+@pytest.fixture
+def umask_002():
+    # Debian and Ubuntu give each user a private group and this umask: mkdir makes 0775 folders.
+    old = os.umask(0o002)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def test_a_first_start_under_a_group_writable_umask_accepts_the_folders_it_made(tmp_path, umask_002):
+    home = tmp_path / "uhome"
+    home.mkdir(mode=0o700)
+    folder = home / ".local/state/mailguard/quarantine"
+    Quarantine(folder).prepare()
+    Quarantine(folder).add(MESSAGE, INFECTED, "test")
+    Quarantine(folder).check()
+    for made in (folder, *list(folder.parents)[:4]):
+        assert stat.S_IMODE(made.stat().st_mode) == 0o700, made
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+
+
+def test_an_existing_group_writable_folder_on_the_way_is_still_refused(tmp_path, umask_002):
+    from mailguard.quarantine import UnsafeQuarantine
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o775
+    with pytest.raises(UnsafeQuarantine, match="can be changed by its group"):
+        Quarantine(shared / "new" / "q").prepare()
+    assert not (shared / "new").exists()
+
+
 def test_an_own_folder_others_may_change_is_tightened_when_used_and_refused_when_only_read(tmp_path):
     from mailguard.quarantine import UnsafeQuarantine
 

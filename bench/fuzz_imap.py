@@ -202,7 +202,9 @@ class Gen:
             name = self.pick(b"OK", b"NO", b"BAD", b"BYE", b"PREAUTH", b"FETCH", b"X-EVIL")
             return b"* " + name + gap + code + self.text() + b"\r\n"
         if r == 8:
-            return tag + b" " + self.pick(b"OK", b"NO", b"BAD") + b" " + self.text() + b"\r\n"
+            code = self.pick(b"", b"[ALERT] ", b"[READ-WRITE] ")
+            gap = b" " if not code or self.r.random() < 0.8 else b""  # "a1 OK[READ-WRITE]" is accepted too
+            return tag + b" " + self.pick(b"OK", b"NO", b"BAD", b"FETCH") + gap + code + self.text() + b"\r\n"
         if r == 9:
             return self.pick(b"+ ", b"+", b"+ idling ") + self.text() + b"\r\n"
         if r == 10:

@@ -52,11 +52,14 @@ _NONZERO = frozenset({"FETCH", "EXPUNGE"})  # nz-number
 # "* 12 FETCH ", "* OK", "a1 OK ". The response name is an atom followed by SP or the line end
 # (RFC 9051 §9), of letters and "-" as every response name is: imaplib reads "[A-Z-]+" of it
 # and would name "* 1 FETCH.X" a FETCH. A status word may also be followed by "[": clients
-# accept "* OK[CAPABILITY ...]" (docs/pitfalls.md#recognising-the-protocol-from-the-greeting).
+# accept "* OK[CAPABILITY ...]" (docs/pitfalls.md#recognising-the-protocol-from-the-greeting),
+# and servers that leave that space out do so in tagged replies too ("a1 OK[READ-WRITE] done";
+# a tagged response is only ever OK, NO or BAD). Such a line is one line to every reader: imaplib
+# refuses it (its tagged pattern wants a space after the name), lenient clients read text.
 # A message number is an nz-number (at most ten digits: a number that does not fit 32 bits is
 # refused here, before anything converts it). A tag is 1*<ASTRING-CHAR except "+">.
 _UNTAGGED = re.compile(rb"\* (?:([0-9]{1,10}) )?([A-Za-z][A-Za-z\-]*)(?= |\r\n|(\[))")
-_TAGGED = re.compile(rb"([\x21\x23\x24\x26\x27\x2c-\x5b\x5d-\x7a\x7c-\x7e]+) ([A-Za-z]+)(?= |\r\n)")
+_TAGGED = re.compile(rb"([\x21\x23\x24\x26\x27\x2c-\x5b\x5d-\x7a\x7c-\x7e]+) ([A-Za-z]+)(?= |\r\n|\[)")
 
 
 class Head(NamedTuple):  # a tuple: one is built per response, and cheaply

@@ -21,6 +21,16 @@ def test_imaplib_reads_a_literal_after_status_text() -> None:
     assert gave_up is None
 
 
+def test_imaplib_gives_up_on_a_tagged_status_with_its_code_right_after_the_name() -> None:
+    # The proxy passes "a1 OK[READ-WRITE] ..." as one tagged line; imaplib's tagged pattern wants a
+    # space after the name and gives up at its start, reading no literal: it never frames it otherwise.
+    reader = fuzz_imap.ImaplibReader()
+    tag = reader.tagpre + b"7"
+    responses, gave_up = reader.frame(b"* 2 EXISTS\r\n" + tag + b" OK[READ-WRITE] done {3}\r\nabc\r\n", [tag])
+    assert responses == [(0, 12, Kind.UNTAGGED, "EXISTS", ())]
+    assert gave_up == (12, ())
+
+
 def test_a_fixed_seed_finds_no_crash_no_hang_and_no_disagreement() -> None:
     stats = fuzz_imap.fuzz(seed=20261207, count=4000)
     assert stats["failures"] == 0

@@ -137,6 +137,7 @@ def test_bare_cr_bare_lf_and_nul_outside_literals_end_the_session(line: bytes) -
     b"* 12345678901 FETCH (FLAGS ())\r\n",
     b"* FETCH (FLAGS ())\r\n", b"* 0 FETCH (FLAGS ())\r\n", b"* EXISTS\r\n", b"* 3 OK hi\r\n",
     b"*  OK hi\r\n", b"*OK hi\r\n", b"* 1 FETCH[x] (UID 1)\r\n", b"a1 5 OK hi\r\n", b"\r\n",
+    b"a1 FETCH[x] (UID 1)\r\n", b"a1 OK(x) hi\r\n", b"a1 OKAY[x] hi\r\n",
 ])
 def test_malformed_heads_end_the_session(line: bytes) -> None:
     refused(line)
@@ -148,6 +149,14 @@ def test_continuations_and_status_responses_are_one_line() -> None:
     assert [(e.kind, e.word) for e in events] == [
         (Kind.CONTINUATION, ""), (Kind.CONTINUATION, ""), (Kind.UNTAGGED, "OK"), (Kind.UNTAGGED, "OK"),
         (Kind.UNTAGGED, "BYE"), (Kind.UNTAGGED, "OK"), (Kind.TAGGED, "OK")]
+
+
+@pytest.mark.parametrize("word", [b"OK", b"NO", b"BAD", b"ok"])
+def test_a_tagged_status_may_have_its_response_code_right_after_the_name(word: bytes) -> None:
+    # Servers that write "* OK[...]" write "a1 OK[READ-WRITE] ..." too; the text is one line.
+    events = read_all(b"a1 " + word + b"[READ-WRITE] SELECT completed\r\n* 2 EXISTS\r\n")
+    assert [(e.kind, e.tag, e.word, e.literals) for e in events] == [
+        (Kind.TAGGED, b"a1", word.decode().upper(), ()), (Kind.UNTAGGED, None, "EXISTS", ())]
 
 
 def test_an_oversize_literal_is_refused_before_its_bytes_arrive() -> None:

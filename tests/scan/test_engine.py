@@ -174,6 +174,18 @@ def test_a_compressed_stream_that_cannot_be_opened_is_unscanned_not_clean() -> N
     assert verdict.status is Status.UNSCANNED and verdict.incomplete[0].reason is Reason.UNSUPPORTED
 
 
+@pytest.mark.parametrize("name, data, reason", [
+    ("bad.lzma", lzma_alone(EICAR)[:13] + b"\x00" + b"\xff" * 40, Reason.CORRUPT),  # damaged after the header
+    ("x.lzma", bytes([2 * 45 + 8]) + (1 << 16).to_bytes(4, "little") + bytes(9) + bytes(range(40)),
+     Reason.UNSUPPORTED),  # lc = 8: the LZMA SDK writes it, liblzma cannot decode it
+    ("bad.lz", b"LZIP\x07" + bytes(40), Reason.CORRUPT),
+])
+def test_an_attachment_named_as_compressed_that_cannot_be_opened_is_unscanned_not_clean(name, data, reason) -> None:
+    verdict = _engine().scan(message([GREETING, attachment(data, name)]))
+    assert verdict.status is Status.UNSCANNED
+    assert [(i.reason, i.part) for i in verdict.incomplete] == [(reason, f"2/{name}")]
+
+
 def _without_boundary(body: bytes, *fields: bytes) -> bytes:
     return b"".join([b"From: a@example.org\r\nSubject: x\r\nMIME-Version: 1.0\r\n",
                      b"Content-Type: multipart/mixed\r\n", *fields, b"\r\n", body])

@@ -94,3 +94,13 @@ def test_loops_and_files_are_problems_not_errors(tmp_path):
     assert "too many symbolic links" in folder_owner_problem(tmp_path / "one")
     (tmp_path / "file").write_bytes(b"")
     assert "is not a folder" in folder_owner_problem(tmp_path / "file" / "q")
+
+
+def test_private_dir_makes_every_missing_level_private_whatever_the_umask(tmp_path):
+    old = os.umask(0o002)  # Debian and Ubuntu's default: mkdir(parents=True) would make 0775 levels
+    try:
+        made = private_dir(tmp_path / "a" / "b" / "c")
+    finally:
+        os.umask(old)
+    assert [mode(tmp_path / level) for level in ("a", "a/b", "a/b/c")] == [0o700] * 3
+    assert folder_owner_problem(made) is None

@@ -55,6 +55,7 @@ class ScanOutcomeLike(Protocol):
     error: str
     quarantine_failed: bool
     generation: str
+    located: tuple[tuple[str, str], ...]
 
 
 class Scanner(Protocol):

@@ -12,15 +12,19 @@ carries the signature generation its verdict was made with (scan/detectors/sourc
 of another generation than the engine's is not served as it is: the message is fetched and
 scanned again, and then (``served_before``)
 
-- the new scan finds nothing the old one did not: the client gets exactly what it got before,
-  byte for byte (the immutability rule above), and the record moves to the new generation;
-- it finds something new (signatures that were not there before): the client gets the new
-  verdict's form (the part removed, or a notice, per response.action), and the original goes
-  to the quarantine. Here the immutability rule yields: malware is never served as it was. A
-  client that kept its own copy of the message keeps it (we cannot reach it); one that fetches
-  it again, in whole or in part, gets the cleaned form;
-- it could not complete (clamd down, a time-out): the earlier verdict stands, and the next fetch
-  tries again.
+- every finding of the new scan, as a (name, part) pair, was a finding of the old one (or the
+  new scan finds nothing): the new verdict would remove or replace nothing the earlier served
+  form still holds, so the client gets exactly what it got before, byte for byte (the
+  immutability rule above), and the record moves to the new generation. Names alone would not
+  do: an update may find the same family in another part, which the earlier form still holds;
+- it finds something new (a name, or a known name in a part where it was not found before):
+  the client gets the new verdict's form (the part removed, or a notice, per response.action),
+  and the original goes to the quarantine. Here the immutability rule yields: malware is never
+  served as it was. A client that kept its own copy of the message keeps it (we cannot reach
+  it); one that fetches it again, in whole or in part, gets the cleaned form. A record of an
+  earlier version, which kept names without parts, cannot tell: any finding gets the new form;
+- it could not complete for a passing reason (clamd down, a time-out): see
+  ``imap_served.scan_message``; nothing is restamped, and the next fetch tries again.
 
 Each entry is a small JSON record (verdict, hashes, sizes), and, for a message that was
 rewritten, the served bytes. Records are lines of one append-only log, ``records.log``
@@ -71,6 +75,8 @@ class CacheRecord:
     served_size: int
     #: the signatures the verdict was made with; "" in records of earlier versions
     generation: str = ""
+    #: every finding as [name, part]; None in records of earlier versions (names only)
+    located: list[list[str]] | None = None
 
     @property
     def unchanged(self) -> bool:
@@ -78,7 +84,8 @@ class CacheRecord:
 
     @classmethod
     def build(cls, status: str, detections: list[str], reasons: list[str], original: bytes,
-              served: bytes, generation: str = "") -> "CacheRecord":
+              served: bytes, generation: str = "",
+              located: Iterable[tuple[str, str]] = ()) -> "CacheRecord":
         original_hash = sha256(original)
         return cls(
             status=status,
@@ -90,6 +97,7 @@ class CacheRecord:
             served_sha256=original_hash if served is original else sha256(served),
             served_size=len(served),
             generation=generation,
+            located=[[name, part] for name, part in sorted(set(located))],
         )
 
 
@@ -205,15 +213,19 @@ class RewriteCache:
                 return None
         return found
 
-    def served_before(self, key: str, raw: bytes, findings: Iterable[str]) -> bytes | None:
-        """After an update, what the client was served for ``raw`` before, when the new scan's
-        ``findings`` hold nothing the earlier verdict did not (see the module docstring); None when
-        the client gets the new verdict's form (or there was no earlier record, or it is gone)."""
+    def served_before(self, key: str, raw: bytes, located: Iterable[tuple[str, str]]) -> bytes | None:
+        """After an update, what the client was served for ``raw`` before, when each of the new
+        scan's findings, ``located`` as (name, part), was a finding of the earlier verdict (see
+        the module docstring); None when the client gets the new verdict's form (or there was
+        no earlier record, or it is gone)."""
         earlier = self._record(key)
         current = self.current_generation()
         if earlier is None or current is None or earlier.generation == current:
             return None
-        if sha256(raw) != earlier.original_sha256 or not set(findings) <= set(earlier.detections):
+        if sha256(raw) != earlier.original_sha256:
+            return None
+        found = {(name, part) for name, part in located}
+        if found and (earlier.located is None or not found <= {(n, p) for n, p in earlier.located}):
             return None
         return raw if earlier.unchanged else self.blob(key, earlier)
 

@@ -259,7 +259,7 @@ async def scan_message(session: "ImapSession", uid: int, raw: bytes, server_size
         stats["scanned"] = stats.get("scanned", 0) + 1
         # Scanned again after a signature update: nothing new found means what was served before
         # (imap_cache.py, "Repeat scan after update").
-        before = cache.served_before(key, raw, outcome.detections) if key is not None and cache is not None else None
+        before = cache.served_before(key, raw, outcome.located) if key is not None and cache is not None else None
         if before is not None:
             served, unchanged = before, before is raw
             if not _temporary(outcome):
@@ -271,7 +271,8 @@ async def scan_message(session: "ImapSession", uid: int, raw: bytes, server_size
             # fetch scans again.
             try:
                 cache.put(key, CacheRecord.build(outcome.status, list(outcome.detections),
-                                                 list(outcome.reasons), raw, served, outcome.generation), served)
+                                                 list(outcome.reasons), raw, served, outcome.generation,
+                                                 outcome.located), served)
             except OSError as exc:
                 # Served all the same: without the record a later fetch scans the message again
                 # (same engine, same rewrite), which is slower, not less safe.

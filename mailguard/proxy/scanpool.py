@@ -54,6 +54,8 @@ class ScanOutcome:
     error: str = ""                  # why the pool could not give a proper outcome
     quarantine_failed: bool = False  # the original could not be kept: do not deliver the rewrite
     generation: str = ""             # the signatures it was made with (scan/detectors/sources.py)
+    #: every finding as (name, part): what an update must compare (proxy/imap_cache.py)
+    located: tuple[tuple[str, str], ...] = ()
 
 
 def account(host: Any, log: Any, outcome: ScanOutcome, what: str, size: int) -> None:
@@ -135,6 +137,7 @@ def _outcome(raw: bytes, verdict: Verdict, delivered: bytes, policy: Policy, qua
         error=quarantine_error,
         quarantine_failed=bool(quarantine_error),
         generation=verdict.generation,
+        located=tuple(sorted({(f.name, f.part) for f in verdict.findings})),
     )
 
 

@@ -1,3 +1,5 @@
+import base64
+import hashlib
 from pathlib import Path
 
 from mailguard.proxy.imap_cache import CacheRecord, RewriteCache, cache_key
@@ -157,11 +159,64 @@ def test_after_an_update_a_new_finding_is_served_in_its_new_form_and_nothing_new
     key = cache_key("s", "u", b"INBOX", 1, 1)
     cache.put(key, CacheRecord.build("infected", ["A"], [], b"original", b"cleaned of A", "g1"), b"cleaned of A")
     generation[0] = "g2"
-    assert cache.served_before(key, b"original", ["A"]) == b"cleaned of A"  # byte for byte as before
+    assert cache.served_before(key, b"original", [("A", "2")]) is None  # a record without parts: the new form
+    assert cache.served_before(key, b"original", []) == b"cleaned of A"  # nothing found: nothing to remove
+    cache.put(key, CacheRecord.build("infected", ["A"], [], b"original", b"cleaned of A", "g1", [("A", "2")]),
+              b"cleaned of A")
+    assert cache.served_before(key, b"original", [("A", "2")]) == b"cleaned of A"  # byte for byte as before
     assert cache.served_before(key, b"original", []) == b"cleaned of A"     # a detection dropped: still
-    assert cache.served_before(key, b"original", ["A", "B"]) is None        # something new: the new form
-    assert cache.served_before(key, b"another message", ["A"]) is None      # not the message recorded
+    assert cache.served_before(key, b"original", [("A", "2"), ("B", "3")]) is None  # something new: the new form
+    assert cache.served_before(key, b"original", [("A", "3")]) is None      # a known name in another part
+    assert cache.served_before(key, b"another message", [("A", "2")]) is None  # not the message recorded
     cache.put(key, CacheRecord.build("infected", ["A", "B"], [], b"original", b"cleaned of A and B", "g2"),
               b"cleaned of A and B")
     record = cache.record(key)
     assert cache.blob(key, record) == b"cleaned of A and B"  # never the bytes of the replaced record
+
+
+def test_after_an_update_a_known_name_in_a_new_part_is_served_in_the_new_form(tmp_path: Path) -> None:
+    """An update that finds a family the earlier verdict already named, but in another part:
+    the earlier form still holds that part, so the client gets the new verdict's form."""
+    from mailguard.scan.detectors.sources import prepare
+    from mailguard.scan.engine import Engine
+    from mailguard.scan.policy import Policy
+
+    first, second = b"first bad payload " * 20, b"second bad payload, a new variant " * 20
+
+    def attachment(name: bytes, data: bytes) -> bytes:
+        return (b"--XX\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n"
+                b"Content-Disposition: attachment; filename=" + name + b"\r\n\r\n"
+                + base64.encodebytes(data).replace(b"\n", b"\r\n"))
+
+    raw = (b"From: a@b\r\nTo: c@d\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=XX\r\n\r\n--XX\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+           + attachment(b"a.dat", first) + attachment(b"b.dat", second) + b"--XX--\r\n")
+    database = tmp_path / "local.hdb"
+
+    def signature(data: bytes) -> str:
+        return f"{hashlib.md5(data).hexdigest()}:{len(data)}:Win.Trojan.Family\n"
+
+    def engine() -> tuple[Engine, str]:
+        policy, _ = prepare(Policy(signature_paths=(str(database),), clamd_enabled=False))
+        return Engine(policy), policy.generation
+
+    cache = RewriteCache(tmp_path / "cache")
+    key = cache_key("s", "u", b"INBOX", 1, 1)
+    database.write_text(signature(first))
+    old, generation = engine()
+    verdict = old.scan(raw)
+    served = old.apply(raw, verdict)
+    earlier = [(f.name, f.part) for f in verdict.findings]
+    cache.current_generation = lambda: generation
+    cache.put(key, CacheRecord.build(verdict.status.value, verdict.finding_names, verdict.reasons, raw, served,
+                                     generation, earlier), served)
+    assert base64.b64encode(second[:57]) in served
+    database.write_text(signature(first) + signature(second))  # the update: the same name covers more
+    new, generation = engine()
+    verdict = new.scan(raw)
+    assert verdict.finding_names == ["Win.Trojan.Family"]  # the same name as before
+    cache.current_generation = lambda: generation
+    assert cache.record(key) is None
+    assert cache.served_before(key, raw, [(f.name, f.part) for f in verdict.findings]) is None
+    # and had the update found only what was found before, the earlier form stands
+    assert cache.served_before(key, raw, earlier) == served

@@ -46,6 +46,10 @@ class Engine:
             detectors = build_detectors(policy)
         self.policy = policy
         self.detectors: list[Detector] = list(detectors)
+        #: the detectors for what is no attachment (an archive member, the raw message): all but
+        #: those that judge only attachments, as Outlook's blocked types (blocked_types.py)
+        self.inner_detectors: list[Detector] = [d for d in self.detectors
+                                                if not getattr(d, "attachments_only", False)]
         self._expand = _load_expander()
 
     def scan(self, raw: bytes) -> Verdict:
@@ -183,7 +187,8 @@ class _MessageScan:
             obj = ScanObject(data, path, filenames, media_type, False, depth)
             # Members are named under the attachment's file name: 2/invoice.zip/payload.exe.
             self.scan_object(obj, members_under=f"{path}/{filenames[0]}" if filenames else path,
-                             look_inside=look_inside, text_searched=text_searched or is_text)
+                             look_inside=look_inside, text_searched=text_searched or is_text,
+                             attachment=where.attachments)
         if not is_text:
             return  # clients extract uuencode/yEnc/BinHex from text bodies only
                 # (docs/pitfalls.md#files-inside-text-bodies)
@@ -193,17 +198,18 @@ class _MessageScan:
                                         "", depth=depth))
 
     def scan_object(self, obj: ScanObject, members_under: str | None = None, *,
-                    look_inside: bool = True, text_searched: bool = False) -> None:
+                    look_inside: bool = True, text_searched: bool = False, attachment: bool = False) -> None:
         """Every detector on ``obj``, then the same for each member it contains.
 
         ``members_under`` is the path its members are named under, when not ``obj.path``.
         An object that is no container may still be a mail file or an encoded text file
         (``look_inside``); ``text_searched`` says its inline blocks were taken out already.
+        ``attachment``: a MIME part of a message a client shows (see ``_Where.attachments``).
         """
         self.budget.check_time()
         self.objects += 1
         self.scanned_bytes += len(obj.data)
-        for detector in self.engine.detectors:
+        for detector in self.engine.detectors if attachment else self.engine.inner_detectors:
             try:
                 if found := detector.scan(obj):
                     self.findings.extend(found)
@@ -235,9 +241,10 @@ class _MessageScan:
             for member in members:
                 self.scan_object(member)
         elif look_inside:
-            self.scan_file_inside(obj.data, under, obj.depth, text_searched)
+            self.scan_file_inside(obj.data, under, obj.depth, text_searched, attachment)
 
-    def scan_file_inside(self, data: bytes, under: str, depth: int, text_searched: bool) -> None:
+    def scan_file_inside(self, data: bytes, under: str, depth: int, text_searched: bool,
+                         attachment: bool = False) -> None:
         """What a file that is no container holds: the parts of a mail file (an .eml or an
         mbox, whatever its declared type: ``threatsense.objects.email-files``), or the files
         encoded in a text file (uuencode, yEnc, BinHex, base64, HTML ``data:`` URIs).
@@ -253,7 +260,7 @@ class _MessageScan:
         try:
             if is_mail:
                 self.budget.check_depth(depth + 1)
-                self.scan_mail_file(data, under, depth + 1)
+                self.scan_mail_file(data, under, depth + 1, attachments=attachment)
                 return
             blocks = encoded_files(data, self.budget.max_object_size)
             if blocks:  # a plain text file deep in archives is not over the nesting limit
@@ -268,13 +275,14 @@ class _MessageScan:
                 raise
             self.incomplete.append(Incomplete(exc.reason, under, exc.detail))
 
-    def scan_mail_file(self, data: bytes, under: str, depth: int) -> None:
-        """Walk a mail file's messages as messages: ``2/fwd.eml/2``, ``2/box.mbox/message-3/1``."""
+    def scan_mail_file(self, data: bytes, under: str, depth: int, attachments: bool = False) -> None:
+        """Walk a mail file's messages as messages: ``2/fwd.eml/2``, ``2/box.mbox/message-3/1``;
+        their parts are ``attachments`` when the mail file is one (not inside an archive)."""
         self.budget.charge(len(data))  # its decoded parts, like an archive's members, count
         found = mailfile.messages(data)
         for number, message in enumerate(found, 1):
             self.budget.check_time()
-            where = _Where(under if len(found) == 1 else f"{under}/message-{number}", depth)
+            where = _Where(under if len(found) == 1 else f"{under}/message-{number}", depth, attachments)
             self.walk(parse_message(message, email_files=True), where)
 
 
@@ -282,10 +290,15 @@ class _Where(NamedTuple):
     """Where a walked message sits: the path its parts are named under and its depth.
 
     The raw message is ``("", 0)``; a mail file found as attachment 2 is ``("2/fwd.eml", 1)``.
+    ``attachments``: its parts are attachments a client shows and lets the user open, as Outlook
+    does those of the message and of messages attached to it (message/rfc822 parts are walked
+    as parts of the message, an attached .eml file here); a mail file inside an archive is not
+    opened from the message, and Outlook does not look into archives.
     """
 
     prefix: str
     depth: int
+    attachments: bool = True
 
     def path(self, section: str) -> str:
         return f"{self.prefix}/{section}" if self.prefix else section

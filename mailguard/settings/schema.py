@@ -147,9 +147,10 @@ _SETTINGS = [
     Setting(_ec("threatsense.options.heuristics"), Bool(), True,
             "Flag executable content (PE, ELF, Mach-O, shortcuts), double extensions and Office macros."),
     Setting(_ec("threatsense.options.blocked-attachment-types"), StrList(), list(OUTLOOK_BLOCKED_TYPES),
-            "File extensions (without the dot) blocked by policy whatever the content, reported as "
-            "Policy.BlockedAttachment.EXT, apart from detections. Default: Outlook's level-1 list; empty: "
-            "block no attachment by its name."),
+            "File extensions (without the dot) of attachments blocked by policy whatever the content, "
+            "reported as Policy.BlockedAttachment.EXT, apart from detections. Attachments only: the "
+            "message's parts and those of messages attached to it, not archive members (as Outlook). "
+            "Default: Outlook's level-1 list; empty: block no attachment by its name."),
     Setting(_ec("threatsense.limits.max-object-size"), Size(), 100 * 1024**2,
             "Larger objects are not scanned (verdict unscanned)."),
     Setting(_ec("threatsense.limits.max-scan-time"), Duration(), 60.0, "Scan time limit per message."),

@@ -7,8 +7,12 @@ output keeps them apart from malware (verdict status ``blocked``, the ``policy``
 JSON results, SARIF rules of kind policy, ``policy="…"`` in ``X-MailGuard-Result``). Turning
 heuristics off leaves this on, and an empty list turns this off alone.
 
-Names are read as Windows opens them (``heuristics.windows_name``: trailing dots and spaces
-dropped, bidirectional controls ignored), from every name a client could derive.
+Only attachments are judged (``attachments_only``; engine.py gives this detector MIME parts of
+the message and of messages attached to it, not archive members or files found inside text),
+as Outlook judges the attachments it shows, not the members of a zip: a zip holding
+``setup.py`` is no blocked attachment. Names are read as Windows opens them
+(``heuristics.windows_name``: trailing dots and spaces dropped, bidirectional controls ignored),
+from every name a client could derive.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ PREFIX = "Policy.BlockedAttachment."
 
 class BlockedTypesDetector:
     name = POLICY_DETECTOR
+    attachments_only = True
 
     def __init__(self, types: Iterable[str]) -> None:
         self.types = frozenset(t.lower().lstrip(".") for t in types if t)

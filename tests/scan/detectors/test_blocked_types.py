@@ -11,6 +11,7 @@ from mailguard.scan.policy import Policy
 from mailguard.scan.verdict import Status
 from mailguard.settings import Settings
 from mailguard.settings.schema import OUTLOOK_BLOCKED_TYPES
+from tests.scan.archives import make_tnef, make_zip
 from tests.scan.detectors.test_init import mail
 
 
@@ -66,3 +67,32 @@ def test_policy_and_heuristics_switch_apart():
     assert (no_heuristics.status, no_heuristics.finding_names) == (Status.BLOCKED, ["Policy.BlockedAttachment.EXE"])
     no_policy = Engine(Policy(blocked_attachment_types=())).scan(message)
     assert (no_policy.status, no_policy.finding_names) == (Status.INFECTED, ["Heuristics.Executable.PE"])
+
+
+def forwarded(inner: bytes) -> bytes:
+    """``inner`` attached as a message (message/rfc822), as a client forwards a message."""
+    return (b"From: c@example.org\r\nTo: d@example.org\r\nSubject: fwd\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: multipart/mixed; boundary=outer\r\n\r\n--outer\r\nContent-Type: text/plain\r\n\r\nFYI\r\n"
+            b"--outer\r\nContent-Type: message/rfc822\r\n\r\n" + inner + b"\r\n--outer--\r\n")
+
+
+def test_only_attachments_are_judged_not_the_members_of_an_archive():
+    """Outlook blocks the attachments it shows, not what a zip holds: a project's setup.py in
+    a zip leaves the message clean (heuristics still look inside archives)."""
+    project = mail("proj.zip", make_zip({"proj/setup.py": b"from setuptools import setup\n",
+                                         "proj/run.js": b"console.log(1)\n"}), "application/zip")
+    assert Engine(Policy()).scan(project).status is Status.CLEAN
+    tnef = mail("winmail.dat", make_tnef([("install.bat", b"echo hi\r\n")]))
+    assert Engine(Policy()).scan(tnef).policy_names == []
+
+
+def test_attachments_of_an_attached_message_are_judged_as_the_messages_own():
+    inner = mail("run.js", b"console.log(1)\n")
+    verdict = Engine(Policy()).scan(forwarded(inner))
+    assert verdict.status is Status.BLOCKED and verdict.policy_names == ["Policy.BlockedAttachment.JS"]
+    # a mail file attached as a file: the client opens it as a message and shows its attachments
+    as_file = Engine(Policy()).scan(mail("fwd.eml", inner))
+    assert as_file.policy_names == ["Policy.BlockedAttachment.JS"]
+    # ... but one inside an archive is not opened from the message
+    zipped = Engine(Policy()).scan(mail("mails.zip", make_zip({"fwd.eml": inner}), "application/zip"))
+    assert zipped.policy_names == []

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from mailguard.settings.schema import OUTLOOK_BLOCKED_TYPES
+from mailguard.settings.schema import DEFAULT_BLOCKED_TYPES
 
 if TYPE_CHECKING:
     from mailguard.settings import Settings
@@ -24,7 +24,7 @@ class Policy:
     email_files: bool = True
     heuristics: bool = True
     # attachment types blocked by policy, whatever their content (detectors/blocked_types.py)
-    blocked_attachment_types: tuple[str, ...] = OUTLOOK_BLOCKED_TYPES
+    blocked_attachment_types: tuple[str, ...] = DEFAULT_BLOCKED_TYPES
     # threatsense.limits.*
     max_object_size: int = 100 * 1024 * 1024
     max_scan_time: float = 60.0

@@ -58,6 +58,11 @@ OUTLOOK_BLOCKED_TYPES = (
     "udl", "url", "vb", "vbe", "vbp", "vbs", "vhd", "vhdx", "vsmacros", "vsw", "webpnp", "website", "ws",
     "wsb", "wsc", "wsf", "wsh", "xbap", "xll", "xnk",
 )
+#: Program files Outlook's list leaves out that mailguard's name heuristic flagged before this
+#: policy replaced it: a PowerShell module, VBScript, libraries and drivers (code Windows loads).
+ADDED_BLOCKED_TYPES = ("dll", "ocx", "psm1", "sys", "vbscript")
+#: the default of blocked-attachment-types
+DEFAULT_BLOCKED_TYPES = tuple(sorted(OUTLOOK_BLOCKED_TYPES + ADDED_BLOCKED_TYPES))
 _LIMITS = "web-and-email.protocol-filtering.limits."
 
 
@@ -146,11 +151,12 @@ _SETTINGS = [
             "Look inside attached messages (message/rfc822, .eml)."),
     Setting(_ec("threatsense.options.heuristics"), Bool(), True,
             "Flag executable content (PE, ELF, Mach-O, shortcuts), double extensions and Office macros."),
-    Setting(_ec("threatsense.options.blocked-attachment-types"), StrList(), list(OUTLOOK_BLOCKED_TYPES),
+    Setting(_ec("threatsense.options.blocked-attachment-types"), StrList(), list(DEFAULT_BLOCKED_TYPES),
             "File extensions (without the dot) of attachments blocked by policy whatever the content, "
             "reported as Policy.BlockedAttachment.EXT, apart from detections. Attachments only: the "
             "message's parts and those of messages attached to it, not archive members (as Outlook). "
-            "Default: Outlook's level-1 list; empty: block no attachment by its name."),
+            "Default: Outlook's level-1 list and dll, ocx, psm1, sys, vbscript; empty: block no "
+            "attachment by its name."),
     Setting(_ec("threatsense.limits.max-object-size"), Size(), 100 * 1024**2,
             "Larger objects are not scanned (verdict unscanned)."),
     Setting(_ec("threatsense.limits.max-scan-time"), Duration(), 60.0, "Scan time limit per message."),

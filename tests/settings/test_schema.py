@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mailguard.settings import REGISTRY, Settings, lookup
-from mailguard.settings.schema import OUTLOOK_BLOCKED_TYPES
+from mailguard.settings.schema import DEFAULT_BLOCKED_TYPES
 import pytest
 
 EC = "web-and-email.email-client."
@@ -41,7 +41,7 @@ CONTRACT = {
     EC + "threatsense.objects.archives": True,
     EC + "threatsense.objects.email-files": True,
     EC + "threatsense.options.heuristics": True,
-    EC + "threatsense.options.blocked-attachment-types": list(OUTLOOK_BLOCKED_TYPES),  # issue 14
+    EC + "threatsense.options.blocked-attachment-types": list(DEFAULT_BLOCKED_TYPES),  # issue 14
     EC + "threatsense.limits.max-object-size": "100MB",
     EC + "threatsense.limits.max-scan-time": "60s",
     EC + "threatsense.limits.archive-nesting-level": 10,

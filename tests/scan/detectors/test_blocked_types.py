@@ -10,12 +10,12 @@ from mailguard.scan.engine import Engine
 from mailguard.scan.policy import Policy
 from mailguard.scan.verdict import Status
 from mailguard.settings import Settings
-from mailguard.settings.schema import OUTLOOK_BLOCKED_TYPES
+from mailguard.settings.schema import DEFAULT_BLOCKED_TYPES
 from tests.scan.archives import make_tnef, make_zip
 from tests.scan.detectors.test_init import mail
 
 
-def names(*file_names: str, types=OUTLOOK_BLOCKED_TYPES) -> list[str]:
+def names(*file_names: str, types=DEFAULT_BLOCKED_TYPES) -> list[str]:
     found = BlockedTypesDetector(types).scan(ScanObject(b"plain text, no program", "2", file_names))
     assert all(f.detector == "policy" and f.part == "2" for f in found)
     return [f.name for f in found]
@@ -45,7 +45,7 @@ def test_any_derived_name_counts_and_harmless_names_give_nothing():
 
 
 def test_the_default_setting_is_outlooks_list_and_can_be_emptied():
-    assert Policy.from_settings(Settings.from_values({})).blocked_attachment_types == OUTLOOK_BLOCKED_TYPES
+    assert Policy.from_settings(Settings.from_values({})).blocked_attachment_types == DEFAULT_BLOCKED_TYPES
     key = "web-and-email.email-client.threatsense.options.blocked-attachment-types"
     assert Policy.from_settings(Settings.from_values({key: ".EXE, com"})).blocked_attachment_types == ("exe", "com")
     assert Policy.from_settings(Settings.from_values({key: []})).blocked_attachment_types == ()
@@ -96,3 +96,11 @@ def test_attachments_of_an_attached_message_are_judged_as_the_messages_own():
     # ... but one inside an archive is not opened from the message
     zipped = Engine(Policy()).scan(mail("mails.zip", make_zip({"fwd.eml": inner}), "application/zip"))
     assert zipped.policy_names == []
+
+
+@pytest.mark.parametrize("name", ["evil.psm1", "run.vbscript", "hook.dll", "control.ocx", "driver.sys"])
+def test_program_types_the_name_heuristic_flagged_before_are_blocked_by_default(name):
+    """Not in Outlook's list, flagged by mailguard's earlier name heuristic: kept by default."""
+    verdict = Engine(Policy()).scan(mail(name, b"function Invoke-Evil { }\r\n"))
+    assert verdict.status is Status.BLOCKED
+    assert verdict.policy_names == ["Policy.BlockedAttachment." + name.rsplit(".", 1)[1].upper()]

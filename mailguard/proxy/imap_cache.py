@@ -23,8 +23,10 @@ scanned again, and then (``served_before``)
   served as it was. A client that kept its own copy of the message keeps it (we cannot reach
   it); one that fetches it again, in whole or in part, gets the cleaned form. A record of an
   earlier version, which kept names without parts, cannot tell: any finding gets the new form;
-- it could not complete for a passing reason (clamd down, a time-out): see
-  ``imap_served.scan_message``; nothing is restamped, and the next fetch tries again.
+- it could not complete (``imap_served.scan_message``): for a passing reason (clamd down, a
+  time-out), the earlier form with on-scan-error = pass, a FETCH NO with block; nothing is
+  restamped, and the next fetch tries again. For a lasting one (a limit), the new verdict's form
+  (tagged unscanned, or a notice), recorded: an unscanned verdict never confirms an old record.
 
 Each entry is a small JSON record (verdict, hashes, sizes), and, for a message that was
 rewritten, the served bytes. Records are lines of one append-only log, ``records.log``

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("mailguard.proxy.imap")
 
 #: the client's FETCH completion when a message could not be kept in quarantine
-WITHHELD_COMPLETION = b" NO [UNAVAILABLE] mailguard: could not keep the original in quarantine, try later\r\n"
+WITHHELD_COMPLETION = b" NO [UNAVAILABLE] mailguard: %s\r\n"  # Withheld.client_text
 
 #: the client's FETCH completion when the server answered NO to our fetch of the message text
 REFUSED_COMPLETION = b" NO [UNAVAILABLE] mailguard: the server did not send the message, try later\r\n"
@@ -109,8 +109,10 @@ class FetchInterception:
         self.bodies_at_once = self._explicit_uncached_uids()
         #: every message of the answer, in order
         self.records: list[Record] = []
-        #: a message was not served (its original could not be quarantined): the tag ends NO
+        #: a message was not served (its original could not be quarantined, ...): the tag ends NO
+        #: saying why (``Withheld.client_text``)
         self.withheld = False
+        self.withheld_text = b""
         #: the server answered NO to our body fetch: the tag ends NO
         self.upstream_refused = False
 
@@ -133,7 +135,7 @@ class FetchInterception:
             if self.withheld:
                 # Lose nothing (docs/architecture.md#lose-nothing): without the original kept, the
                 # rewrite is not served.
-                self.session.send_client(self.tag + WITHHELD_COMPLETION)
+                self.session.send_client(self.tag + WITHHELD_COMPLETION % self.withheld_text)
             elif self.upstream_refused:
                 self.session.send_client(self.tag + REFUSED_COMPLETION)
             else:
@@ -371,8 +373,9 @@ class FetchInterception:
     async def _serve(self, record: Record, raw: bytes) -> None:
         try:
             record.served, record.unchanged = await scan_message(self.session, record.uid, raw, record.server_size)
-        except Withheld:
+        except Withheld as exc:
             record.served, record.withheld, self.withheld = None, True, True
+            self.withheld_text = exc.client_text.encode()
 
     async def _set_seen(self, uids: list[int]) -> None:
         """RFC 9051 §6.4.5: BODY[...], RFC822 and RFC822.TEXT set \\Seen; our PEEK did not."""

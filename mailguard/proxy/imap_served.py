@@ -217,7 +217,13 @@ def tls_tagged(session: "ImapSession", served: bytes, unchanged: bool) -> tuple[
 
 class Withheld(Exception):
     """The original could not be kept in quarantine: the rewrite is not served (lose nothing);
-    the client's FETCH is answered NO and the message stays on the server for a later try."""
+    or, with on-scan-error = block, a scan after a signature update could not complete: what
+    was served before is not served unconfirmed. The client's FETCH is answered NO and the
+    message stays on the server for a later try; ``client_text`` says why, in the NO."""
+
+    def __init__(self, detail: str, client_text: str = "could not keep the original in quarantine, try later") -> None:
+        super().__init__(detail)
+        self.client_text = client_text
 
 
 #: why a scan may come out differently next time: such an outcome is not written to the cache
@@ -228,10 +234,17 @@ def _temporary(outcome: "ScanOutcomeLike") -> bool:
     return outcome.status == "unscanned" and not TEMPORARY_REASONS.isdisjoint(outcome.reasons)
 
 
+def _on_scan_error(session: "ImapSession") -> str:
+    """``response.on-scan-error`` now (the engine's current settings; the session's in tests)."""
+    policy = getattr(getattr(session.context.host, "config", None), "policy", None)
+    return policy.on_scan_error if policy is not None else session.context.on_oversize
+
+
 async def scan_message(session: "ImapSession", uid: int, raw: bytes, server_size: int | None) -> tuple[bytes, bool]:
     """Scan ``raw`` (or know it from the cache), remember what is served, write the cache entry.
 
-    Raises ``Withheld`` when the original could not be quarantined: nothing is served or kept."""
+    Raises ``Withheld`` when the original could not be quarantined, or a rescan after an update
+    did not complete under on-scan-error = block: nothing is served or kept."""
     identity = session.cache_identity
     cache = session.context.cache
     key = cache_key(*identity, uid) if identity is not None and cache is not None else None
@@ -258,12 +271,28 @@ async def scan_message(session: "ImapSession", uid: int, raw: bytes, server_size
         stats = session.context.stats
         stats["scanned"] = stats.get("scanned", 0) + 1
         # Scanned again after a signature update: nothing new found means what was served before
-        # (imap_cache.py, "Repeat scan after update").
-        before = cache.served_before(key, raw, outcome.located) if key is not None and cache is not None else None
+        # (imap_cache.py, "Repeat scan after update"). Only a scan that completed says so: one
+        # that could not is no confirmation, and the record keeps its old generation.
+        before = None
+        if key is not None and cache is not None:
+            before = cache.served_before(key, raw, outcome.located)
+            if before is not None and outcome.status == "unscanned":
+                if not _temporary(outcome):
+                    # It can no longer be judged (a limit): the new verdict's form, per
+                    # on-scan-error, and recorded so; nothing unscanned passes as scanned.
+                    before = None
+                elif _on_scan_error(session) == "block":
+                    # clamd down, a time-out: not served now (FETCH NO; the message stays on the
+                    # server), rather than a notice today and the earlier bytes tomorrow.
+                    raise Withheld(f"scan after a signature update did not complete: {', '.join(outcome.reasons)}",
+                                   "could not scan the message again after a signature update, try later")
+                else:
+                    # on-scan-error = pass: what it was served before (scanned by the earlier
+                    # signatures), not held in this session's memory: the next fetch tries again.
+                    return tls_tagged(session, before, before is raw)
         if before is not None:
             served, unchanged = before, before is raw
-            if not _temporary(outcome):
-                cache.restamp(key, outcome.generation)  # type: ignore[arg-type, union-attr]
+            cache.restamp(key, outcome.generation)  # type: ignore[arg-type, union-attr]
         elif key is not None and cache is not None and not _temporary(outcome):
             # On the loop: a record is a SHA-256 of the message (~60 µs for 100 KB) and one
             # appended line, plus a file for a rewritten message; handing it to a thread cost

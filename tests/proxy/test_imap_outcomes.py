@@ -36,9 +36,10 @@ class FakeScanner:
 
 
 async def run_with(server: MockImapServer, scanner: Any, body: Callable[[Client], Awaitable[None]], *,
-                   cache_dir: Path | None = None, **extra: Any) -> ImapContext:
+                   cache_dir: Path | None = None, cache: RewriteCache | None = None, **extra: Any) -> ImapContext:
     upstream = await server.start()
-    cache = RewriteCache(cache_dir) if cache_dir is not None else None
+    if cache is None and cache_dir is not None:
+        cache = RewriteCache(cache_dir)
     context = ImapContext(scanner=scanner, server_id="mail:143", cache=cache, **extra)
     listener = await start_imap_listener(ImapRoute("127.0.0.1", server.port), lambda: context)
     try:
@@ -93,6 +94,65 @@ def test_a_temporary_scan_failure_is_not_cached(tmp_path: Path, reason: str) -> 
     third = FakeScanner(ScanOutcome("clean", (), (), None))
     asyncio.run(run_with(MockImapServer([CLEAN]), third, body, cache_dir=tmp_path))
     assert third.calls == 0
+
+
+def _after_an_update(tmp_path: Path, outcome: ScanOutcome, on_scan_error: str) -> tuple[list[bytes], int, int]:
+    """CLEAN served clean under generation g1; the signatures change to g2, and the rescan of
+    two FETCHes in one session comes out as ``outcome``; then a session whose scan is clean.
+    The answers of the two FETCHes, and how many scans the second and third sessions made."""
+    cache = RewriteCache(tmp_path)
+    generation = ["g1"]
+    cache.current_generation = lambda: generation[0]
+    answers: list[bytes] = []
+
+    async def body(client: Client) -> None:
+        await login_select(client)
+        answers.append(await client.command(b"a", b"UID FETCH 1 (BODY.PEEK[])"))
+        answers.append(await client.command(b"b", b"UID FETCH 1 (BODY.PEEK[])"))
+
+    asyncio.run(run_with(MockImapServer([CLEAN]), FakeScanner(ScanOutcome("clean", (), (), None, generation="g1")),
+                         body, cache=cache, on_oversize=on_scan_error))
+    answers.clear()
+    generation[0] = "g2"
+    second = FakeScanner(outcome)
+    asyncio.run(run_with(MockImapServer([CLEAN]), second, body, cache=cache, on_oversize=on_scan_error))
+    served = list(answers)
+    third = FakeScanner(ScanOutcome("clean", (), (), None, generation="g2"))
+    asyncio.run(run_with(MockImapServer([CLEAN]), third, body, cache=cache, on_oversize=on_scan_error))
+    assert all(b"plain text" in a for a in answers[2:])
+    return served, second.calls, third.calls
+
+
+@pytest.mark.parametrize("reason", ["timeout", "engine-error"])
+def test_a_rescan_that_fails_for_now_serves_what_was_served_and_tries_again(tmp_path: Path, reason: str) -> None:
+    tagged = b'X-MailGuard-Result: unscanned; reason="%s"\r\n' % reason.encode() + CLEAN
+    served, second, third = _after_an_update(
+        tmp_path, ScanOutcome("unscanned", (), (reason,), tagged, generation="g2"), "pass")
+    assert [tag + b" OK" in answer for answer, tag in zip(served, (b"a", b"b"))] == [True, True]
+    assert all(CLEAN in a and b"unscanned" not in a for a in served)  # the earlier bytes, as they were
+    assert second == 2  # not held in the session's memory: the next fetch tries again
+    assert third == 1   # nor confirmed in the cache: a later session scans again
+
+
+@pytest.mark.parametrize("reason", ["timeout", "engine-error"])
+def test_a_rescan_that_fails_for_now_under_block_is_withheld(tmp_path: Path, reason: str) -> None:
+    notice = b"Subject: could not be scanned\r\n\r\nnotice\r\n"
+    served, second, third = _after_an_update(
+        tmp_path, ScanOutcome("unscanned", (), (reason,), notice, generation="g2"), "block")
+    for answer, tag in zip(served, (b"a", b"b")):
+        assert answer.endswith(tag + b" NO [UNAVAILABLE] mailguard: could not scan the message again after a"
+                               b" signature update, try later\r\n"), answer
+        assert b"plain text" not in answer and b"notice" not in answer
+    assert (second, third) == (2, 1)
+
+
+def test_a_rescan_that_cannot_be_done_for_good_gets_the_new_verdicts_form(tmp_path: Path) -> None:
+    tagged = b'X-MailGuard-Result: unscanned; reason="limit"\r\n' + CLEAN
+    served, second, third = _after_an_update(
+        tmp_path, ScanOutcome("unscanned", (), ("limit",), tagged, generation="g2"), "pass")
+    assert all(b'unscanned; reason="limit"' in a for a in served)  # never as if scanned
+    assert second == 1  # held in the session's memory
+    assert third == 0   # and recorded: not restamped as the old clean record
 
 
 class FakeHost:

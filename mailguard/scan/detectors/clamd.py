@@ -29,6 +29,7 @@ it in ``mailguard status`` and to tell when its signatures changed (sources.py).
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import time
@@ -50,9 +51,12 @@ _SIZE_LIMIT_REPLY = "INSTREAM size limit exceeded"
 #: Fedora's clamd@scan. The setting's default stands for all of them (``candidates``).
 DEFAULT_ADDRESS = "unix:/var/run/clamav/clamd.ctl"
 DISTRIBUTION_ADDRESSES = ("unix:/run/clamav/clamd.ctl", "unix:/run/clamd.scan/clamd.sock")
-#: How long ``locate`` and ``version`` wait for a clamd: it answers VERSION at once when it runs
-#: (a clamd loading its databases does not answer at all, which is "not found" for now).
+#: How long ``locate`` and ``version`` wait for a clamd's answer: it answers VERSION at once when
+#: it runs (a clamd loading its databases does not answer at all, which is "not found" for now).
 PROBE_TIMEOUT = 5.0
+#: How long a probe waits to connect: a local socket connects at once or not at all (refused, or
+#: queued by systemd's socket until clamd takes it, which the answer's time-out covers).
+CONNECT_TIMEOUT = 1.0
 
 
 @dataclass(frozen=True)
@@ -80,18 +84,24 @@ class ClamdVersion:
 
 def candidates(address: str) -> tuple[str, ...]:
     """The addresses to look for clamd at: the one configured, and when it is the default, the
-    other places distributions use."""
+    other places distributions use, each socket once (/var/run is /run on Debian: the same
+    clamd.ctl twice would cost a second time-out while clamd loads)."""
     if address != DEFAULT_ADDRESS:
         return (address,)
-    return (address, *(a for a in DISTRIBUTION_ADDRESSES if a != address))
+    found: dict[str, str] = {}
+    for candidate in (address, *DISTRIBUTION_ADDRESSES):
+        scheme, _, path = candidate.partition(":")
+        found.setdefault(os.path.realpath(path) if scheme == "unix" else candidate, candidate)
+    return tuple(found.values())
 
 
 def command(address: str, word: bytes, timeout: float = PROBE_TIMEOUT) -> str:
     """One clamd command (``PING``, ``VERSION``) and its one-line answer; OSError when none."""
     family, sockaddr = parse_address(address)
     with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
+        sock.settimeout(min(timeout, CONNECT_TIMEOUT))
         sock.connect(sockaddr)  # type: ignore[arg-type]
+        sock.settimeout(timeout)
         sock.sendall(b"z" + word + b"\x00")
         reply = bytearray()
         while b"\x00" not in reply and len(reply) < MAX_REPLY:

@@ -180,7 +180,20 @@ def test_version_answers_taken_apart(monkeypatch):
     assert official.database_date == datetime(2026, 12, 6, 9, 25, 3, tzinfo=timezone.utc)
     unofficial = ClamdVersion.parse("ClamAV 1.4.6")  # unofficial databases only: no database version
     assert (unofficial.engine, unofficial.database, unofficial.database_date) == ("ClamAV 1.4.6", None, None)
-    # the default address stands for the distributions' places; a set one for itself alone
-    assert candidates("unix:/var/run/clamav/clamd.ctl") == (
-        "unix:/var/run/clamav/clamd.ctl", "unix:/run/clamav/clamd.ctl", "unix:/run/clamd.scan/clamd.sock")
-    assert candidates("tcp:127.0.0.1:3310") == ("tcp:127.0.0.1:3310",)
+    assert candidates("tcp:127.0.0.1:3310") == ("tcp:127.0.0.1:3310",)  # a set address: itself alone
+
+
+def test_the_default_address_stands_for_the_distributions_places_each_socket_once(tmp_path, monkeypatch) -> None:
+    """/var/run is /run on Debian: its two names for clamd.ctl are probed once (a clamd still
+    loading costs a time-out per probe)."""
+    from mailguard.scan.detectors import clamd
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "run").symlink_to(tmp_path / "run")
+    default = f"unix:{tmp_path}/var/run/clamav/clamd.ctl"
+    monkeypatch.setattr(clamd, "DEFAULT_ADDRESS", default)
+    monkeypatch.setattr(clamd, "DISTRIBUTION_ADDRESSES", (f"unix:{tmp_path}/run/clamav/clamd.ctl",
+                                                          "unix:/run/clamd.scan/clamd.sock"))
+    assert clamd.candidates(default) == (default, "unix:/run/clamd.scan/clamd.sock")
+    assert clamd.candidates(f"unix:{tmp_path}/run/clamav/clamd.ctl") == (f"unix:{tmp_path}/run/clamav/clamd.ctl",)

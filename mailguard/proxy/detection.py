@@ -93,6 +93,8 @@ class DetectionWatch:
                 await self.check()
             except (MailguardError, OSError) as exc:
                 log.error("could not check the signatures: %s", exc)
+            except Exception:  # noqa: BLE001 - a bug in one look must not end the watch for good
+                log.exception("could not check the signatures")
 
     def status(self) -> dict[str, Any] | None:
         """The detection section of ``mailguard status`` (sources.Inventory.to_json)."""

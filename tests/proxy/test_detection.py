@@ -53,3 +53,31 @@ def test_auto_picks_up_a_clamd_that_appears_while_running(tmp_path, caplog) -> N
     assert watch.inventory.clamd.state == CLAMD_IN_USE and watch.policy.clamd_enabled is True
     assert [p.clamd_enabled for p in updates] == [True]
     assert any(f"clamd in use at {clamd.address}" in r.getMessage() for r in caplog.records)
+
+
+def test_an_unexpected_error_in_one_look_is_logged_and_the_watch_goes_on(caplog) -> None:  # type: ignore[no-untyped-def]
+    looks: list[int] = []
+
+    async def scenario() -> None:
+        watch = DetectionWatch(lambda policy: None, interval=0)
+        again = asyncio.Event()
+
+        async def check() -> bool:
+            looks.append(1)
+            if len(looks) == 1:
+                raise KeyError("a bug")
+            again.set()
+            return False
+
+        watch.check = check  # type: ignore[method-assign]
+        watch.start()
+        try:
+            await asyncio.wait_for(again.wait(), 30)  # a safety net: the second look comes at once
+        finally:
+            await watch.stop()
+
+    with caplog.at_level(logging.ERROR, logger="mailguard.detection"):
+        asyncio.run(scenario())
+    assert len(looks) >= 2
+    (record,) = [r for r in caplog.records if r.getMessage() == "could not check the signatures"]
+    assert record.exc_info is not None and "a bug" in str(record.exc_info[1])

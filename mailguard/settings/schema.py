@@ -186,11 +186,11 @@ _SETTINGS = [
             "YARA rule files or folders (needs the 'yara' extra: pip install mailguard[yara])."),
     Setting("detection-engine.clamd.enabled", BoolOrAuto(), "auto",
             "Also ask a running clamd (ClamAV's daemon, with freshclam's signatures). auto: when its socket "
-            "answers at start or reload (at clamd.address, or where Debian, Fedora and Arch put it), "
-            "else run without it and say so."),
+            "answers at clamd.address (left at the default: also where Debian, Fedora and Arch put it), "
+            "looked for at start, at reload and every minute; else run without it and say so."),
     Setting("detection-engine.clamd.address", ValueType(), "unix:/var/run/clamav/clamd.ctl",
             "clamd's socket: unix:PATH or tcp:HOST:PORT. Left at the default, auto also looks at "
-            "/run/clamd.scan/clamd.sock (Fedora)."),
+            "/run/clamav/clamd.ctl and /run/clamd.scan/clamd.sock (Fedora); a set address alone is looked at."),
     Setting("detection-engine.signatures.max-age", Duration(), 3 * 86400.0,
             "'mailguard status' warns when the newest signatures are older than this."),
     Setting("detection-engine.rescan-after-update", Bool(), True,

@@ -75,7 +75,9 @@ class ClamdVersion:
         when = None
         try:
             # clamd prints the database's build time with ctime(3): in its local time, which is
-            # ours (it answers on this machine's socket); astimezone reads a naive time as local.
+            # ours for a local clamd (the default, a unix socket); astimezone reads a naive time
+            # as local. A clamd on another machine (tcp:) in another zone is off by the difference
+            # (README, "Real signatures"): status shows it, and signatures.max-age's warning reads it.
             when = datetime.strptime(" ".join(date.split()), "%a %b %d %H:%M:%S %Y").astimezone(timezone.utc)
         except ValueError:
             pass

@@ -36,11 +36,6 @@ _CONTINUATIONS = {
     "AUTHENTICATE": re.compile(rb"(?:[A-Za-z0-9+/]*={0,2}|\*)\r?\n\Z"),
 }
 
-#: a literal announcement at a line's end as any client could read one: imaplib takes
-#: ".*{digits}" at the end of every untagged line, however many digits (Lib/imaplib.py,
-#: _get_response); other readers take "{n+}" too (RFC 7888 §3)
-_ANNOUNCED = re.compile(rb"\{[0-9]+\+?\}\r?\n\Z")
-
 
 def check_framing(response: Response) -> None:
     """Raise RemoteProtocolError unless every client frames the untagged ``response`` as the proxy
@@ -56,10 +51,10 @@ def check_framing(response: Response) -> None:
     while pos < len(raw):
         end = raw.find(b"\n", pos) + 1 or len(raw)
         line = raw[pos:end]
-        if _ANNOUNCED.search(line) is None:
+        marker = literal_at_end(line)  # any announcement a client reads: every digit, "{n+}" and "~{n}" too
+        if marker is None:
             return
-        marker = literal_at_end(line)
-        if status or marker is None or not marker.sync or marker.binary or not line.endswith(b"\r\n"):
+        if status or not marker.sync or marker.binary or not line.endswith(b"\r\n"):
             raise RemoteProtocolError(f"a literal clients would frame differently: {line[:80]!r}")
         pos = end + marker.size
 

@@ -22,9 +22,9 @@ import asyncio
 import re
 from dataclasses import dataclass, field
 
-from mailguard.protocols.imap.commands import Command, CommandReader, ContinuationData, Reply
+from mailguard.protocols.imap.commands import Command, CommandReader, ContinuationData
 from mailguard.protocols.imap.fetch import SequenceSet, parse_fetch
-from mailguard.protocols.imap.responses import NEED_DATA
+from tests.protocols.imap.mock_server import next_command_event
 
 
 def literal(data: bytes) -> bytes:
@@ -75,17 +75,7 @@ class ScriptedImapServer:
         greeting = self.script.greeting
         writer.write(greeting or b"* OK [CAPABILITY " + self.script.capabilities + b"] scripted server ready\r\n")
         try:
-            while True:
-                event = machine.next_event()
-                if event is NEED_DATA:
-                    data = await reader.read(65536)
-                    if not data:
-                        return
-                    machine.receive_data(data)
-                    continue
-                if isinstance(event, Reply):
-                    writer.write(event.data)
-                    continue
+            while (event := await next_command_event(machine, reader, writer)) is not None:
                 self.received.append(event.raw)
                 if isinstance(event, ContinuationData):
                     writer.write(event.tag + b" OK IDLE done\r\n")

@@ -19,6 +19,25 @@ from mailguard.protocols.imap.fetch import SequenceSet, parse_fetch
 from mailguard.protocols.imap.responses import NEED_DATA
 
 
+async def next_command_event(
+    machine: CommandReader, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+) -> Command | ContinuationData | AppendPart | LiteralChunk | None:
+    """The client's next command event, read from ``reader`` as needed, or None at EOF. A
+    ``Reply`` the command reader owes the client (a "+" to a synchronising literal) is written
+    to ``writer`` on the way."""
+    while True:
+        event = machine.next_event()
+        if event is NEED_DATA:
+            data = await reader.read(65536)
+            if not data:
+                return None
+            machine.receive_data(data)
+        elif isinstance(event, Reply):
+            writer.write(event.data)
+        else:
+            return event
+
+
 @dataclass
 class MockImapServer:
     messages: list[bytes]
@@ -57,17 +76,7 @@ class MockImapServer:
         machine = CommandReader()
         writer.write(self.greeting)
         try:
-            while True:
-                event = machine.next_event()
-                if event is NEED_DATA:
-                    data = await reader.read(65536)
-                    if not data:
-                        return
-                    machine.receive_data(data)
-                    continue
-                if isinstance(event, Reply):
-                    writer.write(event.data)
-                    continue
+            while (event := await next_command_event(machine, reader, writer)) is not None:
                 if isinstance(event, (AppendPart, LiteralChunk)):
                     if not await self._append(event, writer, machine):
                         return

@@ -61,11 +61,14 @@ def filter_fetch(data: FetchData, asked: frozenset[str] = frozenset()) -> Filter
     items of ``asked``. Always built anew from the items kept, never the server's bytes: only what
     was judged goes on, whatever else the server's line held."""
     allowed = UNSOLICITED | (asked & METADATA)
-    kept = [item for item in data.items if item.name in allowed and well_formed(item)]
-    dropped = tuple(item.key[:40] for item in data.items if not (item.name in allowed and well_formed(item)))
-    if not kept:
-        return Filtered(None, dropped)
-    return Filtered(build_fetch_response(data.number, [(item.key, item.raw_value) for item in kept]), dropped)
+    kept: list[tuple[bytes, bytes]] = []
+    dropped: list[bytes] = []
+    for item in data.items:
+        if item.name in allowed and well_formed(item):
+            kept.append((item.key, item.raw_value))
+        else:
+            dropped.append(item.key[:40])
+    return Filtered(build_fetch_response(data.number, kept) if kept else None, tuple(dropped))
 
 
 class AskedItems:

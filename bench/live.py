@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.imap import Client as ImapClient  # noqa: E402
 from bench.pop3 import Client as Pop3Client  # noqa: E402
-from bench.pop3 import ENGINE, make_message  # noqa: E402
+from bench.pop3 import ENGINE, four_routes, make_message  # noqa: E402
 from bench.realmail import count_for, generate, mbox_entry  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -256,22 +256,8 @@ def main() -> None:
         pop3_port, pop3s_port, imap_port, imaps_port, pop3_socat, imap_socat = free_ports(6)
         before_ports = free_ports(4)
         relay_pop3, relay_imap = free_ports(2)
-
-        def settings(pop3: int, pop3s: int, imap: int, imaps: int) -> dict[str, object]:
-            return {
-                "web-and-email.protocol-filtering.routes": [
-                    f"127.0.0.1:{pop3}=127.0.0.1:{plain_dovecot.pop3_port}",
-                    f"127.0.0.1:{pop3s}=localhost:{tls_dovecot.pop3s_port}",
-                    f"127.0.0.1:{imap}=localhost:{plain_dovecot.imap_port}",
-                    f"127.0.0.1:{imaps}=localhost:{tls_dovecot.imaps_port}",
-                ],
-                "web-and-email.email-client.protocols.pop3s.ports": [tls_dovecot.pop3s_port],
-                "web-and-email.email-client.protocols.imaps.ports": [tls_dovecot.imaps_port],
-                "web-and-email.ssl-tls.trusted-ca-file": str(tls_dovecot.ca_file),
-            }
-
-        engine = start_engine(settings(pop3_port, pop3s_port, imap_port, imaps_port), args.pool or "",
-                              OUT / "live-engine.log", ROOT, home)
+        engine = start_engine(four_routes((pop3_port, pop3s_port, imap_port, imaps_port), plain_dovecot, tls_dovecot),
+                              args.pool or "", OUT / "live-engine.log", ROOT, home)
         engines = {"": engine}
         # The engine's own byte relay (protocol filtering off): its event loop and sockets with no
         # framing and no scanning, the floor under any filtered path's CPU on this machine.
@@ -282,7 +268,8 @@ def main() -> None:
                 f"127.0.0.1:{relay_imap}=127.0.0.1:{plain_dovecot.imap_port}"],
         }, args.pool or "", OUT / "live-engine-relay.log", ROOT, home / "relay")
         if args.compare_tree:
-            engines["@before"] = start_engine(settings(*before_ports), args.pool or "", OUT / "live-engine-before.log",
+            engines["@before"] = start_engine(four_routes(before_ports, plain_dovecot, tls_dovecot), args.pool or "",
+                                              OUT / "live-engine-before.log",
                                               args.compare_tree.resolve(), before_home)
         # nodelay on both legs and 64 KB buffers, as mailguard and the bench clients have
         socats = [subprocess.Popen(["socat", "-b", "65536", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,nodelay",

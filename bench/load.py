@@ -40,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.pop3 import make_message, rss_kb, start_engine  # noqa: E402
+from bench.pop3 import four_routes, make_message, rss_kb, start_engine  # noqa: E402
 
 USERS = 20
 MESSAGES = 50
@@ -230,15 +230,7 @@ def main() -> None:
         direct_tls = ssl.create_default_context(cafile=str(dovecot.ca_file))
         pop3, pop3s, imap, imaps = free_ports(4)
         values = {
-            "web-and-email.protocol-filtering.routes": [
-                f"127.0.0.1:{pop3}=127.0.0.1:{dovecot.pop3_port}",
-                f"127.0.0.1:{pop3s}=localhost:{dovecot.pop3s_port}",
-                f"127.0.0.1:{imap}=localhost:{dovecot.imap_port}",
-                f"127.0.0.1:{imaps}=localhost:{dovecot.imaps_port}",
-            ],
-            "web-and-email.email-client.protocols.pop3s.ports": [dovecot.pop3s_port],
-            "web-and-email.email-client.protocols.imaps.ports": [dovecot.imaps_port],
-            "web-and-email.ssl-tls.trusted-ca-file": str(dovecot.ca_file),
+            **four_routes((pop3, pop3s, imap, imaps), dovecot, dovecot),
             "web-and-email.protocol-filtering.limits.max-sessions": args.sessions + 100,
             "web-and-email.protocol-filtering.limits.max-sessions-per-client": args.sessions + 100,
             "tools.log-files.level": "error",

@@ -28,6 +28,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.peers.dovecot import Dovecot
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -56,6 +60,23 @@ def start_engine(values: dict[str, object], pool: str) -> subprocess.Popen[str]:
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
     )
+
+
+def four_routes(ports: list[int] | tuple[int, ...], plain: Dovecot, tls: Dovecot) -> dict[str, object]:
+    """Routes from local POP3, POP3S, IMAP and IMAPS ports (in that order) to POP3 and IMAP on
+    ``plain`` and to POP3S and IMAPS on ``tls``, with the port and CA settings the TLS two need."""
+    pop3, pop3s, imap, imaps = ports
+    return {
+        "web-and-email.protocol-filtering.routes": [
+            f"127.0.0.1:{pop3}=127.0.0.1:{plain.pop3_port}",
+            f"127.0.0.1:{pop3s}=localhost:{tls.pop3s_port}",
+            f"127.0.0.1:{imap}=localhost:{plain.imap_port}",
+            f"127.0.0.1:{imaps}=localhost:{tls.imaps_port}",
+        ],
+        "web-and-email.email-client.protocols.pop3s.ports": [tls.pop3s_port],
+        "web-and-email.email-client.protocols.imaps.ports": [tls.imaps_port],
+        "web-and-email.ssl-tls.trusted-ca-file": str(tls.ca_file),
+    }
 
 
 def make_message(n: int, size: int, infected: bool) -> bytes:

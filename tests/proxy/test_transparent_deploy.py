@@ -32,6 +32,7 @@ from mailguard.processes import process_alive
 from tests import peers
 from tests.peers.dovecot import PASSWORD, Dovecot, running_dovecot
 from tests.peers.netns import Namespaces, link, run_in
+from tests.proxy.test_transparent import _assert_scanned
 
 pytestmark = [pytest.mark.root, pytest.mark.peer]
 
@@ -99,16 +100,6 @@ def _imap(address: str, port: int, tls: str, ca: str) -> list[bytes]:
         got.append(data[0][1])
     client.logout()
     return got
-
-
-def _assert_scanned(received: list[bytes], what: object) -> None:
-    """Clean messages byte for byte, infected ones cleaned and tagged."""
-    assert len(received) == len(MAILBOX), what
-    for original, got in zip(MAILBOX, received):
-        if original.infected:
-            assert EICAR not in got and b"X-MailGuard-Result: infected" in got, (what, got[:300])
-        else:
-            assert got == original.raw, what
 
 
 # --- the world: namespaces, Dovecot, the engine's home ------------------------------------------

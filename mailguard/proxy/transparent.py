@@ -27,7 +27,7 @@ import subprocess
 from typing import TYPE_CHECKING
 
 from mailguard.errors import EngineError
-from mailguard.proxy.transparent_plan import TransparentPlan
+from mailguard.proxy.transparent_plan import TransparentPlan, show_address
 from mailguard.proxy.transparent_rules import TABLE, UPSTREAM_MARK, build_ruleset, removal_script
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ def redirected_destination(sock: socket.socket) -> tuple[str, int]:
     # socket's own address. Any of this host's addresses with the listener's port is the same
     # listener (0.0.0.0 is reached on every one of them), so relaying there would loop.
     if port == local_port and (_same_address(host, local_host) or _is_local(host)):
-        raise NotRedirected(f"a connection made to the engine's own listener ({_show(host, port)}) was refused")
+        raise NotRedirected(f"a connection made to the engine's own listener ({show_address(host, port)}) was refused")
     return destination
 
 
@@ -128,10 +128,6 @@ def _is_local(host: str) -> bool:
     except OSError:
         return False
     return True
-
-
-def _show(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 # --- nft ----------------------------------------------------------------------------------------

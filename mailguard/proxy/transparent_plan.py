@@ -33,7 +33,8 @@ from mailguard.errors import EngineError
 if TYPE_CHECKING:
     from mailguard.settings import Settings
 
-__all__ = ["FAMILIES", "LISTEN_KEY", "PORT_KEYS", "ROLE_KEY", "TransparentPlan", "family_of", "listening_socket"]
+__all__ = ["FAMILIES", "LISTEN_KEY", "PORT_KEYS", "ROLE_KEY", "TransparentPlan", "family_of", "listening_socket",
+           "show_address"]
 
 _PF = "web-and-email.protocol-filtering."
 LISTEN_KEY = _PF + "transparent.listen"
@@ -111,7 +112,7 @@ def listening_socket(host: str, port: int, backlog: int) -> socket.socket | str:
     except OSError as exc:
         if exc.errno in _FAMILY_UNAVAILABLE:
             return f"no {family} on this host ({exc.strerror})"
-        raise EngineError(f"cannot listen on {_show(host, port)}: {exc.strerror or exc}") from exc
+        raise EngineError(f"cannot listen on {show_address(host, port)}: {exc.strerror or exc}") from exc
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == "ipv6":
@@ -125,12 +126,13 @@ def listening_socket(host: str, port: int, backlog: int) -> socket.socket | str:
     except OSError as exc:
         sock.close()
         if exc.errno in _FAMILY_UNAVAILABLE:
-            return f"cannot listen on {_show(host, port)} ({exc.strerror})"
-        raise EngineError(f"cannot listen on {_show(host, port)}: {exc.strerror or exc}") from exc
+            return f"cannot listen on {show_address(host, port)} ({exc.strerror})"
+        raise EngineError(f"cannot listen on {show_address(host, port)}: {exc.strerror or exc}") from exc
     return sock
 
 
-def _show(host: str, port: int) -> str:
+def show_address(host: str, port: int) -> str:
+    """``host:port``, an IPv6 host in brackets."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 

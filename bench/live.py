@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.imap import Client as ImapClient  # noqa: E402
 from bench.pop3 import Client as Pop3Client  # noqa: E402
 from bench.pop3 import ENGINE, four_routes, make_message  # noqa: E402
-from bench.realmail import count_for, generate, mbox_entry  # noqa: E402
+from bench.realmail import count_for, generate, mailbox_arguments, mbox_entry  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -203,11 +203,8 @@ def offline_scan(mbox: Path, home: str) -> tuple[float, float, dict[str, object]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument("--megabytes", type=float, default=1024)
-    size.add_argument("--messages", type=int)
+    mailbox_arguments(parser)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--sizes", help="only the messages of this size class, in KB: MIN:MAX (e.g. 0:16), "
                                         "taken from the mailbox --megabytes/--messages would make")
     parser.add_argument("--pool", choices=["thread", "process"], default=None)

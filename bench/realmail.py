@@ -147,12 +147,18 @@ def write_mbox(path: Path, mails: list[bytes]) -> None:
             stream.write(mbox_entry(raw))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def mailbox_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--megabytes`` or ``--messages``, and ``--seed``: which mailbox ``generate`` makes
+    (``args.messages or count_for(args.megabytes)`` messages)."""
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--megabytes", type=float, default=1024)
     size.add_argument("--messages", type=int)
     parser.add_argument("--seed", type=int, default=1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mailbox_arguments(parser)
     parser.add_argument("--mbox", type=Path, help="also write the mailbox here as an mbox")
     args = parser.parse_args()
     count = args.messages or count_for(args.megabytes)

@@ -1,4 +1,4 @@
-"""Live throughput on a realistic mailbox, through a real Dovecot, in one run (issue 13).
+"""Live throughput on a realistic mailbox, through a real Dovecot, in one run.
 
     .venv/bin/python bench/live.py [--megabytes 1024 | --messages 10000] [--rounds 3] [--seed 1]
 

@@ -1,4 +1,4 @@
-"""Many concurrent sessions through mailguard against a real Dovecot, in one run (issue 12, "load test").
+"""Many concurrent sessions through mailguard against a real Dovecot, in one run.
 
     .venv/bin/python bench/load.py [--sessions 1000] [--seconds 60] [--think 5] [--message-kb 100]
                                    [--ramp 10] [--pool thread|process]

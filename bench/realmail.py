@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/realmail.py [--megabytes 1024 | --messages 10000] [--seed 1] [--mbox PATH]
 
-Sizes follow the mix measured on real mailboxes (issue 13): median ~13 KB, mean ~101 KB, 99th
+Sizes follow the mix measured on real mailboxes: median ~13 KB, mean ~101 KB, 99th
 percentile ~0.96 MB, a few messages of several MB. They are drawn from a piecewise log-linear
 quantile function, stratified (message i gets a size from the i-th slice of the distribution,
 then the order is shuffled), so even a small run has the mix's shape and its tail. About 2 % of

@@ -98,7 +98,16 @@ class Quarantine:
 
     def prepare(self) -> None:
         """Create the folder if needed and make it private; refuse one another user could change."""
-        self._prepare_folder()
+        # Ownership first: as root, chmod would succeed on another user's folder, who would
+        # still own it (and so could rename or delete what it holds).
+        self._refuse(folder_owner_problem(self.folder, check_own_mode=False))
+        try:
+            make_private_folders(self.folder)  # not mkdir(parents=True): see make_private_folders
+            if self.folder.stat().st_mode & 0o077:
+                os.chmod(self.folder, FOLDER_MODE)
+        except OSError as exc:
+            raise StorageError(f"cannot prepare the quarantine folder {self.folder}: {exc.strerror}") from None
+        self._refuse(folder_owner_problem(self.folder))
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -106,7 +115,7 @@ class Quarantine:
         """Keep ``raw``; returns its id. Keeping the same message again the same day returns the same id."""
         now = (now or _dt.datetime.now(_dt.timezone.utc)).astimezone(_dt.timezone.utc)
         digest = hashlib.sha256(raw).hexdigest()
-        self._prepare_folder()
+        self.prepare()
         base = f"{now:%Y%m%d}-{digest[:_HASH_DIGITS]}"
         for attempt in range(1, 1000):
             entry_id = base if attempt == 1 else f"{base}-{attempt}"
@@ -218,18 +227,6 @@ class Quarantine:
             return Entry.from_json(json.loads(self._metadata_path(entry_id).read_text(encoding="utf-8")))
         except (OSError, ValueError, TypeError) as exc:
             raise StorageError(f"cannot read quarantine entry {entry_id}: {exc}") from None
-
-    def _prepare_folder(self) -> None:
-        # Ownership first: as root, chmod would succeed on another user's folder, who would
-        # still own it (and so could rename or delete what it holds).
-        self._refuse(folder_owner_problem(self.folder, check_own_mode=False))
-        try:
-            make_private_folders(self.folder)  # not mkdir(parents=True): see make_private_folders
-            if self.folder.stat().st_mode & 0o077:
-                os.chmod(self.folder, FOLDER_MODE)
-        except OSError as exc:
-            raise StorageError(f"cannot prepare the quarantine folder {self.folder}: {exc.strerror}") from None
-        self._refuse(folder_owner_problem(self.folder))
 
     def _refuse(self, problem: str | None) -> None:
         if problem is not None:

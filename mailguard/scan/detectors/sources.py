@@ -185,7 +185,6 @@ def generation_of(inventory: Inventory) -> str:
 
 
 def _clamd(policy: Policy, previous: Inventory | None) -> Clamd:
-    looked_at = clamd.candidates(policy.clamd_address)
     if policy.clamd_enabled is False:
         return Clamd(CLAMD_OFF, policy.clamd_address)
     kept = previous.clamd if previous is not None and previous.clamd.in_use else None
@@ -194,6 +193,7 @@ def _clamd(policy: Policy, previous: Inventory | None) -> Clamd:
         if answer is None:
             return replace(kept, state=CLAMD_DOWN)
         return replace(kept, state=CLAMD_IN_USE, version=answer)
+    looked_at = clamd.candidates(policy.clamd_address)
     located = clamd.locate(policy.clamd_address)
     if located is not None:
         return Clamd(CLAMD_IN_USE, located[0], looked_at, located[1])

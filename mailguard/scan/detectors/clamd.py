@@ -76,8 +76,8 @@ class ClamdVersion:
         try:
             # clamd prints the database's build time with ctime(3): in its local time, which is
             # ours for a local clamd (the default, a unix socket); astimezone reads a naive time
-            # as local. A clamd on another machine (tcp:) in another zone is off by the difference
-            # (README, "Real signatures"): status shows it, and signatures.max-age's warning reads it.
+            # as local. A clamd on another machine (tcp:) in another zone is off by the difference:
+            # status shows it so, and signatures.max-age's warning reads it so.
             when = datetime.strptime(" ".join(date.split()), "%a %b %d %H:%M:%S %Y").astimezone(timezone.utc)
         except ValueError:
             pass

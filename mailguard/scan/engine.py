@@ -189,9 +189,10 @@ class _MessageScan:
             self.scan_object(obj, members_under=f"{path}/{filenames[0]}" if filenames else path,
                              look_inside=look_inside, text_searched=text_searched or is_text,
                              attachment=where.attachments)
+        # Clients extract uuencode/yEnc/BinHex from text bodies only
+        # (docs/pitfalls.md#files-inside-text-bodies).
         if not is_text:
-            return  # clients extract uuencode/yEnc/BinHex from text bodies only
-                # (docs/pitfalls.md#files-inside-text-bodies)
+            return
         for block in inline_blocks(data, self.budget.max_object_size):
             name = block.name or block.encoding
             self.scan_object(ScanObject(block.data, f"{path}/{name}", (block.name,) if block.name else (),

@@ -328,7 +328,7 @@ def _print_detection(report: dict[str, Any]) -> None:
             unit = "rules" if name == "yara" else "signatures"
             typer.echo(f"  {name}: {count} {unit}")
             for source in sources:
-                if source.get("detector") == name and source.get("name") != "built-in":
+                if source.get("detector") == name:
                     when = f", {source['updated']}" if source.get("updated") else ""
                     version = source.get("version") or source.get("problem") or ""
                     typer.echo(f"    {source.get('name')} ({version[:23]}{when})")

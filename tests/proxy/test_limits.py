@@ -12,6 +12,7 @@ import contextlib
 import ssl
 from pathlib import Path
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
@@ -94,6 +95,19 @@ async def _login(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
     writer.write(b"USER u\r\nPASS p\r\n")
     assert (await _read_line(reader)).startswith(b"+OK")
     assert (await _read_line(reader)).startswith(b"+OK")
+
+
+async def _until(done: Callable[[], bool], polls: int = 6000) -> None:
+    """Poll ``done`` every 10 ms until it is true or ``polls`` have passed (a safety net)."""
+    for _ in range(polls):
+        if done():
+            return
+        await asyncio.sleep(0.01)
+
+
+def _held(source: Conn, sink: Conn) -> int:
+    """Bytes the engine has read from ``source`` and not yet handed to the kernel for ``sink``."""
+    return source.bytes_in - (sink.bytes_out - sink.transport.get_write_buffer_size())  # type: ignore[union-attr]
 
 
 # --- session caps ------------------------------------------------------------------------------
@@ -249,6 +263,24 @@ def upstream_legs(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[Conn]]:
     yield legs
 
 
+async def _retr_and_stop_reading(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                                 legs: list[Conn], server: Any, endless: EndlessRetr) -> None:
+    """Log in, RETR the endless message and read no more of it: the engine must stop reading
+    the server rather than hold what the client does not take."""
+    await _login(reader, writer)
+    writer.write(b"RETR 1\r\n")
+    assert (await _read_line(reader)).startswith(b"+OK")
+    # The client reads no more. Wait for the engine to stop reading the server, or
+    # for the server to have sent everything (what an unbounded engine lets it do).
+    [leg] = legs
+    (client_leg,) = server._live
+    await _until(lambda: not leg.transport.is_reading() or endless.finished.is_set())  # type: ignore[union-attr]
+    held = _held(leg, client_leg)
+    assert not endless.finished.is_set()
+    assert held < 2 * MiB, f"the engine holds {held} bytes for a client that does not read"
+    writer.close()
+
+
 def test_a_slow_reader_of_a_streamed_answer_keeps_the_engine_buffer_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """A message over max-object-size is streamed; a client that stops reading must stop the
     engine reading the server, not make it hold the difference (issue: 220 MB/s of growth)."""
@@ -260,21 +292,7 @@ def test_a_slow_reader_of_a_streamed_answer_keeps_the_engine_buffer_bounded(monk
                 EC + "threatsense.limits.max-object-size": 64 * 1024,
             }) as (server, port):
                 reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=64 * 1024)
-                await _login(reader, writer)
-                writer.write(b"RETR 1\r\n")
-                assert (await _read_line(reader)).startswith(b"+OK")
-                # The client reads no more. Wait for the engine to stop reading the server, or
-                # for the server to have sent everything (what an unbounded engine lets it do).
-                [leg] = legs
-                (client_leg,) = server._live
-                for _ in range(6000):
-                    if not leg.transport.is_reading() or endless.finished.is_set():  # type: ignore[union-attr]
-                        break
-                    await asyncio.sleep(0.01)
-                held = leg.bytes_in - (client_leg.bytes_out - client_leg.transport.get_write_buffer_size())  # type: ignore[union-attr]
-                assert not endless.finished.is_set()
-                assert held < 2 * MiB, f"the engine holds {held} bytes for a client that does not read"
-                writer.close()
+                await _retr_and_stop_reading(reader, writer, legs, server, endless)
 
     run(scenario(), timeout=120)
 
@@ -293,19 +311,7 @@ def test_a_slow_reader_over_tls_on_both_legs_keeps_the_engine_buffer_bounded(
             }) as (server, port):
                 reader, writer = await asyncio.open_connection(
                     "127.0.0.1", port, ssl=world.client_context, server_hostname="127.0.0.1", limit=64 * 1024)
-                await _login(reader, writer)
-                writer.write(b"RETR 1\r\n")
-                assert (await _read_line(reader)).startswith(b"+OK")
-                [leg] = legs
-                (client_leg,) = server._live
-                for _ in range(6000):
-                    if not leg.transport.is_reading() or endless.finished.is_set():  # type: ignore[union-attr]
-                        break
-                    await asyncio.sleep(0.01)
-                held = leg.bytes_in - (client_leg.bytes_out - client_leg.transport.get_write_buffer_size())  # type: ignore[union-attr]
-                assert not endless.finished.is_set()
-                assert held < 2 * MiB, f"the engine holds {held} bytes for a client that does not read"
-                writer.close()
+                await _retr_and_stop_reading(reader, writer, legs, server, endless)
 
     run(scenario(), timeout=120)
 
@@ -375,11 +381,8 @@ def test_an_append_of_a_large_literal_keeps_the_engine_buffer_bounded(monkeypatc
                 uploading = asyncio.ensure_future(upload())
                 [leg] = legs
                 (client_leg,) = server._live
-                for _ in range(6000):
-                    if not client_leg.transport.is_reading() or uploading.done():  # type: ignore[union-attr]
-                        break
-                    await asyncio.sleep(0.01)
-                held = client_leg.bytes_in - (leg.bytes_out - leg.transport.get_write_buffer_size())  # type: ignore[union-attr]
+                await _until(lambda: not client_leg.transport.is_reading() or uploading.done())  # type: ignore[union-attr]
+                held = _held(client_leg, leg)
                 assert not uploading.done(), "the whole upload was taken while the server read none of it"
                 assert held < 3 * MiB, f"the engine holds {held} bytes of an upload"
                 uploading.cancel()
@@ -432,10 +435,8 @@ def test_stop_ends_sessions_in_any_state_within_its_grace(monkeypatch: pytest.Mo
                 assert (await _read_line(reader)).startswith(b"+OK")
                 idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port)
                 assert (await _read_line(idle_reader)).startswith(b"+OK")
-                for _ in range(6000):  # the streaming session is held up by its client
-                    if not legs[0].transport.is_reading():  # type: ignore[union-attr]
-                        break
-                    await asyncio.sleep(0.01)
+                # the streaming session is held up by its client
+                await _until(lambda: not legs[0].transport.is_reading())  # type: ignore[union-attr]
                 await server.reload(Settings.from_values({
                     ROUTES: [f"127.0.0.1:{port}=127.0.0.1:{upstream}",
                              f"127.0.0.1:{(other := free_port())}=127.0.0.1:{silent}"],
@@ -502,10 +503,8 @@ def test_no_message_is_asked_of_a_server_while_the_engine_holds_as_many_as_it_ma
             await _login(second_reader, second)
             second.write(b"RETR 1\r\n")
             # The second session waits for the place, or (an engine without one) its RETR arrives.
-            for _ in range(3000):
-                if server.fetch_slots._waiters or (2, b"RETR") in server_side.seen:  # type: ignore[attr-defined]
-                    break
-                await asyncio.sleep(0.01)
+            await _until(lambda: bool(server.fetch_slots._waiters) or (2, b"RETR") in server_side.seen,  # type: ignore[attr-defined]
+                         polls=3000)
             assert (2, b"RETR") not in server_side.seen
             server_side.finish.set()
             for reader in (first_reader, second_reader):

@@ -15,21 +15,19 @@ from dataclasses import dataclass, field
 from mailguard.protocols.pop3_framing import cut_top, stuff
 
 
-@dataclass
-class Pop3TestServer:
-    messages: list[bytes]
-    tls: ssl.SSLContext | None = None          # STLS offered when set
-    implicit_tls: bool = False                 # POP3S: TLS from the first byte
-    hostile: str = ""
-    log: list[bytes] = field(default_factory=list)   # every command line received
-    deleted: set[int] = field(default_factory=set)
-    committed_deletes: list[int] = field(default_factory=list)
+class LoopbackServer:
+    """A test server on 127.0.0.1 (a free port, in ``port``), owned by an ``async with`` block;
+    ``_serve`` answers each connection, which is closed when it returns or the peer goes away."""
+
     port: int = 0
     _server: asyncio.Server | None = None
 
-    async def __aenter__(self) -> "Pop3TestServer":
-        ssl_arg = self.tls if self.implicit_tls else None
-        self._server = await asyncio.start_server(self._session, "127.0.0.1", 0, ssl=ssl_arg, backlog=2048)
+    def _implicit_tls(self) -> ssl.SSLContext | None:
+        """TLS from the first byte when not None."""
+        return None
+
+    async def __aenter__(self):  # noqa: ANN204 - the subclass itself
+        self._server = await asyncio.start_server(self._session, "127.0.0.1", 0, ssl=self._implicit_tls(), backlog=2048)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -44,6 +42,23 @@ class Pop3TestServer:
             pass
         finally:
             writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class Pop3TestServer(LoopbackServer):
+    messages: list[bytes]
+    tls: ssl.SSLContext | None = None          # STLS offered when set
+    implicit_tls: bool = False                 # POP3S: TLS from the first byte
+    hostile: str = ""
+    log: list[bytes] = field(default_factory=list)   # every command line received
+    deleted: set[int] = field(default_factory=set)
+    committed_deletes: list[int] = field(default_factory=list)
+
+    def _implicit_tls(self) -> ssl.SSLContext | None:
+        return self.tls if self.implicit_tls else None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"+OK test POP3 server ready <1.2@test>\r\n")

@@ -8,50 +8,36 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from tests.proxy.pop3server import LoopbackServer
+
 # Answers to the commands a test does not script: log in with anything, refuse the rest (so the
 # engine's read-ahead, which starts with LIST, stays off unless a test scripts LIST).
 _DEFAULTS = {b"USER": b"+OK\r\n", b"PASS": b"+OK logged in\r\n", b"QUIT": b"+OK bye\r\n"}
 
 
 @dataclass
-class ScriptedPop3:
+class ScriptedPop3(LoopbackServer):
     #: command line as the client sends it, without CRLF ("RETR 1") -> the raw answer
     answers: dict[bytes, bytes] = field(default_factory=dict)
     greeting: bytes = b"+OK scripted server ready\r\n"
     #: greet only after the client's first line has arrived (a client that speaks first)
     greet_after_client: bool = False
     received: list[bytes] = field(default_factory=list)
-    port: int = 0
-    _server: asyncio.Server | None = None
 
-    async def __aenter__(self) -> "ScriptedPop3":
-        self._server = await asyncio.start_server(self._session, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-
-    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        first = b""
+        if self.greet_after_client:
+            first = await reader.readline()
+        writer.write(self.greeting)
+        while True:
+            line = first or await reader.readline()
             first = b""
-            if self.greet_after_client:
-                first = await reader.readline()
-            writer.write(self.greeting)
-            while True:
-                line = first or await reader.readline()
-                first = b""
-                if not line:
-                    return
-                self.received.append(line)
-                command = line.rstrip(b"\r\n")
-                verb = command.split(b" ", 1)[0].upper()
-                writer.write(self.answers.get(command, _DEFAULTS.get(verb, b"-ERR not scripted\r\n")))
-                await writer.drain()
-                if verb == b"QUIT":
-                    return
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
+            if not line:
+                return
+            self.received.append(line)
+            command = line.rstrip(b"\r\n")
+            verb = command.split(b" ", 1)[0].upper()
+            writer.write(self.answers.get(command, _DEFAULTS.get(verb, b"-ERR not scripted\r\n")))
+            await writer.drain()
+            if verb == b"QUIT":
+                return

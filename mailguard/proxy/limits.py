@@ -47,11 +47,12 @@ class SessionLimits:
         )
 
 
-def refusal_line(protocol: str | None, reason: str) -> bytes:
-    """A temporary refusal in the client's protocol; b"" when it has none we may send."""
+def refusal_line(protocol: str | None, reason: str, *, temporary: bool = True) -> bytes:
+    """A refusal in the client's protocol, temporary (POP3 ``[SYS/TEMP]``) or not (``[SYS/PERM]``);
+    b"" when it has none we may send."""
     text = reason.encode("utf-8", "replace")
     if protocol in ("pop3", "pop3s"):
-        return b"-ERR [SYS/TEMP] mailguard: " + text + b"\r\n"
+        return (b"-ERR [SYS/TEMP] mailguard: " if temporary else b"-ERR [SYS/PERM] mailguard: ") + text + b"\r\n"
     if protocol in ("imap", "imaps"):
         return b"* BYE [UNAVAILABLE] mailguard: " + text + b"\r\n"
     return b""

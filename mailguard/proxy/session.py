@@ -370,7 +370,8 @@ class ClientTold(MailguardError):
     """The session is refused and the client has been told why (``refuse_over_tls``)."""
 
 
-async def refuse_over_tls(host: SessionHost, client: Conn, protocol: str | None, name: str, reason: str) -> None:
+async def refuse_over_tls(host: SessionHost, client: Conn, protocol: str | None, name: str, reason: str,
+                          *, temporary: bool = False) -> None:
     """Refuse a client whose TLS handshake has begun, readably: finish the handshake with a leaf
     for ``name`` (the name it asked for, or else the address it connected to), then send
     ``-ERR`` / ``* BYE`` with ``reason`` inside TLS. A cleartext line in the middle of its
@@ -384,7 +385,7 @@ async def refuse_over_tls(host: SessionHost, client: Conn, protocol: str | None,
                                timeout=host.greeting_timeout)
     except (OSError, ConnectionError, asyncio.TimeoutError):
         return
-    await _tell_client(client, protocol, reason)
+    await _tell_client(client, protocol, reason, temporary=temporary)
 
 
 async def refuse_at_limit(host: SessionHost, client: Conn, upstream: tuple[str, int], reason: str,
@@ -393,20 +394,15 @@ async def refuse_at_limit(host: SessionHost, client: Conn, upstream: tuple[str, 
     (``-ERR [SYS/TEMP]`` / ``* BYE [UNAVAILABLE]``: try again later), then close. The server is
     never contacted: that is what the limit spares it. On an implicit-TLS port the answer needs
     our TLS first; transparent mode knows no name for a leaf there, so the client is just closed."""
-    config = host.config
     name, port = upstream
-    implicit = config.implicit_tls_protocol(port)
+    implicit = host.config.implicit_tls_protocol(port)
+    protocol = _protocol_of(implicit, port, host.config)
     try:
         if implicit:
-            if transparent or not host.tls.can_intercept:
-                return
-            await client.start_tls(host.tls.client_context([name], None), server_side=True,
-                                   timeout=host.greeting_timeout)
-        line = refusal_line(_protocol_of(implicit, port, config), reason)
-        if line:
-            client.write(line)
-            await client.drain()
-            await client.linger()
+            if not transparent:
+                await refuse_over_tls(host, client, protocol, name, reason, temporary=True)
+        elif protocol is not None:
+            await _tell_client(client, protocol, reason, temporary=True)
     except (OSError, ConnectionError, asyncio.TimeoutError):
         pass
     finally:
@@ -417,11 +413,8 @@ def _protocol_of(implicit: str | None, port: int, config: "RunConfig") -> str | 
     return implicit or next((p for p in ("pop3", "imap") if port in config.ports[p]), None)
 
 
-async def _tell_client(client: Conn, protocol: str | None, reason: str) -> None:
-    if protocol in ("pop3", "pop3s"):
-        client.write(b"-ERR [SYS/PERM] mailguard: " + reason.encode("utf-8", "replace") + b"\r\n")
-    elif protocol in ("imap", "imaps"):
-        client.write(b"* BYE [UNAVAILABLE] mailguard: " + reason.encode("utf-8", "replace") + b"\r\n")
+async def _tell_client(client: Conn, protocol: str | None, reason: str, *, temporary: bool = False) -> None:
+    client.write(refusal_line(protocol, reason, temporary=temporary))  # b"": nothing to say
     await client.drain()
     await client.linger()  # the client may have spoken first: no RST over our answer
 

@@ -221,9 +221,7 @@ async def run_session(host: SessionHost, client: Conn, upstream_addr: tuple[str,
         if known is not None and reason in ("client", "closed", "timeout"):
             # A port in a protocol's list: the protocol is known, and a session that does not
             # follow it is refused (an error line in that protocol, then close), never relayed.
-            why = (f"no server greeting within {host.greeting_timeout:g}s" if reason == "timeout"
-                   else "the client spoke before the server greeted" if reason == "client"
-                   else "the server closed the connection before greeting")
+            why = _why_no_greeting(reason, host.greeting_timeout)
             session_log.warning("refused%s: %s", " (TLS intercepted)" if implicit else "", why)
             host.count("errors")
             await _tell_client(client, known, why)
@@ -251,13 +249,18 @@ async def run_session(host: SessionHost, client: Conn, upstream_addr: tuple[str,
             upstream.close()
 
 
+def _why_no_greeting(reason: str | None, timeout: float) -> str:
+    """Words for why the sniffer (``_sniff``) found no POP3 or IMAP greeting."""
+    return {"client": "the client spoke before the server greeted",
+            "timeout": f"no server greeting within {timeout:g}s",
+            "closed": "the server closed the connection before greeting"}.get(reason or "", "not a POP3 or IMAP greeting")
+
+
 async def _unrecognized(ctx: SessionContext, reason: str | None) -> None:
     """A session on a port in no protocol's list whose protocol the greeting did not tell:
     blocked or relayed as protocol-filtering.unrecognized says, and always said and counted,
     since either way nothing of it is scanned."""
-    why = {"client": "the client spoke before the server greeted",
-           "timeout": f"no server greeting within {ctx.host.greeting_timeout:g}s",
-           "closed": "the server closed the connection before greeting"}.get(reason or "", "not a POP3 or IMAP greeting")
+    why = _why_no_greeting(reason, ctx.host.greeting_timeout)
     if reason == "closed":
         ctx.log.info("%s", why)  # nothing was said: nothing to block or relay
         return

@@ -208,6 +208,11 @@ class ImapSession:
         await self.client.conn.drain()
 
     @property
+    def log(self) -> Any:
+        """The session's logger (the engine's names the session in each line), else the module's."""
+        return self.context.log or log
+
+    @property
     def mailbox(self) -> bytes | None:
         return self.identity.mailbox
 
@@ -253,12 +258,12 @@ class ImapSession:
             await relay(self.client.conn, self.upstream.conn, client_early=switch.client_early,
                         server_early=switch.server_early, idle_timeout=self.context.idle_timeout)
         except ClientTold as exc:
-            (self.context.log or log).warning("IMAP session refused: %s", exc)
+            self.log.warning("IMAP session refused: %s", exc)
         except MailguardError as exc:  # the peer broke the rules, or the upstream TLS was refused
-            (self.context.log or log).warning("IMAP session ended: %s", exc)
+            self.log.warning("IMAP session ended: %s", exc)
             self.send_client(b"* BYE " + str(exc).encode("ascii", "replace")[:200] + b"\r\n")
         except (ConnectionError, asyncio.TimeoutError, ssl.SSLError) as exc:
-            (self.context.log or log).info("IMAP session ended: %s", exc)
+            self.log.info("IMAP session ended: %s", exc)
         finally:
             for task in (upstream_task, client_task, stop_task):
                 if task is not None:
@@ -379,7 +384,7 @@ class ImapSession:
         refused = self.gate.refusal(command)
         if refused is not None:
             # Default deny: what we do not understand never reaches the server (gate.py).
-            (self.context.log or log).warning("refused the client command %s", name[:40])
+            self.log.warning("refused the client command %s", name[:40])
             self.refuse(command, refused)
         elif name == "STARTTLS":
             await self.wait_quiet()
@@ -427,7 +432,7 @@ class ImapSession:
                               args_at=part.data.upper().find(b" APPEND") + len(b" APPEND"))
             refused = self.gate.refusal(command)
             if refused is not None:
-                (self.context.log or log).warning("refused the client command APPEND")
+                self.log.warning("refused the client command APPEND")
                 if part.literal is not None and not part.literal.sync:
                     # Its literal is on its way and would be read as commands: ended instead.
                     raise RemoteProtocolError("APPEND refused, with its literal already sent; closing")
@@ -547,7 +552,7 @@ class ImapSession:
         # relayed metadata FETCH, and carries nothing else; unknown responses carry nothing.
         passed = self.gate.response(response)
         if passed.dropped:
-            (self.context.log or log).warning(
+            self.log.warning(
                 "dropped from a server response nobody asked for: %s",
                 b" ".join(passed.dropped).decode("ascii", "replace")[:200])
         if passed.fetch is not None and passed.fetch.uid is not None:

@@ -68,7 +68,7 @@ async def intercept_fetch(session: "ImapSession", command: Command) -> None:
         return
     refused = session.gate.fetch_refusal(request)
     if refused is not None:
-        (session.context.log or log).warning("refused a client FETCH: %s", refused.decode("ascii", "replace").strip())
+        session.log.warning("refused a client FETCH: %s", refused.decode("ascii", "replace").strip())
         session.send_client(command.tag + b" " + refused)
         return
     if not request.needs_message:
@@ -206,7 +206,7 @@ class FetchInterception:
                 # ended the client's FETCH OK with no data. Those bytes are not what we asked
                 # for and are not used; the message is fetched again in the plain form
                 # (BODY.PEEK[], the two-trip path) and scanned as any other.
-                (self.session.context.log or log).warning(
+                self.session.log.warning(
                     "the server answered our BODY.PEEK[]<0.N> with another form; fetching the message whole")
                 expected, self.bodies_at_once = True, False
             if uid is not None:

@@ -21,7 +21,6 @@ session ends (never a shorter message that looks whole).
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 from mailguard.errors import RemoteProtocolError
@@ -36,7 +35,6 @@ if TYPE_CHECKING:
 
 __all__ = ["UNSCANNED_TAG", "WINDOW", "streamable", "stream_unscanned"]
 
-log = logging.getLogger("mailguard.proxy.imap")
 
 #: octets asked of the server at a time
 WINDOW = 4 * 1024 * 1024
@@ -71,7 +69,7 @@ async def stream_unscanned(fetch: "FetchInterception", record: Record, largest: 
     host = session.context.host
     if host is not None:
         host.count("unscanned")
-    (session.context.log or log).warning(
+    session.log.warning(
         "message UID %d (%d bytes) over max-object-size: delivered unscanned", record.uid, record.size)
 
 

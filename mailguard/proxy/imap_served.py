@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
@@ -31,7 +30,6 @@ from mailguard.scan.verdict import Reason
 if TYPE_CHECKING:
     from mailguard.proxy.imap import ImapSession, ScanOutcomeLike
 
-log = logging.getLogger("mailguard.proxy.imap")
 
 #: how long we wait for the server's next response while one of our own commands (the body
 #: fetch of an intercepted FETCH, a read-ahead, a STORE) is unanswered: a few minutes, enough for
@@ -263,7 +261,7 @@ async def scan_message(session: "ImapSession", uid: int, raw: bytes, server_size
         source = f"imap://{session.context.server_id}/{(session.mailbox or b'').decode('utf-8', 'replace')}/{uid}"
         outcome = await session.context.scanner.scan(raw, source)
         if host is not None:
-            account(host, session.context.log or log, outcome, f"message UID {uid}", len(raw))
+            account(host, session.log, outcome, f"message UID {uid}", len(raw))
         if outcome.quarantine_failed:
             raise Withheld(outcome.error or "quarantine failed")
         served = outcome.delivered if outcome.delivered is not None else raw
@@ -305,7 +303,7 @@ async def scan_message(session: "ImapSession", uid: int, raw: bytes, server_size
             except OSError as exc:
                 # Served all the same: without the record a later fetch scans the message again
                 # (same engine, same rewrite), which is slower, not less safe.
-                (session.context.log or log).warning("rewrite cache not written: %s", exc)
+                session.log.warning("rewrite cache not written: %s", exc)
                 if host is not None:
                     host.count("errors")
     served, unchanged = tls_tagged(session, served, unchanged)

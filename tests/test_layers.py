@@ -17,9 +17,10 @@ SHARED = {"mailguard", "mailguard.errors", "mailguard.files", "mailguard.process
 
 # package -> the packages of ours it may import (besides itself and SHARED)
 ALLOWED = {
-    "cli": {"proxy", "protocols", "scan", "tls", "settings", "mailbox", "quarantine", "demo"},
-    "demo": {"proxy", "protocols", "scan", "tls", "settings", "quarantine", "cli"},
-    "proxy": {"protocols", "scan", "tls", "settings", "quarantine"},
+    "cli": {"proxy", "scanpool", "protocols", "scan", "tls", "settings", "mailbox", "quarantine", "demo"},
+    "demo": {"proxy", "scanpool", "protocols", "scan", "tls", "settings", "quarantine", "cli"},
+    "proxy": {"scanpool", "protocols", "scan", "tls", "settings", "quarantine"},
+    "scanpool": {"scan", "settings", "quarantine"},
     "mailbox": {"scan", "settings", "quarantine"},
     "quarantine": {"scan"},
     "protocols": set(),

@@ -283,7 +283,7 @@ def test_an_own_folder_others_may_change_is_tightened_when_used_and_refused_when
 def test_an_engine_whose_quarantine_became_another_users_withholds_the_rewrite(tmp_path, as_root):
     # The engine checked the folder at start; one chown later, every add refuses it, and the
     # session then delivers nothing (docs/architecture.md: the original must be kept first).
-    from mailguard.proxy.scanpool import scan_message
+    from mailguard.scanpool.job import scan_message
     from mailguard.scan.policy import Policy
     from tests.scan.reference_detector import EICAR
 

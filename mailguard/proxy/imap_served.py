@@ -23,7 +23,7 @@ from mailguard.protocols.imap.fetch_response import DataItem, FetchData
 from mailguard.protocols.imap.responses import Response
 from mailguard.proxy.imap_cache import CacheRecord, cache_key
 from mailguard.proxy.imap_render import Record, render
-from mailguard.proxy.scanpool import account
+from mailguard.scanpool.pool import account
 from mailguard.scan.rewrite import TLS_HEADER, add_header, tls_value
 from mailguard.scan.verdict import Reason
 

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from mailguard.errors import EngineError
 from mailguard.proxy.conn import Conn
-from mailguard.proxy.detection import DetectionWatch, with_policy
+from mailguard.scanpool.detection import DetectionWatch, with_policy
 from mailguard.proxy.limits import MESSAGES_IN_FLIGHT, Admission
 from mailguard.proxy.runconfig import RunConfig
-from mailguard.proxy.scanpool import ScanPool
+from mailguard.scanpool.pool import ScanPool
 from mailguard.proxy.session import IDLE_TIMEOUT, SessionHost, refuse_at_limit, run_session
 from mailguard.proxy.upstream import TlsKit
 
@@ -123,7 +123,7 @@ class FilterServer(SessionHost):
         log.info("filtering engine reloaded: protection %s", self._protection())
 
     def _signatures_updated(self, policy: "Policy") -> None:
-        """New signatures while running (proxy/detection.py): new scans use them."""
+        """New signatures while running (scanpool/detection.py): new scans use them."""
         self.config = with_policy(self.config, policy)
         self.pool.update(policy, self.config.quarantine_dir)
 

@@ -60,7 +60,7 @@ from mailguard.proxy.upstream import (
 
 if TYPE_CHECKING:
     from mailguard.proxy.runconfig import RunConfig
-    from mailguard.proxy.scanpool import ScanPool
+    from mailguard.scanpool.pool import ScanPool
 
 __all__ = [
     "PROTOCOL_HANDLERS", "ClientTold", "Handler", "SessionContext", "SessionHost", "peek_client_hello",

@@ -23,7 +23,7 @@ import trustme
 from tests.peers import require, require_root
 from tests.peers.dovecot import PASSWORD, running_dovecot
 from tests.proxy.harness import EC, clean_message, filter_server, infected_message, run
-from tests.proxy.test_scanprocs import _kill_worker_mid_scan
+from tests.scanpool.test_scanprocs import _kill_worker_mid_scan
 
 MESSAGES = [clean_message(1), infected_message(2), clean_message(3)]
 QUARANTINE = "tools.quarantine.path"

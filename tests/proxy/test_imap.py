@@ -14,7 +14,7 @@ import pytest
 from mailguard.proxy.imap import ImapContext
 from mailguard.proxy.imap_cache import RewriteCache
 from mailguard.proxy.imap_listener import ImapRoute, start_imap_listener
-from mailguard.proxy.scanpool import ScanPool
+from mailguard.scanpool.pool import ScanPool
 from mailguard.scan.policy import Policy
 from tests.protocols.imap.messages import EICAR, NESTED, SIMPLE
 from tests.protocols.imap.mock_server import MockImapServer

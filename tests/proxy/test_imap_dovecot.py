@@ -24,7 +24,7 @@ from mailguard.protocols.imap.responses import ResponseReader
 from mailguard.proxy.imap import ImapContext
 from mailguard.proxy.imap_cache import RewriteCache
 from mailguard.proxy.imap_listener import ImapRoute
-from mailguard.proxy.scanpool import ScanPool
+from mailguard.scanpool.pool import ScanPool
 from mailguard.scan.policy import Policy
 from tests.peers import require
 from tests.peers.dovecot import PASSWORD, Dovecot, running_dovecot

@@ -13,7 +13,7 @@ import pytest
 
 from mailguard.proxy.imap import ImapContext
 from mailguard.proxy.imap_listener import ImapRoute
-from mailguard.proxy.scanpool import ScanPool
+from mailguard.scanpool.pool import ScanPool
 from mailguard.scan.policy import Policy
 from tests.protocols.imap.harness import ProxyThread
 from tests.protocols.imap.messages import EICAR, SIMPLE

@@ -14,7 +14,7 @@ import pytest
 from mailguard.proxy.imap import ImapContext
 from mailguard.proxy.imap_cache import RewriteCache
 from mailguard.proxy.imap_listener import ImapRoute, start_imap_listener
-from mailguard.proxy.scanpool import ScanOutcome
+from mailguard.scanpool.job import ScanOutcome
 from tests.protocols.imap.mock_server import MockImapServer
 from tests.proxy.test_imap import INFECTED, Client, login_select
 

@@ -1,4 +1,4 @@
-"""The running engine's look at its signature sources (proxy/detection.py)."""
+"""The running engine's look at its signature sources (scanpool/detection.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from mailguard.proxy.detection import DetectionWatch
+from mailguard.scanpool.detection import DetectionWatch
 from mailguard.scan.detectors.sources import CLAMD_IN_USE, CLAMD_NOT_FOUND
 from mailguard.scan.policy import Policy
 from tests.peers.clamd import Clamd

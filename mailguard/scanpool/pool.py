@@ -8,7 +8,7 @@ few dozen bytes, since the original bytes are forwarded by the session as they a
 Threads or processes (``kind``): the scan is mostly Python code holding the GIL, so threads
 keep at most one core busy for scanning *and* the event loop together, while processes let the
 loop run on one core and scans on the others, at the cost of copying each message into a
-worker's pipe (scanprocs.py, scanworker.py). bench/pop3.py measures both; see ``default_kind``.
+worker's pipe (procs.py, worker.py). bench/pop3.py measures both; see ``default_kind``.
 
 A scan that outlives ``threatsense.limits.max-scan-time`` (plus slack) is abandoned here: the
 message is treated as ``unscanned`` (timeout), which ``response.on-scan-error`` turns into a
@@ -21,19 +21,20 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mailguard.processes import usable_cpus
-from mailguard.proxy.scanprocs import ProcessWorkers
 from mailguard.scan.policy import Policy
-from mailguard.scan.verdict import Incomplete, Reason, Verdict
+from mailguard.scan.verdict import Reason
+from mailguard.scanpool.job import (
+    ScanOutcome, keeps_original, outcome_of, rewritten, scan_message, settle_without_scan,
+)
+from mailguard.scanpool.procs import ProcessWorkers
 
-__all__ = ["ScanOutcome", "ScanPool", "account", "default_kind"]
+__all__ = ["ScanPool", "account", "default_kind"]
 
 log = logging.getLogger("mailguard.proxy.scan")
 
@@ -41,21 +42,6 @@ log = logging.getLogger("mailguard.proxy.scan")
 SCAN_TIMEOUT_SLACK = 5.0
 # Messages up to this size may be scanned on the event loop when no other session is live.
 INLINE_MAX = 256 * 1024
-
-
-@dataclass(frozen=True)
-class ScanOutcome:
-    status: str                      # clean | infected | blocked | unscanned
-    detections: tuple[str, ...]      # every finding's name, detections and policy alike
-    reasons: tuple[str, ...]
-    delivered: bytes | None          # None: the client gets the original unchanged
-    quarantine_id: str | None = None
-    seconds: float = 0.0
-    error: str = ""                  # why the pool could not give a proper outcome
-    quarantine_failed: bool = False  # the original could not be kept: do not deliver the rewrite
-    generation: str = ""             # the signatures it was made with (scan/detectors/sources.py)
-    #: every finding as (name, part): what an update must compare (proxy/imap_cache.py)
-    located: tuple[tuple[str, str], ...] = ()
 
 
 def account(host: Any, log: Any, outcome: ScanOutcome, what: str, size: int) -> None:
@@ -85,82 +71,6 @@ def default_kind() -> str:
     """Processes when there is a second core for them to use, else threads."""
     return "process" if usable_cpus() > 1 else "thread"
 
-
-# --- the worker side (runs in a pool thread or process) ----------------------------------------
-
-_state = threading.local()
-
-
-def _engine_for(policy: Policy):  # noqa: ANN202 - Engine is imported lazily
-    engine = getattr(_state, "engine", None)
-    if engine is None or _state.policy is not policy:
-        from mailguard.scan.engine import Engine
-
-        if engine is not None:
-            engine.close()
-        engine = Engine(policy)
-        _state.engine, _state.policy = engine, policy
-    return engine
-
-
-def _rewritten(raw: bytes, policy: Policy) -> tuple[Verdict, bytes]:
-    """The verdict on ``raw`` and what the client gets for it (the engine of this thread)."""
-    engine = _engine_for(policy)
-    verdict = engine.scan(raw)
-    return verdict, engine.apply(raw, verdict)
-
-
-def _keeps_original(raw: bytes, delivered: bytes, policy: Policy, quarantine_dir: str | None) -> bool:
-    """Whether the original goes to the quarantine: the client gets something else."""
-    return bool(policy.quarantine and quarantine_dir) and delivered != raw
-
-
-def _outcome(raw: bytes, verdict: Verdict, delivered: bytes, policy: Policy, quarantine_dir: str | None,
-             source: str, started: float) -> ScanOutcome:
-    changed = delivered != raw
-    quarantine_id = None
-    quarantine_error = ""
-    if _keeps_original(raw, delivered, policy, quarantine_dir):
-        try:
-            from mailguard.quarantine import Quarantine
-
-            quarantine_id = Quarantine(Path(quarantine_dir)).add(raw, verdict, source)
-        except Exception as exc:  # noqa: BLE001 - reported to the session, which withholds the message
-            quarantine_error = f"quarantine: {type(exc).__name__}: {exc}"
-    return ScanOutcome(
-        status=verdict.status.value,
-        detections=tuple(verdict.finding_names),
-        reasons=tuple(verdict.reasons),
-        delivered=delivered if changed else None,
-        quarantine_id=quarantine_id,
-        seconds=time.monotonic() - started,
-        error=quarantine_error,
-        quarantine_failed=bool(quarantine_error),
-        generation=verdict.generation,
-        located=tuple(sorted({(f.name, f.part) for f in verdict.findings})),
-    )
-
-
-def scan_message(raw: bytes, source: str, policy: Policy, quarantine_dir: str | None) -> ScanOutcome:
-    """Scan, rewrite and quarantine one message (the worker's job)."""
-    started = time.monotonic()
-    verdict, delivered = _rewritten(raw, policy)
-    return _outcome(raw, verdict, delivered, policy, quarantine_dir, source, started)
-
-
-def settle_without_scan(raw: bytes, reason: Reason, detail: str, policy: Policy,
-                        quarantine_dir: str | None, source: str) -> ScanOutcome:
-    """The outcome for a message the pool could not scan: tagged or blocked per on-scan-error."""
-    from mailguard.scan.engine import Engine
-
-    started = time.monotonic()
-    verdict = Verdict.build([], [Incomplete(reason, "", detail)])
-    engine = Engine(policy, detectors=[])
-    outcome = _outcome(raw, verdict, engine.apply(raw, verdict), policy, quarantine_dir, source, started)
-    return ScanOutcome(**{**outcome.__dict__, "error": outcome.error or detail})
-
-
-# --- the event loop side -----------------------------------------------------------------------
 
 
 class ScanPool:
@@ -205,16 +115,16 @@ class ScanPool:
             # with no other session to stall, a small message is scanned right here.
             started = time.monotonic()
             try:
-                verdict, delivered = _rewritten(raw, policy)
+                verdict, delivered = rewritten(raw, policy)
             except Exception as exc:  # noqa: BLE001 - same as a broken worker, below
                 log.error("scan failed for %s: %s", source, exc)
                 return settle_without_scan(raw, Reason.ENGINE_ERROR, f"{type(exc).__name__}: {exc}",
                                            policy, quarantine_dir, source)
-            if _keeps_original(raw, delivered, policy, quarantine_dir):
+            if keeps_original(raw, delivered, policy, quarantine_dir):
                 # Keeping the original writes and fsyncs files (~10 ms): not on the loop.
-                return await loop.run_in_executor(None, _outcome, raw, verdict, delivered, policy,
+                return await loop.run_in_executor(None, outcome_of, raw, verdict, delivered, policy,
                                                   quarantine_dir, source, started)
-            return _outcome(raw, verdict, delivered, policy, quarantine_dir, source, started)
+            return outcome_of(raw, verdict, delivered, policy, quarantine_dir, source, started)
         self._in_flight += 1
         try:
             return await self._scan_in_pool(loop, raw, source, policy, quarantine_dir)

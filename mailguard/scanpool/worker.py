@@ -1,6 +1,6 @@
 """A scan worker process: messages in on stdin, outcomes out on stdout.
 
-Started by ``scanprocs.WorkerProcess`` as ``python -m mailguard.proxy.scanworker``. Why not
+Started by ``procs.WorkerProcess`` as ``python -m mailguard.scanpool.worker``. Why not
 ``concurrent.futures.ProcessPoolExecutor``: handing a 100 KB message to it and back took
 ~0.56 ms (a feeder thread pickles it, a result thread unpickles the answer, each wake-up
 contends for the engine's GIL), more than scanning the message. Here the engine writes the
@@ -42,7 +42,7 @@ def _read_exactly(stream: BinaryIO, size: int) -> bytes | None:
 def main() -> int:
     die_with_parent()  # elsewhere than Linux, stdin's end-of-file still stops it with the engine
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the engine, which stops us
-    from mailguard.proxy.scanpool import scan_message, settle_without_scan
+    from mailguard.scanpool.job import scan_message, settle_without_scan
     from mailguard.scan.verdict import Reason
 
     requests, results = sys.stdin.buffer, sys.stdout.buffer

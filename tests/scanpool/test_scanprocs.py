@@ -1,4 +1,4 @@
-"""Scan worker processes over pipes (scanprocs.py, scanworker.py): outcomes, a worker that dies or
+"""Scan worker processes over pipes (procs.py, worker.py): outcomes, a worker that dies or
 hangs costs only its own message, new settings reach new scans, and nothing is left running."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from mailguard.processes import process_alive
-from mailguard.proxy.scanpool import ScanPool
-from mailguard.proxy.scanprocs import ProcessWorkers, WorkerProcess
+from mailguard.scanpool.pool import ScanPool
+from mailguard.scanpool.procs import ProcessWorkers, WorkerProcess
 from mailguard.scan.policy import Policy
 from tests.proxy.harness import clean_message, infected_message, run
 
@@ -166,7 +166,7 @@ def test_workers_find_this_mailguard_when_only_the_engine_had_it_on_its_path(tmp
     code = (
         "import asyncio, sys\n"
         f"sys.path.insert(0, {str(repo)!r})\n"
-        "from mailguard.proxy.scanprocs import ProcessWorkers\n"
+        "from mailguard.scanpool.procs import ProcessWorkers\n"
         "from mailguard.scan.policy import Policy\n"
         "async def main():\n"
         "    workers = ProcessWorkers(1, (Policy(), None))\n"

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from mailguard.proxy.scanpool import INLINE_MAX, ScanPool
+from mailguard.scanpool.pool import INLINE_MAX, ScanPool
 from mailguard.scan.policy import Policy
 from tests.proxy.harness import clean_message, infected_message, run
 
 
 def _scan_threads(pool: ScanPool, raw: bytes) -> tuple[str, str]:
     """(status, name of the thread that scanned)."""
-    import mailguard.proxy.scanpool as module
+    import mailguard.scanpool.job as module
 
     seen: list[str] = []
     original = module._engine_for
@@ -54,7 +54,7 @@ def test_busy_loop_or_large_message_goes_to_the_pool() -> None:
 
 
 def test_inline_scan_that_fails_still_gives_an_outcome() -> None:
-    import mailguard.proxy.scanpool as module
+    import mailguard.scanpool.job as module
 
     pool = ScanPool(Policy(), None, kind="thread", workers=1)
     pool.loop_is_idle = lambda: True

@@ -1,4 +1,4 @@
-"""Scan worker processes driven from the event loop over pipes (see scanworker.py for why).
+"""Scan worker processes driven from the event loop over pipes (see worker.py for why).
 
 Each ``WorkerProcess`` scans one message at a time; ``ProcessWorkers`` hands a message to an idle
 worker, or waits for one. One message per worker means a scan that outlives its time limit costs
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import mailguard
-from mailguard.proxy.scanworker import CONFIG, REQUEST, RESULT
+from mailguard.scanpool.worker import CONFIG, REQUEST, RESULT
 from mailguard.scan.policy import Policy
 
 __all__ = ["ProcessWorkers", "WorkerFailed", "WorkerProcess"]
@@ -52,7 +52,7 @@ class WorkerProcess:
 
     async def start(self) -> None:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "mailguard.proxy.scanworker",
+            sys.executable, "-m", "mailguard.scanpool.worker",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=_worker_environment(),
         )
         assert process.stdin is not None

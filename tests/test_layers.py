@@ -17,10 +17,11 @@ SHARED = {"mailguard", "mailguard.errors", "mailguard.files", "mailguard.process
 
 # package -> the packages of ours it may import (besides itself and SHARED)
 ALLOWED = {
-    "cli": {"proxy", "scanpool", "protocols", "scan", "tls", "settings", "mailbox", "quarantine", "demo"},
-    "demo": {"proxy", "scanpool", "protocols", "scan", "tls", "settings", "quarantine", "cli"},
-    "proxy": {"scanpool", "protocols", "scan", "tls", "settings", "quarantine"},
+    "cli": {"proxy", "scanpool", "transparent", "protocols", "scan", "tls", "settings", "mailbox", "quarantine", "demo"},
+    "demo": {"proxy", "scanpool", "transparent", "protocols", "scan", "tls", "settings", "quarantine", "cli"},
+    "proxy": {"scanpool", "transparent", "protocols", "scan", "tls", "settings", "quarantine"},
     "scanpool": {"scan", "settings", "quarantine"},
+    "transparent": {"settings"},
     "mailbox": {"scan", "settings", "quarantine"},
     "quarantine": {"scan"},
     "protocols": set(),

@@ -8,7 +8,7 @@ Decisions (issue 6):
 - ``status`` exits 0 whether or not the engine runs; ``running`` (JSON) or the first line (text)
   says which. It exits 2 when an engine holds the pid lock but does not answer, and when the
   kernel's transparent-mode rules do not match the engine (``transparent.problem``: rules left
-  by a killed engine, or a running engine's rules gone; transparent_status.py).
+  by a killed engine, or a running engine's rules gone; transparent/status.py).
 """
 
 from __future__ import annotations
@@ -160,11 +160,11 @@ def _check_transparent_prerequisites(settings: Settings) -> None:
     """Fail before forking, with the reason, rather than in the daemon's log."""
     if settings.get(_MODE) != "transparent":
         return
-    from mailguard.proxy import transparent
-    from mailguard.proxy.transparent_plan import TransparentPlan
+    from mailguard.transparent import netfilter
+    from mailguard.transparent.plan import TransparentPlan
 
     TransparentPlan.from_settings(settings)  # a listen address or role that cannot work
-    if not transparent.has_net_admin():
+    if not netfilter.has_net_admin():
         raise EngineError(
             "transparent mode needs root (or CAP_NET_ADMIN) to install its nftables rules; "
             "run 'mailguard start' as root, or set web-and-email.protocol-filtering.mode to explicit"
@@ -196,14 +196,14 @@ def _remove_leftover_rules(paths: Paths) -> None:
     """An engine that was killed (SIGKILL, OOM) could not remove its nftables table, and the rules
     would keep sending mail connections to a listener that is gone. Clean up when we may."""
     from mailguard.errors import MailguardError
-    from mailguard.proxy import transparent
+    from mailguard.transparent import netfilter
     from mailguard.settings import load_settings
 
     try:
-        if load_settings(paths.config_file).get(_MODE) != "transparent" or not transparent.has_net_admin():
+        if load_settings(paths.config_file).get(_MODE) != "transparent" or not netfilter.has_net_admin():
             return
-        if transparent.current_ruleset():
-            transparent.remove()
+        if netfilter.current_ruleset():
+            netfilter.remove()
             note("mailguard: removed the transparent-mode rules a stopped engine had left behind")
     except MailguardError as exc:
         note(f"mailguard: could not check for leftover transparent-mode rules: {exc}")
@@ -248,8 +248,8 @@ def _stopped_report(paths: Paths, settings: Settings) -> dict[str, Any]:
 
 def _stopped_transparent(settings: Settings) -> dict[str, Any]:
     """The kernel's rules with no engine running (a killed engine leaves them)."""
-    from mailguard.proxy.transparent_plan import ROLE_KEY
-    from mailguard.proxy.transparent_status import read_ruleset, transparent_section
+    from mailguard.transparent.plan import ROLE_KEY
+    from mailguard.transparent.status import read_ruleset, transparent_section
 
     mode = settings.get(_MODE)
     ruleset, error = read_ruleset(required=mode == "transparent")
@@ -293,7 +293,7 @@ def _print_status(report: dict[str, Any]) -> None:
 
 def _print_transparent(report: dict[str, Any]) -> None:
     """The transparent-mode section: what happens to IPv4 and IPv6 mail, then the rules."""
-    from mailguard.proxy.transparent_status import summary
+    from mailguard.transparent.status import summary
 
     section = report.get("transparent") or {}
     if report.get("mode") != "transparent" and not section.get("installed"):

@@ -170,7 +170,7 @@ class Engine:
         try:
             settings = load_settings(self.paths.config_file)
             if settings.get(_FILTERING + "mode") == "transparent":
-                from mailguard.proxy.transparent_plan import TransparentPlan
+                from mailguard.transparent.plan import TransparentPlan
 
                 TransparentPlan.from_settings(settings)  # a role or listen address that cannot work
             if settings.get("web-and-email.email-client.response.quarantine"):
@@ -205,11 +205,11 @@ class Engine:
 
         if self._mode() != "transparent":
             return
-        from mailguard.proxy import transparent
+        from mailguard.transparent import netfilter
 
         # A family the server could not listen in gets its mail ports blocked, not left open.
         unlistened = dict(getattr(self._server, "unlistened", {}))
-        _, self._blocked = await asyncio.to_thread(transparent.install, self.settings, unlistened)
+        _, self._blocked = await asyncio.to_thread(netfilter.install, self.settings, unlistened)
         self._rules_installed = True
         for family, why in self._blocked.items():
             log.warning("transparent mode: %s mail ports are blocked: %s", family, why)
@@ -219,20 +219,20 @@ class Engine:
 
         if not self._rules_installed:
             return
-        from mailguard.proxy import transparent
+        from mailguard.transparent import netfilter
 
         try:
-            await asyncio.to_thread(transparent.remove)
+            await asyncio.to_thread(netfilter.remove)
             self._rules_installed = False
         except MailguardError as exc:
             log.error("could not remove the transparent-mode rules: %s", exc)
 
     async def _transparent_status(self) -> dict[str, Any]:
-        """Read back from the kernel, not from memory (transparent_status.py)."""
+        """Read back from the kernel, not from memory (transparent/status.py)."""
         import asyncio
 
-        from mailguard.proxy.transparent_plan import ROLE_KEY
-        from mailguard.proxy.transparent_status import read_ruleset, transparent_section
+        from mailguard.transparent.plan import ROLE_KEY
+        from mailguard.transparent.status import read_ruleset, transparent_section
 
         snapshot = self._server.snapshot() if self._server is not None else {}
         listening = {"ipv6" if str(item.get("listen")).startswith("[") else "ipv4"

@@ -65,7 +65,7 @@ class RunConfig:
     excluded_domains: tuple[str, ...]
     policy: Policy
     quarantine_dir: Path | None
-    #: transparent mode's plan (transparent_plan.py); None in explicit mode
+    #: transparent mode's plan (transparent/plan.py); None in explicit mode
     transparent: Any = None
     limits: SessionLimits = field(default_factory=SessionLimits)
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -78,7 +78,7 @@ class RunConfig:
         mode = g(_PF + "mode")
         transparent = None
         if mode == "transparent":  # refused here, so at start and on reload, when it cannot work
-            from mailguard.proxy.transparent_plan import TransparentPlan
+            from mailguard.transparent.plan import TransparentPlan
 
             transparent = TransparentPlan.from_settings(settings)
         return cls(

@@ -8,7 +8,7 @@
                                      # command; whatever is still open after ``grace`` is closed
 
 The lifecycle around it lives beside it: the daemon and its signals in daemon.py, the pid
-file in pidlock.py, the control socket in control.py, the nftables rules in transparent.py.
+file in pidlock.py, the control socket in control.py, the nftables rules in transparent/netfilter.py.
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ class FilterServer(SessionHost):
 
     def _wanted(self) -> dict[_ListenKey, tuple[str, int] | None]:
         if self.config.transparent is not None:  # one listener per address family
-            from mailguard.proxy.transparent_plan import FAMILIES
+            from mailguard.transparent.plan import FAMILIES
 
             plan = self.config.transparent
             return {("transparent", plan.address(family)): None for family in FAMILIES}
@@ -192,7 +192,7 @@ class FilterServer(SessionHost):
             host, port = key[1]
             where: dict[str, Any] = {"host": host, "port": port, "reuse_address": True}
             if key[0] == "transparent":
-                from mailguard.proxy.transparent_plan import family_of, listening_socket
+                from mailguard.transparent.plan import family_of, listening_socket
 
                 sock = listening_socket(host, port, LISTEN_BACKLOG)
                 if isinstance(sock, str):  # this family cannot be listened in here: the rules block it
@@ -227,7 +227,7 @@ class FilterServer(SessionHost):
         upstream = self._upstreams.get(key)
         mark = False
         if key[0] == "transparent":
-            from mailguard.proxy.transparent import NotRedirected, redirected_destination
+            from mailguard.transparent.netfilter import NotRedirected, redirected_destination
 
             try:
                 upstream = redirected_destination(conn.transport.get_extra_info("socket"))  # type: ignore[union-attr]

@@ -99,7 +99,7 @@ async def connect_upstream(
     sock = None
     try:
         if mark:
-            from mailguard.proxy.transparent import create_upstream_socket
+            from mailguard.transparent.netfilter import create_upstream_socket
 
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
             family, _, _, _, address = infos[0]

@@ -116,9 +116,9 @@ def test_start_with_a_broken_settings_file_fails_and_starts_nothing(paths: Paths
 
 
 def test_transparent_mode_without_root_is_refused_clearly(paths: Paths, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mailguard.proxy import transparent
+    from mailguard.transparent import netfilter
 
-    monkeypatch.setattr(transparent, "has_net_admin", lambda: False)
+    monkeypatch.setattr(netfilter, "has_net_admin", lambda: False)
     save_settings(Settings.from_values({"web-and-email.protocol-filtering.mode": "transparent"}), paths.config_file)
     result = CliRunner().invoke(app, ["start"])
     assert result.exit_code == 2
@@ -143,9 +143,9 @@ def test_transparent_settings_that_cannot_work_are_refused_at_start(paths: Paths
 @pytest.mark.parametrize("mode", ["explicit", "transparent"])
 def test_status_without_root_does_not_guess_the_kernels_rules(paths: Paths, monkeypatch: pytest.MonkeyPatch,
                                                                mode: str) -> None:
-    from mailguard.proxy import transparent
+    from mailguard.transparent import netfilter
 
-    monkeypatch.setattr(transparent, "has_net_admin", lambda: False)
+    monkeypatch.setattr(netfilter, "has_net_admin", lambda: False)
     save_settings(Settings.from_values({"web-and-email.protocol-filtering.mode": mode}), paths.config_file)
     result = CliRunner().invoke(app, ["status", "--json"])
     assert result.exit_code == 0
@@ -257,8 +257,8 @@ def test_stop_removes_rules_left_by_a_killed_transparent_engine(paths: Paths) ->
     try:
         save_settings(Settings.from_values({"web-and-email.protocol-filtering.mode": "transparent"}), paths.config_file)
         install = (
-            "from mailguard.proxy import transparent; from mailguard.settings import Settings; "
-            "transparent.install(Settings.defaults())"
+            "from mailguard.transparent import netfilter; from mailguard.settings import Settings; "
+            "netfilter.install(Settings.defaults())"
         )
         subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", install], check=True)
         listed = ["ip", "netns", "exec", ns, "nft", "list", "table", "inet", "mailguard"]

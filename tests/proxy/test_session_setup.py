@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from mailguard.proxy import transparent
+from mailguard.transparent import netfilter
 from mailguard.proxy.server import FilterServer
 from mailguard.settings import Settings, resolve_paths
 from tests.proxy.harness import EC, TlsWorld, filter_server, free_port, infected_message, run
@@ -41,8 +41,8 @@ class _Transparent:
     """A FilterServer in transparent mode whose connections all 'were meant for' ``destination``."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, destination: tuple[str, int], values: dict[str, Any]):
-        monkeypatch.setattr(transparent, "original_destination", lambda sock: destination)
-        monkeypatch.setattr(transparent, "mark_upstream_socket", lambda sock: None)  # no nft rules here
+        monkeypatch.setattr(netfilter, "original_destination", lambda sock: destination)
+        monkeypatch.setattr(netfilter, "mark_upstream_socket", lambda sock: None)  # no nft rules here
         self.port = free_port()
         self.settings = Settings.from_values({
             PF + "mode": "transparent", PF + "transparent.listen": f"127.0.0.1:{self.port}", **values})

@@ -16,8 +16,8 @@ cannot work, at ``start`` (and on reload) rather than with mail silently going a
   Any other address is refused: the kernel would redirect connections to where it is not.
 
 Every address is not an open door: the ruleset lets only connections the rules redirected reach
-the listener's port (transparent_rules.py), and the engine refuses any that was not
-(transparent.py), so a connection made straight to the listener cannot loop back into it.
+the listener's port (rules.py), and the engine refuses any that was not
+(netfilter.py), so a connection made straight to the listener cannot loop back into it.
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ from __future__ import annotations
 from typing import Any
 
 from mailguard.errors import EngineError
-from mailguard.proxy.transparent_plan import FAMILIES
-from mailguard.proxy.transparent_rules import families_in
+from mailguard.transparent.plan import FAMILIES
+from mailguard.transparent.rules import families_in
 
 __all__ = ["read_ruleset", "transparent_section"]
 
@@ -34,12 +34,12 @@ def read_ruleset(required: bool = True) -> tuple[str | None, str]:
     """(the table as the kernel lists it, "" when absent; or None and why it cannot be read).
     Not ``required`` (explicit mode: only a leftover table would matter), a table that cannot be
     read (no root, no nft) counts as none."""
-    from mailguard.proxy import transparent
+    from mailguard.transparent import netfilter
 
     try:
-        if not transparent.has_net_admin():
+        if not netfilter.has_net_admin():
             raise EngineError("reading the nftables rules needs root (CAP_NET_ADMIN)")
-        return transparent.current_ruleset(), ""
+        return netfilter.current_ruleset(), ""
     except EngineError as exc:
         return ("", "") if not required else (None, str(exc))
 

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 import pytest
 
 from mailguard.errors import EngineError
-from mailguard.proxy import transparent
-from mailguard.proxy.transparent_plan import TransparentPlan, listening_socket
-from mailguard.proxy.transparent_rules import UPSTREAM_MARK, build_ruleset, families_in
-from mailguard.proxy.transparent_status import summary, transparent_section
+from mailguard.transparent import netfilter
+from mailguard.transparent.plan import TransparentPlan, listening_socket
+from mailguard.transparent.rules import UPSTREAM_MARK, build_ruleset, families_in
+from mailguard.transparent.status import summary, transparent_section
 from mailguard.settings import Settings
 from tests import peers
 from tests.peers.netns import Namespaces, link
@@ -192,7 +192,7 @@ def test_original_destination_of_a_socket_that_was_not_redirected_is_an_error() 
         client = socket.create_connection(server.getsockname())
         accepted, _ = server.accept()
         with client, accepted, pytest.raises(OSError):
-            transparent.original_destination(accepted)
+            netfilter.original_destination(accepted)
 
 
 def test_a_kernel_that_refuses_the_ipv6_redirect_gets_ipv6_blocked(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -204,18 +204,18 @@ def test_a_kernel_that_refuses_the_ipv6_redirect_gets_ipv6_blocked(monkeypatch: 
         applied.append(stdin or "")
         return ""
 
-    monkeypatch.setattr(transparent, "has_net_admin", lambda: True)
-    monkeypatch.setattr(transparent, "_nft", nft)
-    ruleset, blocked = transparent.install(Settings.defaults())
+    monkeypatch.setattr(netfilter, "has_net_admin", lambda: True)
+    monkeypatch.setattr(netfilter, "_nft", nft)
+    ruleset, blocked = netfilter.install(Settings.defaults())
     assert list(blocked) == ["ipv6"] and "kernel refused the IPv6 redirect" in blocked["ipv6"]
     assert applied == [ruleset]
     assert families_in(ruleset) == {"ipv4": {"desktop": "redirect"}, "ipv6": {"desktop": "block"}}
 
 
 def test_without_net_admin_the_error_says_root_is_needed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(transparent, "has_net_admin", lambda: False)
+    monkeypatch.setattr(netfilter, "has_net_admin", lambda: False)
     with pytest.raises(EngineError, match="needs root"):
-        transparent.install(Settings.defaults())
+        netfilter.install(Settings.defaults())
 
 
 # --- in a network namespace (root) --------------------------------------------------------------
@@ -246,17 +246,17 @@ def test_install_status_and_remove_in_a_namespace(netns) -> None:
     peers.require("ip")
     ns = netns("rules")
     result = _in_ns(ns, """
-        from mailguard.proxy import transparent
+        from mailguard.transparent import netfilter
         from mailguard.settings import Settings
-        assert transparent.current_ruleset() == ""
-        applied = transparent.install(Settings.defaults())
-        listed = transparent.current_ruleset()
+        assert netfilter.current_ruleset() == ""
+        applied = netfilter.install(Settings.defaults())
+        listed = netfilter.current_ruleset()
         assert "redirect to :8143" in listed and "meta mark 0x00006d67 return" in listed, listed
-        transparent.install(Settings.defaults())          # a reload replaces, never duplicates
-        assert transparent.current_ruleset().count("redirect to :8143") == 2  # IPv4 and IPv6
-        transparent.remove()
-        assert transparent.current_ruleset() == ""
-        transparent.remove()                               # removing twice is fine
+        netfilter.install(Settings.defaults())          # a reload replaces, never duplicates
+        assert netfilter.current_ruleset().count("redirect to :8143") == 2  # IPv4 and IPv6
+        netfilter.remove()
+        assert netfilter.current_ruleset() == ""
+        netfilter.remove()                               # removing twice is fine
         print("ok")
     """)
     assert result.returncode == 0, result.stderr

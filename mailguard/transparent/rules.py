@@ -5,7 +5,7 @@ what we added and leaves the administrator's firewall alone. ``build_ruleset`` w
 that re-creates it in one ``nft -f -`` transaction (applied completely or not at all), so a
 reload never leaves a moment without rules or with two sets of them.
 
-What the table does, per address family (``ipv4``, ``ipv6``) and per role (transparent_plan.py):
+What the table does, per address family (``ipv4``, ``ipv6``) and per role (plan.py):
 
 - ``redirect``: connections to the mail ports go to the engine's listener. ``output`` (desktop)
   takes this host's own connections; loopback destinations are left alone (a local server is not
@@ -30,10 +30,10 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from mailguard.proxy.transparent_plan import FAMILIES
+from mailguard.transparent.plan import FAMILIES
 
 if TYPE_CHECKING:
-    from mailguard.proxy.transparent_plan import TransparentPlan
+    from mailguard.transparent.plan import TransparentPlan
 
 __all__ = ["TABLE", "UPSTREAM_MARK", "build_ruleset", "families_in", "removal_script"]
 

@@ -32,7 +32,7 @@ from mailguard.processes import process_alive
 from tests import peers
 from tests.peers.dovecot import PASSWORD, Dovecot, running_dovecot
 from tests.peers.netns import Namespaces, link, run_in
-from tests.proxy.test_transparent import _assert_scanned
+from tests.transparent.test_transparent import _assert_scanned
 
 pytestmark = [pytest.mark.root, pytest.mark.peer]
 
@@ -311,7 +311,7 @@ def test_the_engine_refuses_a_connection_whose_destination_is_its_own_listener(n
     destination is the listener's port on one of this host's addresses is refused (relaying it
     would connect the engine to itself), judged against the socket's real addresses, for each
     local address of both families. Here a rule of the test's own redirects such connections."""
-    from mailguard.proxy.transparent import NotRedirected, redirected_destination
+    from mailguard.transparent.netfilter import NotRedirected, redirected_destination
 
     ns = namespaces.make("loop")
     link(ns, ["10.235.0.1/30", "fd00:235::1/126"], namespaces.make("peer"), ["10.235.0.2/30", "fd00:235::2/126"])

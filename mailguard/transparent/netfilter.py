@@ -1,7 +1,7 @@
 """Transparent mode (Linux): the sockets' side of it, and running ``nft``.
 
-What is redirected and where the engine listens: transparent_plan.py; the nftables table:
-transparent_rules.py. Here:
+What is redirected and where the engine listens: plan.py; the nftables table:
+rules.py. Here:
 
 - The engine's own upstream connections carry the socket mark ``UPSTREAM_MARK`` (SO_MARK, set by
   ``create_upstream_socket`` / ``mark_upstream_socket`` before connecting), which the rules let
@@ -27,8 +27,8 @@ import subprocess
 from typing import TYPE_CHECKING
 
 from mailguard.errors import EngineError
-from mailguard.proxy.transparent_plan import TransparentPlan, show_address
-from mailguard.proxy.transparent_rules import TABLE, UPSTREAM_MARK, build_ruleset, removal_script
+from mailguard.transparent.plan import TransparentPlan, show_address
+from mailguard.transparent.rules import TABLE, UPSTREAM_MARK, build_ruleset, removal_script
 
 if TYPE_CHECKING:
     from mailguard.settings import Settings

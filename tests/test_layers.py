@@ -17,8 +17,9 @@ SHARED = {"mailguard", "mailguard.errors", "mailguard.files", "mailguard.process
 
 # package -> the packages of ours it may import (besides itself and SHARED)
 ALLOWED = {
-    "cli": {"proxy", "scanpool", "transparent", "protocols", "scan", "tls", "settings", "mailbox", "quarantine", "demo"},
+    "cli": {"service", "proxy", "scanpool", "transparent", "protocols", "scan", "tls", "settings", "mailbox", "quarantine", "demo"},
     "demo": {"proxy", "scanpool", "transparent", "protocols", "scan", "tls", "settings", "quarantine", "cli"},
+    "service": {"proxy", "scanpool", "transparent", "protocols", "scan", "tls", "settings", "quarantine"},
     "proxy": {"scanpool", "transparent", "protocols", "scan", "tls", "settings", "quarantine"},
     "scanpool": {"scan", "settings", "quarantine"},
     "transparent": {"settings"},

@@ -61,7 +61,7 @@ def tell_running_engine(paths: "Paths") -> bool:
     if not paths.control_socket.exists():
         return False
     try:
-        from mailguard.proxy import control
+        from mailguard.service import control
     except ImportError:
         return False
     try:

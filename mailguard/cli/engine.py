@@ -47,7 +47,7 @@ def start(
     listens, or exits 2 with the reason it could not start. In transparent mode the engine needs
     root to install its nftables rules.
     """
-    from mailguard.proxy import daemon
+    from mailguard.service import daemon
 
     paths, settings = open_settings(config)
     _check_transparent_prerequisites(settings)
@@ -63,7 +63,7 @@ def start(
 def _note_detection(paths: Paths) -> None:
     """Say at start what the engine detects with when it is weak: clamd not found, old or only
     built-in signatures (the log and ``status`` say it too)."""
-    from mailguard.proxy import control
+    from mailguard.service import control
 
     try:
         detection = control.request(paths, "status").get("detection") or {}
@@ -93,7 +93,7 @@ def stop(config: ConfigOption = None) -> None:
 @app.command()
 def restart(config: ConfigOption = None) -> None:
     """Stop the engine if it runs, then start it again (detached) with the current settings."""
-    from mailguard.proxy import daemon
+    from mailguard.service import daemon
 
     paths, settings = open_settings(config)  # a broken settings file must not stop a working engine
     _check_transparent_prerequisites(settings)
@@ -111,7 +111,7 @@ def reload(config: ConfigOption = None) -> None:
     A settings file that does not validate is refused and the settings in force stay (exit 2).
     Same as sending SIGHUP to the engine.
     """
-    from mailguard.proxy import control
+    from mailguard.service import control
 
     paths = resolve(config)
     try:
@@ -182,7 +182,7 @@ def _check_quarantine(paths: Paths, settings: Settings) -> None:
 
 
 def _stop(paths: Paths) -> None:
-    from mailguard.proxy import daemon
+    from mailguard.service import daemon
 
     pid = daemon.stop_running(paths)
     if pid is None:
@@ -210,7 +210,7 @@ def _remove_leftover_rules(paths: Paths) -> None:
 
 
 def _status(paths: Paths, settings: Settings) -> dict[str, Any]:
-    from mailguard.proxy import control, pidlock
+    from mailguard.service import control, pidlock
 
     pid = pidlock.running_pid(paths)
     if pid is None:

@@ -6,7 +6,7 @@ Pieces, in the order a start goes through them:
   and is not a session leader; stdin/stdout/stderr go to /dev/null and logs to STATE/mailguard.log.
   The parent waits on a pipe until the engine reports that it listens (or why it could not), so
   ``mailguard start`` succeeds only for an engine that is really up.
-- ``Engine``: the running engine: the pid lock (pidlock.py), the FilterServer, transparent-mode
+- ``Service``: the running engine: the pid lock (pidlock.py), the FilterServer, transparent-mode
   rules when asked for, the control socket, and the signals: SIGTERM and SIGINT stop gracefully,
   SIGHUP re-reads settings (and reconfigures logging, logsetup.py).
 - ``stop_running``: the CLI side of ``mailguard stop``: asks over the control socket (SIGTERM if
@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from mailguard.errors import EngineError, MailguardError
 from mailguard.processes import process_alive
-from mailguard.proxy.logsetup import configure_logging
-from mailguard.proxy.pidlock import PidLock, running_pid
+from mailguard.service.logsetup import configure_logging
+from mailguard.service.pidlock import PidLock, running_pid
 
 if TYPE_CHECKING:
     from mailguard.settings import Paths, Settings
@@ -74,7 +74,7 @@ def _default_server_factory(settings: Settings, paths: Paths) -> FilterServerLik
     return FilterServer(settings, paths)
 
 
-class Engine:
+class Service:
     """The FilterServer plus what makes it a service: pid lock, control socket, signals, rules."""
 
     def __init__(
@@ -100,7 +100,7 @@ class Engine:
         """Start everything, call ``ready()``, serve until asked to stop, and clean up."""
         import asyncio
 
-        from mailguard.proxy.control import ControlServer
+        from mailguard.service.control import ControlServer
 
         self._stopping = asyncio.Event()
         ensure_state_dir(self.paths)
@@ -284,8 +284,8 @@ def run_foreground(paths: Paths, settings: Settings, server_factory: ServerFacto
     import asyncio
 
     configure_logging(settings, None)
-    engine = Engine(paths, settings, foreground=True, **_factory_kwargs(server_factory))
-    asyncio.run(engine.run(ready=lambda: None))
+    service = Service(paths, settings, foreground=True, **_factory_kwargs(server_factory))
+    asyncio.run(service.run(ready=lambda: None))
 
 
 def _factory_kwargs(server_factory: ServerFactory | None) -> dict[str, Any]:
@@ -351,7 +351,7 @@ def _serve_detached(
     import asyncio
 
     configure_logging(settings, paths.log_file)
-    engine = Engine(paths, settings, foreground=False, **_factory_kwargs(server_factory))
+    service = Service(paths, settings, foreground=False, **_factory_kwargs(server_factory))
     announced = False
 
     def ready() -> None:
@@ -360,7 +360,7 @@ def _serve_detached(
         announced = True
 
     try:
-        asyncio.run(engine.run(ready=ready))
+        asyncio.run(service.run(ready=ready))
     except MailguardError as exc:
         log.error("%s", exc)
         if not announced:
@@ -414,7 +414,7 @@ def stop_running(paths: Paths, wait: float = STOP_WAIT_SECONDS) -> int | None:
 
     Returns the pid that was stopped, or None when no engine was running.
     """
-    from mailguard.proxy.control import EngineNotRunningError, request
+    from mailguard.service.control import EngineNotRunningError, request
 
     pid = running_pid(paths)
     if pid is None:

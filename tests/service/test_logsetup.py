@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from mailguard.proxy.logsetup import configure_logging
+from mailguard.service.logsetup import configure_logging
 from mailguard.settings import Settings
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mailguard.errors import EngineError
-from mailguard.proxy.pidlock import PidLock, running_pid
+from mailguard.service.pidlock import PidLock, running_pid
 from mailguard.settings import Paths
 
 

@@ -24,9 +24,9 @@ import pytest
 
 from mailguard.errors import EngineError
 from mailguard.processes import process_alive
-from mailguard.proxy import control
-from mailguard.proxy.daemon import run_foreground, start_detached, stop_running
-from mailguard.proxy.pidlock import running_pid
+from mailguard.service import control
+from mailguard.service.daemon import run_foreground, start_detached, stop_running
+from mailguard.service.pidlock import running_pid
 from mailguard.settings import Paths, Settings, save_settings
 
 PROTECTION = "web-and-email.email-client.protocols.enabled"

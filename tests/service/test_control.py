@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mailguard.errors import EngineError
-from mailguard.proxy.control import (
+from mailguard.service.control import (
     MAX_REQUEST_BYTES,
     ControlServer,
     EngineNotRunningError,

@@ -37,7 +37,7 @@ from mailguard.proxy.imap_readahead import ReadAhead
 from mailguard.proxy.imap_served import UPSTREAM_ANSWER_TIMEOUT, SessionMemory
 from mailguard.proxy.imap_starttls import ClientNamedTls, check_starttls_answer, starttls_named_by_client
 from mailguard.proxy.imap_view import MailboxView
-from mailguard.proxy.session import ClientTold
+from mailguard.proxy.context import ClientTold
 
 log = logging.getLogger("mailguard.proxy.imap")
 

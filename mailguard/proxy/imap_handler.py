@@ -10,7 +10,7 @@ from mailguard.proxy.conn import Conn
 from mailguard.proxy.imap import ImapContext, ImapSession
 from mailguard.proxy.imap_cache import RewriteCache
 from mailguard.proxy.imap_starttls import ClientNamedTls
-from mailguard.proxy.session import SessionContext
+from mailguard.proxy.context import SessionContext
 
 __all__ = ["handle_imap"]
 

@@ -25,7 +25,7 @@ from mailguard.protocols.imap.commands import Command
 from mailguard.protocols.imap.responses import Kind, Response
 from mailguard.proxy.conn import Conn
 from mailguard.proxy.imap_served import next_answer
-from mailguard.proxy.session import ClientTold, peek_client_hello, refuse_over_tls
+from mailguard.proxy.context import ClientTold, peek_client_hello, refuse_over_tls
 from mailguard.proxy.upstream import upstream_certificate
 
 if TYPE_CHECKING:

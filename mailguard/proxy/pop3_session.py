@@ -21,7 +21,7 @@ from mailguard.protocols.pop3_readahead import READ_AHEAD_DEPTH
 from mailguard.proxy.conn import Conn
 from mailguard.proxy.limits import FetchSlot
 from mailguard.scanpool.pool import account
-from mailguard.proxy.session import SessionContext, peek_client_hello, refuse_over_tls
+from mailguard.proxy.context import SessionContext, peek_client_hello, refuse_over_tls
 from mailguard.proxy.upstream import UpstreamRefused, needs_client_name, upgrade_upstream, upstream_certificate
 from mailguard.scan.rewrite import TLS_HEADER, add_header, tls_value
 

@@ -24,7 +24,8 @@ from mailguard.scanpool.detection import DetectionWatch, with_policy
 from mailguard.proxy.limits import MESSAGES_IN_FLIGHT, Admission
 from mailguard.proxy.runconfig import RunConfig
 from mailguard.scanpool.pool import ScanPool
-from mailguard.proxy.session import IDLE_TIMEOUT, SessionHost, refuse_at_limit, run_session
+from mailguard.proxy.context import IDLE_TIMEOUT, SessionHost
+from mailguard.proxy.session import refuse_at_limit, run_session
 from mailguard.proxy.upstream import TlsKit
 
 if TYPE_CHECKING:

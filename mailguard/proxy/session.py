@@ -34,24 +34,25 @@ In order:
    protocols whose scanning is disabled are relayed byte for byte.
 
 ``PROTOCOL_HANDLERS`` is the dispatch point for the protocol engines: POP3 (pop3_session.py)
-and IMAP (imap_handler.py), each imported on first use.
+and IMAP (imap_handler.py). What a handler gets from here, ``SessionContext``, lives in
+context.py, so the handlers never import this module.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
-from mailguard.errors import MailguardError
-from mailguard.protocols.clienthello import INCOMPLETE, INVALID, MAX_CLIENT_HELLO, Hello, parse_client_hello
-from mailguard.protocols.sniff import GREETING_TIMEOUT, GreetingSniffer, Kind
+from mailguard.protocols.sniff import GreetingSniffer, Kind
 from mailguard.proxy.conn import Conn
+from mailguard.proxy.context import (
+    Handler, SessionContext, SessionHost, peek_client_hello, refuse_over_tls, tell_client,
+)
+from mailguard.proxy.imap_handler import handle_imap
 from mailguard.proxy.limits import refusal_line
+from mailguard.proxy.pop3_session import handle_pop3
 from mailguard.proxy.relay import relay
 from mailguard.proxy.upstream import (
     TlsKit, UpstreamRefused, connect_upstream, require_client_name, upgrade_upstream,
@@ -60,63 +61,10 @@ from mailguard.proxy.upstream import (
 
 if TYPE_CHECKING:
     from mailguard.proxy.runconfig import RunConfig
-    from mailguard.scanpool.pool import ScanPool
 
-__all__ = [
-    "PROTOCOL_HANDLERS", "ClientTold", "Handler", "SessionContext", "SessionHost", "peek_client_hello",
-    "refuse_at_limit", "refuse_over_tls", "run_session",
-]
+__all__ = ["PROTOCOL_HANDLERS", "refuse_at_limit", "run_session"]
 
 log = logging.getLogger("mailguard.proxy")
-
-# RFC 1939 §3 and RFC 9051 §5.4: servers may not log out an idle client before 10 / 30 minutes;
-# the proxy must not cut a session earlier than the server would.
-IDLE_TIMEOUT = 1800.0
-
-
-class SessionHost:
-    """What a session needs from the server: current settings, TLS, the scan pool, counters."""
-
-    config: "RunConfig"
-    tls: TlsKit
-    pool: "ScanPool"
-    idle_timeout: float = IDLE_TIMEOUT
-    greeting_timeout: float = GREETING_TIMEOUT
-    draining: asyncio.Event
-    #: places for messages being fetched and scanned (limits.MESSAGES_IN_FLIGHT); None: no limit
-    fetch_slots: asyncio.Semaphore | None = None
-
-    def count(self, name: str, amount: int = 1) -> None:
-        raise NotImplementedError
-
-
-@dataclass
-class SessionContext:
-    host: SessionHost
-    config: "RunConfig"          # as of the session's start
-    client: Conn
-    upstream: Conn
-    upstream_host: str
-    upstream_port: int
-    #: Both legs already run TLS (POP3S / IMAPS intercepted).
-    implicit_tls: bool
-    #: Server bytes read while sniffing (the greeting), to be fed to the handler first.
-    greeting: bytes
-    #: Client bytes read while sniffing (a first command sent right after the greeting).
-    client_early: bytes
-    source: str
-    log: logging.LoggerAdapter = field(repr=False, default=None)  # type: ignore[assignment]
-    #: set by the protocol handler: whether the client has logged in (limits.login-timeout)
-    authenticated: Callable[[], bool] = field(repr=False, default=lambda: False)
-
-    def relay(self, *, client_early: bytes = b"", server_early: bytes = b"") -> Awaitable[None]:
-        # What passes a byte relay is not ours to judge: no login time-out from here on.
-        self.authenticated = lambda: True
-        return relay(self.client, self.upstream, client_early=client_early,
-                     server_early=server_early, idle_timeout=self.host.idle_timeout)
-
-
-Handler = Callable[[SessionContext], Awaitable[None]]
 
 
 async def relay_unscanned(ctx: SessionContext, protocol: str) -> None:
@@ -125,22 +73,7 @@ async def relay_unscanned(ctx: SessionContext, protocol: str) -> None:
     await ctx.relay(client_early=ctx.client_early, server_early=ctx.greeting)
 
 
-def _pop3_handler() -> Handler:
-    from mailguard.proxy.pop3_session import handle_pop3
-
-    return handle_pop3
-
-
-def _imap_handler() -> Handler:
-    from mailguard.proxy.imap_handler import handle_imap
-
-    return handle_imap
-
-
-PROTOCOL_HANDLERS: dict[str, Handler] = {
-    "pop3": lambda ctx: _pop3_handler()(ctx),
-    "imap": lambda ctx: _imap_handler()(ctx),
-}
+PROTOCOL_HANDLERS: dict[str, Handler] = {"pop3": handle_pop3, "imap": handle_imap}
 
 
 class _Log(logging.LoggerAdapter):
@@ -224,7 +157,7 @@ async def run_session(host: SessionHost, client: Conn, upstream_addr: tuple[str,
             why = _why_no_greeting(reason, host.greeting_timeout)
             session_log.warning("refused%s: %s", " (TLS intercepted)" if implicit else "", why)
             host.count("errors")
-            await _tell_client(client, known, why)
+            await tell_client(client, known, why)
             return
         if known is not None:
             kind = Kind.POP3 if known.startswith("pop3") else Kind.IMAP
@@ -297,45 +230,6 @@ async def _until_logged_in(ctx: SessionContext, protocol: str, handling: Awaitab
         task.cancel()
 
 
-# How much of the client's first flight is peeked at, and how often, while waiting for the
-# ClientHello (transparent mode, implicit TLS).
-_PEEK_BYTES = MAX_CLIENT_HELLO + 5 * 4
-_PEEK_INTERVAL = 0.01
-
-
-async def peek_client_hello(client: Conn, timeout: float) -> Hello:
-    """The client's ClientHello, looked at without taking it off the socket (MSG_PEEK), so the
-    TLS layer still gets every byte. Reading on ``client`` must be paused (it is until the
-    session starts reading). Bounded by ``_PEEK_BYTES`` and ``timeout``."""
-    assert client.transport is not None
-    raw = client.transport.get_extra_info("socket")
-    if raw is None:
-        return INVALID
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    # A duplicate descriptor: the transport's own socket object is not ours to read from.
-    sock = socket.socket(fileno=os.dup(raw.fileno()))
-    try:
-        while True:
-            try:
-                data = sock.recv(_PEEK_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                data = None
-            except OSError:
-                return INVALID
-            if data == b"":
-                return INVALID
-            if data:
-                hello = parse_client_hello(data)
-                if hello.complete or len(data) >= _PEEK_BYTES:
-                    return hello if hello.complete else INVALID
-            if loop.time() >= deadline:
-                return INCOMPLETE
-            await asyncio.sleep(_PEEK_INTERVAL)
-    finally:
-        sock.close()
-
-
 def _why_untouched(config: "RunConfig", tls: TlsKit, client_ip: str, upstream_host: str,
                    implicit: str | None, tls_name: str | None) -> str:
     if not config.filtering:
@@ -366,29 +260,7 @@ async def _refuse_client(host: SessionHost, client: Conn, implicit: str | None, 
     if implicit and host.tls.can_intercept:
         await refuse_over_tls(host, client, protocol, upstream_host, reason)
         return
-    await _tell_client(client, protocol, reason)
-
-
-class ClientTold(MailguardError):
-    """The session is refused and the client has been told why (``refuse_over_tls``)."""
-
-
-async def refuse_over_tls(host: SessionHost, client: Conn, protocol: str | None, name: str, reason: str,
-                          *, temporary: bool = False) -> None:
-    """Refuse a client whose TLS handshake has begun, readably: finish the handshake with a leaf
-    for ``name`` (the name it asked for, or else the address it connected to), then send
-    ``-ERR`` / ``* BYE`` with ``reason`` inside TLS. A cleartext line in the middle of its
-    handshake reaches no user: the client reports "wrong version number".
-    The reason cannot come before the switch: the ClientHello, which names the server or not,
-    is only sent after the STLS/STARTTLS answer (RFC 2595 §4, RFC 9051 §6.2.1)."""
-    if not host.tls.can_intercept:
-        return
-    try:
-        await client.start_tls(host.tls.client_context([name], None), server_side=True,
-                               timeout=host.greeting_timeout)
-    except (OSError, ConnectionError, asyncio.TimeoutError):
-        return
-    await _tell_client(client, protocol, reason, temporary=temporary)
+    await tell_client(client, protocol, reason)
 
 
 async def refuse_at_limit(host: SessionHost, client: Conn, upstream: tuple[str, int], reason: str,
@@ -405,7 +277,7 @@ async def refuse_at_limit(host: SessionHost, client: Conn, upstream: tuple[str, 
             if not transparent:
                 await refuse_over_tls(host, client, protocol, name, reason, temporary=True)
         elif protocol is not None:
-            await _tell_client(client, protocol, reason, temporary=True)
+            await tell_client(client, protocol, reason, temporary=True)
     except (OSError, ConnectionError, asyncio.TimeoutError):
         pass
     finally:
@@ -414,12 +286,6 @@ async def refuse_at_limit(host: SessionHost, client: Conn, upstream: tuple[str, 
 
 def _protocol_of(implicit: str | None, port: int, config: "RunConfig") -> str | None:
     return implicit or next((p for p in ("pop3", "imap") if port in config.ports[p]), None)
-
-
-async def _tell_client(client: Conn, protocol: str | None, reason: str, *, temporary: bool = False) -> None:
-    client.write(refusal_line(protocol, reason, temporary=temporary))  # b"": nothing to say
-    await client.drain()
-    await client.linger()  # the client may have spoken first: no RST over our answer
 
 
 async def _sniff(client: Conn, upstream: Conn, timeout: float) -> tuple[Kind, str | None, bytes, bytes]:

@@ -21,9 +21,7 @@ from mailguard.protocols.pop3_sizes import OVERSIZE_REFUSAL, UNSCANNED_TAG
 from mailguard.protocols.pop3_states import Phase
 
 if TYPE_CHECKING:
-    from mailguard.protocols.pop3 import Pop3Proxy
-
-    _Base = Pop3Proxy
+    from mailguard.protocols.pop3_core import Pop3Core as _Base
 else:
     _Base = object
 

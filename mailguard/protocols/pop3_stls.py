@@ -19,9 +19,7 @@ from mailguard.protocols.pop3_framing import CRLF
 from mailguard.protocols.pop3_states import Phase, State, TlsMode
 
 if TYPE_CHECKING:
-    from mailguard.protocols.pop3 import Pop3Proxy
-
-    _Base = Pop3Proxy
+    from mailguard.protocols.pop3_core import Pop3Core as _Base
 else:
     _Base = object
 

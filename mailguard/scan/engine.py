@@ -41,7 +41,7 @@ _DECODED_TOKENS = _UUENCODE_TOKENS | {"base64", "quoted-printable"}
 class Engine:
     def __init__(self, policy: Policy, detectors: Sequence[Detector] | None = None) -> None:
         if detectors is None:
-            from mailguard.scan.detectors import build_detectors
+            from mailguard.scan.detectors.build import build_detectors
 
             detectors = build_detectors(policy)
         self.policy = policy

@@ -12,7 +12,7 @@ from mailguard.scan.verdict import Status
 from mailguard.settings import Settings
 from mailguard.settings.schema import DEFAULT_BLOCKED_TYPES
 from tests.scan.archives import make_tnef, make_zip
-from tests.scan.detectors.test_init import mail
+from tests.scan.detectors.test_build import mail
 
 
 def names(*file_names: str, types=DEFAULT_BLOCKED_TYPES) -> list[str]:

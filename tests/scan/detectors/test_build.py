@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mailguard.errors import ScanError
-from mailguard.scan.detectors import build_detectors
+from mailguard.scan.detectors.build import build_detectors
 from mailguard.scan.engine import Engine
 from mailguard.scan.policy import Policy
 from mailguard.scan.verdict import Reason, Status

@@ -24,7 +24,7 @@ from typing import Iterable, Iterator
 
 from mailguard.files import within
 from mailguard.mailbox import maildir
-from mailguard.mailbox.sniff import Kind, is_maildir, is_mh_folder, sniff_file
+from mailguard.mailbox.sniff import FileFormat, is_maildir, is_mh_folder, sniff_file
 
 STDIN = "-"
 
@@ -133,11 +133,11 @@ def _file(path: str, info: os.stat_result, *, walked: bool) -> Iterator[Item]:
     except OSError as exc:
         yield Problem(path, path, _explain(exc))
         return
-    if kind is Kind.MBOX or kind is Kind.EMPTY:
+    if kind is FileFormat.MBOX or kind is FileFormat.EMPTY:
         yield MboxFile(path, path, info.st_size)
-    elif kind is Kind.MESSAGE:
+    elif kind is FileFormat.MESSAGE:
         yield MessageFile(path, path, info.st_size, {"format": "eml"}, sniffed=True)
-    elif kind is Kind.CLIENT_INDEX and walked:
+    elif kind is FileFormat.CLIENT_INDEX and walked:
         yield Skipped(path, "a mail client's index file")
     else:
         yield Problem(path, path, "not a message or mailbox (content not recognised)")

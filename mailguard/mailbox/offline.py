@@ -27,7 +27,7 @@ from mailguard.mailbox.held import NOT_COMMITTED, HeldResults
 from mailguard.mailbox.mbox import HEAD_SIZE, MboxMessage, NotAnMbox, read_mbox
 from mailguard.mailbox.results import MessageResult, Summary
 from mailguard.mailbox.rewrite import Keeper, MboxRewriter, rewrite_message_file
-from mailguard.mailbox.sniff import SNIFF_SIZE, Kind, sniff_bytes
+from mailguard.mailbox.sniff import SNIFF_SIZE, FileFormat, sniff_bytes
 from mailguard.mailbox.worker import (
     Done, EngineFactory, FileBatch, InlineMessages, MboxChunk, MboxRow, Outcome, ScanEngine, Task, Worker,
     default_engine,
@@ -333,7 +333,7 @@ class OfflineScan:
         stream = self.stdin if self.stdin is not None else sys.stdin.buffer
         head = _read_up_to(stream, SNIFF_SIZE)
         kind = sniff_bytes(head, complete=len(head) < SNIFF_SIZE)
-        if kind is Kind.MESSAGE:
+        if kind is FileFormat.MESSAGE:
             content: bytes | None = head + _read_up_to(stream, self.policy.max_object_size + 1 - len(head))
             size = len(content)
             if size > self.policy.max_object_size:
@@ -342,8 +342,8 @@ class OfflineScan:
             message = MboxMessage(0, size, 0, b"", content, size, head[:HEAD_SIZE])
             yield InlineMessages(STDIN, (message,), True, -1)
             return
-        if kind is not Kind.MBOX:
-            reason = "no input" if kind is Kind.EMPTY else "not a message or mailbox (content not recognised)"
+        if kind is not FileFormat.MBOX:
+            reason = "no input" if kind is FileFormat.EMPTY else "not a message or mailbox (content not recognised)"
             yield Done((MessageResult(STDIN, STDIN, {"format": "unknown"}, error=reason),))
             return
         number = self._next_number()

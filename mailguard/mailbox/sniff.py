@@ -29,7 +29,9 @@ _MAIL_FIELDS = frozenset({
 _MORK_MAGIC = b"// <!-- <mdb:mork:"
 
 
-class Kind(str, enum.Enum):
+class FileFormat(str, enum.Enum):
+    """What a file holds, as far as the offline scan cares: a message, a mailbox, or neither."""
+
     MESSAGE = "eml"
     MBOX = "mbox"
     EMPTY = "empty"            # an empty file: an mbox with no messages
@@ -37,20 +39,20 @@ class Kind(str, enum.Enum):
     UNKNOWN = "unknown"
 
 
-def sniff_bytes(head: bytes, *, complete: bool) -> Kind:
+def sniff_bytes(head: bytes, *, complete: bool) -> FileFormat:
     """The kind of data starting with ``head``; ``complete`` says ``head`` is all of it."""
     if not head:
-        return Kind.EMPTY
+        return FileFormat.EMPTY
     from mailguard.scan.fromline import is_from_line
 
     first_line = head.split(b"\n", 1)[0]
     if is_from_line(first_line):
-        return Kind.MBOX
+        return FileFormat.MBOX
     if head.startswith(_MORK_MAGIC):
-        return Kind.CLIENT_INDEX
+        return FileFormat.CLIENT_INDEX
     if _looks_like_header(head, complete):
-        return Kind.MESSAGE
-    return Kind.UNKNOWN
+        return FileFormat.MESSAGE
+    return FileFormat.UNKNOWN
 
 
 def _looks_like_header(head: bytes, complete: bool) -> bool:
@@ -73,7 +75,7 @@ def _looks_like_header(head: bytes, complete: bool) -> bool:
     return bool(names & _MAIL_FIELDS)
 
 
-def sniff_file(path: str) -> Kind:
+def sniff_file(path: str) -> FileFormat:
     """The kind of the regular file at ``path``; OSError passes through to the caller."""
     with open(path, "rb") as stream:
         head = stream.read(SNIFF_SIZE)

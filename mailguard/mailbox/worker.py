@@ -25,7 +25,7 @@ from mailguard.mailbox.discover import MboxFile, MessageFile
 from mailguard.mailbox.headers import summary_fields
 from mailguard.mailbox.mbox import HEAD_SIZE, MboxMessage, NotAnMbox, read_mbox
 from mailguard.mailbox.results import MessageResult
-from mailguard.mailbox.sniff import Kind, sniff_bytes
+from mailguard.mailbox.sniff import FileFormat, sniff_bytes
 from mailguard.processes import die_with_parent
 
 if TYPE_CHECKING:
@@ -208,8 +208,8 @@ class Worker:
             return None
         if not item.sniffed:
             kind = sniff_bytes(head, complete=content is not None)
-            if kind is not Kind.MESSAGE:
-                result.error = f"{what}: " + ("empty file" if kind is Kind.EMPTY else "not a message")
+            if kind is not FileFormat.MESSAGE:
+                result.error = f"{what}: " + ("empty file" if kind is FileFormat.EMPTY else "not a message")
                 return result
         self._scan(result, content, head, "")
         return result

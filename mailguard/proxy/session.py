@@ -45,7 +45,7 @@ import logging
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
-from mailguard.protocols.sniff import GreetingSniffer, Kind
+from mailguard.protocols.sniff import Greeting, GreetingSniffer
 from mailguard.proxy.conn import Conn
 from mailguard.proxy.context import (
     Handler, SessionContext, SessionHost, peek_client_hello, refuse_over_tls, tell_client,
@@ -160,12 +160,12 @@ async def run_session(host: SessionHost, client: Conn, upstream_addr: tuple[str,
             await tell_client(client, known, why)
             return
         if known is not None:
-            kind = Kind.POP3 if known.startswith("pop3") else Kind.IMAP
+            kind = Greeting.POP3 if known.startswith("pop3") else Greeting.IMAP
         ctx = SessionContext(host, config, client, upstream, name, upstream_port,
                              bool(implicit), greeting, client_early,
                              f"{kind.value}://{name}:{upstream_port}", session_log)
         protocol = kind.value + ("s" if implicit else "")
-        if kind is Kind.OPAQUE:
+        if kind is Greeting.OPAQUE:
             await _unrecognized(ctx, reason)
         elif not config.protocols.get(protocol, False):
             await relay_unscanned(ctx, f"{protocol.upper()} (scanning disabled)")
@@ -288,7 +288,8 @@ def _protocol_of(implicit: str | None, port: int, config: "RunConfig") -> str | 
     return implicit or next((p for p in ("pop3", "imap") if port in config.ports[p]), None)
 
 
-async def _sniff(client: Conn, upstream: Conn, timeout: float) -> tuple[Kind, str | None, bytes, bytes]:
+async def _sniff(client: Conn, upstream: Conn,
+                 timeout: float) -> tuple[Greeting, str | None, bytes, bytes]:
     """(kind, why it is opaque, server bytes so far, client bytes so far) once the greeting is
     recognised, the client spoke first, or the time-out passed."""
     sniffer = GreetingSniffer()

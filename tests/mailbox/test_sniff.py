@@ -1,13 +1,13 @@
-from mailguard.mailbox.sniff import Kind, sniff_bytes
+from mailguard.mailbox.sniff import FileFormat, sniff_bytes
 from tests.mailbox.fixtures import mbox_bytes, message
 
 
 def test_kinds():
-    assert sniff_bytes(mbox_bytes([message(1)]), complete=True) is Kind.MBOX
-    assert sniff_bytes(message(1), complete=True) is Kind.MESSAGE
-    assert sniff_bytes(b"Received: from x\n\tby y\nSubject: s\n", complete=True) is Kind.MESSAGE  # no body
-    assert sniff_bytes(b"", complete=True) is Kind.EMPTY
-    assert sniff_bytes(b"// <!-- <mdb:mork:z v=\"1.4\"/> -->\n", complete=True) is Kind.CLIENT_INDEX
+    assert sniff_bytes(mbox_bytes([message(1)]), complete=True) is FileFormat.MBOX
+    assert sniff_bytes(message(1), complete=True) is FileFormat.MESSAGE
+    assert sniff_bytes(b"Received: from x\n\tby y\nSubject: s\n", complete=True) is FileFormat.MESSAGE  # no body
+    assert sniff_bytes(b"", complete=True) is FileFormat.EMPTY
+    assert sniff_bytes(b"// <!-- <mdb:mork:z v=\"1.4\"/> -->\n", complete=True) is FileFormat.CLIENT_INDEX
 
 
 def test_things_that_are_not_mail():
@@ -18,6 +18,6 @@ def test_things_that_are_not_mail():
         b"Subject: x\0\n\n",                 # NUL in the header
         bytes(range(256)),
     ]:
-        assert sniff_bytes(data, complete=True) is Kind.UNKNOWN, data
+        assert sniff_bytes(data, complete=True) is FileFormat.UNKNOWN, data
     # a header that does not end within the sniffed bytes is not recognised
-    assert sniff_bytes(b"Subject: x\n" + b"X-A: b\n" * 100, complete=False) is Kind.UNKNOWN
+    assert sniff_bytes(b"Subject: x\n" + b"X-A: b\n" * 100, complete=False) is FileFormat.UNKNOWN

@@ -7,8 +7,9 @@
     await server.stop(grace=10.0)    # no new sessions; POP3 sessions end after their current
                                      # command; whatever is still open after ``grace`` is closed
 
-The lifecycle around it lives beside it: the daemon and its signals in daemon.py, the pid
-file in pidlock.py, the control socket in control.py, the nftables rules in transparent/netfilter.py.
+The lifecycle around it lives in service/: the daemon and its signals in service/daemon.py, the
+pid file in service/pidlock.py, the control socket in service/control.py; the nftables rules in
+transparent/netfilter.py.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from mailguard.scanpool.procs import ProcessWorkers
 
 __all__ = ["ScanPool", "account", "default_kind"]
 
-log = logging.getLogger("mailguard.proxy.scan")
+log = logging.getLogger("mailguard.scanpool")
 
 # The engine stops itself at max-scan-time; give it this much more before we stop waiting.
 SCAN_TIMEOUT_SLACK = 5.0

@@ -26,7 +26,7 @@ ALLOWED = {
     "proxy": {"scanpool", "transparent", "protocols", "scan", "tls", "settings", "quarantine"},
     "scanpool": {"scan", "settings", "quarantine"},
     "transparent": {"settings"},
-    "mailbox": {"scan", "settings", "quarantine"},
+    "mailbox": {"scanpool", "scan", "settings", "quarantine"},
     "quarantine": {"scan"},
     "protocols": set(),
     "scan": {"settings"},

@@ -78,6 +78,7 @@ def scan(
     from mailguard.mailbox.offline import OfflineScan
     from mailguard.scan.detectors.sources import prepare
     from mailguard.scan.policy import Policy
+    from mailguard.scanpool.job import quarantines
 
     settings_paths, settings = open_settings(config)
     # clamd looked for once (auto), every signature source hashed: the summary names them.
@@ -89,7 +90,7 @@ def scan(
     own = (str(settings_paths.state_dir), quarantine_dir)
     scanner = OfflineScan(paths, policy, jobs=jobs or usable_cpus(), action=action.value,
                           exclude=own, protected=(quarantine_dir,))
-    if action is not Action.report and policy.quarantine:
+    if action is not Action.report and quarantines(policy, quarantine_dir):
         scanner.keep = _quarantine_keeper(quarantine_dir)
     with scanner:
         # Only now that the engine is up: a set-up error leaves nothing (no half JSON) on stdout.
@@ -118,8 +119,10 @@ def _detection_summary(inventory, policy) -> dict[str, object]:  # noqa: ANN001
 
 
 def _quarantine_keeper(folder: "os.PathLike[str]") -> Callable[[bytes, "MessageResult"], str]:
-    """Keeps originals in the quarantine; checked before anything is scanned or changed."""
+    """Keeps originals in the quarantine; checked before anything is scanned or changed. The
+    keeping is the live job's (scanpool/job.py), done by the writer just before it writes."""
     from mailguard.errors import ScanError
+    from mailguard.scanpool.job import keep_original
 
     try:
         from mailguard.quarantine import Quarantine
@@ -131,7 +134,7 @@ def _quarantine_keeper(folder: "os.PathLike[str]") -> Callable[[bytes, "MessageR
     quarantine.prepare()
 
     def keep(raw: bytes, result: "MessageResult") -> str:
-        return quarantine.add(raw, result.verdict, result.where())
+        return keep_original(quarantine, raw, result.verdict, result.where())
 
     return keep
 

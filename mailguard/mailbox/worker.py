@@ -27,6 +27,7 @@ from mailguard.mailbox.mbox import HEAD_SIZE, MboxMessage, NotAnMbox, read_mbox
 from mailguard.mailbox.results import MessageResult
 from mailguard.mailbox.sniff import FileFormat, sniff_bytes
 from mailguard.processes import die_with_parent
+from mailguard.scanpool.job import failed_verdict, scan_message
 
 if TYPE_CHECKING:
     from mailguard.scan.policy import Policy
@@ -250,16 +251,14 @@ class Worker:
                 except Exception as exc:  # noqa: BLE001 - as for any message: an error for this one only
                     return verdict, f"engine failed on this message: {type(exc).__name__}: {exc}", None
             return verdict, problem, None
-        verdict = None
         try:
-            verdict = self.engine.scan(content)
-            if self.rewrite and not problem:
-                rewritten = self.engine.apply(content, verdict)
-                if rewritten != content:
-                    return verdict, problem, rewritten
+            # The one job both doors run (scanpool/job.py); no folder, as the writer keeps the
+            # originals, in the main process, just before it writes (rewrite.py).
+            outcome = scan_message(content, "", self.policy, None, engine=self.engine,
+                                   respond=self.rewrite and not problem)
         except Exception as exc:  # noqa: BLE001 - one bad message must not end the scan of the rest
-            return verdict, f"engine failed on this message: {type(exc).__name__}: {exc}", None
-        return verdict, problem, None
+            return failed_verdict(exc), f"engine failed on this message: {type(exc).__name__}: {exc}", None
+        return outcome.verdict, problem, outcome.delivered
 
 
 # What a message too large to hold becomes: ``(length, new)``, its first ``length`` bytes (the

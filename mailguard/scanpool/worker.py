@@ -65,7 +65,7 @@ def main() -> int:
         except Exception as exc:  # noqa: BLE001 - a bug of ours: unscanned (docs/architecture.md#fail-closed)
             outcome = settle_without_scan(message, Reason.ENGINE_ERROR, f"{type(exc).__name__}: {exc}",
                                           policy, quarantine_dir, name)
-        payload = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+        payload = pickle.dumps(outcome.for_session(), protocol=pickle.HIGHEST_PROTOCOL)
         results.write(RESULT.pack(len(payload)) + payload)
         results.flush()
     return 0

@@ -22,7 +22,7 @@ import asyncio
 import concurrent.futures
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +130,34 @@ class ScanPool:
             return await self._scan_in_pool(loop, raw, source, policy, quarantine_dir)
         finally:
             self._in_flight -= 1
+
+    async def scan_many(self, items: Sequence[tuple[bytes, str]]) -> list[ScanOutcome]:
+        """The outcomes of ``(raw, source)`` items, in order, each as ``scan`` would give it.
+
+        For a caller holding several messages at once (a bulk fetch): worker processes get them
+        in batches, one round trip for many small messages instead of one each (bench/handoff.py);
+        threads, and the loop when idle, take them one by one as ``scan`` does."""
+        if not isinstance(self._executor, ProcessWorkers) or all(self._inline(raw) for raw, _ in items):
+            return [await self.scan(raw, source) for raw, source in items]
+        loop = asyncio.get_running_loop()
+        policy, quarantine_dir = self.policy, self.quarantine_dir
+        self._in_flight += 1
+        try:
+            done = await self._executor.scan_many(items, policy.max_scan_time + SCAN_TIMEOUT_SLACK)
+        finally:
+            self._in_flight -= 1
+        outcomes = []
+        for (raw, source), outcome in zip(items, done):
+            if isinstance(outcome, BaseException):
+                if isinstance(outcome, asyncio.TimeoutError):
+                    reason, detail = Reason.TIMEOUT, "max-scan-time exceeded"
+                else:
+                    log.error("scan worker failed for %s: %s", source, outcome)
+                    reason, detail = Reason.ENGINE_ERROR, f"{type(outcome).__name__}: {outcome}"
+                outcome = await loop.run_in_executor(
+                    None, settle_without_scan, raw, reason, detail, policy, quarantine_dir, source)
+            outcomes.append(outcome)
+        return outcomes
 
     async def _scan_in_pool(self, loop: asyncio.AbstractEventLoop, raw: bytes, source: str,
                             policy: Policy, quarantine_dir: str | None) -> ScanOutcome:

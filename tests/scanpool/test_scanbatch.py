@@ -1,0 +1,152 @@
+"""Batched hand-off (``ScanPool.scan_many``): many messages to a worker process in one round trip,
+the same outcomes as one by one, in order, and a worker that dies mid-batch loses no message."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+import mailguard.scanpool.procs as procs
+from mailguard.processes import process_alive
+from mailguard.scan.policy import Policy
+from mailguard.scanpool.pool import ScanPool
+from mailguard.scanpool.procs import WorkerProcess
+from tests.proxy.harness import clean_message, infected_message, run
+
+ITEMS = [(clean_message(1), "m1"), (infected_message(2), "m2"), (clean_message(3), "m3"),
+         (infected_message(4), "m4"), (clean_message(5), "m5")]
+
+
+def _comparable(outcome):  # noqa: ANN001, ANN202
+    return (outcome.status, outcome.detections, outcome.reasons, outcome.delivered, outcome.error,
+            bool(outcome.quarantine_id))
+
+
+def _one_by_one_and_batched(pool: ScanPool):  # noqa: ANN202
+    async def scenario():  # noqa: ANN202
+        try:
+            one = [await pool.scan(raw, source) for raw, source in ITEMS]
+            many = await pool.scan_many(ITEMS)
+        finally:
+            await pool.aclose()
+        return one, many
+
+    return run(scenario())
+
+
+@pytest.mark.parametrize("kind", ["process", "thread"])
+def test_a_batch_gives_what_one_by_one_gives_in_order(tmp_path: Path, kind: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(procs, "BATCH_MESSAGES", 2)  # three round trips for five messages
+    one, many = _one_by_one_and_batched(ScanPool(Policy(), tmp_path / "q", kind=kind, workers=1))
+    assert [o.status for o in many] == ["clean", "infected", "clean", "infected", "clean"]
+    assert [_comparable(o) for o in many] == [_comparable(o) for o in one]
+    assert all(o.quarantine_id for o in many if o.status == "infected")
+
+
+def test_small_batches_go_in_one_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    original = WorkerProcess.scan_many
+
+    async def counting(self, items, timeout, done):  # type: ignore[no-untyped-def]
+        calls.append(len(items))
+        await original(self, items, timeout, done)
+
+    monkeypatch.setattr(WorkerProcess, "scan_many", counting)
+    _, many = _one_by_one_and_batched(ScanPool(Policy(), None, kind="process", workers=1))
+    assert calls == [len(ITEMS)] and len(many) == len(ITEMS)
+
+
+def test_a_batch_is_cut_by_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(procs, "BATCH_BYTES", len(ITEMS[0][0]) + len(ITEMS[1][0]))
+    calls: list[int] = []
+    original = WorkerProcess.scan_many
+
+    async def counting(self, items, timeout, done):  # type: ignore[no-untyped-def]
+        calls.append(len(items))
+        await original(self, items, timeout, done)
+
+    monkeypatch.setattr(WorkerProcess, "scan_many", counting)
+    _one_by_one_and_batched(ScanPool(Policy(), None, kind="process", workers=1))
+    assert sum(calls) == len(ITEMS) and max(calls) <= 2
+
+
+class _KillAfter(list):  # type: ignore[type-arg]
+    """The outcomes of a batch; the worker is killed once ``count`` of them are in."""
+
+    def __init__(self, done: list, pid: int, count: int) -> None:  # type: ignore[type-arg]
+        super().__init__()
+        self.done, self.pid, self.count = done, pid, count
+
+    def append(self, outcome) -> None:  # type: ignore[no-untyped-def]
+        self.done.append(outcome)
+        if len(self.done) == self.count:
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def test_a_worker_dying_mid_batch_keeps_what_was_done_and_retries_the_rest(monkeypatch: pytest.MonkeyPatch) -> None:
+    killed: list[int] = []
+    original = WorkerProcess.scan_many
+
+    async def dying(self, items, timeout, done):  # type: ignore[no-untyped-def]
+        if not killed:
+            assert self._process is not None
+            killed.append(self._process.pid)
+            await original(self, items, timeout, _KillAfter(done, self._process.pid, 2))
+        else:
+            await original(self, items, timeout, done)
+
+    monkeypatch.setattr(WorkerProcess, "scan_many", dying)
+
+    async def scenario():  # noqa: ANN202
+        pool = ScanPool(Policy(), None, kind="process", workers=1)
+        try:
+            return await pool.scan_many(ITEMS)
+        finally:
+            await pool.aclose()
+
+    outcomes = run(scenario())
+    assert [o.status for o in outcomes] == ["clean", "infected", "clean", "infected", "clean"]
+    assert not any(o.error for o in outcomes)
+    assert len(killed) == 1 and not process_alive(killed[0])
+
+
+def test_a_message_that_kills_its_worker_twice_in_a_batch_is_unscanned(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The held message's second try is alone (WorkerProcess.scan): make that die too.
+    original_many, original_one = WorkerProcess.scan_many, WorkerProcess.scan
+    killed: list[int] = []
+
+    async def dying_many(self, items, timeout, done):  # type: ignore[no-untyped-def]
+        if not killed:
+            killed.append(self._process.pid)
+            await original_many(self, items, timeout, _KillAfter(done, self._process.pid, 1))
+        else:
+            await original_many(self, items, timeout, done)
+
+    async def dying_one(self, raw, source):  # type: ignore[no-untyped-def]
+        if len(killed) == 1:
+            killed.append(self._process.pid)
+            os.kill(self._process.pid, signal.SIGKILL)
+        return await original_one(self, raw, source)
+
+    monkeypatch.setattr(WorkerProcess, "scan_many", dying_many)
+    monkeypatch.setattr(WorkerProcess, "scan", dying_one)
+
+    async def scenario():  # noqa: ANN202
+        pool = ScanPool(Policy(), None, kind="process", workers=1)
+        try:
+            return await pool.scan_many(ITEMS)
+        finally:
+            await pool.aclose()
+
+    outcomes = run(scenario())
+    assert len(killed) == 2
+    # Which message the worker held when it died depends on how far it got (it may have answered
+    # one more before the kill landed): that one, and only that one, is unscanned.
+    expected = ["clean", "infected", "clean", "infected", "clean"]
+    held = [i for i, o in enumerate(outcomes) if o.status == "unscanned"]
+    assert len(held) == 1 and held[0] >= 1 and "engine-error" in outcomes[held[0]].reasons
+    assert [o.status for i, o in enumerate(outcomes) if i != held[0]] == expected[:held[0]] + expected[held[0] + 1:]

@@ -101,11 +101,16 @@ class WorkerProcess:
             for _ in items:
                 done.append(await asyncio.wait_for(self._outcome(process.stdout), timeout))
             await process.stdin.drain()
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            # Before OSError: TimeoutError is one. Timed out or cancelled, the worker still holds
+            # the batch, and its later answers would be read as another's.
+            self.kill()
+            raise
         except (OSError, EOFError, asyncio.IncompleteReadError, pickle.UnpicklingError) as exc:
             self.kill()
             raise WorkerFailed(f"scan worker ended: {type(exc).__name__}: {exc}") from exc
         except BaseException:
-            self.kill()  # timed out or cancelled: later answers would be read as another's
+            self.kill()
             raise
 
     @staticmethod

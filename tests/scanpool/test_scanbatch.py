@@ -3,6 +3,7 @@ the same outcomes as one by one, in order, and a worker that dies mid-batch lose
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from pathlib import Path
@@ -150,3 +151,40 @@ def test_a_message_that_kills_its_worker_twice_in_a_batch_is_unscanned(monkeypat
     held = [i for i, o in enumerate(outcomes) if o.status == "unscanned"]
     assert len(held) == 1 and held[0] >= 1 and "engine-error" in outcomes[held[0]].reasons
     assert [o.status for i, o in enumerate(outcomes) if i != held[0]] == expected[:held[0]] + expected[held[0] + 1:]
+
+
+class _TimeOutAfter(list):  # type: ignore[type-arg]
+    """The outcomes of a batch; the wait for the one after the first ``count`` times out."""
+
+    def __init__(self, done: list, count: int) -> None:  # type: ignore[type-arg]
+        super().__init__()
+        self.done, self.count = done, count
+
+    def append(self, outcome) -> None:  # type: ignore[no-untyped-def]
+        self.done.append(outcome)
+        if len(self.done) == self.count:
+            raise asyncio.TimeoutError
+
+
+def test_a_message_past_its_time_in_a_batch_is_unscanned_and_the_rest_go_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    pids: list[int] = []
+    original = WorkerProcess.scan_many
+
+    async def slow(self, items, timeout, done):  # type: ignore[no-untyped-def]
+        pids.append(self._process.pid)
+        await original(self, items, timeout, _TimeOutAfter(done, 2) if len(pids) == 1 else done)
+
+    monkeypatch.setattr(WorkerProcess, "scan_many", slow)
+
+    async def scenario():  # noqa: ANN202
+        pool = ScanPool(Policy(), None, kind="process", workers=1)
+        try:
+            return await pool.scan_many(ITEMS)
+        finally:
+            await pool.aclose()
+
+    outcomes = run(scenario())
+    # Two answered, the third timed out (no second try, as for one message), the rest on a new worker.
+    assert [o.status for o in outcomes] == ["clean", "infected", "unscanned", "infected", "clean"]
+    assert "timeout" in outcomes[2].reasons
+    assert len(pids) == 2 and pids[0] != pids[1] and not process_alive(pids[0])

@@ -45,13 +45,14 @@ are still read. Files are 0600 in a 0700 folder: messages are private mail.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,10 @@ DEFAULT_MAX_MEMORY_BYTES = 64 * 1024 * 1024
 LOG_NAME = "records.log"
 #: the log is rewritten when it has more than this many lines and most of them are dead
 COMPACT_MIN_LINES = 10_000
+#: records kept parsed in memory, the most recently read or written: a message's record is
+#: read by several steps of one fetch (cached? served before? its blob), each a pread and a
+#: JSON parse otherwise (bench/live.py). About 1 KB each.
+PARSED_RECORDS = 1024
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,12 @@ class CacheRecord:
         )
 
 
+def _line(key: str, record: CacheRecord) -> bytes:
+    """``KEY JSON`` and a line end: the log line for ``record`` (``vars``, not ``asdict``, which
+    deep-copies every list on the way)."""
+    return b"%s %s\n" % (key.encode(), json.dumps(vars(record)).encode())
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -120,8 +131,19 @@ def host_generation(host: Any) -> Callable[[], str | None]:
 def cache_key(server: str, user: str, mailbox: bytes, uidvalidity: int, uid: int) -> str:
     """A strong hash of the identity (no 32-bit shortcuts:
     docs/pitfalls.md#cache-keys-and-strong-hashes)."""
+    try:
+        return _remembered_key(server, user, mailbox, uidvalidity, uid)
+    except TypeError:  # an unhashable part (a bytearray mailbox name): computed, not remembered
+        return _key(server, user, bytes(mailbox), uidvalidity, uid)
+
+
+def _key(server: str, user: str, mailbox: bytes, uidvalidity: int, uid: int) -> str:
     parts = [server.encode(), user.encode(), mailbox, b"%d" % uidvalidity, b"%d" % uid]
     return hashlib.sha256(b"\0".join(len(p).to_bytes(4, "big") + p for p in parts)).hexdigest()
+
+
+# A message's key is asked for by several steps of each fetch (bench/live.py).
+_remembered_key = functools.lru_cache(maxsize=4096)(_key)
 
 
 class RewriteCache:
@@ -140,6 +162,8 @@ class RewriteCache:
         self._lock = threading.Lock()
         self._memory: OrderedDict[str, bytes] = OrderedDict()
         self._memory_bytes = 0
+        #: records parsed lately, most recent last (PARSED_RECORDS)
+        self._parsed: OrderedDict[str, CacheRecord] = OrderedDict()
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(directory, 0o700)
         # inventories, oldest first, so eviction needs no directory walk
@@ -236,9 +260,10 @@ class RewriteCache:
         earlier = self._record(key)
         if earlier is None or earlier.generation == generation:
             return
-        line = key.encode() + b" " + json.dumps(asdict(replace(earlier, generation=generation))).encode() + b"\n"
+        restamped = replace(earlier, generation=generation)
         with self._lock:
-            self._append(key, line)
+            self._append(key, _line(key, restamped))
+            self._keep_parsed(key, restamped)
 
     def _record(self, key: str) -> CacheRecord | None:
         if key not in self._records:
@@ -247,6 +272,10 @@ class RewriteCache:
             return None
         try:
             with self._lock:  # not while the log is being rewritten
+                parsed = self._parsed.get(key)
+                if parsed is not None:
+                    self._parsed.move_to_end(key)
+                    return parsed
                 where = self._offsets.get(key)
                 line = None if where is None else os.pread(self._log, where[1], where[0])
             if line is None:
@@ -255,9 +284,20 @@ class RewriteCache:
                 if not line.startswith(key.encode() + b" "):
                     return None
                 data = json.loads(line[len(key) + 1 :])
-            return CacheRecord(**data)
+            found = CacheRecord(**data)
         except (FileNotFoundError, ValueError, TypeError, OSError):
             return None
+        with self._lock:
+            if key in self._records and self._offsets.get(key) == where:  # not replaced meanwhile
+                self._keep_parsed(key, found)
+        return found
+
+    def _keep_parsed(self, key: str, record: CacheRecord) -> None:
+        """Remember ``record`` as ``key``'s, parsed (under the lock)."""
+        self._parsed[key] = record
+        self._parsed.move_to_end(key)
+        if len(self._parsed) > PARSED_RECORDS:
+            self._parsed.popitem(last=False)
 
     def blob(self, key: str, record: CacheRecord) -> bytes | None:
         """The served bytes, when still kept and intact (on disk: rewritten messages only)."""
@@ -283,11 +323,12 @@ class RewriteCache:
                 self._folders.add(key[:2])
             # The served bytes first, then the record that vouches for them (its hash).
             self._write(self._path(key, "rewritten"), served)
-        line = key.encode() + b" " + json.dumps(asdict(record)).encode() + b"\n"
+        line = _line(key, record)
         self._forget(key)  # a record replaced after an update: its old bytes must not be served
         self._remember(key, served)
         with self._lock:
             self._append(key, line)
+            self._keep_parsed(key, record)
             self._records[key] = None
             self._records.move_to_end(key)
             if not record.unchanged:
@@ -355,6 +396,7 @@ class RewriteCache:
 
     def _drop_entry(self, key: str) -> None:
         self._records.pop(key, None)
+        self._parsed.pop(key, None)
         if self._offsets.pop(key, None) is not None:
             self._append(None, key.encode() + b" -\n")
         self._unlink(self._path(key, "json"))

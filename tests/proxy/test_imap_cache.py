@@ -220,3 +220,77 @@ def test_after_an_update_a_known_name_in_a_new_part_is_served_in_the_new_form(tm
     assert cache.served_before(key, raw, [(f.name, f.part) for f in verdict.findings]) is None
     # and had the update found only what was found before, the earlier form stands
     assert cache.served_before(key, raw, earlier) == served
+
+
+def test_a_record_is_read_from_disk_once_and_a_written_one_not_at_all(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    import mailguard.proxy.imap_cache as module
+
+    key, other = cache_key("s", "u", b"INBOX", 1, 1), cache_key("s", "u", b"INBOX", 1, 2)
+    cache = RewriteCache(tmp_path, max_memory_bytes=0)
+    cache.put(key, entry(b"o", b"r"), b"r")
+    cache.put(other, entry(b"m", b"m"), b"m")
+    cache.close()
+    reads: list[int] = []
+    real_pread = os.pread
+
+    def counting_pread(fd: int, length: int, offset: int) -> bytes:
+        reads.append(offset)
+        return real_pread(fd, length, offset)
+
+    monkeypatch.setattr(module.os, "pread", counting_pread)
+    again = RewriteCache(tmp_path, max_memory_bytes=0)
+    # the steps of one fetch: is it cached, what was served, its blob
+    for _ in range(3):
+        assert again.record(key) == entry(b"o", b"r")
+    assert again.blob(key, again.record(key)) == b"r"  # type: ignore[arg-type]
+    assert len(reads) == 1
+    # a record just written, or replaced, is the one read back, without a read
+    again.put(other, entry(b"m", b"x"), b"x")
+    assert again.record(other) == entry(b"m", b"x") and len(reads) == 1
+    again.restamp(other, "gen2")
+    assert again.record(other).generation == "gen2" and len(reads) == 1  # type: ignore[union-attr]
+    # and a new engine reads what the last line says
+    third = RewriteCache(tmp_path, max_memory_bytes=0)
+    assert third.record(other) == replace_generation(entry(b"m", b"x"), "gen2")
+
+
+def test_parsed_records_are_bounded_and_an_evicted_entry_is_not_served(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import mailguard.proxy.imap_cache as module
+
+    monkeypatch.setattr(module, "PARSED_RECORDS", 3)
+    cache = RewriteCache(tmp_path, max_records=5, max_memory_bytes=0)
+    keys = [cache_key("s", "u", b"INBOX", 1, uid) for uid in range(8)]
+    for key in keys:
+        cache.put(key, entry(b"o", b"r"), b"r")
+    assert len(cache._parsed) == 3
+    assert [cache.record(key) is not None for key in keys] == [False] * 3 + [True] * 5
+
+
+def test_log_lines_of_earlier_versions_are_still_read(tmp_path: Path) -> None:
+    import json
+    from dataclasses import asdict
+
+    key = cache_key("s", "u", b"INBOX", 1, 1)
+    record = CacheRecord.build("infected", ["Eicar"], [], b"o", b"r", "g1", [("Eicar", "2")])
+    # the line an earlier version wrote: asdict and json.dumps, as here
+    (tmp_path / "records.log").write_bytes(key.encode() + b" " + json.dumps(asdict(record)).encode() + b"\n")
+    cache = RewriteCache(tmp_path, max_memory_bytes=0)
+    assert cache.record(key) == record
+    cache.put(key, record, b"r")
+    assert (tmp_path / "records.log").read_bytes().splitlines()[-1] == key.encode() + b" " + json.dumps(
+        asdict(record)).encode()
+
+
+def test_cache_keys_are_the_same_remembered_or_not() -> None:
+    from mailguard.proxy.imap_cache import _key
+
+    assert cache_key("s", "u", b"INBOX", 1, 9) == _key("s", "u", b"INBOX", 1, 9)
+    assert cache_key("s", "u", bytearray(b"INBOX"), 1, 9) == _key("s", "u", b"INBOX", 1, 9)  # type: ignore[arg-type]
+
+
+def replace_generation(record: CacheRecord, generation: str) -> CacheRecord:
+    from dataclasses import replace
+
+    return replace(record, generation=generation)

@@ -117,7 +117,19 @@ def test_another_message_goes_upstream_and_the_one_ahead_waits() -> None:
     retr_from_server(s, 1, ONE)
     answer_ahead(s, 2, TWO)
     assert retr_from_server(s, 3, THREE).endswith(stuff(THREE))
-    assert s.take_server() == top_ahead(4)
+    assert s.take_server() == b""  # a jump: no read-ahead until the client reads in order again
+    assert retr_from_server(s, 4, ONE).endswith(stuff(ONE))
+    assert s.take_server() == b""  # the listing has no message 5
+
+
+def test_messages_opened_out_of_order_are_not_read_ahead_until_a_run_starts() -> None:
+    s = session(depth=2)
+    assert retr_from_server(s, 3, THREE).endswith(stuff(THREE))
+    assert s.take_server() == b""  # opened alone: nothing fetched and scanned for nothing
+    assert retr_from_server(s, 2, TWO).endswith(stuff(TWO))
+    assert s.take_server() == b""  # backwards is no run either
+    assert retr_from_server(s, 3, THREE).endswith(stuff(THREE))
+    assert s.take_server() == top_ahead(4)  # 2 then 3: a run, read ahead again
 
 
 def test_no_read_ahead_past_the_count_stat_gave() -> None:

@@ -7,10 +7,11 @@ can slip through behind another.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from mailguard.errors import RemoteProtocolError
-from mailguard.protocols.imap.fetch import parse_att
+from mailguard.protocols.imap.fetch import FetchAtt, parse_att
 from mailguard.protocols.imap.lexer import Lexer, NodeKind
 from mailguard.protocols.imap.responses import Response
 
@@ -77,7 +78,7 @@ def parse_fetch_response(response: Response) -> FetchData:
     for key, value in zip(listed.items[::2], listed.items[1::2]):
         if key.kind is not NodeKind.ATOM:
             raise RemoteProtocolError(f"FETCH item name is not an atom in {raw[:80]!r}")
-        att = parse_att(key.value, echoed=True)
+        att = _echoed_att(key.value)
         items.append(
             DataItem(
                 name=att.name,
@@ -88,6 +89,11 @@ def parse_fetch_response(response: Response) -> FetchData:
             )
         )
     return FetchData(number=response.number, items=tuple(items))
+
+
+@functools.lru_cache(maxsize=256)  # a server names the same few items in every response
+def _echoed_att(name: bytes) -> FetchAtt:
+    return parse_att(name, echoed=True)
 
 
 def build_fetch_response(number: int, items: list[tuple[bytes, bytes]], tail: bytes = b"") -> bytes:

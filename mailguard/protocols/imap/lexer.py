@@ -29,6 +29,13 @@ _ATOM = re.compile(rb'(?:[^ ()\r\n"{\[]++|' + SECTION.pattern + rb")*+")
 _QUOTED = re.compile(rb'"((?:[^"\\\r\n]++|\\[\s\S])*+)"')
 _ESCAPED = re.compile(rb"\\(.)", re.DOTALL)
 _SPACES = re.compile(rb" *")
+# Inside a list, the next token after any spaces, told apart by its group: "(", ")", a quoted
+# string, the head of a literal, an atom. Anything else (CR, LF, the end, a "[" opening no
+# section) matches nothing, and the node readers above say what is wrong.
+_OPEN, _CLOSE, _STRING, _LITERAL, _WORD = range(1, 6)
+_TOKEN = re.compile(rb" *(?:(\()|(\))|" + _QUOTED.pattern + rb"|(~?\{)|(" + _ATOM.pattern.removesuffix(rb"*+") + rb"++))")
+#: lists nested deeper are refused (RFC 9051 §9 sets no bound; structure.py reads 64 levels)
+MAX_DEPTH = 256
 
 
 class NodeKind(enum.Enum):
@@ -94,20 +101,53 @@ class Lexer:
         return self._read_atom()
 
     def read_list(self) -> Node:
-        start = self.pos
+        """A parenthesized list and everything in it, nested lists included, token by token
+        (one pattern match each) without a call per node."""
         self.expect(b"(")
-        data = self.data
+        data, pos = self.data, self.pos
+        starts, outer = [pos - 1], []  # of the lists open around the current one
         items: list[Node] = []
+        token = _TOKEN.match
         while True:
-            pos = self.pos
-            if data[pos : pos + 1] == b" ":
-                pos = self.pos = _SPACES.match(data, pos).end()  # type: ignore[union-attr]
-            if pos >= len(data) or data[pos] in b"\r\n":
-                raise RemoteProtocolError("unterminated parenthesized list")
-            if data[pos] == 0x29:  # ")"
-                self.pos = pos + 1
-                return Node(NodeKind.LIST, start, pos + 1, items=items)
-            items.append(self.read_node())
+            found = token(data, pos)
+            if found is None:
+                self.pos = pos
+                self._refuse_in_list()
+            kind = found.lastindex
+            if kind == _WORD:
+                items.append(Node(NodeKind.ATOM, found.start(_WORD), found.end(), value=found.group(_WORD)))
+            elif kind == _STRING:
+                value = found.group(_STRING)
+                if b"\\" in value:  # backslash escapes " and \ (RFC 9051 §4.3)
+                    value = _ESCAPED.sub(rb"\1", value)
+                items.append(Node(NodeKind.STRING, found.start(_STRING) - 1, found.end(), value=value))
+            elif kind == _OPEN:
+                if len(starts) >= MAX_DEPTH:
+                    raise RemoteProtocolError(f"lists nested more than {MAX_DEPTH} deep")
+                starts.append(found.start(_OPEN))
+                outer.append(items)
+                items = []
+            elif kind == _CLOSE:
+                node = Node(NodeKind.LIST, starts.pop(), found.end(), items=items)
+                if not outer:
+                    self.pos = found.end()
+                    return node
+                items = outer.pop()
+                items.append(node)
+            else:  # a literal: its size says where it ends
+                self.pos = found.start(_LITERAL)
+                items.append(self._read_literal())
+                pos = self.pos
+                continue
+            pos = found.end()
+
+    def _refuse_in_list(self) -> NoReturn:
+        """Why no token starts at ``pos`` inside a list."""
+        self.skip_spaces()
+        if self.pos >= len(self.data) or self.data[self.pos] in b"\r\n":
+            raise RemoteProtocolError("unterminated parenthesized list")
+        self.read_node()  # raises: the node's reader says what is wrong with it
+        raise RemoteProtocolError(f"unexpected data at byte {self.pos}")  # not reached
 
     def read_until_end(self) -> list[Node]:
         """Every node up to the line end (the final CRLF is not consumed)."""

@@ -181,6 +181,10 @@ class ResponseReader(PieceFramer):
         super().__init__()
 
     def next_event(self) -> Response | NeedData:
+        if self._head is None:
+            whole = self._whole_response()
+            if whole is not None:
+                return whole
         while True:
             if self._literal_left:
                 chunk = self._buffer.take(self._literal_left)
@@ -202,6 +206,48 @@ class ResponseReader(PieceFramer):
             self._check_literal(line, marker)
             self._literal_left = marker.size
             self._literals.append((self._size, self._size + marker.size))
+
+    def _whole_response(self) -> Response | None:
+        """The next response when every byte of it is buffered, framed where it lies and cut
+        out in one copy (its message bytes are otherwise copied out piece by piece and joined:
+        bench/live.py). None when it is not all here, or anything about it is wrong: then the
+        piece by piece reading below frames it, or says what is wrong, as it always did."""
+        buffer, limits = self._buffer, self.limits
+        end = buffer.first_line_end()
+        if end < 0:
+            return None
+        start, literals, head = 0, [], None
+        while True:
+            if end - start > limits.max_response_line:
+                return None
+            line = buffer.peek(start, end)
+            try:
+                check_response_line(line)
+                if head is None:
+                    head = read_head(line)
+                    self._head = head  # for _check_literal; cleared again below
+                marker = literal_at_end(line)
+                if marker is not None:
+                    self._check_literal(line, marker)
+            except RemoteProtocolError:
+                self._head = None
+                return None
+            if marker is None:
+                break
+            start = end + marker.size
+            if start > len(buffer) or start > limits.max_response_size:
+                self._head = None
+                return None
+            literals.append((end, start))
+            end = buffer.line_end(start)
+            if end < 0:
+                self._head = None
+                return None
+        self._head = None
+        if end > limits.max_response_size:
+            return None
+        return Response(raw=buffer.take(end), kind=head.kind, tag=head.tag, word=head.word, number=head.number,
+                        literals=tuple(literals))
 
     def _check_literal(self, line: bytes, marker: LiteralMarker) -> None:
         assert self._head is not None

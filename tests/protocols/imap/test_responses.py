@@ -1,4 +1,6 @@
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailguard.errors import RemoteProtocolError
 from mailguard.protocols.imap.limits import ImapLimits
@@ -204,3 +206,55 @@ def test_the_lexer_reads_sections_as_the_framing_does() -> None:
     [response] = read_all(b'* 1 FETCH (BODY[HEADER.FIELDS ("A]" B)] {2}\r\nhi)\r\n')
     items = Lexer(response.raw, response.raw.index(b"(")).read_node().items
     assert [item.value for item in items] == [b'BODY[HEADER.FIELDS ("A]" B)]', b"hi"]
+
+
+def _framed(data: bytes, chunk: int) -> tuple[list[tuple[bytes, Kind, tuple[tuple[int, int], ...]]], int | str]:
+    """The responses in ``data`` fed whole or byte by byte, and the bytes left (or "refused")."""
+    reader, out = ResponseReader(ImapLimits(max_response_line=40)), []
+    try:
+        for piece in [data] if not chunk else [data[i : i + 1] for i in range(len(data))]:
+            reader.receive_data(piece)
+            while (event := reader.next_event()) is not NEED_DATA:
+                out.append((event.raw, event.kind, event.literals))
+    except RemoteProtocolError:
+        return out, "refused"
+    return out, reader.buffered
+
+
+_RESPONSE_PIECES = [b"* 1 FETCH (", b"BODY[] ", b"{3}\r\n", b"abc", b"{0}\r\n", b")\r\n", b"\r\n", b"a1 OK done\r\n",
+                    b"* 2 EXISTS\r\n", b'"q\\"x" ', b"~{2}\r\n", b"\n", b"\r", b"x" * 30, b"* OK {2}\r\n"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_RESPONSE_PIECES), max_size=12))
+def test_a_response_framed_where_it_lies_is_the_one_framed_piece_by_piece(pieces: list[bytes]) -> None:
+    """Responses wholly buffered are cut out in one go; byte by byte they are read in pieces:
+    the same responses, literals and refusals either way."""
+    data = b"".join(pieces)
+    assert _framed(data, 0) == _framed(data, 1)
+
+
+def test_the_lexer_refuses_lists_nested_deeper_than_it_reads() -> None:
+    from mailguard.protocols.imap.lexer import MAX_DEPTH, Lexer
+
+    assert Lexer(b"(" * MAX_DEPTH + b")" * MAX_DEPTH).read_node().end == 2 * MAX_DEPTH
+    with pytest.raises(RemoteProtocolError):
+        Lexer(b"(" * (MAX_DEPTH + 1) + b")" * (MAX_DEPTH + 1)).read_node()
+
+
+@pytest.mark.parametrize(("data", "values"), [
+    (b'("a\\"b" "c\\\\" x{1}\r\ny)', [b'a"b', b"c\\", b"x", b"y"]),
+    (b"(A[B (C)]<1> ~{2}\r\nzz NIL)", [b"A[B (C)]<1>", b"zz", b"NIL"]),
+])
+def test_the_lexer_reads_strings_sections_and_literals_in_lists(data: bytes, values: list[bytes]) -> None:
+    from mailguard.protocols.imap.lexer import Lexer
+
+    assert [item.value for item in Lexer(data).read_node().items] == values
+
+
+@pytest.mark.parametrize("data", [b'("a\r\n")', b"(a[b", b"(a", b'("a', b"(a {x}\r\n)", b"(\x00 [)"])
+def test_the_lexer_refuses_what_it_cannot_read_in_a_list(data: bytes) -> None:
+    from mailguard.protocols.imap.lexer import Lexer
+
+    with pytest.raises(RemoteProtocolError):
+        Lexer(data).read_node()

@@ -284,7 +284,7 @@ class Pop3Proxy(MessageDelivery, ReadAhead, StlsSwitch):
         if is_message:
             # What reaches the client is the very bytes of the message scanned, or that message
             # re-stuffed; never a block a client could frame otherwise (read_message says why).
-            message, canonical = read_message(block, self._server.block_stuffed, self._server.block_crs_paired)
+            message, canonical = read_message(block, self._server.block_stuffed)
             self._original = message
             self._wire = block if canonical else None
             self._server_size = len(message) if canonical else len(unstuff(block))

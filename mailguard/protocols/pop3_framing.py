@@ -27,10 +27,6 @@ _DOT_LINE = b"\r\n."
 # memchr, about twice as fast (bench/pop3.py: the search was ~11% of the engine's time).
 _FIND_DOT_LINE = re.compile(re.escape(_DOT_LINE)).search
 _FIND_TERMINATOR = re.compile(re.escape(_TERMINATOR)).search
-# The same searches stopping at a bare CR too: they stop at every CR anyway, so telling whether
-# each is followed by LF costs the block one pass less in ``read_message`` (bench/live.py).
-_FIND_DOT_LINE_OR_BARE_CR = re.compile(rb"\r(?:\n\.|(?!\n))").search
-_FIND_TERMINATOR_OR_BARE_CR = re.compile(rb"\r(?:\n\.\r\n|(?!\n))").search
 
 
 class LineTooLong(RemoteProtocolError):
@@ -51,11 +47,7 @@ class ReceiveBuffer:
         #: Whether the last block from ``take_block`` may hold stuffed lines (False: it is
         #: its own de-stuffed form, and ``unstuff`` can be skipped).
         self.block_stuffed = True
-        #: Whether every CR of the last block from ``take_block`` is followed by LF (True: known,
-        #: and ``read_message`` need not look for a bare CR again).
-        self.block_crs_paired = False
         self._dot_seen = False  # a dot-line that is not the terminator is in the pending block
-        self._bare_cr = False  # a CR without an LF after it is in the pending block
 
     def __len__(self) -> int:
         return len(self._data)
@@ -68,7 +60,7 @@ class ReceiveBuffer:
         dropped = len(self._data)
         self._data.clear()
         self._searched = 0
-        self._dot_seen = self._bare_cr = False
+        self._dot_seen = False
         return dropped
 
     def _cut(self, end: int, drop: int) -> bytes:
@@ -108,48 +100,35 @@ class ReceiveBuffer:
         if data[:3] == _EMPTY_BODY_TERMINATOR:
             del data[:3]
             self._searched = 0
-            self._dot_seen = self._bare_cr = False
+            self._dot_seen = False
             self.block_stuffed = False
-            self.block_crs_paired = True
             return b""
         # One search finds both the terminator and whether any line was stuffed: the first
         # CRLF "." is either the terminator or a dot-line. After a dot-line the rest is searched
-        # for the terminator alone, so a hostile server cannot make this loop per line. Until a
-        # bare CR is seen, the same search stops at one too (once, as it is seen once).
+        # for the terminator alone, so a hostile server cannot make this loop per line.
         start = max(0, self._searched - 4)
-        while True:
-            if self._bare_cr:
-                end = _find(_FIND_TERMINATOR if self._dot_seen else _FIND_DOT_LINE, data, start)
-            else:
-                end = _find(_FIND_TERMINATOR_OR_BARE_CR if self._dot_seen else _FIND_DOT_LINE_OR_BARE_CR, data, start)
-                if end >= 0 and data[end + 1:end + 2] != b"\n":
-                    if end + 1 == len(data):
-                        return self._wait(end, max_length)  # a CR at the end: its LF may follow
-                    self._bare_cr = True
-                    start = end
-                    continue
-            if end < 0 or self._dot_seen or data[end + 3:end + 5] == CRLF:
-                break
-            if len(data) < end + 5 and CRLF.startswith(bytes(data[end + 3:end + 5])):
-                return self._wait(end, max_length)  # cannot tell yet: look here again with more bytes
-            self._dot_seen = True
-            start = end
+        if self._dot_seen:
+            end = _find(_FIND_TERMINATOR, data, start)
+        else:
+            end = _find(_FIND_DOT_LINE, data, start)
+            if end >= 0 and data[end + 3:end + 5] != CRLF:
+                if len(data) < end + 5 and CRLF.startswith(bytes(data[end + 3:end + 5])):
+                    self._searched = end  # cannot tell yet: look here again with more bytes
+                    if len(data) > max_length:
+                        raise LineTooLong(f"multi-line response longer than {max_length} bytes")
+                    return None
+                self._dot_seen = True
+                end = _find(_FIND_TERMINATOR, data, end)
         if end < 0:
-            return self._wait(len(data), max_length)
+            if len(data) > max_length:
+                raise LineTooLong(f"multi-line response longer than {max_length} bytes")
+            self._searched = len(data)
+            return None
         if end + 2 > max_length:
             raise LineTooLong(f"multi-line response longer than {max_length} bytes")
         self.block_stuffed = self._dot_seen or data[:1] == b"."
-        self.block_crs_paired = not self._bare_cr
-        self._dot_seen = self._bare_cr = False
+        self._dot_seen = False
         return self._cut(end + 2, end + 5)
-
-    def _wait(self, searched: int, max_length: int) -> None:
-        """No whole block yet: resume the search at ``searched`` (less the bytes a sequence
-        sought may have begun in) when more bytes arrive."""
-        if len(self._data) > max_length:
-            raise LineTooLong(f"multi-line response longer than {max_length} bytes")
-        self._searched = searched
-        return None
 
     def take_stream_chunk(self) -> tuple[bytes, bool]:
         """For a block too large to hold: hand out what can be passed on now.
@@ -187,7 +166,7 @@ _find_bare_lf = re.compile(rb"\n(?<!\r\n)").search
 _find_unstuffed_dot = re.compile(rb"\r\n\.(?!\.)").search
 
 
-def read_message(block: bytes, stuffed: bool = True, crs_paired: bool = False) -> tuple[bytes, bool]:
+def read_message(block: bytes, stuffed: bool = True) -> tuple[bytes, bool]:
     """The message a multi-line block (from ``take_block``) holds, and whether the block is
     exactly that message's wire form.
 
@@ -205,12 +184,11 @@ def read_message(block: bytes, stuffed: bool = True, crs_paired: bool = False) -
     with bare LFs are sloppy, not hostile, and a refused message could never be fetched through
     the proxy. The common, correct block is its own message's wire form and is forwarded byte
     for byte (``True``). ``stuffed`` False (``ReceiveBuffer.block_stuffed``) says that no line of
-    the block starts with a dot, ``crs_paired`` True (``ReceiveBuffer.block_crs_paired``) that
-    every CR in it is followed by LF.
+    the block starts with a dot.
     """
     # No CR without an LF after it, no LF without a CR before it: two searches that stop at each
     # CR or LF in C (bench/pop3.py: cheaper than counting CRs, LFs and CRLF pairs).
-    if (crs_paired or _find_bare_cr(block) is None) and _find_bare_lf(block) is None:
+    if _find_bare_cr(block) is None and _find_bare_lf(block) is None:
         if not stuffed:
             return block, True
         if _find_unstuffed_dot(block) is None and (block[:1] != b"." or block[:2] == b".."):

@@ -223,7 +223,7 @@ class ReadAhead(_Base):
             return True
         if block is None:
             return False
-        original, canonical = read_message(block, self._server.block_stuffed, self._server.block_crs_paired)
+        original, canonical = read_message(block, self._server.block_stuffed)
         if not canonical or not _whole(original, self._list_sizes.get(self._ahead_number)):
             # Not the whole message as RETR would give it (a server whose TOP caps the line count,
             # or whose sizes are counted otherwise): never served in place of RETR, where a

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from mailguard.protocols.pop3 import Phase, Pop3Limits, Pop3Options
 from mailguard.protocols.pop3_events import LinesDropped, MessageUnscanned, ScanMessage, ScanResult
-from mailguard.protocols.pop3_framing import ReceiveBuffer, StreamGuard, read_message, stuff
+from mailguard.protocols.pop3_framing import StreamGuard, read_message, stuff
 from tests.protocols.pop3_script import Script
 from tests.protocols.test_pop3 import logged_in
 
@@ -65,23 +65,6 @@ def test_what_the_client_gets_is_what_was_scanned_as_poplib_reads_it(pieces: lis
     s.send(ScanResult(None))
     out = s.take_client()
     assert b"".join(line + b"\r\n" for line in poplib_reads(out)) == scanned[0]
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.sampled_from(_PIECES + [b"\r\n.", b"\r\n.\r\n"]), max_size=20),
-       st.lists(st.integers(1, 9), max_size=8))
-def test_blocks_framed_in_any_pieces_say_rightly_whether_a_cr_stands_alone(
-        pieces: list[bytes], cuts: list[int]) -> None:
-    """take_block finds bare CRs in its terminator search; read_message, told so, reads every
-    block as it does when it looks for them itself."""
-    wire = b"".join(pieces) + b"\r\n.\r\n"
-    buffer, at = ReceiveBuffer(), 0
-    for cut in cuts + [len(wire)]:
-        buffer.feed(wire[at:at + cut])
-        at += cut
-        while (block := buffer.take_block(10_000)) is not None:
-            assert buffer.block_crs_paired == (b"\r" not in block.replace(b"\r\n", b""))
-            assert read_message(block, buffer.block_stuffed, buffer.block_crs_paired) == read_message(block)
 
 
 # --- the machine ---------------------------------------------------------------------------------

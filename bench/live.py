@@ -288,7 +288,7 @@ def main() -> None:
             imap_fetch_all(plain_dovecot.imap_port, "bench", None)
             # the engines load their POP3 and IMAP code and start their scan workers on a few messages
             for pop3, imap in ((pop3_port, imap_port), *([before_ports[0::2]] if args.compare_tree else [])):
-                pop3_latencies(pop3, "warmup", 10)
+                pop3_fetch_all(pop3, "warmup", None)  # in order: read-ahead runs, both workers start
                 imap_fetch_all(imap, "warmup", None)
 
             paths: dict[str, object] = {

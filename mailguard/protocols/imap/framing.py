@@ -120,12 +120,6 @@ class ReceiveBuffer:
     def take_all(self) -> bytes:
         return self.take(len(self._data))
 
-    def first_line_end(self) -> int:
-        """Where the first line ends (after its LF), or -1 while it is not complete; searching
-        on from where the last search stopped, as ``take_line`` does."""
-        end = self._data.find(b"\n", self._searched)
-        return -1 if end < 0 else end + 1
-
     def line_end(self, start: int) -> int:
         """Where the line starting at ``start`` ends (after its LF), or -1."""
         end = self._data.find(b"\n", start)

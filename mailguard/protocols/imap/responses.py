@@ -180,74 +180,53 @@ class ResponseReader(PieceFramer):
         self.limits = limits
         super().__init__()
 
+    # A response is framed where it lies in the buffer: lines and literals are looked at in
+    # place (``_at``: how far), and the whole response is cut out in one copy at its end. Taking
+    # each piece out and joining them copied every message twice (bench/live.py).
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    @property
+    def unframed(self) -> int:
+        return len(self._buffer) - self._at
+
     def next_event(self) -> Response | NeedData:
-        if self._head is None:
-            whole = self._whole_response()
-            if whole is not None:
-                return whole
+        buffer, limits = self._buffer, self.limits
         while True:
             if self._literal_left:
-                chunk = self._buffer.take(self._literal_left)
-                if not chunk:
+                step = min(len(buffer) - self._at, self._literal_left)
+                if step <= 0:
                     return self._need_data()
-                self._append(chunk)
-                self._literal_left -= len(chunk)
+                self._advance(step)
+                self._literal_left -= step
                 continue
-            line = self._buffer.take_line(self.limits.max_response_line, "server response line")
-            if line is None:
+            start = self._at
+            end = buffer.line_end(max(start, self._searched))
+            if end < 0:
+                if len(buffer) - start > limits.max_response_line:
+                    raise RemoteProtocolError(f"server response line longer than {limits.max_response_line} bytes")
+                self._searched = len(buffer)
                 return self._need_data()
+            if end - start > limits.max_response_line:
+                raise RemoteProtocolError(f"server response line longer than {limits.max_response_line} bytes")
+            line = buffer.peek(start, end)
             check_response_line(line)
             if self._head is None:
                 self._head = read_head(line)
-            self._append(line)
+            self._advance(end - start)
             marker = literal_at_end(line)
             if marker is None:
                 return self._finish()
             self._check_literal(line, marker)
             self._literal_left = marker.size
-            self._literals.append((self._size, self._size + marker.size))
+            self._literals.append((self._at, self._at + marker.size))
 
-    def _whole_response(self) -> Response | None:
-        """The next response when every byte of it is buffered, framed where it lies and cut
-        out in one copy (its message bytes are otherwise copied out piece by piece and joined:
-        bench/live.py). None when it is not all here, or anything about it is wrong: then the
-        piece by piece reading below frames it, or says what is wrong, as it always did."""
-        buffer, limits = self._buffer, self.limits
-        end = buffer.first_line_end()
-        if end < 0:
-            return None
-        start, literals, head = 0, [], None
-        while True:
-            if end - start > limits.max_response_line:
-                return None
-            line = buffer.peek(start, end)
-            try:
-                check_response_line(line)
-                if head is None:
-                    head = read_head(line)
-                    self._head = head  # for _check_literal; cleared again below
-                marker = literal_at_end(line)
-                if marker is not None:
-                    self._check_literal(line, marker)
-            except RemoteProtocolError:
-                self._head = None
-                return None
-            if marker is None:
-                break
-            start = end + marker.size
-            if start > len(buffer) or start > limits.max_response_size:
-                self._head = None
-                return None
-            literals.append((end, start))
-            end = buffer.line_end(start)
-            if end < 0:
-                self._head = None
-                return None
-        self._head = None
-        if end > limits.max_response_size:
-            return None
-        return Response(raw=buffer.take(end), kind=head.kind, tag=head.tag, word=head.word, number=head.number,
-                        literals=tuple(literals))
+    def _advance(self, count: int) -> None:
+        self._at += count
+        if self._at > self.limits.max_response_size:
+            raise RemoteProtocolError(f"server response larger than {self.limits.max_response_size} bytes")
 
     def _check_literal(self, line: bytes, marker: LiteralMarker) -> None:
         assert self._head is not None
@@ -267,21 +246,15 @@ class ResponseReader(PieceFramer):
                 f"{self.limits.max_response_literal}-byte cap"
             )
 
-    def _append(self, piece: bytes) -> None:
-        self._size += len(piece)
-        if self._size > self.limits.max_response_size:
-            raise RemoteProtocolError(f"server response larger than {self.limits.max_response_size} bytes")
-        self._pieces.append(piece)
-
     def _need_data(self) -> NeedData:
-        if self._eof and (self._size or len(self._buffer)):
+        if self._eof and len(self._buffer):
             raise RemoteProtocolError("server closed the connection in the middle of a response")
         return NEED_DATA
 
     def _finish(self) -> Response:
         head = self._head
         assert head is not None
-        raw = b"".join(self._pieces)
+        raw = self._buffer.take(self._at)
         literals = tuple(self._literals) if self._literals else ()
         self._reset()
         return Response(raw=raw, kind=head.kind, tag=head.tag, word=head.word, number=head.number,
@@ -290,3 +263,7 @@ class ResponseReader(PieceFramer):
     def _reset(self) -> None:
         super()._reset()
         self._literals: list[tuple[int, int]] = []
+        #: bytes of the response being framed, at the front of the buffer
+        self._at = 0
+        #: where the search for the current line's end goes on from
+        self._searched = 0

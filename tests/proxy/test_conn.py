@@ -57,3 +57,34 @@ def test_fit_tls_buffer_leaves_other_transports_alone() -> None:
         pass
 
     fit_tls_buffer(Plain())  # type: ignore[arg-type]  # no TLS layer: nothing to do, no error
+
+
+def test_large_writes_the_socket_cannot_take_at_once_arrive_whole_and_in_order() -> None:
+    """Plain transports get large writes as views (Conn.write); the peer reads nothing until all
+    are written, so what the socket buffers cannot hold waits in the transport's buffer."""
+    payloads = [bytes([n]) * (3 * 1024 * 1024 + n) for n in range(3)] + [b"tail"]
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        start_reading = asyncio.Event()
+        received = loop.create_future()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await start_reading.wait()
+            received.set_result(await reader.read())
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        transport, conn = await loop.create_connection(lambda: Conn(), "127.0.0.1", port)
+        for payload in payloads:
+            conn.write(payload)
+        start_reading.set()
+        await conn.drain()
+        conn.write_eof()
+        assert await asyncio.wait_for(received, 30) == b"".join(payloads)
+        assert conn.bytes_out == sum(map(len, payloads))
+        conn.close()
+        server.close()
+
+    run(scenario())

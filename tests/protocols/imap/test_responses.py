@@ -208,11 +208,20 @@ def test_the_lexer_reads_sections_as_the_framing_does() -> None:
     assert [item.value for item in items] == [b'BODY[HEADER.FIELDS ("A]" B)]', b"hi"]
 
 
-def _framed(data: bytes, chunk: int) -> tuple[list[tuple[bytes, Kind, tuple[tuple[int, int], ...]]], int | str]:
-    """The responses in ``data`` fed whole or byte by byte, and the bytes left (or "refused")."""
-    reader, out = ResponseReader(ImapLimits(max_response_line=40)), []
+def _framed(data: bytes, chunk: int, cuts: list[int] | None = None,
+            ) -> tuple[list[tuple[bytes, Kind, tuple[tuple[int, int], ...]]], int | str]:
+    """The responses in ``data`` fed whole, byte by byte, or in reads of the ``cuts`` sizes (the
+    rest whole), and the bytes left (or "refused")."""
+    reader, out = ResponseReader(ImapLimits(max_response_line=40, max_response_size=60)), []
+    reads = [data] if not chunk else [data[i : i + 1] for i in range(len(data))]
+    if cuts is not None:
+        reads, at = [], 0
+        for cut in cuts:
+            reads.append(data[at : at + cut])
+            at += cut
+        reads = [read for read in reads + [data[at:]] if read]  # b"" would be the end of the stream
     try:
-        for piece in [data] if not chunk else [data[i : i + 1] for i in range(len(data))]:
+        for piece in reads:
             reader.receive_data(piece)
             while (event := reader.next_event()) is not NEED_DATA:
                 out.append((event.raw, event.kind, event.literals))
@@ -226,12 +235,21 @@ _RESPONSE_PIECES = [b"* 1 FETCH (", b"BODY[] ", b"{3}\r\n", b"abc", b"{0}\r\n", 
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.lists(st.sampled_from(_RESPONSE_PIECES), max_size=12))
-def test_a_response_framed_where_it_lies_is_the_one_framed_piece_by_piece(pieces: list[bytes]) -> None:
-    """Responses wholly buffered are cut out in one go; byte by byte they are read in pieces:
-    the same responses, literals and refusals either way."""
+@given(st.lists(st.sampled_from(_RESPONSE_PIECES), max_size=12), st.lists(st.integers(1, 9), max_size=10))
+def test_responses_are_framed_alike_in_any_reads(pieces: list[bytes], cuts: list[int]) -> None:
+    """Wholly buffered, byte by byte, or in reads that land inside literals and are kept as
+    pieces (KEEP_READS_FROM 1 here): the same responses, literals and refusals."""
+    import mailguard.protocols.imap.responses as module
+
     data = b"".join(pieces)
-    assert _framed(data, 0) == _framed(data, 1)
+    whole = _framed(data, 0)
+    assert _framed(data, 1) == whole
+    kept_from = module.KEEP_READS_FROM
+    module.KEEP_READS_FROM = 1
+    try:
+        assert _framed(data, 0, cuts) == whole
+    finally:
+        module.KEEP_READS_FROM = kept_from
 
 
 def test_the_lexer_refuses_lists_nested_deeper_than_it_reads() -> None:

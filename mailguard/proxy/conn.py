@@ -31,9 +31,6 @@ Sink = Callable[[bytes], None]
 
 TLS_READ_BUFFER = 16 * 1024
 
-# Writes larger than this go to a plain transport as a memoryview (``Conn.write``).
-_VIEW_FROM = 64 * 1024
-
 # How long, and how much, ``Conn.linger`` reads and throws away before a close on error.
 LINGER_SECONDS = 1.0
 LINGER_BYTES = 1024 * 1024
@@ -154,17 +151,8 @@ class Conn(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if data and not self.closed:
             assert self.transport is not None
-            if len(data) > _VIEW_FROM and self._plain:
-                # What the socket does not take at once is buffered by the transport: from a
-                # view, the rest is copied once (into its buffer), not sliced into a new bytes
-                # object first (asyncio's selector transport, bench/live.py).
-                data = memoryview(data)  # type: ignore[assignment]
             self.transport.write(data)
             self.bytes_out += len(data)
-
-    @property
-    def _plain(self) -> bool:
-        return self.transport is not None and self.transport.get_extra_info("sslcontext") is None
 
     @property
     def writable(self) -> bool:

@@ -39,7 +39,7 @@ from mailguard.protocols.imap.commands import CommandReader, LiteralChunk, Reade
 from mailguard.protocols.imap.fetch_response import parse_fetch_response  # noqa: E402
 from mailguard.protocols.imap.lexer import Lexer  # noqa: E402
 from mailguard.protocols.imap.limits import ImapLimits  # noqa: E402
-from mailguard.protocols.imap.responses import NEED_DATA, Kind, Response, ResponseReader  # noqa: E402
+from mailguard.protocols.imap.responses import NEED_DATA, ResponseKind, Response, ResponseReader  # noqa: E402
 
 SMALL = ImapLimits(max_response_line=600, max_response_literal=900, max_response_size=3000,
                    max_command_line=600, max_command_literal=900, max_append_literal=1500,
@@ -102,14 +102,14 @@ class ImaplibReader(imaplib.IMAP4):
             except Exception:  # imaplib gives up: abort, error, or worse (int() of 5000 digits)
                 return out, (start, tuple(self._literals))
             if line is None:
-                kind, name = Kind.CONTINUATION, ""
+                kind, name = ResponseKind.CONTINUATION, ""
             else:
                 done = [tag for tag, result in self.tagged_commands.items() if result is not None]
                 if done:
-                    kind, name = Kind.TAGGED, self.tagged_commands[done[0]][0]
+                    kind, name = ResponseKind.TAGGED, self.tagged_commands[done[0]][0]
                     self.tagged_commands[done[0]] = None
                 else:
-                    kind, name = Kind.UNTAGGED, self._typ
+                    kind, name = ResponseKind.UNTAGGED, self._typ
             out.append((start, self.file.tell(), kind, name, tuple(self._literals)))
         return out, None
 

@@ -10,53 +10,17 @@ Into ``Pop3Proxy.send()``: ``ScanResult``, ``TlsEstablished``, ``TlsFailed``.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
+from mailguard.protocols.events import (
+    NEED_DATA, Closed, NeedData, PeerError, SendToClient, SendToServer, Side, StartTls, SwitchToRelay,
+    TlsEstablished, TlsFailed,
+)
+
 __all__ = [
-    "NEED_DATA", "Closed", "Event", "LinesDropped", "MessageUnscanned", "NeedData", "ScanMessage", "ScanResult",
-    "SendToClient", "SendToServer", "Side", "StartTls", "SwitchToRelay", "TlsEstablished", "TlsFailed",
+    "NEED_DATA", "Closed", "Event", "LinesDropped", "MessageUnscanned", "NeedData", "PeerError", "ScanMessage",
+    "ScanResult", "SendToClient", "SendToServer", "Side", "StartTls", "SwitchToRelay", "TlsEstablished", "TlsFailed",
 ]
-
-
-class Side(str, enum.Enum):
-    CLIENT = "client"
-    SERVER = "server"
-
-
-class NeedData:
-    """Nothing to do until more bytes (or a reply to a request) arrive."""
-
-    _instance: "NeedData | None" = None
-
-    def __new__(cls) -> "NeedData":
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "NEED_DATA"
-
-
-NEED_DATA = NeedData()
-
-
-class PeerError(Exception):
-    """Inside the machine: ``side`` broke the protocol; the session ends with a clear error."""
-
-    def __init__(self, side: Side, message: str) -> None:
-        super().__init__(message)
-        self.side = side
-
-
-@dataclass(frozen=True, slots=True)
-class SendToClient:
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class SendToServer:
-    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,28 +50,6 @@ class LinesDropped:
 
 
 @dataclass(frozen=True, slots=True)
-class StartTls:
-    """Switch ``side`` to TLS now. Write ``preface`` to that side first, in the same step, with
-    no await in between, so no byte from the peer can be read as plaintext after it."""
-
-    side: Side
-    preface: bytes = b""
-
-
-@dataclass(frozen=True, slots=True)
-class SwitchToRelay:
-    """From here on the session is a byte relay (STLS with TLS interception off)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Closed:
-    """Close both legs (after writing what was sent before). ``error`` is False for QUIT."""
-
-    reason: str
-    error: bool
-
-
-@dataclass(frozen=True, slots=True)
 class ScanResult:
     """What the client receives for the message of the last ``ScanMessage``: ``None`` means
     the original, unchanged (its wire bytes are forwarded as received). A ``refusal`` withholds
@@ -115,17 +57,6 @@ class ScanResult:
 
     message: bytes | None
     refusal: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class TlsEstablished:
-    side: Side
-
-
-@dataclass(frozen=True, slots=True)
-class TlsFailed:
-    side: Side
-    reason: str
 
 
 Event = (

@@ -1,15 +1,11 @@
-"""The asyncio IMAP session: one client, one upstream server, the sans-I/O machines between.
+"""Driving the sans-I/O IMAP machine (protocols/imap/machine.py) over two live connections.
 
-Default deny both ways (protocols/imap/gate.py): a command goes on only when it is on the
-allow-list of the session's state, a server response only with what a client may be handed.
-Commands are relayed as they come (pipelining kept) except those the proxy must own:
-STARTTLS (both legs, buffered bytes refused: RFC 9051 §6.2.1,
-docs/pitfalls.md#starttls-and-tls-switches),
-COMPRESS (refused: it would hide every later byte, RFC 4978), ENABLE (filtered),
-CAPABILITY and LOGIN before the client's TLS (answered from the pre-TLS view), and every
-FETCH that asks for message bytes or anything derived from them (imap_fetch.py). Those
-wait until earlier commands are answered, then run alone, so responses keep the order
-the server gave them.
+The connections push every received byte straight into the machine (conn.py owns no buffer);
+this loop takes the machine's events and performs them: writes (each drained, so a client that
+does not read stops us reading the server), scans in the worker pool (side by side: the
+read-ahead scans while the client reads), the rewrite cache's file I/O, TLS switches, and the
+hand-over to a byte relay. Reading from a side pauses when the machine holds enough of its bytes
+(``wants_data``); the machine's ``timer`` says how long silence may last, and why.
 """
 
 from __future__ import annotations
@@ -19,54 +15,60 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from mailguard.errors import MailguardError, RemoteProtocolError
-from mailguard.protocols.imap import capabilities as caps
-from mailguard.protocols.imap.commands import (
-    AppendPart, Command, CommandReader, ContinuationData, LiteralChunk, Reply,
+from mailguard.errors import MailguardError
+from mailguard.protocols.events import (
+    NEED_DATA, Closed, SendToClient, SendToServer, Side, StartTls, SwitchToRelay, TlsEstablished, TlsFailed,
 )
-from mailguard.protocols.imap.gate import Gate, check_framing
+from mailguard.protocols.imap.events import (
+    CacheEntry, CacheLookup, CacheRestamp, CacheWrite, Notice, ScanFetched, Scanned, ScanOutcomeLike,
+)
 from mailguard.protocols.imap.limits import DEFAULT_LIMITS, ImapLimits
-from mailguard.protocols.imap.responses import NEED_DATA, Kind, Response, ResponseReader
+from mailguard.protocols.imap.machine import (
+    IDLE_TIMEOUT, READ_HIGH_WATER, UPSTREAM_ANSWER_TIMEOUT, ImapOptions, ImapProxy,
+)
 from mailguard.proxy.conn import Conn
-from mailguard.proxy.imap_cache import RewriteCache, host_generation
-from mailguard.proxy.imap_fetch import intercept_fetch
-from mailguard.proxy.imap_identity import SessionIdentity
-from mailguard.proxy.imap_readahead import ReadAhead
-from mailguard.proxy.imap_served import UPSTREAM_ANSWER_TIMEOUT, SessionMemory
-from mailguard.proxy.imap_starttls import ClientNamedTls, check_starttls_answer, starttls_named_by_client
-from mailguard.proxy.imap_view import MailboxView
-from mailguard.proxy.context import ClientTold
+from mailguard.proxy.imap_cache import CacheRecord, RewriteCache, cache_key, host_generation
+from mailguard.scanpool.pool import account
+from mailguard.proxy.context import peek_client_hello, refuse_over_tls
+from mailguard.proxy.upstream import upstream_certificate
+from mailguard.scan.rewrite import TLS_HEADER, add_header, tls_value
+
+__all__ = ["ClientNamedTls", "ImapContext", "ImapDriver", "Scanner", "serve_imap"]
 
 log = logging.getLogger("mailguard.proxy.imap")
 
-#: unframed bytes a side may hold before we stop reading it (TCP backpressure)
-READ_HIGH_WATER = 1024 * 1024
-#: RFC 3501 §5.4: an IMAP autologout timer is at least 30 minutes; IDLE clients renew at 29.
-IDLE_TIMEOUT = 31 * 60.0
+
+class Scanner:
+    """What scans a message: the engine's pool (``scan(raw, source)`` -> outcome)."""
+
+    async def scan(self, raw: bytes, source: str) -> ScanOutcomeLike:  # pragma: no cover - a protocol
+        raise NotImplementedError
 
 
-class ScanOutcomeLike(Protocol):
-    status: str
-    detections: tuple[str, ...]
-    reasons: tuple[str, ...]
-    delivered: bytes | None
-    error: str
-    quarantine_failed: bool
-    generation: str
-    located: tuple[tuple[str, str], ...]
+@dataclass(frozen=True)
+class ClientNamedTls:
+    """How a session verifies a server against the name its client gives (transparent mode,
+    protocols/imap/starttls.py)."""
 
-
-class Scanner(Protocol):
-    async def scan(self, raw: bytes, source: str) -> ScanOutcomeLike: ...
+    #: switch ``conn`` to TLS and verify the server against the name (raises to refuse it)
+    upgrade: Callable[[Conn, str], Awaitable[None]]
+    #: our side of the client's handshake, for the name and the server's certificate
+    client_context: Callable[[str, bytes | None], ssl.SSLContext]
+    #: whether the name is one of ssl-tls.excluded-domains
+    excluded: Callable[[str], bool]
+    #: how long the client may take to send its ClientHello
+    hello_timeout: float
+    #: the session host, to refuse a client that names no server (session.refuse_over_tls)
+    host: Any = None
 
 
 @dataclass
 class ImapContext:
     """What a session needs from the engine; built once per route by the proxy core."""
 
-    scanner: Scanner
+    scanner: Any
     #: "host:port" of the upstream, part of every cache key
     server_id: str
     cache: RewriteCache | None = None
@@ -78,12 +80,12 @@ class ImapContext:
     #: into a byte relay rather than being refused (refusing it would be a downgrade)
     upgrade_upstream: Callable[[Conn], Awaitable[None]] | None = None
     #: transparent mode on a plaintext port: the server's STARTTLS waits for the client's, and is
-    #: verified against the name the client asks for (imap_starttls.py)
+    #: verified against the name the client asks for
     client_named_tls: ClientNamedTls | None = None
     #: both legs are already TLS (imaps ports): the greeting is relayed
     implicit_tls: bool = False
     #: a message too large to scan (response.on-scan-error): "pass" delivers it tagged unscanned
-    #: where the request allows streaming it (imap_oversize.py); "block" serves a notice instead
+    #: where the request allows streaming it; "block" serves a notice instead
     on_oversize: str = "pass"
     #: message bytes fetched upstream per batch, at least one message
     batch_bytes: int = 32 * 1024 * 1024
@@ -91,7 +93,7 @@ class ImapContext:
     #: set when the engine stops: sessions say BYE once no FETCH is half answered
     draining: asyncio.Event | None = None
     stats: dict[str, int] = field(default_factory=dict)
-    #: see UPSTREAM_ANSWER_TIMEOUT
+    #: see machine.UPSTREAM_ANSWER_TIMEOUT
     answer_timeout: float = UPSTREAM_ANSWER_TIMEOUT
     #: the engine (its current config and counters); None in tests without one: always scan
     host: Any = None
@@ -102,486 +104,281 @@ class ImapContext:
     #: a server silent this long in the middle of a response ends the session (limits.server-timeout)
     server_timeout: float | None = None
 
-
-class SwitchToRelay(Exception):
-    """The client asked for TLS we do not intercept: from here on bytes pass untouched."""
-
-    def __init__(self, client_early: bytes, server_early: bytes) -> None:
-        super().__init__("switching to a byte relay")
-        self.client_early = client_early
-        self.server_early = server_early
-
-
-class Side:
-    """A connection whose bytes feed a sans-I/O reader; ``next_event`` awaits the next event."""
-
-    def __init__(self, conn: Conn, reader: CommandReader | ResponseReader, early: bytes = b"",
-                 high_water: int = READ_HIGH_WATER, partial_timeout: float | None = None) -> None:
-        self.conn = conn
-        self.reader = reader
-        self.high_water = high_water
-        #: silence allowed while part of an item is buffered, when ``next_event`` has no time-out
-        self.partial_timeout = partial_timeout
-        self.eof = False
-        self._ready = asyncio.Event()
-        # b"" means end of stream to the readers: only real bytes are fed here.
-        for data in (early, conn.attach(self._sink)):
-            if data:
-                reader.receive_data(data)
-        if conn.eof:
-            self._sink(b"")
-
-    def _sink(self, data: bytes) -> None:
-        if not data:
-            if self.eof:
-                return
-            self.eof = True
-        self.reader.receive_data(data)
-        if self.reader.unframed > self.high_water:
-            self.conn.set_reading(False)
-        self._ready.set()
-
-    async def next_event(self, timeout: float | None = None):  # type: ignore[no-untyped-def]
-        """The next event, or None at EOF."""
-        while True:
-            event = self.reader.next_event()
-            if event is not NEED_DATA:
-                return event
-            if self.eof:
-                return None
-            self.conn.set_reading(True)
-            self._ready.clear()
-            wait = timeout
-            if wait is None and self.reader.buffered:
-                wait = self.partial_timeout
-            await asyncio.wait_for(self._ready.wait(), wait)
-
-    def write(self, data: bytes) -> None:
-        self.conn.write(data)
+    def options(self) -> ImapOptions:
+        return ImapOptions(
+            server_id=self.server_id, limits=self.limits, cache=self.cache is not None,
+            intercept_tls=self.upgrade_upstream is not None,
+            client_tls=self.client_tls is not None, client_named_tls=self.client_named_tls is not None,
+            implicit_tls=self.implicit_tls, on_oversize=self.on_oversize, batch_bytes=self.batch_bytes,
+            stats=self.stats, read_high_water=self.read_high_water, idle_timeout=self.idle_timeout,
+            answer_timeout=self.answer_timeout, server_timeout=self.server_timeout,
+            generation=host_generation(self.host) if self.host is not None else (lambda: None),
+        )
 
 
-class ImapSession:
-    def __init__(self, client: Conn, upstream: Conn, context: ImapContext, *, client_early: bytes = b"",
-                 upstream_early: bytes = b"") -> None:
+class _RelayUntouched(Exception):
+    """The server the client named after STARTTLS is one we leave alone (ssl-tls excluded-domains)."""
+
+
+class _Failed(Exception):
+    """A scan task failed: the session ends (nothing unscanned is delivered for it)."""
+
+
+class ImapDriver:
+    def __init__(self, client: Conn, upstream: Conn, context: ImapContext) -> None:
+        self.client = client
+        self.upstream = upstream
         self.context = context
-        self.client = Side(client, CommandReader(context.limits), client_early, context.read_high_water)
-        self.upstream = Side(upstream, ResponseReader(context.limits), upstream_early, context.read_high_water,
-                             context.server_timeout)
-        #: tags forwarded upstream and not yet completed
-        self.outstanding: set[bytes] = set()
-        self._quiet = asyncio.Event()
-        self._quiet.set()
-        #: the FETCH being handled alone, which gets every upstream response meanwhile
-        self.interceptor: Callable[[Response], Awaitable[None]] | None = None
-        self._tag_counter = 0
-        # what the client may see
-        self.pre_tls_caps: list[bytes] | None = None
-        self.offer_starttls = False
-        self.client_tls_active = context.implicit_tls
-        self.remove_caps: frozenset[str] = frozenset()
-        self.identity = SessionIdentity()
-        #: what this session served lately (a chunk loop costs one scan, even without the cache)
-        self.memory = SessionMemory(generation=host_generation(context.host) if context.host is not None
-                                    else lambda: None)
-        #: message number -> UID of the selected mailbox, as the server told it
-        self.view = MailboxView()
-        self._select_tag: bytes | None = None
-        self.readahead = ReadAhead(self)
-        #: what may pass, either way (default deny: gate.py)
-        self.gate = Gate()
-        #: handed over to a byte relay (STARTTLS not intercepted)
-        self.relayed = False
+        self.log = context.log or log
+        self.machine = ImapProxy(context.options())
+        self._tag_tls()
+        self._waiter: asyncio.Future[bool] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._failure: BaseException | None = None
 
-    # --- helpers used by the FETCH interception -----------------------------------------------
+    # --- bytes in ----------------------------------------------------------------------------
 
-    def new_tag(self) -> bytes:
-        self._tag_counter += 1
-        return b"mg%d" % self._tag_counter
+    def _sink(self, side: Side, conn: Conn) -> Callable[[bytes], None]:
+        machine = self.machine
 
-    def send_upstream(self, data: bytes) -> None:
-        self.upstream.write(data)
+        def receive(data: bytes) -> None:
+            machine.receive_data(side, data)
+            # Backpressure at once, not at the next NEED_DATA.
+            if data and not machine.wants_data(side):
+                conn.set_reading(False)
+            self._wake()
+        return receive
 
-    def send_client(self, data: bytes) -> None:
-        self.client.write(data)
+    def _wake(self, heard: bool = True) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(heard)
 
-    async def drain_client(self) -> None:
-        await self.client.conn.drain()
-
-    @property
-    def log(self) -> Any:
-        """The session's logger (the engine's names the session in each line), else the module's."""
-        return self.context.log or log
-
-    @property
-    def mailbox(self) -> bytes | None:
-        return self.identity.mailbox
-
-    @property
-    def uidvalidity(self) -> int | None:
-        return self.identity.uidvalidity
-
-    @property
-    def cache_identity(self) -> tuple[str, str, bytes, int] | None:
-        """(server, user, mailbox, UIDVALIDITY) once all are known; with a UID it names a message for good."""
-        ident = self.identity
-        if ident.user is None or ident.mailbox is None or ident.uidvalidity is None:
-            return None
-        return (self.context.server_id, ident.user, ident.mailbox, ident.uidvalidity)
-
-    # --- the session ----------------------------------------------------------------------------
-
-    async def run(self) -> None:
-        upstream_task: asyncio.Task[None] | None = None
-        client_task: asyncio.Task[None] | None = None
-        stop_task: asyncio.Task[None] | None = None
+    async def _wait(self, timeout: float | None) -> bool:
+        """Until something happens (True), or nothing did for ``timeout`` seconds (False)."""
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        timer = None if timeout is None else loop.call_later(timeout, self._wake, False)
         try:
-            if not await self._open():
-                return
-            upstream_task = asyncio.ensure_future(self._upstream_loop())
-            client_task = asyncio.ensure_future(self._client_loop())
-            tasks = {upstream_task, client_task}
-            if self.context.draining is not None:
-                stop_task = asyncio.ensure_future(self._bye_when_draining(self.context.draining))
-                tasks.add(stop_task)
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()
-        except SwitchToRelay as switch:
-            from mailguard.proxy.relay import relay
+            return await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
 
-            self.relayed = True
+    def _tag_tls(self) -> None:
+        """Policy let a bad server certificate through (certificate-validity = allow): every
+        message from this connection says so (issue 5). Read at each switch: STARTTLS may come later."""
+        problems = self.upstream.certificate_problems
+        if problems:
+            value = tls_value(problems)
+            self.machine.tls_tag = lambda message: add_header(message, TLS_HEADER, value)
 
-            if upstream_task is not None:
-                upstream_task.cancel()
-            self.client.conn.detach()
-            self.upstream.conn.detach()
-            await relay(self.client.conn, self.upstream.conn, client_early=switch.client_early,
-                        server_early=switch.server_early, idle_timeout=self.context.idle_timeout)
-        except ClientTold as exc:
-            self.log.warning("IMAP session refused: %s", exc)
-        except MailguardError as exc:  # the peer broke the rules, or the upstream TLS was refused
-            self.log.warning("IMAP session ended: %s", exc)
-            self.send_client(b"* BYE " + str(exc).encode("ascii", "replace")[:200] + b"\r\n")
-        except (ConnectionError, asyncio.TimeoutError, ssl.SSLError) as exc:
+    # --- the session ---------------------------------------------------------------------------
+
+    async def run(self, *, client_early: bytes = b"", upstream_early: bytes = b"") -> None:
+        machine = self.machine
+        for side, data in ((Side.SERVER, upstream_early), (Side.CLIENT, client_early)):
+            if data:  # b"" would mean end of stream
+                machine.receive_data(side, data)
+        for side, conn in ((Side.CLIENT, self.client), (Side.SERVER, self.upstream)):
+            early = conn.attach(self._sink(side, conn))
+            if early:
+                machine.receive_data(side, early)
+            if conn.eof:
+                machine.receive_data(side, b"")
+        draining = None
+        if self.context.draining is not None:
+            draining = asyncio.ensure_future(self.context.draining.wait())
+            draining.add_done_callback(lambda _: (machine.stop(), self._wake()))
+        try:
+            await self._drive()
+        except (ConnectionError, OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
             self.log.info("IMAP session ended: %s", exc)
         finally:
-            for task in (upstream_task, client_task, stop_task):
-                if task is not None:
-                    task.cancel()
-            self.readahead.close()
-            # The session and its read-ahead refer to each other: free the messages now, not
-            # when the garbage collector finds the cycle (bench/imap.py measures the RSS after).
-            self.memory.close()
-            self.client.conn.close()
-            self.upstream.conn.close()
+            if draining is not None:
+                draining.cancel()
+            for task in self._tasks:
+                task.cancel()
+            # Free the messages now, not when the garbage collector finds the session
+            # (bench/imap.py measures the RSS after).
+            machine.close()
+            self.client.close()
+            self.upstream.close()
 
-    async def _bye_when_draining(self, draining: asyncio.Event) -> None:
-        """The engine stops: finish a FETCH being answered, then say so (RFC 9051 §7.1.5)."""
-        await draining.wait()
-        while self.interceptor is not None:
-            await asyncio.sleep(0.05)
-        self.send_client(b"* BYE mailguard is stopping, please reconnect\r\n")
-        await self.drain_client()
-
-    async def _open(self) -> bool:
-        """Read the greeting; upgrade the upstream with STARTTLS when it offers it."""
-        greeting = await self.upstream.next_event(self.context.idle_timeout)
-        if greeting is None:
-            return False
-        if greeting.kind is not Kind.UNTAGGED or greeting.word not in ("OK", "PREAUTH", "BYE"):
-            raise RemoteProtocolError("the server did not greet with OK, PREAUTH or BYE")
-        check_framing(greeting)  # imaplib reads a literal after a greeting ending in "{n}"
-        if self.context.implicit_tls or self.context.upgrade_upstream is None:
-            if greeting.word == "PREAUTH":
-                self.identity.on_response(greeting)
-                self.gate.preauthenticated()
-                if not self.context.implicit_tls:
-                    # RFC 9051 §7.1.4: PREAUTH on a cleartext connection cannot be told from an
-                    # attacker skipping STARTTLS. Without TLS interception we have no TLS to
-                    # insist on, so this is relayed as the client would have seen it.
-                    log.info("PREAUTH greeting on a cleartext upstream")
-            self.send_client(caps.rewrite_capabilities(greeting.raw))
-            return greeting.word != "BYE"
-        if greeting.word == "PREAUTH":
-            # RFC 9051 §7.1.4: "Clients that require mandatory TLS MUST close the connection
-            # after receiving the PREAUTH response on a non-protected port" (STARTTLS stripping).
-            self.send_client(b"* BYE PREAUTH on a cleartext connection refused (RFC 9051 7.1.4)\r\n")
-            return False
-        if greeting.word == "BYE":
-            self.send_client(greeting.raw)
-            return False
-        # Pre-TLS text is untrusted (ALERT spoofing, docs/pitfalls.md#text-before-tls): only
-        # capabilities are used.
-        pre = caps.capabilities_in(greeting.raw) or await self._ask_capabilities()
-        named = self.context.client_named_tls
-        if caps.has(pre, "STARTTLS") and named is None:
-            await self._upstream_starttls()
-        self.pre_tls_caps = pre
-        self.offer_starttls = caps.has(pre, "STARTTLS") and (self.context.client_tls is not None or named is not None)
-        if not self.offer_starttls:
-            # Nothing TLS for the client to do with us; the upstream leg is TLS anyway.
-            self.remove_caps = frozenset({"STARTTLS", "LOGINDISABLED"})
-            self.client_tls_active = True
-        shown = caps.filter_capabilities(pre, self.remove_caps)
-        self.send_client(b"* OK [CAPABILITY " + b" ".join(shown) + b"] IMAP proxy ready\r\n")
-        return True
-
-    async def _ask_capabilities(self) -> list[bytes]:
-        tag = self.new_tag()
-        self.send_upstream(tag + b" CAPABILITY\r\n")
-        found: list[bytes] = []
+    async def _drive(self) -> None:
+        machine, client, upstream = self.machine, self.client, self.upstream
         while True:
-            response = await self.upstream.next_event(self.context.idle_timeout)
-            if response is None:
-                raise RemoteProtocolError("the server closed the connection during CAPABILITY")
-            found = caps.capabilities_in(response.raw) or found
-            if response.kind is Kind.TAGGED and response.tag == tag:
-                if response.word != "OK":
-                    raise RemoteProtocolError("the server refused CAPABILITY")
-                return found
-
-    async def _upstream_starttls(self) -> None:
-        tag = self.new_tag()
-        self.send_upstream(tag + b" STARTTLS\r\n")
-        while True:
-            response = await self.upstream.next_event(self.context.idle_timeout)
-            if response is None:
-                raise RemoteProtocolError("the server closed the connection during STARTTLS")
-            if response.kind is Kind.TAGGED and response.tag == tag:
-                break
-        # our reader holds every byte received (conn.py keeps none)
-        check_starttls_answer(response, bool(self.upstream.reader.buffered))
-        assert self.context.upgrade_upstream is not None
-        await self.context.upgrade_upstream(self.upstream.conn)
-
-    async def _client_loop(self) -> None:
-        while True:
-            event = await self.client.next_event(self.context.idle_timeout)
-            if event is None:
-                return
-            if isinstance(event, Reply):
-                self.send_client(event.data)
-            elif isinstance(event, ContinuationData):
-                if not self.gate.continuation_allowed(event):
-                    # Not DONE, not a SASL response: maybe a command slipped past the allow-list.
-                    raise RemoteProtocolError("the client sent something other than DONE or a SASL "
-                                              "response after a continuation request")
-                self.identity.on_auth_line(event)
-                self.send_upstream(event.raw)
-            elif isinstance(event, LiteralChunk):
-                self.send_upstream(event.data)  # the drain below is the backpressure
-            elif isinstance(event, AppendPart):
-                await self._append_part(event)
-            else:
-                await self._on_command(event)
-            await self.upstream.conn.drain()
-
-    async def _on_command(self, command: Command) -> None:
-        name = command.name
-        if name not in ("FETCH", "UID FETCH"):
-            # Our read-ahead's commands first (a FETCH we may answer from memory need not wait).
-            await self.readahead.settle()
-        refused = self.gate.refusal(command)
-        if refused is not None:
-            # Default deny: what we do not understand never reaches the server (gate.py).
-            self.log.warning("refused the client command %s", name[:40])
-            self.refuse(command, refused)
-        elif name == "STARTTLS":
-            await self.wait_quiet()
-            await self._client_starttls(command)
-        elif name == "CAPABILITY" and self.offer_starttls and not self.client_tls_active and not self.identity.authenticated:
-            # The upstream is TLS already; the client still sees the pre-TLS view until it
-            # does STARTTLS with us (RFC 9051 §6.2.1: capabilities change with TLS).
-            assert self.pre_tls_caps is not None
-            shown = caps.filter_capabilities(self.pre_tls_caps, self.remove_caps)
-            self.send_client(b"* CAPABILITY " + b" ".join(shown) + b"\r\n" + command.tag + b" OK CAPABILITY completed\r\n")
-        elif (name in ("LOGIN", "AUTHENTICATE") and self.offer_starttls and not self.client_tls_active
-              and caps.has(self.pre_tls_caps, "LOGINDISABLED")):
-            self.send_client(command.tag + b" NO [PRIVACYREQUIRED] Use STARTTLS first\r\n")
-            self.client.reader.command_completed(command.tag)
-        elif name == "ENABLE":
-            self._enable(command)
-        elif name in ("FETCH", "UID FETCH"):
-            await intercept_fetch(self, command)
-        else:
-            self.identity.on_command(command)
-            self.gate.sent(command)
-            if name in ("SELECT", "EXAMINE"):
-                self.view.reset(selecting=True)
-                self._select_tag = command.tag
-            elif name in ("CLOSE", "UNSELECT"):
-                self.view.reset()
-            self.forward(command.tag, command.raw)
-
-    def refuse(self, command: Command, text: bytes) -> None:
-        """Answer ``command`` ourselves with ``text``; the command reader goes on as after any answer."""
-        if command.name == "STARTTLS":
-            self.client.reader.resume()
-        self.client.reader.command_completed(command.tag)  # IDLE, AUTHENTICATE: no continuation
-        self.send_client(command.tag + b" " + text)
-
-    async def _append_part(self, part: AppendPart) -> None:
-        """An upload (APPEND) streamed to the server as the client sends it, never held whole.
-
-        What is scanned on upload: nothing. An APPEND is the user's own mail going to the user's
-        own mailbox (Sent, Drafts, a copy moved in from elsewhere); default deny
-        (docs/architecture.md#default-deny) is about what reaches the client unscanned, and
-        whatever is uploaded is scanned like any other message when a client fetches it back."""
-        if part.first:
-            command = Command(raw=part.data, tag=part.tag, name="APPEND",
-                              args_at=part.data.upper().find(b" APPEND") + len(b" APPEND"))
-            refused = self.gate.refusal(command)
-            if refused is not None:
-                self.log.warning("refused the client command APPEND")
-                if part.literal is not None and not part.literal.sync:
-                    # Its literal is on its way and would be read as commands: ended instead.
-                    raise RemoteProtocolError("APPEND refused, with its literal already sent; closing")
-                self.client.reader.literal_refused()
-                self.refuse(command, refused)
-                return
-            await self.readahead.settle()
-            await self.wait_quiet()
-            self.gate.sent(command)
-            self.outstanding.add(part.tag)
-            self._quiet.clear()
-        self.send_upstream(part.data)
-        if part.literal is None or not part.literal.sync:
-            return
-        # A synchronising literal (RFC 9051 §4.3): the client waits for "+", and so must we,
-        # from the server, before passing it on; a tagged answer instead (NO [TOOBIG], say)
-        # is relayed and the client sends no literal.
-        refused = await self._server_continuation(part.tag)
-        if refused:
-            self.client.reader.literal_refused()
-        else:
-            self.send_client(b"+ Ready for literal data\r\n")
-
-    async def _server_continuation(self, tag: bytes) -> bool:
-        """Wait for the server's "+" to our literal (not relayed: the client gets ours); True
-        when ``tag`` was answered instead. Other responses pass on as they come."""
-        answered: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-
-        async def watch(response: Response) -> None:
-            if not answered.done():
-                if response.kind is Kind.CONTINUATION:
-                    answered.set_result(False)
+            if self._failure is not None:
+                raise self._failure
+            event = machine.next_event()
+            if event is NEED_DATA:
+                client.set_reading(machine.wants_data(Side.CLIENT))
+                upstream.set_reading(machine.wants_data(Side.SERVER))
+                timer = machine.timer()
+                if not await self._wait(None if timer is None else timer[0]):
+                    assert timer is not None
+                    machine.timed_out(timer[1])
+                continue
+            if isinstance(event, SendToClient):
+                client.write(event.data)
+                await client.drain()
+            elif isinstance(event, SendToServer):
+                upstream.write(event.data)
+                await upstream.drain()
+            elif isinstance(event, ScanFetched):
+                task = asyncio.ensure_future(self._scan(event))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            elif isinstance(event, CacheLookup):
+                machine.send(self._lookup(event))
+            elif isinstance(event, CacheWrite):
+                self._write(event)
+            elif isinstance(event, CacheRestamp):
+                cache = self.context.cache
+                if cache is not None:
+                    cache.restamp(cache_key(*event.cache, event.uid), event.generation)
+            elif isinstance(event, Notice):
+                getattr(self.log, event.level)("%s", event.text)
+                if event.counter is not None and self.context.host is not None:
+                    self.context.host.count(event.counter)
+            elif isinstance(event, StartTls):
+                try:
+                    machine.send(await self._start_tls(event))
+                except _RelayUntouched as exc:
+                    # Both legs are between STARTTLS and their handshakes: joined, they shake
+                    # hands with each other, end to end, as if we were not there.
+                    machine.relayed = True
+                    await self._relay(f"relayed untouched after STARTTLS: {exc}", b"", b"")
                     return
-                if response.kind is Kind.TAGGED and response.tag == tag:
-                    answered.set_result(True)
-            self.relay(response)
-            await self.client.conn.drain()
-
-        self.interceptor = watch
-        try:
-            return await asyncio.wait_for(answered, self.context.answer_timeout)
-        finally:
-            self.interceptor = None
-
-    def forward(self, tag: bytes, raw: bytes) -> None:
-        self.outstanding.add(tag)
-        self._quiet.clear()
-        self.send_upstream(raw)
-
-    async def wait_quiet(self) -> None:
-        """Until every forwarded command has its tagged answer."""
-        await self._quiet.wait()
-
-    def _enable(self, command: Command) -> None:
-        words = command.args.split()
-        kept = [word for word in words if word.decode("ascii", "replace").upper() in caps.ENABLEABLE]
-        if not kept:
-            self.send_client(b"* ENABLED\r\n" + command.tag + b" OK ENABLE completed\r\n")
-            return
-        self.forward(command.tag, command.tag + b" ENABLE " + b" ".join(kept) + b"\r\n")
-
-    async def _client_starttls(self, command: Command) -> None:
-        if self.context.upgrade_upstream is None and not self.context.implicit_tls:
-            # TLS is not intercepted here: the client's TLS goes to the server, unscanned.
-            self.send_upstream(command.raw)
-            raise SwitchToRelay(self.client.reader.discard_buffered(), self.upstream.reader.discard_buffered())
-        if not self.offer_starttls or self.client_tls_active:
-            self.client.reader.resume()
-            self.send_client(command.tag + b" BAD STARTTLS not available now\r\n")
-            return
-        if self.client.reader.buffered:
-            # Command injection (CVE-2011-0411 class, docs/pitfalls.md#command-injection-after-starttls):
-            # whatever followed STARTTLS in plaintext is refused with the connection.
-            raise RemoteProtocolError("data after STARTTLS before the TLS handshake; closing")
-        if self.context.client_named_tls is not None:
-            await starttls_named_by_client(self, command, self.context.client_named_tls)
-        else:
-            self.send_client(command.tag + b" OK Begin TLS negotiation now\r\n")
-            assert self.context.client_tls is not None
-            # No await between the OK and the switch: Conn.start_tls pauses reading before it
-            # first yields, so no plaintext byte can slip in behind the check above.
-            await self.client.conn.start_tls(self.context.client_tls, server_side=True)
-        self.client_tls_active = True
-        self.remove_caps = frozenset({"STARTTLS", "LOGINDISABLED"})
-        self.client.reader.resume()
-
-    async def _upstream_loop(self) -> None:
-        while True:
-            try:
-                response = await self.upstream.next_event(None)
-            except asyncio.TimeoutError:
-                # Silent in the middle of a response (limits.server-timeout): the client is
-                # told with BYE rather than left waiting (RFC 5530 §3, UNAVAILABLE).
-                if self.context.host is not None:
-                    self.context.host.count("timed_out")
-                raise RemoteProtocolError(f"[UNAVAILABLE] the server stopped in the middle of a response "
-                                          f"for {self.upstream.partial_timeout:g}s") from None
-            if response is None:
+            elif isinstance(event, SwitchToRelay):
+                await self._relay("STARTTLS without interception: relayed unscanned from here",
+                                  event.client_early, event.server_early)
                 return
-            if self.interceptor is not None:
-                await self.interceptor(response)
-            else:
-                self.relay(response)
-                # A client that does not read stops us reading the server (bounded memory).
-                await self.client.conn.drain()
+            elif isinstance(event, Closed):
+                if event.error:
+                    self.log.warning("IMAP session ended: %s", event.reason)
+                else:
+                    self.log.debug("IMAP session ended: %s", event.reason)
+                return
 
-    # --- what every response passing to the client goes through -------------------------------
+    async def _relay(self, why: str, client_early: bytes, server_early: bytes) -> None:
+        from mailguard.proxy.relay import relay
 
-    def relay(self, response: Response) -> None:
-        """Track state from ``response`` and pass it on, filtered."""
-        self.send_client(self.filter_response(response))
+        self.log.info("%s", why)
+        self.client.detach()
+        self.upstream.detach()
+        await relay(self.client, self.upstream, client_early=client_early, server_early=server_early,
+                    idle_timeout=self.context.idle_timeout)
 
-    def filter_response(self, response: Response) -> bytes:
-        """The bytes the client gets for a response not part of an intercepted FETCH."""
-        self.observe(response)
-        # Every client FETCH of text is intercepted: FETCH data here is unsolicited or answers a
-        # relayed metadata FETCH, and carries nothing else; unknown responses carry nothing.
-        passed = self.gate.response(response)
-        if passed.dropped:
-            self.log.warning(
-                "dropped from a server response nobody asked for: %s",
-                b" ".join(passed.dropped).decode("ascii", "replace")[:200])
-        if passed.fetch is not None and passed.fetch.uid is not None:
-            self.view.learn(passed.fetch.number, passed.fetch.uid)
-        if response.kind is Kind.CONTINUATION or response.word == "FETCH" or not passed.raw:
-            return passed.raw
-        if response.word in ("CAPABILITY", "OK", "NO", "BAD", "PREAUTH", "BYE"):
-            return caps.rewrite_capabilities(passed.raw, self.remove_caps)
-        return passed.raw
+    # --- requests ------------------------------------------------------------------------------
 
-    def observe(self, response: Response) -> None:
-        self.identity.on_response(response)
-        if response.kind is Kind.UNTAGGED and response.number is not None:
-            if response.word == "EXISTS":
-                self.view.on_exists(response.number)
-            elif response.word == "EXPUNGE":
-                self.view.on_expunge(response.number)
-        if response.kind is not Kind.TAGGED or response.tag is None:
+    async def _scan(self, event: ScanFetched) -> None:
+        try:
+            reply = await self._scanned(event)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - ends the session, nothing delivered unscanned
+            self._failure = exc
+        else:
+            if not self.machine.done:
+                self.machine.send(reply)
+        self._wake()
+
+    async def _scanned(self, event: ScanFetched) -> Scanned:
+        context, host = self.context, self.context.host
+        if host is not None and not host.config.scanning:
+            # Protection is off (the current settings: disable/enable reach open sessions).
+            host.count("unscanned")
+            return Scanned(event.ident, None)
+        outcome = await context.scanner.scan(event.message, event.source)
+        if host is not None:
+            account(host, self.log, outcome, f"message UID {event.uid}", len(event.message))
+        before = None
+        cache = context.cache
+        if event.cache is not None and cache is not None and not outcome.quarantine_failed:
+            before = cache.served_before(cache_key(*event.cache, event.uid), event.message, outcome.located)
+        policy = getattr(getattr(host, "config", None), "policy", None)
+        on_scan_error = policy.on_scan_error if policy is not None else context.on_oversize
+        return Scanned(event.ident, outcome, before, on_scan_error)
+
+    def _lookup(self, event: CacheLookup) -> CacheEntry:
+        """A record read once (one ``pread``), and for a rewritten message its bytes; on the
+        loop, since a thread hand-off costs more (bench/imap.py)."""
+        cache = self.context.cache
+        if cache is None:
+            return CacheEntry(event.ident)
+        key = cache_key(*event.cache, event.uid)
+        record = cache.record(key)
+        blob = None if record is None else cache.blob(key, record)
+        return CacheEntry(event.ident, record, blob)
+
+    def _write(self, event: CacheWrite) -> None:
+        cache = self.context.cache
+        if cache is None:
             return
-        if response.tag == self._select_tag:
-            self.view.selected(response.word == "OK")
-            self._select_tag = None
-        self.client.reader.command_completed(response.tag)
-        self.outstanding.discard(response.tag)
-        if not self.outstanding:
-            self._quiet.set()
+        outcome = event.outcome
+        # On the loop: a record is a SHA-256 of the message (~60 µs for 100 KB) and one
+        # appended line, plus a file for a rewritten message; handing it to a thread cost
+        # more than that (bench/imap.py).
+        try:
+            cache.put(cache_key(*event.cache, event.uid),
+                      CacheRecord.build(outcome.status, list(outcome.detections), list(outcome.reasons),
+                                        event.original, event.served, outcome.generation, outcome.located),
+                      event.served)
+        except OSError as exc:
+            # Served all the same: without the record a later fetch scans the message again
+            # (same engine, same rewrite), which is slower, not less safe.
+            self.log.warning("rewrite cache not written: %s", exc)
+            if self.context.host is not None:
+                self.context.host.count("errors")
+
+    async def _start_tls(self, event: StartTls) -> TlsEstablished | TlsFailed:
+        context = self.context
+        named = context.client_named_tls
+        if event.side is Side.SERVER:
+            if named is not None:
+                # Transparent mode, plaintext port: the server is known by its address only. Its
+                # handshake waits for the name the client asks for in its own (below).
+                return TlsEstablished(Side.SERVER)
+            assert context.upgrade_upstream is not None
+            try:
+                await context.upgrade_upstream(self.upstream)
+            except MailguardError as exc:
+                return TlsFailed(Side.SERVER, str(exc))
+            self._tag_tls()
+            return TlsEstablished(Side.SERVER)
+        client = self.client
+        if named is None:
+            assert context.client_tls is not None
+            client.write(event.preface)  # no await before start_tls: see conn.Conn.start_tls
+            tls = context.client_tls
+        else:
+            client.set_reading(False)  # the ClientHello stays in the socket for the TLS layer
+            client.write(event.preface)
+            await client.drain()
+            hello = await peek_client_hello(client, named.hello_timeout)
+            if not hello.server_name:
+                address = (self.upstream.peer() or ("",))[0]
+                reason = ("transparent mode: the client named no server (TLS SNI) after STARTTLS, "
+                          f"and {address} cannot be verified by address")
+                await refuse_over_tls(named.host, client, "imap", address, reason)
+                return TlsFailed(Side.CLIENT, reason)
+            if named.excluded(hello.server_name):
+                raise _RelayUntouched(f"excluded domain {hello.server_name}")
+            try:
+                await named.upgrade(self.upstream, hello.server_name)
+            except MailguardError as exc:
+                return TlsFailed(Side.CLIENT, str(exc))
+            self._tag_tls()
+            tls = named.client_context(hello.server_name, upstream_certificate(self.upstream))
+        try:
+            await client.start_tls(tls, server_side=True)
+        except (OSError, ConnectionError, asyncio.TimeoutError, ssl.SSLError) as exc:
+            return TlsFailed(Side.CLIENT, str(exc) or type(exc).__name__)
+        return TlsEstablished(Side.CLIENT)
 
 
 async def serve_imap(client: Conn, upstream: Conn, context: ImapContext, *, client_early: bytes = b"",
                      upstream_early: bytes = b"") -> None:
     """The protocol handler the proxy core calls for an IMAP connection pair."""
-    await ImapSession(client, upstream, context, client_early=client_early, upstream_early=upstream_early).run()
+    await ImapDriver(client, upstream, context).run(client_early=client_early, upstream_early=upstream_early)

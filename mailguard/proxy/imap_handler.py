@@ -1,4 +1,4 @@
-"""The IMAP entry of the proxy core's ``PROTOCOL_HANDLERS``: a SessionContext to an ImapSession."""
+"""The IMAP entry of the proxy core's ``PROTOCOL_HANDLERS``: a SessionContext to an ImapDriver."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ from pathlib import Path
 
 from mailguard.protocols.imap.limits import ImapLimits
 from mailguard.proxy.conn import Conn
-from mailguard.proxy.imap import ImapContext, ImapSession
+from mailguard.proxy.imap import ClientNamedTls, ImapContext, ImapDriver
 from mailguard.proxy.imap_cache import RewriteCache
-from mailguard.proxy.imap_starttls import ClientNamedTls
 from mailguard.proxy.context import SessionContext
 
 __all__ = ["handle_imap"]
@@ -87,7 +86,7 @@ def imap_context(ctx: SessionContext) -> ImapContext:
 
 async def handle_imap(ctx: SessionContext) -> None:
     ctx.host.count("imap_sessions")
-    session = ImapSession(ctx.client, ctx.upstream, imap_context(ctx), client_early=ctx.client_early,
-                          upstream_early=ctx.greeting)
-    ctx.authenticated = lambda: session.identity.authenticated or session.relayed
-    await session.run()
+    driver = ImapDriver(ctx.client, ctx.upstream, imap_context(ctx))
+    machine = driver.machine
+    ctx.authenticated = lambda: machine.identity.authenticated or machine.relayed
+    await driver.run(client_early=ctx.client_early, upstream_early=ctx.greeting)

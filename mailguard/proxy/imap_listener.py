@@ -1,4 +1,4 @@
-"""One IMAP route on its own: listen, connect upstream, run an ``ImapSession`` per client.
+"""One IMAP route on its own: listen, connect upstream, run an IMAP session (``serve_imap``) per client.
 
 The engine's listeners (proxy core) do the same for every route and protocol; this small
 listener serves tests and bench/imap.py, which need IMAP alone without the daemon.

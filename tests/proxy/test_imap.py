@@ -776,7 +776,7 @@ def test_plaintext_injected_while_our_upstream_starttls_is_answered_is_not_read_
     """Transparent mode: the server's STARTTLS waits for the client's, and its answer takes a
     while. Plaintext injected in that wait (CVE-2011-0411 class) must stay where the TLS layer
     sees it and refuses it, not be read as commands once the client's TLS is up."""
-    from mailguard.proxy.imap_starttls import ClientNamedTls
+    from mailguard.proxy.imap import ClientNamedTls
 
     class SlowStarttls(MockImapServer):
         async def _command(self, command, writer, machine):  # type: ignore[no-untyped-def]

@@ -295,7 +295,7 @@ def test_a_message_too_large_to_scan_comes_through_dovecot_tagged_in_windows(dov
     """on-scan-error = pass (the default): streamed through in windows of Dovecot's partial
     FETCHes, whole, after our header, with the RFC822.SIZE of what is delivered."""
     from mailguard.protocols.imap.limits import ImapLimits
-    from mailguard.proxy.imap_oversize import UNSCANNED_TAG
+    from mailguard.protocols.imap.oversize import UNSCANNED_TAG
 
     upstream, client_side, trusting = contexts(ca)
     route = ImapRoute("127.0.0.1", dovecot.imap_port, client_tls=client_side, upstream_tls=upstream,

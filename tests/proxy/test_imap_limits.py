@@ -78,7 +78,7 @@ def test_an_append_the_server_refuses_before_the_literal_is_answered_and_not_sen
 def test_a_thousand_sessions_keep_no_more_served_messages_than_one_may() -> None:
     """Each session kept up to 64 MB of messages it served (for chunk loops): a thousand clients
     fetching many messages made that 64 GB. Their shares now add up to the engine's budget."""
-    from mailguard.proxy.imap_served import ENGINE_MEMORY_BYTES, SESSION_MEMORY_BYTES, SessionMemory
+    from mailguard.protocols.imap.memory import ENGINE_MEMORY_BYTES, SESSION_MEMORY_BYTES, SessionMemory
 
     alone = SessionMemory()
     assert alone.max_bytes == SESSION_MEMORY_BYTES  # one session keeps what it always could

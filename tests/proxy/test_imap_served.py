@@ -6,7 +6,7 @@ import ssl
 
 import pytest
 
-from mailguard.proxy.imap_served import SessionMemory
+from mailguard.protocols.imap.memory import SessionMemory
 from tests.protocols.imap.messages import SIMPLE
 from tests.protocols.imap.mock_server import MockImapServer
 from tests.proxy.harness import EC, TlsWorld, filter_server, run

@@ -23,7 +23,7 @@ from mailguard.protocols.imap.fetch import FetchRequest
 from mailguard.protocols.imap.fetch_filter import AskedItems, filter_fetch
 from mailguard.protocols.imap.fetch_response import FetchData, parse_fetch_response
 from mailguard.protocols.imap.framing import literal_at_end
-from mailguard.protocols.imap.responses import STATUS_WORDS, Kind, Response
+from mailguard.protocols.imap.responses import STATUS_WORDS, ResponseKind, Response
 
 #: RFC 4978: after COMPRESS every byte would be deflated past our parser
 COMPRESS_REFUSAL = b"NO COMPRESS is not available through this proxy\r\n"
@@ -112,13 +112,13 @@ class Gate:
 
     def response(self, response: Response) -> Passed:
         """What of a server response, not part of a FETCH the proxy answers, reaches the client."""
-        if response.kind is Kind.TAGGED:
+        if response.kind is ResponseKind.TAGGED:
             assert response.tag is not None
             self.states.completed(response.tag, response.word == "OK")
             self.asked.done(response.tag)
             self._continuing.pop(response.tag, None)
             return Passed(response.raw)
-        if response.kind is Kind.CONTINUATION:
+        if response.kind is ResponseKind.CONTINUATION:
             return Passed(response.raw)
         if response.word == "BYE":
             # RFC 9051 §7.1.5: the server is closing the connection; nothing more may go to it

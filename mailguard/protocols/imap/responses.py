@@ -29,7 +29,7 @@ from mailguard.protocols.imap.framing import LiteralMarker, PieceFramer, literal
 from mailguard.protocols.imap.limits import DEFAULT_LIMITS, ImapLimits
 
 
-class Kind(enum.Enum):
+class ResponseKind(enum.Enum):
     TAGGED = "tagged"
     UNTAGGED = "untagged"
     CONTINUATION = "continuation"
@@ -63,7 +63,7 @@ _TAGGED = re.compile(rb"([\x21\x23\x24\x26\x27\x2c-\x5b\x5d-\x7a\x7c-\x7e]+) ([A
 
 
 class Head(NamedTuple):  # a tuple: one is built per response, and cheaply
-    kind: Kind
+    kind: ResponseKind
     tag: bytes | None
     word: str
     number: int | None
@@ -76,7 +76,7 @@ class Response:
     """One complete response: its exact wire bytes and what its first words say."""
 
     raw: bytes
-    kind: Kind
+    kind: ResponseKind
     tag: bytes | None
     #: the response name in upper case: OK/NO/BAD/BYE/PREAUTH, FETCH, EXISTS, CAPABILITY...
     word: str
@@ -106,10 +106,10 @@ def _name(name: bytes) -> tuple[str, bool, str | None]:
 
 _NAMES: dict[bytes, tuple[str, bool, str | None]] = {}
 
-_CONTINUATION = Head(Kind.CONTINUATION, None, "", None, False)
+_CONTINUATION = Head(ResponseKind.CONTINUATION, None, "", None, False)
 
 
-def parse_head(first_line: bytes) -> tuple[Kind, bytes | None, str, int | None]:
+def parse_head(first_line: bytes) -> tuple[ResponseKind, bytes | None, str, int | None]:
     """Kind, tag, word and number of a response's first line."""
     head = read_head(first_line)
     return head.kind, head.tag, head.word, head.number
@@ -134,18 +134,18 @@ def read_head(first_line: bytes) -> Head:
         if digits is None:
             if numbered:
                 raise RemoteProtocolError(f"{word} response without a message number: {first_line[:80]!r}")
-            return Head(Kind.UNTAGGED, None, word, None, literals)
+            return Head(ResponseKind.UNTAGGED, None, word, None, literals)
         number = int(digits)
         if numbered is None or (number == 0 and numbered == "nz"):
             raise RemoteProtocolError(f"{word} response with a number of {number}: {first_line[:80]!r}")
-        return Head(Kind.UNTAGGED, None, word, number, literals)
+        return Head(ResponseKind.UNTAGGED, None, word, number, literals)
     match = _TAGGED.match(first_line)
     if match is None:
         raise RemoteProtocolError(f"malformed response line {first_line[:80]!r}")
     word = match.group(2).decode("ascii").upper()
     if word not in ("OK", "NO", "BAD"):
         raise RemoteProtocolError(f"tagged response is not OK/NO/BAD: {first_line[:80]!r}")
-    return Head(Kind.TAGGED, match.group(1), word, None, False)
+    return Head(ResponseKind.TAGGED, match.group(1), word, None, False)
 
 
 def check_response_line(line: bytes) -> None:

@@ -5,7 +5,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from mailguard.protocols.imap.responses import Kind
+from mailguard.protocols.imap.responses import ResponseKind
 
 _PATH = Path(__file__).resolve().parents[3] / "bench" / "fuzz_imap.py"
 _SPEC = importlib.util.spec_from_file_location("fuzz_imap", _PATH)
@@ -17,7 +17,7 @@ _SPEC.loader.exec_module(fuzz_imap)
 def test_imaplib_reads_a_literal_after_status_text() -> None:
     # what the proxy must not disagree with: imaplib takes "* OK {3}" as announcing three octets
     responses, gave_up = fuzz_imap.ImaplibReader().frame(b"* OK {3}\r\nabc\r\n* 2 EXISTS\r\n", [])
-    assert responses == [(0, 15, Kind.UNTAGGED, "OK", ((10, 13),)), (15, 27, Kind.UNTAGGED, "EXISTS", ())]
+    assert responses == [(0, 15, ResponseKind.UNTAGGED, "OK", ((10, 13),)), (15, 27, ResponseKind.UNTAGGED, "EXISTS", ())]
     assert gave_up is None
 
 
@@ -27,7 +27,7 @@ def test_imaplib_gives_up_on_a_tagged_status_with_its_code_right_after_the_name(
     reader = fuzz_imap.ImaplibReader()
     tag = reader.tagpre + b"7"
     responses, gave_up = reader.frame(b"* 2 EXISTS\r\n" + tag + b" OK[READ-WRITE] done {3}\r\nabc\r\n", [tag])
-    assert responses == [(0, 12, Kind.UNTAGGED, "EXISTS", ())]
+    assert responses == [(0, 12, ResponseKind.UNTAGGED, "EXISTS", ())]
     assert gave_up == (12, ())
 
 

@@ -9,7 +9,7 @@ from mailguard.errors import RemoteProtocolError
 from mailguard.protocols.imap.commands import Command, CommandReader, Reply
 from mailguard.protocols.imap.fetch import parse_fetch
 from mailguard.protocols.imap.gate import Gate
-from mailguard.protocols.imap.responses import NEED_DATA, Kind, Response, ResponseReader
+from mailguard.protocols.imap.responses import NEED_DATA, ResponseKind, Response, ResponseReader
 
 TEXT = b"From: a\r\n\r\nX5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*\r\n"
 LITERAL = b"{%d}\r\n" % len(TEXT) + TEXT
@@ -102,7 +102,7 @@ def test_after_idle_only_done_and_after_authenticate_only_sasl_lines_pass() -> N
 def _untagged(raw: bytes) -> Response:
     # built by hand, not read: what the gate does must not depend on what the reader lets through
     word = raw.split(b" ")[1].decode()
-    return Response(raw=raw, kind=Kind.UNTAGGED, tag=None, word=word.upper(), number=None)
+    return Response(raw=raw, kind=ResponseKind.UNTAGGED, tag=None, word=word.upper(), number=None)
 
 
 _INNER = b"\r\n* 1 FETCH (RFC822 " + LITERAL + b")\r\n* OK z"

@@ -4,7 +4,7 @@ from hypothesis import strategies as st
 
 from mailguard.errors import RemoteProtocolError
 from mailguard.protocols.imap.limits import ImapLimits
-from mailguard.protocols.imap.responses import NEED_DATA, Kind, Response, ResponseReader
+from mailguard.protocols.imap.responses import NEED_DATA, ResponseKind, Response, ResponseReader
 
 
 def read_all(data: bytes, chunk: int = 0, limits: ImapLimits = ImapLimits()) -> list[Response]:
@@ -34,11 +34,11 @@ MULTI_LITERAL = (
 def test_multi_literal_fetch_and_unsolicited_responses_are_framed_alike(chunk: int) -> None:
     events = read_all(MULTI_LITERAL, chunk)
     assert [(e.kind, e.word, e.number, e.tag) for e in events] == [
-        (Kind.UNTAGGED, "FETCH", 5, None),
-        (Kind.UNTAGGED, "FETCH", 3, None),
-        (Kind.UNTAGGED, "EXISTS", 4, None),
-        (Kind.UNTAGGED, "EXPUNGE", 2, None),
-        (Kind.TAGGED, "OK", None, b"a1"),
+        (ResponseKind.UNTAGGED, "FETCH", 5, None),
+        (ResponseKind.UNTAGGED, "FETCH", 3, None),
+        (ResponseKind.UNTAGGED, "EXISTS", 4, None),
+        (ResponseKind.UNTAGGED, "EXPUNGE", 2, None),
+        (ResponseKind.TAGGED, "OK", None, b"a1"),
     ]
     assert b"".join(e.raw for e in events) == MULTI_LITERAL
 
@@ -149,8 +149,8 @@ def test_continuations_and_status_responses_are_one_line() -> None:
     events = read_all(b"+\r\n+ idling\r\n* OK [ALERT] a {b} c\r\n* ok hi\r\n* BYE\r\n"
                       b"* OK[CAPABILITY IMAP4rev1] hi\r\na OK done\r\n")
     assert [(e.kind, e.word) for e in events] == [
-        (Kind.CONTINUATION, ""), (Kind.CONTINUATION, ""), (Kind.UNTAGGED, "OK"), (Kind.UNTAGGED, "OK"),
-        (Kind.UNTAGGED, "BYE"), (Kind.UNTAGGED, "OK"), (Kind.TAGGED, "OK")]
+        (ResponseKind.CONTINUATION, ""), (ResponseKind.CONTINUATION, ""), (ResponseKind.UNTAGGED, "OK"), (ResponseKind.UNTAGGED, "OK"),
+        (ResponseKind.UNTAGGED, "BYE"), (ResponseKind.UNTAGGED, "OK"), (ResponseKind.TAGGED, "OK")]
 
 
 @pytest.mark.parametrize("word", [b"OK", b"NO", b"BAD", b"ok"])
@@ -158,7 +158,7 @@ def test_a_tagged_status_may_have_its_response_code_right_after_the_name(word: b
     # Servers that write "* OK[...]" write "a1 OK[READ-WRITE] ..." too; the text is one line.
     events = read_all(b"a1 " + word + b"[READ-WRITE] SELECT completed\r\n* 2 EXISTS\r\n")
     assert [(e.kind, e.tag, e.word, e.literals) for e in events] == [
-        (Kind.TAGGED, b"a1", word.decode().upper(), ()), (Kind.UNTAGGED, None, "EXISTS", ())]
+        (ResponseKind.TAGGED, b"a1", word.decode().upper(), ()), (ResponseKind.UNTAGGED, None, "EXISTS", ())]
 
 
 def test_an_oversize_literal_is_refused_before_its_bytes_arrive() -> None:

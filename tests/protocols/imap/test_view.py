@@ -1,4 +1,4 @@
-from mailguard.proxy.imap_view import MailboxView
+from mailguard.protocols.imap.view import MailboxView
 
 
 def selected(count: int) -> MailboxView:

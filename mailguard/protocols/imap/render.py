@@ -43,7 +43,7 @@ class Record:
     server_size: int | None = None
     #: not served at all: its original could not be kept in quarantine (the FETCH ends NO)
     withheld: bool = False
-    #: answered already, streamed through unscanned (too large to hold; imap_oversize.py)
+    #: answered already, streamed through unscanned (too large to hold; oversize.py)
     streamed: bool = False
 
     def release(self) -> None:
@@ -69,7 +69,7 @@ _CONTENT_GOES_HERE = b"\0mailguard-streamed-content\0"
 
 def render_around_content(record: Record, request: FetchRequest, size: int,
                           content_size: int) -> tuple[bytes, bytes, bool]:
-    """The answer for a message streamed through rather than held (imap_oversize.py):
+    """The answer for a message streamed through rather than held (oversize.py):
     ``(head, tail, streamed)``. ``head`` ends with the literal's ``{content_size}\r\n`` when the
     client asked for text (``streamed``); the text goes between head and tail. RFC822.SIZE is
     ``size``; every other item is the server's."""

@@ -17,33 +17,33 @@ BODYSTRUCTURE, BODY, ENVELOPE, BINARY.SIZE), the proxy
 5. sets \\Seen with ``UID STORE`` when the client's form implies it.
 
 A message too large to hold is streamed through tagged unscanned when on-scan-error is
-``pass`` and the request allows it (imap_oversize.py), else answered with a notice.
+``pass`` and the request allows it (oversize.py), else answered with a notice.
 
 Every other response the server sends meanwhile keeps its place in the order.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mailguard.errors import RemoteProtocolError
 from mailguard.protocols.imap.commands import Command
+from mailguard.protocols.imap.events import CacheEntry
 from mailguard.protocols.imap.fetch import FetchRequest, SequenceSet, format_uid_set, parse_fetch
 from mailguard.protocols.imap.fetch_response import FetchData, parse_fetch_response
-from mailguard.protocols.imap.responses import Kind, Response
+from mailguard.protocols.imap.oversize import oversize_notice, stream_unscanned, streamable
+from mailguard.protocols.imap.render import Record, render
+from mailguard.protocols.imap.responses import Response, ResponseKind
+from mailguard.protocols.imap.served import Withheld, answer_locally, cache_lookup, from_rewrite_cache, scan_message
 from mailguard.protocols.imap.sizes import Handling, fetch_window, handling
-from mailguard.proxy.imap_cache import cache_key
-from mailguard.proxy.imap_oversize import stream_unscanned, streamable
-from mailguard.proxy.imap_render import Record, render
-from mailguard.proxy.imap_served import Withheld, answer_locally, next_answer, scan_message, tls_tagged
+from mailguard.protocols.imap.flows import Step
 
 if TYPE_CHECKING:
-    from mailguard.proxy.imap import ImapSession
+    from mailguard.protocols.imap.machine import ImapProxy
 
-log = logging.getLogger("mailguard.proxy.imap")
+__all__ = ["FetchInterception", "intercept_fetch", "largest_message"]
 
 #: the client's FETCH completion when a message could not be kept in quarantine
 WITHHELD_COMPLETION = b" NO [UNAVAILABLE] mailguard: %s\r\n"  # Withheld.client_text
@@ -59,54 +59,64 @@ COMPUTED = frozenset({"UID", "RFC822.SIZE", "BINARY.SIZE", "BODYSTRUCTURE", "BOD
 MAX_UIDS_IN_ONE_TRIP = 1
 
 
-async def intercept_fetch(session: "ImapSession", command: Command) -> None:
+def largest_message(machine: "ImapProxy") -> int:
+    """The largest message we fetch: one octet less than a FETCH literal may hold (the one-trip
+    window asks for one more), and room for the framing within a whole response."""
+    limits = machine.limits
+    return min(limits.max_response_literal - 1, limits.max_response_size - 64 * 1024)
+
+
+def intercept_fetch(machine: "ImapProxy", command: Command) -> Step:
     try:
         request = parse_fetch(command)
     except RemoteProtocolError as exc:
         # Fail closed: a FETCH we cannot read might carry message text past us.
-        session.send_client(command.tag + b" BAD " + str(exc).encode("ascii", "replace")[:120] + b"\r\n")
+        machine.to_client(command.tag + b" BAD " + str(exc).encode("ascii", "replace")[:120] + b"\r\n")
         return
-    refused = session.gate.fetch_refusal(request)
+    refused = machine.gate.fetch_refusal(request)
     if refused is not None:
-        session.log.warning("refused a client FETCH: %s", refused.decode("ascii", "replace").strip())
-        session.send_client(command.tag + b" " + refused)
+        machine.notice("warning", "refused a client FETCH: " + refused.decode("ascii", "replace").strip())
+        machine.to_client(command.tag + b" " + refused)
         return
+    prefetch = machine.prefetch
     if not request.needs_message:
-        await session.readahead.settle()
-        session.gate.relayed_fetch(command.tag, request)
-        session.forward(command.tag, command.raw)
+        yield from prefetch.settle()
+        machine.gate.relayed_fetch(command.tag, request)
+        machine.forward(command.tag, command.raw)
         return
-    await session.wait_quiet()
-    answered = await answer_locally(session, command, request)
-    if answered is None and session.readahead.busy:
+    yield from machine.quiet()
+    answered = yield from answer_locally(machine, command, request)
+    if answered is None and prefetch.busy:
         # Our read-ahead may be fetching this very message: once its commands are answered,
         # the message is held or being scanned, and is not fetched and scanned twice.
-        await session.readahead.settle()
-        answered = await answer_locally(session, command, request)
+        yield from prefetch.settle()
+        answered = yield from answer_locally(machine, command, request)
     if answered is None:
-        await session.readahead.settle()
-        await session.wait_quiet()
-        interception = FetchInterception(session, command, request)
-        await interception.run()
+        yield from prefetch.settle()
+        yield from machine.quiet()
+        interception = FetchInterception(machine, command, request)
+        yield from interception.run()
         records = interception.records
         answered = (records[0].data.number, records[0].uid) if len(records) == 1 else None
     if answered is not None and request.sequence_set.isdigit():
-        session.readahead.after_answer(*answered)
+        prefetch.after_answer(*answered)
 
 
 class FetchInterception:
-    def __init__(self, session: "ImapSession", command: Command, request: FetchRequest) -> None:
-        self.session = session
+    def __init__(self, machine: "ImapProxy", command: Command, request: FetchRequest) -> None:
+        self.machine = machine
         self.command = command
         self.request = request
         self.tag = command.tag
-        self.queue: asyncio.Queue[Response] = asyncio.Queue()
         #: what goes to the client, in order: ready bytes, or a Record to be rendered
         self.slots: deque[bytes | Record] = deque()
         self.sequence = SequenceSet(request.sequence_set)
-        self.memory = session.memory
+        self.memory = machine.memory
+        self.largest = largest_message(machine)
         #: bodies come with the first answer (known, uncached UIDs: one round trip, not two)
-        self.bodies_at_once = self._explicit_uncached_uids()
+        self.bodies_at_once = False
+        #: the cache's entry for each UID looked up already (read once per message)
+        self.entries: dict[int, CacheEntry | None] = {}
         #: every message of the answer, in order
         self.records: list[Record] = []
         #: a message was not served (its original could not be quarantined, ...): the tag ends NO
@@ -116,62 +126,62 @@ class FetchInterception:
         #: the server answered NO to our body fetch: the tag ends NO
         self.upstream_refused = False
 
-    async def _divert(self, response: Response) -> None:
-        self.queue.put_nowait(response)
-
-    async def run(self) -> None:
-        session = self.session
-        session.interceptor = self._divert
+    def run(self) -> Step:
+        machine = self.machine
+        self.bodies_at_once = yield from self._explicit_uncached_uids()
+        machine.take_server()
         try:
-            session.outstanding.add(self.tag)
-            session.send_upstream(self._meta_command())
-            completion = await self.collect(self.tag, self._on_meta)
+            machine.outstanding.add(self.tag)
+            machine.to_server(self._meta_command())
+            completion = yield from self.collect(self.tag, self._on_meta)
             records = [slot for slot in self.slots if isinstance(slot, Record)]
             self.records = records
-            await self._resolve(records)
+            yield from self._resolve(records)
             if self.request.sets_seen and records:
-                await self._set_seen([r.uid for r in records])
+                yield from self._set_seen([r.uid for r in records])
             self._flush(final=True)
             if self.withheld:
                 # Lose nothing (docs/architecture.md#lose-nothing): without the original kept, the
                 # rewrite is not served.
-                self.session.send_client(self.tag + WITHHELD_COMPLETION % self.withheld_text)
+                machine.to_client(self.tag + WITHHELD_COMPLETION % self.withheld_text)
             elif self.upstream_refused:
-                self.session.send_client(self.tag + REFUSED_COMPLETION)
+                machine.to_client(self.tag + REFUSED_COMPLETION)
             else:
-                self.session.send_client(session.filter_response(completion))
+                machine.to_client(machine.filter_response(completion))
         finally:
-            session.interceptor = None
-            # responses that arrived after our last completion belong to nobody here
-            while not self.queue.empty():
-                session.relay(self.queue.get_nowait())
+            machine.release_server()
 
     # --- the upstream conversation ------------------------------------------------------------
 
-    def _explicit_uncached_uids(self) -> bool:
+    def _explicit_uncached_uids(self) -> Step:
         if not self.request.uid or b"*" in self.request.sequence_set:
             return False
-        uids = [uid for low, high in self.sequence.ranges for uid in range(low, min(high, low + MAX_UIDS_IN_ONE_TRIP) + 1)]
+        uids = [uid for low, high in self.sequence.ranges
+                for uid in range(low, min(high, low + MAX_UIDS_IN_ONE_TRIP) + 1)]
         if len(uids) > MAX_UIDS_IN_ONE_TRIP:
             return False
-        cache = self.session.context.cache
         for uid in uids:
             if self._memory_key(uid) in self.memory:
                 return False
-            key = self._cache_key(uid)
-            if key is not None and cache is not None and cache.record(key) is not None:
+            entry = yield from self._entry(uid)
+            if entry is not None:
                 return False
         return True
+
+    def _entry(self, uid: int) -> Step:
+        if uid not in self.entries:
+            self.entries[uid] = yield from cache_lookup(self.machine, uid)
+        return self.entries[uid]
 
     def _meta_command(self) -> bytes:
         items = [b"UID", b"RFC822.SIZE"]
         if self.bodies_at_once:
             # One octet more than we scan: a longer answer means the message is too large,
             # and it never costs more memory than that (the size is not known yet).
-            items.append(b"BODY.PEEK[]<0.%d>" % (self._largest + 1))
+            items.append(b"BODY.PEEK[]<0.%d>" % (self.largest + 1))
         for att in self.request.atts:
             if att.carries_content or att.name in COMPUTED:
-                continue  # answered from the scanned copy (imap_render.py)
+                continue  # answered from the scanned copy (render.py)
             if att.raw.upper() not in (item.upper() for item in items):
                 items.append(att.raw)
         verb = b"UID FETCH" if self.request.uid else b"FETCH"
@@ -180,16 +190,16 @@ class FetchInterception:
             out += b" " + self.request.modifiers
         return out + b"\r\n"
 
-    async def collect(self, tag: bytes, on_untagged) -> Response:  # type: ignore[no-untyped-def]
+    def collect(self, tag: bytes, on_untagged: Callable[[Response], None]) -> Step:
         """Responses until ``tag`` completes; untagged ones go to ``on_untagged``."""
+        machine = self.machine
         while True:
-            # A server that stops answering ends the session with BYE (UpstreamSilent reaches
-            # ImapSession.run), never a client left waiting.
-            response = await next_answer(self.queue, self.session.context.answer_timeout)
-            if response.kind is Kind.TAGGED and response.tag == tag:
+            # A server that stops answering ends the session with BYE (the machine's timer).
+            response = yield from machine.response()
+            if response.kind is ResponseKind.TAGGED and response.tag == tag:
                 return response
-            if response.kind is Kind.TAGGED or response.kind is Kind.CONTINUATION:
-                self.slots.append(self.session.filter_response(response))
+            if response.kind is ResponseKind.TAGGED or response.kind is ResponseKind.CONTINUATION:
+                self.slots.append(machine.filter_response(response))
                 continue
             on_untagged(response)
 
@@ -206,11 +216,11 @@ class FetchInterception:
                 # ended the client's FETCH OK with no data. Those bytes are not what we asked
                 # for and are not used; the message is fetched again in the plain form
                 # (BODY.PEEK[], the two-trip path) and scanned as any other.
-                self.session.log.warning(
-                    "the server answered our BODY.PEEK[]<0.N> with another form; fetching the message whole")
+                self.machine.notice(
+                    "warning", "the server answered our BODY.PEEK[]<0.N> with another form; fetching the message whole")
                 expected, self.bodies_at_once = True, False
             if uid is not None:
-                self.session.view.learn(data.number, uid)
+                self.machine.view.learn(data.number, uid)
             if uid is not None and in_set and expected:
                 size_item = data.get("RFC822.SIZE")
                 known = size_item is not None and size_item.value.isdigit()
@@ -221,94 +231,80 @@ class FetchInterception:
         self.pass_on(response)
 
     def pass_on(self, response: Response) -> None:
-        self.slots.append(self.session.filter_response(response))
+        self.slots.append(self.machine.filter_response(response))
 
-    async def _resolve(self, records: list[Record]) -> None:
+    def _resolve(self, records: list[Record]) -> Step:
         """Serve every record, in order, streaming: what is resolved at the front goes out at
         once, so a whole-mailbox FETCH holds at most about two batches of messages."""
         batch: list[Record] = []
         batch_size = held = 0
-        limit = self.session.context.batch_bytes
+        limit = self.machine.options.batch_bytes
         for record in records:
             how = None if record.raw is None else self._handling(record, record.raw)
             if how is Handling.SCAN:
-                await self._serve(record, record.raw)  # type: ignore[arg-type]
+                yield from self._serve(record, record.raw)  # type: ignore[arg-type]
             elif how is not None:
                 # More octets arrived than we can hold: too large to scan, whatever was claimed.
                 if batch:
-                    await self._fetch_and_scan(batch)
+                    yield from self._fetch_and_scan(batch)
                     batch, batch_size, held = [], 0, 0
                 record.raw = None
-                await self._too_large(record, how)
+                yield from self._too_large(record, how)
                 continue
-            elif fetch_window(record.server_size, self._largest) and not self._from_caches(record):
-                # The server's RFC822.SIZE is a claim, a hint for buffering only: the octets that
-                # arrive decide (sizes.py); such a message is fetched alone.
-                if batch:
-                    await self._fetch_and_scan(batch)
-                    batch, batch_size, held = [], 0, 0
-                await self._fetch_and_scan([record])
-                continue
-            elif record.served is not None or self._from_caches(record):
-                held += len(record.served or b"")
             else:
-                batch.append(record)
-                batch_size += record.size
+                from_caches = yield from self._from_caches(record)
+                if fetch_window(record.server_size, self.largest) and not from_caches:
+                    # The server's RFC822.SIZE is a claim, a hint for buffering only: the octets
+                    # that arrive decide (sizes.py); such a message is fetched alone.
+                    if batch:
+                        yield from self._fetch_and_scan(batch)
+                        batch, batch_size, held = [], 0, 0
+                    yield from self._fetch_and_scan([record])
+                    continue
+                if from_caches:
+                    held += len(record.served or b"")
+                else:
+                    batch.append(record)
+                    batch_size += record.size
             record.raw = None
             record.resolved = record.served is not None or record.withheld
             if batch and (batch_size >= limit or held >= limit):
-                await self._fetch_and_scan(batch)
+                yield from self._fetch_and_scan(batch)
                 batch, batch_size, held = [], 0, 0
-            await self._flush_and_drain()
+            self._flush()
         if batch:
-            await self._fetch_and_scan(batch)
+            yield from self._fetch_and_scan(batch)
 
     @property
     def _pass_oversize(self) -> bool:
         """A message too large to hold is delivered tagged unscanned (not replaced by a notice):
         on-scan-error = pass, and a request that can be answered while the message streams."""
-        return self.session.context.on_oversize == "pass" and streamable(self.request)
-
-    @property
-    def _largest(self) -> int:
-        """The largest message we fetch: one octet less than a FETCH literal may hold (the one-trip
-        window asks for one more), and room for the framing within a whole response."""
-        limits = self.session.context.limits
-        return min(limits.max_response_literal - 1, limits.max_response_size - 64 * 1024)
+        return self.machine.options.on_oversize == "pass" and streamable(self.request)
 
     def _memory_key(self, uid: int) -> tuple[bytes | None, int | None, int]:
-        return (self.session.mailbox, self.session.uidvalidity, uid)
+        return (self.machine.mailbox, self.machine.uidvalidity, uid)
 
-    def _cache_key(self, uid: int) -> str | None:
-        identity = self.session.cache_identity
-        if identity is None or self.session.context.cache is None:
-            return None
-        return cache_key(*identity, uid)
-
-    def _from_caches(self, record: Record) -> bool:
+    def _from_caches(self, record: Record) -> Step:
+        if record.served is not None:
+            return True
         found = self.memory.get(self._memory_key(record.uid))
         if found is not None:
             record.served, record.unchanged, _ = found
             if record.server_size is not None:
                 self.memory.put(self._memory_key(record.uid), record.served, record.unchanged, record.server_size)
             return True
-        key = self._cache_key(record.uid)
-        cache = self.session.context.cache
-        if key is None or cache is None:
+        entry = yield from self._entry(record.uid)
+        if entry is None:
             return False
-        cached = cache.record(key)
+        cached = yield from from_rewrite_cache(self.machine, record.uid, entry, record.server_size)
         if cached is None:
             return False
-        blob = cache.blob(key, cached)
-        if blob is None:
-            return False
-        record.served, record.unchanged = tls_tagged(self.session, blob, cached.unchanged)
-        self.memory.put(self._memory_key(record.uid), record.served, record.unchanged, record.server_size)
-        self.session.context.stats["cache_hits"] = self.session.context.stats.get("cache_hits", 0) + 1
+        record.served, record.unchanged = cached
         return True
 
-    async def _fetch_and_scan(self, batch: list[Record]) -> None:
-        tag = self.session.new_tag()
+    def _fetch_and_scan(self, batch: list[Record]) -> Step:
+        machine = self.machine
+        tag = machine.new_tag()
         wanted = {record.uid for record in batch}
         bodies: dict[int, bytes] = {}
 
@@ -317,7 +313,7 @@ class FetchInterception:
                 data = parse_fetch_response(response)
                 body = _whole_body(data)
                 if data.uid is not None:
-                    self.session.view.learn(data.number, data.uid)
+                    machine.view.learn(data.number, data.uid)
                 if data.uid in wanted and body is not None:
                     bodies[data.uid] = body  # type: ignore[index]
                     return
@@ -325,14 +321,14 @@ class FetchInterception:
 
         # A message claimed larger than we scan is asked for one octet more than that: what
         # arrives says whether it is (sizes.py), never the claim.
-        window = max((fetch_window(r.server_size, self._largest) or 0) for r in batch)
+        window = max((fetch_window(r.server_size, self.largest) or 0) for r in batch)
         partial = b"<0.%d>" % window if window else b""
-        self.session.send_upstream(tag + b" UID FETCH " + format_uid_set(list(wanted)) + b" (UID BODY.PEEK[]"
-                                   + partial + b")\r\n")
-        done = await self.collect(tag, on_body)
+        machine.to_server(tag + b" UID FETCH " + format_uid_set(list(wanted)) + b" (UID BODY.PEEK[]"
+                          + partial + b")\r\n")
+        done = yield from self.collect(tag, on_body)
         refused = done.word != "OK"
         if refused:
-            log.warning("upstream refused our fetch of %s: %r", sorted(wanted), done.raw[:200])
+            machine.notice("warning", f"upstream refused our fetch of {sorted(wanted)}: {done.raw[:200]!r}")
             # The client's tag ends NO, never OK with the message as NIL (it would take that
             # for an empty message); what did come is served.
             self.upstream_refused = True
@@ -340,83 +336,67 @@ class FetchInterception:
             raw = bodies.pop(record.uid, None)
             how = None if raw is None else self._handling(record, raw)
             if how is not None and how is not Handling.SCAN:
-                await self._too_large(record, how)
+                yield from self._too_large(record, how)
                 continue
             if raw is not None:
-                await self._serve(record, raw)
+                yield from self._serve(record, raw)
             elif refused:
                 record.withheld = True
             # else: expunged meanwhile, answered with NIL items, never with nothing
             record.resolved = True
-            await self._flush_and_drain()
+            self._flush()
 
     def _handling(self, record: Record, raw: bytes) -> Handling:
-        return handling(record.server_size, len(raw), self._largest, may_stream=self._pass_oversize)
+        return handling(record.server_size, len(raw), self.largest, may_stream=self._pass_oversize)
 
-    async def _too_large(self, record: Record, how: Handling) -> None:
+    def _too_large(self, record: Record, how: Handling) -> Step:
         """Answer ``record``, whose octets are more than we can hold and scan."""
         if how is Handling.STREAM:
-            # on-scan-error = pass: streamed through, tagged unscanned (imap_oversize.py), once
+            # on-scan-error = pass: streamed through, tagged unscanned (oversize.py), once
             # everything before it has gone out; the literal announced is the server's size.
-            await self._flush_and_drain()
-            await stream_unscanned(self, record, self._largest)
+            self._flush()
+            yield from stream_unscanned(self, record, self.largest)
             record.resolved = record.streamed = True
             return
         # A notice in its place, never the unscanned bytes and never an empty answer
         # (docs/pitfalls.md#never-answer-a-fetch-with-nothing); also for a server whose size
         # claim the octets contradict.
-        record.served, record.unchanged = tls_tagged(
-            self.session, oversize_notice(record.uid, max(record.size, self._largest + 1), self._largest), False)
+        record.served, record.unchanged = self.machine.tls_tagged(
+            oversize_notice(record.uid, max(record.size, self.largest + 1), self.largest), False)
         record.resolved = True
-        await self._flush_and_drain()
+        self._flush()
 
-    async def _serve(self, record: Record, raw: bytes) -> None:
+    def _serve(self, record: Record, raw: bytes) -> Step:
+        entry = self.entries.get(record.uid, False) if record.uid in self.entries else False
         try:
-            record.served, record.unchanged = await scan_message(self.session, record.uid, raw, record.server_size)
+            record.served, record.unchanged = yield from scan_message(
+                self.machine, record.uid, raw, record.server_size, entry)
         except Withheld as exc:
             record.served, record.withheld, self.withheld = None, True, True
             self.withheld_text = exc.client_text.encode()
 
-    async def _set_seen(self, uids: list[int]) -> None:
+    def _set_seen(self, uids: list[int]) -> Step:
         """RFC 9051 §6.4.5: BODY[...], RFC822 and RFC822.TEXT set \\Seen; our PEEK did not."""
-        tag = self.session.new_tag()
-        self.session.send_upstream(tag + b" UID STORE " + format_uid_set(uids) + b" +FLAGS (\\Seen)\r\n")
-        await self.collect(tag, self.pass_on)
+        tag = self.machine.new_tag()
+        self.machine.to_server(tag + b" UID STORE " + format_uid_set(uids) + b" +FLAGS (\\Seen)\r\n")
+        yield from self.collect(tag, self.pass_on)
 
     # --- answering the client -----------------------------------------------------------------
 
-    async def _flush_and_drain(self) -> None:
-        """Send what is ready, and wait while the client is behind: FETCH 1:* of a big mailbox
-        streams message by message instead of piling up in our write buffer."""
-        self._flush()
-        await self.session.drain_client()
-
     def _flush(self, final: bool = False) -> None:
-        """Send the slots from the front as far as they are ready."""
+        """Send the slots from the front as far as they are ready: FETCH 1:* of a big mailbox
+        streams message by message (the driver writes and drains each) instead of piling up."""
         while self.slots:
             slot = self.slots[0]
             if isinstance(slot, Record):
                 if not slot.resolved and not final:
                     return
                 if not slot.withheld and not slot.streamed:
-                    self.session.send_client(render(slot, self.request))
+                    self.machine.to_client(render(slot, self.request))
                 slot.release()
             else:
-                self.session.send_client(slot)
+                self.machine.to_client(slot)
             self.slots.popleft()
-
-
-def oversize_notice(uid: int, size: int, largest: int) -> bytes:
-    """What a client gets for a message larger than we can scan; the same bytes every time."""
-    return (
-        b"From: mailguard <mailguard@localhost>\r\n"
-        b"Subject: [mailguard] message %d not delivered: too large to scan\r\n"
-        b"X-MailGuard-Result: unscanned; reason=\"limit\"\r\n"
-        b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
-        b"This message (%d bytes) is larger than mailguard can scan (%d bytes,\r\n"
-        b"web-and-email.email-client.threatsense.limits.max-object-size). It is still on\r\n"
-        b"the server, unchanged.\r\n" % (uid, size, largest)
-    )
 
 
 def _first_window(data: FetchData) -> bytes | None:

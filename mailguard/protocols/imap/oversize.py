@@ -1,4 +1,5 @@
-"""A message too large to scan, with ``response.on-scan-error = pass``: delivered, tagged unscanned.
+"""A message too large to scan: streamed through tagged unscanned (``response.on-scan-error =
+pass``), or a notice in its place.
 
 docs/settings.md#response: a message that could not be fully scanned is delivered tagged
 ``unscanned`` under ``pass``. A message over max-object-size cannot even be held, so it is streamed:
@@ -12,7 +13,7 @@ The forms that ask for the whole message are streamed: BODY[], BODY.PEEK[], RFC8
 RFC822.PEEK, and the partials of BODY[] that Thunderbird and iOS fetch large messages with
 (``BODY.PEEK[]<o.l>``: octets of the tagged message, so our header is in the first ones), with or
 without items that do not depend on the text, and RFC822.SIZE, which counts our header. A section
-or BINARY of such a message still gets the notice (imap_fetch.oversize_notice), as it does under
+or BINARY of such a message still gets the notice (``oversize_notice``), as it does under
 ``block``.
 
 A server that sends less than the RFC822.SIZE it gave leaves the answer's literal short: the
@@ -26,20 +27,34 @@ from typing import TYPE_CHECKING
 from mailguard.errors import RemoteProtocolError
 from mailguard.protocols.imap.fetch import FetchRequest
 from mailguard.protocols.imap.fetch_response import parse_fetch_response
+from mailguard.protocols.imap.flows import Step
+from mailguard.protocols.imap.render import Record, render_around_content
 from mailguard.protocols.imap.responses import Response
 from mailguard.protocols.pop3_sizes import UNSCANNED_TAG  # the same header on both doors
-from mailguard.proxy.imap_render import Record, render_around_content
 
 if TYPE_CHECKING:
-    from mailguard.proxy.imap_fetch import FetchInterception
+    from mailguard.protocols.imap.interception import FetchInterception
 
-__all__ = ["UNSCANNED_TAG", "WINDOW", "streamable", "stream_unscanned"]
+__all__ = ["UNSCANNED_TAG", "WINDOW", "oversize_notice", "stream_unscanned", "streamable"]
 
 
 #: octets asked of the server at a time
 WINDOW = 4 * 1024 * 1024
 
 _WHOLE_MESSAGE = {"RFC822", "RFC822.PEEK"}
+
+
+def oversize_notice(uid: int, size: int, largest: int) -> bytes:
+    """What a client gets for a message larger than we can scan; the same bytes every time."""
+    return (
+        b"From: mailguard <mailguard@localhost>\r\n"
+        b"Subject: [mailguard] message %d not delivered: too large to scan\r\n"
+        b"X-MailGuard-Result: unscanned; reason=\"limit\"\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+        b"This message (%d bytes) is larger than mailguard can scan (%d bytes,\r\n"
+        b"web-and-email.email-client.threatsense.limits.max-object-size). It is still on\r\n"
+        b"the server, unchanged.\r\n" % (uid, size, largest)
+    )
 
 
 def streamable(request: FetchRequest) -> bool:
@@ -55,22 +70,19 @@ def streamable(request: FetchRequest) -> bool:
     return content <= 1
 
 
-async def stream_unscanned(fetch: "FetchInterception", record: Record, largest: int) -> None:
+def stream_unscanned(fetch: "FetchInterception", record: Record, largest: int) -> Step:
     """Send the client its answer for ``record``, the message streamed through with our header;
     ``largest``: the longest literal the session takes from the server."""
-    session = fetch.session
+    machine = fetch.machine
     total = record.size + len(UNSCANNED_TAG)
     start, end = _asked_range(fetch.request, total)
     head, tail, streamed = render_around_content(record, fetch.request, total, end - start)
-    session.send_client(head)
+    machine.to_client(head)
     if streamed:
-        await _send_range(fetch, record, start, end, max(1, min(WINDOW, largest)))
-    session.send_client(tail)
-    host = session.context.host
-    if host is not None:
-        host.count("unscanned")
-    session.log.warning(
-        "message UID %d (%d bytes) over max-object-size: delivered unscanned", record.uid, record.size)
+        yield from _send_range(fetch, record, start, end, max(1, min(WINDOW, largest)))
+    machine.to_client(tail)
+    machine.notice("warning", f"message UID {record.uid} ({record.size} bytes) over max-object-size: "
+                   "delivered unscanned", "unscanned")
 
 
 def _asked_range(request: FetchRequest, total: int) -> tuple[int, int]:
@@ -82,28 +94,27 @@ def _asked_range(request: FetchRequest, total: int) -> tuple[int, int]:
     return start, total if att.length is None else min(total, start + att.length)
 
 
-async def _send_range(fetch: "FetchInterception", record: Record, start: int, end: int, step: int) -> None:
+def _send_range(fetch: "FetchInterception", record: Record, start: int, end: int, step: int) -> Step:
     """Octets ``start`` to ``end`` of our header followed by the message, window by window."""
-    session = fetch.session
+    machine = fetch.machine
     tag_end = len(UNSCANNED_TAG)
     if start < tag_end:
-        session.send_client(UNSCANNED_TAG[start:min(end, tag_end)])
+        machine.to_client(UNSCANNED_TAG[start:min(end, tag_end)])
     offset, stop = max(start, tag_end) - tag_end, end - tag_end
     while offset < stop:
-        window = await _window(fetch, record.uid, offset, min(step, stop - offset))
+        window = yield from _window(fetch, record.uid, offset, min(step, stop - offset))
         if not window:
             raise RemoteProtocolError(f"the server sent less of message UID {record.uid} than its "
                                       f"RFC822.SIZE ({record.size}); closing")
         window = window[: stop - offset]
-        session.send_client(window)
-        await session.drain_client()
+        machine.to_client(window)
         offset += len(window)
 
 
-async def _window(fetch: "FetchInterception", uid: int, offset: int, length: int) -> bytes:
+def _window(fetch: "FetchInterception", uid: int, offset: int, length: int) -> Step:
     """``length`` octets of message ``uid`` from ``offset``, as the server sends them."""
-    session = fetch.session
-    tag = session.new_tag()
+    machine = fetch.machine
+    tag = machine.new_tag()
     key = b"BODY[]<%d>" % offset
     found: list[bytes] = []
 
@@ -116,8 +127,8 @@ async def _window(fetch: "FetchInterception", uid: int, offset: int, length: int
                 return
         fetch.pass_on(response)
 
-    session.send_upstream(tag + b" UID FETCH %d (BODY.PEEK[]<%d.%d>)\r\n" % (uid, offset, length))
-    done = await fetch.collect(tag, on_window)
+    machine.to_server(tag + b" UID FETCH %d (BODY.PEEK[]<%d.%d>)\r\n" % (uid, offset, length))
+    done = yield from fetch.collect(tag, on_window)
     if done.word != "OK" or not found:
         return b""
     return found[0]

@@ -9,7 +9,7 @@ import pytest
 
 from mailguard.protocols.imap.commands import Command, ContinuationData
 from mailguard.protocols.imap.responses import Response, parse_head
-from mailguard.proxy.imap_identity import SessionIdentity
+from mailguard.protocols.imap.identity import SessionIdentity
 
 
 def command(line: bytes) -> Command:

@@ -13,7 +13,7 @@ import base64
 from mailguard.errors import RemoteProtocolError
 from mailguard.protocols.imap.commands import Command, ContinuationData
 from mailguard.protocols.imap.lexer import Lexer, NodeKind
-from mailguard.protocols.imap.responses import Kind, Response
+from mailguard.protocols.imap.responses import ResponseKind, Response
 
 
 class SessionIdentity:
@@ -54,16 +54,16 @@ class SessionIdentity:
             self._user_from_sasl(event.raw.strip())
 
     def on_response(self, response: Response) -> None:
-        if response.kind is Kind.UNTAGGED and response.word == "OK" and self._selecting is not None:
+        if response.kind is ResponseKind.UNTAGGED and response.word == "OK" and self._selecting is not None:
             head = response.raw[:200].upper()
             at = head.find(b"[UIDVALIDITY ")
             if at >= 0:
                 number = head[at + 13 :].split(b"]", 1)[0]
                 if number.isdigit():
                     self._selecting_validity = int(number)
-        if response.kind is Kind.UNTAGGED and response.word == "PREAUTH":
+        if response.kind is ResponseKind.UNTAGGED and response.word == "PREAUTH":
             self.authenticated = True
-        if response.kind is not Kind.TAGGED:
+        if response.kind is not ResponseKind.TAGGED:
             return
         tag = response.tag
         if self._selecting is not None and self._selecting[0] == tag:

@@ -135,6 +135,8 @@ class ImapDriver:
         self._waiter: asyncio.Future[bool] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None
+        #: the client was refused over TLS, and told why (session.refuse_over_tls)
+        self._refused = ""
 
     # --- bytes in ----------------------------------------------------------------------------
 
@@ -255,7 +257,9 @@ class ImapDriver:
                                   event.client_early, event.server_early)
                 return
             elif isinstance(event, Closed):
-                if event.error:
+                if self._refused:
+                    self.log.warning("IMAP session refused: %s", self._refused)
+                elif event.error:
                     self.log.warning("IMAP session ended: %s", event.reason)
                 else:
                     self.log.debug("IMAP session ended: %s", event.reason)
@@ -362,6 +366,7 @@ class ImapDriver:
                 reason = ("transparent mode: the client named no server (TLS SNI) after STARTTLS, "
                           f"and {address} cannot be verified by address")
                 await refuse_over_tls(named.host, client, "imap", address, reason)
+                self._refused = reason
                 return TlsFailed(Side.CLIENT, reason)
             if named.excluded(hello.server_name):
                 raise _RelayUntouched(f"excluded domain {hello.server_name}")

@@ -140,6 +140,8 @@ class FetchInterception:
             if self.request.sets_seen and records:
                 yield from self._set_seen([r.uid for r in records])
             self._flush(final=True)
+            if self.withheld or self.upstream_refused:
+                machine.observe(completion)  # the server's completion, replaced by ours
             if self.withheld:
                 # Lose nothing (docs/architecture.md#lose-nothing): without the original kept, the
                 # rewrite is not served.

@@ -32,7 +32,7 @@ def parse_sequence_set(text: str, largest: int) -> list[int]:
     return sorted(numbers)
 
 
-class ImapSession:
+class DemoImapSession:
     def __init__(self, mailbox: list[DemoMessage]) -> None:
         self.mailbox = mailbox
         self.authenticated = False
@@ -123,4 +123,4 @@ class ImapSession:
 async def serve_imap(
     mailbox: list[DemoMessage], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
-    await serve_lines(ImapSession(mailbox), b"* OK mailguard demo IMAP server ready\r\n", "utf-8", reader, writer)
+    await serve_lines(DemoImapSession(mailbox), b"* OK mailguard demo IMAP server ready\r\n", "utf-8", reader, writer)

@@ -319,11 +319,11 @@ def _test_ca_and_server_cert(folder) -> tuple[str, str, str]:
 REMOTE_SERVER = """
 import asyncio, os, ssl, sys
 from mailguard.demo.mailbox import sample_mailbox
-from mailguard.demo.imap import ImapSession
+from mailguard.demo.imap import DemoImapSession
 from mailguard.demo.pop3 import Pop3Session
 
 async def serve(pop3, tls, reader, writer):  # POP3 or IMAP; STLS / STARTTLS when tls is given
-    session = Pop3Session(sample_mailbox()) if pop3 else ImapSession(sample_mailbox())
+    session = Pop3Session(sample_mailbox()) if pop3 else DemoImapSession(sample_mailbox())
     writer.write(b"+OK ready\\r\\n" if pop3 else b"* OK [CAPABILITY IMAP4rev1 STARTTLS] ready\\r\\n")
     try:
         while line := await reader.readline():

@@ -157,7 +157,7 @@ class ImapProxy:
         #: (set by the driver: a pure function of the bytes); None: nothing to add
         self.tls_tag: Callable[[bytes], bytes] | None = None
         self.prefetch = Prefetch(self)
-        self._spawn(self._session(), "session")
+        self.spawn(self._session(), "session")
 
     # --- the driver's side -------------------------------------------------------------------
 
@@ -242,7 +242,7 @@ class ImapProxy:
         elif why == "server":
             # Silent in the middle of a response (limits.server-timeout): the client is told with
             # BYE rather than left waiting (RFC 5530 §3, UNAVAILABLE).
-            self._notice("info", "the server stopped in the middle of a response", "timed_out")
+            self.notice("info", "the server stopped in the middle of a response", "timed_out")
             self._fail(RemoteProtocolError(f"[UNAVAILABLE] the server stopped in the middle of a response "
                                            f"for {self.options.server_timeout:g}s"))
         else:
@@ -259,10 +259,6 @@ class ImapProxy:
         self.prefetch.close()
 
     # --- helpers of the steps ----------------------------------------------------------------
-
-    @property
-    def log_prefix(self) -> str:
-        return ""
 
     def new_tag(self) -> bytes:
         self._tag_counter += 1
@@ -282,10 +278,9 @@ class ImapProxy:
     def tell(self, event: Event) -> None:
         self._events.append(event)
 
-    def _notice(self, level: str, text: str, counter: str | None = None) -> None:
+    def notice(self, level: str, text: str, counter: str | None = None) -> None:
+        """A log line for the driver (``level``: "info", "warning"), maybe a counter to add one to."""
         self._events.append(Notice(level, text, counter))
-
-    notice = _notice
 
     def count(self, name: str, amount: int = 1) -> None:
         self.stats[name] = self.stats.get(name, 0) + amount
@@ -318,9 +313,7 @@ class ImapProxy:
         return self.tls_tag(served), False
 
     def spawn(self, step: Step, name: str) -> Flow:
-        return self._spawn(step, name)
-
-    def _spawn(self, step: Step, name: str) -> Flow:
+        """Run ``step`` beside the others from the next round (a read-ahead, a scan)."""
         flow = Flow(step, name)
         self._flows.append(flow)
         return flow
@@ -497,7 +490,7 @@ class ImapProxy:
                     # RFC 9051 §7.1.4: PREAUTH on a cleartext connection cannot be told from an
                     # attacker skipping STARTTLS. Without TLS interception we have no TLS to
                     # insist on, so this is relayed as the client would have seen it.
-                    self._notice("info", "PREAUTH greeting on a cleartext upstream")
+                    self.notice("info", "PREAUTH greeting on a cleartext upstream")
             self.to_client(caps.rewrite_capabilities(greeting.raw))
             return greeting.word != "BYE"
         if greeting.word == "PREAUTH":
@@ -550,7 +543,7 @@ class ImapProxy:
         refused = self.gate.refusal(command)
         if refused is not None:
             # Default deny: what we do not understand never reaches the server (gate.py).
-            self._notice("warning", f"refused the client command {name[:40]}")
+            self.notice("warning", f"refused the client command {name[:40]}")
             self.refuse(command, refused)
         elif name == "STARTTLS":
             yield from self.quiet()
@@ -600,7 +593,7 @@ class ImapProxy:
                               args_at=part.data.upper().find(b" APPEND") + len(b" APPEND"))
             refused = self.gate.refusal(command)
             if refused is not None:
-                self._notice("warning", "refused the client command APPEND")
+                self.notice("warning", "refused the client command APPEND")
                 if part.literal is not None and not part.literal.sync:
                     # Its literal is on its way and would be read as commands: ended instead.
                     raise RemoteProtocolError("APPEND refused, with its literal already sent; closing")
@@ -659,7 +652,7 @@ class ImapProxy:
         # relayed metadata FETCH, and carries nothing else; unknown responses carry nothing.
         passed = self.gate.response(response)
         if passed.dropped:
-            self._notice("warning", "dropped from a server response nobody asked for: "
+            self.notice("warning", "dropped from a server response nobody asked for: "
                          + b" ".join(passed.dropped).decode("ascii", "replace")[:200])
         if passed.fetch is not None and passed.fetch.uid is not None:
             self.view.learn(passed.fetch.number, passed.fetch.uid)

@@ -23,7 +23,7 @@ scanned again, and then (``served_before``)
   served as it was. A client that kept its own copy of the message keeps it (we cannot reach
   it); one that fetches it again, in whole or in part, gets the cleaned form. A record of an
   earlier version, which kept names without parts, cannot tell: any finding gets the new form;
-- it could not complete (``imap_served.scan_message``): for a passing reason (clamd down, a
+- it could not complete (``protocols/imap/served.py``, ``scan_message``): for a passing reason (clamd down, a
   time-out), the earlier form with on-scan-error = pass, a FETCH NO with block; nothing is
   restamped, and the next fetch tries again. For a lasting one (a limit), the new verdict's form
   (tagged unscanned, or a notice), recorded: an unscanned verdict never confirms an old record.

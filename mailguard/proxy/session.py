@@ -21,7 +21,7 @@ In order:
    ``* BYE`` saying why, and a log line) unless an excluded IP let it through untouched in step 2;
    on a plaintext port the session is scanned, and a STLS/STARTTLS towards the server waits for
    the client's and is verified against the name the client asks for in the handshake that
-   follows it (``upstream.require_client_name``; pop3_session.py, imap_starttls.py).
+   follows it (``upstream.require_client_name``; pop3_session.py, protocols/imap/starttls.py).
 4. The protocol. On a port in a protocol's port list (the upstream port of a route, or the
    original destination port in transparent mode) it is that protocol: the handler checks the
    greeting as leniently as clients do, and the greeting never decides whether to scan. There no

@@ -527,7 +527,7 @@ def test_a_single_uid_fetch_too_large_to_scan_gets_the_notice_too() -> None:
     assert b"too large to scan" in out[0] and b"x" * 100 not in out[0] and b"a OK" in out[0]
 
 
-# --- too large to scan, on-scan-error = pass: delivered, tagged unscanned (imap_oversize.py) ------
+# --- too large to scan, on-scan-error = pass: delivered, tagged unscanned (oversize.py) ----------
 
 TAG = b'X-MailGuard-Result: unscanned; reason="limit"\r\n'
 BIG = SIMPLE + b"x" * 9000 + b"\r\n"

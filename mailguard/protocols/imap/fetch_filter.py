@@ -8,7 +8,7 @@ any literal as message data). So the proxy passes on only:
   changes with;
 - in the answer to a FETCH the proxy relays (one that asks for no message text and nothing
   derived from it): the items the client asked for, plus those three;
-- in an answer the proxy renders (imap_render.py): what it computes from the scanned copy, plus
+- in an answer the proxy renders (render.py): what it computes from the scanned copy, plus
   the server's value for metadata items, under the same rules.
 
 Each value must have the shape its grammar gives it (never a literal, which is where a message

@@ -96,7 +96,7 @@ def test_fetch_items_and_modifiers_we_do_not_know_are_refused(text: bytes) -> No
     try:
         request = _request(text)
     except RemoteProtocolError:
-        return  # refused already by the parser (imap_fetch.py answers BAD)
+        return  # refused already by the parser (interception.py answers BAD)
     assert fetch_refusal(request) is not None
 
 

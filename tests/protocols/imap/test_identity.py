@@ -1,4 +1,4 @@
-"""The user a session's rewrite-cache entries are filed under (imap_identity.py): learnt from the
+"""The user a session's rewrite-cache entries are filed under (protocols/imap/identity.py): learnt from the
 client's LOGIN or SASL response, confirmed by the server's tagged OK, forgotten on NO."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Structure-aware, differential fuzzing of the IMAP framing (issue 11, "Proof").
 
-    .venv/bin/python bench/fuzz_imap.py [--seed 1] [--count 1000000] [--commands-every 4]
+    .venv/bin/python bench/fuzz_imap.py [--seed 1] [--count 1000000] [--commands-every 4] [--machine]
 
 Server streams are generated from the response grammar (RFC 9051 §9): tagged, untagged and
 continuation responses, status responses with codes, FETCH answers with nested lists and
@@ -17,7 +17,9 @@ streams, a literal announced at the end of any line). For every stream:
   passed as something else.
 
 Client command streams (with ``{n}``/``{n+}``/``~{n}`` literals, IDLE, AUTHENTICATE) get the
-first three checks. Deterministic for a seed; prints counts, the inputs per second and the
+first three checks. ``--machine`` fuzzes whole sessions through the IMAP machine instead
+(bench/fuzz_imap_machine.py): generated clients, a reactive misbehaving server, random replies to
+its requests; crashes, hangs, framing against imaplib, and no unscanned message data to a client. Deterministic for a seed; prints counts, the inputs per second and the
 first failing input (as a repr) if any; exits non-zero on a failure.
 """
 
@@ -326,8 +328,15 @@ def check_responses(data: bytes, rng: random.Random, imap: ImaplibReader, tags: 
         check_parsers(response)
     if limits is SMALL:
         return whole
+    compare_with_imaplib(data, whole.events, imap, tags)
+    return whole
+
+
+def compare_with_imaplib(data: bytes, events: list, imap: ImaplibReader, tags: list[bytes]) -> None:
+    """For every response the proxy frames in ``data``, imaplib sees the same boundaries, kind,
+    name and literals, or gives up (raises) first."""
     ours, at = [], 0
-    for response in whole.events:
+    for response in events:
         literals = tuple((at + a, at + b) for a, b in response.literals)
         ours.append((at, at + len(response.raw), response.kind, response.word, literals))
         at += len(response.raw)
@@ -345,33 +354,6 @@ def check_responses(data: bytes, rng: random.Random, imap: ImaplibReader, tags: 
         mine = ours[len(theirs)]
         if start != mine[0] or literals != mine[4][: len(literals)]:
             raise Failure(f"imaplib read other literals before giving up: proxy {mine}, imaplib {gave_up}")
-    return whole
-
-
-def check_parsers(response: Response) -> None:
-    """What reads a framed response again agrees with the framing: the lexer finds the very
-    literals the framing counted, and the FETCH parser ends in data or RemoteProtocolError."""
-    if response.literals:
-        lexer = Lexer(response.raw, response.raw.index(b" ", 2))
-        try:
-            nodes = lexer.read_until_end()
-        except RemoteProtocolError:
-            pass
-        else:
-            found = []
-            stack = list(reversed(nodes))
-            while stack:
-                node = stack.pop()
-                if node.literal:
-                    found.append((node.end - len(node.value), node.end))
-                stack.extend(reversed(node.items))
-            if lexer.pos + 2 == len(response.raw) and found != list(response.literals):
-                raise Failure(f"the lexer reads literals {found}, the framing {response.literals}")
-    if response.word == "FETCH":
-        try:
-            parse_fetch_response(response)
-        except RemoteProtocolError:
-            pass
 
 
 def command_stream(rng: random.Random) -> bytes:
@@ -423,10 +405,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--commands-every", type=int, default=4, help="one command stream per N inputs")
+    parser.add_argument("--machine", action="store_true",
+                        help="whole sessions through the IMAP machine (bench/fuzz_imap_machine.py)")
     args = parser.parse_args(argv)
+    if args.machine:
+        stats = fuzz_sessions(args.seed, args.count, progress=True)
+        stats.update({f"imaplib_agreed_{key}": value for key, value in COMPARED.items()})
+        print(" ".join(f"{key}={value}" for key, value in stats.items()))
+        return 1 if stats["failures"] or stats["crashes"] or stats["hangs"] else 0
     stats = fuzz(args.seed, args.count, args.commands_every, progress=True)
     print(" ".join(f"{key}={value}" for key, value in stats.items()))
     return 1 if stats["failures"] else 0
+
+
+def fuzz_sessions(seed: int, count: int, progress: bool = False) -> dict:
+    """Whole sessions through the IMAP machine (bench/fuzz_imap_machine.py); what every client
+    gets is compared with imaplib's reading of it."""
+    from bench.fuzz_imap_machine import Failure as SessionFailure, fuzz_machine
+
+    COMPARED.update(responses=0, literals=0)
+    imap = ImaplibReader()
+    tags = [imap.tagpre + b"%d" % n for n in range(1, 40)]
+
+    def compare(data: bytes, events: list, reader: ImaplibReader) -> None:
+        try:
+            compare_with_imaplib(data, events, reader, tags)
+        except Failure as failure:
+            raise SessionFailure(str(failure)) from None
+
+    return fuzz_machine(seed, count, lambda rng: Gen(rng, imap.tagpre), imap, compare, progress)
 
 
 def fuzz(seed: int, count: int, commands_every: int = 4, progress: bool = False) -> dict:

@@ -30,6 +30,12 @@ class DataItem:
     sectioned: bool
 
 
+def number_value(value: bytes) -> int | None:
+    """``value`` as a number when it is one of at most 20 digits (a number64 has 20 at most;
+    a longer one is no number, and Python refuses to convert 4300 digits or more)."""
+    return int(value) if value.isdigit() and len(value) <= 20 else None
+
+
 @dataclass(frozen=True)
 class FetchData:
     number: int
@@ -44,9 +50,14 @@ class FetchData:
     @property
     def uid(self) -> int | None:
         item = self.get("UID")
-        if item is None or not item.value.isdigit():
-            return None
-        return int(item.value)
+        found = None if item is None else number_value(item.value)
+        # a UID is an nz-number of 32 bits (RFC 9051 §9): anything else is no UID
+        return found if found is not None and 0 < found < 2**32 else None
+
+    def size(self, name: str = "RFC822.SIZE") -> int | None:
+        """A size the server claims (a number64, RFC 9051 §9), or None."""
+        item = self.get(name)
+        return None if item is None else number_value(item.value)
 
     @property
     def carries_content(self) -> bool:

@@ -224,10 +224,8 @@ class FetchInterception:
             if uid is not None:
                 self.machine.view.learn(data.number, uid)
             if uid is not None and in_set and expected:
-                size_item = data.get("RFC822.SIZE")
-                known = size_item is not None and size_item.value.isdigit()
-                size = int(size_item.value) if known else 0  # type: ignore[union-attr]
-                record = Record(data=data, uid=uid, size=size, raw=body, server_size=size if known else None)
+                claimed = data.size()
+                record = Record(data=data, uid=uid, size=claimed or 0, raw=body, server_size=claimed)
                 self.slots.append(record)
                 return
         self.pass_on(response)

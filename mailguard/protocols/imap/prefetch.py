@@ -140,11 +140,11 @@ class Prefetch:
 
         def on_meta(response: Response) -> bool:
             data = parse_fetch_response(response)
-            uid, size = data.uid, data.get("RFC822.SIZE")
-            if uid is None or size is None or not size.value.isdigit() or len(data.items) != 2:
+            uid, size = data.uid, data.size()
+            if uid is None or size is None or len(data.items) != 2:
                 return False
             view.learn(data.number, uid)
-            sizes[uid] = int(size.value)
+            sizes[uid] = size
             return True
 
         if any(view.uid_of(n) not in sizes for n in range(first, last + 1)):

@@ -85,16 +85,18 @@ def intercept_fetch(machine: "ImapProxy", command: Command) -> Step:
         machine.forward(command.tag, command.raw)
         return
     yield from machine.quiet()
-    answered = yield from answer_locally(machine, command, request)
+    entries: dict[int, CacheEntry | None] = {}
+    answered = yield from answer_locally(machine, command, request, entries)
     if answered is None and prefetch.busy:
         # Our read-ahead may be fetching this very message: once its commands are answered,
         # the message is held or being scanned, and is not fetched and scanned twice.
         yield from prefetch.settle()
-        answered = yield from answer_locally(machine, command, request)
+        entries.clear()  # the read-ahead may have written the cache meanwhile
+        answered = yield from answer_locally(machine, command, request, entries)
     if answered is None:
         yield from prefetch.settle()
         yield from machine.quiet()
-        interception = FetchInterception(machine, command, request)
+        interception = FetchInterception(machine, command, request, entries)
         yield from interception.run()
         records = interception.records
         answered = (records[0].data.number, records[0].uid) if len(records) == 1 else None
@@ -103,7 +105,8 @@ def intercept_fetch(machine: "ImapProxy", command: Command) -> Step:
 
 
 class FetchInterception:
-    def __init__(self, machine: "ImapProxy", command: Command, request: FetchRequest) -> None:
+    def __init__(self, machine: "ImapProxy", command: Command, request: FetchRequest,
+                 entries: dict[int, CacheEntry | None] | None = None) -> None:
         self.machine = machine
         self.command = command
         self.request = request
@@ -116,7 +119,7 @@ class FetchInterception:
         #: bodies come with the first answer (known, uncached UIDs: one round trip, not two)
         self.bodies_at_once = False
         #: the cache's entry for each UID looked up already (read once per message)
-        self.entries: dict[int, CacheEntry | None] = {}
+        self.entries: dict[int, CacheEntry | None] = {} if entries is None else entries
         #: every message of the answer, in order
         self.records: list[Record] = []
         #: a message was not served (its original could not be quarantined, ...): the tag ends NO

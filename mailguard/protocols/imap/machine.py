@@ -157,7 +157,8 @@ class ImapProxy:
         #: (set by the driver: a pure function of the bytes); None: nothing to add
         self.tls_tag: Callable[[bytes], bytes] | None = None
         self.prefetch = Prefetch(self)
-        self.spawn(self._session(), "session")
+        #: the session's own step: the client's commands, one after the other
+        self._main = self.spawn(self._session(), "session")
 
     # --- the driver's side -------------------------------------------------------------------
 
@@ -226,10 +227,12 @@ class ImapProxy:
         if holder is not None and holder.waiting is NEXT_RESPONSE:
             opening = holder.name == "session" and self.pre_tls_caps is None and not self._opened
             found.append((self.options.idle_timeout, "idle") if opening else (self.options.answer_timeout, "answer"))
-        if self.options.server_timeout is not None and self.server.buffered:
+        reading = holder is None or holder.waiting is NEXT_RESPONSE
+        if self.options.server_timeout is not None and reading and self.server.buffered:
+            # part of a response is here and the rest is awaited (a step busy with a scan may
+            # leave whole responses unread: that is not the server's silence)
             found.append((self.options.server_timeout, "server"))
-        main = self._flows[0] if self._flows and self._flows[0].name == "session" else None
-        if main is not None and main.waiting is NEXT_COMMAND:
+        if self._main.waiting is NEXT_COMMAND:
             found.append((self.options.idle_timeout, "idle"))
         return min(found) if found else None
 

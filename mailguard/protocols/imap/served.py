@@ -56,13 +56,14 @@ def cache_lookup(machine: "ImapProxy", uid: int) -> Step:
     return entry if entry.record is not None else None
 
 
-def from_rewrite_cache(machine: "ImapProxy", uid: int, entry: CacheEntry | None = None,
+def from_rewrite_cache(machine: "ImapProxy", uid: int, entry: CacheEntry | None | bool = False,
                        server_size: int | None = None) -> Step:
     """What the rewrite cache served for ``uid`` before, as (served, unchanged), into this
-    session's memory too; None when it keeps no bytes for it."""
-    if entry is None:
+    session's memory too; None when it keeps no bytes for it. ``entry``: the cache's entry
+    when read already (False: not read)."""
+    if entry is False:
         entry = yield from cache_lookup(machine, uid)
-    if entry is None or entry.blob is None:
+    if not isinstance(entry, CacheEntry) or entry.blob is None:
         return None
     served, unchanged = machine.tls_tagged(entry.blob, entry.record.unchanged)
     machine.memory.put((machine.mailbox, machine.uidvalidity, uid), served, unchanged, server_size)
@@ -133,7 +134,8 @@ def _local_att(att: FetchAtt) -> bool:
     return att.name in ("UID", "RFC822.SIZE") or (att.carries_content and not att.sets_seen)
 
 
-def answer_locally(machine: "ImapProxy", command: Command, request: FetchRequest) -> Step:
+def answer_locally(machine: "ImapProxy", command: Command, request: FetchRequest,
+                   entries: dict[int, CacheEntry | None] | None = None) -> Step:
     """Answer a FETCH of one known message from what this session holds (served before, read
     ahead, or in the rewrite cache), with no round trip to the server; (number, UID) when
     answered, None when we cannot.
@@ -141,7 +143,8 @@ def answer_locally(machine: "ImapProxy", command: Command, request: FetchRequest
     Only forms that change nothing on the server qualify (no \\Seen to set, no modifiers), and
     only a message whose number and UID the server told us in this selection (view.py): the
     FETCH response is then byte for byte what the interception would have sent (the
-    completion's text is ours, not the server's)."""
+    completion's text is ours, not the server's). ``entries`` gets the cache entries read, so
+    a message's record is read once per FETCH."""
     if request.modifiers or not request.sequence_set.isdigit() or not all(_local_att(a) for a in request.atts):
         return None
     mailbox, validity = machine.mailbox, machine.uidvalidity
@@ -154,7 +157,10 @@ def answer_locally(machine: "ImapProxy", command: Command, request: FetchRequest
         return None
     found = yield from machine.prefetch.held((mailbox, validity, uid))
     if found is None:
-        cached = yield from from_rewrite_cache(machine, uid)
+        entry = yield from cache_lookup(machine, uid)
+        if entries is not None:
+            entries[uid] = entry  # the interception uses it, should we not answer here
+        cached = yield from from_rewrite_cache(machine, uid, entry)
         found = None if cached is None else (*cached, None)
     if found is None:
         return None

@@ -22,29 +22,23 @@ from mailguard.protocols.events import (
     NEED_DATA, Closed, SendToClient, SendToServer, Side, StartTls, SwitchToRelay, TlsEstablished, TlsFailed,
 )
 from mailguard.protocols.imap.events import (
-    CacheEntry, CacheLookup, CacheRestamp, CacheWrite, Notice, ScanFetched, Scanned, ScanOutcomeLike,
+    CacheEntry, CacheLookup, CacheRestamp, CacheWrite, Notice, ScanFetched, Scanned,
 )
 from mailguard.protocols.imap.limits import DEFAULT_LIMITS, ImapLimits
 from mailguard.protocols.imap.machine import (
     IDLE_TIMEOUT, READ_HIGH_WATER, UPSTREAM_ANSWER_TIMEOUT, ImapOptions, ImapProxy,
 )
 from mailguard.proxy.conn import Conn
-from mailguard.proxy.imap_cache import CacheRecord, RewriteCache, cache_key, host_generation
-from mailguard.scanpool.pool import account
 from mailguard.proxy.context import peek_client_hello, refuse_over_tls
+from mailguard.proxy.imap_cache import CacheRecord, RewriteCache, cache_key, host_generation
+from mailguard.proxy.relay import relay
 from mailguard.proxy.upstream import upstream_certificate
 from mailguard.scan.rewrite import TLS_HEADER, add_header, tls_value
+from mailguard.scanpool.pool import account
 
-__all__ = ["ClientNamedTls", "ImapContext", "ImapDriver", "Scanner", "serve_imap"]
+__all__ = ["ClientNamedTls", "ImapContext", "ImapDriver", "serve_imap"]
 
 log = logging.getLogger("mailguard.proxy.imap")
-
-
-class Scanner:
-    """What scans a message: the engine's pool (``scan(raw, source)`` -> outcome)."""
-
-    async def scan(self, raw: bytes, source: str) -> ScanOutcomeLike:  # pragma: no cover - a protocol
-        raise NotImplementedError
 
 
 @dataclass(frozen=True)
@@ -68,6 +62,8 @@ class ClientNamedTls:
 class ImapContext:
     """What a session needs from the engine; built once per route by the proxy core."""
 
+    #: scans a message: ``await scanner.scan(raw, source)`` gives a ScanOutcomeLike (the
+    #: engine's pool, or a test's stand-in)
     scanner: Any
     #: "host:port" of the upstream, part of every cache key
     server_id: str
@@ -266,8 +262,6 @@ class ImapDriver:
                 return
 
     async def _relay(self, why: str, client_early: bytes, server_early: bytes) -> None:
-        from mailguard.proxy.relay import relay
-
         self.log.info("%s", why)
         self.client.detach()
         self.upstream.detach()

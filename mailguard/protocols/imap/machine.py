@@ -46,10 +46,12 @@ from mailguard.protocols.imap.events import CacheEntry, Event, Identity, Notice,
 from mailguard.protocols.imap.flows import NEXT_COMMAND, NEXT_RESPONSE, START, Ask, Flow, Step, Until
 from mailguard.protocols.imap.gate import Gate, check_framing
 from mailguard.protocols.imap.identity import SessionIdentity
+from mailguard.protocols.imap.interception import intercept_fetch
 from mailguard.protocols.imap.limits import DEFAULT_LIMITS, ImapLimits
 from mailguard.protocols.imap.memory import SessionMemory
 from mailguard.protocols.imap.prefetch import Prefetch
 from mailguard.protocols.imap.responses import NEED_DATA as NOT_YET, Response, ResponseKind, ResponseReader
+from mailguard.protocols.imap.starttls import client_starttls, upstream_starttls
 from mailguard.protocols.imap.view import MailboxView
 
 __all__ = ["IDLE_TIMEOUT", "READ_HIGH_WATER", "UPSTREAM_ANSWER_TIMEOUT", "ImapOptions", "ImapProxy"]
@@ -476,8 +478,6 @@ class ImapProxy:
 
     def _open(self) -> Step:
         """Read the greeting; upgrade the upstream with STARTTLS when it offers it."""
-        from mailguard.protocols.imap.starttls import upstream_starttls
-
         greeting = yield NEXT_RESPONSE
         if greeting is None:
             return False
@@ -536,9 +536,6 @@ class ImapProxy:
                 return found
 
     def _on_command(self, command: Command) -> Step:
-        from mailguard.protocols.imap.interception import intercept_fetch
-        from mailguard.protocols.imap.starttls import client_starttls
-
         name = command.name
         if name not in ("FETCH", "UID FETCH"):
             # Our read-ahead's commands first (a FETCH we may answer from memory need not wait).

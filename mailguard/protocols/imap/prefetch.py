@@ -22,8 +22,10 @@ from mailguard.protocols.imap.events import CacheEntry
 from mailguard.protocols.imap.fetch import format_uid_set
 from mailguard.protocols.imap.fetch_response import parse_fetch_response
 from mailguard.protocols.imap.flows import Flow, Step, Until
+from mailguard.protocols.imap.interception import largest_message
 from mailguard.protocols.imap.memory import MemoryKey
 from mailguard.protocols.imap.responses import Response, ResponseKind
+from mailguard.protocols.imap.served import Withheld, cache_lookup, scan_message
 
 if TYPE_CHECKING:
     from mailguard.protocols.imap.machine import ImapProxy
@@ -128,9 +130,6 @@ class Prefetch:
             machine.release_server()
 
     def _read(self, first: int, last: int) -> Step:
-        from mailguard.protocols.imap.interception import largest_message
-        from mailguard.protocols.imap.served import cache_lookup
-
         machine = self.machine
         view = machine.view
         mailbox, validity = machine.mailbox, machine.uidvalidity
@@ -212,8 +211,6 @@ class Prefetch:
                 self.pending.discard((mailbox, validity, uid))
 
     def _scan(self, uid: int, raw: bytes, server_size: int, entry: CacheEntry | None) -> Step:
-        from mailguard.protocols.imap.served import Withheld, scan_message
-
         machine = self.machine
         key = (machine.mailbox, machine.uidvalidity, uid)
         try:

@@ -238,3 +238,49 @@ def test_compress_is_refused_and_never_reaches_the_server() -> None:
     s.client(b"c COMPRESS DEFLATE\r\n")
     assert s.take_server() == b""
     assert s.take_client().startswith(b"c NO COMPRESS")
+
+
+def test_the_servers_silence_counts_only_while_a_response_is_awaited() -> None:
+    s = Script(ImapOptions(server_timeout=3, idle_timeout=100)).login_select()
+    assert s.proxy.timer() == (100, "idle")  # nothing asked of the server: the client's idle time
+    s.client(b"c NOOP\r\n")
+    s.server(b"* 2 FETCH (FLAGS (\\Seen) BODY[] {10}\r\n")  # half a response
+    assert s.proxy.timer() == (3, "server")
+    s.proxy.timed_out("server")
+    s._drain()
+    assert s.take_client().startswith(b"* BYE [UNAVAILABLE] the server stopped in the middle of a response")
+    assert [n.counter for n in s.take(Notice)] == ["timed_out"]
+    # whole responses left unread while a scan runs are not the server's silence
+    t = Script(ImapOptions(server_timeout=3)).login_select()
+    t.client(b"c UID FETCH 5 (BODY.PEEK[])\r\n")
+    t.server(b"* 1 FETCH (UID 5 RFC822.SIZE 5 BODY[]<0> {5}\r\nhello)\r\nc OK done\r\n* 2 EXISTS\r\n")
+    assert t.take(ScanFetched) and t.proxy.timer() is None
+
+
+def test_an_engine_that_stops_says_bye_once_no_fetch_is_half_answered() -> None:
+    s = Script().login_select()
+    s.client(b"c FETCH 1 (BODY.PEEK[])\r\n")
+    s.proxy.stop()
+    s.server(b"* 1 FETCH (UID 5 RFC822.SIZE %d)\r\nc OK done\r\n" % len(SIMPLE))
+    s.server(b"* 1 FETCH (UID 5 BODY[] " + literal(SIMPLE) + b")\r\nmg1 OK done\r\n")
+    assert s.closed is None  # the FETCH is answered first
+    s.scan()
+    out = s.take_client()
+    assert out.endswith(b"c OK done\r\n* BYE mailguard is stopping, please reconnect\r\n")
+    assert s.closed is not None and not s.closed.error
+
+
+def test_an_append_literal_waits_for_the_servers_go_ahead() -> None:
+    s = Script().login_select()
+    s.client(b"c APPEND INBOX {14}\r\n")
+    assert s.take_server() == b"c APPEND INBOX {14}\r\n" and s.take_client() == b""
+    s.server(b"+ go ahead\r\n")
+    assert s.take_client() == b"+ Ready for literal data\r\n"
+    s.client(b"Subject: x\r\n\r\n")
+    assert s.take_server() == b"Subject: x\r\n\r\n"
+    # refused instead: the tagged answer is relayed and no literal follows
+    s.client(b"d APPEND INBOX {11}\r\n")
+    s.server(b"d NO [TOOBIG] no room\r\n")
+    assert s.take_client() == b"d NO [TOOBIG] no room\r\n"
+    s.client(b"e NOOP\r\n")
+    assert s.take_server().endswith(b"e NOOP\r\n")

@@ -276,8 +276,10 @@ def test_an_append_literal_waits_for_the_servers_go_ahead() -> None:
     assert s.take_server() == b"c APPEND INBOX {14}\r\n" and s.take_client() == b""
     s.server(b"+ go ahead\r\n")
     assert s.take_client() == b"+ Ready for literal data\r\n"
-    s.client(b"Subject: x\r\n\r\n")
-    assert s.take_server() == b"Subject: x\r\n\r\n"
+    s.client(b"Subject: x\r\n\r\n\r\n")  # the literal, then the end of the command
+    assert s.take_server() == b"Subject: x\r\n\r\n\r\n"
+    s.server(b"c OK appended\r\n")
+    assert s.take_client() == b"c OK appended\r\n"
     # refused instead: the tagged answer is relayed and no literal follows
     s.client(b"d APPEND INBOX {11}\r\n")
     s.server(b"d NO [TOOBIG] no room\r\n")

@@ -356,6 +356,32 @@ def compare_with_imaplib(data: bytes, events: list, imap: ImaplibReader, tags: l
             raise Failure(f"imaplib read other literals before giving up: proxy {mine}, imaplib {gave_up}")
 
 
+def check_parsers(response: Response) -> None:
+    """What reads a framed response again agrees with the framing: the lexer finds the very
+    literals the framing counted, and the FETCH parser ends in data or RemoteProtocolError."""
+    if response.literals:
+        lexer = Lexer(response.raw, response.raw.index(b" ", 2))
+        try:
+            nodes = lexer.read_until_end()
+        except RemoteProtocolError:
+            pass
+        else:
+            found = []
+            stack = list(reversed(nodes))
+            while stack:
+                node = stack.pop()
+                if node.literal:
+                    found.append((node.end - len(node.value), node.end))
+                stack.extend(reversed(node.items))
+            if lexer.pos + 2 == len(response.raw) and found != list(response.literals):
+                raise Failure(f"the lexer reads literals {found}, the framing {response.literals}")
+    if response.word == "FETCH":
+        try:
+            parse_fetch_response(response)
+        except RemoteProtocolError:
+            pass
+
+
 def command_stream(rng: random.Random) -> bytes:
     def literal() -> bytes:
         data = bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 10)))

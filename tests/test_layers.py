@@ -69,12 +69,6 @@ def test_imports_point_down(path):
 
 # --- import circles ------------------------------------------------------------------------------
 
-# TEMPORARY: the IMAP session's asyncio modules (proxy/imap.py and the imap_* modules it is split
-# into) still import each other in a circle; the IMAP session is being rewritten as a sans-I/O
-# machine in protocols/imap/, which removes the circle and, with it, this exemption. It covers a
-# circle only when every module in it is one of those: one more module joining it fails the test.
-_EXEMPT_CIRCLE = "mailguard.proxy.imap"
-
 
 def _module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
@@ -163,13 +157,9 @@ def _one_circle(graph: dict[str, set[str]], group: set[str]) -> list[str]:
     raise AssertionError(f"no circle in {sorted(group)}")
 
 
-def _exempt(group: set[str]) -> bool:
-    return all(module.startswith(_EXEMPT_CIRCLE) for module in group)
-
-
 def test_no_import_circles():
     graph = _import_graph()
-    circles = [_one_circle(graph, group) for group in _groups(graph) if not _exempt(group)]
+    circles = [_one_circle(graph, group) for group in _groups(graph)]
     assert not circles, "modules that import each other in a circle:\n" + "\n".join(
         " -> ".join(circle) for circle in circles)
 

@@ -41,7 +41,7 @@ from mailguard.protocols.imap.sizes import Handling, fetch_window, handling
 from mailguard.protocols.imap.flows import Step
 
 if TYPE_CHECKING:
-    from mailguard.protocols.imap.machine import ImapProxy
+    from mailguard.protocols.imap.core import SessionCore
 
 __all__ = ["FetchInterception", "intercept_fetch", "largest_message"]
 
@@ -59,14 +59,14 @@ COMPUTED = frozenset({"UID", "RFC822.SIZE", "BINARY.SIZE", "BODYSTRUCTURE", "BOD
 MAX_UIDS_IN_ONE_TRIP = 1
 
 
-def largest_message(machine: "ImapProxy") -> int:
+def largest_message(machine: "SessionCore") -> int:
     """The largest message we fetch: one octet less than a FETCH literal may hold (the one-trip
     window asks for one more), and room for the framing within a whole response."""
     limits = machine.limits
     return min(limits.max_response_literal - 1, limits.max_response_size - 64 * 1024)
 
 
-def intercept_fetch(machine: "ImapProxy", command: Command) -> Step:
+def intercept_fetch(machine: "SessionCore", command: Command) -> Step:
     try:
         request = parse_fetch(command)
     except RemoteProtocolError as exc:
@@ -105,7 +105,7 @@ def intercept_fetch(machine: "ImapProxy", command: Command) -> Step:
 
 
 class FetchInterception:
-    def __init__(self, machine: "ImapProxy", command: Command, request: FetchRequest,
+    def __init__(self, machine: "SessionCore", command: Command, request: FetchRequest,
                  entries: dict[int, CacheEntry | None] | None = None) -> None:
         self.machine = machine
         self.command = command
@@ -358,7 +358,7 @@ class FetchInterception:
             # on-scan-error = pass: streamed through, tagged unscanned (oversize.py), once
             # everything before it has gone out; the literal announced is the server's size.
             self._flush()
-            yield from stream_unscanned(self, record, self.largest)
+            yield from stream_unscanned(self.machine, self.request, record, self.largest, self.collect, self.pass_on)
             record.resolved = record.streamed = True
             return
         # A notice in its place, never the unscanned bytes and never an empty answer

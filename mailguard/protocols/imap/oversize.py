@@ -22,6 +22,7 @@ session ends (never a shorter message that looks whole).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mailguard.errors import RemoteProtocolError
@@ -33,7 +34,13 @@ from mailguard.protocols.imap.responses import Response
 from mailguard.protocols.pop3_sizes import UNSCANNED_TAG  # the same header on both doors
 
 if TYPE_CHECKING:
-    from mailguard.protocols.imap.interception import FetchInterception
+    from mailguard.protocols.imap.core import SessionCore
+
+#: what the FETCH being answered lends: collect(tag, on_untagged) reads responses until ``tag``
+#: completes, handing the untagged ones to on_untagged; pass_on(response) queues a response
+#: for the client in its place in the answer (interception.FetchInterception)
+Collect = Callable[[bytes, Callable[[Response], None]], Step]
+PassOn = Callable[[Response], None]
 
 __all__ = ["UNSCANNED_TAG", "WINDOW", "oversize_notice", "stream_unscanned", "streamable"]
 
@@ -70,16 +77,17 @@ def streamable(request: FetchRequest) -> bool:
     return content <= 1
 
 
-def stream_unscanned(fetch: "FetchInterception", record: Record, largest: int) -> Step:
+def stream_unscanned(machine: "SessionCore", request: FetchRequest, record: Record, largest: int,
+                     collect: Collect, pass_on: PassOn) -> Step:
     """Send the client its answer for ``record``, the message streamed through with our header;
     ``largest``: the longest literal the session takes from the server."""
-    machine = fetch.machine
     total = record.size + len(UNSCANNED_TAG)
-    start, end = _asked_range(fetch.request, total)
-    head, tail, streamed = render_around_content(record, fetch.request, total, end - start)
+    start, end = _asked_range(request, total)
+    head, tail, streamed = render_around_content(record, request, total, end - start)
     machine.to_client(head)
     if streamed:
-        yield from _send_range(fetch, record, start, end, max(1, min(WINDOW, largest)))
+        window = _window_reader(machine, record.uid, collect, pass_on)
+        yield from _send_range(machine, window, record, start, end, max(1, min(WINDOW, largest)))
     machine.to_client(tail)
     machine.notice("warning", f"message UID {record.uid} ({record.size} bytes) over max-object-size: "
                    "delivered unscanned", "unscanned")
@@ -94,15 +102,15 @@ def _asked_range(request: FetchRequest, total: int) -> tuple[int, int]:
     return start, total if att.length is None else min(total, start + att.length)
 
 
-def _send_range(fetch: "FetchInterception", record: Record, start: int, end: int, step: int) -> Step:
+def _send_range(machine: "SessionCore", window_of: Callable[[int, int], Step], record: Record, start: int,
+                end: int, step: int) -> Step:
     """Octets ``start`` to ``end`` of our header followed by the message, window by window."""
-    machine = fetch.machine
     tag_end = len(UNSCANNED_TAG)
     if start < tag_end:
         machine.to_client(UNSCANNED_TAG[start:min(end, tag_end)])
     offset, stop = max(start, tag_end) - tag_end, end - tag_end
     while offset < stop:
-        window = yield from _window(fetch, record.uid, offset, min(step, stop - offset))
+        window = yield from window_of(offset, min(step, stop - offset))
         if not window:
             raise RemoteProtocolError(f"the server sent less of message UID {record.uid} than its "
                                       f"RFC822.SIZE ({record.size}); closing")
@@ -111,24 +119,26 @@ def _send_range(fetch: "FetchInterception", record: Record, start: int, end: int
         offset += len(window)
 
 
-def _window(fetch: "FetchInterception", uid: int, offset: int, length: int) -> Step:
-    """``length`` octets of message ``uid`` from ``offset``, as the server sends them."""
-    machine = fetch.machine
-    tag = machine.new_tag()
-    key = b"BODY[]<%d>" % offset
-    found: list[bytes] = []
+def _window_reader(machine: "SessionCore", uid: int, collect: Collect,
+                   pass_on: PassOn) -> Callable[[int, int], Step]:
+    def window(offset: int, length: int) -> Step:
+        """``length`` octets of message ``uid`` from ``offset``, as the server sends them."""
+        tag = machine.new_tag()
+        key = b"BODY[]<%d>" % offset
+        found: list[bytes] = []
 
-    def on_window(response: Response) -> None:
-        if response.word == "FETCH":
-            data = parse_fetch_response(response)
-            item = next((i for i in data.items if i.key.upper() == key), None)
-            if data.uid == uid and item is not None:
-                found.append(item.value)
-                return
-        fetch.pass_on(response)
+        def on_window(response: Response) -> None:
+            if response.word == "FETCH":
+                data = parse_fetch_response(response)
+                item = next((i for i in data.items if i.key.upper() == key), None)
+                if data.uid == uid and item is not None:
+                    found.append(item.value)
+                    return
+            pass_on(response)
 
-    machine.to_server(tag + b" UID FETCH %d (BODY.PEEK[]<%d.%d>)\r\n" % (uid, offset, length))
-    done = yield from fetch.collect(tag, on_window)
-    if done.word != "OK" or not found:
-        return b""
-    return found[0]
+        machine.to_server(tag + b" UID FETCH %d (BODY.PEEK[]<%d.%d>)\r\n" % (uid, offset, length))
+        done = yield from collect(tag, on_window)
+        if done.word != "OK" or not found:
+            return b""
+        return found[0]
+    return window

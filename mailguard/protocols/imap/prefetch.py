@@ -28,7 +28,7 @@ from mailguard.protocols.imap.responses import Response, ResponseKind
 from mailguard.protocols.imap.served import Withheld, cache_lookup, scan_message
 
 if TYPE_CHECKING:
-    from mailguard.protocols.imap.machine import ImapProxy
+    from mailguard.protocols.imap.core import SessionCore
 
 __all__ = ["REFILL_AFTER", "SIZES_AHEAD", "WINDOW_BYTES", "WINDOW_MESSAGES", "Prefetch"]
 
@@ -45,7 +45,7 @@ SIZES_AHEAD = 128
 
 
 class Prefetch:
-    def __init__(self, machine: "ImapProxy", window: int = WINDOW_MESSAGES, window_bytes: int = WINDOW_BYTES) -> None:
+    def __init__(self, machine: "SessionCore", window: int = WINDOW_MESSAGES, window_bytes: int = WINDOW_BYTES) -> None:
         self.machine = machine
         self.window = window
         self.window_bytes = window_bytes

@@ -22,7 +22,7 @@ from mailguard.protocols.imap.render import Record, render
 
 if TYPE_CHECKING:
     from mailguard.protocols.imap.events import ScanOutcomeLike
-    from mailguard.protocols.imap.machine import ImapProxy
+    from mailguard.protocols.imap.core import SessionCore
 
 __all__ = ["TEMPORARY_REASONS", "Withheld", "answer_locally", "cache_lookup", "from_rewrite_cache", "scan_message"]
 
@@ -47,7 +47,7 @@ def _temporary(outcome: "ScanOutcomeLike") -> bool:
     return outcome.status == "unscanned" and not TEMPORARY_REASONS.isdisjoint(outcome.reasons)
 
 
-def cache_lookup(machine: "ImapProxy", uid: int) -> Step:
+def cache_lookup(machine: "SessionCore", uid: int) -> Step:
     """The rewrite cache's entry for ``uid`` (one read: the caller keeps it), or None."""
     identity = machine.cache_identity
     if identity is None:
@@ -56,7 +56,7 @@ def cache_lookup(machine: "ImapProxy", uid: int) -> Step:
     return entry if entry.record is not None else None
 
 
-def from_rewrite_cache(machine: "ImapProxy", uid: int, entry: CacheEntry | None | bool = False,
+def from_rewrite_cache(machine: "SessionCore", uid: int, entry: CacheEntry | None | bool = False,
                        server_size: int | None = None) -> Step:
     """What the rewrite cache served for ``uid`` before, as (served, unchanged), into this
     session's memory too; None when it keeps no bytes for it. ``entry``: the cache's entry
@@ -71,7 +71,7 @@ def from_rewrite_cache(machine: "ImapProxy", uid: int, entry: CacheEntry | None 
     return served, unchanged
 
 
-def scan_message(machine: "ImapProxy", uid: int, raw: bytes, server_size: int | None,
+def scan_message(machine: "SessionCore", uid: int, raw: bytes, server_size: int | None,
                  entry: CacheEntry | None | bool = False) -> Step:
     """Scan ``raw`` (or know it from the cache), remember what is served, have the cache entry
     written; ``entry``: the cache's entry when the caller read it already (False: not read).
@@ -134,7 +134,7 @@ def _local_att(att: FetchAtt) -> bool:
     return att.name in ("UID", "RFC822.SIZE") or (att.carries_content and not att.sets_seen)
 
 
-def answer_locally(machine: "ImapProxy", command: Command, request: FetchRequest,
+def answer_locally(machine: "SessionCore", command: Command, request: FetchRequest,
                    entries: dict[int, CacheEntry | None] | None = None) -> Step:
     """Answer a FETCH of one known message from what this session holds (served before, read
     ahead, or in the rewrite cache), with no round trip to the server; (number, UID) when

@@ -27,7 +27,7 @@ from mailguard.protocols.imap.flows import NEXT_RESPONSE, Ask, Step
 from mailguard.protocols.imap.responses import Response, ResponseKind
 
 if TYPE_CHECKING:
-    from mailguard.protocols.imap.machine import ImapProxy
+    from mailguard.protocols.imap.core import SessionCore
 
 __all__ = ["check_starttls_answer", "client_starttls", "upstream_starttls"]
 
@@ -44,7 +44,7 @@ def check_starttls_answer(answer: Response, more: bool) -> None:
         raise RemoteProtocolError("the server sent data after its STARTTLS answer; refusing it")
 
 
-def upstream_starttls(machine: "ImapProxy", *, opening: bool = False) -> Step:
+def upstream_starttls(machine: "SessionCore", *, opening: bool = False) -> Step:
     """Our STARTTLS on the server leg, then the switch. At the opening the step holds the server
     leg already and nothing is relayed; later, responses before its answer are relayed."""
     tag = machine.new_tag()
@@ -70,7 +70,7 @@ def upstream_starttls(machine: "ImapProxy", *, opening: bool = False) -> Step:
         raise RemoteProtocolError(reply.reason)
 
 
-def client_starttls(machine: "ImapProxy", command: Command) -> Step:
+def client_starttls(machine: "SessionCore", command: Command) -> Step:
     options = machine.options
     if not options.intercept_tls and not options.implicit_tls:
         # TLS is not intercepted here: the client's TLS goes to the server, unscanned.

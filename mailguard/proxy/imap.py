@@ -129,6 +129,9 @@ class ImapDriver:
         self.machine = ImapProxy(context.options())
         self._tag_tls()
         self._waiter: asyncio.Future[bool] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._since = 0.0
+        self._limit: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None
         #: the client was refused over TLS, and told why (session.refuse_over_tls)
@@ -152,16 +155,36 @@ class ImapDriver:
             self._waiter.set_result(heard)
 
     async def _wait(self, timeout: float | None) -> bool:
-        """Until something happens (True), or nothing did for ``timeout`` seconds (False)."""
+        """Until something happens (True), or nothing did for ``timeout`` seconds (False).
+
+        One bare future per wait, and one timer per session, moved only when it would fire too
+        late: there are several waits per message (bench/imap.py), and a timer armed and
+        cancelled for each cost more than the rest of the wait."""
         loop = asyncio.get_running_loop()
         self._waiter = waiter = loop.create_future()
-        timer = None if timeout is None else loop.call_later(timeout, self._wake, False)
+        self._since = now = loop.time()
+        self._limit = timeout
+        if timeout is not None and (self._timer is None or self._timer.when() > now + timeout):
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_at(now + timeout, self._check_quiet)
         try:
             return await waiter
         finally:
             self._waiter = None
-            if timer is not None:
-                timer.cancel()
+
+    def _check_quiet(self) -> None:
+        """The timer: wake the wait with False once it has been quiet for its limit, else look
+        again when it could be."""
+        self._timer = None
+        if self._waiter is None or self._limit is None:
+            return
+        loop = asyncio.get_running_loop()
+        due = self._since + self._limit
+        if loop.time() >= due:
+            self._wake(False)
+        else:
+            self._timer = loop.call_at(due, self._check_quiet)
 
     def _tag_tls(self) -> None:
         """Policy let a bad server certificate through (certificate-validity = allow): every
@@ -195,6 +218,8 @@ class ImapDriver:
         finally:
             if draining is not None:
                 draining.cancel()
+            if self._timer is not None:
+                self._timer.cancel()
             for task in self._tasks:
                 task.cancel()
             # Free the messages now, not when the garbage collector finds the session

@@ -37,3 +37,13 @@ def test_a_fixed_seed_finds_no_crash_no_hang_and_no_disagreement() -> None:
     # the differential check did compare: responses and literals imaplib read as the proxy did
     assert stats["imaplib_agreed_responses"] > 1000 and stats["imaplib_agreed_literals"] > 300
     assert stats["commands"] == 1000 and stats["refused"] > 0
+
+
+def test_whole_sessions_through_the_machine_with_a_fixed_seed() -> None:
+    """bench/fuzz_imap.py --machine: generated clients and a misbehaving server through the IMAP
+    machine; no crash, no hang, every client view framed as imaplib frames it, and no unscanned
+    message data to a client."""
+    stats = fuzz_imap.fuzz_sessions(seed=20261207, count=300)
+    assert stats["failures"] == stats["crashes"] == stats["hangs"] == 0
+    assert stats["sessions"] == 300 and stats["client_responses"] > 2000
+    assert fuzz_imap.COMPARED["responses"] > 2000 and fuzz_imap.COMPARED["literals"] > 100

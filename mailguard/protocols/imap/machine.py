@@ -62,7 +62,7 @@ class ImapProxy(SessionCore):
         finally:
             self.release_server()
         if not opened:
-            self._close("the server said BYE", error=False)
+            self._close("the session did not open (no greeting, BYE, or PREAUTH refused)", error=False)
             return
         self._opened = True
         while True:

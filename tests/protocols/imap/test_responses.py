@@ -209,7 +209,7 @@ def test_the_lexer_reads_sections_as_the_framing_does() -> None:
 
 
 def _framed(data: bytes, chunk: int, cuts: list[int] | None = None,
-            ) -> tuple[list[tuple[bytes, Kind, tuple[tuple[int, int], ...]]], int | str]:
+            ) -> tuple[list[tuple[bytes, ResponseKind, tuple[tuple[int, int], ...]]], int | str]:
     """The responses in ``data`` fed whole, byte by byte, or in reads of the ``cuts`` sizes (the
     rest whole), and the bytes left (or "refused")."""
     reader, out = ResponseReader(ImapLimits(max_response_line=40, max_response_size=60)), []

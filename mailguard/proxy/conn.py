@@ -15,7 +15,12 @@ connection, 512 KiB per intercepted session with both legs on TLS, which made 1,
 sessions cost ~576 KB each (bench/pop3.py). ``fit_tls_buffer`` brings it down to
 ``TLS_READ_BUFFER`` once TLS is up: one TLS record (16 KiB at most, RFC 8446 §5.1) per read.
 64 KiB cost 1,000 mixed sessions (1,250 TLS legs) ~60 MB more for no throughput bench/load.py
-could see.
+could see. But a bulk transfer through 16 KiB reads pays ~65,000 reads (each a wake-up of the
+loop, a syscall, a pass through the TLS layer) per GB and leg: ~5.5 s of CPU per GB over plain
+(bench/live.py, POP3S and IMAPS). So the buffer follows the traffic: a read that fills it means
+more is waiting, and the next read gets ``TLS_BULK_READ_BUFFER`` (asyncio's own size); a read that
+does not fill it means the socket is drained, and the buffer shrinks back. An idle or interactive
+session holds the small buffer; only a leg in the middle of a burst holds the big one.
 """
 
 from __future__ import annotations
@@ -25,32 +30,59 @@ import socket
 import ssl
 from collections.abc import Callable
 
-__all__ = ["TLS_READ_BUFFER", "Conn", "fit_tls_buffer", "set_nodelay"]
+__all__ = ["TLS_BULK_READ_BUFFER", "TLS_READ_BUFFER", "Conn", "fit_tls_buffer", "set_nodelay"]
 
 Sink = Callable[[bytes], None]
 
 TLS_READ_BUFFER = 16 * 1024
+TLS_BULK_READ_BUFFER = 256 * 1024
 
 # How long, and how much, ``Conn.linger`` reads and throws away before a close on error.
 LINGER_SECONDS = 1.0
 LINGER_BYTES = 1024 * 1024
 
 
-def fit_tls_buffer(transport: asyncio.BaseTransport, size: int = TLS_READ_BUFFER) -> None:
-    """Shrink the read buffer of asyncio's TLS layer under ``transport`` to ``size``.
+def fit_tls_buffer(
+    transport: asyncio.BaseTransport, size: int = TLS_READ_BUFFER, bulk: int = TLS_BULK_READ_BUFFER,
+) -> None:
+    """Make the read buffer of asyncio's TLS layer under ``transport`` follow the traffic:
+    ``size`` at first and whenever a read leaves it partly empty, ``bulk`` after a read fills it.
 
     It reaches into ``asyncio.sslproto`` (``max_size`` bounds each read, ``_ssl_buffer`` is what
-    ``get_buffer`` hands to the socket), so it checks each piece exists and otherwise leaves the
-    transport alone: a Python whose TLS layer differs only costs memory, never correctness.
-    Called between reads (from a callback of ours), so no read is using the old buffer.
+    ``get_buffer`` hands to the socket, ``buffer_updated`` is told how much a read brought), so it
+    checks each piece exists and otherwise leaves the transport alone: a Python whose TLS layer
+    differs only costs memory or speed, never correctness. The buffer is only ever replaced
+    between reads: here (from a callback of ours) and right after ``buffer_updated`` has copied
+    a read's bytes out of it.
     """
     protocol = getattr(transport, "_ssl_protocol", None)
     buffer = getattr(protocol, "_ssl_buffer", None)
-    if not isinstance(buffer, bytearray) or len(buffer) <= size or not hasattr(protocol, "_ssl_buffer_view"):
+    if (not isinstance(buffer, bytearray) or not hasattr(protocol, "_ssl_buffer_view")
+            or not callable(getattr(protocol, "buffer_updated", None)) or not hasattr(protocol, "max_size")
+            or getattr(protocol, "_mailguard_fitted", False)):
         return
-    protocol.max_size = size  # type: ignore[union-attr]
-    protocol._ssl_buffer = bytearray(size)  # type: ignore[union-attr]
-    protocol._ssl_buffer_view = memoryview(protocol._ssl_buffer)  # type: ignore[union-attr]
+    _resize(protocol, size)
+    read = protocol.buffer_updated  # type: ignore[union-attr]
+
+    def buffer_updated(nbytes: int) -> None:
+        read(nbytes)
+        if protocol.max_size != len(protocol._ssl_buffer):  # type: ignore[union-attr]
+            return  # asyncio resized it itself: leave it be
+        if nbytes >= protocol.max_size:  # type: ignore[union-attr]
+            if protocol.max_size < bulk:  # type: ignore[union-attr]
+                _resize(protocol, bulk)
+        elif protocol.max_size > size:  # type: ignore[union-attr]
+            _resize(protocol, size)
+
+    # Looked up on the instance by the event loop for every read (selector_events).
+    protocol.buffer_updated = buffer_updated  # type: ignore[union-attr]
+    protocol._mailguard_fitted = True  # type: ignore[union-attr]
+
+
+def _resize(protocol: object, size: int) -> None:
+    protocol.max_size = size  # type: ignore[attr-defined]
+    protocol._ssl_buffer = bytearray(size)  # type: ignore[attr-defined]
+    protocol._ssl_buffer_view = memoryview(protocol._ssl_buffer)  # type: ignore[attr-defined]
 
 
 def set_nodelay(transport: asyncio.BaseTransport) -> None:

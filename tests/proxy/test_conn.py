@@ -1,4 +1,5 @@
-"""Conn: TCP_NODELAY on every connection, and a small TLS read buffer per connection."""
+"""Conn: TCP_NODELAY on every connection, and a TLS read buffer per connection that is small unless
+a transfer fills it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import ssl
 
 import trustme
 
-from mailguard.proxy.conn import TLS_READ_BUFFER, Conn, fit_tls_buffer
+from mailguard.proxy.conn import TLS_BULK_READ_BUFFER, TLS_READ_BUFFER, Conn, fit_tls_buffer
 from tests.proxy.harness import run
 
 
@@ -43,6 +44,7 @@ def test_tls_connections_get_a_small_read_buffer_and_still_carry_data() -> None:
             lambda: Conn(on_connect), "127.0.0.1", port, ssl=client_context, server_hostname="localhost")
         protocol = transport._ssl_protocol  # type: ignore[attr-defined]
         assert protocol.max_size == TLS_READ_BUFFER and len(protocol._ssl_buffer) == TLS_READ_BUFFER
+        assert "buffer_updated" in vars(protocol)  # this Python's TLS layer has the pieces it adapts
         sock = transport.get_extra_info("socket")
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         assert await asyncio.wait_for(received, 10) == payload
@@ -50,6 +52,50 @@ def test_tls_connections_get_a_small_read_buffer_and_still_carry_data() -> None:
         server.close()
 
     run(scenario())
+
+
+class FakeTLSLayer:
+    """The pieces of asyncio's SSLProtocol that fit_tls_buffer adapts; records what each read saw."""
+
+    def __init__(self) -> None:
+        self.max_size = 256 * 1024
+        self._ssl_buffer = bytearray(self.max_size)
+        self._ssl_buffer_view = memoryview(self._ssl_buffer)
+        self.reads: list[bytes] = []
+
+    def read(self, data: bytes) -> None:
+        """What the event loop does: fill the buffer ``get_buffer`` gives, then report how much."""
+        assert len(data) <= self.max_size == len(self._ssl_buffer)
+        self._ssl_buffer_view[:len(data)] = data
+        self.buffer_updated(len(data))
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.reads.append(bytes(self._ssl_buffer_view[:nbytes]))
+
+
+class FakeTLSTransport:
+    def __init__(self) -> None:
+        self._ssl_protocol = FakeTLSLayer()
+
+
+def test_the_tls_read_buffer_grows_while_reads_fill_it_and_shrinks_once_one_does_not() -> None:
+    transport = FakeTLSTransport()
+    layer = transport._ssl_protocol
+    fit_tls_buffer(transport)  # type: ignore[arg-type]
+    fit_tls_buffer(transport)  # twice (a STARTTLS after all): still one adapter
+    assert layer.max_size == TLS_READ_BUFFER
+    sizes = []
+    for n, size in enumerate([100, TLS_READ_BUFFER, TLS_BULK_READ_BUFFER, TLS_BULK_READ_BUFFER, 5000,
+                              TLS_READ_BUFFER - 1, TLS_READ_BUFFER]):
+        layer.read(bytes([n]) * min(size, layer.max_size))
+        sizes.append(layer.max_size)
+    assert sizes == [TLS_READ_BUFFER, TLS_BULK_READ_BUFFER, TLS_BULK_READ_BUFFER, TLS_BULK_READ_BUFFER,
+                     TLS_READ_BUFFER, TLS_READ_BUFFER, TLS_BULK_READ_BUFFER]
+    # Every read reached the TLS layer whole, whatever buffer it came through.
+    assert [(len(r), r[:1]) for r in layer.reads] == [
+        (100, b"\0"), (TLS_READ_BUFFER, b"\1"), (TLS_BULK_READ_BUFFER, b"\2"), (TLS_BULK_READ_BUFFER, b"\3"),
+        (5000, b"\4"), (TLS_READ_BUFFER - 1, b"\5"), (TLS_READ_BUFFER, b"\6")]
+    assert all(len(set(r)) == 1 for r in layer.reads)
 
 
 def test_fit_tls_buffer_leaves_other_transports_alone() -> None:

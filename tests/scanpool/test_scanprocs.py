@@ -13,7 +13,7 @@ import pytest
 
 from mailguard.processes import process_alive
 from mailguard.scanpool.pool import ScanPool
-from mailguard.scanpool.procs import ProcessWorkers, WorkerProcess
+from mailguard.scanpool.procs import _JOIN_MAX, ProcessWorkers, WorkerProcess
 from mailguard.scan.policy import Policy
 from tests.proxy.harness import clean_message, infected_message, run
 
@@ -38,6 +38,37 @@ def test_outcomes_come_back_and_the_original_of_a_rewrite_is_quarantined(tmp_pat
         assert len(list((tmp_path / "quarantine").iterdir())) >= 1
 
     run(scenario())
+
+
+def _padded(message: bytes, size: int) -> bytes:
+    """``message`` grown to ``size`` octets by text lines before its first part boundary."""
+    at = message.index(b"--XX\r\n") if b"--XX\r\n" in message else len(message)
+    room = size - len(message)
+    lines = b"padding line\r\n" * (room // 14) + b"x" * (room % 14)
+    padded = message[:at] + lines + message[at:]
+    assert len(padded) == size
+    return padded
+
+
+def test_messages_on_either_side_of_the_one_write_size_reach_the_worker_whole() -> None:
+    """Small messages go to the pipe in one write with their frame, larger ones in two: either way
+    each arrives whole and framed (the EICAR at the end of each infected one is found, and the
+    message after it is read as its own)."""
+    sizes = [_JOIN_MAX - 1, _JOIN_MAX, _JOIN_MAX + 1, 3 * 1024 * 1024]
+
+    async def scenario() -> list[str]:
+        workers = ProcessWorkers(1, (Policy(), None))
+        statuses = []
+        try:
+            for n, size in enumerate(sizes):
+                infected = await workers.scan(_padded(infected_message(n), size), f"infected {size}", 60)
+                clean = await workers.scan(_padded(clean_message(n), size), f"clean {size}", 60)
+                statuses += [infected.status, clean.status]
+        finally:
+            await workers.aclose()
+        return statuses
+
+    assert run(scenario()) == ["infected", "clean"] * len(sizes)
 
 
 def test_a_scan_past_its_time_kills_only_that_worker() -> None:

@@ -48,10 +48,12 @@ def fit_tls_buffer(
     """Make the read buffer of asyncio's TLS layer under ``transport`` follow the traffic:
     ``size`` at first and whenever a read leaves it partly empty, ``bulk`` after a read fills it.
 
-    It reaches into ``asyncio.sslproto`` (``max_size`` bounds each read, ``_ssl_buffer`` is what
-    ``get_buffer`` hands to the socket, ``buffer_updated`` is told how much a read brought), so it
-    checks each piece exists and otherwise leaves the transport alone: a Python whose TLS layer
-    differs only costs memory or speed, never correctness. The buffer is only ever replaced
+    It reaches into ``asyncio.sslproto`` (``get_buffer`` hands ``_ssl_buffer`` to the socket
+    whole, growing it to ``max_size`` if it is smaller; ``buffer_updated`` is told how much a read
+    brought), so it checks each piece exists and otherwise leaves the transport alone: a Python
+    whose TLS layer differs only costs memory or speed, never correctness. ``max_size`` stays
+    ``size``: it is also what each decryption asks for, and a record holds 16 KiB at most
+    (RFC 8446 §5.1), so asking for more only allocates more. The buffer is only ever replaced
     between reads: here (from a callback of ours) and right after ``buffer_updated`` has copied
     a read's bytes out of it.
     """
@@ -61,17 +63,17 @@ def fit_tls_buffer(
             or not callable(getattr(protocol, "buffer_updated", None)) or not hasattr(protocol, "max_size")
             or getattr(protocol, "_mailguard_fitted", False)):
         return
+    protocol.max_size = size  # type: ignore[union-attr]
     _resize(protocol, size)
     read = protocol.buffer_updated  # type: ignore[union-attr]
 
     def buffer_updated(nbytes: int) -> None:
         read(nbytes)
-        if protocol.max_size != len(protocol._ssl_buffer):  # type: ignore[union-attr]
-            return  # asyncio resized it itself: leave it be
-        if nbytes >= protocol.max_size:  # type: ignore[union-attr]
-            if protocol.max_size < bulk:  # type: ignore[union-attr]
+        current = len(protocol._ssl_buffer)  # type: ignore[union-attr]
+        if nbytes >= current:
+            if current < bulk:
                 _resize(protocol, bulk)
-        elif protocol.max_size > size:  # type: ignore[union-attr]
+        elif current > size:
             _resize(protocol, size)
 
     # Looked up on the instance by the event loop for every read (selector_events).
@@ -80,7 +82,6 @@ def fit_tls_buffer(
 
 
 def _resize(protocol: object, size: int) -> None:
-    protocol.max_size = size  # type: ignore[attr-defined]
     protocol._ssl_buffer = bytearray(size)  # type: ignore[attr-defined]
     protocol._ssl_buffer_view = memoryview(protocol._ssl_buffer)  # type: ignore[attr-defined]
 

@@ -16,12 +16,12 @@ sessions cost ~576 KB each (bench/pop3.py). ``fit_tls_buffer`` brings it down to
 ``TLS_READ_BUFFER`` once TLS is up: one TLS record (16 KiB at most, RFC 8446 §5.1) per read.
 64 KiB cost 1,000 mixed sessions (1,250 TLS legs) ~60 MB more for no throughput bench/load.py
 could see. But a bulk transfer through 16 KiB reads pays ~65,000 reads (each a wake-up of the
-loop, a syscall, a pass through the TLS layer) per GB and leg: ~5.5 s of CPU per GB over plain
-(bench/live.py, POP3S and IMAPS). So the buffer follows the traffic: a read that fills it means
-more is waiting, and the next read gets ``TLS_BULK_READ_BUFFER`` (asyncio's own size); a read that
-does not fill it means the socket is drained, and the buffer shrinks back. An idle or interactive
-session holds the small buffer; only a leg in the middle of a burst holds the big one
-(bench/tls_bulk.py: half the CPU of 16 KiB reads per GB received).
+loop, a system call, a pass through the TLS layer) per GB and leg: receiving a GB cost twice the
+CPU it costs through big reads (bench/tls_bulk.py). So the buffer follows the traffic: a read
+that fills it means more is waiting, and the next read gets ``TLS_BULK_READ_BUFFER`` (asyncio's
+own size); a read that does not fill it means the socket is drained, and the buffer shrinks
+back. An idle or interactive session holds the small buffer; only a leg in the middle of a burst
+holds the big one.
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ TLS on 127.0.0.1 to a ``Conn`` in this process; this process's CPU time from con
 of the stream is the figure, in seconds per GB. Three read buffers, in rotating order, medians
 over the rounds:
 
-- ``fixed 16 KiB``: every read one record at most (what ``fit_tls_buffer`` did before it adapted);
-- ``adaptive``: ``fit_tls_buffer`` as it is (16 KiB, 256 KiB while reads fill it);
-- ``asyncio``: the stock TLS layer (256 KiB always; the memory per idle leg bench/load.py counts).
+- ``fixed 16 KiB``: a buffer of one record per connection (what ``fit_tls_buffer`` did before);
+- ``shared``: ``fit_tls_buffer`` as it is (one 256 KiB buffer for all connections of a thread);
+- ``asyncio``: the stock TLS layer (256 KiB per connection, which bench/load.py counts).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import trustme
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mailguard.proxy import conn as conn_module  # noqa: E402
-from mailguard.proxy.conn import TLS_READ_BUFFER, Conn  # noqa: E402
+from mailguard.proxy.conn import TLS_RECORD, Conn  # noqa: E402
 
 SENDER = """
 import socket, ssl, sys
@@ -50,12 +50,12 @@ tls.close()
 def _fixed(transport: asyncio.BaseTransport) -> None:
     protocol = getattr(transport, "_ssl_protocol", None)
     if protocol is not None:
-        protocol.max_size = TLS_READ_BUFFER
-        protocol._ssl_buffer = bytearray(TLS_READ_BUFFER)
+        protocol.max_size = TLS_RECORD
+        protocol._ssl_buffer = bytearray(TLS_RECORD)
         protocol._ssl_buffer_view = memoryview(protocol._ssl_buffer)
 
 
-VARIANTS = {"fixed 16 KiB": _fixed, "adaptive": conn_module.fit_tls_buffer, "asyncio": lambda transport: None}
+VARIANTS = {"fixed 16 KiB": _fixed, "shared": conn_module.fit_tls_buffer, "asyncio": lambda transport: None}
 
 
 async def receive(variant: str, cert: Path, key: Path, client: ssl.SSLContext, megabytes: int) -> float:

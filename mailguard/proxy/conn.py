@@ -12,16 +12,13 @@ algorithm and delayed ACKs made a relay 54x slower (issue 6).
 
 TLS read buffer: asyncio's SSLProtocol allocates (and zero-fills) a 256 KiB read buffer per
 connection, 512 KiB per intercepted session with both legs on TLS, which made 1,000 idle POP3S
-sessions cost ~576 KB each (bench/pop3.py). ``fit_tls_buffer`` brings it down to
-``TLS_READ_BUFFER`` once TLS is up: one TLS record (16 KiB at most, RFC 8446 §5.1) per read.
-64 KiB cost 1,000 mixed sessions (1,250 TLS legs) ~60 MB more for no throughput bench/load.py
-could see. But a bulk transfer through 16 KiB reads pays ~65,000 reads (each a wake-up of the
-loop, a system call, a pass through the TLS layer) per GB and leg: receiving a GB cost twice the
-CPU it costs through big reads (bench/tls_bulk.py). So the buffer follows the traffic: a read
-that fills it means more is waiting, and the next read gets ``TLS_BULK_READ_BUFFER`` (asyncio's
-own size); a read that does not fill it means the socket is drained, and the buffer shrinks
-back. An idle or interactive session holds the small buffer; only a leg in the middle of a burst
-holds the big one.
+sessions cost ~576 KB each (bench/pop3.py). A 16 KiB buffer per connection fixed the memory but
+made a bulk transfer pay ~65,000 reads (each a wake-up of the loop, a system call, a pass through
+the TLS layer) per GB and leg: receiving cost twice the CPU of big reads (bench/tls_bulk.py).
+Yet the buffer only ever holds bytes for an instant: the event loop reads the socket into it and,
+in the same callback, the TLS layer copies them out into its own incoming buffer
+(``SSLProtocol.buffer_updated``). So ``fit_tls_buffer`` gives every TLS connection of a thread
+one shared ``TLS_READ_BUFFER``: big reads for all, no read buffer of its own for any.
 """
 
 from __future__ import annotations
@@ -29,62 +26,50 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import threading
 from collections.abc import Callable
 
-__all__ = ["TLS_BULK_READ_BUFFER", "TLS_READ_BUFFER", "Conn", "fit_tls_buffer", "set_nodelay"]
+__all__ = ["TLS_READ_BUFFER", "TLS_RECORD", "Conn", "fit_tls_buffer", "set_nodelay"]
 
 Sink = Callable[[bytes], None]
 
-TLS_READ_BUFFER = 16 * 1024
-TLS_BULK_READ_BUFFER = 256 * 1024
+#: the one read buffer the TLS connections of a thread share (asyncio's own size)
+TLS_READ_BUFFER = 256 * 1024
+#: the most plaintext one TLS record carries (RFC 8446 §5.1): what each decryption asks for
+TLS_RECORD = 16 * 1024
 
 # How long, and how much, ``Conn.linger`` reads and throws away before a close on error.
 LINGER_SECONDS = 1.0
 LINGER_BYTES = 1024 * 1024
 
 
-def fit_tls_buffer(
-    transport: asyncio.BaseTransport, size: int = TLS_READ_BUFFER, bulk: int = TLS_BULK_READ_BUFFER,
-) -> None:
-    """Make the read buffer of asyncio's TLS layer under ``transport`` follow the traffic:
-    ``size`` at first and whenever a read leaves it partly empty, ``bulk`` after a read fills it.
+_shared = threading.local()
 
-    It reaches into ``asyncio.sslproto`` (``get_buffer`` hands ``_ssl_buffer`` to the socket
-    whole, growing it to ``max_size`` if it is smaller; ``buffer_updated`` is told how much a read
-    brought), so it checks each piece exists and otherwise leaves the transport alone: a Python
-    whose TLS layer differs only costs memory or speed, never correctness. ``max_size`` stays
-    ``size``: it is also what each decryption asks for, and a record holds 16 KiB at most
-    (RFC 8446 §5.1), so asking for more only allocates more. The buffer is only ever replaced
-    between reads: here (from a callback of ours) and right after ``buffer_updated`` has copied
-    a read's bytes out of it.
+
+def fit_tls_buffer(transport: asyncio.BaseTransport) -> None:
+    """Have the TLS layer under ``transport`` read through this thread's shared buffer.
+
+    Sharing is sound because asyncio's selector loop calls ``get_buffer``, reads the socket into
+    what it returned and calls ``buffer_updated``, which copies the bytes out before doing
+    anything else, all in one callback: no two reads of one thread (one event loop) ever
+    overlap in the buffer. tests/proxy/test_conn.py checks that interleaved transfers on many
+    connections arrive whole. It reaches into ``asyncio.sslproto`` (``_ssl_buffer`` and its view
+    are what ``get_buffer`` hands out, growing them only when smaller than ``max_size``), so it
+    checks each piece exists and otherwise leaves the transport alone. ``max_size`` becomes
+    ``TLS_RECORD``: it is also what each decryption asks for, and asking for more than a record
+    only allocates more. Called between reads (from a callback of ours).
     """
     protocol = getattr(transport, "_ssl_protocol", None)
     buffer = getattr(protocol, "_ssl_buffer", None)
-    if (not isinstance(buffer, bytearray) or not hasattr(protocol, "_ssl_buffer_view")
-            or not callable(getattr(protocol, "buffer_updated", None)) or not hasattr(protocol, "max_size")
-            or getattr(protocol, "_mailguard_fitted", False)):
+    if not isinstance(buffer, bytearray) or not hasattr(protocol, "_ssl_buffer_view") or not hasattr(protocol, "max_size"):
         return
-    protocol.max_size = size  # type: ignore[union-attr]
-    _resize(protocol, size)
-    read = protocol.buffer_updated  # type: ignore[union-attr]
-
-    def buffer_updated(nbytes: int) -> None:
-        read(nbytes)
-        current = len(protocol._ssl_buffer)  # type: ignore[union-attr]
-        if nbytes >= current:
-            if current < bulk:
-                _resize(protocol, bulk)
-        elif current > size:
-            _resize(protocol, size)
-
-    # Looked up on the instance by the event loop for every read (selector_events).
-    protocol.buffer_updated = buffer_updated  # type: ignore[union-attr]
-    protocol._mailguard_fitted = True  # type: ignore[union-attr]
-
-
-def _resize(protocol: object, size: int) -> None:
-    protocol._ssl_buffer = bytearray(size)  # type: ignore[attr-defined]
-    protocol._ssl_buffer_view = memoryview(protocol._ssl_buffer)  # type: ignore[attr-defined]
+    shared = getattr(_shared, "buffer", None)
+    if shared is None:
+        shared = _shared.buffer = bytearray(TLS_READ_BUFFER)
+        _shared.view = memoryview(shared)
+    protocol.max_size = TLS_RECORD  # type: ignore[union-attr]
+    protocol._ssl_buffer = shared  # type: ignore[union-attr]
+    protocol._ssl_buffer_view = _shared.view  # type: ignore[union-attr]
 
 
 def set_nodelay(transport: asyncio.BaseTransport) -> None:

@@ -8,7 +8,7 @@ of the stream is the figure, in seconds per GB. Three read buffers, in rotating 
 over the rounds:
 
 - ``fixed 16 KiB``: a buffer of one record per connection (what ``fit_tls_buffer`` did before);
-- ``shared``: ``fit_tls_buffer`` as it is (one 256 KiB buffer for all connections of a thread);
+- ``shared``: ``fit_tls_buffer`` as it is (one ``TLS_READ_BUFFER`` for all connections of a thread);
 - ``asyncio``: the stock TLS layer (256 KiB per connection, which bench/load.py counts).
 """
 

@@ -361,7 +361,10 @@ class ImapDriver:
         if event.side is Side.SERVER:
             if named is not None:
                 # Transparent mode, plaintext port: the server is known by its address only. Its
-                # handshake waits for the name the client asks for in its own (below).
+                # handshake waits for the name the client asks for in its own (below). Nothing
+                # is read from it meanwhile: a byte that came now would be plaintext (the
+                # machine refuses the session if one did, starttls.client_starttls).
+                self.upstream.set_reading(False)
                 return TlsEstablished(Side.SERVER)
             assert context.upgrade_upstream is not None
             try:

@@ -97,6 +97,11 @@ def client_starttls(machine: "SessionCore", command: Command) -> Step:
     reply = yield Ask(StartTls(Side.CLIENT, command.tag + b" OK Begin TLS negotiation now\r\n"))
     if isinstance(reply, TlsFailed):
         machine.end_told(f"TLS with the client failed: {reply.reason}")
+    if options.client_named_tls and machine.server.buffered:
+        # The driver stopped reading the server at its OK, yet bytes came in before its
+        # handshake: plaintext a man in the middle wrote, which would reach the client inside
+        # its TLS (docs/pitfalls.md#response-injection-after-starttls).
+        raise RemoteProtocolError("the server sent data during the STARTTLS switch; refusing it")
     machine.client_tls_active = True
     machine.remove_caps = frozenset({"STARTTLS", "LOGINDISABLED"})
     machine.client.resume()

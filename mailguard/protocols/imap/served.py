@@ -79,10 +79,17 @@ def scan_message(machine: "SessionCore", uid: int, raw: bytes, server_size: int 
     Raises ``Withheld`` when the original could not be quarantined, or a rescan after an update
     did not complete under on-scan-error = block: nothing is served or kept."""
     identity = machine.cache_identity
+    read_now = entry is False
     if entry is False:
         entry = yield from cache_lookup(machine, uid)
+    digest = hashlib.sha256(raw).hexdigest()
     record = entry.record if isinstance(entry, CacheEntry) else None
-    if record is not None and record.unchanged and hashlib.sha256(raw).hexdigest() == record.original_sha256:
+    if not read_now and record is not None and record.unchanged and digest == record.original_sha256:
+        # Not scanning is decided on the record as it is now: one read before the body was
+        # fetched may predate a signature update, after which the message is scanned again.
+        entry = yield from cache_lookup(machine, uid)
+        record = entry.record if isinstance(entry, CacheEntry) else None
+    if record is not None and record.unchanged and digest == record.original_sha256:
         # Served unchanged before, and it is the same message: no rescan
         # (docs/pitfalls.md#messages-never-change).
         served, unchanged = raw, True

@@ -80,8 +80,29 @@ def test_a_clean_message_in_the_cache_is_fetched_and_checked_against_its_hash() 
     s.server(b"* 1 FETCH (UID 5 RFC822.SIZE %d)\r\nc OK done\r\n" % len(SIMPLE))
     assert s.take_server() == b"mg1 UID FETCH 5 (UID BODY.PEEK[])\r\n"
     s.server(b"* 1 FETCH (UID 5 BODY[] " + literal(SIMPLE) + b")\r\nmg1 OK done\r\n")
-    assert not s.take(CacheLookup) and not s.take(ScanFetched)  # same bytes: no rescan
+    # decided on the record as it is once the body is here (a signature update may have come)
+    [fresh] = s.take(CacheLookup)
+    s.send(CacheEntry(fresh.ident, Record(True, hashlib.sha256(SIMPLE).hexdigest()), None))
+    assert not s.take(ScanFetched)  # same bytes: no rescan
     assert s.take_client() == b"* 1 FETCH (UID 5 BODY[] " + literal(SIMPLE) + b")\r\nc OK done\r\n"
+
+
+def test_a_signature_update_while_the_body_is_fetched_rescans_the_message() -> None:
+    s = cached_script()
+    s.client(b"c UID FETCH 5 (BODY.PEEK[])\r\n")
+    [lookup] = s.take(CacheLookup)
+    s.send(CacheEntry(lookup.ident, Record(True, hashlib.sha256(INFECTED).hexdigest()), None))
+    assert s.take_server() == b"c UID FETCH 5 (UID RFC822.SIZE)\r\n"
+    s.server(b"* 1 FETCH (UID 5 RFC822.SIZE %d)\r\nc OK done\r\n" % len(INFECTED))
+    assert s.take_server() == b"mg1 UID FETCH 5 (UID BODY.PEEK[])\r\n"
+    s.server(b"* 1 FETCH (UID 5 BODY[] " + literal(INFECTED) + b")\r\nmg1 OK done\r\n")
+    # the update made the record stale: the driver's fresh read finds none
+    [fresh] = s.take(CacheLookup)
+    s.send(CacheEntry(fresh.ident, None, None))
+    assert s.take_client() == b""  # nothing before the scan
+    request = s.scan(delivered=CLEANED, status="infected", detections=("Eicar",))
+    assert request.message == INFECTED
+    assert EICAR not in s.take_client()
 
 
 def test_a_changed_message_under_a_cached_uid_is_scanned_and_recorded() -> None:
@@ -186,6 +207,55 @@ def test_starttls_on_both_legs_and_injection_behind_it() -> None:
     u = Script(options, greeting=b"* OK [CAPABILITY IMAP4rev1 STARTTLS] hi\r\n")
     u.server(b"mg1 OK go\r\n* OK [ALERT] injected\r\n")
     assert not u.take(StartTls) and u.closed is not None and u.closed.error
+
+
+def _named_tls_up_to_the_client_switch() -> tuple[Script, StartTls]:
+    s = Script(ImapOptions(intercept_tls=True, client_tls=False, client_named_tls=True),
+               greeting=b"* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] hi\r\n")
+    s.take_client()
+    s.client(b"a STARTTLS\r\n")
+    assert s.take_server() == b"mg1 STARTTLS\r\n"
+    s.server(b"mg1 OK begin TLS\r\n")
+    assert s.take(StartTls) == [StartTls(Side.SERVER)]
+    s.send(TlsEstablished(Side.SERVER))  # transparent mode: deferred until the client names it
+    [switch] = s.take(StartTls)
+    assert switch.side is Side.CLIENT
+    return s, switch
+
+
+def test_transparent_starttls_refuses_server_plaintext_that_came_during_the_switch() -> None:
+    s, switch = _named_tls_up_to_the_client_switch()
+    # a man in the middle writes plaintext while the driver reads the client's ClientHello
+    s.proxy.receive_data(Side.SERVER, b"* OK [ALERT] injected in plaintext\r\n")
+    s.send(TlsEstablished(switch.side))
+    out = s.take_client()
+    assert b"injected" not in out and s.closed is not None and s.closed.error
+    # without the injection the same switch goes on
+    t, switch = _named_tls_up_to_the_client_switch()
+    t.send(TlsEstablished(switch.side))
+    t.client(b"b CAPABILITY\r\n")
+    assert t.take_server() == b"b CAPABILITY\r\n" and t.closed is None
+
+
+def test_transparent_starttls_refuses_pipelined_plaintext_behind_the_command() -> None:
+    s = Script(ImapOptions(intercept_tls=True, client_tls=False, client_named_tls=True),
+               greeting=b"* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] hi\r\n")
+    s.take_client()
+    s.client(b"a STARTTLS\r\nb LOGIN alice secret\r\n")
+    assert b"LOGIN" not in s.take_server() and not s.take(StartTls)
+    assert s.closed is not None and s.closed.error
+    # the same when it comes while our STARTTLS goes upstream
+    t = Script(ImapOptions(intercept_tls=True, client_tls=False, client_named_tls=True),
+               greeting=b"* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] hi\r\n")
+    t.take_client()
+    t.client(b"a STARTTLS\r\n")
+    assert t.take_server() == b"mg1 STARTTLS\r\n"
+    t.client(b"b LOGIN alice secret\r\n")
+    t.server(b"mg1 OK begin TLS\r\n")
+    for event in t.take(StartTls):
+        t.send(TlsEstablished(event.side))
+    assert b"LOGIN" not in t.take_server() and t.closed is not None and t.closed.error
+    assert t.take_client().endswith(b"* BYE data after STARTTLS before the TLS handshake; closing\r\n")
 
 
 def test_a_server_tls_failure_ends_the_session_with_bye() -> None:

@@ -278,9 +278,9 @@ class Session:
                 break
             self.feed(Side.CLIENT, command)
             if r.random() < 0.03:
-                timer = self.machine.timer()
-                if timer is not None:
-                    self.machine.timed_out(timer[1])
+                limits = self.machine.timer()
+                if limits:
+                    self.machine.timed_out(r.choice(limits).why)
                     self.pump()
         if not self.ended and r.random() < 0.5:
             self.feed(Side.SERVER, b"")

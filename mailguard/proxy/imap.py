@@ -22,7 +22,7 @@ from mailguard.protocols.events import (
     NEED_DATA, Closed, SendToClient, SendToServer, Side, StartTls, SwitchToRelay, TlsEstablished, TlsFailed,
 )
 from mailguard.protocols.imap.events import (
-    CacheEntry, CacheLookup, CacheRestamp, CacheWrite, Notice, ScanFetched, Scanned,
+    CacheEntry, CacheLookup, CacheRestamp, CacheWrite, Limit, Notice, ScanFetched, Scanned,
 )
 from mailguard.protocols.imap.limits import DEFAULT_LIMITS, ImapLimits
 from mailguard.protocols.imap.machine import (
@@ -130,8 +130,10 @@ class ImapDriver:
         self._tag_tls()
         self._waiter: asyncio.Future[bool] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._since = 0.0
-        self._limit: float | None = None
+        #: when each side was last heard (loop time)
+        self._heard = {Side.CLIENT: 0.0, Side.SERVER: 0.0}
+        #: the machine's limits now, each with the time it first appeared
+        self._limits: list[tuple[Limit, float]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None
         #: the client was refused over TLS, and told why (session.refuse_over_tls)
@@ -140,9 +142,10 @@ class ImapDriver:
     # --- bytes in ----------------------------------------------------------------------------
 
     def _sink(self, side: Side, conn: Conn) -> Callable[[bytes], None]:
-        machine = self.machine
+        machine, heard, clock = self.machine, self._heard, asyncio.get_running_loop().time
 
         def receive(data: bytes) -> None:
+            heard[side] = clock()
             machine.receive_data(side, data)
             # Backpressure at once, not at the next NEED_DATA.
             if data and not machine.wants_data(side):
@@ -154,37 +157,53 @@ class ImapDriver:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(heard)
 
-    async def _wait(self, timeout: float | None) -> bool:
-        """Until something happens (True), or nothing did for ``timeout`` seconds (False).
+    async def _wait(self, limits: list[Limit]) -> str | None:
+        """Until something happens (None), or one of the machine's ``limits`` runs out (its
+        reason).
 
-        One bare future per wait, and one timer per session, moved only when it would fire too
-        late: there are several waits per message (bench/imap.py), and a timer armed and
-        cancelled for each cost more than the rest of the wait."""
+        Each limit counts from the later of when it first appeared and when its side was last
+        heard: bytes from one side never restart the other side's limit. One bare future per
+        wait, and one timer per session, moved only when it would fire too late: there are
+        several waits per message (bench/imap.py), and a timer armed and cancelled for each cost
+        more than the rest of the wait."""
         loop = asyncio.get_running_loop()
+        now = loop.time()
+        since = {limit: started for limit, started in self._limits}
+        self._limits = [(limit, since.get(limit, now)) for limit in limits]
         self._waiter = waiter = loop.create_future()
-        self._since = now = loop.time()
-        self._limit = timeout
-        if timeout is not None and (self._timer is None or self._timer.when() > now + timeout):
+        due = self._due()
+        if due is not None and (self._timer is None or self._timer.when() > due[0]):
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer = loop.call_at(now + timeout, self._check_quiet)
+            self._timer = loop.call_at(due[0], self._check_quiet)
         try:
-            return await waiter
+            return None if await waiter else self._expired()
         finally:
             self._waiter = None
 
+    def _due(self) -> tuple[float, str] | None:
+        """When the first of the current limits runs out, and why."""
+        heard = self._heard
+        return min(((max(started, heard[limit.side]) + limit.seconds, limit.why)
+                    for limit, started in self._limits), default=None)
+
+    def _expired(self) -> str | None:
+        due = self._due()
+        return due[1] if due is not None and asyncio.get_running_loop().time() >= due[0] else None
+
     def _check_quiet(self) -> None:
-        """The timer: wake the wait with False once it has been quiet for its limit, else look
-        again when it could be."""
+        """The timer: wake the wait with False once a limit ran out, else look again when one
+        could."""
         self._timer = None
-        if self._waiter is None or self._limit is None:
+        if self._waiter is None:
             return
-        loop = asyncio.get_running_loop()
-        due = self._since + self._limit
-        if loop.time() >= due:
+        due = self._due()
+        if due is None:
+            return
+        if asyncio.get_running_loop().time() >= due[0]:
             self._wake(False)
         else:
-            self._timer = loop.call_at(due, self._check_quiet)
+            self._timer = asyncio.get_running_loop().call_at(due[0], self._check_quiet)
 
     def _tag_tls(self) -> None:
         """Policy let a bad server certificate through (certificate-validity = allow): every
@@ -237,17 +256,16 @@ class ImapDriver:
             if event is NEED_DATA:
                 client.set_reading(machine.wants_data(Side.CLIENT))
                 upstream.set_reading(machine.wants_data(Side.SERVER))
-                timer = machine.timer()
-                if not await self._wait(None if timer is None else timer[0]):
-                    assert timer is not None
-                    machine.timed_out(timer[1])
+                expired = await self._wait(machine.timer())
+                if expired is not None:
+                    machine.timed_out(expired)
                 continue
             if isinstance(event, SendToClient):
                 client.write(event.data)
-                await client.drain()
+                await self._drain(client, Side.CLIENT)
             elif isinstance(event, SendToServer):
                 upstream.write(event.data)
-                await upstream.drain()
+                await self._drain(upstream, Side.SERVER)
             elif isinstance(event, ScanFetched):
                 task = asyncio.ensure_future(self._scan(event))
                 self._tasks.add(task)
@@ -285,6 +303,17 @@ class ImapDriver:
                 else:
                     self.log.debug("IMAP session ended: %s", event.reason)
                 return
+
+    async def _drain(self, conn: Conn, side: Side) -> None:
+        """Wait while ``conn`` holds too much unsent: a peer that reads nothing is as silent as
+        one that sends nothing, and is given the same idle time, not forever."""
+        if conn.writable:
+            return
+        timeout = self.context.idle_timeout
+        try:
+            await asyncio.wait_for(conn.drain(), timeout)
+        except asyncio.TimeoutError:
+            raise ConnectionError(f"the {side.value} read nothing of what we sent for {timeout:g}s") from None
 
     async def _relay(self, why: str, client_early: bytes, server_early: bytes) -> None:
         self.log.info("%s", why)
@@ -381,7 +410,7 @@ class ImapDriver:
         else:
             client.set_reading(False)  # the ClientHello stays in the socket for the TLS layer
             client.write(event.preface)
-            await client.drain()
+            await self._drain(client, Side.CLIENT)
             hello = await peek_client_hello(client, named.hello_timeout)
             if not hello.server_name:
                 address = (self.upstream.peer() or ("",))[0]

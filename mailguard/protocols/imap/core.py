@@ -21,7 +21,7 @@ from mailguard.protocols.events import (
 )
 from mailguard.protocols.imap import capabilities as caps
 from mailguard.protocols.imap.commands import CommandReader
-from mailguard.protocols.imap.events import CacheEntry, Event, Identity, Notice, Scanned
+from mailguard.protocols.imap.events import CacheEntry, Event, Identity, Limit, Notice, Scanned
 from mailguard.protocols.imap.flows import NEXT_COMMAND, NEXT_RESPONSE, START, Ask, Flow, Step, Until
 from mailguard.protocols.imap.gate import Gate
 from mailguard.protocols.imap.identity import SessionIdentity
@@ -201,23 +201,27 @@ class SessionCore:
         """The engine stops: finish a FETCH being answered, then say so (RFC 9051 §7.1.5)."""
         self._stopping = True
 
-    def timer(self) -> tuple[float, str] | None:
-        """How long the driver may wait with nothing heard before ``timed_out``, and why."""
+    def timer(self) -> list[Limit]:
+        """How long each side may stay silent before the driver calls ``timed_out`` with the
+        limit's reason: each limit counts from the later of when it first appeared here and
+        when its side was last heard, so one side's bytes never keep the other side's limit
+        from running out (a server's keep-alives do not keep a silent client's session)."""
         if self.done:
-            return None
-        found: list[tuple[float, str]] = []
+            return []
+        found: list[Limit] = []
         holder = self.holder
         if holder is not None and holder.waiting is NEXT_RESPONSE:
             opening = holder.name == "session" and self.pre_tls_caps is None and not self._opened
-            found.append((self.options.idle_timeout, "idle") if opening else (self.options.answer_timeout, "answer"))
+            found.append(Limit(self.options.idle_timeout, "idle", Side.SERVER) if opening
+                         else Limit(self.options.answer_timeout, "answer", Side.SERVER))
         reading = holder is None or holder.waiting is NEXT_RESPONSE
         if self.options.server_timeout is not None and reading and self.server.buffered:
             # part of a response is here and the rest is awaited (a step busy with a scan may
             # leave whole responses unread: that is not the server's silence)
-            found.append((self.options.server_timeout, "server"))
+            found.append(Limit(self.options.server_timeout, "server", Side.SERVER))
         if self._main is not None and self._main.waiting is NEXT_COMMAND:
-            found.append((self.options.idle_timeout, "idle"))
-        return min(found) if found else None
+            found.append(Limit(self.options.idle_timeout, "idle", Side.CLIENT))
+        return found
 
     def timed_out(self, why: str) -> None:
         """Nothing was heard for the time ``timer`` gave."""

@@ -16,7 +16,7 @@ line, maybe a counter).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from mailguard.protocols.events import (
     NEED_DATA, Closed, NeedData, SendToClient, SendToServer, Side, StartTls, SwitchToRelay, TlsEstablished,
@@ -25,9 +25,18 @@ from mailguard.protocols.events import (
 
 __all__ = [
     "NEED_DATA", "CacheEntry", "CacheLookup", "CacheRestamp", "CacheWrite", "Closed", "Event", "Identity",
-    "NeedData", "Notice", "Reply", "ScanFetched", "ScanOutcomeLike", "Scanned", "SendToClient", "SendToServer",
+    "Limit", "NeedData", "Notice", "Reply", "ScanFetched", "ScanOutcomeLike", "Scanned", "SendToClient", "SendToServer",
     "Side", "StartTls", "SwitchToRelay", "TlsEstablished", "TlsFailed",
 ]
+
+class Limit(NamedTuple):
+    """How long one side may stay silent (``ImapProxy.timer``); ``why`` goes back to
+    ``ImapProxy.timed_out`` when it runs out."""
+
+    seconds: float
+    why: str
+    side: Side
+
 
 #: (server, user, mailbox, UIDVALIDITY): with a UID it names a message for good (RFC 9051 §2.3.1.1)
 Identity = tuple[str, str, bytes, int]

@@ -37,13 +37,13 @@ from mailguard.protocols.imap.oversize import oversize_notice, stream_unscanned,
 from mailguard.protocols.imap.render import Record, render
 from mailguard.protocols.imap.responses import Response, ResponseKind
 from mailguard.protocols.imap.served import Withheld, answer_locally, cache_lookup, from_rewrite_cache, scan_message
-from mailguard.protocols.imap.sizes import Handling, fetch_window, handling
+from mailguard.protocols.imap.sizes import Handling, fetch_window, handling, largest_message
 from mailguard.protocols.imap.flows import Step
 
 if TYPE_CHECKING:
     from mailguard.protocols.imap.core import SessionCore
 
-__all__ = ["FetchInterception", "intercept_fetch", "largest_message"]
+__all__ = ["FetchInterception", "intercept_fetch"]
 
 #: the client's FETCH completion when a message could not be kept in quarantine
 WITHHELD_COMPLETION = b" NO [UNAVAILABLE] mailguard: %s\r\n"  # Withheld.client_text
@@ -57,13 +57,6 @@ COMPUTED = frozenset({"UID", "RFC822.SIZE", "BINARY.SIZE", "BODYSTRUCTURE", "BOD
 #: a UID FETCH of this many UIDs (not cached) gets its body in the same round trip; one, so
 #: at most one message is held before its scan, as with the batches of the two-trip path
 MAX_UIDS_IN_ONE_TRIP = 1
-
-
-def largest_message(machine: "SessionCore") -> int:
-    """The largest message we fetch: one octet less than a FETCH literal may hold (the one-trip
-    window asks for one more), and room for the framing within a whole response."""
-    limits = machine.limits
-    return min(limits.max_response_literal - 1, limits.max_response_size - 64 * 1024)
 
 
 def intercept_fetch(machine: "SessionCore", command: Command) -> Step:

@@ -22,10 +22,10 @@ from mailguard.protocols.imap.events import CacheEntry
 from mailguard.protocols.imap.fetch import format_uid_set
 from mailguard.protocols.imap.fetch_response import parse_fetch_response
 from mailguard.protocols.imap.flows import Flow, Step, Until
-from mailguard.protocols.imap.interception import largest_message
 from mailguard.protocols.imap.memory import MemoryKey
 from mailguard.protocols.imap.responses import Response, ResponseKind
 from mailguard.protocols.imap.served import Withheld, cache_lookup, scan_message
+from mailguard.protocols.imap.sizes import largest_message
 
 if TYPE_CHECKING:
     from mailguard.protocols.imap.core import SessionCore
@@ -53,6 +53,10 @@ class Prefetch:
         self.flow: Flow | None = None
         #: messages fetched and being scanned
         self.pending: set[MemoryKey] = set()
+        #: what their scans served, with the signature generation, for the ones the session's
+        #: memory could not keep (a cap reached): the client's FETCH is answered from here
+        #: rather than fetched and scanned again; at most ``window`` of them
+        self._results: dict[MemoryKey, tuple[tuple[bytes, bool, int | None], str | None]] = {}
         #: (mailbox, UIDVALIDITY, number) of the last message a client FETCH asked for alone
         self._last: tuple[bytes | None, int | None, int] | None = None
         #: RFC822.SIZE by UID for the selected mailbox, learnt ahead of the bodies
@@ -72,11 +76,13 @@ class Prefetch:
 
     def held(self, key: MemoryKey) -> Step:
         """What is served for ``key``, from memory or once its scan ends; None if not held."""
+        if key in self.pending:
+            yield Until(lambda: key not in self.pending)
         found = self.machine.memory.get(key)
-        if found is not None or key not in self.pending:
-            return found
-        yield Until(lambda: key not in self.pending)
-        return self.machine.memory.get(key)
+        kept = self._results.pop(key, None)
+        if found is None and kept is not None and kept[1] == self.machine.options.generation():
+            found = kept[0]
+        return found
 
     def after_answer(self, number: int, uid: int) -> None:
         """A client FETCH of message ``number`` alone was answered: read ahead if it reads in order."""
@@ -95,6 +101,7 @@ class Prefetch:
 
     def close(self) -> None:
         self.pending.clear()
+        self._results.clear()
         self.flow = None
 
     def _have(self, uid: int | None) -> bool:
@@ -214,7 +221,11 @@ class Prefetch:
         machine = self.machine
         key = (machine.mailbox, machine.uidvalidity, uid)
         try:
-            yield from scan_message(machine, uid, raw, server_size, entry)
+            served, unchanged = yield from scan_message(machine, uid, raw, server_size, entry)
+            if key not in machine.memory:
+                self._results[key] = ((served, unchanged, server_size), machine.options.generation())
+                while len(self._results) > self.window:
+                    del self._results[next(iter(self._results))]
         except Withheld:
             pass  # not served: the client's own FETCH asks again and is answered NO if it still fails
         finally:

@@ -79,6 +79,9 @@ def scan_message(machine: "SessionCore", uid: int, raw: bytes, server_size: int 
     Raises ``Withheld`` when the original could not be quarantined, or a rescan after an update
     did not complete under on-scan-error = block: nothing is served or kept."""
     identity = machine.cache_identity
+    # Kept under the mailbox it was asked for, even if the client SELECTs another before the
+    # scan ends.
+    key = (machine.mailbox, machine.uidvalidity, uid)
     read_now = entry is False
     if entry is False:
         entry = yield from cache_lookup(machine, uid)
@@ -132,7 +135,7 @@ def scan_message(machine: "SessionCore", uid: int, raw: bytes, server_size: int 
             # A time-out or engine error is not kept: a later fetch scans again.
             machine.tell(CacheWrite(identity, uid, raw, served, outcome))
     served, unchanged = machine.tls_tagged(served, unchanged)
-    machine.memory.put((machine.mailbox, machine.uidvalidity, uid), served, unchanged, server_size)
+    machine.memory.put(key, served, unchanged, server_size)
     return served, unchanged
 
 

@@ -9,6 +9,10 @@ scan (``fetch_window``), and what came decides how it is answered (``handling``)
 from __future__ import annotations
 
 import enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mailguard.protocols.imap.core import SessionCore
 
 
 class Handling(enum.Enum):
@@ -37,3 +41,10 @@ def handling(claimed: int | None, arrived: int, largest: int, *, may_stream: boo
     if may_stream and claimed is not None and claimed > largest:
         return Handling.STREAM
     return Handling.NOTICE
+
+
+def largest_message(machine: "SessionCore") -> int:
+    """The largest message we fetch: one octet less than a FETCH literal may hold (the one-trip
+    window asks for one more), and room for the framing within a whole response."""
+    limits = machine.limits
+    return min(limits.max_response_literal - 1, limits.max_response_size - 64 * 1024)

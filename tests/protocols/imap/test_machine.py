@@ -155,6 +155,44 @@ def test_a_client_reading_in_order_is_read_ahead_of() -> None:
     assert s.proxy.stats["local_answers"] == 1
 
 
+def _read_ahead_of_3_to_5(s: Script) -> list[ScanFetched]:
+    fetch_alone(s, 1, 11, SIMPLE)
+    fetch_alone(s, 2, 12, SIMPLE)
+    assert s.take_server() == b"mg3 FETCH 3:5 (UID RFC822.SIZE)\r\n"
+    s.server(b"".join(b"* %d FETCH (UID %d RFC822.SIZE %d)\r\n" % (n, n + 10, len(SIMPLE)) for n in (3, 4, 5))
+             + b"mg3 OK done\r\n")
+    assert s.take_server() == b"mg4 FETCH 3:5 (UID BODY.PEEK[])\r\n"
+    s.server(b"".join(b"* %d FETCH (UID %d BODY[] %s)\r\n" % (n, n + 10, literal(SIMPLE)) for n in (3, 4, 5))
+             + b"mg4 OK done\r\n")
+    return s.take(ScanFetched)
+
+
+def test_a_message_read_ahead_is_served_from_its_scan_when_memory_cannot_hold_it() -> None:
+    s = Script().login_select(count=5)
+    scans = _read_ahead_of_3_to_5(s)
+    s.proxy.memory.cap = len(SIMPLE) - 1  # the session's memory is full: it keeps nothing more
+    s.client(b"g FETCH 3 (BODY.PEEK[])\r\n")
+    for scan in scans:
+        s.send(Scanned(scan.ident, Outcome()))  # type: ignore[arg-type]
+    s.no_cache()
+    # neither fetched nor scanned again
+    assert s.take_server() == b"" and not s.take(ScanFetched)
+    assert s.take_client() == b"* 3 FETCH (BODY[] " + literal(SIMPLE) + b")\r\ng OK FETCH completed\r\n"
+
+
+def test_a_scan_read_ahead_is_kept_under_the_mailbox_it_was_read_from() -> None:
+    s = Script().login_select(count=5)
+    scans = _read_ahead_of_3_to_5(s)
+    # the client moves to another mailbox while the scans run
+    s.client(b"h SELECT Other\r\n")
+    assert s.take_server() == b"h SELECT Other\r\n"
+    s.server(b"* 5 EXISTS\r\n* OK [UIDVALIDITY 9] ok\r\nh OK [READ-WRITE] done\r\n")
+    for scan in scans:
+        s.send(Scanned(scan.ident, Outcome()))  # type: ignore[arg-type]
+    assert (b"Other", 9, 13) not in s.proxy.memory
+    assert (b"INBOX", 7, 13) in s.proxy.memory
+
+
 def test_a_message_over_the_scan_limit_is_streamed_tagged_unscanned() -> None:
     big = b"Subject: big\r\n\r\n" + b"x" * 9000 + b"\r\n"
     limits = ImapLimits(max_response_literal=4000, max_response_size=100_000)
@@ -296,7 +334,7 @@ def test_unsolicited_fetch_data_is_reduced_to_what_carries_no_text() -> None:
 def test_a_server_silent_during_our_command_gets_the_client_a_bye() -> None:
     s = Script(ImapOptions(answer_timeout=5)).login_select()
     s.client(b"c FETCH 1 BODY.PEEK[]\r\n")
-    assert s.proxy.timer() == (5, "answer")
+    assert s.proxy.timer() == [(5, "answer", Side.SERVER)]
     s.proxy.timed_out("answer")
     s._drain()
     assert s.take_client() == b"* BYE mailguard: the server stopped answering\r\n"
@@ -312,10 +350,10 @@ def test_compress_is_refused_and_never_reaches_the_server() -> None:
 
 def test_the_servers_silence_counts_only_while_a_response_is_awaited() -> None:
     s = Script(ImapOptions(server_timeout=3, idle_timeout=100)).login_select()
-    assert s.proxy.timer() == (100, "idle")  # nothing asked of the server: the client's idle time
+    assert s.proxy.timer() == [(100, "idle", Side.CLIENT)]  # nothing asked of the server: the client's idle time
     s.client(b"c NOOP\r\n")
     s.server(b"* 2 FETCH (FLAGS (\\Seen) BODY[] {10}\r\n")  # half a response
-    assert s.proxy.timer() == (3, "server")
+    assert (3, "server", Side.SERVER) in s.proxy.timer()
     s.proxy.timed_out("server")
     s._drain()
     assert s.take_client().startswith(b"* BYE [UNAVAILABLE] the server stopped in the middle of a response")
@@ -324,7 +362,7 @@ def test_the_servers_silence_counts_only_while_a_response_is_awaited() -> None:
     t = Script(ImapOptions(server_timeout=3)).login_select()
     t.client(b"c UID FETCH 5 (BODY.PEEK[])\r\n")
     t.server(b"* 1 FETCH (UID 5 RFC822.SIZE 5 BODY[]<0> {5}\r\nhello)\r\nc OK done\r\n* 2 EXISTS\r\n")
-    assert t.take(ScanFetched) and t.proxy.timer() is None
+    assert t.take(ScanFetched) and t.proxy.timer() == []
 
 
 def test_an_engine_that_stops_says_bye_once_no_fetch_is_half_answered() -> None:

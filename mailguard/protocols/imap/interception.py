@@ -38,7 +38,7 @@ from mailguard.protocols.imap.render import Record, render
 from mailguard.protocols.imap.responses import Response, ResponseKind
 from mailguard.protocols.imap.served import Withheld, answer_locally, cache_lookup, from_rewrite_cache, scan_message
 from mailguard.protocols.imap.sizes import Handling, fetch_window, handling, largest_message
-from mailguard.protocols.imap.flows import Step
+from mailguard.protocols.imap.flows import SENT, Step
 
 if TYPE_CHECKING:
     from mailguard.protocols.imap.core import SessionCore
@@ -267,7 +267,10 @@ class FetchInterception:
             if batch and (batch_size >= limit or held >= limit):
                 yield from self._fetch_and_scan(batch)
                 batch, batch_size, held = [], 0, 0
-            self._flush()
+            if self._flush():
+                # Each record answered from memory goes out and is drained before the next
+                # is rendered: a FETCH 1:* never holds the whole mailbox rendered at once.
+                yield SENT
         if batch:
             yield from self._fetch_and_scan(batch)
 
@@ -363,7 +366,7 @@ class FetchInterception:
         self._flush()
 
     def _serve(self, record: Record, raw: bytes) -> Step:
-        entry = self.entries.get(record.uid, False) if record.uid in self.entries else False
+        entry = self.entries.get(record.uid, False)
         try:
             record.served, record.unchanged = yield from scan_message(
                 self.machine, record.uid, raw, record.server_size, entry)
@@ -379,20 +382,25 @@ class FetchInterception:
 
     # --- answering the client -----------------------------------------------------------------
 
-    def _flush(self, final: bool = False) -> None:
+    def _flush(self, final: bool = False) -> bool:
         """Send the slots from the front as far as they are ready: FETCH 1:* of a big mailbox
-        streams message by message (the driver writes and drains each) instead of piling up."""
+        streams message by message (the driver writes and drains each) instead of piling up.
+        Whether anything was sent."""
+        sent = False
         while self.slots:
             slot = self.slots[0]
             if isinstance(slot, Record):
                 if not slot.resolved and not final:
-                    return
+                    return sent
                 if not slot.withheld and not slot.streamed:
                     self.machine.to_client(render(slot, self.request))
+                    sent = True
                 slot.release()
             else:
                 self.machine.to_client(slot)
+                sent = True
             self.slots.popleft()
+        return sent
 
 
 def _first_window(data: FetchData) -> bytes | None:

@@ -6,7 +6,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from mailguard.protocols.events import Side, StartTls, SwitchToRelay, TlsEstablished, TlsFailed
+from mailguard.protocols.events import NEED_DATA, SendToClient, SendToServer, Side, StartTls, SwitchToRelay, TlsEstablished, TlsFailed
 from mailguard.protocols.imap.events import CacheEntry, CacheLookup, CacheWrite, Notice, ScanFetched, Scanned
 from mailguard.protocols.imap.limits import ImapLimits
 from mailguard.protocols.imap.machine import ImapOptions
@@ -191,6 +191,26 @@ def test_a_scan_read_ahead_is_kept_under_the_mailbox_it_was_read_from() -> None:
         s.send(Scanned(scan.ident, Outcome()))  # type: ignore[arg-type]
     assert (b"Other", 9, 13) not in s.proxy.memory
     assert (b"INBOX", 7, 13) in s.proxy.memory
+
+
+def test_records_answered_from_memory_go_out_one_at_a_time() -> None:
+    s = Script(ImapOptions(read_ahead=False)).login_select(count=3)
+    for number in (1, 2, 3):
+        fetch_alone(s, number, number + 10, SIMPLE)
+    # event by event, as the driver takes them
+    machine = s.proxy
+    machine.receive_data(Side.CLIENT, b"g FETCH 1:3 (BODY.PEEK[])\r\n")
+    tag = machine.next_event().data.split(b" ")[0]  # type: ignore[union-attr]
+    machine.receive_data(Side.SERVER, b"".join(
+        b"* %d FETCH (UID %d RFC822.SIZE %d)\r\n" % (n, n + 10, len(SIMPLE)) for n in (1, 2, 3)) + tag + b" OK done\r\n")
+    answered = []
+    while (event := machine.next_event()) is not NEED_DATA:
+        assert not isinstance(event, SendToServer)  # all three from memory
+        if isinstance(event, SendToClient) and b"BODY[]" in event.data:
+            answered.append(event.data[:4])
+            # the driver writes and drains this record before the next one is rendered
+            assert not [e for e in machine._events if isinstance(e, SendToClient) and b"BODY[]" in e.data]
+    assert answered == [b"* 1 ", b"* 2 ", b"* 3 "]
 
 
 def test_a_message_over_the_scan_limit_is_streamed_tagged_unscanned() -> None:

@@ -99,6 +99,9 @@ class ImapContext:
     read_high_water: int = READ_HIGH_WATER
     #: a server silent this long in the middle of a response ends the session (limits.server-timeout)
     server_timeout: float | None = None
+    #: read ahead of a client that fetches message after message (protocols/imap/prefetch.py);
+    #: on unless a test or a benchmark measures without it
+    read_ahead: bool = True
 
     def options(self) -> ImapOptions:
         return ImapOptions(
@@ -107,7 +110,7 @@ class ImapContext:
             client_tls=self.client_tls is not None, client_named_tls=self.client_named_tls is not None,
             implicit_tls=self.implicit_tls, on_oversize=self.on_oversize, batch_bytes=self.batch_bytes,
             stats=self.stats, read_high_water=self.read_high_water, idle_timeout=self.idle_timeout,
-            answer_timeout=self.answer_timeout, server_timeout=self.server_timeout,
+            answer_timeout=self.answer_timeout, server_timeout=self.server_timeout, read_ahead=self.read_ahead,
             generation=host_generation(self.host) if self.host is not None else (lambda: None),
         )
 
@@ -395,7 +398,8 @@ class ImapDriver:
                 # machine refuses the session if one did, starttls.client_starttls).
                 self.upstream.set_reading(False)
                 return TlsEstablished(Side.SERVER)
-            assert context.upgrade_upstream is not None
+            if context.upgrade_upstream is None:  # the machine asked what it was not configured for
+                return TlsFailed(Side.SERVER, "internal error: TLS on the server leg with no way to make it")
             try:
                 await context.upgrade_upstream(self.upstream)
             except MailguardError as exc:
@@ -404,7 +408,8 @@ class ImapDriver:
             return TlsEstablished(Side.SERVER)
         client = self.client
         if named is None:
-            assert context.client_tls is not None
+            if context.client_tls is None:  # the machine asked what it was not configured for
+                return TlsFailed(Side.CLIENT, "internal error: TLS for the client with no certificate")
             client.write(event.preface)  # no await before start_tls: see conn.Conn.start_tls
             tls = context.client_tls
         else:

@@ -851,3 +851,8 @@ def test_a_command_sent_instead_of_done_during_idle_never_reaches_the_server() -
     assert out[0].startswith(b"+ ")
     assert out[1].startswith(b"* BYE") and b"DONE" in out[1]
     assert not any(b"URLFETCH" in raw for raw in server.received)
+
+
+def test_the_context_hands_every_option_to_the_machine() -> None:
+    options = ImapContext(scanner=None, server_id="mail:143", read_ahead=False).options()
+    assert options.read_ahead is False and options.server_id == "mail:143"

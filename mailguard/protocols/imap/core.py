@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailguard.errors import LocalProtocolError, MailguardError, RemoteProtocolError
 from mailguard.protocols.events import (
@@ -29,6 +29,9 @@ from mailguard.protocols.imap.limits import DEFAULT_LIMITS, ImapLimits
 from mailguard.protocols.imap.memory import SessionMemory
 from mailguard.protocols.imap.responses import NEED_DATA as NOT_YET, Response, ResponseKind, ResponseReader
 from mailguard.protocols.imap.view import MailboxView
+
+if TYPE_CHECKING:
+    from mailguard.protocols.imap.prefetch import Prefetch
 
 __all__ = [
     "IDLE_TIMEOUT", "READ_HIGH_WATER", "UPSTREAM_ANSWER_TIMEOUT", "ImapOptions", "ServerClosed", "SessionCore",
@@ -99,6 +102,9 @@ class ImapOptions:
 
 
 class SessionCore:
+    #: the read-ahead (prefetch.py), set by the machine (ImapProxy) before its first step
+    prefetch: "Prefetch"
+
     def __init__(self, options: ImapOptions | None = None) -> None:
         self.options = options = options or ImapOptions()
         self.limits = options.limits
@@ -137,8 +143,6 @@ class SessionCore:
         #: adds the X-MailGuard-TLS header when policy let a bad server certificate through
         #: (set by the driver: a pure function of the bytes); None: nothing to add
         self.tls_tag: Callable[[bytes], bytes] | None = None
-        #: the read-ahead (prefetch.Prefetch), set by the machine
-        self.prefetch: Any = None
         #: the session's own step (the machine's), and whether it has greeted the client
         self._main: Flow | None = None
         self._opened = False
@@ -246,8 +250,7 @@ class SessionCore:
         self.holder = None
         self._asked.clear()
         self.memory.close()
-        if self.prefetch is not None:
-            self.prefetch.close()
+        self.prefetch.close()
 
     # --- helpers of the steps ----------------------------------------------------------------
 
@@ -311,7 +314,10 @@ class SessionCore:
 
     def take_server(self) -> None:
         """The running step gets every server response from now until ``release_server``."""
-        assert self._current is not None and self.holder is None, (self._current, self.holder)
+        # An invariant, not an assert: ``python -O`` keeps it, and a breach ends the session
+        # with BYE (next_event) rather than interleaving two steps' responses.
+        if self._current is None or self.holder is not None:
+            raise LocalProtocolError(f"the server leg taken by {self._current!r} while {self.holder!r} holds it")
         self.holder = self._current
 
     def release_server(self) -> None:

@@ -30,7 +30,7 @@ Theory of operation
 
 from __future__ import annotations
 
-from mailguard.errors import RemoteProtocolError
+from mailguard.errors import LocalProtocolError, RemoteProtocolError
 from mailguard.protocols.imap import capabilities as caps
 from mailguard.protocols.imap.commands import AppendPart, Command, ContinuationData, LiteralChunk, Reply
 from mailguard.protocols.imap.core import (
@@ -162,7 +162,8 @@ class ImapProxy(SessionCore):
               and not self.identity.authenticated):
             # The upstream is TLS already; the client still sees the pre-TLS view until it
             # does STARTTLS with us (RFC 9051 §6.2.1: capabilities change with TLS).
-            assert self.pre_tls_caps is not None
+            if self.pre_tls_caps is None:
+                raise LocalProtocolError("STARTTLS offered with no capabilities kept from before TLS")
             shown = caps.filter_capabilities(self.pre_tls_caps, self.remove_caps)
             self.to_client(b"* CAPABILITY " + b" ".join(shown) + b"\r\n" + command.tag
                            + b" OK CAPABILITY completed\r\n")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from mailguard.protocols.events import NEED_DATA, SendToClient, SendToServer, Side, StartTls, SwitchToRelay, TlsEstablished, TlsFailed
 from mailguard.protocols.imap.events import CacheEntry, CacheLookup, CacheWrite, Notice, ScanFetched, Scanned
+from mailguard.protocols.imap.flows import NEXT_RESPONSE, Step
 from mailguard.protocols.imap.limits import ImapLimits
 from mailguard.protocols.imap.machine import ImapOptions
 from mailguard.protocols.imap.oversize import UNSCANNED_TAG
@@ -414,3 +415,18 @@ def test_an_append_literal_waits_for_the_servers_go_ahead() -> None:
     assert s.take_client() == b"d NO [TOOBIG] no room\r\n"
     s.client(b"e NOOP\r\n")
     assert s.take_server().endswith(b"e NOOP\r\n")
+
+
+def test_a_step_taking_a_server_leg_already_held_ends_the_session_with_bye() -> None:
+    """An invariant of ours, kept under ``python -O`` (no assert), and the client is told."""
+    s = Script().login_select()
+
+    def broken() -> Step:
+        s.proxy.take_server()
+        s.proxy.take_server()
+        yield NEXT_RESPONSE
+
+    s.proxy.spawn(broken(), "broken")
+    s.client(b"c NOOP\r\n")
+    assert s.take_client().startswith(b"* BYE the server leg taken by")
+    assert s.closed is not None and s.closed.error

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from mailguard.errors import LocalProtocolError, MailguardError, RemoteProtocolError
 from mailguard.protocols.events import (
@@ -26,13 +26,9 @@ from mailguard.protocols.imap.flows import NEXT_COMMAND, NEXT_RESPONSE, START, A
 from mailguard.protocols.imap.gate import Gate
 from mailguard.protocols.imap.identity import SessionIdentity
 from mailguard.protocols.imap.limits import DEFAULT_LIMITS, ImapLimits
-from mailguard.protocols.imap.memory import SessionMemory
+from mailguard.protocols.imap.memory import MemoryKey, SessionMemory
 from mailguard.protocols.imap.responses import NEED_DATA as NOT_YET, Response, ResponseKind, ResponseReader
 from mailguard.protocols.imap.view import MailboxView
-
-if TYPE_CHECKING:
-    from mailguard.protocols.imap.prefetch import Prefetch
-
 __all__ = [
     "IDLE_TIMEOUT", "READ_HIGH_WATER", "UPSTREAM_ANSWER_TIMEOUT", "ImapOptions", "ServerClosed", "SessionCore",
     "UpstreamSilent",
@@ -101,9 +97,25 @@ class ImapOptions:
     read_ahead: bool = True
 
 
+class ReadAhead(Protocol):
+    """What the steps ask of the read-ahead (prefetch.Prefetch; a protocol, so that prefetch.py,
+    which drives a ``SessionCore``, is not imported here)."""
+
+    @property
+    def busy(self) -> bool: ...
+
+    def settle(self) -> Step: ...
+
+    def held(self, key: MemoryKey) -> Step: ...
+
+    def after_answer(self, number: int, uid: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class SessionCore:
-    #: the read-ahead (prefetch.py), set by the machine (ImapProxy) before its first step
-    prefetch: "Prefetch"
+    #: the read-ahead (prefetch.Prefetch), set by the machine (ImapProxy) before its first step
+    prefetch: ReadAhead
 
     def __init__(self, options: ImapOptions | None = None) -> None:
         self.options = options = options or ImapOptions()

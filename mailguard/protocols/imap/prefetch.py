@@ -221,9 +221,12 @@ class Prefetch:
         machine = self.machine
         key = (machine.mailbox, machine.uidvalidity, uid)
         try:
-            served, unchanged = yield from scan_message(machine, uid, raw, server_size, entry)
-            if key not in machine.memory:
-                self._results[key] = ((served, unchanged, server_size), machine.options.generation())
+            kept: dict[MemoryKey, tuple[bytes, bool, int | None]] = {}
+            yield from scan_message(machine, uid, raw, server_size, entry, kept)
+            if key in kept and key not in machine.memory:
+                # Only what the memory was meant to hold (not a message relayed unscanned
+                # while protection is off, nor one served as before a rescan that failed).
+                self._results[key] = (kept[key], machine.options.generation())
                 while len(self._results) > self.window:
                     del self._results[next(iter(self._results))]
         except Withheld:

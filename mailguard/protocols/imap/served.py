@@ -18,6 +18,7 @@ from mailguard.protocols.imap.events import CacheEntry, CacheLookup, CacheRestam
 from mailguard.protocols.imap.fetch import FetchAtt, FetchRequest
 from mailguard.protocols.imap.fetch_response import DataItem, FetchData
 from mailguard.protocols.imap.flows import Ask, Step
+from mailguard.protocols.imap.memory import MemoryKey
 from mailguard.protocols.imap.render import Record, render
 
 if TYPE_CHECKING:
@@ -72,9 +73,11 @@ def from_rewrite_cache(machine: "SessionCore", uid: int, entry: CacheEntry | Non
 
 
 def scan_message(machine: "SessionCore", uid: int, raw: bytes, server_size: int | None,
-                 entry: CacheEntry | None | bool = False) -> Step:
+                 entry: CacheEntry | None | bool = False,
+                 kept: dict[MemoryKey, tuple[bytes, bool, int | None]] | None = None) -> Step:
     """Scan ``raw`` (or know it from the cache), remember what is served, have the cache entry
-    written; ``entry``: the cache's entry when the caller read it already (False: not read).
+    written; ``entry``: the cache's entry when the caller read it already (False: not read);
+    ``kept``: where to put, too, what the session's memory was given to hold (it may not).
 
     Raises ``Withheld`` when the original could not be quarantined, or a rescan after an update
     did not complete under on-scan-error = block: nothing is served or kept."""
@@ -136,6 +139,8 @@ def scan_message(machine: "SessionCore", uid: int, raw: bytes, server_size: int 
             machine.tell(CacheWrite(identity, uid, raw, served, outcome))
     served, unchanged = machine.tls_tagged(served, unchanged)
     machine.memory.put(key, served, unchanged, server_size)
+    if kept is not None:
+        kept[key] = (served, unchanged, server_size)
     return served, unchanged
 
 

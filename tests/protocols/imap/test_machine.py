@@ -179,6 +179,15 @@ def test_a_message_read_ahead_is_served_from_its_scan_when_memory_cannot_hold_it
     # neither fetched nor scanned again
     assert s.take_server() == b"" and not s.take(ScanFetched)
     assert s.take_client() == b"* 3 FETCH (BODY[] " + literal(SIMPLE) + b")\r\ng OK FETCH completed\r\n"
+    # what was relayed unscanned (protection off) is not kept that way: the FETCH asks again
+    t = Script().login_select(count=5)
+    scans = _read_ahead_of_3_to_5(t)
+    t.proxy.memory.cap = len(SIMPLE) - 1
+    t.client(b"g FETCH 3 (BODY.PEEK[])\r\n")
+    for scan in scans:
+        t.send(Scanned(scan.ident, None))
+    t.no_cache()
+    assert t.take_server().startswith(b"g FETCH 3")
 
 
 def test_a_scan_read_ahead_is_kept_under_the_mailbox_it_was_read_from() -> None:

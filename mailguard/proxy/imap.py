@@ -5,7 +5,8 @@ this loop takes the machine's events and performs them: writes (each drained, so
 does not read stops us reading the server), scans in the worker pool (side by side: the
 read-ahead scans while the client reads), the rewrite cache's file I/O, TLS switches, and the
 hand-over to a byte relay. Reading from a side pauses when the machine holds enough of its bytes
-(``wants_data``); the machine's ``timer`` says how long silence may last, and why.
+(``wants_data``); the machine's ``timer`` says how long each side may be silent, and why; a
+write waits for a peer to read for at most the idle time.
 """
 
 from __future__ import annotations

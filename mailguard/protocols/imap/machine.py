@@ -25,7 +25,8 @@ Theory of operation
   (``wants_data``), so neither a flooding server nor a slow client grows memory.
 - Timeouts are the driver's clock and the machine's decision (``timer``, ``timed_out``): the
   client's idle time, a server silent in the middle of a response (limits.server-timeout), and
-  a server that leaves one of our own commands unanswered (``answer_timeout``).
+  a server that leaves one of our own commands unanswered (``answer_timeout``); each limit
+  watches one side, so one side's bytes never keep the other's limit from running out.
 """
 
 from __future__ import annotations

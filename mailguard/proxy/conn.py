@@ -229,10 +229,18 @@ class Conn(asyncio.Protocol):
         except asyncio.TimeoutError:
             pass
 
-    async def drain(self) -> None:
-        """Wait while the transport's write buffer is above its high-water mark."""
-        if not self._writable.is_set() and not self.closed:
-            await self._writable.wait()
+    async def drain(self, within: float | None = None, peer: str = "peer") -> None:
+        """Wait while the transport's write buffer is above its high-water mark.
+
+        With ``within``, a peer that takes nothing of what we sent for that long is treated as
+        gone (ConnectionError): one that reads nothing is as silent as one that sends nothing,
+        and a session must not wait on it forever (limits in docs/architecture.md)."""
+        if self._writable.is_set() or self.closed:
+            return
+        try:
+            await asyncio.wait_for(self._writable.wait(), within)
+        except asyncio.TimeoutError:
+            raise ConnectionError(f"the {peer} read nothing of what we sent for {within:g}s") from None
 
     def set_reading(self, on: bool) -> None:
         if on == self._reading or self.closed:

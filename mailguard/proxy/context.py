@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from mailguard.errors import MailguardError
 from mailguard.protocols.clienthello import INCOMPLETE, INVALID, MAX_CLIENT_HELLO, Hello, parse_client_hello
 from mailguard.protocols.sniff import GREETING_TIMEOUT
-from mailguard.proxy.conn import Conn
+from mailguard.proxy.conn import LINGER_SECONDS, Conn
 from mailguard.proxy.limits import refusal_line
 from mailguard.proxy.relay import relay
 from mailguard.proxy.upstream import TlsKit
@@ -112,7 +112,10 @@ async def refuse_over_tls(host: SessionHost, client: Conn, protocol: str | None,
 
 async def tell_client(client: Conn, protocol: str | None, reason: str, *, temporary: bool = False) -> None:
     client.write(refusal_line(protocol, reason, temporary=temporary))  # b"": nothing to say
-    await client.drain()
+    try:
+        await client.drain(within=LINGER_SECONDS, peer="client")
+    except ConnectionError:
+        return  # it reads nothing, not even why: closing is all that is left
     await client.linger()  # the client may have spoken first: no RST over our answer
 
 

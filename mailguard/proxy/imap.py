@@ -309,15 +309,7 @@ class ImapDriver:
                 return
 
     async def _drain(self, conn: Conn, side: Side) -> None:
-        """Wait while ``conn`` holds too much unsent: a peer that reads nothing is as silent as
-        one that sends nothing, and is given the same idle time, not forever."""
-        if conn.writable:
-            return
-        timeout = self.context.idle_timeout
-        try:
-            await asyncio.wait_for(conn.drain(), timeout)
-        except asyncio.TimeoutError:
-            raise ConnectionError(f"the {side.value} read nothing of what we sent for {timeout:g}s") from None
+        await conn.drain(within=self.context.idle_timeout, peer=side.value)
 
     async def _relay(self, why: str, client_early: bytes, server_early: bytes) -> None:
         self.log.info("%s", why)

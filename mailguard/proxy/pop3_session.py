@@ -86,6 +86,8 @@ async def handle_pop3(ctx: SessionContext) -> None:
     draining.add_done_callback(lambda _: wakeup.wake())
     try:
         await _run(ctx, machine, wakeup.wait)
+    except ConnectionError as exc:  # a peer gone, or one that reads nothing (Conn.drain)
+        ctx.log.info("POP3 session ended: %s", exc)
     finally:
         draining.cancel()
         wakeup.close()
@@ -183,7 +185,7 @@ async def _drive(ctx: SessionContext, machine: Pop3Proxy, wait: Callable[[float 
             upstream.set_reading(machine.wants_data(Side.SERVER))
             if host.draining.is_set() and machine.phase is Phase.COMMAND:
                 client.write(_STOPPING)
-                await client.drain()
+                await client.drain(within=host.idle_timeout, peer="client")
                 return
             answer_due = machine.phase in _ANSWER_DUE
             if not await wait(settings.limits.server_timeout if answer_due else None):
@@ -196,7 +198,7 @@ async def _drive(ctx: SessionContext, machine: Pop3Proxy, wait: Callable[[float 
                 else:
                     ctx.log.info("idle time-out")
                     client.write(_AUTOLOGOUT)
-                await client.drain()
+                await client.drain(within=host.idle_timeout, peer="client")
                 return
             continue
         if isinstance(event, SendToClient):
@@ -204,12 +206,12 @@ async def _drive(ctx: SessionContext, machine: Pop3Proxy, wait: Callable[[float 
                 host.count("read_ahead", machine.served_ahead - served_ahead)
                 served_ahead = machine.served_ahead
             client.write(event.data)
-            await client.drain()
+            await client.drain(within=host.idle_timeout, peer="client")
         elif isinstance(event, SendToServer):
             if _fetches_message(event.data):
                 await slot.take()  # while the scanners are behind, the message stays at the server
             upstream.write(event.data)
-            await upstream.drain()
+            await upstream.drain(within=host.idle_timeout, peer="server")
         elif isinstance(event, ScanMessage):
             result = await _scan(ctx, event)
             slot.give_back()
@@ -241,7 +243,7 @@ async def _drive(ctx: SessionContext, machine: Pop3Proxy, wait: Callable[[float 
                 ctx.log.warning("POP3 session ended: %s", event.reason)
             else:
                 ctx.log.info("POP3 session ended: %s", event.reason)
-            await client.drain()
+            await client.drain(within=host.idle_timeout, peer="client")
             if event.error:
                 # The client may still be sending (a refused over-long line, say): closing with
                 # its bytes unread makes the kernel send RST, which can discard our -ERR unread.
@@ -323,7 +325,7 @@ async def _client_named_server(ctx: SessionContext, preface: bytes) -> str | Tls
     socket, and switch the server leg, verified against that name; the name, or why not."""
     ctx.client.set_reading(False)  # the ClientHello stays in the socket for the TLS layer
     ctx.client.write(preface)
-    await ctx.client.drain()
+    await ctx.client.drain(within=ctx.host.idle_timeout, peer="client")
     hello = await peek_client_hello(ctx.client, ctx.host.greeting_timeout)
     if not hello.server_name:
         reason = ("transparent mode: the client named no server (TLS SNI) after STLS, "

@@ -223,7 +223,7 @@ async def _until_logged_in(ctx: SessionContext, protocol: str, handling: Awaitab
             ctx.client.write(refusal_line(protocol, f"not logged in within {limit:g}s, closing"))
             task.cancel()
             await asyncio.wait({task})
-            await ctx.client.drain()
+            await ctx.client.drain(within=ctx.host.idle_timeout, peer="client")
             return
         await task
     finally:

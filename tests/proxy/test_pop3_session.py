@@ -408,3 +408,29 @@ def test_the_idle_clock_counts_from_the_start_of_each_wait() -> None:
     heard, heard_after, idle, idle_after = run(scenario())
     assert heard is True and heard_after < 0.25
     assert idle is False and 0.25 <= idle_after < 1.0
+
+
+def test_a_client_that_stops_reading_does_not_hold_its_session() -> None:
+    # The client asks for a message far larger than the socket buffers between us and it, then
+    # never reads: the session must end after the idle time (small here), not wait on it for
+    # good. The bound below is a safety net only.
+    big = clean_message(1, body_lines=400_000)  # ~11 MB
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+
+    async def scenario() -> None:
+        async with Pop3TestServer([big]) as upstream, \
+                filter_server(upstream.port, idle_timeout=0.5) as (server, port):
+            await asyncio.to_thread(sock.connect, ("127.0.0.1", port))
+            sock.sendall(b"USER u\r\nPASS p\r\nRETR 1\r\n")  # and never reads again
+            async with asyncio.timeout(30):
+                while not server._sessions:
+                    await asyncio.sleep(0.01)
+                sessions = set(server._sessions)
+                await asyncio.wait(sessions)
+            assert server.snapshot()["active_sessions"] == 0
+
+    try:
+        run(scenario())
+    finally:
+        sock.close()

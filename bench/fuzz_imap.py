@@ -41,7 +41,8 @@ from mailguard.protocols.imap.commands import CommandReader, LiteralChunk, Reade
 from mailguard.protocols.imap.fetch_response import parse_fetch_response  # noqa: E402
 from mailguard.protocols.imap.lexer import Lexer  # noqa: E402
 from mailguard.protocols.imap.limits import ImapLimits  # noqa: E402
-from mailguard.protocols.imap.responses import NEED_DATA, ResponseKind, Response, ResponseReader  # noqa: E402
+from mailguard.protocols.events import NEED_DATA  # noqa: E402
+from mailguard.protocols.imap.responses import ResponseKind, Response, ResponseReader  # noqa: E402
 
 SMALL = ImapLimits(max_response_line=600, max_response_literal=900, max_response_size=3000,
                    max_command_line=600, max_command_literal=900, max_append_literal=1500,

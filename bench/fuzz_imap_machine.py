@@ -35,7 +35,7 @@ from mailguard.protocols.events import (
 from mailguard.protocols.imap.events import CacheEntry, CacheLookup, ScanFetched, Scanned
 from mailguard.protocols.imap.limits import ImapLimits
 from mailguard.protocols.imap.machine import ImapOptions, ImapProxy
-from mailguard.protocols.imap.responses import NEED_DATA as NOT_YET, ResponseKind, ResponseReader
+from mailguard.protocols.imap.responses import ResponseKind, ResponseReader
 
 MARK = b"EICAR-UNSCANNED"
 #: small enough that messages are over the scan limit now and then
@@ -293,7 +293,7 @@ def check_client_view(data: bytes, imap, compare) -> int:  # type: ignore[no-unt
     reader.receive_data(data)
     events = []
     try:
-        while (event := reader.next_event()) is not NOT_YET:
+        while (event := reader.next_event()) is not NEED_DATA:
             events.append(event)
     except RemoteProtocolError as exc:
         raise Failure(f"the client got bytes the proxy's own reader refuses: {exc}") from None

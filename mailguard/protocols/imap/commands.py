@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from mailguard.errors import RemoteProtocolError
 from mailguard.protocols.imap.framing import LiteralMarker, PieceFramer, literal_at_end, starts_a_string
 from mailguard.protocols.imap.limits import DEFAULT_LIMITS, ImapLimits
-from mailguard.protocols.imap.responses import NEED_DATA, NeedData
+from mailguard.protocols.events import NEED_DATA, NeedData
 
 # tag = 1*<any ASTRING-CHAR except "+">; the command name is an atom; "UID" is a prefix.
 _HEAD = re.compile(rb"^([^\s(){%*\"\\+]+) ([A-Za-z][A-Za-z0-9\-]*)(?: ([A-Za-z][A-Za-z0-9\-]*))?")

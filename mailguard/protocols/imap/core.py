@@ -27,7 +27,7 @@ from mailguard.protocols.imap.gate import Gate
 from mailguard.protocols.imap.identity import SessionIdentity
 from mailguard.protocols.imap.limits import DEFAULT_LIMITS, ImapLimits
 from mailguard.protocols.imap.memory import MemoryKey, SessionMemory
-from mailguard.protocols.imap.responses import NEED_DATA as NOT_YET, Response, ResponseKind, ResponseReader
+from mailguard.protocols.imap.responses import Response, ResponseKind, ResponseReader
 from mailguard.protocols.imap.view import MailboxView
 __all__ = [
     "IDLE_TIMEOUT", "READ_HIGH_WATER", "UPSTREAM_ANSWER_TIMEOUT", "ImapOptions", "ServerClosed", "SessionCore",
@@ -97,7 +97,7 @@ class ImapOptions:
     read_ahead: bool = True
 
 
-class ReadAhead(Protocol):
+class PrefetchLike(Protocol):
     """What the steps ask of the read-ahead (prefetch.Prefetch; a protocol, so that prefetch.py,
     which drives a ``SessionCore``, is not imported here)."""
 
@@ -115,7 +115,7 @@ class ReadAhead(Protocol):
 
 class SessionCore:
     #: the read-ahead (prefetch.Prefetch), set by the machine (ImapProxy) before its first step
-    prefetch: ReadAhead
+    prefetch: PrefetchLike
 
     def __init__(self, options: ImapOptions | None = None) -> None:
         self.options = options = options or ImapOptions()
@@ -364,14 +364,14 @@ class SessionCore:
                 self._resume(flow, None)
             elif waiting is NEXT_COMMAND:
                 event = self.client.next_event()
-                if event is NOT_YET:
+                if event is NEED_DATA:
                     if not self._client_eof:
                         continue
                     event = None
                 self._resume(flow, event)
             elif waiting is NEXT_RESPONSE:
                 response = self.server.next_event()
-                if response is NOT_YET:
+                if response is NEED_DATA:
                     if not self._server_eof:
                         continue
                     response = None
@@ -393,7 +393,7 @@ class SessionCore:
         if self.holder is None:
             while True:
                 response = self.server.next_event()
-                if response is NOT_YET:
+                if response is NEED_DATA:
                     if self._server_eof:
                         raise ServerClosed()
                     break

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from mailguard.errors import RemoteProtocolError
+from mailguard.protocols.events import NEED_DATA, NeedData
 from mailguard.protocols.imap.framing import LiteralMarker, PieceFramer, literal_at_end, starts_a_string
 from mailguard.protocols.imap.limits import DEFAULT_LIMITS, ImapLimits
 
@@ -156,12 +157,6 @@ def check_response_line(line: bytes) -> None:
     if not line.endswith(b"\r\n") or line.count(b"\r") != 1 or b"\0" in line:
         raise RemoteProtocolError(f"bare CR, bare LF or NUL in a response line {line[:80]!r}")
 
-
-class NeedData(enum.Enum):
-    NEED_DATA = "need-data"
-
-
-NEED_DATA = NeedData.NEED_DATA
 
 
 #: reads at least this large that land inside a literal are kept as they came (ResponseReader)

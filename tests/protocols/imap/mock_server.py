@@ -16,7 +16,7 @@ from mailguard.protocols.imap.commands import (
     AppendPart, Command, CommandReader, ContinuationData, LiteralChunk, Reply,
 )
 from mailguard.protocols.imap.fetch import SequenceSet, parse_fetch
-from mailguard.protocols.imap.responses import NEED_DATA
+from mailguard.protocols.events import NEED_DATA
 
 
 async def next_command_event(

@@ -11,7 +11,7 @@ from mailguard.protocols.imap.commands import (
     Reply,
 )
 from mailguard.protocols.imap.limits import ImapLimits
-from mailguard.protocols.imap.responses import NEED_DATA
+from mailguard.protocols.events import NEED_DATA
 
 
 def drain(reader: CommandReader, data: bytes = b"") -> list:

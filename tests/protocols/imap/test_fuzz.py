@@ -6,7 +6,8 @@ from hypothesis import strategies as st
 from mailguard.errors import RemoteProtocolError
 from mailguard.protocols.imap.commands import AppendPart, LiteralChunk, Command, CommandReader, Reply
 from mailguard.protocols.imap.limits import ImapLimits
-from mailguard.protocols.imap.responses import NEED_DATA, ResponseReader
+from mailguard.protocols.events import NEED_DATA
+from mailguard.protocols.imap.responses import ResponseReader
 
 literal_bytes = st.binary(max_size=300)
 

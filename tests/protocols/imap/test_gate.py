@@ -9,7 +9,8 @@ from mailguard.errors import RemoteProtocolError
 from mailguard.protocols.imap.commands import Command, CommandReader, Reply
 from mailguard.protocols.imap.fetch import parse_fetch
 from mailguard.protocols.imap.gate import Gate
-from mailguard.protocols.imap.responses import NEED_DATA, ResponseKind, Response, ResponseReader
+from mailguard.protocols.events import NEED_DATA
+from mailguard.protocols.imap.responses import ResponseKind, Response, ResponseReader
 
 TEXT = b"From: a\r\n\r\nX5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*\r\n"
 LITERAL = b"{%d}\r\n" % len(TEXT) + TEXT

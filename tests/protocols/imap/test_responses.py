@@ -4,7 +4,8 @@ from hypothesis import strategies as st
 
 from mailguard.errors import RemoteProtocolError
 from mailguard.protocols.imap.limits import ImapLimits
-from mailguard.protocols.imap.responses import NEED_DATA, ResponseKind, Response, ResponseReader
+from mailguard.protocols.events import NEED_DATA
+from mailguard.protocols.imap.responses import ResponseKind, Response, ResponseReader
 
 
 def read_all(data: bytes, chunk: int = 0, limits: ImapLimits = ImapLimits()) -> list[Response]:

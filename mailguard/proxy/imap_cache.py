@@ -69,6 +69,12 @@ COMPACT_MIN_LINES = 10_000
 #: read by several steps of one fetch (cached? served before? its blob), each a pread and a
 #: JSON parse otherwise (bench/live.py). About 1 KB each.
 PARSED_RECORDS = 1024
+#: and at most this many bytes of their log lines: a record with very many findings is large,
+#: and one larger than this is parsed again on each read, not kept
+PARSED_BYTES = 4 * 1024 * 1024
+#: identities whose key is remembered: only short ones, as a mailbox name comes from the
+#: client and may be long; a longer one is hashed again each time
+REMEMBERED_KEY_MAX = 256
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,8 @@ def host_generation(host: Any) -> Callable[[], str | None]:
 def cache_key(server: str, user: str, mailbox: bytes, uidvalidity: int, uid: int) -> str:
     """A strong hash of the identity (no 32-bit shortcuts:
     docs/pitfalls.md#cache-keys-and-strong-hashes)."""
+    if len(server) + len(user) + len(mailbox) > REMEMBERED_KEY_MAX:
+        return _key(server, user, bytes(mailbox), uidvalidity, uid)
     try:
         return _remembered_key(server, user, mailbox, uidvalidity, uid)
     except TypeError:  # an unhashable part (a bytearray mailbox name): computed, not remembered
@@ -162,8 +170,10 @@ class RewriteCache:
         self._lock = threading.Lock()
         self._memory: OrderedDict[str, bytes] = OrderedDict()
         self._memory_bytes = 0
-        #: records parsed lately, most recent last (PARSED_RECORDS)
-        self._parsed: OrderedDict[str, CacheRecord] = OrderedDict()
+        #: records parsed lately, most recent last, each with its log line's length
+        #: (PARSED_RECORDS, PARSED_BYTES)
+        self._parsed: OrderedDict[str, tuple[CacheRecord, int]] = OrderedDict()
+        self._parsed_bytes = 0
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(directory, 0o700)
         # inventories, oldest first, so eviction needs no directory walk
@@ -261,9 +271,10 @@ class RewriteCache:
         if earlier is None or earlier.generation == generation:
             return
         restamped = replace(earlier, generation=generation)
+        line = _line(key, restamped)
         with self._lock:
-            self._append(key, _line(key, restamped))
-            self._keep_parsed(key, restamped)
+            self._append(key, line)
+            self._keep_parsed(key, restamped, len(line))
 
     def _record(self, key: str) -> CacheRecord | None:
         if key not in self._records:
@@ -275,11 +286,12 @@ class RewriteCache:
                 parsed = self._parsed.get(key)
                 if parsed is not None:
                     self._parsed.move_to_end(key)
-                    return parsed
+                    return parsed[0]
                 where = self._offsets.get(key)
                 line = None if where is None else os.pread(self._log, where[1], where[0])
             if line is None:
-                data = json.loads(self._path(key, "json").read_bytes())
+                line = self._path(key, "json").read_bytes()
+                data = json.loads(line)
             else:
                 if not line.startswith(key.encode() + b" "):
                     return None
@@ -289,15 +301,23 @@ class RewriteCache:
             return None
         with self._lock:
             if key in self._records and self._offsets.get(key) == where:  # not replaced meanwhile
-                self._keep_parsed(key, found)
+                self._keep_parsed(key, found, len(line))
         return found
 
-    def _keep_parsed(self, key: str, record: CacheRecord) -> None:
-        """Remember ``record`` as ``key``'s, parsed (under the lock)."""
-        self._parsed[key] = record
-        self._parsed.move_to_end(key)
-        if len(self._parsed) > PARSED_RECORDS:
-            self._parsed.popitem(last=False)
+    def _keep_parsed(self, key: str, record: CacheRecord, size: int) -> None:
+        """Remember ``record`` as ``key``'s, parsed, ``size`` bytes as a log line (under the lock)."""
+        self._drop_parsed(key)
+        if size > PARSED_BYTES:
+            return
+        self._parsed[key] = (record, size)
+        self._parsed_bytes += size
+        while len(self._parsed) > PARSED_RECORDS or self._parsed_bytes > PARSED_BYTES:
+            self._parsed_bytes -= self._parsed.popitem(last=False)[1][1]
+
+    def _drop_parsed(self, key: str) -> None:
+        dropped = self._parsed.pop(key, None)
+        if dropped is not None:
+            self._parsed_bytes -= dropped[1]
 
     def blob(self, key: str, record: CacheRecord) -> bytes | None:
         """The served bytes, when still kept and intact (on disk: rewritten messages only)."""
@@ -328,7 +348,7 @@ class RewriteCache:
         self._remember(key, served)
         with self._lock:
             self._append(key, line)
-            self._keep_parsed(key, record)
+            self._keep_parsed(key, record, len(line))
             self._records[key] = None
             self._records.move_to_end(key)
             if not record.unchanged:
@@ -396,7 +416,7 @@ class RewriteCache:
 
     def _drop_entry(self, key: str) -> None:
         self._records.pop(key, None)
-        self._parsed.pop(key, None)
+        self._drop_parsed(key)
         if self._offsets.pop(key, None) is not None:
             self._append(None, key.encode() + b" -\n")
         self._unlink(self._path(key, "json"))

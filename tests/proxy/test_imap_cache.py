@@ -268,6 +268,37 @@ def test_parsed_records_are_bounded_and_an_evicted_entry_is_not_served(tmp_path:
     assert [cache.record(key) is not None for key in keys] == [False] * 3 + [True] * 5
 
 
+def test_parsed_records_are_bounded_by_bytes_too(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import mailguard.proxy.imap_cache as module
+
+    monkeypatch.setattr(module, "PARSED_BYTES", 20_000)
+    cache = RewriteCache(tmp_path, max_memory_bytes=0)
+    # a record with very many findings: a long log line, too large to keep parsed
+    huge = CacheRecord.build("infected", ["Eicar"], [], b"o", b"o", "g",
+                             [("Eicar", "%d" % part) for part in range(5000)])
+    cache.put(cache_key("s", "u", b"INBOX", 1, 1), huge, b"o")
+    assert not cache._parsed and cache._parsed_bytes == 0
+    assert cache.record(cache_key("s", "u", b"INBOX", 1, 1)) == huge  # read from the log, still
+    assert not cache._parsed
+    small = [cache_key("s", "u", b"INBOX", 1, uid) for uid in range(2, 100)]
+    for key in small:
+        cache.put(key, entry(b"o", b"r"), b"r")
+    assert 0 < len(cache._parsed) < len(small)
+    assert cache._parsed_bytes == sum(size for _, size in cache._parsed.values()) <= 20_000
+
+
+def test_long_mailbox_names_are_not_remembered() -> None:
+    from mailguard.proxy.imap_cache import _key, _remembered_key
+
+    _remembered_key.cache_clear()
+    for n in range(50):
+        name = b"%d" % n + b"x" * 100_000  # a client may name any mailbox, at any length
+        assert cache_key("s", "u", name, 1, 9) == _key("s", "u", name, 1, 9)
+    assert _remembered_key.cache_info().currsize == 0
+    cache_key("s", "u", b"INBOX", 1, 9)
+    assert _remembered_key.cache_info().currsize == 1
+
+
 def test_log_lines_of_earlier_versions_are_still_read(tmp_path: Path) -> None:
     import json
     from dataclasses import asdict

@@ -89,7 +89,7 @@ def parse_fetch_response(response: Response) -> FetchData:
     for key, value in zip(listed.items[::2], listed.items[1::2]):
         if key.kind is not NodeKind.ATOM:
             raise RemoteProtocolError(f"FETCH item name is not an atom in {raw[:80]!r}")
-        att = _echoed_att(key.value)
+        att = echoed_att(key.value)
         items.append(
             DataItem(
                 name=att.name,
@@ -102,8 +102,20 @@ def parse_fetch_response(response: Response) -> FetchData:
     return FetchData(number=response.number, items=tuple(items))
 
 
+#: echoed item names remembered parsed are at most this long: a server may echo a valid name
+#: of megabytes (up to max_response_line), and the cache is process-wide
+REMEMBERED_ATT_MAX = 64
+
+
+def echoed_att(name: bytes) -> FetchAtt:
+    """``name`` as the server echoed it, parsed (``BODY[1.MIME]``)."""
+    if len(name) > REMEMBERED_ATT_MAX:
+        return parse_att(name, echoed=True)
+    return _remembered_att(name)
+
+
 @functools.lru_cache(maxsize=256)  # a server names the same few items in every response
-def _echoed_att(name: bytes) -> FetchAtt:
+def _remembered_att(name: bytes) -> FetchAtt:
     return parse_att(name, echoed=True)
 
 

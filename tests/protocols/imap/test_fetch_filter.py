@@ -111,3 +111,20 @@ def test_the_servers_metadata_is_taken_only_in_its_shape() -> None:
                  + b' BODYSTRUCTURE ("text" "plain" NIL NIL NIL "7bit" 5 1))\r\n')
     assert server_value(data, "INTERNALDATE") is None and server_value(data, "ENVELOPE") is None
     assert server_value(data, "BODYSTRUCTURE").raw_value.startswith(b'("text"')  # type: ignore[union-attr]
+
+
+def test_long_echoed_item_names_are_parsed_not_remembered() -> None:
+    # A valid name may be as long as a response line; the parsed-name cache is process-wide, so
+    # remembering such names would let a server pin memory that is never freed.
+    from mailguard.protocols.imap.fetch_response import REMEMBERED_ATT_MAX, _remembered_att
+
+    _remembered_att.cache_clear()
+    for n in range(50):
+        field = b"X-%d-" % n + b"a" * 20_000
+        found = _data(b"* 1 FETCH (UID 1 BODY[HEADER.FIELDS (" + field + b")] NIL)\r\n")
+        assert found.items[1].name == "BODY" and found.items[1].sectioned
+        assert found.items[1].key.endswith(field + b")]")
+    remembered = _remembered_att.cache_info().currsize
+    assert remembered == 1  # UID only
+    _data(b"* 1 FETCH (UID 1 BODY[HEADER.FIELDS (" + b"a" * (REMEMBERED_ATT_MAX - 27) + b")] NIL)\r\n")
+    assert _remembered_att.cache_info().currsize == 2

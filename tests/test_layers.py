@@ -9,6 +9,7 @@ import hidden inside a function or under ``if TYPE_CHECKING:`` counts too.
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ SHARED = {"mailguard", "mailguard.errors", "mailguard.files", "mailguard.process
 ALLOWED = {
     "cli": {"service", "proxy", "scanpool", "transparent", "protocols", "scan", "tls", "settings", "mailbox",
             "quarantine", "demo"},
-    "demo": {"proxy", "scanpool", "transparent", "protocols", "scan", "tls", "settings", "quarantine", "cli"},
+    "demo": {"proxy", "scanpool", "transparent", "protocols", "scan", "tls", "settings", "quarantine"},
     "service": {"proxy", "scanpool", "transparent", "protocols", "scan", "tls", "settings", "quarantine"},
     "proxy": {"scanpool", "transparent", "protocols", "scan", "tls", "settings", "quarantine"},
     "scanpool": {"scan", "settings", "quarantine"},
@@ -41,14 +42,7 @@ def _layer(module: str) -> str | None:
 
 
 def _imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(), filename=str(path))
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-    return {name for name in found if name.startswith("mailguard")}
+    return _import_graph()[_module_name(path)]
 
 
 def _sources():
@@ -75,29 +69,41 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+@functools.cache
 def _import_graph() -> dict[str, set[str]]:
     """module -> the modules of ours it imports, read from the source: every import statement,
     at the top, inside functions and under ``if TYPE_CHECKING:``. ``from package import name``
     is an import of the submodule when ``name`` is one, else of the package itself (whose
-    ``__init__`` defines the name)."""
+    ``__init__`` defines the name). Importing ``a.b.c`` runs ``a/__init__`` and ``a/b/__init__``
+    first, so it imports those packages too. A relative import is read from where it stands."""
     paths = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
-    graph: dict[str, set[str]] = {}
-    for name, path in paths.items():
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        found: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if isinstance(node, ast.Import):
-                found.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = package.split(".")[:len(package.split(".")) - node.level + 1]
-                    source = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    source = node.module or ""
-                for alias in node.names:
-                    found.add(f"{source}.{alias.name}" if f"{source}.{alias.name}" in paths else source)
-        graph[name] = {module for module in found if module in paths}
-    return graph
+    return {name: _imported(name, path.read_text(), path.name == "__init__.py", set(paths))
+            for name, path in paths.items()}
+
+
+def _imported(name: str, source: str, is_package: bool, modules: set[str]) -> set[str]:
+    """The modules among ``modules`` that the code ``source`` of module ``name`` imports."""
+    package = name if is_package else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                origin = ".".join(base + ([node.module] if node.module else []))
+            else:
+                origin = node.module or ""
+            for alias in node.names:
+                found.add(f"{origin}.{alias.name}" if f"{origin}.{alias.name}" in modules else origin)
+    # a.b.c imports a.b and a as well: their __init__ runs first. Not so the packages that
+    # hold ``name`` itself (or are it): they have run, or are running, before ``name`` does.
+    parts = name.split(".")
+    own = {".".join(parts[:end]) for end in range(1, len(parts) + is_package)}
+    for module in list(found):
+        parts = module.split(".")
+        found.update(".".join(parts[:end]) for end in range(1, len(parts)) if ".".join(parts[:end]) not in own)
+    return found & modules
 
 
 def _groups(graph: dict[str, set[str]]) -> list[set[str]]:
@@ -166,7 +172,8 @@ def test_no_import_circles():
 
 def test_the_cycle_check_sees_every_kind_of_import():
     """The check itself: it finds circles, and it reads an import inside a function, one under
-    TYPE_CHECKING and a submodule named in ``from package import``."""
+    TYPE_CHECKING, a submodule named in ``from package import``, the packages an import runs
+    first and relative imports."""
     graph = {"a": {"b"}, "b": {"c", "e"}, "c": {"a"}, "d": {"d"}, "e": set()}
     assert sorted(map(sorted, _groups(graph))) == [["a", "b", "c"], ["d"]]
     assert _one_circle(graph, {"a", "b", "c"}) == ["a", "b", "c", "a"]
@@ -174,3 +181,20 @@ def test_the_cycle_check_sees_every_kind_of_import():
     assert "mailguard.scan.detectors.build" in imports["mailguard.scan.engine"]  # inside a function
     assert "mailguard.protocols.pop3_core" in imports["mailguard.protocols.pop3_stls"]  # TYPE_CHECKING
     assert "mailguard.scan.containers.bounded" in imports["mailguard.scan.containers.pkzip"]  # from pkg import mod
+    modules = {"a", "a.b", "a.b.c", "a.b.d", "a.e", "f", "f.g"}
+    # import a.b.c runs a/b/__init__ (and a's) first; so does from a.b import c
+    assert _imported("f.g", "import a.b.c", False, modules) == {"a", "a.b", "a.b.c"}
+    assert _imported("f.g", "from a.b import c", False, modules) == {"a", "a.b", "a.b.c"}
+    # but not the packages that hold the importer: they ran before it
+    assert _imported("a.b.d", "import a.b.c", False, modules) == {"a.b.c"}
+    # relative imports, read from where they stand (a module, then a package's __init__)
+    assert _imported("a.b.d", "from . import c", False, modules) == {"a.b.c"}
+    assert _imported("a.b.d", "from ..e import x", False, modules) == {"a.e"}
+    assert _imported("a.b", "from .c import x", True, modules) == {"a.b.c"}
+    assert _imported("a.b", "from .. import e", True, modules) == {"a.e"}
+    # and the circle these make is found
+    assert _groups({"a.b": {"a.b.c"}, "a.b.c": set(), "f.g": {"a.b"}, "a.b.d": {"f.g"}}) == []
+    graph = {name: _imported(name, source, name == "a.b", modules) for name, source in {
+        "a": "", "a.b": "from . import d", "a.b.c": "", "a.b.d": "import f.g", "a.e": "", "f": "",
+        "f.g": "from a.b import c"}.items()}
+    assert sorted(map(sorted, _groups(graph))) == [["a.b", "a.b.d", "f.g"]]

@@ -40,8 +40,8 @@ class TLSSetupError(MailguardError):
     """The interception CA or a TLS context could not be created or loaded."""
 
 
-class EngineError(MailguardError):
-    """Starting, stopping or talking to the filtering engine failed."""
+class ServiceError(MailguardError):
+    """Starting, stopping or talking to the running service (the user's "engine") failed."""
 
 
 class RemoteProtocolError(MailguardError):

@@ -19,7 +19,7 @@ import typer
 
 from mailguard.cli import exitcodes
 from mailguard.cli.common import ConfigOption, JsonOption, note, open_settings, print_json, resolve
-from mailguard.errors import EngineError
+from mailguard.errors import ServiceError
 
 if TYPE_CHECKING:
     from mailguard.settings import Paths, Settings
@@ -67,7 +67,7 @@ def _note_detection(paths: Paths) -> None:
 
     try:
         detection = control.request(paths, "status").get("detection") or {}
-    except EngineError:
+    except ServiceError:
         return
     clamd = detection.get("clamd") or {}
     if clamd.get("state") == "not found":
@@ -116,8 +116,8 @@ def reload(config: ConfigOption = None) -> None:
     paths = resolve(config)
     try:
         status = control.request(paths, "reload")
-    except control.EngineNotRunningError:
-        raise EngineError(
+    except control.ServiceNotRunningError:
+        raise ServiceError(
             "the engine is not running, so there is nothing to reload (settings apply at the next start)"
         ) from None
     note(f"mailguard: settings reloaded (pid {status.get('pid')}, protection {status.get('protection')})")
@@ -165,7 +165,7 @@ def _check_transparent_prerequisites(settings: Settings) -> None:
 
     TransparentPlan.from_settings(settings)  # a listen address or role that cannot work
     if not netfilter.has_net_admin():
-        raise EngineError(
+        raise ServiceError(
             "transparent mode needs root (or CAP_NET_ADMIN) to install its nftables rules; "
             "run 'mailguard start' as root, or set web-and-email.protocol-filtering.mode to explicit"
         )
@@ -217,14 +217,14 @@ def _status(paths: Paths, settings: Settings) -> dict[str, Any]:
         return _stopped_report(paths, settings)
     try:
         report = control.request(paths, "status")
-    except control.EngineNotRunningError:
+    except control.ServiceNotRunningError:
         # The pid lock is taken first and the control socket opened last, once the listeners
         # (and transparent rules) are up: in between, the engine is starting.
         report = {**_stopped_report(paths, settings), "state": "starting", "running": True, "pid": pid}
         report["transparent"]["problem"] = ""  # half set up is what starting looks like
         return report
-    except EngineError as exc:
-        raise EngineError(f"the engine (pid {pid}) runs but does not answer: {exc}") from exc
+    except ServiceError as exc:
+        raise ServiceError(f"the engine (pid {pid}) runs but does not answer: {exc}") from exc
     return {"state": "running", **report}
 
 

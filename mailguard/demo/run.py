@@ -254,7 +254,7 @@ def _list_quarantine(folder: Path) -> list[dict[str, Any]]:
     ]
 
 
-class _EngineLog(logging.Handler):
+class _ServiceLog(logging.Handler):
     """Keeps the engine's warnings (what it caught, what it could not scan) for the report, instead
     of letting them interleave with the tables on stderr."""
 
@@ -270,7 +270,7 @@ class _EngineLog(logging.Handler):
 @contextmanager
 def _capture_engine_log() -> Iterator[list[str]]:
     logger = logging.getLogger("mailguard")
-    handler = _EngineLog()
+    handler = _ServiceLog()
     saved = (logger.level, logger.propagate)
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING)

@@ -19,7 +19,7 @@ import logging
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from mailguard.errors import EngineError
+from mailguard.errors import ServiceError
 from mailguard.proxy.conn import Conn
 from mailguard.scanpool.detection import DetectionWatch, with_policy
 from mailguard.proxy.limits import MESSAGES_IN_FLIGHT, Admission
@@ -94,7 +94,7 @@ class FilterServer(SessionHost):
 
     async def start(self) -> None:
         if self._started:
-            raise EngineError("the filtering engine is already started")
+            raise ServiceError("the filtering engine is already started")
         self.draining = asyncio.Event()
         self.fetch_slots = asyncio.Semaphore(MESSAGES_IN_FLIGHT)
         self.tls = await asyncio.to_thread(TlsKit.from_config, self.config, self._state_dir)
@@ -178,7 +178,7 @@ class FilterServer(SessionHost):
         for route in self.config.routes:
             key = ("route", route.listen)
             if key in wanted:
-                raise EngineError(f"two routes listen on {_show(route.listen)}")
+                raise ServiceError(f"two routes listen on {_show(route.listen)}")
             wanted[key] = route.upstream
         return wanted
 
@@ -205,9 +205,9 @@ class FilterServer(SessionHost):
                 self._listeners[key] = await loop.create_server(
                     self._protocol_factory(key), backlog=LISTEN_BACKLOG, **where)
             except OSError as exc:
-                raise EngineError(f"cannot listen on {_show(key[1])}: {exc.strerror or exc}") from exc
+                raise ServiceError(f"cannot listen on {_show(key[1])}: {exc.strerror or exc}") from exc
         if wanted and not self._listeners:
-            raise EngineError("cannot listen at all: " + "; ".join(self.unlistened.values()))
+            raise ServiceError("cannot listen at all: " + "; ".join(self.unlistened.values()))
 
     async def _close_listeners(self, keys: list[_ListenKey]) -> None:
         for key in keys:

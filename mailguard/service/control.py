@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mailguard.errors import EngineError
+from mailguard.errors import ServiceError
 
 if TYPE_CHECKING:
     import asyncio
@@ -51,7 +51,7 @@ _MAX_SUN_PATH = 107
 Handler = Callable[[str], Awaitable[dict[str, Any]]]
 
 
-class EngineNotRunningError(EngineError):
+class ServiceNotRunningError(ServiceError):
     """No engine answers on the control socket."""
 
 
@@ -63,7 +63,7 @@ def _connectable_address(path: Path) -> str:
     """
     address = os.fsdecode(path)
     if len(os.fsencode(address)) > _MAX_SUN_PATH:
-        raise EngineError(
+        raise ServiceError(
             f"the control socket path is too long for a unix socket ({len(address)} bytes, "
             f"at most {_MAX_SUN_PATH}): {address}; use a shorter MAILGUARD_HOME or state folder"
         )
@@ -114,7 +114,7 @@ class ControlServer:
             if self.path.is_socket():
                 self.path.unlink()
             elif self.path.exists():
-                raise EngineError(f"{self.path} exists and is not a socket; remove it by hand")
+                raise ServiceError(f"{self.path} exists and is not a socket; remove it by hand")
         except FileNotFoundError:
             pass
 
@@ -147,7 +147,7 @@ class ControlServer:
             return {"ok": False, "error": f"unknown command {command!r}; known: {', '.join(COMMANDS)}"}
         try:
             return {"ok": True, "result": await self._handler(command)}
-        except EngineError as exc:
+        except ServiceError as exc:
             return {"ok": False, "error": str(exc)}
 
 
@@ -169,7 +169,7 @@ def _peer_allowed(sock: socket.socket) -> bool:
 def request(paths: Paths, command: str, timeout: float = CLIENT_TIMEOUT_SECONDS) -> dict[str, Any]:
     """Send one command to the running engine (``paths.control_socket``) and return its ``result``.
 
-    Raises EngineNotRunningError when nothing listens, EngineError when the engine refuses.
+    Raises ServiceNotRunningError when nothing listens, ServiceError when the engine refuses.
     """
     path = paths.control_socket
     address = _connectable_address(path)
@@ -178,22 +178,22 @@ def request(paths: Paths, command: str, timeout: float = CLIENT_TIMEOUT_SECONDS)
         try:
             sock.connect(address)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise EngineNotRunningError(f"the engine is not running (no answer on {path})") from exc
+            raise ServiceNotRunningError(f"the engine is not running (no answer on {path})") from exc
         except PermissionError as exc:
-            raise EngineError(f"not allowed to talk to the engine on {path}: {exc.strerror}") from exc
+            raise ServiceError(f"not allowed to talk to the engine on {path}: {exc.strerror}") from exc
         try:
             sock.sendall(json.dumps({"command": command}).encode() + b"\n")
             answer = _read_line(sock)
         except socket.timeout as exc:
-            raise EngineError(f"the engine did not answer {command!r} within {timeout:g}s") from exc
+            raise ServiceError(f"the engine did not answer {command!r} within {timeout:g}s") from exc
         except OSError as exc:
-            raise EngineError(f"talking to the engine on {path} failed: {exc}") from exc
+            raise ServiceError(f"talking to the engine on {path} failed: {exc}") from exc
     try:
         decoded = json.loads(answer)
     except ValueError as exc:
-        raise EngineError(f"the engine sent an answer that is not JSON: {answer[:80]!r}") from exc
+        raise ServiceError(f"the engine sent an answer that is not JSON: {answer[:80]!r}") from exc
     if not decoded.get("ok"):
-        raise EngineError(f"the engine refused {command!r}: {decoded.get('error', 'no reason given')}")
+        raise ServiceError(f"the engine refused {command!r}: {decoded.get('error', 'no reason given')}")
     result = decoded.get("result")
     return result if isinstance(result, dict) else {}
 
@@ -210,5 +210,5 @@ def _read_line(sock: socket.socket) -> bytes:
         if chunk.endswith(b"\n"):
             break
         if size > MAX_RESPONSE_BYTES:
-            raise EngineError(f"the engine's answer exceeds {MAX_RESPONSE_BYTES} bytes")
+            raise ServiceError(f"the engine's answer exceeds {MAX_RESPONSE_BYTES} bytes")
     return b"".join(chunks)

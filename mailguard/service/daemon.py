@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mailguard.errors import EngineError, MailguardError
+from mailguard.errors import ServiceError, MailguardError
 from mailguard.processes import process_alive
 from mailguard.service.logsetup import configure_logging
 from mailguard.service.pidlock import PidLock, running_pid
@@ -62,7 +62,7 @@ def ensure_state_dir(paths: Paths) -> None:
     try:
         paths.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
-        raise EngineError(f"cannot create the state folder {paths.state_dir}: {exc.strerror}") from exc
+        raise ServiceError(f"cannot create the state folder {paths.state_dir}: {exc.strerror}") from exc
 
 
 # --- the running engine -------------------------------------------------------------------------
@@ -146,7 +146,7 @@ class Service:
             log.info("stop requested over the control socket")
             self.request_stop()
             return {"stopping": True, "pid": os.getpid()}
-        raise EngineError(f"unknown command {command!r}")
+        raise ServiceError(f"unknown command {command!r}")
 
     async def status(self) -> dict[str, Any]:
         snapshot = self._server.snapshot() if self._server is not None else {}
@@ -179,7 +179,7 @@ class Service:
                 Quarantine(self.paths.quarantine_dir(settings)).prepare()  # one another user could change
         except MailguardError as exc:
             log.error("reload refused, the settings in force stay: %s", exc)
-            raise EngineError(f"reload refused, the settings in force stay: {exc}") from exc
+            raise ServiceError(f"reload refused, the settings in force stay: {exc}") from exc
         was_transparent = self._mode() == "transparent"
         self.settings = settings
         configure_logging(settings, None if self.foreground else self.paths.log_file)
@@ -298,12 +298,12 @@ def _factory_kwargs(server_factory: ServerFactory | None) -> dict[str, Any]:
 def start_detached(paths: Paths, settings: Settings, server_factory: ServerFactory | None = None) -> int:
     """Start the engine as a daemon and return its pid once it listens.
 
-    Raises EngineError if an engine already runs or the new one failed to come up (with its
+    Raises ServiceError if an engine already runs or the new one failed to come up (with its
     reason, which it sends back over a pipe before the parent returns).
     """
     pid = running_pid(paths)
     if pid is not None:
-        raise EngineError(f"the engine is already running (pid {pid})")
+        raise ServiceError(f"the engine is already running (pid {pid})")
     ensure_state_dir(paths)
     read_end, write_end = os.pipe()
     sys.stdout.flush()
@@ -322,8 +322,8 @@ def start_detached(paths: Paths, settings: Settings, server_factory: ServerFacto
     if kind == "ready":
         return int(detail)
     if kind == "error":
-        raise EngineError(detail)
-    raise EngineError(f"the engine did not come up (see {paths.log_file})")
+        raise ServiceError(detail)
+    raise ServiceError(f"the engine did not come up (see {paths.log_file})")
 
 
 def _daemon_child(
@@ -395,7 +395,7 @@ def _read_ready_message(fd: int, timeout: float) -> str:
     while b"\n" not in data and len(data) < MAX_READY_MESSAGE_BYTES:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise EngineError(f"the engine did not report ready within {timeout:g}s")
+            raise ServiceError(f"the engine did not report ready within {timeout:g}s")
         readable, _, _ = select.select([fd], [], [], remaining)
         if not readable:
             continue
@@ -414,14 +414,14 @@ def stop_running(paths: Paths, wait: float = STOP_WAIT_SECONDS) -> int | None:
 
     Returns the pid that was stopped, or None when no engine was running.
     """
-    from mailguard.service.control import EngineNotRunningError, request
+    from mailguard.service.control import ServiceNotRunningError, request
 
     pid = running_pid(paths)
     if pid is None:
         return None
     try:
         request(paths, "stop", timeout=5.0)
-    except (EngineNotRunningError, EngineError):
+    except (ServiceNotRunningError, ServiceError):
         # The socket is gone or wedged but the lock is held: fall back to the signal.
         if pid > 0:
             _signal(pid, signal.SIGTERM)
@@ -429,7 +429,7 @@ def stop_running(paths: Paths, wait: float = STOP_WAIT_SECONDS) -> int | None:
     # The lock is freed first, then the process winds down: "stopped" means both are done.
     while running_pid(paths) is not None or (pid > 0 and process_alive(pid)):
         if time.monotonic() > deadline:
-            raise EngineError(f"the engine (pid {pid}) did not stop within {wait:g}s")
+            raise ServiceError(f"the engine (pid {pid}) did not stop within {wait:g}s")
         time.sleep(0.05)
     return pid
 
@@ -440,4 +440,4 @@ def _signal(pid: int, signum: int) -> None:
     except ProcessLookupError:
         pass
     except PermissionError as exc:
-        raise EngineError(f"not allowed to signal the engine (pid {pid}): {exc.strerror}") from exc
+        raise ServiceError(f"not allowed to signal the engine (pid {pid}): {exc.strerror}") from exc

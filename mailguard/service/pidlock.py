@@ -12,7 +12,7 @@ import fcntl
 import os
 from typing import TYPE_CHECKING
 
-from mailguard.errors import EngineError
+from mailguard.errors import ServiceError
 
 if TYPE_CHECKING:
     from mailguard.settings import Paths
@@ -27,7 +27,7 @@ class PidLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        """Take the lock and write our pid, or raise EngineError naming the running engine."""
+        """Take the lock and write our pid, or raise ServiceError naming the running engine."""
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
@@ -35,7 +35,7 @@ class PidLock:
             except BlockingIOError:
                 os.close(fd)
                 pid = running_pid(self.paths)
-                raise EngineError(
+                raise ServiceError(
                     f"the engine is already running (pid {pid if pid else 'unknown'}; {self.path})"
                 ) from None
             # An engine that was stopping may have unlinked the file between our open and our

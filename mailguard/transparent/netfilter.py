@@ -26,7 +26,7 @@ import struct
 import subprocess
 from typing import TYPE_CHECKING
 
-from mailguard.errors import EngineError
+from mailguard.errors import ServiceError
 from mailguard.transparent.plan import TransparentPlan, show_address
 from mailguard.transparent.rules import TABLE, UPSTREAM_MARK, build_ruleset, removal_script
 
@@ -49,7 +49,7 @@ _SO_MARK = getattr(socket, "SO_MARK", 36)
 _CAP_NET_ADMIN = 12
 
 
-class NotRedirected(EngineError):
+class NotRedirected(ServiceError):
     """A connection reached the transparent listener without being redirected to it."""
 
 
@@ -64,7 +64,7 @@ def mark_upstream_socket(sock: socket.socket) -> None:
     try:
         sock.setsockopt(socket.SOL_SOCKET, _SO_MARK, UPSTREAM_MARK)
     except PermissionError as exc:
-        raise EngineError(
+        raise ServiceError(
             "marking the upstream connection needs root (CAP_NET_ADMIN) in transparent mode"
         ) from exc
 
@@ -141,7 +141,7 @@ def install(settings: Settings, blocked: dict[str, str] | None = None) -> tuple[
     ruleset = build_ruleset(plan, blocked)
     try:
         _nft(["-f", "-"], stdin=ruleset)
-    except EngineError as exc:
+    except ServiceError as exc:
         if "ipv6" in blocked or not has_net_admin():
             raise
         # A kernel without IPv6 NAT refuses the whole transaction: block IPv6 instead.
@@ -149,7 +149,7 @@ def install(settings: Settings, blocked: dict[str, str] | None = None) -> tuple[
         ruleset = build_ruleset(plan, blocked)
         try:
             _nft(["-f", "-"], stdin=ruleset)
-        except EngineError:
+        except ServiceError:
             raise exc from None
         log.warning("IPv6 mail ports are blocked: %s", blocked["ipv6"])
     return ruleset, blocked
@@ -164,7 +164,7 @@ def current_ruleset() -> str:
     """The rules in force (``nft list table inet mailguard``), or "" when there are none."""
     try:
         return _nft(["list", "table", *TABLE.split()])
-    except EngineError as exc:
+    except ServiceError as exc:
         if "No such file or directory" in str(exc):
             return ""
         raise
@@ -175,9 +175,9 @@ def _nft(args: list[str], stdin: str | None = None) -> str:
         (p for p in ("/usr/sbin/nft", "/sbin/nft") if shutil.which(p)), None
     )
     if nft is None:
-        raise EngineError("transparent mode needs nftables: the 'nft' program was not found")
+        raise ServiceError("transparent mode needs nftables: the 'nft' program was not found")
     if not has_net_admin():
-        raise EngineError(
+        raise ServiceError(
             "transparent mode needs root (or CAP_NET_ADMIN) to manage nftables rules; "
             "run the engine as root or use explicit mode"
         )
@@ -186,9 +186,9 @@ def _nft(args: list[str], stdin: str | None = None) -> str:
             [nft, *args], input=stdin, capture_output=True, text=True, timeout=NFT_TIMEOUT_SECONDS
         )
     except subprocess.TimeoutExpired as exc:
-        raise EngineError(f"nft {' '.join(args)} did not finish within {NFT_TIMEOUT_SECONDS:g}s") from exc
+        raise ServiceError(f"nft {' '.join(args)} did not finish within {NFT_TIMEOUT_SECONDS:g}s") from exc
     if done.returncode != 0:
-        raise EngineError(f"nft {' '.join(args)} failed: {done.stderr.strip()}")
+        raise ServiceError(f"nft {' '.join(args)} failed: {done.stderr.strip()}")
     return done.stdout
 
 

@@ -28,7 +28,7 @@ import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mailguard.errors import EngineError
+from mailguard.errors import ServiceError
 
 if TYPE_CHECKING:
     from mailguard.settings import Settings
@@ -67,18 +67,18 @@ class TransparentPlan:
         role = settings.get(ROLE_KEY)
         mail_ports = tuple(sorted({int(p) for key in PORT_KEYS for p in settings.get(key)}))
         if not mail_ports:
-            raise EngineError("transparent mode: no imap/imaps/pop3/pop3s ports are configured")
+            raise ServiceError("transparent mode: no imap/imaps/pop3/pop3s ports are configured")
         if port in mail_ports:
-            raise EngineError(f"{LISTEN_KEY} = {listen}: port {port} is also a mail port, and the rules "
+            raise ServiceError(f"{LISTEN_KEY} = {listen}: port {port} is also a mail port, and the rules "
                               "would redirect the engine's listener to itself; choose another port")
         everywhere = _every_address(host)
         if not everywhere and not _loopback(host):
-            raise EngineError(
+            raise ServiceError(
                 f"{LISTEN_KEY} = {listen}: redirected connections arrive on loopback (role desktop) or on "
                 "the address of the interface they came in on (role gateway), never on one chosen "
                 f"address; use 127.0.0.1:{port} (desktop) or 0.0.0.0:{port} (every address)")
         if role != "desktop" and not everywhere:
-            raise EngineError(
+            raise ServiceError(
                 f"{ROLE_KEY} = {role} needs {LISTEN_KEY} on every address (0.0.0.0:{port} or [::]:{port}): "
                 f"forwarded connections are redirected to the address of the interface they arrive on, "
                 f"which a listener on {host} cannot accept")
@@ -105,14 +105,14 @@ def family_of(host: str) -> str:
 
 def listening_socket(host: str, port: int, backlog: int) -> socket.socket | str:
     """A listening, non-blocking socket on ``(host, port)``, or (a string) why this address
-    family cannot have one here. Other failures (the port is taken) raise EngineError."""
+    family cannot have one here. Other failures (the port is taken) raise ServiceError."""
     family = family_of(host)
     try:
         sock = socket.socket(_SOCKET_FAMILY[family], socket.SOCK_STREAM)
     except OSError as exc:
         if exc.errno in _FAMILY_UNAVAILABLE:
             return f"no {family} on this host ({exc.strerror})"
-        raise EngineError(f"cannot listen on {show_address(host, port)}: {exc.strerror or exc}") from exc
+        raise ServiceError(f"cannot listen on {show_address(host, port)}: {exc.strerror or exc}") from exc
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == "ipv6":
@@ -127,7 +127,7 @@ def listening_socket(host: str, port: int, backlog: int) -> socket.socket | str:
         sock.close()
         if exc.errno in _FAMILY_UNAVAILABLE:
             return f"cannot listen on {show_address(host, port)} ({exc.strerror})"
-        raise EngineError(f"cannot listen on {show_address(host, port)}: {exc.strerror or exc}") from exc
+        raise ServiceError(f"cannot listen on {show_address(host, port)}: {exc.strerror or exc}") from exc
     return sock
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mailguard.errors import EngineError
+from mailguard.errors import ServiceError
 from mailguard.transparent.plan import FAMILIES
 from mailguard.transparent.rules import families_in
 
@@ -38,9 +38,9 @@ def read_ruleset(required: bool = True) -> tuple[str | None, str]:
 
     try:
         if not netfilter.has_net_admin():
-            raise EngineError("reading the nftables rules needs root (CAP_NET_ADMIN)")
+            raise ServiceError("reading the nftables rules needs root (CAP_NET_ADMIN)")
         return netfilter.current_ruleset(), ""
-    except EngineError as exc:
+    except ServiceError as exc:
         return ("", "") if not required else (None, str(exc))
 
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from mailguard.errors import EngineError
+from mailguard.errors import ServiceError
 from mailguard.service.control import (
     MAX_REQUEST_BYTES,
     ControlServer,
-    EngineNotRunningError,
+    ServiceNotRunningError,
     request,
 )
 from mailguard.settings import Paths
@@ -55,7 +55,7 @@ def served(paths: Paths) -> Iterator[tuple[ControlServer, list[str]]]:
     async def handler(command: str) -> dict:
         seen.append(command)
         if command == "reload":
-            raise EngineError("the settings file is broken")
+            raise ServiceError("the settings file is broken")
         return {"command": command, "pid": os.getpid()}
 
     loop = LoopThread()
@@ -82,13 +82,13 @@ def test_request_returns_the_handlers_result(served, paths: Paths) -> None:
 
 
 def test_engine_errors_reach_the_client_as_engine_errors(served, paths: Paths) -> None:
-    with pytest.raises(EngineError, match="the settings file is broken"):
+    with pytest.raises(ServiceError, match="the settings file is broken"):
         request(paths, "reload")
 
 
 def test_unknown_command_is_refused_without_calling_the_handler(served, paths: Paths) -> None:
     _, seen = served
-    with pytest.raises(EngineError, match="unknown command 'explode'"):
+    with pytest.raises(ServiceError, match="unknown command 'explode'"):
         request(paths, "explode")
     assert seen == []
 
@@ -123,7 +123,7 @@ def test_garbage_and_oversized_requests_get_an_error_answer(served, paths: Paths
 
 
 def test_no_engine_means_engine_not_running(paths: Paths) -> None:
-    with pytest.raises(EngineNotRunningError):
+    with pytest.raises(ServiceNotRunningError):
         request(paths, "status")
 
 
@@ -132,7 +132,7 @@ def test_a_stale_socket_file_is_not_a_running_engine_and_is_replaced(paths: Path
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stale.bind(str(paths.control_socket))
     stale.close()
-    with pytest.raises(EngineNotRunningError):
+    with pytest.raises(ServiceNotRunningError):
         request(paths, "status")
 
     async def handler(command: str) -> dict:
@@ -157,7 +157,7 @@ def test_a_regular_file_in_the_sockets_place_is_not_removed(paths: Paths) -> Non
 
     loop = LoopThread()
     try:
-        with pytest.raises(EngineError, match="is not a socket"):
+        with pytest.raises(ServiceError, match="is not a socket"):
             loop.run(ControlServer(paths.control_socket, handler).start())
     finally:
         loop.close()
@@ -167,7 +167,7 @@ def test_a_regular_file_in_the_sockets_place_is_not_removed(paths: Paths) -> Non
 def test_a_socket_path_too_long_for_sun_path_is_refused_clearly(tmp_path: Path) -> None:
     deep = tmp_path / ("d" * 60) / ("e" * 60)
     paths = Paths(config_file=tmp_path / "c.toml", state_dir=deep)
-    with pytest.raises(EngineError, match="too long for a unix socket"):
+    with pytest.raises(ServiceError, match="too long for a unix socket"):
         request(paths, "status")
 
 

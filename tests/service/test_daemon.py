@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from mailguard.errors import EngineError
+from mailguard.errors import ServiceError
 from mailguard.processes import process_alive
 from mailguard.service import control
 from mailguard.service.daemon import run_foreground, start_detached, stop_running
@@ -46,7 +46,7 @@ class StandInServer:
 
     async def start(self) -> None:
         if self.fail_start:
-            raise EngineError(self.fail_start)
+            raise ServiceError(self.fail_start)
         self._server = await asyncio.start_server(self._greet, "127.0.0.1", 0)
 
     async def _greet(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -154,7 +154,7 @@ def test_start_detached_runs_a_daemon_that_answers_and_stops(paths: Paths, daemo
 
 def test_starting_twice_is_refused(paths: Paths, daemon) -> None:
     pid = daemon()
-    with pytest.raises(EngineError, match=f"already running \\(pid {pid}\\)"):
+    with pytest.raises(ServiceError, match=f"already running \\(pid {pid}\\)"):
         daemon()
     assert running_pid(paths) == pid
     stop_running(paths)
@@ -169,7 +169,7 @@ def test_start_over_a_stale_pid_file_works(paths: Paths, daemon) -> None:
 
 
 def test_a_failed_start_reports_why_and_leaves_nothing(paths: Paths, daemon) -> None:
-    with pytest.raises(EngineError, match="cannot listen on 127.0.0.1:1: permission denied"):
+    with pytest.raises(ServiceError, match="cannot listen on 127.0.0.1:1: permission denied"):
         daemon(FailingServer)
     assert running_pid(paths) is None
     assert not paths.control_socket.exists()
@@ -202,7 +202,7 @@ def test_sighup_reloads_a_changed_setting(paths: Paths, daemon) -> None:
 def test_reload_over_the_socket_refuses_a_broken_file_and_keeps_running(paths: Paths, daemon) -> None:
     daemon()
     paths.config_file.write_text("[web-and-email.email-client.protocols]\nenabled = 'maybe'\n")
-    with pytest.raises(EngineError, match="reload refused, the settings in force stay"):
+    with pytest.raises(ServiceError, match="reload refused, the settings in force stay"):
         control.request(paths, "reload")
     status = control.request(paths, "status")
     assert status["protection"] == "on"

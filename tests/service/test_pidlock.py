@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mailguard.errors import EngineError
+from mailguard.errors import ServiceError
 from mailguard.service.pidlock import PidLock, running_pid
 from mailguard.settings import Paths
 
@@ -27,7 +27,7 @@ def test_pid_lock_records_our_pid_and_refuses_a_second_holder(paths: Paths) -> N
     try:
         assert paths.pid_file.read_text() == f"{os.getpid()}\n"
         assert running_pid(paths) == os.getpid()
-        with pytest.raises(EngineError, match=f"already running \\(pid {os.getpid()}"):
+        with pytest.raises(ServiceError, match=f"already running \\(pid {os.getpid()}"):
             PidLock(paths).acquire()
     finally:
         first.release()

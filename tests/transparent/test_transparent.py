@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mailguard.errors import EngineError
+from mailguard.errors import ServiceError
 from mailguard.transparent import netfilter
 from mailguard.transparent.plan import TransparentPlan, listening_socket
 from mailguard.transparent.rules import UPSTREAM_MARK, build_ruleset, families_in
@@ -58,7 +58,7 @@ def test_loopback_in_either_spelling_means_both_families(listen: str) -> None:
     ({"transparent.listen": "127.0.0.1:110"}, "port 110 is also a mail port"),
 ])
 def test_plans_that_cannot_work_are_refused_with_the_fix(values: dict[str, str], said: str) -> None:
-    with pytest.raises(EngineError, match=re.escape(said)):
+    with pytest.raises(ServiceError, match=re.escape(said)):
         _plan(**values)
 
 
@@ -72,7 +72,7 @@ def test_an_ipv6_listener_is_ipv6_only_on_purpose() -> None:
 
 def test_a_taken_port_stops_the_start() -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
-        with pytest.raises(EngineError, match="cannot listen on 127.0.0.1"):
+        with pytest.raises(ServiceError, match="cannot listen on 127.0.0.1"):
             listening_socket("127.0.0.1", taken.getsockname()[1], 8)
 
 
@@ -200,7 +200,7 @@ def test_a_kernel_that_refuses_the_ipv6_redirect_gets_ipv6_blocked(monkeypatch: 
 
     def nft(args: list[str], stdin: str | None = None) -> str:
         if stdin and "redirect ipv6" in stdin:
-            raise EngineError("nft -f - failed: Error: Could not process rule: No such file or directory")
+            raise ServiceError("nft -f - failed: Error: Could not process rule: No such file or directory")
         applied.append(stdin or "")
         return ""
 
@@ -214,7 +214,7 @@ def test_a_kernel_that_refuses_the_ipv6_redirect_gets_ipv6_blocked(monkeypatch: 
 
 def test_without_net_admin_the_error_says_root_is_needed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(netfilter, "has_net_admin", lambda: False)
-    with pytest.raises(EngineError, match="needs root"):
+    with pytest.raises(ServiceError, match="needs root"):
         netfilter.install(Settings.defaults())
 
 

@@ -14,7 +14,7 @@ import fcntl
 import os
 import pickle
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import mailguard
@@ -171,7 +171,10 @@ class ProcessWorkers:
         except WorkerFailed:
             return await self._scan_once(raw, source, timeout)
 
-    async def _scan_once(self, raw: bytes, source: str, timeout: float):  # noqa: ANN202
+    @contextlib.asynccontextmanager
+    async def _worker(self) -> AsyncIterator[WorkerProcess]:
+        """An idle worker, alive and started with the current settings (one found dead or made
+        with older settings is replaced by a fresh one), put back in the queue when done."""
         idle = self._queue()
         worker = await idle.get()
         try:
@@ -179,6 +182,12 @@ class ProcessWorkers:
                 self._retire(worker)
                 worker = WorkerProcess(self.config)
                 await worker.start()
+            yield worker
+        finally:
+            idle.put_nowait(worker)
+
+    async def _scan_once(self, raw: bytes, source: str, timeout: float):  # noqa: ANN202
+        async with self._worker() as worker:
             try:
                 # A deadline on this task rather than wait_for, which wraps the scan in a task of
                 # its own: per message, that task cost the loop more than the pipe writes.
@@ -189,8 +198,6 @@ class ProcessWorkers:
                 # the way, and would be read as the next message's. Never reused.
                 worker.kill()
                 raise
-        finally:
-            idle.put_nowait(worker)
 
     async def scan_many(self, items: Sequence[tuple[bytes, str]], timeout: float) -> list:  # type: ignore[type-arg]
         """The outcomes of ``items`` in order, handed to workers in batches (``BATCH_*``): one
@@ -226,16 +233,8 @@ class ProcessWorkers:
         return results
 
     async def _scan_batch(self, batch: Sequence[tuple[bytes, str]], timeout: float, done: list) -> None:  # type: ignore[type-arg]
-        idle = self._queue()
-        worker = await idle.get()
-        try:
-            if not worker.alive or worker.config != self.config:
-                self._retire(worker)
-                worker = WorkerProcess(self.config)
-                await worker.start()
+        async with self._worker() as worker:
             await worker.scan_many(batch, timeout, done)
-        finally:
-            idle.put_nowait(worker)
 
     def update(self, config: tuple[Policy, str | None]) -> None:
         """New settings: each worker is replaced when next used; scans in flight finish."""

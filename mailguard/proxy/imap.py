@@ -138,6 +138,8 @@ class ImapDriver:
         self._heard = {Side.CLIENT: 0.0, Side.SERVER: 0.0}
         #: the machine's limits now, each with the time it first appeared
         self._limits: list[tuple[Limit, float]] = []
+        #: the machine's limits as ``timer`` gave them for the last wait
+        self._given: list[Limit] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None
         #: the client was refused over TLS, and told why (session.refuse_over_tls)
@@ -171,9 +173,12 @@ class ImapDriver:
         several waits per message (bench/imap.py), and a timer armed and cancelled for each cost
         more than the rest of the wait."""
         loop = asyncio.get_running_loop()
-        now = loop.time()
-        since = {limit: started for limit, started in self._limits}
-        self._limits = [(limit, since.get(limit, now)) for limit in limits]
+        if limits != self._given:
+            # The same limits as the last wait (the common case) keep their starts as they are.
+            self._given = limits
+            now = loop.time()
+            since = {limit: started for limit, started in self._limits}
+            self._limits = [(limit, since.get(limit, now)) for limit in limits]
         self._waiter = waiter = loop.create_future()
         due = self._due()
         if due is not None and (self._timer is None or self._timer.when() > due[0]):

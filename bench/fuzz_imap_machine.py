@@ -36,6 +36,7 @@ from mailguard.protocols.imap.events import CacheEntry, CacheLookup, ScanFetched
 from mailguard.protocols.imap.limits import ImapLimits
 from mailguard.protocols.imap.machine import ImapOptions, ImapProxy
 from mailguard.protocols.imap.responses import ResponseKind, ResponseReader
+from tests.protocols.imap.machine_script import Outcome
 
 MARK = b"EICAR-UNSCANNED"
 #: small enough that messages are over the scan limit now and then
@@ -45,18 +46,6 @@ LIMITS = ImapLimits(max_response_literal=3000, max_response_size=80_000, max_com
 
 class Failure(Exception):
     pass
-
-
-@dataclass
-class Outcome:
-    status: str = "clean"
-    detections: tuple[str, ...] = ()
-    reasons: tuple[str, ...] = ()
-    delivered: bytes | None = None
-    error: str = ""
-    quarantine_failed: bool = False
-    generation: str = ""
-    located: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass

@@ -75,6 +75,18 @@ def test_a_batch_is_cut_by_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
     assert sum(calls) == len(ITEMS) and max(calls) <= 2
 
 
+def _batch_through_one_worker():  # noqa: ANN202
+    """ITEMS as one batch through a pool of one worker process; their outcomes."""
+    async def scenario():  # noqa: ANN202
+        pool = ScanPool(Policy(), None, kind="process", workers=1)
+        try:
+            return await pool.scan_many(ITEMS)
+        finally:
+            await pool.aclose()
+
+    return run(scenario())
+
+
 class _KillAfter(list):  # type: ignore[type-arg]
     """The outcomes of a batch; the worker is killed once ``count`` of them are in."""
 
@@ -102,14 +114,7 @@ def test_a_worker_dying_mid_batch_keeps_what_was_done_and_retries_the_rest(monke
 
     monkeypatch.setattr(WorkerProcess, "scan_many", dying)
 
-    async def scenario():  # noqa: ANN202
-        pool = ScanPool(Policy(), None, kind="process", workers=1)
-        try:
-            return await pool.scan_many(ITEMS)
-        finally:
-            await pool.aclose()
-
-    outcomes = run(scenario())
+    outcomes = _batch_through_one_worker()
     assert [o.status for o in outcomes] == ["clean", "infected", "clean", "infected", "clean"]
     assert not any(o.error for o in outcomes)
     assert len(killed) == 1 and not process_alive(killed[0])
@@ -138,14 +143,7 @@ def test_a_message_that_kills_its_worker_twice_in_a_batch_is_unscanned(monkeypat
     monkeypatch.setattr(WorkerProcess, "scan_many", dying_many)
     monkeypatch.setattr(WorkerProcess, "scan", dying_one)
 
-    async def scenario():  # noqa: ANN202
-        pool = ScanPool(Policy(), None, kind="process", workers=1)
-        try:
-            return await pool.scan_many(ITEMS)
-        finally:
-            await pool.aclose()
-
-    outcomes = run(scenario())
+    outcomes = _batch_through_one_worker()
     assert len(killed) == 2 and killed[0] != killed[1]
     assert outcomes[0].status == "unscanned" and "engine-error" in outcomes[0].reasons
     assert [o.status for o in outcomes[1:]] == ["infected", "clean", "infected", "clean"]
@@ -175,14 +173,7 @@ def test_a_message_past_its_time_in_a_batch_is_unscanned_and_the_rest_go_on(monk
 
     monkeypatch.setattr(WorkerProcess, "scan_many", slow)
 
-    async def scenario():  # noqa: ANN202
-        pool = ScanPool(Policy(), None, kind="process", workers=1)
-        try:
-            return await pool.scan_many(ITEMS)
-        finally:
-            await pool.aclose()
-
-    outcomes = run(scenario())
+    outcomes = _batch_through_one_worker()
     # Two answered, the third timed out (no second try, as for one message), the rest on a new worker.
     assert [o.status for o in outcomes] == ["clean", "infected", "unscanned", "infected", "clean"]
     assert "timeout" in outcomes[2].reasons

@@ -58,14 +58,21 @@ def cached_script() -> Script:
     return s
 
 
-def test_a_rewritten_message_in_the_cache_is_served_from_it_without_a_scan() -> None:
+def fetch_uid_5(record: Record, served: bytes | None, size: int) -> Script:
+    """A cached session's ``UID FETCH 5 (BODY.PEEK[])``, its cache look-up answered with
+    ``record`` (and ``served``), and the metadata pass answered with ``size``."""
     s = cached_script()
     s.client(b"c UID FETCH 5 (BODY.PEEK[])\r\n")
     [lookup] = s.take(CacheLookup)
     assert lookup.cache == ("mail:143", "alice", b"INBOX", 7) and lookup.uid == 5
-    s.send(CacheEntry(lookup.ident, Record(False, hashlib.sha256(INFECTED).hexdigest()), CLEANED))
+    s.send(CacheEntry(lookup.ident, record, served))
     assert s.take_server() == b"c UID FETCH 5 (UID RFC822.SIZE)\r\n"
-    s.server(b"* 1 FETCH (UID 5 RFC822.SIZE %d)\r\nc OK done\r\n" % len(INFECTED))
+    s.server(b"* 1 FETCH (UID 5 RFC822.SIZE %d)\r\nc OK done\r\n" % size)
+    return s
+
+
+def test_a_rewritten_message_in_the_cache_is_served_from_it_without_a_scan() -> None:
+    s = fetch_uid_5(Record(False, hashlib.sha256(INFECTED).hexdigest()), CLEANED, len(INFECTED))
     assert not s.take(CacheLookup)  # the record was read once
     assert not s.take(ScanFetched) and s.take_server() == b""
     assert s.take_client() == b"* 1 FETCH (UID 5 BODY[] " + literal(CLEANED) + b")\r\nc OK done\r\n"
@@ -73,12 +80,7 @@ def test_a_rewritten_message_in_the_cache_is_served_from_it_without_a_scan() -> 
 
 
 def test_a_clean_message_in_the_cache_is_fetched_and_checked_against_its_hash() -> None:
-    s = cached_script()
-    s.client(b"c UID FETCH 5 (BODY.PEEK[])\r\n")
-    [lookup] = s.take(CacheLookup)
-    s.send(CacheEntry(lookup.ident, Record(True, hashlib.sha256(SIMPLE).hexdigest()), None))
-    assert s.take_server() == b"c UID FETCH 5 (UID RFC822.SIZE)\r\n"
-    s.server(b"* 1 FETCH (UID 5 RFC822.SIZE %d)\r\nc OK done\r\n" % len(SIMPLE))
+    s = fetch_uid_5(Record(True, hashlib.sha256(SIMPLE).hexdigest()), None, len(SIMPLE))
     assert s.take_server() == b"mg1 UID FETCH 5 (UID BODY.PEEK[])\r\n"
     s.server(b"* 1 FETCH (UID 5 BODY[] " + literal(SIMPLE) + b")\r\nmg1 OK done\r\n")
     # decided on the record as it is once the body is here (a signature update may have come)
@@ -89,12 +91,7 @@ def test_a_clean_message_in_the_cache_is_fetched_and_checked_against_its_hash() 
 
 
 def test_a_signature_update_while_the_body_is_fetched_rescans_the_message() -> None:
-    s = cached_script()
-    s.client(b"c UID FETCH 5 (BODY.PEEK[])\r\n")
-    [lookup] = s.take(CacheLookup)
-    s.send(CacheEntry(lookup.ident, Record(True, hashlib.sha256(INFECTED).hexdigest()), None))
-    assert s.take_server() == b"c UID FETCH 5 (UID RFC822.SIZE)\r\n"
-    s.server(b"* 1 FETCH (UID 5 RFC822.SIZE %d)\r\nc OK done\r\n" % len(INFECTED))
+    s = fetch_uid_5(Record(True, hashlib.sha256(INFECTED).hexdigest()), None, len(INFECTED))
     assert s.take_server() == b"mg1 UID FETCH 5 (UID BODY.PEEK[])\r\n"
     s.server(b"* 1 FETCH (UID 5 BODY[] " + literal(INFECTED) + b")\r\nmg1 OK done\r\n")
     # the update made the record stale: the driver's fresh read finds none
@@ -107,11 +104,7 @@ def test_a_signature_update_while_the_body_is_fetched_rescans_the_message() -> N
 
 
 def test_a_changed_message_under_a_cached_uid_is_scanned_and_recorded() -> None:
-    s = cached_script()
-    s.client(b"c UID FETCH 5 (BODY.PEEK[])\r\n")
-    [lookup] = s.take(CacheLookup)
-    s.send(CacheEntry(lookup.ident, Record(True, hashlib.sha256(b"another message").hexdigest()), None))
-    s.server(b"* 1 FETCH (UID 5 RFC822.SIZE %d)\r\nc OK done\r\n" % len(INFECTED))
+    s = fetch_uid_5(Record(True, hashlib.sha256(b"another message").hexdigest()), None, len(INFECTED))
     s.server(b"* 1 FETCH (UID 5 BODY[] " + literal(INFECTED) + b")\r\nmg1 OK done\r\n")
     s.scan(delivered=CLEANED, status="infected")
     [write] = s.take(CacheWrite)

@@ -48,7 +48,8 @@ def test_a_batch_gives_what_one_by_one_gives_in_order(tmp_path: Path, kind: str,
     assert all(o.quarantine_id for o in many if o.status == "infected")
 
 
-def test_small_batches_go_in_one_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
+def _count_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of every batch handed to a worker process from now on."""
     calls: list[int] = []
     original = WorkerProcess.scan_many
 
@@ -57,20 +58,18 @@ def test_small_batches_go_in_one_round_trip(monkeypatch: pytest.MonkeyPatch) -> 
         await original(self, items, timeout, done)
 
     monkeypatch.setattr(WorkerProcess, "scan_many", counting)
+    return calls
+
+
+def test_small_batches_go_in_one_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _count_batches(monkeypatch)
     _, many = _one_by_one_and_batched(ScanPool(Policy(), None, kind="process", workers=1))
     assert calls == [len(ITEMS)] and len(many) == len(ITEMS)
 
 
 def test_a_batch_is_cut_by_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(procs, "BATCH_BYTES", len(ITEMS[0][0]) + len(ITEMS[1][0]))
-    calls: list[int] = []
-    original = WorkerProcess.scan_many
-
-    async def counting(self, items, timeout, done):  # type: ignore[no-untyped-def]
-        calls.append(len(items))
-        await original(self, items, timeout, done)
-
-    monkeypatch.setattr(WorkerProcess, "scan_many", counting)
+    calls = _count_batches(monkeypatch)
     _one_by_one_and_batched(ScanPool(Policy(), None, kind="process", workers=1))
     assert sum(calls) == len(ITEMS) and max(calls) <= 2
 
